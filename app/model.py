@@ -1,0 +1,197 @@
+"""The platform-neutral message model and the seams between adapters and the core.
+
+Adapters (Slack, Teams, console) turn platform events into :class:`IncomingMessage` and hand the
+core a :class:`Reply` handle to drive. Nothing here imports a platform SDK.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+
+class Kind(StrEnum):
+    """How the message reached the bot; routes may treat them differently."""
+
+    MENTION = "mention"
+    DIRECT = "direct"
+    THREAD_REPLY = "thread_reply"
+    COMMAND = "command"
+
+
+def _short_hash(text: str, length: int = 16) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadKey:
+    """Identity of one remote thread: everything else (conversation, lock, pseudonyms) hangs off it.
+
+    ``thread`` is the thread root (Slack ``thread_ts``, Teams reply-chain root or chat id). For DMs
+    ``channel`` is the DM channel, so two people never share a key.
+    """
+
+    platform: str
+    workspace: str
+    channel: str
+    thread: str
+
+    @property
+    def canonical(self) -> str:
+        return f"{self.platform}:{self.workspace}:{self.channel}:{self.thread}"
+
+    @property
+    def hashed(self) -> str:
+        """Stable hash used in Redis keys and logs: never the raw ids (they can be long)."""
+        return _short_hash(self.canonical, 24)
+
+    @property
+    def log_id(self) -> str:
+        return self.hashed[:12]
+
+    def dify_user(self) -> str:
+        """Dify's ``user`` for this thread.
+
+        A Dify conversation belongs to the user who created it, so the *thread* is the user: a
+        second person replying in the thread continues the same conversation.
+        """
+        raw = self.canonical
+        return raw if len(raw) <= 200 else f"{self.platform}:{_short_hash(raw, 32)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Speaker:
+    id: str
+    name: str = ""
+    email: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file the user attached. ``fetch`` downloads it with the platform's credentials."""
+
+    name: str
+    mime_type: str
+    size: int
+    fetch: Callable[[], Awaitable[bytes]] | None = None
+    url: str | None = None
+    is_audio: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    """One message for the bot, already stripped of the bot mention and platform markup."""
+
+    key: ThreadKey
+    event_id: str
+    speaker: Speaker
+    text: str
+    kind: Kind
+    attachments: tuple[Attachment, ...] = ()
+    # Extra idempotency keys beyond event_id (Slack delivers one mention as app_mention *and*
+    # message with different event ids but the same channel+ts).
+    dedup_keys: tuple[str, ...] = ()
+    channel_name: str | None = None
+    permalink: str | None = None
+    received_at: float = field(default_factory=time.time)
+    # Earlier messages of the thread (oldest first), for routes that pass context to Dify.
+    history: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A citation from Dify's ``retriever_resources``."""
+
+    position: int
+    title: str
+    snippet: str = ""
+    url: str | None = None
+    score: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutFile:
+    """A file Dify produced (``message_file``), for the adapter to put in the thread."""
+
+    url: str
+    type: str
+    name: str = ""
+
+
+@dataclass(slots=True)
+class ReplyExtras:
+    """What comes with a finished answer besides its text."""
+
+    dify_message_id: str | None = None
+    conversation_id: str | None = None
+    conversation_name: str | None = None
+    sources: list[Source] = field(default_factory=list)
+    suggested: list[str] = field(default_factory=list)
+    files: list[OutFile] = field(default_factory=list)
+    stopped: bool = False
+    notices: list[str] = field(default_factory=list)
+    # Route the answer came from, so buttons (feedback, suggestions, stop) find the Dify app again.
+    route: str | None = None
+
+
+@runtime_checkable
+class Reply(Protocol):
+    """The handle the pipeline drives for one answer. Adapters implement it.
+
+    Calls arrive in order: ``start`` once, ``update``/``status`` any number of times, then exactly
+    one of ``finish`` or ``fail``. The edit scheduler guarantees at most one call in flight.
+    ``update`` and ``finish`` may raise :class:`app.errors.PlatformRateLimited` to slow the
+    scheduler down; a vanished message is the handle's own business (post a new one).
+    """
+
+    async def start(self, placeholder: str) -> None:
+        """Show progress at once (placeholder message, typing status, stream start)."""
+
+    async def status(self, line: str | None) -> None:
+        """Set or clear a short live status line ("Using tool: web_search")."""
+
+    async def update(self, text: str) -> None:
+        """Replace the visible answer with ``text`` (the whole answer so far, Markdown)."""
+
+    async def finish(self, text: str, extras: ReplyExtras) -> None:
+        """Deliver the final answer (split across messages if needed) with sources and buttons."""
+
+    async def fail(self, message: str, *, ref: str) -> None:
+        """Replace progress with a readable error; ``ref`` is the id that appears in the logs."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformLimits:
+    """What the edit scheduler and renderer must respect on one platform."""
+
+    max_message_chars: int
+    min_edit_interval: float
+    # Edits per minute shared by every answer in one workspace (Slack chat.update is ~50/min).
+    workspace_edits_per_minute: float
+    placeholder: str = "Thinking…"
+
+
+class Adapter(Protocol):
+    """A platform connector: mounts its HTTP routes and feeds messages to the core."""
+
+    name: str
+    limits: PlatformLimits
+
+    def mount(self, app: web.Application) -> None:
+        """Add the platform's routes to the shared aiohttp application."""
+
+    async def start(self) -> None:
+        """Open long-lived connections (Socket Mode); called once the server runs."""
+
+    async def stop(self) -> None:
+        """Close connections; in-flight answers are the pipeline's to finish."""
+
+
+JSONDict = dict[str, Any]

