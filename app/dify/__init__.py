@@ -1,0 +1,96 @@
+"""Dify Service API client: typed stream events, errors, circuit breaker.
+
+Import from here; the submodules are implementation detail::
+
+    from app.dify import DifyClientPool, TextDelta, MessageEnd, StreamIncomplete
+"""
+
+from app.dify.breaker import CircuitBreaker
+from app.dify.client import (
+    DifyClient,
+    DifyClientPool,
+    DifyTimeouts,
+    RetryPolicy,
+    counts_as_failure,
+    make_http_client,
+)
+from app.dify.errors import (
+    CircuitOpen,
+    ConversationNotFound,
+    DifyAuthError,
+    DifyBadRequest,
+    DifyConnectionError,
+    DifyError,
+    DifyHTTPError,
+    DifyProtocolError,
+    DifyQuotaExceeded,
+    DifyServerError,
+    DifyStreamError,
+    DifyTimeout,
+    DifyTooManyRequests,
+    StreamIncomplete,
+    StreamProgress,
+    error_from_response,
+)
+from app.dify.events import (
+    TERMINAL,
+    AgentThought,
+    DifyEvent,
+    MessageEnd,
+    MessageFile,
+    NodeEvent,
+    Other,
+    Ping,
+    StreamError,
+    TextDelta,
+    TextReplace,
+    WorkflowFinished,
+    WorkflowPaused,
+    WorkflowStarted,
+    is_terminal,
+)
+from app.dify.sse import SSEDecodeError, SSEDecoder, parse_event
+
+__all__ = [
+    "TERMINAL",
+    "AgentThought",
+    "CircuitBreaker",
+    "CircuitOpen",
+    "ConversationNotFound",
+    "DifyAuthError",
+    "DifyBadRequest",
+    "DifyClient",
+    "DifyClientPool",
+    "DifyConnectionError",
+    "DifyError",
+    "DifyEvent",
+    "DifyHTTPError",
+    "DifyProtocolError",
+    "DifyQuotaExceeded",
+    "DifyServerError",
+    "DifyStreamError",
+    "DifyTimeout",
+    "DifyTimeouts",
+    "DifyTooManyRequests",
+    "MessageEnd",
+    "MessageFile",
+    "NodeEvent",
+    "Other",
+    "Ping",
+    "RetryPolicy",
+    "SSEDecodeError",
+    "SSEDecoder",
+    "StreamError",
+    "StreamIncomplete",
+    "StreamProgress",
+    "TextDelta",
+    "TextReplace",
+    "WorkflowFinished",
+    "WorkflowPaused",
+    "WorkflowStarted",
+    "counts_as_failure",
+    "error_from_response",
+    "is_terminal",
+    "make_http_client",
+    "parse_event",
+]

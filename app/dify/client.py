@@ -1,0 +1,804 @@
+"""Async client for Dify's Service API (``/v1``), streaming first.
+
+Rules the stream methods follow (``chat_stream``, ``completion_stream``, ``workflow_stream``):
+
+* They are async generators of :mod:`app.dify.events`. The generator ends right after the first
+  terminal event (``MessageEnd``, ``StreamError``, ``WorkflowFinished``, ``WorkflowPaused``) and
+  closes the HTTP response itself, because some Dify versions keep it open.
+* Terminal events are *yielded*, never raised: a ``StreamError`` is the last event the caller
+  sees (``event.to_exception()`` gives the matching ``DifyStreamError`` with its
+  ``user_message``). Exceptions are raised only for HTTP, transport and protocol problems, and
+  :class:`StreamIncomplete` when the stream ends without a terminal event.
+* Retries (exponential backoff, full jitter; ``Retry-After`` honoured) happen only before the
+  first event is yielded: connection errors, connect/first-event timeouts, 429
+  ``too_many_requests`` and 5xx. Never after anything was yielded, never for other 4xx or for
+  ``rate_limit_error`` (plan quota).
+* Timeouts: ``connect``; ``first_event`` (request sent -> first SSE event of any kind, pings
+  included); ``idle`` (the longest silence between two events).
+* The breaker is checked before every attempt and told about every attempt's outcome.
+
+Close a stream you stop reading early with ``contextlib.aclosing`` so the connection is
+released at once rather than by the garbage collector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NoReturn
+
+import aiohttp
+import httpx
+import structlog
+
+from app.dify.breaker import CircuitBreaker
+from app.dify.errors import (
+    ConversationNotFound,
+    DifyConnectionError,
+    DifyError,
+    DifyProtocolError,
+    DifyServerError,
+    DifyStreamError,
+    DifyTimeout,
+    DifyTooManyRequests,
+    StreamIncomplete,
+    StreamProgress,
+    error_from_response,
+)
+from app.dify.events import (
+    TERMINAL,
+    DifyEvent,
+    StreamError,
+    TextDelta,
+    TextReplace,
+)
+from app.dify.sse import SSEDecodeError, SSEDecoder
+
+log = structlog.get_logger("app.dify")
+
+USER_AGENT = "dify-bridge/0.1"
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_MAX_ERROR_BODY = 64 * 1024
+
+
+@dataclass(frozen=True)
+class DifyTimeouts:
+    """Seconds. ``request`` bounds whole non-streaming calls (uploads, feedback, ...)."""
+
+    connect: float = 5.0
+    first_event: float = 60.0
+    idle: float = 45.0
+    request: float = 30.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries before the first event. A ``Retry-After`` above ``max_retry_after`` is not waited."""
+
+    max_retries: int = 3
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    max_retry_after: float = 30.0
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Full jitter: uniform in [0, min(max_delay, base_delay * 2**attempt)]."""
+        cap = min(self.max_delay, self.base_delay * (2 ** min(attempt, 30)))
+        return rng.uniform(0.0, cap)
+
+
+def _check_id(name: str, value: str) -> str:
+    if not isinstance(value, str) or not _ID_RE.match(value):
+        raise ValueError(f"{name} must be a Dify id (letters, digits, - _ . :), got {value!r:.80}")
+    return value
+
+
+def _check_user(user: str) -> str:
+    if not isinstance(user, str) or not user.strip() or len(user) > 255:
+        raise ValueError("user must be a non-empty string of at most 255 characters")
+    return user
+
+
+def counts_as_failure(err: DifyError) -> bool:
+    """Whether ``err`` says Dify is unwell (feeds the circuit breaker)."""
+    if isinstance(err, DifyStreamError):
+        return (err.status or 0) >= 500
+    return isinstance(
+        err,
+        DifyServerError
+        | DifyTimeout
+        | DifyConnectionError
+        | DifyProtocolError
+        | DifyTooManyRequests
+        | StreamIncomplete,
+    )
+
+
+def _transport_error(
+    e: BaseException, phase: Literal["connect", "first_event", "idle", "request"]
+) -> DifyError:
+    """Map an httpx/aiohttp transport exception to our tree (never includes request data)."""
+    cause = e.__cause__
+    if isinstance(e, httpx.ConnectTimeout | httpx.PoolTimeout):
+        # httpx-aiohttp maps every aiohttp ClientConnectionError to ConnectTimeout; only a real
+        # timeout underneath is one.
+        if cause is None or isinstance(cause, TimeoutError):
+            return DifyTimeout(phase="connect")
+        return DifyConnectionError(f"connection failed ({type(cause).__name__})")
+    if isinstance(e, httpx.TimeoutException):
+        return DifyTimeout(phase=phase)
+    return DifyConnectionError(f"connection failed ({type(e).__name__})")
+
+
+_TRANSPORT_ERRORS = (httpx.TransportError, aiohttp.ClientError, OSError)
+
+
+class _Progress:
+    """Ids and text seen so far in one stream, for StreamIncomplete and friends."""
+
+    __slots__ = ("conversation_id", "message_id", "parts", "task_id", "workflow_run_id")
+
+    def __init__(self) -> None:
+        self.conversation_id: str | None = None
+        self.message_id: str | None = None
+        self.task_id: str | None = None
+        self.workflow_run_id: str | None = None
+        self.parts: list[str] = []
+
+    def see(self, ev: DifyEvent) -> None:
+        if self.task_id is None and ev.task_id:
+            self.task_id = ev.task_id
+        if self.conversation_id is None and ev.conversation_id:
+            self.conversation_id = ev.conversation_id
+        if self.message_id is None and ev.message_id:
+            self.message_id = ev.message_id
+        if self.workflow_run_id is None and ev.workflow_run_id:
+            self.workflow_run_id = ev.workflow_run_id
+        if type(ev) is TextDelta:
+            self.parts.append(ev.answer)
+        elif type(ev) is TextReplace:
+            self.parts = [ev.answer]
+
+    def snapshot(self) -> StreamProgress:
+        return StreamProgress(
+            conversation_id=self.conversation_id,
+            message_id=self.message_id,
+            task_id=self.task_id,
+            workflow_run_id=self.workflow_run_id,
+            partial_text="".join(self.parts),
+        )
+
+
+class DifyClient:
+    """One Dify app (base URL + API key) over a shared ``httpx.AsyncClient``.
+
+    The client never logs queries, answers or the key. Build it through
+    :class:`DifyClientPool` in the service; construct it directly in tests.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        http: httpx.AsyncClient,
+        timeouts: DifyTimeouts = DifyTimeouts(),
+        retry: RetryPolicy = RetryPolicy(),
+        breaker: CircuitBreaker | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        if (
+            not isinstance(api_key, str)
+            or not api_key.strip()
+            or any(c in api_key for c in "\r\n ")
+        ):
+            raise ValueError("api_key must be a non-empty token without spaces")
+        self.base_url = base_url.rstrip("/")
+        self._http = http
+        self._headers = {"Authorization": f"Bearer {api_key}", "User-Agent": USER_AGENT}
+        self._t = timeouts
+        self._retry = retry
+        self._breaker = breaker
+        self._sleep = sleep
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
+        self._stream_timeout = httpx.Timeout(
+            connect=timeouts.connect, read=None, write=timeouts.connect, pool=timeouts.connect
+        )
+        self._request_timeout = httpx.Timeout(
+            connect=timeouts.connect,
+            read=timeouts.request,
+            write=timeouts.request,
+            pool=timeouts.connect,
+        )
+
+    # ----------------------------------------------------------------- streaming
+
+    def chat_stream(
+        self,
+        *,
+        query: str,
+        user: str,
+        conversation_id: str | None,
+        inputs: Mapping[str, Any],
+        files: Sequence[Mapping[str, Any]] = (),
+        auto_generate_name: bool = False,
+    ) -> AsyncIterator[DifyEvent]:
+        """Stream a chat / agent-chat / advanced-chat answer (``POST /chat-messages``)."""
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError("query must be a non-empty string")
+        if conversation_id is not None:
+            _check_id("conversation_id", conversation_id)
+        body = {
+            "query": query,
+            "inputs": dict(inputs),
+            "user": _check_user(user),
+            "response_mode": "streaming",
+            "conversation_id": conversation_id or "",
+            "files": [dict(f) for f in files],
+            "auto_generate_name": bool(auto_generate_name),
+        }
+        return self._stream("/chat-messages", body)
+
+    def completion_stream(
+        self,
+        *,
+        query: str,
+        user: str,
+        inputs: Mapping[str, Any],
+        files: Sequence[Mapping[str, Any]] = (),
+    ) -> AsyncIterator[DifyEvent]:
+        """Stream a text-generator answer (``POST /completion-messages``)."""
+        if not isinstance(query, str):
+            raise ValueError("query must be a string")
+        body = {
+            "query": query,
+            "inputs": dict(inputs),
+            "user": _check_user(user),
+            "response_mode": "streaming",
+            "files": [dict(f) for f in files],
+        }
+        return self._stream("/completion-messages", body)
+
+    def workflow_stream(
+        self,
+        *,
+        user: str,
+        inputs: Mapping[str, Any],
+        files: Sequence[Mapping[str, Any]] = (),
+    ) -> AsyncIterator[DifyEvent]:
+        """Stream a workflow run (``POST /workflows/run``); text arrives as ``text_chunk``."""
+        body = {
+            "inputs": dict(inputs),
+            "user": _check_user(user),
+            "response_mode": "streaming",
+            "files": [dict(f) for f in files],
+        }
+        return self._stream("/workflows/run", body)
+
+    async def _stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[DifyEvent]:
+        attempt = 0
+        while True:
+            self._check_breaker()
+            try:
+                response, chunks, decoder, first = await self._open(path, body)
+            except DifyError as err:
+                self._record(err)
+                delay = self._retry_delay(err, attempt)
+                if delay is None:
+                    raise
+                attempt += 1
+                log.warning(
+                    "dify_retry",
+                    path=path,
+                    attempt=attempt,
+                    delay=round(delay, 3),
+                    status=err.status,
+                    code=err.code,
+                )
+                await self._sleep(delay)
+                continue
+            break
+        if self._breaker is not None:
+            self._breaker.record_success()
+        progress = _Progress()
+        try:
+            pending: list[DifyEvent] | None = first
+            while pending is not None:
+                for ev in pending:
+                    progress.see(ev)
+                    if isinstance(ev, TERMINAL):
+                        await response.aclose()
+                        if isinstance(ev, StreamError) and ev.status >= 500 and self._breaker:
+                            self._breaker.record_failure()
+                        yield ev
+                        return
+                    yield ev
+                pending = await self._next_events(chunks, decoder, progress)
+            raise self._fail(StreamIncomplete(progress=progress.snapshot()))
+        finally:
+            await response.aclose()
+
+    async def _next_events(
+        self, chunks: AsyncIterator[bytes], decoder: SSEDecoder, progress: _Progress
+    ) -> list[DifyEvent] | None:
+        """Wait (at most ``idle`` seconds) for more events; None at EOF with nothing left."""
+        while True:
+            try:
+                async with asyncio.timeout(self._t.idle):
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                tail = self._decode(lambda _: decoder.close(), progress, b"")
+                return tail or None
+            except TimeoutError:
+                raise self._fail(DifyTimeout(phase="idle", progress=progress.snapshot())) from None
+            except _TRANSPORT_ERRORS as e:
+                raise self._fail(
+                    StreamIncomplete(
+                        f"connection broke mid-stream ({type(e).__name__})",
+                        progress=progress.snapshot(),
+                    )
+                ) from e
+            events = self._decode(decoder.feed, progress, chunk)
+            if events:
+                return events
+
+    def _decode(
+        self, step: Callable[[bytes], list[DifyEvent]], progress: _Progress, chunk: bytes
+    ) -> list[DifyEvent]:
+        try:
+            return step(chunk)
+        except SSEDecodeError as e:
+            for ev in e.events:
+                progress.see(ev)
+            raise self._fail(
+                DifyProtocolError(e.message, code=e.code, progress=progress.snapshot())
+            ) from e
+
+    def _fail(self, err: DifyError) -> DifyError:
+        if self._breaker is not None and counts_as_failure(err):
+            self._breaker.record_failure()
+        return err
+
+    async def _open(
+        self, path: str, body: dict[str, Any]
+    ) -> tuple[httpx.Response, AsyncIterator[bytes], SSEDecoder, list[DifyEvent]]:
+        """Send the request and wait for the first event(s); everything here may be retried."""
+        request = self._http.build_request(
+            "POST",
+            self.base_url + path,
+            json=body,
+            headers=self._headers,
+            timeout=self._stream_timeout,
+        )
+        response: httpx.Response | None = None
+        try:
+            async with asyncio.timeout(self._t.first_event):
+                response = await self._http.send(request, stream=True)
+                if response.status_code != 200:
+                    raise await self._http_error(response)
+                ctype = response.headers.get("content-type", "")
+                if "text/event-stream" not in ctype:
+                    raise DifyProtocolError(
+                        f"expected an event stream, got {ctype.split(';')[0] or 'no content type'}",
+                        status=200,
+                        code="protocol_error",
+                    )
+                chunks = response.aiter_raw()
+                decoder = SSEDecoder()
+                while True:
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        first = decoder.close()
+                        if first:
+                            break
+                        raise StreamIncomplete(
+                            "stream ended before any event", progress=StreamProgress()
+                        ) from None
+                    first = decoder.feed(chunk)
+                    if first:
+                        break
+            return response, chunks, decoder, first
+        except BaseException as e:
+            if response is not None:
+                await response.aclose()
+            if isinstance(e, DifyError):
+                raise
+            if isinstance(e, TimeoutError):
+                raise DifyTimeout(phase="first_event") from None
+            if isinstance(e, _TRANSPORT_ERRORS):
+                raise _transport_error(e, "first_event") from e
+            raise
+
+    # ------------------------------------------------------------ plain requests
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        data: Mapping[str, Any] | None = None,
+        files: Mapping[str, tuple[str, bytes, str]] | None = None,
+    ) -> Any:
+        """One JSON call with retries; returns the decoded body (None for 204)."""
+        attempt = 0
+        while True:
+            self._check_breaker()
+            try:
+                result = await self._request_once(
+                    method, path, json=json, params=params, data=data, files=files
+                )
+            except DifyError as err:
+                self._record(err)
+                delay = self._retry_delay(err, attempt)
+                if delay is None:
+                    raise
+                attempt += 1
+                log.warning(
+                    "dify_retry",
+                    path=path,
+                    attempt=attempt,
+                    delay=round(delay, 3),
+                    status=err.status,
+                    code=err.code,
+                )
+                await self._sleep(delay)
+                continue
+            if self._breaker is not None:
+                self._breaker.record_success()
+            return result
+
+    async def _request_once(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any,
+        params: Mapping[str, Any] | None,
+        data: Mapping[str, Any] | None,
+        files: Mapping[str, tuple[str, bytes, str]] | None,
+    ) -> Any:
+        try:
+            async with asyncio.timeout(self._t.request):
+                response = await self._http.request(
+                    method,
+                    self.base_url + path,
+                    json=json,
+                    params=params,
+                    data=data,
+                    files=files,
+                    headers=self._headers,
+                    timeout=self._request_timeout,
+                )
+        except TimeoutError:
+            raise DifyTimeout(phase="request") from None
+        except _TRANSPORT_ERRORS as e:
+            raise _transport_error(e, "request") from e
+        if not 200 <= response.status_code < 300:
+            raise error_from_response(
+                response.status_code,
+                response.content[:_MAX_ERROR_BODY],
+                response.headers.get("retry-after"),
+            )
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise DifyProtocolError(
+                "response body is not JSON", status=response.status_code, code="protocol_error"
+            ) from None
+
+    async def _http_error(self, response: httpx.Response) -> DifyError:
+        body = bytearray()
+        try:
+            async for chunk in response.aiter_raw():
+                body += chunk
+                if len(body) >= _MAX_ERROR_BODY:
+                    break
+        except _TRANSPORT_ERRORS:
+            pass  # the status alone classifies the error
+        return error_from_response(
+            response.status_code, bytes(body), response.headers.get("retry-after")
+        )
+
+    # --------------------------------------------------------------- policy
+
+    def _check_breaker(self) -> None:
+        if self._breaker is not None:
+            self._breaker.check()
+
+    def _record(self, err: DifyError) -> None:
+        if self._breaker is None:
+            return
+        if counts_as_failure(err):
+            self._breaker.record_failure()
+        elif err.status is not None:
+            self._breaker.record_success()
+
+    def _retry_delay(self, err: DifyError, attempt: int) -> float | None:
+        if not err.retryable or attempt >= self._retry.max_retries:
+            return None
+        if err.retry_after is not None:
+            if err.retry_after > self._retry.max_retry_after:
+                return None
+            return err.retry_after
+        return self._retry.backoff(attempt, self._rng)
+
+    # ------------------------------------------------------------- endpoints
+
+    async def chat_blocking(
+        self, *, query: str, user: str, conversation_id: str | None, inputs: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Whole answer in one JSON body (not for agent-chat apps, which only stream)."""
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError("query must be a non-empty string")
+        if conversation_id is not None:
+            _check_id("conversation_id", conversation_id)
+        body = {
+            "query": query,
+            "inputs": dict(inputs),
+            "user": _check_user(user),
+            "response_mode": "blocking",
+            "conversation_id": conversation_id or "",
+            "auto_generate_name": False,
+        }
+        return self._as_dict(await self._request("POST", "/chat-messages", json=body))
+
+    async def stop(self, task_id: str, *, user: str, mode: str = "chat") -> None:
+        """Ask Dify to stop a running answer; the stream then ends with its partial text."""
+        _check_id("task_id", task_id)
+        if mode == "completion":
+            path = f"/completion-messages/{task_id}/stop"
+        elif mode == "workflow":
+            path = f"/workflows/tasks/{task_id}/stop"
+        elif mode in ("chat", "agent-chat", "advanced-chat"):
+            path = f"/chat-messages/{task_id}/stop"
+        else:
+            raise ValueError(f"unknown app mode {mode!r}")
+        await self._request("POST", path, json={"user": _check_user(user)})
+
+    async def feedback(
+        self,
+        message_id: str,
+        *,
+        user: str,
+        rating: Literal["like", "dislike"] | None,
+        content: str | None = None,
+    ) -> None:
+        """Rate an answer; ``rating=None`` withdraws an earlier rating."""
+        _check_id("message_id", message_id)
+        if rating not in ("like", "dislike", None):
+            raise ValueError("rating must be 'like', 'dislike' or None")
+        body: dict[str, Any] = {"rating": rating, "user": _check_user(user)}
+        if content is not None:
+            body["content"] = content
+        await self._request("POST", f"/messages/{message_id}/feedbacks", json=body)
+
+    async def suggested(self, message_id: str, *, user: str) -> list[str]:
+        """Follow-up questions for an answer ([] when the app has them switched off)."""
+        _check_id("message_id", message_id)
+        try:
+            obj = await self._request(
+                "GET", f"/messages/{message_id}/suggested", params={"user": _check_user(user)}
+            )
+        except DifyError as e:
+            if e.status == 400 and e.code == "bad_request":
+                return []  # "Suggested Questions Is Disabled."
+            raise
+        data = self._as_dict(obj).get("data")
+        return [q for q in data if isinstance(q, str)] if isinstance(data, list) else []
+
+    async def parameters(self) -> dict[str, Any]:
+        """The app's input form, file upload settings and feature switches."""
+        return self._as_dict(await self._request("GET", "/parameters"))
+
+    async def info(self) -> dict[str, Any]:
+        """Name and ``mode`` of the app."""
+        return self._as_dict(await self._request("GET", "/info"))
+
+    async def upload_file(
+        self, *, user: str, filename: str, data: bytes, mime_type: str
+    ) -> dict[str, Any]:
+        """Upload for a later ``files=[{"transfer_method": "local_file", ...}]`` (same ``user``)."""
+        self._check_file(filename, data, mime_type)
+        obj = await self._request(
+            "POST",
+            "/files/upload",
+            data={"user": _check_user(user)},
+            files={"file": (filename, data, mime_type)},
+        )
+        return self._as_dict(obj)
+
+    async def audio_to_text(self, *, user: str, filename: str, data: bytes, mime_type: str) -> str:
+        """Transcribe a voice message (the app must have speech-to-text on)."""
+        self._check_file(filename, data, mime_type)
+        obj = await self._request(
+            "POST",
+            "/audio-to-text",
+            data={"user": _check_user(user)},
+            files={"file": (filename, data, mime_type)},
+        )
+        text = self._as_dict(obj).get("text")
+        if not isinstance(text, str):
+            raise DifyProtocolError("audio-to-text answer has no text", code="protocol_error")
+        return text
+
+    async def messages(
+        self, *, conversation_id: str, user: str, limit: int = 20
+    ) -> list[dict[str, Any]]:
+        """Messages of one conversation (as Dify orders them)."""
+        _check_id("conversation_id", conversation_id)
+        obj = await self._request(
+            "GET",
+            "/messages",
+            params={
+                "conversation_id": conversation_id,
+                "user": _check_user(user),
+                "limit": max(1, min(100, int(limit))),
+            },
+        )
+        return self._data_list(obj)
+
+    async def conversations(self, *, user: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The ``user``'s conversations, most recently updated first."""
+        obj = await self._request(
+            "GET",
+            "/conversations",
+            params={"user": _check_user(user), "limit": max(1, min(100, int(limit)))},
+        )
+        return self._data_list(obj)
+
+    async def delete_conversation(self, conversation_id: str, *, user: str) -> None:
+        """Delete a conversation (Dify answers 204)."""
+        _check_id("conversation_id", conversation_id)
+        await self._request(
+            "DELETE", f"/conversations/{conversation_id}", json={"user": _check_user(user)}
+        )
+
+    async def recover_answer(
+        self, *, conversation_id: str, message_id: str, user: str
+    ) -> str | None:
+        """After a broken stream: the stored answer if Dify finished it normally, else None."""
+        _check_id("message_id", message_id)
+        try:
+            items = await self.messages(conversation_id=conversation_id, user=user, limit=100)
+        except ConversationNotFound:
+            return None
+        for item in items:
+            if item.get("id") == message_id:
+                answer = item.get("answer")
+                if item.get("status", "normal") == "normal" and isinstance(answer, str) and answer:
+                    return answer
+                return None
+        return None
+
+    # --------------------------------------------------------------- helpers
+
+    @staticmethod
+    def _check_file(filename: str, data: bytes, mime_type: str) -> None:
+        if not isinstance(filename, str) or not filename or "/" in filename or "\\" in filename:
+            raise ValueError("filename must be a plain file name (no slashes)")
+        if not isinstance(data, bytes | bytearray) or not data:
+            raise ValueError("file data must be non-empty bytes")
+        if not isinstance(mime_type, str) or "/" not in mime_type:
+            raise ValueError("mime_type must look like type/subtype")
+
+    @staticmethod
+    def _as_dict(obj: Any) -> dict[str, Any]:
+        if not isinstance(obj, dict):
+            raise DifyProtocolError("expected a JSON object from Dify", code="protocol_error")
+        return obj
+
+    def _data_list(self, obj: Any) -> list[dict[str, Any]]:
+        data = self._as_dict(obj).get("data")
+        if not isinstance(data, list):
+            raise DifyProtocolError("expected a 'data' list from Dify", code="protocol_error")
+        return [d for d in data if isinstance(d, dict)]
+
+
+def _never(msg: str) -> NoReturn:  # pragma: no cover - exhaustiveness helper
+    raise AssertionError(msg)
+
+
+Transport = Literal["aiohttp", "httpx"]
+
+
+def make_http_client(
+    transport: Transport = "aiohttp", *, max_connections: int = 512
+) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` over aiohttp (httpx-aiohttp, default: less CPU) or httpx's own."""
+    limits = httpx.Limits(
+        max_connections=max_connections, max_keepalive_connections=64, keepalive_expiry=30.0
+    )
+    if transport == "aiohttp":
+        from httpx_aiohttp import AiohttpTransport
+
+        return httpx.AsyncClient(transport=AiohttpTransport(limits=limits), limits=limits)
+    if transport == "httpx":
+        return httpx.AsyncClient(limits=limits)
+    _never(f"unknown transport {transport!r}")
+
+
+class DifyClientPool:
+    """One ``httpx.AsyncClient`` per base URL; one client and breaker per (base URL, key)."""
+
+    def __init__(
+        self,
+        *,
+        transport: Transport = "aiohttp",
+        timeouts: DifyTimeouts = DifyTimeouts(),
+        retry: RetryPolicy = RetryPolicy(),
+        breaker_failures: int = 5,
+        breaker_reset_seconds: float = 30.0,
+    ) -> None:
+        if transport not in ("aiohttp", "httpx"):
+            raise ValueError("transport must be 'aiohttp' or 'httpx'")
+        self.transport: Transport = transport
+        self._timeouts = timeouts
+        self._retry = retry
+        self._breaker_failures = breaker_failures
+        self._breaker_reset = breaker_reset_seconds
+        self._http: dict[str, httpx.AsyncClient] = {}
+        self._clients: dict[tuple[str, str], DifyClient] = {}
+        self._breakers: dict[tuple[str, str], CircuitBreaker] = {}
+
+    @staticmethod
+    def _key(base_url: str, api_key: str) -> tuple[str, str]:
+        # The dict key never holds the API key itself.
+        return base_url.rstrip("/"), hashlib.sha256(api_key.encode()).hexdigest()
+
+    def breaker(self, base_url: str, api_key: str) -> CircuitBreaker:
+        """The breaker shared by every call to this app."""
+        k = self._key(base_url, api_key)
+        b = self._breakers.get(k)
+        if b is None:
+            b = CircuitBreaker(failures=self._breaker_failures, reset_seconds=self._breaker_reset)
+            self._breakers[k] = b
+        return b
+
+    def client(self, base_url: str, api_key: str) -> DifyClient:
+        """A (cached) client for one app."""
+        k = self._key(base_url, api_key)
+        c = self._clients.get(k)
+        if c is None:
+            http = self._http.get(k[0])
+            if http is None:
+                http = make_http_client(self.transport)
+                self._http[k[0]] = http
+            c = DifyClient(
+                k[0],
+                api_key,
+                http=http,
+                timeouts=self._timeouts,
+                retry=self._retry,
+                breaker=self.breaker(base_url, api_key),
+            )
+            self._clients[k] = c
+        return c
+
+    async def aclose(self) -> None:
+        """Close every HTTP client (connections, aiohttp sessions)."""
+        clients, self._http = list(self._http.values()), {}
+        self._clients.clear()
+        for http in clients:
+            await http.aclose()
+
+
+__all__ = [
+    "DifyClient",
+    "DifyClientPool",
+    "DifyTimeouts",
+    "RetryPolicy",
+    "Transport",
+    "counts_as_failure",
+    "make_http_client",
+]

@@ -1,0 +1,180 @@
+"""Typed Dify stream events.
+
+Every event shares the envelope (:class:`DifyEvent`); the subclasses add what the bridge uses.
+Mapping from the wire (see ``shared/docs/dify-api.md`` section 2):
+
+==========================================  =====================
+wire ``event``                              class
+==========================================  =====================
+``message``, ``agent_message``, any event    :class:`TextDelta`
+with a str ``answer`` (``message_file``
+quirk), workflow ``text_chunk`` (data.text)
+``message_replace``, ``text_replace``        :class:`TextReplace`
+``agent_thought``                            :class:`AgentThought`
+``message_file`` (with ``url``)              :class:`MessageFile`
+``message_end``                              :class:`MessageEnd`
+``workflow_started``                         :class:`WorkflowStarted`
+``node_*``, ``iteration_*``, ``loop_*``      :class:`NodeEvent`
+``workflow_finished``                        :class:`WorkflowFinished`
+``workflow_paused``                          :class:`WorkflowPaused`
+``error``                                    :class:`StreamError`
+``ping``                                     :class:`Ping`
+anything else (tts, agent_log, reasoning…)   :class:`Other`
+==========================================  =====================
+
+The classes are frozen and slotted: they are created once per wire event on the hot path and
+never change afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.dify.errors import DifyStreamError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DifyEvent:
+    """The envelope every Dify event carries (fields absent on the wire are ``None``)."""
+
+    event: str
+    conversation_id: str | None = None
+    message_id: str | None = None
+    task_id: str | None = None
+    workflow_run_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TextDelta(DifyEvent):
+    """A piece of answer text to append."""
+
+    answer: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TextReplace(DifyEvent):
+    """The whole answer so far is replaced (output moderation): replace, do not append."""
+
+    answer: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentThought(DifyEvent):
+    """One agent step; re-sent as it fills in, so upsert by ``id``. Never part of the answer."""
+
+    id: str
+    position: int
+    thought: str
+    tool: str
+    tool_input: str
+    observation: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageFile(DifyEvent):
+    """A file the assistant produced (image from a tool, ...)."""
+
+    id: str
+    type: str
+    url: str
+    belongs_to: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageEnd(DifyEvent):
+    """The answer is complete. ``usage`` prices are decimal strings, as Dify sends them."""
+
+    usage: dict[str, Any] = field(default_factory=dict)
+    retriever_resources: list[dict[str, Any]] = field(default_factory=list)
+    files: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowStarted(DifyEvent):
+    """A chatflow/workflow run began; ``workflow_run_id`` is set."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeEvent(DifyEvent):
+    """Progress of one workflow node, iteration or loop.
+
+    ``event`` is the wire name (``node_started``, ``iteration_next``, ...); ``phase`` is the part
+    after the last underscore (``started``, ``finished``, ``retry``, ``next``, ``completed``).
+    """
+
+    phase: str
+    node_id: str
+    node_type: str
+    title: str
+    status: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowFinished(DifyEvent):
+    """End of a run: ``status`` is succeeded, failed, partial-succeeded or stopped."""
+
+    status: str
+    outputs: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowPaused(DifyEvent):
+    """The run waits for human input; the stream ends here."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamError(DifyEvent):
+    """An ``error`` event: generation failed after the stream started. Always the last event."""
+
+    code: str
+    status: int
+    message: str
+
+    def to_exception(self) -> DifyStreamError:
+        """The same failure as an exception (for ``user_message``, logging, re-raising)."""
+        from app.dify.errors import DifyStreamError
+
+        return DifyStreamError(self.message, status=self.status, code=self.code)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ping(DifyEvent):
+    """Keep-alive (``event: ping``); Dify sends one about every 10 s."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Other(DifyEvent):
+    """Any event the bridge does not interpret; ``data`` is the whole decoded object."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+TERMINAL: tuple[type[DifyEvent], ...] = (MessageEnd, StreamError, WorkflowFinished, WorkflowPaused)
+"""Events after which the stream is over (the client closes the response itself)."""
+
+
+def is_terminal(event: DifyEvent) -> bool:
+    """True for the event that ends a turn."""
+    return isinstance(event, TERMINAL)
+
+
+__all__ = [
+    "TERMINAL",
+    "AgentThought",
+    "DifyEvent",
+    "MessageEnd",
+    "MessageFile",
+    "NodeEvent",
+    "Other",
+    "Ping",
+    "StreamError",
+    "TextDelta",
+    "TextReplace",
+    "WorkflowFinished",
+    "WorkflowPaused",
+    "WorkflowStarted",
+    "is_terminal",
+]
