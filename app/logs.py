@@ -1,0 +1,63 @@
+"""structlog set-up: JSON or console, contextvars for correlation ids, redaction as last defence.
+
+Message text and tokens are never passed to a log call; the scrubbing processor (from the
+redaction package) is the safety net behind that rule, so it runs last before rendering.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+
+def _scrubber() -> Any:
+    try:
+        from app.redact import scrub_processor
+    except ImportError:  # redaction package not importable: keep logging rather than crash
+        return None
+    return scrub_processor
+
+
+def _drop_color_message(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Any:
+    event_dict.pop("color_message", None)
+    return event_dict
+
+
+def configure(level: str = "INFO", fmt: str = "json") -> None:
+    """Configure structlog and route stdlib logging (aiohttp, slack-bolt) through it."""
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        _drop_color_message,
+    ]
+    scrub = _scrubber()
+    if scrub is not None:
+        shared.append(scrub)
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processor=renderer)
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Third-party loggers can include payloads at DEBUG; keep them at WARNING unless asked.
+    for noisy in ("slack_bolt", "slack_sdk", "aiohttp.access", "botbuilder", "msrest", "httpx"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -1,0 +1,701 @@
+"""The bridge pipeline: the only orchestrator between adapters, Dify and Redis.
+
+dedup -> route -> limits -> redact -> placeholder -> thread lock -> conversation lookup -> Dify
+stream -> edit scheduler -> store the conversation id as soon as it is known -> final answer.
+
+Every failure ends in ``reply.fail`` with plain words and a reference id that is also logged, so a
+user is never left looking at a placeholder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import structlog
+from redis.exceptions import RedisError
+
+from app.dify.client import DifyClient, DifyClientPool
+from app.dify.errors import (
+    CircuitOpen,
+    ConversationNotFound,
+    DifyError,
+    StreamIncomplete,
+)
+from app.dify.events import (
+    AgentThought,
+    DifyEvent,
+    MessageEnd,
+    MessageFile,
+    NodeEvent,
+    StreamError,
+    TextDelta,
+    TextReplace,
+    WorkflowFinished,
+    WorkflowPaused,
+)
+from app.errors import ConfigError, UserFacingError
+from app.metrics import Metrics
+from app.model import (
+    Attachment,
+    IncomingMessage,
+    Kind,
+    OutFile,
+    PlatformLimits,
+    Reply,
+    ReplyExtras,
+    Source,
+    ThreadKey,
+)
+from app.redact import Prepared, RedactionService, Restorer
+from app.routing import Router
+from app.settings import AppMode, Route, Settings
+from app.store import LockTimeout, RedisStore
+from app.streaming import BudgetRegistry, EditScheduler, deliver_final
+from app.tasks import spawn
+
+log = structlog.get_logger(__name__)
+
+EXPIRED_NOTICE = "The earlier context of this thread had expired, so I started a new conversation."
+STOPPED_NOTICE = "Stopped. This is what had arrived so far."
+BUSY_THREAD = (
+    "An earlier question in this thread is still being answered. Please try again in a minute."
+)
+STORAGE_DOWN = (
+    "The assistant is having a temporary problem (its storage is not reachable). "
+    "Please try again in a minute."
+)
+INTERNAL = "Something went wrong on our side. Please try again."
+
+# Node types whose start is worth a status line; others stay silent.
+_NODE_STATUS = {
+    "knowledge-retrieval": "Searching the knowledge base…",
+    "llm": "Thinking…",
+    "http-request": "Calling {title}…",
+    "tool": "Using tool: {title}",
+    "code": "Running {title}…",
+    "agent": "Working on it: {title}…",
+    "question-classifier": "Understanding the question…",
+}
+
+
+def new_ref() -> str:
+    """A short id shown to the user and logged with the failure, to find one in the other."""
+    return secrets.token_hex(4)
+
+
+@dataclass
+class _Answer:
+    text: str = ""
+    status: str | None = None
+    conversation_id: str | None = None
+    message_id: str | None = None
+    task_id: str | None = None
+    usage: dict[str, Any] = field(default_factory=dict)
+    sources: list[Source] = field(default_factory=list)
+    files: list[OutFile] = field(default_factory=list)
+    outputs: dict[str, Any] | None = None
+    error: StreamError | None = None
+    workflow_status: str | None = None
+    first_text_at: float | None = None
+
+
+@dataclass
+class _Turn:
+    msg: IncomingMessage
+    reply: Reply
+    limits: PlatformLimits
+    route: Route
+    prepared: Prepared
+    ref: str
+    inputs: dict[str, Any]
+    files: list[dict[str, Any]] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+
+
+class Bridge:
+    """Turns incoming messages into streamed Dify answers. Adapters call :meth:`submit`."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        router: Router,
+        store: RedisStore,
+        dify: DifyClientPool,
+        redaction: RedactionService,
+        metrics: Metrics,
+        budgets: BudgetRegistry | None = None,
+        limiter: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.router = router
+        self.store = store
+        self.dify = dify
+        self.redaction = redaction
+        self.metrics = metrics
+        self.budgets = budgets or BudgetRegistry()
+        self.limiter = limiter
+        self._active: set[asyncio.Task[None]] = set()
+        self._accepting = True
+
+    # ------------------------------------------------------------------ public seam for adapters
+
+    def submit(self, msg: IncomingMessage, reply: Reply, limits: PlatformLimits) -> asyncio.Task[None]:
+        """Answer ``msg`` in the background and return at once (adapters ack first)."""
+        task = spawn(self.handle(msg, reply, limits), name=f"answer-{msg.key.log_id}")
+        self._active.add(task)
+        task.add_done_callback(self._active.discard)
+        return task
+
+    @property
+    def active_count(self) -> int:
+        return len(self._active)
+
+    def stop_accepting(self) -> None:
+        self._accepting = False
+
+    async def drain(self, timeout: float) -> int:
+        """Wait up to ``timeout`` for streaming answers; return how many were still running."""
+        pending = set(self._active)
+        if not pending:
+            return 0
+        _, still = await asyncio.wait(pending, timeout=timeout)
+        return len(still)
+
+    async def thread_known(self, thread: ThreadKey) -> bool:
+        """True when the bot has answered (or is answering) in this thread."""
+        return await self.store.is_known(thread)
+
+    def client_for(self, route: Route) -> DifyClient:
+        return self.dify.client(route.base_url, route.api_key)
+
+    async def feedback(
+        self,
+        *,
+        thread: ThreadKey,
+        message_id: str,
+        rating: Literal["like", "dislike"] | None,
+        content: str | None = None,
+    ) -> None:
+        """Send a thumbs up/down on one answer to Dify."""
+        route = self.router.resolve(thread)
+        if route is None:
+            raise UserFacingError("No Dify app is configured for this channel any more.")
+        await self.client_for(route).feedback(
+            message_id, user=thread.dify_user(), rating=rating, content=content
+        )
+        log.info("feedback.sent", thread=thread.log_id, rating=rating)
+
+    async def stop(self, *, thread: ThreadKey) -> bool:
+        """Stop the answer streaming in ``thread`` (any replica may receive the button click)."""
+        raw: dict[Any, Any] = await self.store.redis.hgetall(  # type: ignore[misc]
+            self.store.k(thread, "task")
+        )
+        info = {_s(k): _s(v) for k, v in raw.items()}
+        if not info.get("task_id"):
+            return False
+        route = self.router.by_name(info.get("route", "")) or self.router.resolve(thread)
+        if route is None:
+            return False
+        await self.store.redis.set(self.store.k(thread, "stopped"), info["task_id"], ex=600)
+        await self.client_for(route).stop(
+            info["task_id"], user=thread.dify_user(), mode=route.config.dify.mode.value
+        )
+        log.info("answer.stop_requested", thread=thread.log_id)
+        return True
+
+    # ------------------------------------------------------------------ the pipeline
+
+    async def handle(self, msg: IncomingMessage, reply: Reply, limits: PlatformLimits) -> None:
+        ref = new_ref()
+        platform = msg.key.platform
+        structlog.contextvars.bind_contextvars(
+            platform=platform, event_id=msg.event_id, thread=msg.key.log_id, ref=ref
+        )
+        self.metrics.events.labels(platform).inc()
+        try:
+            if not self._accepting:
+                await reply.fail(
+                    "The assistant is restarting. Please ask again in a few seconds.", ref=ref
+                )
+                return
+            try:
+                fresh = await self.store.claim(f"{platform}:{msg.event_id}", *msg.dedup_keys)
+            except RedisError as e:
+                log.error("store.unavailable", step="dedup", error=type(e).__name__)
+                self.metrics.errors.labels("redis").inc()
+                await reply.fail(STORAGE_DOWN, ref=ref)
+                return
+            if not fresh:
+                self.metrics.duplicates.labels(platform).inc()
+                log.info("message.duplicate")
+                return
+            log.info("message.received", kind=msg.kind.value, chars=len(msg.text))
+            await self._answer(msg, reply, limits, ref)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the last net: the user always hears back
+            log.error("answer.crashed", error=type(e).__name__, exc_info=e)
+            self.metrics.errors.labels("internal").inc()
+            await _safe_fail(reply, INTERNAL, ref)
+        finally:
+            structlog.contextvars.unbind_contextvars("platform", "event_id", "thread", "ref")
+
+    async def _answer(
+        self, msg: IncomingMessage, reply: Reply, limits: PlatformLimits, ref: str
+    ) -> None:
+        route = self.router.resolve(msg.key)
+        if route is None:
+            log.warning("route.none", hint="add a route for this channel to the bridge config")
+            await reply.fail(
+                "No Dify app is configured for this channel. Ask your admin to add a route.",
+                ref=ref,
+            )
+            return
+        structlog.contextvars.bind_contextvars(route=route.name)
+        if len(msg.text) > self.settings.max_message_chars:
+            await reply.fail(
+                f"That message is too long ({len(msg.text)} characters); the limit is "
+                f"{self.settings.max_message_chars}. Please shorten it.",
+                ref=ref,
+            )
+            return
+        if self.limiter is not None:
+            refusal = await self.limiter.check(msg, route)
+            if refusal:
+                self.metrics.rate_limited_users.labels(refusal.scope).inc()
+                await reply.fail(refusal.message, ref=ref)
+                return
+        if _is_reset(msg.text, route):
+            await reply.start(limits.placeholder)
+            await self.store.forget(msg.key)
+            await reply.finish(
+                "Okay, starting a new conversation in this thread. Ask away!",
+                ReplyExtras(route=route.name),
+            )
+            log.info("conversation.reset")
+            return
+        inputs = _build_inputs(route, msg)
+        redact_extra = {k: str(v) for k, v in inputs.items() if k not in _not_content(route)}
+        for i, att in enumerate(msg.attachments):
+            redact_extra[f"__file{i}"] = att.name
+        try:
+            prepared = await self.redaction.prepare(
+                route.config.redaction, msg.text, msg.key, extra=redact_extra
+            )
+        except ConfigError as e:
+            log.error("redaction.misconfigured", detail=str(e))
+            await reply.fail(
+                "This channel's privacy settings are misconfigured, so nothing was sent. "
+                "Please tell your admin.",
+                ref=ref,
+            )
+            return
+        for etype, count in prepared.found.items():
+            self.metrics.redacted.labels(etype).inc(count)
+        if prepared.found:
+            log.info("redaction.applied", found=dict(prepared.found), blocked=prepared.blocked)
+        if prepared.blocked:
+            await reply.fail(self.redaction.block_message(prepared), ref=ref)
+            return
+        for k in list(inputs):
+            if k in prepared.extra:
+                inputs[k] = prepared.extra[k]
+        turn = _Turn(msg, reply, limits, route, prepared, ref, inputs)
+        notice = self.redaction.notice(prepared) if route.config.redaction.notify else None
+        if notice:
+            turn.notices.append(notice)
+        await reply.start(limits.placeholder)
+        await self.store.mark_known(msg.key)
+        try:
+            async with self.store.lock(msg.key, order=msg.received_at):
+                log.info("lock.acquired")
+                await self._run_turn(turn)
+        except LockTimeout:
+            await reply.fail(BUSY_THREAD, ref=ref)
+        except RedisError as e:
+            log.error("store.unavailable", step="lock", error=type(e).__name__)
+            self.metrics.errors.labels("redis").inc()
+            await _safe_fail(reply, STORAGE_DOWN, ref)
+
+    async def _run_turn(self, turn: _Turn) -> None:
+        msg, route, reply = turn.msg, turn.route, turn.reply
+        client = self.client_for(route)
+        mode = route.config.dify.mode
+        user = msg.key.dify_user()
+        conversation_id: str | None = None
+        if mode.is_chat:
+            record = await self.store.get_conversation(msg.key)
+            conversation_id = record.conversation_id if record else None
+        budget = self.budgets.get(
+            msg.key.platform, msg.key.workspace, turn.limits.workspace_edits_per_minute
+        )
+        platform = msg.key.platform
+        try:
+            turn.files = await self._upload_files(client, user, msg.attachments, turn)
+        except DifyError as e:
+            await self._fail(turn, "", e)
+            return
+        started = time.monotonic()
+        self.metrics.active.inc()
+        answer = _Answer()
+        scheduler = EditScheduler(
+            lambda text, status: reply.update(text, status=status),
+            interval=max(route.config.edit_interval, turn.limits.min_edit_interval),
+            budget=budget,
+            on_edit=self.metrics.edits.labels(platform).inc,
+            on_ratelimited=self.metrics.ratelimited.labels(platform).inc,
+        )
+        try:
+            try:
+                answer = await self._stream(client, turn, conversation_id, scheduler, started)
+            except ConversationNotFound:
+                if conversation_id is None:
+                    raise
+                log.info("conversation.expired")
+                await self.store.forget(msg.key)
+                turn.notices.append(EXPIRED_NOTICE)
+                answer = await self._stream(client, turn, None, scheduler, started)
+            except StreamIncomplete as e:
+                answer = await self._recover(client, turn, e)
+        except DifyError as e:
+            await scheduler.close()
+            await self._fail(turn, _visible(answer, turn.prepared.restorer, e), e)
+            return
+        finally:
+            self.metrics.active.dec()
+            await self.store.redis.delete(self.store.k(msg.key, "task"))
+        await scheduler.close()
+        if answer.error is not None:
+            err = _stream_error(answer.error)
+            await self._fail(turn, _restore(answer.text, turn.prepared.restorer), err)
+            return
+        await self._finish(client, turn, answer, started, budget)
+
+    async def _stream(
+        self,
+        client: DifyClient,
+        turn: _Turn,
+        conversation_id: str | None,
+        scheduler: EditScheduler,
+        started: float,
+    ) -> _Answer:
+        msg, route = turn.msg, turn.route
+        mode = route.config.dify.mode
+        user = msg.key.dify_user()
+        query = turn.prepared.query
+        restorer = turn.prepared.restorer
+        events: AsyncIterator[DifyEvent]
+        if mode.is_chat:
+            events = client.chat_stream(
+                query=query,
+                user=user,
+                conversation_id=conversation_id,
+                inputs=turn.inputs,
+                files=turn.files,
+            )
+        elif mode is AppMode.COMPLETION:
+            events = client.completion_stream(
+                query=query, user=user, inputs=turn.inputs, files=turn.files
+            )
+        else:
+            wf_inputs = {**turn.inputs, route.config.dify.query_variable: query}
+            events = client.workflow_stream(user=user, inputs=wf_inputs, files=turn.files)
+        ans = _Answer()
+        saved_conversation = conversation_id is not None
+        saved_task = False
+        async for ev in events:
+            if mode.is_chat and ev.conversation_id and not saved_conversation:
+                await self.store.save_conversation(
+                    msg.key, conversation_id=ev.conversation_id, user=user, route=route.name
+                )
+                saved_conversation = True
+            ans.conversation_id = ev.conversation_id or ans.conversation_id
+            ans.message_id = ev.message_id or ans.message_id
+            if ev.task_id and not saved_task:
+                ans.task_id = ev.task_id
+                await self.store.redis.hset(  # type: ignore[misc]
+                    self.store.k(msg.key, "task"),
+                    mapping={"task_id": ev.task_id, "route": route.name},
+                )
+                await self.store.redis.expire(self.store.k(msg.key, "task"), 1800)
+                structlog.contextvars.bind_contextvars(dify_task=ev.task_id)
+                saved_task = True
+            changed = True
+            if isinstance(ev, TextDelta):
+                if ans.first_text_at is None:
+                    ans.first_text_at = time.monotonic()
+                    self.metrics.ttft.observe(ans.first_text_at - started)
+                    log.info("dify.first_token", ms=int((ans.first_text_at - started) * 1000))
+                ans.text += ev.answer
+            elif isinstance(ev, TextReplace):
+                ans.text = ev.answer
+            elif isinstance(ev, AgentThought):
+                ans.status = f"Using tool: {ev.tool}" if ev.tool else ans.status
+            elif isinstance(ev, NodeEvent):
+                if ev.phase == "started" and ev.node_type in _NODE_STATUS:
+                    ans.status = _NODE_STATUS[ev.node_type].format(title=ev.title or ev.node_type)
+                else:
+                    changed = False
+            elif isinstance(ev, MessageFile):
+                if ev.belongs_to != "user" and ev.url:
+                    ans.files.append(OutFile(url=ev.url, type=ev.type))
+                changed = False
+            elif isinstance(ev, MessageEnd):
+                ans.usage = ev.usage
+                ans.sources = _sources(ev.retriever_resources)
+                for f in ev.files or []:
+                    url = f.get("url") or f.get("remote_url")
+                    if url and not any(o.url == url for o in ans.files):
+                        ans.files.append(
+                            OutFile(url=url, type=str(f.get("type", "file")),
+                                    name=str(f.get("filename", "")))
+                        )
+                changed = False
+            elif isinstance(ev, WorkflowFinished):
+                ans.workflow_status = ev.status
+                ans.outputs = ev.outputs
+                changed = False
+            elif isinstance(ev, StreamError):
+                ans.error = ev
+                changed = False
+            elif isinstance(ev, WorkflowPaused):
+                ans.workflow_status = "paused"
+                changed = False
+            else:
+                changed = False
+            if changed and (ans.text or ans.status):
+                scheduler.push(_restore_partial(ans.text, restorer), ans.status)
+        return ans
+
+    async def _recover(self, client: DifyClient, turn: _Turn, e: StreamIncomplete) -> _Answer:
+        """The stream ended without a closing event: ask Dify for the stored answer first."""
+        log.warning("dify.stream_incomplete", have_chars=len(e.partial_text or ""))
+        recovered: str | None = None
+        if e.conversation_id and e.message_id:
+            try:
+                recovered = await client.recover_answer(
+                    conversation_id=e.conversation_id,
+                    message_id=e.message_id,
+                    user=turn.msg.key.dify_user(),
+                )
+            except DifyError as err:
+                log.warning("dify.recover_failed", error=type(err).__name__)
+        if recovered:
+            log.info("dify.recovered", chars=len(recovered))
+            return _Answer(
+                text=recovered, conversation_id=e.conversation_id, message_id=e.message_id
+            )
+        raise e
+
+    async def _finish(
+        self,
+        client: DifyClient,
+        turn: _Turn,
+        answer: _Answer,
+        started: float,
+        budget: Any,
+    ) -> None:
+        msg, route = turn.msg, turn.route
+        restorer = turn.prepared.restorer
+        text = answer.text
+        if route.config.dify.mode is AppMode.WORKFLOW:
+            text = _workflow_answer(text, answer.outputs, route.config.dify.output_variable)
+        text = _restore(text, restorer)
+        extras = ReplyExtras(
+            dify_message_id=answer.message_id,
+            conversation_id=answer.conversation_id,
+            sources=answer.sources if route.config.show_sources else [],
+            files=answer.files,
+            notices=list(turn.notices),
+            route=route.name,
+        )
+        stopped = await self.store.redis.getdel(self.store.k(msg.key, "stopped"))
+        if stopped or answer.workflow_status == "stopped":
+            extras.stopped = True
+            extras.notices.append(STOPPED_NOTICE)
+        elif (
+            route.config.suggested_questions
+            and answer.message_id
+            and route.config.dify.mode.is_chat
+        ):
+            extras.suggested = await _suggested(client, answer.message_id, msg.key.dify_user())
+        if not text.strip() and not extras.files:
+            text = "(The assistant returned an empty answer.)"
+        await deliver_final(
+            lambda: turn.reply.finish(text, extras),
+            budget=budget,
+            on_ratelimited=self.metrics.ratelimited.labels(msg.key.platform).inc,
+        )
+        if route.config.dify.mode.is_chat:
+            await self.store.touch(msg.key)
+        total = answer.usage.get("total_tokens")
+        if isinstance(total, int) and total > 0:
+            self.metrics.tokens.labels(route.name).inc(total)
+            if self.limiter is not None:
+                await self.limiter.record_usage(msg, route, total)
+        self.metrics.latency.observe(time.monotonic() - started)
+        self.metrics.answers.labels(msg.key.platform, "stopped" if extras.stopped else "ok").inc()
+        log.info("answer.finished", chars=len(text), sources=len(extras.sources))
+
+    async def _fail(self, turn: _Turn, partial: str, e: DifyError) -> None:
+        kind = type(e).__name__
+        self.metrics.errors.labels(kind).inc()
+        self.metrics.answers.labels(turn.msg.key.platform, "failed").inc()
+        log.warning(
+            "answer.failed",
+            error=kind,
+            status=getattr(e, "status", None),
+            code=getattr(e, "code", ""),
+            hint=_hint(e),
+        )
+        text = turn.route.config.fallback_text if isinstance(e, CircuitOpen) else e.user_message
+        message = f"{partial}\n\n⚠️ {text}" if partial.strip() else text
+        await _safe_fail(turn.reply, message, turn.ref)
+
+    async def _upload_files(
+        self,
+        client: DifyClient,
+        user: str,
+        attachments: tuple[Attachment, ...],
+        turn: _Turn,
+    ) -> list[dict[str, Any]]:
+        files: list[dict[str, Any]] = []
+        for i, att in enumerate(attachments):
+            if att.fetch is None:
+                continue
+            data = await att.fetch()
+            name = turn.prepared.extra.get(f"__file{i}", att.name) or "file"
+            uploaded = await client.upload_file(
+                user=user, filename=name, data=data, mime_type=att.mime_type
+            )
+            files.append(
+                {
+                    "type": _file_type(att.mime_type),
+                    "transfer_method": "local_file",
+                    "upload_file_id": uploaded["id"],
+                }
+            )
+        return files
+
+
+# ---------------------------------------------------------------------- plain helpers
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _not_content(route: Route) -> set[str]:
+    """Inputs the admin mapped on purpose that are not user-written content."""
+    return {k for k, src in route.config.inputs.items() if src in ("speaker_email", "platform")}
+
+
+def _is_reset(text: str, route: Route) -> bool:
+    norm = text.strip().strip(".!").lower()
+    return bool(norm) and norm in {w.lower() for w in route.config.reset_words}
+
+
+def _build_inputs(route: Route, msg: IncomingMessage) -> dict[str, Any]:
+    limit = route.config.history_limit
+    sources: Mapping[str, str] = {
+        "speaker_id": msg.speaker.id,
+        "speaker_name": msg.speaker.name,
+        "speaker_email": msg.speaker.email or "",
+        "channel_id": msg.key.channel,
+        "channel_name": msg.channel_name or "",
+        "workspace": msg.key.workspace,
+        "platform": msg.key.platform,
+        "permalink": msg.permalink or "",
+        "history": "\n".join(msg.history[-limit:]) if limit else "",
+    }
+    return {var: sources[src] for var, src in route.config.inputs.items()}
+
+
+def _file_type(mime: str) -> str:
+    major = mime.split("/", 1)[0]
+    return {"image": "image", "audio": "audio", "video": "video"}.get(major, "document")
+
+
+def _sources(resources: list[dict[str, Any]]) -> list[Source]:
+    out: list[Source] = []
+    for i, r in enumerate(resources or []):
+        if not isinstance(r, dict):
+            continue
+        meta = r.get("doc_metadata") if isinstance(r.get("doc_metadata"), dict) else {}
+        url = (meta or {}).get("url") or (meta or {}).get("source_url")
+        score = r.get("score")
+        out.append(
+            Source(
+                position=int(r.get("position") or i + 1),
+                title=str(r.get("document_name") or r.get("title") or "Source"),
+                snippet=str(r.get("content") or "")[:300],
+                url=str(url) if url else None,
+                score=float(score) if isinstance(score, int | float) else None,
+            )
+        )
+    return out
+
+
+def _workflow_answer(streamed: str, outputs: dict[str, Any] | None, var: str | None) -> str:
+    if outputs and var:
+        value = outputs.get(var)
+        if value is not None:
+            return value if isinstance(value, str) else str(value)
+    if streamed.strip():
+        return streamed
+    if outputs:
+        return "\n".join(f"- **{k}**: {v}" for k, v in outputs.items())
+    return streamed
+
+
+def _restore(text: str, restorer: Restorer | None) -> str:
+    return restorer.final(text) if restorer else text
+
+
+def _restore_partial(text: str, restorer: Restorer | None) -> str:
+    return restorer.partial(text) if restorer else text
+
+
+def _visible(answer: _Answer, restorer: Restorer | None, e: DifyError) -> str:
+    partial = getattr(e, "partial_text", None) or answer.text
+    return _restore(partial or "", restorer)
+
+
+def _stream_error(ev: StreamError) -> DifyError:
+    from app.dify.errors import DifyStreamError
+
+    return DifyStreamError(ev.message, status=ev.status, code=ev.code)
+
+
+def _hint(e: DifyError) -> str:
+    code = getattr(e, "code", "") or ""
+    if code.startswith("provider_") or code == "completion_request_error":
+        return "check the model provider credentials and quota in Dify"
+    if getattr(e, "status", None) in (401, 403):
+        return "check the route's Dify API key (dify-bridge doctor)"
+    if code in ("not_chat_app", "not_workflow_app", "app_unavailable"):
+        return "the route's dify.mode does not match the Dify app's mode"
+    return ""
+
+
+async def _suggested(client: DifyClient, message_id: str, user: str) -> list[str]:
+    try:
+        return (await client.suggested(message_id, user=user))[:5]
+    except DifyError:
+        return []  # disabled for the app, or unavailable: the answer stands without them
+
+
+async def _safe_fail(reply: Reply, message: str, ref: str) -> None:
+    try:
+        await reply.fail(message, ref=ref)
+    except Exception as e:
+        log.error("reply.fail_failed", error=type(e).__name__)
+
+
+__all__ = ["Bridge", "Kind", "new_ref"]

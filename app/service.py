@@ -1,0 +1,252 @@
+"""The composition root: settings -> Redis, store, Dify pool, redaction, pipeline, adapters, server.
+
+Used by ``dify-bridge serve`` and, unchanged, by the tests (which point base URLs at their fakes).
+Adapters are found through the ``dify_bridge.adapters`` entry point group, so the core imports no
+platform module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from app.context import AdapterContext
+from app.dify.client import DifyClientPool, DifyTimeouts, RetryPolicy
+from app.errors import ConfigError
+from app.metrics import Metrics
+from app.model import Adapter
+from app.pipeline import Bridge
+from app.redact import RedactionService
+from app.redis_conn import RedisHandle, connect
+from app.routing import Router
+from app.server import build_admin_app, build_app
+from app.settings import BridgeFile, Route, Settings, load_bridge_file, resolve_routes
+from app.store import RedisStore
+
+log = structlog.get_logger(__name__)
+
+ADAPTER_GROUP = "dify_bridge.adapters"
+
+
+def load_routes(settings: Settings, bridge_file: BridgeFile | None = None) -> list[Route]:
+    """Routes from BRIDGE_CONFIG (if the file exists) or the one default route."""
+    path = settings.bridge_config
+    if bridge_file is None:
+        if Path(path).exists():
+            bridge_file = load_bridge_file(path)
+        else:
+            bridge_file = BridgeFile()
+            path = ""
+    return resolve_routes(settings, bridge_file, file=path)
+
+
+class Service:
+    """Everything one ``dify-bridge serve`` process runs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis: RedisHandle,
+        store: RedisStore,
+        bridge: Bridge,
+        metrics: Metrics,
+        dify: DifyClientPool,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.store = store
+        self.bridge = bridge
+        self.metrics = metrics
+        self.dify = dify
+        self.adapters: list[Adapter] = []
+        self.config_loaded = True
+        self.http: aiohttp.ClientSession | None = None
+        self.app = build_app(self, include_admin=settings.admin_port is None)
+        self._runners: list[web.AppRunner] = []
+        self._watch: asyncio.Task[None] | None = None
+        self._config_mtime: float | None = None
+        self.port = 0
+        self.admin_port: int | None = None
+
+    @property
+    def bridge_accepting(self) -> bool:
+        return self.bridge._accepting  # noqa: SLF001
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @classmethod
+    async def create(
+        cls,
+        settings: Settings,
+        *,
+        bridge_file: BridgeFile | None = None,
+        adapters: Sequence[str] | None = None,
+    ) -> Service:
+        """Build the service; raises :class:`ConfigError` with what to fix."""
+        routes = load_routes(settings, bridge_file)
+        redis = await connect(settings.redis_url, data_dir=settings.redis_data_dir)
+        store = RedisStore(
+            redis.client,
+            prefix=settings.redis_key_prefix,
+            conversation_ttl=settings.conversation_ttl_days * 86400,
+            dedup_ttl=settings.dedup_ttl_seconds,
+            lock_ttl=settings.lock_ttl_seconds,
+        )
+        metrics = Metrics()
+        dify = DifyClientPool(
+            transport=settings.dify_transport,
+            timeouts=DifyTimeouts(
+                connect=settings.dify_connect_timeout,
+                first_event=settings.dify_first_event_timeout,
+                idle=settings.dify_idle_timeout,
+            ),
+            retry=RetryPolicy(max_retries=settings.dify_max_retries),
+            breaker_failures=settings.breaker_failures,
+            breaker_reset_seconds=settings.breaker_reset_seconds,
+        )
+        redaction = RedactionService(
+            redis.client,
+            secret=settings.secret("redaction_key"),
+            ttl_seconds=int(settings.conversation_ttl_days * 86400),
+            prefix=settings.redis_key_prefix,
+        )
+        limiter = None
+        with contextlib.suppress(ImportError):
+            from app.limits import AbuseLimiter
+
+            limiter = AbuseLimiter(store, settings)
+        bridge = Bridge(
+            settings=settings,
+            router=Router(routes),
+            store=store,
+            dify=dify,
+            redaction=redaction,
+            metrics=metrics,
+            limiter=limiter,
+        )
+        service = cls(settings, redis, store, bridge, metrics, dify)
+        service._load_adapters(adapters)
+        return service
+
+    def _load_adapters(self, only: Sequence[str] | None) -> None:
+        ctx = AdapterContext(
+            settings=self.settings, bridge=self.bridge, store=self.store, metrics=self.metrics
+        )
+        for ep in sorted(entry_points(group=ADAPTER_GROUP), key=lambda e: e.name):
+            if only is not None and ep.name not in only:
+                continue
+            try:
+                factory = ep.load()
+            except Exception as e:
+                log.error("adapter.import_failed", adapter=ep.name, error=repr(e))
+                continue
+            adapter = factory(ctx)
+            if adapter is None:
+                continue  # the factory logged what to set
+            adapter.mount(self.app)
+            self.adapters.append(adapter)
+            log.info("adapter.enabled", adapter=ep.name)
+
+    async def start(self, host: str | None = None, port: int | None = None) -> None:
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(
+            runner,
+            host if host is not None else self.settings.host,
+            port if port is not None else self.settings.port,
+        )
+        await site.start()
+        self._runners.append(runner)
+        self.port = _bound_port(runner)
+        if self.settings.admin_port is not None:
+            admin = web.AppRunner(build_admin_app(self), access_log=None, handle_signals=False)
+            await admin.setup()
+            await web.TCPSite(admin, host or self.settings.host, self.settings.admin_port).start()
+            self._runners.append(admin)
+            self.admin_port = _bound_port(admin)
+        for adapter in self.adapters:
+            await adapter.start()
+        self._watch = asyncio.create_task(self._watch_config())
+        log.info(
+            "server.started",
+            port=self.port,
+            redis=self.redis.description,
+            routes=[r.name for r in self.bridge.router.routes],
+            adapters=[a.name for a in self.adapters],
+        )
+
+    def reload_config(self) -> bool:
+        """Re-read BRIDGE_CONFIG; a bad file is refused and the old routes stay in force."""
+        try:
+            routes = load_routes(self.settings)
+        except ConfigError as e:
+            log.error("config.reload_rejected", reason=str(e))
+            return False
+        self.bridge.router.replace(routes)
+        log.info("config.reloaded", routes=[r.name for r in routes])
+        return True
+
+    async def _watch_config(self) -> None:
+        # Polling one stat() every 2 s is cheap and works on every filesystem (and ConfigMaps).
+        path = self.settings.bridge_config
+        self._config_mtime = _mtime(path)
+        while True:
+            await asyncio.sleep(2.0)
+            m = _mtime(path)
+            if m != self._config_mtime:
+                self._config_mtime = m
+                if m is not None:
+                    self.reload_config()
+
+    def install_signal_handlers(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self.reload_config)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking work, let streaming answers finish within the grace period, close."""
+        self.bridge.stop_accepting()
+        if self._watch is not None:
+            self._watch.cancel()
+        left = await self.bridge.drain(
+            self.settings.shutdown_grace_seconds if grace is None else grace
+        )
+        if left:
+            log.warning("shutdown.unfinished_answers", count=left)
+        for adapter in self.adapters:
+            try:
+                await adapter.stop()
+            except Exception as e:
+                log.warning("adapter.stop_failed", adapter=adapter.name, error=repr(e))
+        for runner in self._runners:
+            await runner.cleanup()
+        self._runners.clear()
+        await self.dify.aclose()
+        await self.redis.close()
+        log.info("server.stopped")
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            return int(addr[1])
+    return 0
+
+
+def _mtime(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None

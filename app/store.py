@@ -1,0 +1,311 @@
+"""Redis state: thread -> Dify conversation, event de-duplication and the per-thread FIFO lock.
+
+Every key of one thread carries the same hash tag (``{<thread hash>}``) so that all of them land in
+one Redis Cluster slot and the Lua scripts below stay cluster-safe. Only commands available in
+Redis 6.2 are used (the embedded server is 6.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Protocol
+
+import structlog
+from redis.asyncio import Redis
+
+from app.model import ThreadKey
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationRecord:
+    conversation_id: str
+    user: str
+    route: str
+    created: float
+    last_used: float
+    name: str = ""
+
+
+class ConversationStore(Protocol):
+    """Where a thread's Dify conversation is remembered."""
+
+    async def get_conversation(self, thread: ThreadKey) -> ConversationRecord | None: ...
+
+    async def save_conversation(
+        self, thread: ThreadKey, *, conversation_id: str, user: str, route: str
+    ) -> None: ...
+
+    async def forget(self, thread: ThreadKey) -> None: ...
+
+
+# Acquire: drop dead heads (lease expired), then say whether our token is at the head.
+# Returns 1 = ours, 0 = wait, -1 = our token is no longer queued (our own lease expired).
+_TRY_ACQUIRE = """
+local now = tonumber(ARGV[2])
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return -1 end
+while true do
+  local head = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
+  if not head then return -1 end
+  if head == ARGV[1] then return 1 end
+  local exp = tonumber(redis.call('HGET', KEYS[2], head) or '0')
+  if exp >= now then return 0 end
+  redis.call('ZREM', KEYS[1], head)
+  redis.call('HDEL', KEYS[2], head)
+end
+"""
+
+# Extend our lease only while we are still queued (compare before write).
+_EXTEND = """
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  return 1
+end
+return 0
+"""
+
+_RELEASE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+class LockTimeout(Exception):
+    """Waited too long for the thread's earlier answer to finish."""
+
+
+class ThreadLock:
+    """A fair (FIFO) lock per thread shared by every replica.
+
+    Waiters are ordered by the message's own timestamp, so two quick messages are answered in the
+    order they were written even when they reach different replicas. Each waiter and the holder keep
+    a lease alive; a crashed replica's entry expires and the next waiter moves up.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        queue_key: str,
+        lease_key: str,
+        *,
+        order: float,
+        ttl: float,
+        wait_timeout: float = 300.0,
+        poll: float = 0.05,
+    ) -> None:
+        self._redis = redis
+        self._keys = [queue_key, lease_key]
+        self._order = order
+        self._ttl = ttl
+        self._wait_timeout = wait_timeout
+        self._poll = poll
+        self.token = secrets.token_hex(8)
+        self._keeper: asyncio.Task[None] | None = None
+
+    def _now_ms(self) -> int:
+        return int(time.time() * 1000)
+
+    async def _lease(self) -> None:
+        exp = self._now_ms() + int(self._ttl * 1000)
+        await self._redis.eval(  # type: ignore[misc]
+            _EXTEND, 2, *self._keys, self.token, exp, int(self._ttl * 10_000)
+        )
+
+    async def _enqueue(self) -> None:
+        exp = self._now_ms() + int(self._ttl * 1000)
+        async with self._redis.pipeline(transaction=True) as p:
+            p.zadd(self._keys[0], {self.token: self._order})
+            p.hset(self._keys[1], self.token, exp)
+            p.pexpire(self._keys[0], int(self._ttl * 10_000))
+            p.pexpire(self._keys[1], int(self._ttl * 10_000))
+            await p.execute()
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(self._ttl / 3)
+            try:
+                await self._lease()
+            except Exception as e:  # Redis blip: the next round tries again
+                log.warning("lock.extend_failed", error=type(e).__name__)
+
+    async def acquire(self) -> None:
+        await self._enqueue()
+        self._keeper = asyncio.create_task(self._keep_alive())
+        deadline = time.monotonic() + self._wait_timeout
+        try:
+            while True:
+                res = await self._redis.eval(  # type: ignore[misc]
+                    _TRY_ACQUIRE, 2, *self._keys, self.token, self._now_ms()
+                )
+                if res == 1:
+                    return
+                if res == -1:
+                    await self._enqueue()
+                if time.monotonic() > deadline:
+                    raise LockTimeout("thread is busy")
+                await asyncio.sleep(self._poll)
+        except BaseException:
+            await self.release()
+            raise
+
+    async def release(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            self._keeper = None
+        try:
+            await self._redis.eval(_RELEASE, 2, *self._keys, self.token)  # type: ignore[misc]
+        except Exception as e:  # the lease expires by itself
+            log.warning("lock.release_failed", error=type(e).__name__)
+
+    async def __aenter__(self) -> ThreadLock:
+        await self.acquire()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.release()
+
+
+class RedisStore:
+    """The Redis implementation of the conversation store, dedup and thread lock."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        prefix: str = "db",
+        conversation_ttl: float = 30 * 86400,
+        dedup_ttl: int = 900,
+        lock_ttl: float = 30.0,
+    ) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.conversation_ttl = int(conversation_ttl)
+        self.dedup_ttl = dedup_ttl
+        self.lock_ttl = lock_ttl
+
+    def k(self, thread: ThreadKey, what: str) -> str:
+        """Key for one thread's data; the hash tag keeps a thread's keys in one Cluster slot."""
+        return f"{self.prefix}:{{{thread.hashed}}}:{what}"
+
+    def global_key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    async def get_conversation(self, thread: ThreadKey) -> ConversationRecord | None:
+        raw: dict[Any, Any] = await self.redis.hgetall(self.k(thread, "conv"))  # type: ignore[misc]
+        if not raw:
+            return None
+        d = {_s(k): _s(v) for k, v in raw.items()}
+        if not d.get("conversation_id"):
+            return None
+        return ConversationRecord(
+            conversation_id=d["conversation_id"],
+            user=d.get("user", ""),
+            route=d.get("route", ""),
+            created=float(d.get("created", 0) or 0),
+            last_used=float(d.get("last_used", 0) or 0),
+            name=d.get("name", ""),
+        )
+
+    async def save_conversation(
+        self, thread: ThreadKey, *, conversation_id: str, user: str, route: str
+    ) -> None:
+        key = self.k(thread, "conv")
+        now = time.time()
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hsetnx(key, "created", now)
+            p.hset(
+                key,
+                mapping={
+                    "conversation_id": conversation_id,
+                    "user": user,
+                    "route": route,
+                    "last_used": now,
+                },
+            )
+            p.expire(key, self.conversation_ttl)
+            p.set(self.k(thread, "known"), 1, ex=self.conversation_ttl)
+            await p.execute()
+
+    async def set_conversation_name(self, thread: ThreadKey, name: str) -> None:
+        await self.redis.hset(self.k(thread, "conv"), "name", name)  # type: ignore[misc]
+
+    async def touch(self, thread: ThreadKey) -> None:
+        async with self.redis.pipeline(transaction=False) as p:
+            p.expire(self.k(thread, "conv"), self.conversation_ttl)
+            p.hset(self.k(thread, "conv"), "last_used", time.time())
+            p.expire(self.k(thread, "known"), self.conversation_ttl)
+            await p.execute()
+
+    async def forget(self, thread: ThreadKey) -> None:
+        await self.redis.delete(self.k(thread, "conv"))
+
+    async def mark_known(self, thread: ThreadKey) -> None:
+        """Remember that the bot takes part in this thread (continue without a new mention)."""
+        await self.redis.set(self.k(thread, "known"), 1, ex=self.conversation_ttl)
+
+    async def is_known(self, thread: ThreadKey) -> bool:
+        return bool(await self.redis.exists(self.k(thread, "known")))
+
+    def _dedup_key(self, raw: str) -> str:
+        digest = hashlib.sha256(raw.encode()).hexdigest()[:24]
+        return f"{self.prefix}:dedup:{{{digest}}}"
+
+    async def claim(self, *event_keys: str) -> bool:
+        """Claim every key with SET NX EX; False if any was seen before (a retry or duplicate)."""
+        ok = True
+        for raw in event_keys:
+            if not await self.redis.set(self._dedup_key(raw), 1, nx=True, ex=self.dedup_ttl):
+                ok = False
+        return ok
+
+    def lock(self, thread: ThreadKey, *, order: float, wait_timeout: float = 300.0) -> ThreadLock:
+        return ThreadLock(
+            self.redis,
+            self.k(thread, "lockq"),
+            self.k(thread, "lockl"),
+            order=order,
+            ttl=self.lock_ttl,
+            wait_timeout=wait_timeout,
+        )
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self.redis.ping(), 2.0))  # type: ignore[misc]
+        except Exception:
+            return False
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+async def with_redis_retry(
+    op: Callable[[], Awaitable[Any]], *, attempts: int = 3, delay: float = 0.2
+) -> Any:
+    """Run a Redis operation, retrying briefly on connection errors (failover, restart)."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    for i in range(attempts):
+        try:
+            return await op()
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            if i == attempts - 1:
+                raise
+            await asyncio.sleep(delay * (2**i))
+    raise AssertionError("unreachable")

@@ -1,0 +1,247 @@
+"""The edit scheduler: a stream of growing text in, as few platform edits as needed out.
+
+Rules it keeps, whatever the token rate from Dify:
+
+* the first text is sent as soon as it arrives (budget permitting);
+* afterwards at most one edit per ``interval`` per message, and only the latest text (coalescing);
+* never two edits in flight for one message (one worker task per message);
+* a :class:`~app.errors.PlatformRateLimited` pushes the next edit past ``Retry-After`` and widens the
+  interval; the workspace budget is emptied for everyone;
+* every edit takes a token from the workspace's :class:`EditBudget`, shared by all answers streaming
+  in that workspace, so a hundred answers at once stay under the platform's per-minute limit.
+
+The final text is not the scheduler's job: the pipeline closes the scheduler, then delivers the final
+answer with :func:`deliver_final`, which has priority on the budget and retries after 429s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import structlog
+
+from app.errors import PlatformRateLimited
+
+log = structlog.get_logger(__name__)
+
+Clock = Callable[[], float]
+T = TypeVar("T")
+
+
+class EditBudget:
+    """A token bucket of edits per minute, shared by every answer in one workspace.
+
+    Final answers take tokens with ``priority=True``: while one waits, interim edits step back.
+    """
+
+    def __init__(
+        self, per_minute: float, *, burst: float | None = None, clock: Clock = time.monotonic
+    ) -> None:
+        if per_minute <= 0:
+            raise ValueError("per_minute must be positive")
+        self.rate = per_minute / 60.0
+        self.capacity = burst if burst is not None else max(1.0, min(per_minute / 6.0, 10.0))
+        self._tokens = self.capacity
+        self._clock = clock
+        self._updated = clock()
+        self._blocked_until = 0.0
+        self._priority_waiting = 0
+
+    def _refill(self, now: float) -> None:
+        self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+
+    def try_take(self, *, priority: bool = False) -> float:
+        """Take a token and return 0, or return how long to wait before trying again."""
+        now = self._clock()
+        if now < self._blocked_until:
+            return self._blocked_until - now
+        if not priority and self._priority_waiting:
+            return max(0.05, 1.0 / self.rate / 4)
+        self._refill(now)
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self.rate
+
+    async def acquire(
+        self,
+        *,
+        priority: bool = False,
+        wait: Callable[[float], Awaitable[bool]] | None = None,
+    ) -> bool:
+        """Wait for a token. ``wait(seconds)`` may return True to give up (scheduler closing)."""
+        waiter = wait or _plain_sleep
+        if priority:
+            self._priority_waiting += 1
+        try:
+            while True:
+                delay = self.try_take(priority=priority)
+                if delay <= 0:
+                    return True
+                if await waiter(delay):
+                    return False
+        finally:
+            if priority:
+                self._priority_waiting -= 1
+
+    def penalize(self, retry_after: float) -> None:
+        """The platform said 429: nobody in this workspace edits before ``retry_after``."""
+        self._blocked_until = max(self._blocked_until, self._clock() + retry_after)
+        self._tokens = 0.0
+
+
+async def _plain_sleep(seconds: float) -> bool:
+    await asyncio.sleep(seconds)
+    return False
+
+
+class BudgetRegistry:
+    """One :class:`EditBudget` per (platform, workspace), created on first use."""
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self._budgets: dict[tuple[str, str], EditBudget] = {}
+        self._clock = clock
+
+    def get(self, platform: str, workspace: str, per_minute: float) -> EditBudget:
+        key = (platform, workspace)
+        budget = self._budgets.get(key)
+        if budget is None:
+            budget = self._budgets[key] = EditBudget(per_minute, clock=self._clock)
+        return budget
+
+
+Send = Callable[[str, str | None], Awaitable[None]]
+
+
+class EditScheduler:
+    """Coalesces pushed text into paced edits of one message (see the module docstring)."""
+
+    def __init__(
+        self,
+        send: Send,
+        *,
+        interval: float,
+        budget: EditBudget | None = None,
+        max_interval: float = 10.0,
+        clock: Clock = time.monotonic,
+        on_edit: Callable[[], None] | None = None,
+        on_ratelimited: Callable[[], None] | None = None,
+    ) -> None:
+        self._send = send
+        self._interval = interval
+        self._max_interval = max(max_interval, interval)
+        self._budget = budget
+        self._clock = clock
+        self._on_edit = on_edit
+        self._on_ratelimited = on_ratelimited
+        self._latest: tuple[str, str | None] = ("", None)
+        self._sent: tuple[str, str | None] | None = None
+        self._last_sent = float("-inf")
+        self._not_before = 0.0
+        self._wake = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self.edits = 0
+        self.rate_limited = 0
+
+    @property
+    def interval(self) -> float:
+        return self._interval
+
+    def push(self, text: str, status: str | None = None) -> None:
+        """Make ``text`` (the whole answer so far) the next thing to show."""
+        if self._closing.is_set():
+            return
+        self._latest = (text, status)
+        self._wake.set()
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._run(), name="edit-scheduler")
+
+    async def close(self) -> None:
+        """Stop editing; returns once no edit is in flight any more."""
+        self._closing.set()
+        self._wake.set()
+        if self._worker is not None:
+            await self._worker
+
+    async def _wait_or_close(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True if the scheduler closed meanwhile."""
+        if seconds <= 0:
+            return self._closing.is_set()
+        try:
+            await asyncio.wait_for(self._closing.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            if self._closing.is_set():
+                return
+            due = max(self._last_sent + self._interval, self._not_before)
+            if await self._wait_or_close(due - self._clock()):
+                return
+            if self._budget is not None and not await self._budget.acquire(
+                wait=self._wait_or_close
+            ):
+                return
+            self._wake.clear()
+            current = self._latest
+            if current == self._sent:
+                continue
+            try:
+                await self._send(*current)
+            except PlatformRateLimited as e:
+                self.rate_limited += 1
+                self._not_before = self._clock() + e.retry_after
+                self._interval = min(self._interval * 2, self._max_interval)
+                if self._budget is not None:
+                    self._budget.penalize(e.retry_after)
+                if self._on_ratelimited:
+                    self._on_ratelimited()
+                self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                # An interim edit failing is not fatal: the final answer is delivered separately.
+                log.warning("edit.failed", error=type(e).__name__, detail=str(e)[:200])
+                self._not_before = self._clock() + self._interval
+            else:
+                self.edits += 1
+                self._sent = current
+                if self._on_edit:
+                    self._on_edit()
+            self._last_sent = self._clock()
+
+
+async def deliver_final(
+    op: Callable[[], Awaitable[T]],
+    *,
+    budget: EditBudget | None,
+    attempts: int = 6,
+    max_wait: float = 60.0,
+    on_ratelimited: Callable[[], None] | None = None,
+) -> T:
+    """Run the final delivery with priority on the budget, retrying after 429s."""
+    waited = 0.0
+    for attempt in range(attempts):
+        if budget is not None:
+            await budget.acquire(priority=True)
+        try:
+            return await op()
+        except PlatformRateLimited as e:
+            if on_ratelimited:
+                on_ratelimited()
+            if attempt == attempts - 1 or waited + e.retry_after > max_wait:
+                raise
+            waited += e.retry_after
+            if budget is not None:
+                budget.penalize(e.retry_after)  # the next acquire() waits it out
+            else:
+                await asyncio.sleep(e.retry_after)
+    raise AssertionError("unreachable")
