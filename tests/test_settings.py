@@ -1,0 +1,113 @@
+"""Settings and the routing file: secure defaults, and errors that say file, key and fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.errors import ConfigError
+from app.model import ThreadKey
+from app.routing import Router
+from app.settings import (
+    BridgeFile,
+    RedactionMode,
+    load_bridge_file,
+    load_settings,
+    resolve_routes,
+)
+
+EXAMPLE = Path(__file__).parent.parent / "config" / "bridge.example.yaml"
+
+
+def test_defaults_are_documented_values() -> None:
+    s = load_settings({})
+    assert s.dify_base_url == "https://api.dify.ai/v1"
+    assert s.port == 3000
+    assert s.bridge_config == "config/bridge.yaml"
+    assert s.redis_url is None  # embedded Redis
+
+
+def test_without_a_config_file_one_default_route_answers_everything_with_redaction_on() -> None:
+    s = load_settings({"DIFY_API_KEY": "app-abc"})
+    routes = resolve_routes(s, BridgeFile())
+    assert [r.name for r in routes] == ["default"]
+    assert routes[0].api_key == "app-abc"
+    assert routes[0].config.redaction.mode is RedactionMode.REDACT
+    assert Router(routes).resolve(ThreadKey("teams", "x", "y", "z")) is routes[0]
+
+
+def test_without_dify_api_key_the_error_names_it() -> None:
+    with pytest.raises(ConfigError, match="DIFY_API_KEY"):
+        resolve_routes(load_settings({}), BridgeFile())
+
+
+def test_bad_env_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="key LOG_FORMAT"):
+        load_settings({"LOG_FORMAT": "xml"})
+
+
+def test_the_example_config_is_valid_and_routes_by_specificity() -> None:
+    bf = load_bridge_file(EXAMPLE)
+    env = {"DIFY_HR_API_KEY": "app-hr", "DIFY_TEAMS_API_KEY": "app-t", "DIFY_API_KEY": "app-d"}
+    routes = resolve_routes(load_settings({}), bf, env=env)
+    router = Router(routes)
+    assert router.resolve(ThreadKey("slack", "T0123ABCD", "C0456EFGH", "1.2")).name == "hr-helpdesk"
+    assert router.resolve(ThreadKey("slack", "T0123ABCD", "C999", "1.2")).name == "default"
+    assert router.resolve(ThreadKey("teams", "tenant", "19:abc", "1")).name == "teams-everything"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "bridge.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_unknown_key_is_refused_naming_file_and_key(tmp_path: Path) -> None:
+    p = write(tmp_path, "routes:\n  - name: a\n    redacton: {mode: off}\n")
+    with pytest.raises(ConfigError) as e:
+        load_bridge_file(p)
+    assert str(p) in str(e.value)
+    assert "routes.0.redacton" in str(e.value)
+    assert "unknown key" in str(e.value)
+
+
+def test_malformed_yaml_names_the_line(tmp_path: Path) -> None:
+    p = write(tmp_path, "routes:\n  - name: a\n   bad: [\n")
+    with pytest.raises(ConfigError, match=r"line \d+"):
+        load_bridge_file(p)
+
+
+def test_an_api_key_written_in_the_file_is_refused(tmp_path: Path) -> None:
+    p = write(tmp_path, "routes:\n  - name: a\n    dify: {api_key: app-secret}\n")
+    with pytest.raises(ConfigError, match="api_key_env"):
+        load_bridge_file(p)
+
+
+def test_bad_redaction_mode_names_the_key(tmp_path: Path) -> None:
+    p = write(tmp_path, "routes:\n  - name: a\n    redaction: {mode: sometimes}\n")
+    with pytest.raises(ConfigError, match=r"routes\.0\.redaction\.mode"):
+        load_bridge_file(p)
+
+
+def test_duplicate_route_names_are_refused(tmp_path: Path) -> None:
+    p = write(tmp_path, "routes:\n  - name: a\n  - name: a\n")
+    with pytest.raises(ConfigError, match="used twice"):
+        load_bridge_file(p)
+
+
+def test_a_missing_key_env_var_names_the_variable_and_route(tmp_path: Path) -> None:
+    p = write(tmp_path, "routes:\n  - name: hr\n    dify: {api_key_env: NOPE_KEY}\n")
+    with pytest.raises(ConfigError) as e:
+        resolve_routes(load_settings({}), load_bridge_file(p), file=str(p), env={})
+    assert "NOPE_KEY" in str(e.value) and "hr" in str(e.value)
+    assert "routes.0.dify.api_key_env" in str(e.value)
+
+
+def test_key_from_a_file(tmp_path: Path) -> None:
+    keyfile = tmp_path / "key"
+    keyfile.write_text("app-from-file\n")
+    p = write(tmp_path, f"routes:\n  - name: hr\n    dify: {{api_key_file: {keyfile}}}\n")
+    routes = resolve_routes(load_settings({}), load_bridge_file(p), env={})
+    assert routes[0].api_key == "app-from-file"
+    assert "app-from-file" not in repr(routes[0])  # masked
