@@ -34,7 +34,7 @@ async def _serve(args: argparse.Namespace) -> int:
 
     settings = _settings_or_exit()
     logs.configure(settings.log_level, settings.log_format.value)
-    if not settings.dify_api_key and not _config_has_keys(settings):
+    if not settings.secret("dify_api_key") and not _config_has_keys(settings):
         print(
             "dify-bridge: DIFY_API_KEY is not set. Set it to your Dify app's API key "
             "(Dify -> your app -> API Access -> API Key), e.g. in .env",

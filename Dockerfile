@@ -1,0 +1,26 @@
+# dify-bridge container: slim Python, non-root, read-only-root friendly.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY app ./app
+COPY adapters ./adapters
+RUN pip install --no-cache-dir --prefix=/install .
+
+FROM python:3.11-slim
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PORT=3000 \
+    BRIDGE_CONFIG=/app/config/bridge.yaml \
+    REDIS_DATA_DIR=/data/redis
+COPY --from=build /install /usr/local
+RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin bridge \
+    && mkdir -p /app/config /data/redis \
+    && chown -R bridge /data
+WORKDIR /app
+COPY config/bridge.example.yaml /app/config/bridge.example.yaml
+USER 10001
+EXPOSE 3000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
+    CMD python -c "import os,urllib.request,sys; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\",\"3000\")}/healthz', timeout=2); sys.exit(0)" || exit 1
+ENTRYPOINT ["dify-bridge"]
+CMD ["serve"]
