@@ -16,6 +16,7 @@ from typing import Any
 
 from app import doctor, manifests
 from app.errors import ConfigError
+from app.routing import Router
 from app.settings import RedactionMode, Route, Settings, load_settings, mask
 
 _CHECK_DEFAULT = "\0default"  # --check given without a value
@@ -269,7 +270,7 @@ def config_check(args: argparse.Namespace) -> int:
     except ConfigError as e:
         _err(f"error: {e}")
         return 2
-    ordered = sorted(routes, key=lambda r: -r.config.match.specificity)
+    ordered = Router(routes).routes  # the order the service tries them in
     print(f"{source}: {len(routes)} route(s), most specific match first")
     header = ["NAME", "MATCH platform/workspace/channel", "DIFY APP", "MODE", "KEY", "REDACTION"]
     rows = [header] + [[r.name, _match(r), r.base_url, r.config.dify.mode.value, _key(r),

@@ -18,12 +18,13 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from app.errors import ConfigError
 from app.manifests import needed_slack_scopes
+from app.redis_conn import client_from_url
 from app.settings import (
     AppMode,
     BridgeFile,
@@ -81,34 +82,6 @@ def load_routes(settings: Settings, file: str | None = None) -> tuple[list[Route
 # ----------------------------------------------------------------------------------------- Redis
 
 
-def _redis_client(url: str) -> Any:
-    """A redis.asyncio client for the URL forms the service accepts."""
-    import redis.asyncio as aioredis
-    from redis.asyncio.cluster import RedisCluster
-    from redis.asyncio.sentinel import Sentinel
-
-    parts = urlsplit(url)
-    opts: dict[str, Any] = {"socket_timeout": 3.0, "socket_connect_timeout": 3.0}
-    query = dict(parse_qsl(parts.query))
-    if parts.scheme in ("redis+sentinel", "rediss+sentinel"):
-        hosts = []
-        for hp in parts.netloc.rsplit("@", 1)[-1].split(","):
-            host, _, port = hp.partition(":")
-            hosts.append((host, int(port or 26379)))
-        path = [p for p in parts.path.split("/") if p]
-        service = path[0] if path else "mymaster"
-        db = int(path[1]) if len(path) > 1 else 0
-        password = unquote(parts.password) if parts.password else None
-        sentinel = Sentinel(hosts, sentinel_kwargs=dict(opts), **opts)  # type: ignore[no-untyped-call]
-        return sentinel.master_for(
-            service, password=password, db=db, ssl=parts.scheme.startswith("rediss")
-        )
-    if query.pop("cluster", "").lower() in ("true", "1", "yes"):
-        plain = urlunsplit(parts._replace(query=urlencode(query)))
-        return RedisCluster.from_url(plain, **opts)
-    return aioredis.from_url(url, **opts)
-
-
 def _writable(directory: Path) -> bool:
     """Whether the directory exists writable, or could be created (nearest existing parent)."""
     probe = directory
@@ -129,8 +102,9 @@ async def check_redis(settings: Settings) -> Check:
                      "than one replica (they must share one Redis)")
     shown = safe_url(settings.redis_url)
     try:
-        client = _redis_client(settings.redis_url)
-    except (ValueError, TypeError) as e:
+        # The service's own connector, so the doctor sees what `serve` will see.
+        client: Any = client_from_url(settings.redis_url)
+    except (ConfigError, ValueError, TypeError, IndexError) as e:
         return Check("FAIL", "redis", f"REDIS_URL {shown} is not a valid Redis URL ({e})",
                      "use redis://host:6379/0, rediss://, unix://, redis+sentinel:// or "
                      "?cluster=true")

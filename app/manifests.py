@@ -135,7 +135,8 @@ def load_manifest_file(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"not valid YAML/JSON{where}", file=str(path)) from e
+        problem = getattr(e, "problem", None) or "syntax error"
+        raise ConfigError(f"not valid YAML/JSON{where}: {problem}", file=str(path)) from e
     if not isinstance(data, dict):
         raise ConfigError("the manifest must be a mapping at the top level", file=str(path))
     return data

@@ -1,0 +1,293 @@
+"""The shipped Slack manifest and Teams package, and the checks admins run on their own copies."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import struct
+import subprocess
+import sys
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from app import manifests
+from app.manifests import (
+    check_slack_manifest,
+    check_teams_manifest,
+    default_slack_manifest,
+    fill_teams_manifest,
+    load_manifest_file,
+    png_size,
+    read_teams_dir,
+    render_slack_manifest,
+    validate_json_schema,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+SLACK_FILE = ROOT / "manifests/slack/manifest.yaml"
+TEAMS_DIR = ROOT / "manifests/teams"
+APP_ID = "0b5c7a3e-1f2d-4c5b-9a8e-7d6c5b4a3f21"
+
+
+def pointers(problems: list[manifests.Problem], severity: str = "error") -> set[str]:
+    return {p.pointer for p in problems if p.severity == severity}
+
+
+def decode_png(data: bytes) -> tuple[int, int, list[bytes]]:
+    """Enough of a PNG decoder for our own unfiltered 8-bit RGBA icons."""
+    width, height = png_size(data)
+    pos, idat = 8, b""
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        tag = data[pos + 4 : pos + 8]
+        if tag == b"IDAT":
+            idat += data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    stride = 1 + width * 4
+    pixels = [raw[y * stride + 1 + x * 4 : y * stride + 5 + x * 4]
+              for y in range(height) for x in range(width)]
+    assert all(raw[y * stride] == 0 for y in range(height))
+    return width, height, pixels
+
+
+# --------------------------------------------------------------------------------------- Slack
+
+
+def test_committed_slack_manifest_is_the_default_the_tools_render() -> None:
+    assert load_manifest_file(SLACK_FILE) == default_slack_manifest()
+
+
+def test_shipped_slack_manifest_asks_only_for_the_scopes_the_features_need() -> None:
+    m = load_manifest_file(SLACK_FILE)
+    scopes = set(m["oauth_config"]["scopes"]["bot"])
+    assert scopes == {"app_mentions:read", "chat:write", "im:history", "channels:history",
+                      "groups:history", "commands", "files:read", "files:write"}
+    assert set(m["settings"]["event_subscriptions"]["bot_events"]) == {
+        "app_mention", "message.im", "message.channels", "message.groups"}
+    # No reactions, no user scopes, no admin scopes.
+    assert "user" not in m["oauth_config"]["scopes"]
+
+
+def test_fresh_manifest_fails_the_check_until_a_public_url_is_given() -> None:
+    m = load_manifest_file(SLACK_FILE)
+    problems = check_slack_manifest(m, command="/ask")
+    assert pointers(problems) == {
+        "/settings/event_subscriptions/request_url",
+        "/settings/interactivity/request_url",
+        "/features/slash_commands/0/url",
+    }
+    assert all("--public-url" in p.fix for p in problems)
+    rendered = render_slack_manifest(m, public_url="https://bot.acme.io/", socket_mode=False)
+    assert rendered["settings"]["event_subscriptions"]["request_url"] == (
+        "https://bot.acme.io/slack/events")
+    assert rendered["features"]["slash_commands"][0]["url"] == "https://bot.acme.io/slack/events"
+    assert check_slack_manifest(rendered, command="/ask") == []
+
+
+def test_socket_mode_manifest_has_no_request_urls_and_passes() -> None:
+    m = render_slack_manifest(load_manifest_file(SLACK_FILE), public_url=None, socket_mode=True)
+    assert m["settings"]["socket_mode_enabled"] is True
+    assert "request_url" not in m["settings"]["event_subscriptions"]
+    assert "request_url" not in m["settings"]["interactivity"]
+    assert "url" not in m["features"]["slash_commands"][0]
+    assert check_slack_manifest(m, command="/ask") == []
+
+
+def test_render_renames_the_slash_command_and_adds_oauth_redirect_for_multi_workspace() -> None:
+    m = render_slack_manifest(default_slack_manifest(), public_url="https://b.acme.io",
+                              socket_mode=False, command="/helpdesk", oauth=True)
+    assert m["features"]["slash_commands"][0]["command"] == "/helpdesk"
+    assert m["oauth_config"]["redirect_urls"] == ["https://b.acme.io/slack/oauth_redirect"]
+    assert check_slack_manifest(m, command="/helpdesk") == []
+
+
+def _good_slack() -> dict[str, Any]:
+    return render_slack_manifest(default_slack_manifest(), public_url="https://b.acme.io",
+                                 socket_mode=False)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "pointer", "words"),
+    [
+        (lambda m: m["oauth_config"]["scopes"]["bot"].remove("channels:history"),
+         "/oauth_config/scopes/bot", "channels:history is missing"),
+        (lambda m: m["settings"]["event_subscriptions"]["bot_events"].remove("message.im"),
+         "/settings/event_subscriptions/bot_events", "message.im"),
+        (lambda m: m["settings"]["event_subscriptions"].update(
+            request_url="http://b.acme.io/slack/events"),
+         "/settings/event_subscriptions/request_url", "https://"),
+        (lambda m: m["settings"]["interactivity"].update(request_url="https://b.acme.io/events"),
+         "/settings/interactivity/request_url", "/slack/events"),
+        (lambda m: m["features"]["app_home"].update(messages_tab_read_only_enabled=True),
+         "/features/app_home", "Sending messages to this app has been turned off"),
+        (lambda m: m["settings"]["interactivity"].update(is_enabled=False),
+         "/settings/interactivity/is_enabled", "buttons"),
+        (lambda m: m["features"]["slash_commands"][0].update(command="/Ask me"),
+         "/features/slash_commands/0/command", "not a slash command name"),
+        (lambda m: m["features"]["slash_commands"][0].update(command="/other"),
+         "/features/slash_commands/0/command", "SLACK_SLASH_COMMAND"),
+        (lambda m: m["display_information"].update(name="x" * 36),
+         "/display_information/name", "36 characters"),
+        (lambda m: m["display_information"].update(background_color="blue"),
+         "/display_information/background_color", "hex colour"),
+        (lambda m: m["features"].pop("bot_user"),
+         "/features/bot_user/display_name", "is required"),
+    ],
+)
+def test_each_slack_manifest_mistake_names_the_field_and_the_fix(
+    mutate: Any, pointer: str, words: str
+) -> None:
+    m = _good_slack()
+    mutate(m)
+    problems = [p for p in check_slack_manifest(m, command="/ask") if p.severity == "error"]
+    assert [p.pointer for p in problems] == [pointer]
+    assert words in problems[0].message
+    assert problems[0].fix
+
+
+def test_unneeded_scopes_are_a_warning_not_an_error() -> None:
+    m = _good_slack()
+    m["oauth_config"]["scopes"]["bot"] += ["reactions:write", "users:read"]
+    problems = check_slack_manifest(m, command="/ask")
+    assert pointers(problems) == set()
+    assert [p.message for p in problems] == ["scope reactions:write is not used by dify-bridge"]
+
+
+def test_routes_that_pass_the_speakers_email_need_the_profile_scopes() -> None:
+    problems = check_slack_manifest(_good_slack(), command="/ask", speaker_profile=True)
+    assert {p.message.split(" (")[0] for p in problems} == {
+        "scope users:read is missing", "scope users:read.email is missing"}
+
+
+def test_malformed_manifest_file_is_a_config_error_with_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "manifest.yaml"
+    bad.write_text("display_information:\n  name: [unclosed\n")
+    with pytest.raises(manifests.ConfigError, match=r"yaml: not valid YAML/JSON at line 3.*: "):
+        load_manifest_file(bad)
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(manifests.ConfigError, match="mapping at the top level"):
+        load_manifest_file(bad)
+
+
+# --------------------------------------------------------------------------------------- Teams
+
+
+def test_teams_icons_have_the_sizes_teams_requires_and_outline_is_white_on_transparent() -> None:
+    w, h, color = decode_png((TEAMS_DIR / "color.png").read_bytes())
+    assert (w, h) == (192, 192)
+    assert all(p[3] == 255 for p in color)  # full colour, opaque
+    w, h, outline = decode_png((TEAMS_DIR / "outline.png").read_bytes())
+    assert (w, h) == (32, 32)
+    assert {bytes(p) for p in outline} == {b"\xff\xff\xff\xff", b"\x00\x00\x00\x00"}
+
+
+def test_icon_script_reproduces_the_committed_icons(tmp_path: Path) -> None:
+    script = [sys.executable, str(TEAMS_DIR / "make_icons.py"), str(tmp_path)]
+    subprocess.run(script, check=True, timeout=60)  # noqa: S603 - our own script
+    for name in ("color.png", "outline.png"):
+        assert (tmp_path / name).read_bytes() == (TEAMS_DIR / name).read_bytes()
+
+
+def test_shipped_teams_manifest_uses_the_schema_it_ships_with() -> None:
+    m, files, schema = read_teams_dir(TEAMS_DIR)
+    assert schema is not None
+    assert m["manifestVersion"] == schema["properties"]["manifestVersion"]["const"] == "1.30"
+    assert m["$schema"].endswith("/v1.30/MicrosoftTeams.schema.json")
+    bot = m["bots"][0]
+    assert bot["scopes"] == ["personal", "team", "groupChat"]
+    assert "authorization" not in m  # RSC is opt-in
+    filled = fill_teams_manifest(m, app_id=APP_ID)
+    assert filled["id"] == filled["bots"][0]["botId"] == APP_ID
+    problems = check_teams_manifest(filled, files, app_id=APP_ID, schema=schema)
+    assert pointers(problems) == set()
+
+
+def test_rsc_opt_in_adds_channel_message_permission_that_the_schema_accepts() -> None:
+    m, files, schema = read_teams_dir(TEAMS_DIR)
+    filled = fill_teams_manifest(m, app_id=APP_ID, rsc_channel_messages=True)
+    assert filled["authorization"]["permissions"]["resourceSpecific"] == [
+        {"name": "ChannelMessage.Read.Group", "type": "Application"}]
+    assert filled["webApplicationInfo"]["id"] == APP_ID
+    assert pointers(check_teams_manifest(filled, files, app_id=APP_ID, schema=schema)) == set()
+
+
+def test_unfilled_bot_id_and_foreign_bot_id_are_caught() -> None:
+    m, files, schema = read_teams_dir(TEAMS_DIR)
+    problems = check_teams_manifest(m, files, app_id=None, schema=schema)
+    assert pointers(problems) == {"/id", "/bots/0/botId"}
+    assert all("MICROSOFT_APP_ID" in p.fix for p in problems if p.severity == "error")
+    other = fill_teams_manifest(m, app_id="11111111-2222-3333-4444-555555555555")
+    problems = check_teams_manifest(other, files, app_id=APP_ID, schema=schema)
+    assert [p.message for p in problems if p.severity == "error"] == [
+        "is 11111111-2222-3333-4444-555555555555 but MICROSOFT_APP_ID is "
+        f"{APP_ID}: Teams would send messages to another bot"]
+
+
+def test_wrong_icon_size_and_non_png_icons_are_reported_with_the_fix() -> None:
+    m, files, schema = read_teams_dir(TEAMS_DIR)
+    filled = fill_teams_manifest(m, app_id=APP_ID)
+    files = dict(files)
+    files["color.png"] = files["outline.png"]  # a 32x32 image where 192x192 is needed
+    files["outline.png"] = b"GIF89a..."
+    problems = {p.pointer: p for p in check_teams_manifest(filled, files, app_id=APP_ID,
+                                                           schema=schema)}
+    assert problems["/icons/color"].message == "color.png is 32x32; Teams requires 192x192"
+    assert problems["/icons/color"].fix == "resize it to 192x192 pixels"
+    assert problems["/icons/outline"].message == "outline.png is not a PNG"
+    del files["outline.png"]
+    problems = {p.pointer: p for p in check_teams_manifest(filled, files, app_id=APP_ID,
+                                                           schema=schema)}
+    assert "not in the package" in problems["/icons/outline"].message
+
+
+def test_schema_catches_unknown_fields_bad_scopes_and_too_long_names() -> None:
+    m, _, schema = read_teams_dir(TEAMS_DIR)
+    assert schema is not None
+    bad = copy.deepcopy(fill_teams_manifest(m, app_id=APP_ID))
+    bad["botz"] = []
+    bad["bots"][0]["scopes"] = ["personal", "channel"]
+    bad["name"]["short"] = "x" * 31
+    del bad["developer"]["privacyUrl"]
+    bad["accentColor"] = "blue"
+    found = {p.pointer: p.message for p in validate_json_schema(bad, schema)}
+    assert found["/botz"] == "is not a known field in this manifest version"
+    assert "'channel' is not one of" in found["/bots/0/scopes/1"]
+    assert found["/name/short"] == "length 31 is outside 0-30"
+    assert found["/developer/privacyUrl"] == "is required"
+    assert "/accentColor" in found
+
+
+def test_without_a_shipped_schema_the_required_fields_are_still_checked() -> None:
+    m, files, _ = read_teams_dir(TEAMS_DIR)
+    filled = fill_teams_manifest(m, app_id=APP_ID)
+    del filled["developer"], filled["accentColor"]
+    problems = check_teams_manifest(filled, files, app_id=APP_ID, schema=None)
+    assert pointers(problems) == {"/developer", "/accentColor"}
+
+
+def test_package_zip_holds_manifest_and_icons_at_the_root() -> None:
+    m, files, _ = read_teams_dir(TEAMS_DIR)
+    data = manifests.build_teams_zip(fill_teams_manifest(m, app_id=APP_ID), files)
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        assert sorted(z.namelist()) == ["color.png", "manifest.json", "outline.png"]
+        packed = json.loads(z.read("manifest.json"))
+        assert packed["bots"][0]["botId"] == APP_ID
+        assert png_size(z.read("color.png")) == (192, 192)
+
+
+def test_broken_teams_manifest_json_names_line_and_column(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text('{"id": "x",\n  "name": }\n')
+    with pytest.raises(manifests.ConfigError, match=r"manifest.json.*line 2, column 11"):
+        read_teams_dir(tmp_path)
+
+
+def test_yaml_dump_round_trips() -> None:
+    m = _good_slack()
+    assert yaml.safe_load(manifests.dump_manifest_yaml(m)) == m
