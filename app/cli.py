@@ -117,7 +117,8 @@ def _redact(args: argparse.Namespace) -> int:
             print(f"dify-bridge: configuration error: {e}", file=sys.stderr)
             return 2
     argv = (["--route", args.route] if args.route else []) + (["--json"] if args.json else [])
-    return run_cli(argv, routes=routes, stdin=sys.stdin, stdout=sys.stdout, stderr=sys.stderr)
+    code: int = run_cli(argv, routes=routes, stdin=sys.stdin, stdout=sys.stdout, stderr=sys.stderr)
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     func: Any = args.func
     result = func(args)
-    if inspect.isawaitable(result):
+    if inspect.iscoroutine(result):
         result = asyncio.run(result)
     raise SystemExit(int(result or 0))
 

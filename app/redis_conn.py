@@ -82,13 +82,14 @@ def client_from_url(url: str) -> Redis:
             raise ConfigError("Sentinel URL needs the service name as its path", key="REDIS_URL")
         service = path[0]
         db = int(path[1]) if len(path) > 1 else 0
-        sentinel = Sentinel(
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
             hosts,
             password=parsed.password,
             ssl=parsed.scheme.startswith("rediss"),
             **{k: v for k, v in _COMMON.items() if k != "health_check_interval"},
         )
-        return sentinel.master_for(service, db=db, retry=_retry())
+        master: Redis = sentinel.master_for(service, db=db, retry=_retry())
+        return master
     query = parse_qs(parsed.query)
     if query.get("cluster", ["false"])[0].lower() in ("1", "true", "yes"):
         from redis.asyncio.cluster import RedisCluster

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -16,7 +16,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SERVICE_KEY: web.AppKey[Service] = web.AppKey("service")
 
 
-def _body_limit(max_bytes: int) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def _body_limit(max_bytes: int) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         # Refuse early on the declared length; aiohttp's client_max_size catches chunked bodies.

@@ -437,7 +437,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if env is None:
             return Settings()
         fields = Settings.model_fields
-        return _ExplicitSettings(**{k.lower(): v for k, v in env.items() if k.lower() in fields})
+        values: dict[str, Any] = {k.lower(): v for k, v in env.items() if k.lower() in fields}
+        return _ExplicitSettings(**values)
     except ValidationError as e:
         first = e.errors()[0]
         name = str(first["loc"][0]).upper() if first["loc"] else "?"
