@@ -1,0 +1,477 @@
+"""Recognizers: find candidate spans cheaply, then validate only the candidates.
+
+All functions work on the *folded* text (see :mod:`._normalize`), whose offsets equal the
+original's. Boundaries are checked against ASCII letters and digits only: ``\\b`` would treat
+Japanese, Chinese or Thai characters as word characters and miss ``電話090-1234-5678です``.
+
+Each recognizer yields ``(type, start, end, priority)``; the redactor resolves overlaps by
+priority. Everything is compiled at import time; nothing here allocates per call beyond the
+candidates themselves.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterator
+
+from app.redact import _checksums as ck
+from app.redact import _phone
+
+Raw = tuple[str, int, int, int]
+
+P_SECRET, P_URLCRED, P_EMAIL, P_IBAN, P_ID, P_IP, P_PHONE = 100, 90, 80, 70, 60, 55, 50
+
+
+def _is_word(ch: str) -> bool:
+    return ch.isascii() and (ch.isalnum() or ch == "_")
+
+
+# --------------------------------------------------------------------------- secrets
+
+_TOKEN = re.compile(
+    r"""(?<![A-Za-z0-9_\-])(?:
+      xox[abposrce]-[A-Za-z0-9\-]{10,250}
+    | xapp-\d-[A-Za-z0-9\-]{10,250}
+    | (?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16}
+    | gh[pousr]_[A-Za-z0-9]{36,255}
+    | github_pat_[A-Za-z0-9_]{22,255}
+    | sk-ant-[a-z]{3,6}\d{0,3}-[A-Za-z0-9_\-]{20,300}
+    | (?P<sk>sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,300})
+    | (?P<dify>(?:app|dataset)-[A-Za-z0-9]{24})
+    | eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}
+    | AIza[0-9A-Za-z_\-]{35}
+    | [sr]k_(?:live|test)_[0-9A-Za-z]{16,247}
+    | glpat-[0-9A-Za-z_\-]{20}
+    | hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_\-]{20,300}
+    )(?![A-Za-z0-9_\-])""",
+    re.X,
+)
+_PRIVATE_KEY = re.compile(
+    r"-----BEGIN[A-Z0-9 ]{0,20} PRIVATE KEY(?: BLOCK)?-----"
+    r".*?(?:-----END[A-Z0-9 ]{0,20} PRIVATE KEY(?: BLOCK)?-----|\Z)",
+    re.S,
+)
+_AUTH_HEADER = re.compile(
+    r"(?i)(?<![A-Za-z0-9])(?:bearer|basic|token)\s+([A-Za-z0-9\-._~+/]{16,2048}=*)"
+)
+# Words that, before ":" or "=", announce a secret value. Weak ones also name ordinary things
+# ("max_tokens: 1500"), so their values must look random to count.
+_STRONG_WORDS = (
+    r"pass(?:word|wd|phrase)?|pwd|secret|client[_\-]?secret|パスワード|暗証番号|密码|口令|รหัสผ่าน"
+)
+_WEAK_WORDS = (
+    r"token|api[_\-]?key|apikey|access[_\-]?key|secret[_\-]?key|private[_\-]?key|auth|"
+    r"credentials?|session[_\-]?id|cookie"
+)
+_ASSIGN = re.compile(
+    r"(?i)(?<![A-Za-z0-9])(?:[A-Za-z0-9]+[_\-.])*(?:(?P<strong>"
+    + _STRONG_WORDS
+    + r")|(?P<weak>"
+    + _WEAK_WORDS
+    + r"))[\"']?\s*(?P<op>[:=]|=>|->|\s(?:is|was)\s|は|是|คือ)\s*"
+    r"(?:\"(?P<v1>[^\"\r\n]{1,256})\"|'(?P<v2>[^'\r\n]{1,256})'"
+    r"|(?P<v3>[^\s\"'`,;&<>()\[\]{}\u0080-\U0010ffff]{1,256}))"
+)
+_ASSIGN_GATE = re.compile(
+    r"(?i)pass|pwd|secret|token|key|auth|credential|session|cookie|パスワード|暗証番号|密码|口令|รหัสผ่าน"
+)
+_NOT_A_VALUE = frozenset(
+    [
+        "null",
+        "none",
+        "nil",
+        "true",
+        "false",
+        "required",
+        "optional",
+        "string",
+        "str",
+        "int",
+        "number",
+        "empty",
+        "undefined",
+        "yes",
+        "no",
+        "n/a",
+        "na",
+        "xxx",
+        "***",
+        "********",
+        "changeme",
+    ]
+)
+
+
+def _looks_random(v: str) -> bool:
+    has_digit = any(c.isdigit() for c in v)
+    has_alpha = any(c.isalpha() for c in v)
+    return len(v) >= 12 and has_digit and has_alpha
+
+
+def secrets(t: str) -> Iterator[Raw]:
+    """API keys and tokens with a known shape, private key blocks, ``password=`` values."""
+    if "-----BEGIN" in t:
+        for m in _PRIVATE_KEY.finditer(t):
+            yield ("SECRET", m.start(), m.end(), P_SECRET + 5)
+    for m in _TOKEN.finditer(t):
+        body = m.group("sk") or m.group("dify")
+        if body is not None:
+            tail = body.split("-", 1)[1]
+            # Random keys mix digits and letters; kebab-case identifiers do not.
+            if not (any(c.isdigit() for c in tail) and any(c.isalpha() for c in tail)):
+                continue
+            if m.group("sk") and not (
+                any(c.isupper() for c in tail) and any(c.islower() for c in tail)
+            ):
+                continue
+        yield ("SECRET", m.start(), m.end(), P_SECRET)
+    if _ASSIGN_GATE.search(t) is None:
+        return
+    for m in _AUTH_HEADER.finditer(t):
+        v = m.group(1)
+        if _looks_random(v) or len(v) >= 24:
+            yield ("SECRET", m.start(1), m.end(1), P_SECRET)
+    for m in _ASSIGN.finditer(t):
+        name = "v1" if m.group("v1") is not None else "v2" if m.group("v2") is not None else "v3"
+        v = m.group(name)
+        start, end = m.start(name), m.end(name)
+        if v.lower() in _NOT_A_VALUE or v[0] in "$<{%" or len(set(v)) == 1:
+            continue
+        op = m.group("op").strip()
+        if m.group("weak") is not None or op in ("is", "was", "は", "是", "คือ"):
+            # Natural language ("the password is required") and weak words need a random value.
+            if not _looks_random(v) and not (op not in ("is", "was") and m.group("strong")):
+                continue
+        elif len(v) < 3:
+            continue
+        yield ("SECRET", start, end, P_SECRET - 1)
+
+
+# --------------------------------------------------------------------------- links, email
+
+_URL_CRED = re.compile(r"://([^\s/?#@:\"'<>]{0,128}):([^\s/?#@\"'<>]{1,256})@(?=[A-Za-z0-9\[])")
+
+
+def url_credentials(t: str) -> Iterator[Raw]:
+    """``scheme://user:password@host``: the ``user:password`` part."""
+    if "://" not in t:
+        return
+    for m in _URL_CRED.finditer(t):
+        start = m.start(1) if m.end(1) > m.start(1) else m.start(2)
+        yield ("URL_CREDENTIALS", start, m.end(2), P_URLCRED)
+
+
+_LOCAL_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.!#$%&'*+/=?^_`{|}~-"
+)
+_DOMAIN = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![A-Za-z0-9\-])"
+)
+
+
+def emails(t: str) -> Iterator[Raw]:
+    """Addresses around each ``@``: a left scan for the local part, a regex for the domain."""
+    i = t.find("@")
+    while i != -1:
+        j = i
+        while j > 0 and i - j < 64 and t[j - 1] in _LOCAL_CHARS:
+            j -= 1
+        while j < i and t[j] in ".'`{|}":
+            j += 1
+        if j < i:
+            m = _DOMAIN.match(t, i + 1)
+            if m is not None:
+                yield ("EMAIL", j, m.end(), P_EMAIL)
+                i = t.find("@", m.end())
+                continue
+        i = t.find("@", i + 1)
+
+
+# --------------------------------------------------------------------------- IP addresses
+
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV4 = re.compile(rf"(?<![0-9A-Za-z.\-])(?:{_OCTET}\.){{3}}{_OCTET}(?![0-9]|\.[0-9A-Za-z])")
+_VERSIONISH = re.compile(
+    r"(?i)(?:(?<![A-Za-z])(?:version|ver\.?|release|firmware|build|rev|v)|==|>=|<=|~=|@)\s*[:=]?\s*$"
+)
+_IPV6_HIT = re.compile(r"::|:[0-9A-Fa-f]{1,4}:")
+_HEXCOLON = frozenset("0123456789abcdefABCDEF:.")
+
+
+def ip_addresses(t: str) -> Iterator[Raw]:
+    """IPv4 dotted quads (not version strings) and IPv6 addresses validated by ``ipaddress``."""
+    if "." in t:
+        for m in _IPV4.finditer(t):
+            if _VERSIONISH.search(t, max(0, m.start() - 12), m.start()):
+                continue
+            yield ("IP_ADDRESS", m.start(), m.end(), P_IP)
+    if ":" not in t:
+        return
+    last_end = -1
+    for m in _IPV6_HIT.finditer(t):
+        if m.start() < last_end:
+            continue
+        a = m.start()
+        while a > 0 and t[a - 1] in _HEXCOLON:
+            a -= 1
+        b = m.end()
+        n = len(t)
+        while b < n and t[b] in _HEXCOLON:
+            b += 1
+        last_end = b
+        while b > a and t[b - 1] in ".:" and not t[a:b].endswith("::"):
+            b -= 1
+        if (a > 0 and _is_word(t[a - 1])) or (b < n and _is_word(t[b])):
+            continue
+        cand = t[a:b]
+        groups = [g for g in cand.split(":") if g]
+        if len(groups) < 2 or not any(c.isdigit() for c in cand):
+            continue
+        try:
+            ipaddress.IPv6Address(cand)
+        except ValueError:
+            continue
+        yield ("IP_ADDRESS", a, b, P_IP)
+
+
+# --------------------------------------------------------------------------- IBAN
+
+_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]){10,32}")
+
+
+def ibans(t: str) -> Iterator[Raw]:
+    """IBANs (upper case, optionally in groups of four): country length and mod 97."""
+    for m in _IBAN.finditer(t):
+        s = m.group()
+        want = ck.IBAN_LENGTHS.get(s[:2])
+        if want is None:
+            continue
+        got, end = 0, m.start()
+        compact = []
+        for k, ch in enumerate(s):
+            if ch != " ":
+                compact.append(ch)
+                got += 1
+                if got == want:
+                    end = m.start() + k + 1
+                    break
+        if got != want or (end < len(t) and _is_word(t[end])):
+            continue
+        if ck.iban_ok("".join(compact)):
+            yield ("IBAN", m.start(), end, P_IBAN)
+
+
+# --------------------------------------------------------------------------- digit runs
+
+_NUM = re.compile(r"[+(]?\d(?:[\d)]|[ \-./(]{1,2}(?=\d))*")
+_GROUP = re.compile(r"\d+")
+_SEPS = str.maketrans("", "", " -./()+")
+_DATE = re.compile(r"(?:19|20)\d\d[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:19|20)\d\d")
+_NOT_PII_BEFORE = re.compile(
+    r"(?i)(?:order|invoice|ticket|tracking|shipment|parcel|booking|reservation|reference|ref|"
+    r"case|incident|build|issue|job|run|po|sku|item|product|serial|model|part|account no|"
+    r"注文|受注|発注|伝票|問い合わせ|予約|請求書|お問合せ|订单|单号|工单|快递|编号|เลขที่คำสั่งซื้อ)"
+    r"(?:\s*(?:no\.?|number|num|id|code|番号|号))?\s*[:#：=]?\s*#?\s*$"
+)
+_TIME_BEFORE = re.compile(
+    r"(?i)(?:ts|time|timestamp|epoch|created|updated|modified|date|_at|millis|ms|seconds)"
+    r"[\"']?\s*[:=]\s*[\"']?$"
+)
+_PHONE_WORDS = re.compile(
+    r"(?i)call|phone|tel|mobile|cell|fax|contact|reach|text me|sms|whatsapp|line|number|dial|"
+    r"電話|携帯|連絡|番号|电话|手机|联系|โทร|เบอร์|ติดต่อ"
+)
+_SSN_WORDS = re.compile(r"(?i)ssn|social security|社会保障")
+_TH_WORDS = re.compile(r"(?i)thai|thailand|บัตรประชาชน|เลขประจำตัว|ประชาชน|national id|citizen id")
+_JP_CORP_WORDS = re.compile(r"(?i)法人番号|corporate number|登録番号|invoice registration|適格")
+_EXTENSION = re.compile(r"\s?(?:x|ext\.?|extension|内線)\s?\d{1,6}")
+_NANP_SHAPE = re.compile(r"(?:1[ \-.])?(?:\(\d{3}\)\s?|\d{3}[ \-.])\d{3}[ \-.]\d{4}")
+_KANA = re.compile("[\u3040-\u30ff]")
+_THAI = re.compile("[\u0e00-\u0e7f]")
+_HAN = re.compile("[\u4e00-\u9fff]")
+
+
+class _Ctx:
+    """Per-message facts that several candidates need; computed lazily, once."""
+
+    __slots__ = ("_order", "t")
+
+    def __init__(self, t: str) -> None:
+        self.t = t
+        self._order: tuple[str, ...] | None = None
+
+    def before(self, pos: int, width: int = 40) -> str:
+        return self.t[max(0, pos - width) : pos]
+
+    def region_order(self) -> tuple[str, ...]:
+        if self._order is None:
+            t = self.t
+            if _KANA.search(t):
+                first = "JP"
+            elif _THAI.search(t):
+                first = "TH"
+            elif _HAN.search(t):
+                first = "CN"
+            else:
+                first = ""
+            order = _phone.DEFAULT_ORDER
+            self._order = (first, *(r for r in order if r != first)) if first else order
+        return self._order
+
+
+def _classify(ctx: _Ctx, a: int, b: int) -> Raw | None:
+    """Decide what the digit run ``t[a:b]`` is, or ``None`` for an ordinary number."""
+    t = ctx.t
+    s = t[a:b]
+    digits = s.translate(_SEPS)
+    n = len(digits)
+    if n < 8 or n > 19 or _DATE.match(s):
+        return None
+    groups = [len(g) for g in _GROUP.findall(s)]
+    seps = set(_GROUP.sub("|", s).strip("|+").split("|")) - {""}
+    plain = len(groups) == 1 and s[0] != "+" and s[0] != "("
+    nxt = t[b] if b < len(t) else ""
+
+    # China resident id ends with the check character X.
+    if n == 17 and plain and nxt in "Xx" and not _is_word(t[b + 1 : b + 2] or " "):
+        if ck.cn_resident_id_ok(digits + "X"):
+            return ("CN_RESIDENT_ID", a, b + 1, P_ID)
+        return None
+    if nxt and _is_word(nxt) and not (nxt in "xe" and s[0] in "+(0123456789"):
+        return None
+    if n == 18 and (plain or groups == [6, 8, 4]) and ck.cn_resident_id_ok(digits):
+        return ("CN_RESIDENT_ID", a, b, P_ID)
+
+    before = ctx.before(a)
+    if plain and _TIME_BEFORE.search(before):
+        return None
+    prev = t[a - 1] if a > 0 else ""
+
+    if n == 13:
+        kinds: list[str] = []
+        if (plain or groups == [1, 4, 5, 2, 1]) and ck.th_national_id_ok(digits):
+            kinds.append("TH_NATIONAL_ID")
+        if plain and ck.corporate_number_ok(digits):
+            kinds.append("JP_CORPORATE_NUMBER")
+        if len(kinds) == 2:
+            near = t[max(0, a - 40) : b + 20]
+            if (
+                prev == "T"
+                or _JP_CORP_WORDS.search(near)
+                or (_KANA.search(near) and not _TH_WORDS.search(near))
+            ):
+                kinds = ["JP_CORPORATE_NUMBER"]
+            else:
+                kinds = ["TH_NATIONAL_ID"]
+        if kinds:
+            start = a - 1 if prev == "T" and kinds[0] == "JP_CORPORATE_NUMBER" else a
+            return (kinds[0], start, b, P_ID)
+    if prev == "T":
+        return None
+
+    card_shape = plain or (
+        len(seps) == 1 and seps <= {" ", "-"} and groups[0] == 4 and min(groups) >= 3
+    )
+    if 13 <= n <= 19 and card_shape and ck.card_prefix_ok(digits) and ck.luhn_ok(digits):
+        return ("CREDIT_CARD", a, b, P_ID)
+    grouped_444 = groups == [4, 4, 4] and len(seps) == 1 and seps <= {" ", "-"}
+    if n == 12 and (plain or grouped_444) and ck.my_number_ok(digits):
+        return ("JP_MY_NUMBER", a, b, P_ID)
+    if (
+        n == 9
+        and len(seps) <= 1
+        and seps <= {"-", " "}
+        and (groups == [3, 2, 4] or (plain and _SSN_WORDS.search(before)))
+    ):
+        if ck.ssn_ok(digits[:3], digits[3:5], digits[5:]):
+            return ("US_SSN", a, b, P_ID)
+        return None
+    return _phone_at(ctx, a, b, s, digits, groups, plain)
+
+
+def _phone_at(
+    ctx: _Ctx, a: int, b: int, s: str, digits: str, groups: list[int], plain: bool
+) -> Raw | None:
+    n = len(digits)
+    t = ctx.t
+    if n > 15:
+        return None
+    if s[0] == "+":
+        ok = n >= 8 and _phone.valid_international(digits)
+    elif digits.startswith("00") and not plain and n >= 10:
+        ok = _phone.valid_international(digits[2:])
+    elif digits[0] == "0":
+        # "0.123456789" is a decimal, not a number in Chitose.
+        if (groups[0] == 1 and s[1:2] == ".") or n < 9:
+            return None
+        ok = _phone.valid_national_zero(digits, ctx.region_order())
+    elif n == 11 and digits[0] == "1" and digits[1] in "3456789" and (plain or groups == [3, 4, 4]):
+        ok = _phone.valid_cn_mobile(digits)
+    elif n in (10, 11) and (
+        _NANP_SHAPE.fullmatch(s) or (plain and n == 10 and _PHONE_WORDS.search(ctx.before(a, 48)))
+    ):
+        ok = _phone.valid_nanp(digits)
+    else:
+        return None
+    if not ok:
+        return None
+    m = _EXTENSION.match(t, b)
+    if m is not None and not _is_word(t[m.end() : m.end() + 1] or " "):
+        b = m.end()
+    elif b < len(t) and _is_word(t[b]):
+        return None
+    return ("PHONE", a, b, P_PHONE)
+
+
+def numbers(t: str) -> Iterator[Raw]:
+    """Digit runs: cards, national ids, SSNs, phone numbers. Validators run only on candidates."""
+    ctx: _Ctx | None = None
+    for m in _NUM.finditer(t):
+        a, b = m.start(), m.end()
+        s = m.group()
+        # Cheap exit for the ordinary numbers that make up almost every match.
+        if b - a < 8:
+            continue
+        while s.endswith(")") and s.count("(") < s.count(")"):
+            s, b = s[:-1], b - 1
+        if s.startswith("(") and ")" not in s:
+            s, a = s[1:], a + 1
+        prev = t[a - 1] if a > 0 else ""
+        if prev and ((_is_word(prev) and prev != "T") or prev == "#"):
+            continue
+        if prev == "T" and a > 1 and _is_word(t[a - 2]):
+            continue
+        # Part of a longer token: "ORD-2026-000123", a UUID's last group, "build.20261123".
+        if (
+            prev in "-./:"
+            and a > 1
+            and _is_word(t[a - 2])
+            and not (prev == ":" and t[a - 2].isalpha())
+        ):
+            continue
+        if ctx is None:
+            ctx = _Ctx(t)
+        if prev != "T" and not s.startswith("+") and _NOT_PII_BEFORE.search(ctx.before(a, 32)):
+            continue
+        found = _classify(ctx, a, b)
+        if found is not None:
+            yield found
+            continue
+        # "4111 1111 1111 1111 12 27" or "tel 03 1234 5678 2": try space-separated sub-runs.
+        cuts = [a] + [a + k + 1 for k, ch in enumerate(s) if ch == " "] + [b + 1]
+        if len(cuts) < 3 or len(cuts) > 12:
+            continue
+        i = 0
+        while i < len(cuts) - 1:
+            for j in range(len(cuts) - 1, i, -1):
+                if i == 0 and j == len(cuts) - 1:
+                    continue
+                sa, sb = cuts[i], cuts[j] - 1
+                found = _classify(ctx, sa, sb)
+                if found is not None:
+                    yield found
+                    i = j
+                    break
+            else:
+                i += 1

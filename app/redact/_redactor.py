@@ -1,0 +1,128 @@
+"""The :class:`Redactor`: run the recognizers for a set of entity types, resolve overlaps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from functools import lru_cache
+
+from app.errors import ConfigError
+from app.redact import _recognizers as rec
+from app.redact._normalize import fold
+from app.redact._types import ENTITY_TYPES, Finding
+
+_Recognizer = Callable[[str], Iterator[rec.Raw]]
+
+# Each recognizer and the types it can produce; a recognizer runs if any of its types is on.
+_RECOGNIZERS: tuple[tuple[_Recognizer, frozenset[str]], ...] = (
+    (rec.secrets, frozenset({"SECRET"})),
+    (rec.url_credentials, frozenset({"URL_CREDENTIALS"})),
+    (rec.emails, frozenset({"EMAIL"})),
+    (rec.ibans, frozenset({"IBAN"})),
+    (rec.ip_addresses, frozenset({"IP_ADDRESS"})),
+    (
+        rec.numbers,
+        frozenset(
+            {
+                "PHONE",
+                "CREDIT_CARD",
+                "US_SSN",
+                "JP_MY_NUMBER",
+                "JP_CORPORATE_NUMBER",
+                "CN_RESIDENT_ID",
+                "TH_NATIONAL_ID",
+            }
+        ),
+    ),
+)
+
+
+def parse_entities(entities: Iterable[str]) -> frozenset[str]:
+    """Validate entity names (case-insensitive; ``ALL`` means every type)."""
+    if isinstance(entities, str):
+        entities = (entities,)
+    wanted: set[str] = set()
+    for raw in entities:
+        name = str(raw).strip().upper()
+        if name == "ALL":
+            wanted.update(ENTITY_TYPES)
+        elif name in ENTITY_TYPES:
+            wanted.add(name)
+        else:
+            raise ConfigError(
+                f"unknown redaction entity type {raw!r}; "
+                f"use ALL or any of: {', '.join(ENTITY_TYPES)}",
+                key="redaction.entities",
+            )
+    return frozenset(wanted)
+
+
+def marker(entity_type: str) -> str:
+    """The typed marker that replaces a value in ``redact`` mode."""
+    return f"[{entity_type}]"
+
+
+class Redactor:
+    """Finds and replaces sensitive values for a fixed set of entity types.
+
+    Build it once (see :func:`get_redactor`); :meth:`find` and :meth:`redact` are pure and
+    thread-safe. Offsets always refer to the text the caller passed in.
+    """
+
+    __slots__ = ("_recognizers", "entities")
+
+    def __init__(self, entities: Iterable[str] = ("ALL",)) -> None:
+        self.entities: frozenset[str] = parse_entities(entities)
+        self._recognizers = tuple(fn for fn, types in _RECOGNIZERS if types & self.entities)
+
+    def find(self, text: str) -> list[Finding]:
+        """Non-overlapping findings sorted by start; offsets into ``text``."""
+        if not text or not self._recognizers:
+            return []
+        folded = fold(text)
+        raws: list[rec.Raw] = []
+        for fn in self._recognizers:
+            raws.extend(fn(folded))
+        if not raws:
+            return []
+        # All types compete for a span (a Luhn-valid card is not also a phone); only then are
+        # the types this route does not redact dropped.
+        raws.sort(key=lambda r: (-r[3], r[1] - r[2], r[1]))
+        taken: list[tuple[int, int]] = []
+        out: list[Finding] = []
+        for typ, start, end, _prio in raws:
+            if any(start < e and s < end for s, e in taken):
+                continue
+            taken.append((start, end))
+            if typ in self.entities:
+                out.append(Finding(typ, start, end))
+        out.sort(key=lambda f: f.start)
+        return out
+
+    def redact(self, text: str) -> tuple[str, list[Finding]]:
+        """Replace every finding with its typed marker (``[EMAIL]``)."""
+        findings = self.find(text)
+        return replace(text, findings, lambda f: marker(f.type)), findings
+
+
+def replace(text: str, findings: list[Finding], sub: Callable[[Finding], str]) -> str:
+    """Rebuild ``text`` with each (sorted, non-overlapping) finding replaced by ``sub(f)``."""
+    if not findings:
+        return text
+    parts: list[str] = []
+    pos = 0
+    for f in findings:
+        parts.append(text[pos : f.start])
+        parts.append(sub(f))
+        pos = f.end
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
+@lru_cache(maxsize=64)
+def _cached(entities: frozenset[str]) -> Redactor:
+    return Redactor(entities)
+
+
+def get_redactor(entities: Iterable[str] = ("ALL",)) -> Redactor:
+    """A shared :class:`Redactor` for this set of entity types (built once per set)."""
+    return _cached(parse_entities(entities))
