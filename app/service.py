@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -37,16 +37,24 @@ log = structlog.get_logger(__name__)
 ADAPTER_GROUP = "dify_bridge.adapters"
 
 
-def load_routes(settings: Settings, bridge_file: BridgeFile | None = None) -> list[Route]:
-    """Routes from BRIDGE_CONFIG (if the file exists) or the one default route."""
-    path = settings.bridge_config
+def load_routes(
+    settings: Settings,
+    bridge_file: BridgeFile | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+) -> list[Route]:
+    """Routes from BRIDGE_CONFIG (if the file exists) or the one default route.
+
+    ``env`` is where ``api_key_env`` names are looked up (default: the process environment).
+    """
+    path = "" if bridge_file is not None else settings.bridge_config
     if bridge_file is None:
         if Path(path).exists():
             bridge_file = load_bridge_file(path)
         else:
             bridge_file = BridgeFile()
             path = ""
-    return resolve_routes(settings, bridge_file, file=path)
+    return resolve_routes(settings, bridge_file, file=path, env=env)
 
 
 class Service:
@@ -76,6 +84,7 @@ class Service:
         self._config_mtime: float | None = None
         self.port = 0
         self.admin_port: int | None = None
+        self.env: Mapping[str, str] | None = None
 
     @property
     def bridge_accepting(self) -> bool:
@@ -92,9 +101,10 @@ class Service:
         *,
         bridge_file: BridgeFile | None = None,
         adapters: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> Service:
         """Build the service; raises :class:`ConfigError` with what to fix."""
-        routes = load_routes(settings, bridge_file)
+        routes = load_routes(settings, bridge_file, env=env)
         redis = await connect(settings.redis_url, data_dir=settings.redis_data_dir)
         store = RedisStore(
             redis.client,
@@ -136,6 +146,7 @@ class Service:
             limiter=limiter,
         )
         service = cls(settings, redis, store, bridge, metrics, dify)
+        service.env = env
         service._load_adapters(adapters)
         return service
 
@@ -189,7 +200,7 @@ class Service:
     def reload_config(self) -> bool:
         """Re-read BRIDGE_CONFIG; a bad file is refused and the old routes stay in force."""
         try:
-            routes = load_routes(self.settings)
+            routes = load_routes(self.settings, env=self.env)
         except ConfigError as e:
             log.error("config.reload_rejected", reason=str(e))
             return False

@@ -57,10 +57,18 @@ async def fake_dify() -> AsyncIterator[Any]:
     fake = FakeDify()
     await fake.start()
     fake.add_app(TEST_APP_KEY, mode="chat")
+    # Tests that share the default app restore its knobs with fake_dify.reset().
+    fake.reset = lambda: fake.add_app(TEST_APP_KEY, mode="chat")  # type: ignore[attr-defined]
     try:
         yield fake
     finally:
         await fake.close()
+
+
+@pytest.fixture
+def dify_app(fake_dify: Any) -> Any:
+    """A fresh fake Dify app (chat mode) with its own key, so tests never share knobs or state."""
+    return fake_dify.add_app("app-" + uuid.uuid4().hex[:12], mode="chat")
 
 
 @pytest.fixture
@@ -102,7 +110,9 @@ async def make_service(redis_url: str, fake_dify: Any) -> AsyncIterator[MakeServ
         bridge_file = (
             BridgeFile.model_validate(yaml.safe_load(bridge_yaml)) if bridge_yaml else None
         )
-        service = await Service.create(settings, bridge_file=bridge_file, adapters=adapters)
+        service = await Service.create(
+            settings, bridge_file=bridge_file, adapters=adapters, env=full
+        )
         await service.start("127.0.0.1", 0)
         started.append(service)
         return service

@@ -1,0 +1,284 @@
+"""The pipeline end to end: console messages -> real Redis -> fake Dify on the wire -> a reply."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from adapters.console import CONSOLE_LIMITS, MemoryReply
+from app.model import IncomingMessage, Kind, Speaker, ThreadKey
+from tests.fakes.dify import Fault
+
+THREAD = 0
+
+
+def new_thread() -> ThreadKey:
+    global THREAD
+    THREAD += 1
+    return ThreadKey("console", "W1", "C1", f"{time.time():.6f}-{THREAD}")
+
+
+def message(
+    thread: ThreadKey, text: str, *, event: str | None = None, speaker: str = "U1"
+) -> IncomingMessage:
+    return IncomingMessage(
+        key=thread,
+        event_id=event or f"ev-{time.monotonic_ns()}",
+        speaker=Speaker(id=speaker, name=f"User {speaker}"),
+        text=text,
+        kind=Kind.MENTION,
+    )
+
+
+async def ask(service: Any, msg: IncomingMessage) -> MemoryReply:
+    reply = MemoryReply()
+    await service.bridge.handle(msg, reply, CONSOLE_LIMITS)
+    return reply
+
+
+def chat_calls(fake: Any, app: Any) -> list[Any]:
+    return [r for r in fake.requests_to("/chat-messages") if r.api_key == app.api_key]
+
+
+async def test_an_answer_streams_as_growing_edits_and_ends_with_the_full_text(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    dify_app.answer = "The quick brown fox jumps over the lazy dog. " * 4
+    dify_app.chunk_size = 4
+    dify_app.chunk_delay = 0.02
+    yaml = "routes:\n  - name: fast\n    edit_interval: 0.2\n"
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key}, bridge_yaml=yaml)
+    reply = await ask(svc, message(new_thread(), "tell me about foxes"))
+    assert reply.error is None
+    assert reply.final == dify_app.answer
+    assert reply.events[0] == ("start", CONSOLE_LIMITS.placeholder)
+    assert len(reply.updates) >= 2  # it grew while streaming...
+    assert all(dify_app.answer.startswith(u) for u in reply.updates)  # ...as prefixes
+    assert len(reply.updates) < 45  # ...but not one edit per chunk
+
+
+async def test_a_follow_up_in_the_thread_continues_the_same_dify_conversation(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key})
+    t = new_thread()
+    first = await ask(svc, message(t, "first question"))
+    second = await ask(svc, message(t, "second question"))
+    assert first.final == "You said: first question"
+    assert second.final == "You said: second question"
+    calls = chat_calls(fake_dify, dify_app)
+    assert calls[0].json["conversation_id"] == ""
+    assert calls[1].json["conversation_id"] == first.extras.conversation_id != ""
+    assert calls[0].json["response_mode"] == "streaming"
+
+
+async def test_a_second_person_in_the_thread_continues_the_conversation(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key})
+    t = new_thread()
+    await ask(svc, message(t, "hello", speaker="alice"))
+    reply = await ask(svc, message(t, "and me?", speaker="bob"))
+    assert reply.error is None
+    calls = chat_calls(fake_dify, dify_app)
+    # Dify scopes conversations to `user`: the thread is the user, so bob continues alice's.
+    assert calls[0].json["user"] == calls[1].json["user"] == t.dify_user()
+    assert calls[1].json["conversation_id"] == reply.extras.conversation_id
+
+
+async def test_a_retried_event_is_answered_once(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key})
+    t = new_thread()
+    first = await ask(svc, message(t, "once please", event="Ev-retry"))
+    again = await ask(svc, message(t, "once please", event="Ev-retry"))
+    assert first.final is not None
+    assert again.events == []  # nothing at all: no placeholder, no second answer
+    assert len(chat_calls(fake_dify, dify_app)) == 1
+
+
+async def test_two_quick_messages_are_answered_in_order_in_one_conversation(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    dify_app.chunk_delay = 0.02
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key})
+    t = new_thread()
+    m1 = message(t, "one")
+    m2 = IncomingMessage(
+        key=t, event_id="ev-two", speaker=m1.speaker, text="two", kind=Kind.THREAD_REPLY,
+        received_at=m1.received_at + 0.001,
+    )
+    r1, r2 = MemoryReply(), MemoryReply()
+    # Both arrive at once; the second must wait for the first and continue its conversation.
+    svc.bridge.submit(m1, r1, CONSOLE_LIMITS)
+    svc.bridge.submit(m2, r2, CONSOLE_LIMITS)
+    await asyncio.wait_for(asyncio.gather(r1.done.wait(), r2.done.wait()), 10)
+    calls = chat_calls(fake_dify, dify_app)
+    assert [c.json["query"] for c in calls] == ["one", "two"]
+    assert calls[0].json["conversation_id"] == ""
+    assert calls[1].json["conversation_id"] == r1.extras.conversation_id
+
+
+async def test_a_vanished_conversation_starts_a_new_one_and_says_so(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key})
+    t = new_thread()
+    first = await ask(svc, message(t, "remember this"))
+    dify_app.delete_conversation(first.extras.conversation_id)
+    second = await ask(svc, message(t, "still there?"))
+    assert second.error is None
+    assert second.final == "You said: still there?"
+    assert second.extras.conversation_id != first.extras.conversation_id
+    assert any("expired" in n for n in second.extras.notices)
+    stored = await svc.store.get_conversation(t)
+    assert stored.conversation_id == second.extras.conversation_id
+
+
+async def test_a_stream_that_ends_early_is_recovered_from_dify_history(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    dify_app.answer = "A complete answer that Dify finished and stored."
+    dify_app.chunk_size = 5
+    dify_app.faults.append(Fault.drop(after_chunks=2))
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key})
+    reply = await ask(svc, message(new_thread(), "q"))
+    assert reply.error is None
+    assert reply.final == dify_app.answer
+    assert fake_dify.requests_to("/messages")  # recovered through GET /messages
+
+
+async def test_server_errors_are_retried_before_any_text_and_then_answered(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    dify_app.faults.append(Fault.http(503, "internal_server_error", "busy"))
+    dify_app.faults.append(
+        Fault.http(429, "too_many_requests", "Too many requests.", retry_after=0.1)
+    )
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key, "DIFY_MAX_RETRIES": "3"})
+    reply = await ask(svc, message(new_thread(), "eventually"))
+    assert reply.final == "You said: eventually"
+    assert len(chat_calls(fake_dify, dify_app)) == 3
+
+
+async def test_an_error_event_mid_stream_keeps_the_text_shown_and_explains(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    dify_app.answer = "Part one of the answer, then trouble."
+    dify_app.chunk_size = 5
+    dify_app.faults.append(Fault.error_event(after_chunks=3))
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key})
+    reply = await ask(svc, message(new_thread(), "q"))
+    assert reply.final is None
+    assert reply.error is not None
+    assert reply.error.startswith("Part one of the")
+    assert "AI model failed" in reply.error
+    assert reply.ref and len(reply.ref) == 8
+    assert len(chat_calls(fake_dify, dify_app)) == 1  # never retried after text was shown
+
+
+async def test_garbage_from_dify_gives_a_readable_error(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    dify_app.faults.append(Fault.garbage(b"<html><body>502 Bad Gateway</body></html>"))
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key, "DIFY_MAX_RETRIES": "0"})
+    reply = await ask(svc, message(new_thread(), "q"))
+    assert reply.error is not None
+    assert "could not be read" in reply.error
+
+
+async def test_the_circuit_breaker_opens_and_answers_with_the_fallback_at_once(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    for _ in range(2):
+        dify_app.faults.append(Fault.http(500, "internal_server_error", "boom"))
+    svc = await make_service(
+        {
+            "DIFY_API_KEY": dify_app.api_key,
+            "DIFY_MAX_RETRIES": "0",
+            "BREAKER_FAILURES": "2",
+            "BREAKER_RESET_SECONDS": "0.5",
+        }
+    )
+    for _ in range(2):
+        failed = await ask(svc, message(new_thread(), "q"))
+        assert failed.error is not None
+    calls_before = len(chat_calls(fake_dify, dify_app))
+    fast = await ask(svc, message(new_thread(), "q"))
+    assert fast.error == "The assistant is not available right now. Please try again in a few minutes."
+    assert len(chat_calls(fake_dify, dify_app)) == calls_before  # Dify was not called
+    await asyncio.sleep(0.6)  # half-open: one trial goes through and closes it
+    healed = await ask(svc, message(new_thread(), "q"))
+    assert healed.final == "You said: q"
+
+
+async def test_no_route_for_a_channel_gets_a_readable_message(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    yaml = f"""
+routes:
+  - name: only-slack
+    match: {{platform: slack}}
+    dify: {{api_key_env: DIFY_API_KEY}}
+"""
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key}, bridge_yaml=yaml)
+    reply = await ask(svc, message(new_thread(), "anyone?"))
+    assert reply.error is not None and "No Dify app is configured" in reply.error
+
+
+async def test_saying_reset_starts_a_fresh_conversation_in_the_same_thread(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key})
+    t = new_thread()
+    first = await ask(svc, message(t, "topic A"))
+    reset = await ask(svc, message(t, "reset"))
+    assert reset.final and "new conversation" in reset.final
+    after = await ask(svc, message(t, "topic B"))
+    calls = chat_calls(fake_dify, dify_app)
+    assert calls[-1].json["conversation_id"] == ""
+    assert after.extras.conversation_id != first.extras.conversation_id
+
+
+async def test_sources_and_suggestions_come_with_the_final_answer(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    dify_app.retriever_resources = [
+        {"position": 1, "document_name": "Handbook.pdf", "content": "Holidays are...",
+         "score": 0.9, "dataset_name": "HR"}
+    ]
+    dify_app.suggested_questions = ["How many days?", "Who approves?"]
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key})
+    reply = await ask(svc, message(new_thread(), "holidays?"))
+    assert [s.title for s in reply.extras.sources] == ["Handbook.pdf"]
+    assert reply.extras.suggested == ["How many days?", "Who approves?"]
+    assert reply.extras.dify_message_id
+
+
+async def test_a_stop_request_ends_the_answer_with_what_had_arrived(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    dify_app.answer = "word " * 200
+    dify_app.chunk_size = 5
+    dify_app.chunk_delay = 0.01
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key})
+    t = new_thread()
+    reply = MemoryReply()
+    svc.bridge.submit(message(t, "long one"), reply, CONSOLE_LIMITS)
+    await dify_app.wait_running()
+    await asyncio.sleep(0.1)
+    assert await svc.bridge.stop(thread=t) is True
+    await asyncio.wait_for(reply.done.wait(), 5)
+    assert reply.extras is not None and reply.extras.stopped
+    assert 0 < len(reply.final) < len(dify_app.answer)
+
+
+async def test_message_too_long_is_refused_before_dify(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key, "MAX_MESSAGE_CHARS": "10"})
+    reply = await ask(svc, message(new_thread(), "x" * 11))
+    assert reply.error is not None and "too long" in reply.error
+    assert chat_calls(fake_dify, dify_app) == []
