@@ -31,7 +31,8 @@ API
 
 ``FakeApp`` knobs (mutable attributes; also accepted by ``add_app``)
     ``mode``: chat | advanced-chat | agent-chat | completion | workflow.
-    ``answer``: str, or ``callable(query, FakeConversation) -> str``; default echoes
+    ``answer``: str, or ``callable(query, FakeConversation) -> str`` (the conversation holds the
+    earlier turns: ``conv.queries``, ``conv.messages``); default echoes
     ``"You said: <query>"``. Workflow apps read the query from ``inputs[query_variable]``.
     ``chunk_size`` (chars per text event, default 8), ``chunk_delay`` (s between text events),
     ``first_byte_delay`` (s before response headers, every call), ``initial_ping`` (send
@@ -53,7 +54,8 @@ API
     ``stop``, ``feedbacks``, ``suggested``, ``messages``, ``conversations``, ``parameters``,
     ``info``, ``files/upload``, ``audio-to-text`` (only ``http``, ``garbage`` and
     ``slow_first_byte`` make sense there).
-    State: ``conversations`` (id -> :class:`FakeConversation`), ``messages`` (id ->
+    State: ``requests`` (this app's calls only: handy with a session-wide fake),
+    ``conversations`` (id -> :class:`FakeConversation`), ``messages`` (id ->
     :class:`FakeMessage`), ``uploads`` (id -> :class:`FakeUpload`), ``running`` (task ids of
     live streams), ``stopped`` (task ids stopped via the API), ``delete_conversation(id)``,
     ``conversation(id)``, ``wait_running(timeout)`` (waits until a stream is live, returns
@@ -227,7 +229,7 @@ class FakeConversation:
 
     @property
     def queries(self) -> list[str]:
-        """Questions asked so far, oldest first (handy in ``answer`` callables)."""
+        """Earlier questions, oldest first (in ``answer`` callables the current one is not in)."""
         return [m.query for m in self.messages]
 
     def to_api(self) -> dict[str, Any]:
@@ -320,6 +322,7 @@ class FakeApp:
         self.uploads: dict[str, FakeUpload] = {}
         self.running: dict[str, tuple[str, asyncio.Event]] = {}
         self.stopped: list[str] = []
+        self.requests: list[RecordedRequest] = []
         self._running_changed = asyncio.Event()
 
     def compute_answer(self, query: str, conv: FakeConversation) -> str:
@@ -349,6 +352,11 @@ class FakeApp:
                 self._running_changed.clear()
                 await self._running_changed.wait()
         return next(iter(self.running))
+
+
+_REC = web.RequestKey("rec", RecordedRequest)
+_BODY = web.RequestKey("body", object)
+_APP = web.RequestKey("app", FakeApp)
 
 
 class _HTTPFail(Exception):
@@ -533,8 +541,8 @@ class FakeDify:
             api_key=key,
         )
         self.requests.append(rec)
-        request["rec"] = rec
-        request["body"] = body
+        request[_REC] = rec
+        request[_BODY] = body
         try:
             if not auth:
                 raise _HTTPFail(
@@ -547,13 +555,14 @@ class FakeDify:
             app = self.apps.get(key)
             if app is None:
                 raise _HTTPFail(401, "unauthorized", "Access token is invalid")
-            request["app"] = app
+            request[_APP] = app
+            app.requests.append(rec)
             return await handler(request)
         except _HTTPFail as e:
             return _error_response(e.status, e.code, e.message, e.headers)
 
     async def _endpoint_fault(self, request: web.Request, name: str) -> web.StreamResponse | None:
-        app: FakeApp = request["app"]
+        app: FakeApp = request[_APP]
         q = app.endpoint_faults.get(name)
         if not q:
             return None
@@ -592,7 +601,7 @@ class FakeDify:
 
     @staticmethod
     def _body(request: web.Request) -> dict[str, Any]:
-        body = request["body"]
+        body = request[_BODY]
         if not isinstance(body, dict):
             raise _HTTPFail(
                 400,
@@ -649,7 +658,7 @@ class FakeDify:
     # -------------------------------------------------------------- generation
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        app: FakeApp = request["app"]
+        app: FakeApp = request[_APP]
         if app.mode not in CHAT_MODES:
             raise _HTTPFail(
                 400, "not_chat_app", "Please check if your app mode matches the right API route."
@@ -709,7 +718,7 @@ class FakeDify:
         return await self._run_stream(request, gen, fault)
 
     async def _completion(self, request: web.Request) -> web.StreamResponse:
-        app: FakeApp = request["app"]
+        app: FakeApp = request[_APP]
         if app.mode != "completion":
             raise _HTTPFail(
                 400, "app_unavailable", "App unavailable, please check your app configurations."
@@ -740,7 +749,7 @@ class FakeDify:
         return await self._run_stream(request, gen, fault)
 
     async def _workflow(self, request: web.Request) -> web.StreamResponse:
-        app: FakeApp = request["app"]
+        app: FakeApp = request[_APP]
         if app.mode != "workflow":
             raise _HTTPFail(
                 400,
@@ -1135,7 +1144,7 @@ class FakeDify:
     # ------------------------------------------------------------ other endpoints
 
     async def _stop(self, request: web.Request) -> web.StreamResponse:
-        app: FakeApp = request["app"]
+        app: FakeApp = request[_APP]
         early = await self._endpoint_fault(request, "stop")
         if early is not None:
             return early
@@ -1173,7 +1182,7 @@ class FakeDify:
         return m
 
     async def _feedback(self, request: web.Request) -> web.StreamResponse:
-        app: FakeApp = request["app"]
+        app: FakeApp = request[_APP]
         early = await self._endpoint_fault(request, "feedbacks")
         if early is not None:
             return early
@@ -1189,7 +1198,7 @@ class FakeDify:
         return web.json_response({"result": "success"})
 
     async def _suggested(self, request: web.Request) -> web.StreamResponse:
-        app: FakeApp = request["app"]
+        app: FakeApp = request[_APP]
         early = await self._endpoint_fault(request, "suggested")
         if early is not None:
             return early
@@ -1223,7 +1232,7 @@ class FakeDify:
         return conv
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
-        app: FakeApp = request["app"]
+        app: FakeApp = request[_APP]
         early = await self._endpoint_fault(request, "messages")
         if early is not None:
             return early
@@ -1249,7 +1258,7 @@ class FakeDify:
         )
 
     async def _conversations(self, request: web.Request) -> web.StreamResponse:
-        app: FakeApp = request["app"]
+        app: FakeApp = request[_APP]
         early = await self._endpoint_fault(request, "conversations")
         if early is not None:
             return early
@@ -1271,15 +1280,15 @@ class FakeDify:
         )
 
     async def _delete_conversation(self, request: web.Request) -> web.StreamResponse:
-        app: FakeApp = request["app"]
-        body = request["body"] if isinstance(request["body"], dict) else {}
+        app: FakeApp = request[_APP]
+        body = request[_BODY] if isinstance(request[_BODY], dict) else {}
         user = body.get("user") or request.query.get("user") or "DEFAULT-USER"
         conv = self._owned_conversation(app, request.match_info["conversation_id"], user)
         conv.deleted = True
         return web.Response(status=204)
 
     async def _rename(self, request: web.Request) -> web.StreamResponse:
-        app: FakeApp = request["app"]
+        app: FakeApp = request[_APP]
         body = self._body(request)
         user = body.get("user") or "DEFAULT-USER"
         conv = self._owned_conversation(app, request.match_info["conversation_id"], user)
@@ -1293,7 +1302,7 @@ class FakeDify:
         return web.json_response(conv.to_api(), dumps=dumps)
 
     async def _parameters(self, request: web.Request) -> web.StreamResponse:
-        app: FakeApp = request["app"]
+        app: FakeApp = request[_APP]
         early = await self._endpoint_fault(request, "parameters")
         if early is not None:
             return early
@@ -1324,7 +1333,7 @@ class FakeDify:
         )
 
     async def _info(self, request: web.Request) -> web.StreamResponse:
-        app: FakeApp = request["app"]
+        app: FakeApp = request[_APP]
         early = await self._endpoint_fault(request, "info")
         if early is not None:
             return early
@@ -1359,7 +1368,7 @@ class FakeDify:
                 files.append((part.filename, ctype, bytes(data)))
             elif part.name:
                 form[part.name] = bytes(data).decode("utf-8", "replace")
-        rec: RecordedRequest = request["rec"]
+        rec: RecordedRequest = request[_REC]
         rec.form = form
         rec.files = [f[0] or "" for f in files]
         if rec.user is None and "user" in form:
@@ -1367,7 +1376,7 @@ class FakeDify:
         return form, files
 
     async def _upload(self, request: web.Request) -> web.StreamResponse:
-        app: FakeApp = request["app"]
+        app: FakeApp = request[_APP]
         early = await self._endpoint_fault(request, "files/upload")
         if early is not None:
             return early
@@ -1406,7 +1415,7 @@ class FakeDify:
         )
 
     async def _audio(self, request: web.Request) -> web.StreamResponse:
-        app: FakeApp = request["app"]
+        app: FakeApp = request[_APP]
         early = await self._endpoint_fault(request, "audio-to-text")
         if early is not None:
             return early
