@@ -15,7 +15,9 @@ Rules the stream methods follow (``chat_stream``, ``completion_stream``, ``workf
   ``rate_limit_error`` (plan quota).
 * Timeouts: ``connect``; ``first_event`` (request sent -> first SSE event of any kind, pings
   included); ``idle`` (the longest silence between two events).
-* The breaker is checked before every attempt and told about every attempt's outcome.
+* The breaker is checked before every attempt and told about every attempt's outcome: HTTP
+  failures at once, a started stream when it ends (terminal event, or the error that broke it).
+  A stream the caller abandons early reports nothing.
 
 Close a stream you stop reading early with ``contextlib.aclosing`` so the connection is
 released at once rather than by the garbage collector.
@@ -304,8 +306,8 @@ class DifyClient:
                 await self._sleep(delay)
                 continue
             break
-        if self._breaker is not None:
-            self._breaker.record_success()
+        # The breaker hears about this attempt when the stream ends: a Dify that always
+        # fails mid-stream must still open it.
         progress = _Progress()
         try:
             pending: list[DifyEvent] | None = first
@@ -314,8 +316,11 @@ class DifyClient:
                     progress.see(ev)
                     if isinstance(ev, TERMINAL):
                         await response.aclose()
-                        if isinstance(ev, StreamError) and ev.status >= 500 and self._breaker:
-                            self._breaker.record_failure()
+                        if self._breaker is not None:
+                            if isinstance(ev, StreamError) and ev.status >= 500:
+                                self._breaker.record_failure()
+                            else:
+                                self._breaker.record_success()
                         yield ev
                         return
                     yield ev
