@@ -1,0 +1,242 @@
+"""The Slack adapter: bolt's ``AsyncApp`` at the edge, mounted on the core's aiohttp server.
+
+Routes (HTTP mode, ``SLACK_SIGNING_SECRET``): ``POST /slack/events`` for Events API callbacks,
+interactivity and slash commands; ``GET /slack/install`` and ``GET /slack/oauth_redirect`` when the
+OAuth variables are set. Socket Mode (``SLACK_APP_TOKEN``) needs no public URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import TYPE_CHECKING
+
+import aiohttp
+import structlog
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.authorization.async_authorize import AsyncAuthorize
+from slack_bolt.oauth.async_oauth_flow import AsyncOAuthFlow
+from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
+from slack_bolt.request.async_request import AsyncBoltRequest
+
+from adapters.slack import _blocks as B
+from adapters.slack._auth import (
+    CachedInstallationAuthorize,
+    RedisInstallationStore,
+    SignedStateStore,
+    SingleTeamAuthorize,
+)
+from adapters.slack._handlers import SlackHandlers
+from adapters.slack._webapi import SlackApi, make_client
+from app.model import PlatformLimits
+
+if TYPE_CHECKING:
+    from app.context import AdapterContext
+
+log = structlog.get_logger(__name__)
+
+# Bot scopes asked for in the OAuth install (the manifest in manifests/slack lists the same).
+BOT_SCOPES = (
+    "app_mentions:read",
+    "assistant:write",
+    "channels:history",
+    "chat:write",
+    "commands",
+    "files:read",
+    "files:write",
+    "groups:history",
+    "im:history",
+    "mpim:history",
+    "users:read",
+    "users:read.email",
+)
+
+# chat.update is Tier 3 (~50/min per workspace): the core's budget stays below with headroom for
+# the final edits, which take priority. Edits of one message at most every 1.5 s.
+SLACK_LIMITS = PlatformLimits(
+    max_message_chars=B.PART_LIMIT,
+    min_edit_interval=1.5,
+    workspace_edits_per_minute=40.0,
+    placeholder="Thinking…",
+)
+
+
+class SlackAdapter:
+    """Slack in HTTP mode, Socket Mode, or both; one workspace (bot token) or many (OAuth)."""
+
+    name = "slack"
+    limits = SLACK_LIMITS
+
+    def __init__(self, ctx: AdapterContext, session: aiohttp.ClientSession, *, owns_session: bool):
+        s = ctx.settings
+        self._ctx = ctx
+        self._session = session
+        self._owns_session = owns_session
+        self._api_url = s.slack_api_url if s.slack_api_url.endswith("/") else s.slack_api_url + "/"
+        self._max_body = s.max_body_bytes
+        self._signing_secret = s.secret("slack_signing_secret") or ""
+        self._app_token = s.secret("slack_app_token")
+        base_client = make_client(token=None, base_url=self._api_url, session=session)
+        self._single: SingleTeamAuthorize | None = None
+        self.oauth_flow: AsyncOAuthFlow | None = None
+        authorize: AsyncAuthorize
+        bot_token = s.secret("slack_bot_token")
+        if s.slack_client_id and s.secret("slack_client_secret") and s.secret("slack_state_secret"):
+            store = RedisInstallationStore(ctx.store.redis, ctx.store.prefix)
+            self.installations = store
+            authorize = CachedInstallationAuthorize(store)
+            self.oauth_flow = AsyncOAuthFlow(
+                client=base_client,
+                settings=AsyncOAuthSettings(
+                    client_id=s.slack_client_id,
+                    client_secret=s.secret("slack_client_secret"),
+                    scopes=list(BOT_SCOPES),
+                    installation_store=store,
+                    installation_store_bot_only=True,
+                    state_store=SignedStateStore(
+                        s.secret("slack_state_secret") or "", ctx.store.redis, ctx.store.prefix
+                    ),
+                ),
+            )
+        else:
+            self._single = SingleTeamAuthorize(
+                SlackApi(make_client(token=bot_token, base_url=self._api_url, session=session),
+                         ctx.metrics)
+            )
+            authorize = self._single
+        self.bolt = AsyncApp(
+            client=base_client,
+            signing_secret=self._signing_secret,
+            authorize=authorize,  # type: ignore[arg-type]  # bolt accepts AsyncAuthorize objects
+            oauth_flow=self.oauth_flow,
+            # Ack at once, work afterwards: Slack retries after 3 s without a 2xx.
+            process_before_response=False,
+            # Socket Mode requests carry no signature; HTTP ones always do.
+            request_verification_enabled=bool(self._signing_secret),
+            name="dify-bridge",
+        )
+        self.handlers = SlackHandlers(
+            bridge=ctx.bridge,
+            limits=self.limits,
+            api_url=self._api_url,
+            session=session,
+            metrics=ctx.metrics,
+        )
+        self._register(s.slack_slash_command)
+        self._socket: AsyncSocketModeHandler | None = None
+
+    def _register(self, command: str) -> None:
+        app, h = self.bolt, self.handlers
+        app.event("app_mention")(h.on_message_event)
+        app.event("message")(h.on_message_event)
+        # Anything else we receive is acknowledged, so Slack never retries or disables the app.
+        app.event(re.compile(r".*"))(h.on_other_event)
+        app.command(command)(h.on_command)
+        app.action(B.ACTION_STOP)(h.on_stop)
+        app.action(re.compile(rf"^({B.ACTION_LIKE}|{B.ACTION_DISLIKE})$"))(h.on_feedback)
+        app.action(re.compile(rf"^{B.ACTION_SUGGEST}_\d+$"))(h.on_suggestion)
+
+    # ------------------------------------------------------------------ Adapter protocol
+
+    def mount(self, app: web.Application) -> None:
+        if self._signing_secret:
+            app.router.add_post("/slack/events", self._events)
+        if self.oauth_flow is not None:
+            app.router.add_get("/slack/install", self._install)
+            app.router.add_get("/slack/oauth_redirect", self._oauth_redirect)
+
+    async def start(self) -> None:
+        if self._single is not None:
+            who = await self._single.warm()
+            if who is not None:
+                log.info("slack.ready", team=who.team_id, bot_user=who.bot_user_id)
+        if self._app_token:
+            self._socket = AsyncSocketModeHandler(
+                self.bolt,
+                app_token=self._app_token,
+                web_client=make_client(token=None, base_url=self._api_url, session=self._session),
+            )
+            await self._socket.connect_async()  # type: ignore[no-untyped-call]
+            log.info("slack.socket_mode_connected")
+
+    async def stop(self) -> None:
+        if self._socket is not None:
+            try:
+                await asyncio.wait_for(self._socket.close_async(), 5.0)  # type: ignore[no-untyped-call]
+            except (TimeoutError, aiohttp.ClientError) as e:
+                log.warning("slack.socket_close_failed", error=type(e).__name__)
+            self._socket = None
+        if self._owns_session and not self._session.closed:
+            await self._session.close()
+
+    # ------------------------------------------------------------------ HTTP routes
+
+    async def _body(self, request: web.Request) -> str | web.Response:
+        if request.content_length is not None and request.content_length > self._max_body:
+            return web.Response(status=413, text="request body too large")
+        raw = await request.content.read(self._max_body + 1)
+        if len(raw) > self._max_body:
+            return web.Response(status=413, text="request body too large")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return web.Response(status=400, text="request body is not UTF-8")
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        """Events API, interactivity and slash commands: verify, dispatch, ack."""
+        body = await self._body(request)
+        if isinstance(body, web.Response):
+            return body
+        bolt_req = AsyncBoltRequest(
+            body=body, query=request.query_string, headers=dict(request.headers)
+        )
+        bolt_resp = await self.bolt.async_dispatch(bolt_req)
+        return await to_aiohttp_response(bolt_resp)
+
+    async def _install(self, request: web.Request) -> web.StreamResponse:
+        assert self.oauth_flow is not None
+        bolt_req = AsyncBoltRequest(body="", query=request.query_string, headers=dict(request.headers))
+        return await to_aiohttp_response(await self.oauth_flow.handle_installation(bolt_req))
+
+    async def _oauth_redirect(self, request: web.Request) -> web.StreamResponse:
+        assert self.oauth_flow is not None
+        bolt_req = AsyncBoltRequest(body="", query=request.query_string, headers=dict(request.headers))
+        return await to_aiohttp_response(await self.oauth_flow.handle_callback(bolt_req))
+
+
+def create(ctx: AdapterContext) -> SlackAdapter | None:
+    """Build the Slack adapter, or return None (after one log line) when it is not configured."""
+    s = ctx.settings
+    oauth = bool(s.slack_client_id and s.secret("slack_client_secret") and s.secret("slack_state_secret"))
+    partial_oauth = bool(s.slack_client_id or s.secret("slack_client_secret")) and not oauth
+    if not (s.secret("slack_bot_token") or oauth):
+        if partial_oauth:
+            log.warning(
+                "slack.disabled",
+                hint="set all of SLACK_CLIENT_ID, SLACK_CLIENT_SECRET and SLACK_STATE_SECRET "
+                "for the OAuth install flow, or SLACK_BOT_TOKEN for one workspace",
+            )
+        else:
+            log.info(
+                "slack.disabled",
+                hint="set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN for "
+                "Socket Mode) to enable Slack",
+            )
+        return None
+    if not (s.secret("slack_signing_secret") or s.secret("slack_app_token")):
+        log.warning(
+            "slack.disabled",
+            hint="set SLACK_SIGNING_SECRET (HTTP mode) or SLACK_APP_TOKEN (Socket Mode)",
+        )
+        return None
+    if ctx.http is not None:
+        return SlackAdapter(ctx, ctx.http, owns_session=False)
+    # Created inside the running loop (Service.create is async); closed in stop().
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=200, ttl_dns_cache=300),
+        timeout=aiohttp.ClientTimeout(total=30),
+    )
+    return SlackAdapter(ctx, session, owns_session=True)

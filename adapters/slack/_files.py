@@ -1,0 +1,188 @@
+"""Files both ways: user attachments downloaded with the bot token, Dify's files uploaded to a thread.
+
+Slack answers a file download made without the ``files:read`` scope with **200 and an HTML login
+page**, so the content type of the response is checked, not only the status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+import structlog
+
+from adapters.slack._webapi import SlackApi
+from app.errors import UserFacingError
+from app.model import Attachment, OutFile
+
+log = structlog.get_logger(__name__)
+
+# Dify's default upload limits are 15 MB for documents and 10 MB for images; 20 MB leaves room for
+# deployments that raised them, and bounds the memory one message can take.
+MAX_FILE_BYTES = 20 * 1024 * 1024
+_ALLOWED_PREFIXES = ("image/", "audio/", "video/", "text/")
+_ALLOWED_TYPES = frozenset(
+    {
+        "application/pdf",
+        "application/json",
+        "application/xml",
+        "application/msword",
+        "application/vnd.ms-excel",
+        "application/vnd.ms-powerpoint",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        "application/epub+zip",
+        "message/rfc822",
+    }
+)
+_SKIPPED_MODES = frozenset({"tombstone", "hidden_by_limit", "external"})
+
+
+def allowed_type(mime: str) -> bool:
+    mime = mime.split(";", 1)[0].strip().lower()
+    return mime in _ALLOWED_TYPES or mime.startswith(_ALLOWED_PREFIXES)
+
+
+def _str(d: dict[str, Any], key: str) -> str:
+    v = d.get(key)
+    return v if isinstance(v, str) else ""
+
+
+def attachments_from_event(
+    files: tuple[dict[str, Any], ...], *, token: str | None, session: aiohttp.ClientSession
+) -> tuple[Attachment, ...]:
+    """Turn a message's ``files`` into :class:`Attachment` s whose ``fetch`` downloads them."""
+    out: list[Attachment] = []
+    for f in files:
+        if _str(f, "mode") in _SKIPPED_MODES:
+            continue
+        url = _str(f, "url_private_download") or _str(f, "url_private")
+        name = (_str(f, "name") or _str(f, "title") or "file")[:200]
+        mime = _str(f, "mimetype") or "application/octet-stream"
+        size = f.get("size")
+        size = size if isinstance(size, int) and size >= 0 else 0
+        if not url.startswith(("https://", "http://")):
+            continue
+        out.append(
+            Attachment(
+                name=name,
+                mime_type=mime,
+                size=size,
+                url=url,
+                is_audio=mime.startswith("audio/"),
+                fetch=_fetcher(url, name, mime, size, token, session),
+            )
+        )
+    return tuple(out)
+
+
+def _fetcher(
+    url: str,
+    name: str,
+    mime: str,
+    size: int,
+    token: str | None,
+    session: aiohttp.ClientSession,
+) -> Callable[[], Awaitable[bytes]]:
+    async def fetch() -> bytes:
+        if size > MAX_FILE_BYTES:
+            raise UserFacingError(
+                f"The file “{name}” is too large ({size // (1024 * 1024)} MB); "
+                f"the limit is {MAX_FILE_BYTES // (1024 * 1024)} MB.",
+                kind="file",
+            )
+        if not allowed_type(mime):
+            raise UserFacingError(
+                f"I can't read files of type {mime} (“{name}”). Images, PDFs, text and "
+                "Office documents work.",
+                kind="file",
+            )
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        try:
+            async with session.get(
+                url, headers=headers, timeout=aiohttp.ClientTimeout(total=60)
+            ) as resp:
+                ctype = resp.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+                if resp.status != 200 or (ctype == "text/html" and not mime.startswith("text/html")):
+                    log.warning("slack.file_download_refused", status=resp.status, ctype=ctype)
+                    raise UserFacingError(
+                        f"I couldn't download “{name}” from Slack. The app may be missing the "
+                        "files:read permission; ask your admin to reinstall it.",
+                        kind="file",
+                    )
+                data = await resp.content.read(MAX_FILE_BYTES + 1)
+        except aiohttp.ClientError as e:
+            log.warning("slack.file_download_failed", error=type(e).__name__)
+            raise UserFacingError(
+                f"I couldn't download “{name}” from Slack. Please try again.", kind="file"
+            ) from e
+        if len(data) > MAX_FILE_BYTES:
+            raise UserFacingError(f"The file “{name}” is too large.", kind="file")
+        return data
+
+    return fetch
+
+
+def _filename(f: OutFile, n: int) -> str:
+    if f.name:
+        return f.name[:200]
+    tail = urlsplit(f.url).path.rsplit("/", 1)[-1]
+    if tail and "." in tail:
+        return tail[:200]
+    ext = {"image": "png", "audio": "mp3", "video": "mp4"}.get(f.type, "bin")
+    return f"file-{n}.{ext}"
+
+
+async def upload_out_files(
+    api: SlackApi,
+    session: aiohttp.ClientSession,
+    files: list[OutFile],
+    *,
+    channel: str,
+    thread_ts: str,
+    dify_origin: str | None,
+) -> list[str]:
+    """Put Dify's files into the thread (getUploadURLExternal, POST, completeUploadExternal).
+
+    Returns the names of files that could not be delivered (the caller tells the user).
+    """
+    failed: list[str] = []
+    for n, f in enumerate(files, start=1):
+        name = _filename(f, n)
+        url = f.url if urlsplit(f.url).scheme else urljoin((dify_origin or "") + "/", f.url)
+        if not url.startswith(("http://", "https://")):
+            failed.append(name)
+            continue
+        try:
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=60)) as resp:
+                if resp.status != 200:
+                    raise aiohttp.ClientResponseError(
+                        resp.request_info, resp.history, status=resp.status
+                    )
+                data = await resp.content.read(MAX_FILE_BYTES + 1)
+            if len(data) > MAX_FILE_BYTES or not data:
+                failed.append(name)
+                continue
+            ticket = await api.call("files.getUploadURLExternal", filename=name, length=len(data))
+            upload_url, file_id = ticket.get("upload_url"), ticket.get("file_id")
+            if not isinstance(upload_url, str) or not isinstance(file_id, str):
+                failed.append(name)
+                continue
+            async with session.post(
+                upload_url, data=data, timeout=aiohttp.ClientTimeout(total=120)
+            ) as up:
+                if up.status != 200:
+                    raise aiohttp.ClientResponseError(up.request_info, up.history, status=up.status)
+            await api.call(
+                "files.completeUploadExternal",
+                files=[{"id": file_id, "title": name}],
+                channel_id=channel,
+                thread_ts=thread_ts,
+            )
+        except Exception as e:  # one file failing must not lose the answer
+            log.warning("slack.file_upload_failed", error=type(e).__name__)
+            failed.append(name)
+    return failed

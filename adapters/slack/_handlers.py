@@ -1,0 +1,371 @@
+"""Bolt listeners: Slack events, the slash command and button clicks -> the bridge.
+
+Bolt acks Events API callbacks before these run (``process_before_response=False``); the command
+and action listeners call ``ack()`` first thing. Everything after the ack may take its time.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+import aiohttp
+import structlog
+from slack_bolt.context.async_context import AsyncBoltContext
+
+from adapters.slack import _blocks as B
+from adapters.slack._files import attachments_from_event
+from adapters.slack._normalize import Ignore, classify, slack_to_plain, ts_to_time
+from adapters.slack._reply import ReplyOptions, ResponseUrlReply, SlackReply
+from adapters.slack._webapi import SlackApi, SlackCallError, make_client
+from app.errors import BridgeError, PlatformRateLimited, UserFacingError
+from app.model import IncomingMessage, Kind, PlatformLimits, Speaker, ThreadKey
+
+if TYPE_CHECKING:
+    from app.metrics import Metrics
+    from app.pipeline import Bridge
+    from app.settings import Route
+
+log = structlog.get_logger(__name__)
+
+PLATFORM = "slack"
+_CANT_POST = frozenset({"not_in_channel", "channel_not_found", "is_archived", "restricted_action"})
+_PEOPLE_TTL = 600.0
+_SPECIAL_MENTION = re.compile(r"<!([a-z]+)(?:\^[^|>]*)?(?:\|[^>]*)?>")
+
+Ack = Callable[..., Awaitable[Any]]
+
+
+def _s(d: Any, *path: str) -> str:
+    """A string found under ``path`` in nested dicts, or ``""`` (payloads are validated, not trusted)."""
+    cur = d
+    for p in path:
+        if not isinstance(cur, dict):
+            return ""
+        cur = cur.get(p)
+    return cur if isinstance(cur, str) else ""
+
+
+class SlackHandlers:
+    """The adapter's behaviour behind bolt's listeners, one method per kind of request."""
+
+    def __init__(
+        self,
+        *,
+        bridge: Bridge,
+        limits: PlatformLimits,
+        api_url: str,
+        session: aiohttp.ClientSession,
+        metrics: Metrics | None,
+    ) -> None:
+        self._bridge = bridge
+        self._limits = limits
+        self._api_url = api_url
+        self._session = session
+        self._metrics = metrics
+        self._people: dict[tuple[str, str], tuple[float, Speaker]] = {}
+
+    # ------------------------------------------------------------------ helpers
+
+    def api(self, token: str | None) -> SlackApi:
+        return SlackApi(
+            make_client(token=token, base_url=self._api_url, session=self._session), self._metrics
+        )
+
+    def _route(self, key: ThreadKey) -> Route | None:
+        try:
+            return self._bridge.router.resolve(key)
+        except Exception as e:  # a broken route is the pipeline's to report, with a ref id
+            log.warning("slack.route_resolve_failed", error=type(e).__name__)
+            return None
+
+    def _reply(
+        self, key: ThreadKey, token: str | None, user: str, route: Route | None
+    ) -> SlackReply:
+        cfg = route.config if route is not None else None
+        origin = None
+        if route is not None:
+            # Dify's relative file URLs (/files/...) hang off the API's origin, not /v1.
+            origin = route.base_url.removesuffix("/v1")
+        return SlackReply(
+            self.api(token),
+            self._session,
+            channel=key.channel,
+            thread_ts=key.thread,
+            team=key.workspace,
+            user=user,
+            options=ReplyOptions(
+                native_streaming=bool(cfg and cfg.native_streaming),
+                feedback_buttons=cfg.feedback_buttons if cfg else True,
+                suggested_questions=cfg.suggested_questions if cfg else True,
+            ),
+            dify_origin=origin,
+            is_dm=key.channel.startswith("D"),
+        )
+
+    async def _speaker(self, api: SlackApi, team: str, user: str, route: Route | None) -> Speaker:
+        wanted = set(route.config.inputs.values()) if route is not None else set()
+        if not wanted & {"speaker_name", "speaker_email"}:
+            return Speaker(id=user)
+        hit = self._people.get((team, user))
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        try:
+            data = await api.call("users.info", user=user)
+        except BridgeError as e:
+            log.info("slack.users_info_failed", code=getattr(e, "code", "ratelimited"))
+            return Speaker(id=user)
+        u = data.get("user") if isinstance(data.get("user"), dict) else {}
+        name = _s(u, "profile", "display_name") or _s(u, "real_name") or _s(u, "name")
+        speaker = Speaker(id=user, name=name, email=_s(u, "profile", "email") or None)
+        if len(self._people) > 50_000:
+            self._people.clear()
+        self._people[(team, user)] = (time.monotonic() + _PEOPLE_TTL, speaker)
+        return speaker
+
+    async def _history(
+        self, api: SlackApi, key: ThreadKey, before_ts: str, route: Route | None
+    ) -> tuple[str, ...]:
+        if route is None or "history" not in route.config.inputs.values():
+            return ()
+        limit = route.config.history_limit
+        if not limit or key.thread == before_ts:
+            return ()
+        try:
+            data = await api.call(
+                "conversations.replies", channel=key.channel, ts=key.thread, limit=limit + 1
+            )
+        except BridgeError as e:
+            log.info("slack.history_failed", code=getattr(e, "code", "ratelimited"))
+            return ()
+        lines: list[str] = []
+        for m in data.get("messages") or []:
+            if not isinstance(m, dict) or _s(m, "ts") == before_ts:
+                continue
+            who = "assistant" if m.get("bot_id") else "user"
+            text = slack_to_plain(_s(m, "text"))
+            if text:
+                lines.append(f"{who}: {text}")
+        return tuple(lines[-limit:])
+
+    # ------------------------------------------------------------------ events
+
+    async def on_message_event(
+        self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
+        """``app_mention`` and ``message`` (channels, groups, DMs, threads)."""
+        team = context.team_id or _s(body, "team_id") or context.enterprise_id or ""
+        trig = classify(event, team=team, bot_user_id=context.bot_user_id, bot_id=context.bot_id)
+        if isinstance(trig, Ignore):
+            log.debug("slack.ignored", reason=trig.reason)
+            return
+        key = ThreadKey(PLATFORM, team, trig.channel, trig.thread_ts)
+        route = self._route(key)
+        if trig.needs_known_thread:
+            if route is not None and not route.config.continue_in_thread:
+                return
+            if not await self._bridge.thread_known(key):
+                log.debug("slack.ignored", reason="thread_not_ours")
+                return
+        token = context.bot_token
+        api = self.api(token)
+        speaker = await self._speaker(api, team, trig.user, route)
+        history = await self._history(api, key, trig.ts, route)
+        event_id = _s(body, "event_id") or f"{trig.channel}:{trig.ts}"
+        msg = IncomingMessage(
+            key=key,
+            event_id=event_id,
+            speaker=speaker,
+            text=trig.text,
+            kind=trig.kind,
+            attachments=attachments_from_event(trig.files, token=token, session=self._session),
+            # One mention comes as app_mention *and* message: same channel+ts, different ids.
+            dedup_keys=(f"slack:{team}:{trig.channel}:{trig.ts}",),
+            received_at=ts_to_time(trig.ts),
+            history=history,
+        )
+        self._bridge.submit(msg, self._reply(key, token, trig.user, route), self._limits)
+
+    async def on_other_event(self) -> None:
+        """Events we subscribe to only indirectly (joins, edits, ...): acknowledged and dropped."""
+        return None
+
+    # ------------------------------------------------------------------ slash command
+
+    async def on_command(self, ack: Ack, body: dict[str, Any], context: AsyncBoltContext) -> None:
+        await ack()
+        raw = _s(body, "text").strip()
+        user, channel = _s(body, "user_id"), _s(body, "channel_id")
+        team = context.team_id or _s(body, "team_id")
+        response_url = _s(body, "response_url")
+        trigger = _s(body, "trigger_id") or f"{channel}:{time.time()}"
+        ephemeral = ResponseUrlReply(self._session, response_url) if response_url else None
+        if not (user and channel and team):
+            return
+        question = slack_to_plain(raw)
+        if not question:
+            if ephemeral:
+                await ephemeral.fail(
+                    f"Ask a question after the command, e.g. `{_s(body, 'command') or '/ask'} "
+                    "how do I reset my password?`",
+                    ref="usage",
+                )
+            return
+        token = context.bot_token
+        api = self.api(token)
+        echo = _SPECIAL_MENTION.sub(lambda m: f"@{m.group(1)}", raw)  # never ping @channel
+        try:
+            posted = await api.call(
+                "chat.postMessage", channel=channel, text=f"<@{user}> asked: {echo}"[:3900]
+            )
+            ts = _s(posted, "ts")
+        except (SlackCallError, PlatformRateLimited) as e:
+            code = getattr(e, "code", "ratelimited")
+            if ephemeral is None or (code not in _CANT_POST and code != "ratelimited"):
+                log.warning("slack.command_post_failed", code=code)
+                if ephemeral is not None:
+                    await ephemeral.fail(
+                        "I couldn't post in this channel. Please try again.", ref=code
+                    )
+                return
+            log.info("slack.command_ephemeral", code=code)
+            key = ThreadKey(PLATFORM, team, channel, f"cmd-{trigger}")
+            msg = IncomingMessage(
+                key=key,
+                event_id=f"cmd:{trigger}",
+                speaker=Speaker(id=user),
+                text=question,
+                kind=Kind.COMMAND,
+            )
+            self._bridge.submit(msg, ephemeral, self._limits)
+            return
+        key = ThreadKey(PLATFORM, team, channel, ts)
+        route = self._route(key)
+        msg = IncomingMessage(
+            key=key,
+            event_id=f"cmd:{trigger}",
+            speaker=await self._speaker(api, team, user, route),
+            text=question,
+            kind=Kind.COMMAND,
+            received_at=ts_to_time(ts) or time.time(),
+        )
+        self._bridge.submit(msg, self._reply(key, token, user, route), self._limits)
+
+    # ------------------------------------------------------------------ buttons
+
+    def _action_thread(self, body: dict[str, Any], context: AsyncBoltContext) -> ThreadKey | None:
+        team = context.team_id or _s(body, "team", "id") or _s(body, "user", "team_id")
+        channel = _s(body, "container", "channel_id") or _s(body, "channel", "id")
+        raw_message = body.get("message")
+        message: dict[str, Any] = raw_message if isinstance(raw_message, dict) else {}
+        thread = _s(message, "thread_ts") or _s(message, "ts") or _s(body, "container", "thread_ts")
+        if not (team and channel and thread):
+            return None
+        return ThreadKey(PLATFORM, team, channel, thread)
+
+    @staticmethod
+    def _action(body: dict[str, Any]) -> dict[str, Any]:
+        actions = body.get("actions")
+        if isinstance(actions, list) and actions and isinstance(actions[0], dict):
+            return actions[0]
+        return {}
+
+    async def _tell(self, body: dict[str, Any], text: str) -> None:
+        url = _s(body, "response_url")
+        if url:
+            try:
+                async with self._session.post(
+                    url,
+                    json={"response_type": "ephemeral", "replace_original": False, "text": text},
+                    timeout=aiohttp.ClientTimeout(total=10),
+                ):
+                    pass
+            except aiohttp.ClientError as e:
+                log.info("slack.response_url_failed", error=type(e).__name__)
+
+    async def on_stop(self, ack: Ack, body: dict[str, Any], context: AsyncBoltContext) -> None:
+        await ack()
+        key = self._action_thread(body, context)
+        if key is None:
+            return
+        try:
+            stopped = await self._bridge.stop(thread=key)
+        except BridgeError as e:
+            log.warning("slack.stop_failed", error=type(e).__name__)
+            stopped = False
+        if not stopped:
+            await self._tell(body, "There is no answer to stop any more.")
+
+    async def on_feedback(self, ack: Ack, body: dict[str, Any], context: AsyncBoltContext) -> None:
+        await ack()
+        key = self._action_thread(body, context)
+        action = self._action(body)
+        value = B.parse_value(action.get("value"))
+        message_id = value.get("m")
+        if key is None or not isinstance(message_id, str) or not message_id:
+            return
+        rating: Literal["like", "dislike"] = (
+            "like" if action.get("action_id") == B.ACTION_LIKE else "dislike"
+        )
+        try:
+            await self._bridge.feedback(thread=key, message_id=message_id, rating=rating)
+        except UserFacingError as e:
+            await self._tell(body, e.user_message)
+            return
+        except Exception as e:
+            log.warning("slack.feedback_failed", error=type(e).__name__)
+            await self._tell(body, "I couldn't record your feedback. Please try again later.")
+            return
+        raw_message = body.get("message")
+        message: dict[str, Any] = raw_message if isinstance(raw_message, dict) else {}
+        blocks = message.get("blocks")
+        ts = _s(message, "ts")
+        if isinstance(blocks, list) and ts:
+            try:
+                await self.api(context.bot_token).call(
+                    "chat.update",
+                    channel=key.channel,
+                    ts=ts,
+                    text=_s(message, "text") or " ",
+                    blocks=B.feedback_done_blocks(blocks, rating, _s(body, "user", "id")),
+                )
+            except BridgeError as e:
+                log.info("slack.feedback_ack_failed", code=getattr(e, "code", "ratelimited"))
+
+    async def on_suggestion(
+        self, ack: Ack, body: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
+        await ack()
+        key = self._action_thread(body, context)
+        action = self._action(body)
+        question = B.parse_value(action.get("value")).get("q")
+        user = _s(body, "user", "id")
+        if key is None or not isinstance(question, str) or not question.strip() or not user:
+            return
+        token = context.bot_token
+        api = self.api(token)
+        action_ts = _s(action, "action_ts") or f"{time.time():.6f}"
+        received = ts_to_time(action_ts) or time.time()
+        try:
+            # Show in the thread who asked what, as if they had typed it.
+            posted = await api.call(
+                "chat.postMessage",
+                channel=key.channel,
+                thread_ts=key.thread,
+                text=f"<@{user}> asked: {question}"[:3900],
+            )
+            received = ts_to_time(_s(posted, "ts")) or received
+        except BridgeError as e:
+            log.info("slack.suggestion_echo_failed", code=getattr(e, "code", "ratelimited"))
+        route = self._route(key)
+        msg = IncomingMessage(
+            key=key,
+            event_id=f"action:{key.channel}:{action_ts}:{user}",
+            speaker=await self._speaker(api, key.workspace, user, route),
+            text=question.strip(),
+            kind=Kind.THREAD_REPLY,
+            received_at=received,
+        )
+        self._bridge.submit(msg, self._reply(key, token, user, route), self._limits)

@@ -1,0 +1,381 @@
+"""The Slack :class:`app.model.Reply` handles.
+
+:class:`SlackReply` shows one answer in a thread, either as a placeholder message grown with
+``chat.update`` (the core's edit scheduler paces the calls), or with Slack's native streaming
+(``chat.startStream`` / ``appendStream`` / ``stopStream``) when the route enables it. An answer
+longer than one message continues in further messages; a message deleted meanwhile is posted anew.
+
+:class:`ResponseUrlReply` answers a slash command ephemerally through its ``response_url`` where
+the bot cannot post in the channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import structlog
+
+from adapters.slack import _blocks as B
+from adapters.slack._files import upload_out_files
+from adapters.slack._webapi import SlackApi, SlackCallError
+from app.errors import PlatformError, PlatformRateLimited
+from app.model import ReplyExtras
+
+log = structlog.get_logger(__name__)
+
+# assistant.threads.setStatus clears itself after two minutes without a message.
+STATUS_REFRESH_SECONDS = 90.0
+# How long fail() waits out rate limits before giving up: the error must land.
+_FAIL_MAX_WAIT = 30.0
+_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
+_NOT_STREAMING = frozenset({"message_not_in_streaming_state", "streaming_state_conflict"})
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyOptions:
+    """Per-route switches that shape the answer (from the route's config)."""
+
+    native_streaming: bool = False
+    feedback_buttons: bool = True
+    suggested_questions: bool = True
+    stop_button: bool = True
+
+
+class SlackReply:
+    """One answer in one Slack thread. Created per message; cheap until :meth:`start`."""
+
+    def __init__(
+        self,
+        api: SlackApi,
+        session: aiohttp.ClientSession,
+        *,
+        channel: str,
+        thread_ts: str,
+        team: str,
+        user: str,
+        options: ReplyOptions,
+        dify_origin: str | None = None,
+        is_dm: bool = False,
+    ) -> None:
+        self._api = api
+        self._session = session
+        self._channel = channel
+        self._thread_ts = thread_ts
+        self._team = team
+        self._user = user
+        self._opt = options
+        self._dify_origin = dify_origin
+        self._is_dm = is_dm
+        # One entry per Slack message of this answer: its ts and what it shows now.
+        self._ts: list[str] = []
+        self._shown: list[str] = []
+        self._native = options.native_streaming
+        self._stream_ts: str | None = None
+        self._streamed = ""
+        self._status_task: asyncio.Task[None] | None = None
+        self._status_on = False
+
+    @property
+    def message_ts(self) -> list[str]:
+        """The ts of every message this answer occupies (first is the placeholder)."""
+        return list(self._ts)
+
+    # ---------------------------------------------------------------- Reply protocol
+
+    async def start(self, placeholder: str) -> None:
+        if self._native:
+            if await self._set_status(placeholder):
+                self._status_task = asyncio.create_task(self._refresh_status(placeholder))
+                return
+            # No assistant status here: show a placeholder message, stream into it later.
+        await self._sync([(B.fallback_text(placeholder), self._streaming_blocks("", placeholder))])
+
+    async def update(self, text: str, *, status: str | None = None) -> None:
+        if self._native and await self._stream_update(text):
+            return
+        parts = B.split(text) if text.strip() else [""]
+        payloads = [(B.fallback_text(p), B.answer_blocks(p)) for p in parts[:-1]]
+        payloads.append((B.fallback_text(parts[-1] or status or "…"),
+                         self._streaming_blocks(parts[-1], status)))
+        await self._sync(payloads)
+
+    async def finish(self, text: str, extras: ReplyExtras) -> None:
+        self._stop_status()
+        tail = B.final_extras_blocks(
+            extras,
+            feedback=self._opt.feedback_buttons,
+            suggested=self._opt.suggested_questions,
+        )
+        if not (self._native and await self._stream_finish(text, tail)):
+            parts = B.split(text)
+            payloads = [(B.fallback_text(p), B.answer_blocks(p)) for p in parts]
+            last_text, last_blocks = payloads[-1]
+            payloads[-1] = (last_text, last_blocks + tail)
+            await self._sync(payloads)
+        if extras.files:
+            failed = await upload_out_files(
+                self._api,
+                self._session,
+                extras.files,
+                channel=self._channel,
+                thread_ts=self._thread_ts,
+                dify_origin=self._dify_origin,
+            )
+            if failed:
+                await self._post_quietly(
+                    f"I couldn't attach {len(failed)} file(s) the assistant produced: "
+                    + ", ".join(failed)
+                )
+
+    async def fail(self, message: str, *, ref: str) -> None:
+        self._stop_status()
+        if self._status_on:
+            await self._clear_status()
+        text = f"{message}\n\n(Reference: {ref})"
+        parts = B.split(message) if message.strip() else [""]
+        payloads = [(B.fallback_text(p), B.answer_blocks(p)) for p in parts[:-1]]
+        payloads.append((B.fallback_text(text), B.error_blocks(parts[-1], ref)))
+        waited = 0.0
+        while True:
+            try:
+                if self._stream_ts is not None:
+                    await self._end_stream()
+                await self._sync(payloads)
+                return
+            except PlatformRateLimited as e:
+                if waited + e.retry_after > _FAIL_MAX_WAIT:
+                    log.error("slack.fail_undeliverable", reason="ratelimited")
+                    return
+                waited += e.retry_after
+                await asyncio.sleep(e.retry_after)
+            except PlatformError as e:
+                log.error("slack.fail_undeliverable", code=e.code)
+                return
+
+    # ---------------------------------------------------------------- message edits
+
+    def _streaming_blocks(self, md: str, status: str | None) -> list[B.Block]:
+        return B.streaming_blocks(md, status, stop_button=self._opt.stop_button)
+
+    async def _sync(self, payloads: list[tuple[str, list[B.Block]]]) -> None:
+        """Make the answer's messages show ``payloads``: edit what changed, post what is new."""
+        for i, (text, blocks) in enumerate(payloads):
+            key = json.dumps([text, blocks], sort_keys=True, ensure_ascii=False)
+            if i < len(self._ts):
+                if self._shown[i] == key:
+                    continue
+                try:
+                    await self._api.call(
+                        "chat.update", channel=self._channel, ts=self._ts[i], text=text, blocks=blocks
+                    )
+                except SlackCallError as e:
+                    if e.code not in _GONE:
+                        raise
+                    # Someone deleted the message: carry on in a new one.
+                    log.info("slack.message_gone", code=e.code)
+                    self._ts[i] = await self._post(text, blocks)
+                self._shown[i] = key
+            else:
+                self._ts.append(await self._post(text, blocks))
+                self._shown.append(key)
+        # The answer got shorter (a moderation replace): empty the messages no longer needed.
+        for i in range(len(payloads), len(self._ts)):
+            if self._shown[i] != "":
+                try:
+                    await self._api.call("chat.delete", channel=self._channel, ts=self._ts[i])
+                except SlackCallError as e:
+                    log.info("slack.delete_failed", code=e.code)
+                self._shown[i] = ""
+
+    async def _post(self, text: str, blocks: list[B.Block]) -> str:
+        data = await self._api.call(
+            "chat.postMessage",
+            channel=self._channel,
+            thread_ts=self._thread_ts,
+            text=text,
+            blocks=blocks,
+            unfurl_links=False,
+            unfurl_media=False,
+        )
+        ts = data.get("ts")
+        if not isinstance(ts, str):
+            raise PlatformError("chat.postMessage returned no ts", code="no_ts")
+        return ts
+
+    async def _post_quietly(self, text: str) -> None:
+        try:
+            await self._post(text, [])
+        except Exception as e:
+            log.warning("slack.notice_failed", error=type(e).__name__)
+
+    # ---------------------------------------------------------------- native streaming
+
+    def _recipient(self) -> dict[str, str]:
+        # Required in channels (missing_recipient_* otherwise); DMs do without.
+        return {} if self._is_dm else {
+            "recipient_user_id": self._user,
+            "recipient_team_id": self._team,
+        }
+
+    async def _stream_update(self, text: str) -> bool:
+        """Show ``text`` through the native stream; False means "use edits instead"."""
+        if len(text) > B.PART_LIMIT or (self._stream_ts and not text.startswith(self._streamed)):
+            await self._leave_native()
+            return False
+        try:
+            if self._stream_ts is None:
+                if self._ts:  # a placeholder message exists: native streams start a new one
+                    await self._leave_native()
+                    return False
+                data = await self._api.call(
+                    "chat.startStream",
+                    channel=self._channel,
+                    thread_ts=self._thread_ts,
+                    markdown_text=text or None,
+                    **self._recipient(),
+                )
+                ts = data.get("ts")
+                if not isinstance(ts, str):
+                    raise PlatformError("chat.startStream returned no ts", code="no_ts")
+                self._stream_ts, self._streamed = ts, text
+                self._status_on = False  # Slack clears the status when the app replies
+                self._stop_status()
+                return True
+            delta = text[len(self._streamed) :]
+            if delta:
+                await self._api.call(
+                    "chat.appendStream", channel=self._channel, ts=self._stream_ts,
+                    markdown_text=delta,
+                )
+                self._streamed = text
+            return True
+        except SlackCallError as e:
+            log.info("slack.native_stream_unavailable", code=e.code)
+            await self._leave_native()
+            return False
+
+    async def _stream_finish(self, text: str, tail: list[B.Block]) -> bool:
+        if self._stream_ts is None:
+            if self._ts or not await self._stream_update(text):
+                return False
+        if len(text) > B.PART_LIMIT or not text.startswith(self._streamed):
+            await self._leave_native()
+            return False
+        delta = text[len(self._streamed) :]
+        try:
+            await self._api.call(
+                "chat.stopStream",
+                channel=self._channel,
+                ts=self._stream_ts,
+                markdown_text=delta or None,
+                blocks=tail or None,
+            )
+        except SlackCallError as e:
+            if e.code not in _NOT_STREAMING:
+                raise
+            await self._leave_native()
+            return False
+        self._streamed = text
+        self._stream_ts = None
+        self._native = False
+        return True
+
+    async def _end_stream(self) -> None:
+        ts, self._stream_ts = self._stream_ts, None
+        if ts is None:
+            return
+        try:
+            await self._api.call("chat.stopStream", channel=self._channel, ts=ts)
+        except SlackCallError as e:
+            log.info("slack.stop_stream_failed", code=e.code)
+
+    async def _leave_native(self) -> None:
+        """Continue with chat.update edits; a live stream is closed and becomes message one."""
+        self._native = False
+        ts = self._stream_ts
+        if ts is None:
+            return
+        await self._end_stream()
+        # The stream died (~5 min) or the text was replaced: the streamed message is edited now.
+        self._ts.insert(0, ts)
+        self._shown.insert(0, "streamed")
+
+    # ---------------------------------------------------------------- assistant status
+
+    async def _set_status(self, status: str) -> bool:
+        try:
+            await self._api.call(
+                "assistant.threads.setStatus",
+                channel_id=self._channel,
+                thread_ts=self._thread_ts,
+                status=status,
+            )
+        except (SlackCallError, PlatformRateLimited) as e:
+            log.info("slack.status_unavailable", code=getattr(e, "code", "ratelimited"))
+            return False
+        self._status_on = bool(status)
+        return True
+
+    async def _clear_status(self) -> None:
+        await self._set_status("")
+
+    async def _refresh_status(self, status: str) -> None:
+        while True:
+            await asyncio.sleep(STATUS_REFRESH_SECONDS)
+            if not self._status_on or not await self._set_status(status):
+                return
+
+    def _stop_status(self) -> None:
+        if self._status_task is not None:
+            self._status_task.cancel()
+            self._status_task = None
+
+
+class ResponseUrlReply:
+    """An ephemeral answer (only the asker sees it) through a slash command's ``response_url``.
+
+    Slack allows five posts per ``response_url`` within 30 minutes, so only the final answer (or the
+    error) is posted: no progressive edits.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession, response_url: str) -> None:
+        self._session = session
+        self._url = response_url
+
+    async def _send(self, text: str, blocks: list[B.Block]) -> None:
+        body: dict[str, Any] = {
+            "response_type": "ephemeral",
+            "replace_original": False,
+            "text": text,
+            "blocks": blocks,
+        }
+        try:
+            async with self._session.post(
+                self._url, json=body, timeout=aiohttp.ClientTimeout(total=15)
+            ) as resp:
+                if resp.status == 429:
+                    raise PlatformRateLimited(
+                        float(resp.headers.get("Retry-After", "1") or 1), method="response_url"
+                    )
+                if resp.status >= 400:
+                    log.warning("slack.response_url_failed", status=resp.status)
+        except aiohttp.ClientError as e:
+            log.warning("slack.response_url_failed", error=type(e).__name__)
+
+    async def start(self, placeholder: str) -> None:
+        return None
+
+    async def update(self, text: str, *, status: str | None = None) -> None:
+        return None
+
+    async def finish(self, text: str, extras: ReplyExtras) -> None:
+        md = B.split(text)[0]
+        tail = B.final_extras_blocks(extras, feedback=False, suggested=False)
+        await self._send(B.fallback_text(md), B.answer_blocks(md) + tail)
+
+    async def fail(self, message: str, *, ref: str) -> None:
+        await self._send(B.fallback_text(message), B.error_blocks(message, ref))

@@ -1,0 +1,1088 @@
+"""A fake Slack Web API (plus file hosting, response_url and Socket Mode) for tests and benchmarks.
+
+A real aiohttp server on ``127.0.0.1``, port 0. Point the code under test at ``fake.api_url``
+(``SLACK_API_URL``); it is talked to through slack_sdk's normal clients. It answers with Slack's
+JSON shapes and error codes, keeps the messages it was sent (editable, so a test can read the
+final visible text of a thread), enforces per-method per-workspace rate limits as Slack documents
+them, and records every call.
+
+Quick start::
+
+    fake = FakeSlack()
+    await fake.start()
+    team = fake.add_team("T1")                  # bot token: team.bot_token, bot user: team.bot_user_id
+    body, headers = fake.event(team, {"type": "app_mention", ...}, secret="s3cret")
+    await http.post(service_url + "/slack/events", data=body, headers=headers)
+    fake.fail_next("chat.update", "ratelimited", retry_after=1)
+    assert fake.thread_texts("C1", ts)[-1] == "..."
+    await fake.close()
+
+Rate limits (on by default, ``fake.enforce_limits = False`` to turn off): Tier 2 = 20/min,
+Tier 3 = 50/min, Tier 4 = 100/min per (team, method) in a sliding 60 s window; ``chat.postMessage``
+1/s per channel with a burst of 5 (token bucket) and 300/min per workspace. Over a limit: HTTP 429,
+``Retry-After`` (whole seconds) and ``{"ok": false, "error": "ratelimited"}``.
+
+Sizes: ``msg_too_long`` for ``text`` over 4,000 characters, ``markdown`` blocks over 12,000
+characters together, or a single section text over 3,000 (``invalid_blocks``); more than 50 blocks
+is ``invalid_blocks``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import itertools
+import json
+import time
+import uuid
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import WSMsgType, web
+
+TIER2, TIER3, TIER4 = 20, 50, 100
+
+# method -> calls per minute per workspace (sliding 60 s window). Slack's own tier table.
+METHOD_TIERS: dict[str, int] = {
+    "auth.test": TIER4 * 10,  # "Special": effectively unlimited
+    "chat.update": TIER3,
+    "chat.delete": TIER3,
+    "chat.postEphemeral": TIER4,
+    "chat.startStream": TIER2,
+    "chat.appendStream": TIER4,
+    "chat.stopStream": TIER2,
+    "assistant.threads.setStatus": 600,  # "Special"
+    "conversations.replies": TIER3,
+    "users.info": TIER4,
+    "files.info": TIER4,
+    "files.getUploadURLExternal": TIER4,
+    "files.completeUploadExternal": TIER4,
+    "apps.connections.open": TIER3,
+    "oauth.v2.access": TIER4,
+}
+POST_PER_CHANNEL_RATE = 1.0  # per second
+POST_PER_CHANNEL_BURST = 5.0
+POST_PER_WORKSPACE = 300  # per minute
+
+TEXT_LIMIT = 4000
+MARKDOWN_LIMIT = 12000
+SECTION_LIMIT = 3000
+MAX_BLOCKS = 50
+
+
+def sign(secret: str, body: str, timestamp: int | None = None) -> dict[str, str]:
+    """Headers Slack sends with a request: ``v0=`` HMAC-SHA256 of ``v0:{ts}:{body}``."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    base = f"v0:{ts}:{body}".encode()
+    sig = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    return {
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": sig,
+        "Content-Type": "application/json",
+    }
+
+
+@dataclass
+class Team:
+    id: str
+    name: str
+    bot_token: str
+    bot_user_id: str
+    bot_id: str
+    app_id: str = "A0FAKEAPP"
+    enterprise_id: str | None = None
+
+
+@dataclass
+class Call:
+    """One Web API call as the fake saw it (params decoded from JSON or form)."""
+
+    method: str
+    params: dict[str, Any]
+    team: str | None
+    time: float
+    token: str | None
+    status: int = 200
+    error: str | None = None
+
+
+@dataclass
+class Message:
+    ts: str
+    channel: str
+    team: str
+    text: str = ""
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    thread_ts: str | None = None
+    user: str | None = None
+    bot_id: str | None = None
+    edits: int = 0
+    streaming: bool = False
+    markdown: str = ""  # accumulated native-stream text
+    files: list[str] = field(default_factory=list)
+    deleted: bool = False
+
+    def visible_text(self) -> str:
+        """What a person reads: the markdown of the stream, else block text, else ``text``."""
+        if self.markdown:
+            return self.markdown
+        parts: list[str] = []
+        for b in self.blocks:
+            t = b.get("type")
+            if t == "markdown":
+                parts.append(str(b.get("text", "")))
+            elif t == "section":
+                txt = b.get("text") or {}
+                parts.append(str(txt.get("text", "")))
+            elif t == "rich_text":
+                parts.append(json.dumps(b.get("elements", [])))
+        return "\n".join(parts) if parts else self.text
+
+    def context_text(self) -> str:
+        out: list[str] = []
+        for b in self.blocks:
+            if b.get("type") == "context":
+                out.extend(str(e.get("text", "")) for e in b.get("elements", []))
+        return "\n".join(out)
+
+    def buttons(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for b in self.blocks:
+            if b.get("type") == "actions":
+                out.extend(e for e in b.get("elements", []) if e.get("type") == "button")
+        return out
+
+
+@dataclass
+class Fault:
+    method: str
+    error: str
+    status: int = 200
+    retry_after: float | None = None
+    team: str | None = None
+
+
+@dataclass
+class UploadedFile:
+    id: str
+    name: str
+    length: int
+    data: bytes = b""
+    channel: str | None = None
+    thread_ts: str | None = None
+    title: str = ""
+    completed: bool = False
+
+
+@dataclass
+class HostedFile:
+    """A file a user 'attached': served at ``url`` only with the owning team's bot token."""
+
+    id: str
+    team: str
+    name: str
+    mimetype: str
+    data: bytes
+    url: str = ""
+
+    def to_event(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "title": self.name,
+            "mimetype": self.mimetype,
+            "filetype": self.name.rsplit(".", 1)[-1],
+            "size": len(self.data),
+            "mode": "hosted",
+            "url_private": self.url,
+            "url_private_download": self.url + "?download=1",
+        }
+
+
+class FakeSlack:
+    """The fake Slack: Web API, file hosting, response_url, OAuth and Socket Mode, one server."""
+
+    def __init__(self, *, enforce_limits: bool = True) -> None:
+        self.enforce_limits = enforce_limits
+        self.teams: dict[str, Team] = {}
+        self._by_token: dict[str, Team] = {}
+        self.app_tokens: set[str] = set()
+        self.calls: list[Call] = []
+        self.messages: dict[str, list[Message]] = defaultdict(list)
+        self.faults: deque[Fault] = deque()
+        self.missing_channels: set[str] = set()
+        self.not_in_channels: set[str] = set()
+        self.users: dict[str, dict[str, Any]] = {}
+        self.hosted: dict[str, HostedFile] = {}
+        self.uploads: dict[str, UploadedFile] = {}
+        self.responses: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.oauth_codes: dict[str, Team] = {}
+        self.oauth_client: tuple[str, str] | None = None
+        self.statuses: list[dict[str, Any]] = []
+        self.ratelimited: list[Call] = []
+        self.ws_acks: dict[str, dict[str, Any]] = {}
+        self._ack_events: dict[str, asyncio.Event] = {}
+        self._sockets: list[web.WebSocketResponse] = []
+        self._socket_ready = asyncio.Event()
+        self._windows: dict[tuple[str, str], deque[float]] = defaultdict(deque)
+        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
+        self._last_us = 0
+        self._ids = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self._changed = asyncio.Condition()
+        self.port = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)
+        app.router.add_get("/files-pri/{file_id}/{name}", self._download)
+        app.router.add_post("/upload/v1/{file_id}", self._upload)
+        app.router.add_post("/response/{rid}", self._response_url)
+        app.router.add_get("/socket", self._socket)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def close(self) -> None:
+        for ws in list(self._sockets):
+            with contextlib.suppress(Exception):
+                await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.base_url}/api/"
+
+    # ------------------------------------------------------------------ setup helpers
+
+    def add_team(
+        self,
+        team_id: str = "T0001",
+        *,
+        name: str = "Acme",
+        token: str | None = None,
+        bot_user_id: str = "U0BOT",
+    ) -> Team:
+        team = Team(
+            id=team_id,
+            name=name,
+            bot_token=token or f"xoxb-{team_id}-{uuid.uuid4().hex[:12]}",
+            bot_user_id=bot_user_id,
+            bot_id="B" + team_id[1:],
+        )
+        self.teams[team_id] = team
+        self._by_token[team.bot_token] = team
+        return team
+
+    def add_app_token(self) -> str:
+        token = f"xapp-1-A0FAKE-{uuid.uuid4().hex[:10]}"
+        self.app_tokens.add(token)
+        return token
+
+    def add_oauth_code(self, team_id: str, *, client_id: str, client_secret: str) -> str:
+        """A one-time ``code`` that oauth.v2.access exchanges for a new team's bot token."""
+        self.oauth_client = (client_id, client_secret)
+        team = Team(
+            id=team_id,
+            name=f"Workspace {team_id}",
+            bot_token=f"xoxb-{team_id}-{uuid.uuid4().hex[:12]}",
+            bot_user_id="U0BOT" + team_id[-2:],
+            bot_id="B" + team_id[1:],
+        )
+        code = uuid.uuid4().hex
+        self.oauth_codes[code] = team
+        return code
+
+    def add_user(self, user_id: str, *, name: str, email: str | None = None) -> None:
+        self.users[user_id] = {
+            "id": user_id,
+            "name": name.lower().replace(" ", "."),
+            "real_name": name,
+            "profile": {"display_name": name, "real_name": name, "email": email},
+        }
+
+    def host_file(self, team: Team, name: str, mimetype: str, data: bytes) -> HostedFile:
+        fid = f"F{next(self._ids):08d}"
+        f = HostedFile(fid, team.id, name, mimetype, data)
+        f.url = f"{self.base_url}/files-pri/{fid}/{name}"
+        self.hosted[fid] = f
+        return f
+
+    def response_url(self) -> str:
+        return f"{self.base_url}/response/{uuid.uuid4().hex}"
+
+    def fail_next(
+        self,
+        method: str,
+        error: str,
+        *,
+        retry_after: float | None = None,
+        status: int | None = None,
+        team: str | None = None,
+        times: int = 1,
+    ) -> None:
+        """Force the next ``times`` calls of ``method`` to fail with ``error``."""
+        st = status if status is not None else (429 if error == "ratelimited" else 200)
+        for _ in range(times):
+            self.faults.append(Fault(method, error, st, retry_after, team))
+
+    def new_ts(self) -> str:
+        """Strictly increasing message ts (seconds.microseconds), like Slack's."""
+        self._last_us = max(int(time.time() * 1_000_000), self._last_us + 1)
+        return f"{self._last_us // 1_000_000}.{self._last_us % 1_000_000:06d}"
+
+    def user_message(
+        self,
+        team: Team,
+        channel: str,
+        text: str,
+        *,
+        user: str = "U0USER",
+        thread_ts: str | None = None,
+    ) -> Message:
+        """A message a person wrote (so threads read naturally in assertions)."""
+        m = Message(
+            ts=self.new_ts(),
+            channel=channel,
+            team=team.id,
+            text=text,
+            thread_ts=thread_ts,
+            user=user,
+        )
+        self.messages[channel].append(m)
+        return m
+
+    # ------------------------------------------------------------------ event payload helpers
+
+    def event_body(self, team: Team, event: dict[str, Any], *, event_id: str | None = None) -> str:
+        """An Events API ``event_callback`` envelope, as Slack posts it."""
+        body = {
+            "token": "verification-token-unused",
+            "team_id": team.id,
+            "api_app_id": team.app_id,
+            "event": event,
+            "type": "event_callback",
+            "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
+            "event_time": int(time.time()),
+            "authorizations": [
+                {
+                    "enterprise_id": None,
+                    "team_id": team.id,
+                    "user_id": team.bot_user_id,
+                    "is_bot": True,
+                    "is_enterprise_install": False,
+                }
+            ],
+            "is_ext_shared_channel": False,
+            "event_context": "4-" + uuid.uuid4().hex[:20],
+        }
+        return json.dumps(body)
+
+    def event(
+        self,
+        team: Team,
+        event: dict[str, Any],
+        *,
+        secret: str,
+        event_id: str | None = None,
+        retry_num: int | None = None,
+        timestamp: int | None = None,
+    ) -> tuple[str, dict[str, str]]:
+        body = self.event_body(team, event, event_id=event_id)
+        headers = sign(secret, body, timestamp)
+        if retry_num is not None:
+            headers["X-Slack-Retry-Num"] = str(retry_num)
+            headers["X-Slack-Retry-Reason"] = "http_timeout"
+        return body, headers
+
+    def form(self, fields: dict[str, Any], *, secret: str) -> tuple[str, dict[str, str]]:
+        """A form-encoded request (slash command, or ``payload=`` for interactivity), signed."""
+        body = urlencode(fields)
+        headers = sign(secret, body)
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        return body, headers
+
+    def interaction(self, payload: dict[str, Any], *, secret: str) -> tuple[str, dict[str, str]]:
+        return self.form({"payload": json.dumps(payload)}, secret=secret)
+
+    def block_action(
+        self, team: Team, message: Message, button: dict[str, Any], *, user: str = "U0USER"
+    ) -> dict[str, Any]:
+        """The ``block_actions`` payload Slack sends when ``user`` clicks ``button`` on ``message``."""
+        return {
+            "type": "block_actions",
+            "user": {"id": user, "username": "someone", "name": "someone", "team_id": team.id},
+            "api_app_id": team.app_id,
+            "token": "verification-token-unused",
+            "container": {
+                "type": "message",
+                "message_ts": message.ts,
+                "channel_id": message.channel,
+                "is_ephemeral": False,
+                "thread_ts": message.thread_ts,
+            },
+            "trigger_id": f"{next(self._ids)}.{uuid.uuid4().hex[:8]}",
+            "team": {"id": team.id, "domain": "acme"},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "channel": {"id": message.channel, "name": "general"},
+            "message": {
+                "type": "message",
+                "user": team.bot_user_id,
+                "bot_id": team.bot_id,
+                "text": message.text,
+                "ts": message.ts,
+                "thread_ts": message.thread_ts,
+                "blocks": message.blocks,
+                "team": team.id,
+            },
+            "response_url": self.response_url(),
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": button["action_id"],
+                    "block_id": "b",
+                    "text": button.get("text"),
+                    "value": button.get("value"),
+                    "action_ts": f"{time.time():.6f}",
+                }
+            ],
+        }
+
+    # ------------------------------------------------------------------ assertions helpers
+
+    def thread(self, channel: str, thread_ts: str) -> list[Message]:
+        """Every live message of a thread, root first, in ts order."""
+        out = [
+            m
+            for m in self.messages.get(channel, [])
+            if not m.deleted and (m.ts == thread_ts or m.thread_ts == thread_ts)
+        ]
+        return sorted(out, key=lambda m: float(m.ts))
+
+    def bot_messages(self, channel: str, thread_ts: str | None = None) -> list[Message]:
+        msgs = self.messages.get(channel, [])
+        return sorted(
+            (
+                m
+                for m in msgs
+                if m.bot_id and not m.deleted and (thread_ts is None or m.thread_ts == thread_ts)
+            ),
+            key=lambda m: float(m.ts),
+        )
+
+    def calls_to(self, method: str, *, ok_only: bool = False) -> list[Call]:
+        return [c for c in self.calls if c.method == method and (not ok_only or c.error is None)]
+
+    async def wait_for(self, predicate: Any, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Wait until ``predicate()`` is true (re-checked on every call the fake serves)."""
+        deadline = time.monotonic() + timeout
+        async with self._changed:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("condition not reached on the fake Slack")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), min(left, 0.2))
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    # ------------------------------------------------------------------ rate limits
+
+    def _limited(self, team: str, method: str, params: dict[str, Any]) -> float | None:
+        """Seconds to wait if this call is over a limit, else None (and the call is counted)."""
+        if not self.enforce_limits:
+            return None
+        now = time.monotonic()
+        if method == "chat.postMessage":
+            channel = str(params.get("channel", ""))
+            key = (team, f"post:{channel}")
+            tokens, last = self._buckets.get(key, (POST_PER_CHANNEL_BURST, now))
+            tokens = min(POST_PER_CHANNEL_BURST, tokens + (now - last) * POST_PER_CHANNEL_RATE)
+            if tokens < 1.0:
+                self._buckets[key] = (tokens, now)
+                return (1.0 - tokens) / POST_PER_CHANNEL_RATE
+            wait = self._window(team, method, POST_PER_WORKSPACE, now)
+            if wait is not None:
+                return wait
+            self._buckets[key] = (tokens - 1.0, now)
+            return None
+        per_min = METHOD_TIERS.get(method)
+        if per_min is None:
+            return None
+        return self._window(team, method, per_min, now)
+
+    def _window(self, team: str, method: str, per_min: int, now: float) -> float | None:
+        q = self._windows[(team, method)]
+        while q and now - q[0] >= 60.0:
+            q.popleft()
+        if len(q) >= per_min:
+            return 60.0 - (now - q[0])
+        q.append(now)
+        return None
+
+    # ------------------------------------------------------------------ the Web API
+
+    async def _params(self, request: web.Request) -> dict[str, Any]:
+        params: dict[str, Any] = dict(request.query)
+        ctype = request.content_type
+        if request.method == "POST" and request.can_read_body:
+            if ctype == "application/json":
+                try:
+                    data = await request.json()
+                except ValueError:
+                    data = None
+                if isinstance(data, dict):
+                    params.update(data)
+            elif ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+                form = await request.post()
+                for k, v in form.items():
+                    params[k] = v if isinstance(v, str) else getattr(v, "filename", "")
+        # Form-encoded clients send structures as JSON strings.
+        for k in ("blocks", "files", "chunks", "loading_messages", "metadata"):
+            v = params.get(k)
+            if isinstance(v, str) and v[:1] in "[{":
+                with contextlib.suppress(ValueError):
+                    params[k] = json.loads(v)
+        return params
+
+    def _token(self, request: web.Request, params: dict[str, Any]) -> str | None:
+        auth = request.headers.get("Authorization", "")
+        if auth.lower().startswith("bearer "):
+            return auth[7:].strip()
+        tok = params.pop("token", None)
+        return tok if isinstance(tok, str) else None
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params = await self._params(request)
+        token = self._token(request, params)
+        team = self._by_token.get(token or "")
+        call = Call(method, params, team.id if team else None, time.time(), token)
+        self.calls.append(call)
+        try:
+            status, body, headers = self._dispatch(method, params, token, team, call)
+        except Exception as e:  # a bug in the fake must show up in the test, not hang it
+            status, body, headers = 500, {"ok": False, "error": f"fake_error:{e!r}"}, {}
+        call.status = status
+        if not body.get("ok"):
+            call.error = str(body.get("error"))
+        if call.error == "ratelimited":
+            self.ratelimited.append(call)
+        await self._notify()
+        return web.json_response(body, status=status, headers=headers)
+
+    def _dispatch(
+        self, method: str, params: dict[str, Any], token: str | None, team: Team | None, call: Call
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        if method == "oauth.v2.access":
+            return self._oauth_access(params)
+        if method == "apps.connections.open":
+            if token not in self.app_tokens:
+                return 200, {"ok": False, "error": "invalid_auth"}, {}
+            ticket = uuid.uuid4().hex
+            return (
+                200,
+                {"ok": True, "url": f"ws://127.0.0.1:{self.port}/socket?ticket={ticket}"},
+                {},
+            )
+        if team is None:
+            return 200, {"ok": False, "error": "not_authed" if not token else "invalid_auth"}, {}
+        for i, f in enumerate(self.faults):
+            if f.method == method and (f.team is None or f.team == team.id):
+                del self.faults[i]
+                headers = (
+                    {"Retry-After": str(int(f.retry_after or 1))}
+                    if f.error == "ratelimited"
+                    else {}
+                )
+                return f.status, {"ok": False, "error": f.error}, headers
+        wait = self._limited(team.id, method, params)
+        if wait is not None:
+            return (
+                429,
+                {"ok": False, "error": "ratelimited"},
+                {"Retry-After": str(max(1, int(wait + 0.999)))},
+            )
+        handler = getattr(self, "_m_" + method.replace(".", "_"), None)
+        if handler is None:
+            return 200, {"ok": False, "error": "unknown_method"}, {}
+        status, body = handler(params, team)
+        return status, body, {}
+
+    # --- method handlers: (params, team) -> (status, body)
+
+    def _m_auth_test(self, p: dict[str, Any], team: Team) -> tuple[int, dict[str, Any]]:
+        return 200, {
+            "ok": True,
+            "url": f"https://{team.name.lower()}.slack.com/",
+            "team": team.name,
+            "user": "difybot",
+            "team_id": team.id,
+            "user_id": team.bot_user_id,
+            "bot_id": team.bot_id,
+            "is_enterprise_install": False,
+        }
+
+    def _channel_error(self, channel: str) -> str | None:
+        if not channel:
+            return "channel_not_found"
+        if channel in self.missing_channels:
+            return "channel_not_found"
+        if channel in self.not_in_channels:
+            return "not_in_channel"
+        return None
+
+    def _size_error(self, p: dict[str, Any]) -> str | None:
+        text = p.get("text") or ""
+        if not isinstance(text, str):
+            return "invalid_arguments"
+        if len(text) > TEXT_LIMIT:
+            return "msg_too_long"
+        blocks = p.get("blocks") or []
+        if not isinstance(blocks, list):
+            return "invalid_blocks_format"
+        if len(blocks) > MAX_BLOCKS:
+            return "invalid_blocks"
+        md_total = 0
+        for b in blocks:
+            if not isinstance(b, dict) or "type" not in b:
+                return "invalid_blocks"
+            if b["type"] == "markdown":
+                md_total += len(str(b.get("text", "")))
+            if (
+                b["type"] == "section"
+                and len(str((b.get("text") or {}).get("text", ""))) > SECTION_LIMIT
+            ):
+                return "invalid_blocks"
+            if b["type"] == "actions" and not b.get("elements"):
+                return "invalid_blocks"
+        if md_total > MARKDOWN_LIMIT:
+            return "msg_too_long"
+        if not text and not blocks:
+            return "no_text"
+        return None
+
+    def _find(self, channel: str, ts: str) -> Message | None:
+        for m in self.messages.get(channel, []):
+            if m.ts == ts and not m.deleted:
+                return m
+        return None
+
+    def _m_chat_postMessage(self, p: dict[str, Any], team: Team) -> tuple[int, dict[str, Any]]:
+        channel = str(p.get("channel", ""))
+        err = self._channel_error(channel) or self._size_error(p)
+        if err:
+            return 200, {"ok": False, "error": err}
+        thread_ts = p.get("thread_ts") or None
+        if thread_ts is not None and not isinstance(thread_ts, str):
+            return 200, {"ok": False, "error": "invalid_thread_ts"}
+        m = Message(
+            ts=self.new_ts(),
+            channel=channel,
+            team=team.id,
+            text=str(p.get("text") or ""),
+            blocks=list(p.get("blocks") or []),
+            thread_ts=thread_ts,
+            bot_id=team.bot_id,
+            user=team.bot_user_id,
+        )
+        self.messages[channel].append(m)
+        return 200, {"ok": True, "channel": channel, "ts": m.ts, "message": self._msg_json(m)}
+
+    def _msg_json(self, m: Message) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": "message", "text": m.text, "ts": m.ts, "team": m.team}
+        if m.bot_id:
+            d.update(bot_id=m.bot_id, user=m.user, app_id="A0FAKEAPP")
+        elif m.user:
+            d["user"] = m.user
+        if m.blocks:
+            d["blocks"] = m.blocks
+        if m.thread_ts:
+            d["thread_ts"] = m.thread_ts
+        return d
+
+    def _m_chat_update(self, p: dict[str, Any], team: Team) -> tuple[int, dict[str, Any]]:
+        channel, ts = str(p.get("channel", "")), str(p.get("ts", ""))
+        err = self._channel_error(channel)
+        if err:
+            return 200, {"ok": False, "error": err}
+        m = self._find(channel, ts)
+        if m is None:
+            return 200, {"ok": False, "error": "message_not_found"}
+        if m.bot_id != team.bot_id:
+            return 200, {"ok": False, "error": "cant_update_message"}
+        err = self._size_error(p)
+        if err:
+            return 200, {"ok": False, "error": err}
+        m.text = str(p.get("text") or "")
+        if "blocks" in p:
+            m.blocks = list(p.get("blocks") or [])
+        m.markdown = ""
+        m.streaming = False
+        m.edits += 1
+        return 200, {
+            "ok": True,
+            "channel": channel,
+            "ts": ts,
+            "text": m.text,
+            "message": self._msg_json(m),
+        }
+
+    def _m_chat_delete(self, p: dict[str, Any], team: Team) -> tuple[int, dict[str, Any]]:
+        channel, ts = str(p.get("channel", "")), str(p.get("ts", ""))
+        m = self._find(channel, ts)
+        if m is None:
+            return 200, {"ok": False, "error": "message_not_found"}
+        m.deleted = True
+        return 200, {"ok": True, "channel": channel, "ts": ts}
+
+    def delete_message(self, channel: str, ts: str) -> None:
+        """A person deletes a message (the bot's next chat.update gets message_not_found)."""
+        m = self._find(channel, ts)
+        if m is not None:
+            m.deleted = True
+
+    def _m_chat_postEphemeral(self, p: dict[str, Any], team: Team) -> tuple[int, dict[str, Any]]:
+        channel = str(p.get("channel", ""))
+        err = self._channel_error(channel) or self._size_error(p)
+        if err:
+            return 200, {"ok": False, "error": err}
+        if not p.get("user"):
+            return 200, {"ok": False, "error": "user_not_in_channel"}
+        return 200, {"ok": True, "message_ts": self.new_ts()}
+
+    def _m_chat_startStream(self, p: dict[str, Any], team: Team) -> tuple[int, dict[str, Any]]:
+        channel = str(p.get("channel", ""))
+        err = self._channel_error(channel)
+        if err:
+            return 200, {"ok": False, "error": err}
+        if not p.get("thread_ts"):
+            return 200, {"ok": False, "error": "invalid_arguments"}
+        if not channel.startswith("D"):
+            if not p.get("recipient_user_id"):
+                return 200, {"ok": False, "error": "missing_recipient_user_id"}
+            if not p.get("recipient_team_id"):
+                return 200, {"ok": False, "error": "missing_recipient_team_id"}
+        text = str(p.get("markdown_text") or "")
+        if len(text) > MARKDOWN_LIMIT:
+            return 200, {"ok": False, "error": "msg_too_long"}
+        m = Message(
+            ts=self.new_ts(),
+            channel=channel,
+            team=team.id,
+            thread_ts=str(p["thread_ts"]),
+            bot_id=team.bot_id,
+            user=team.bot_user_id,
+            streaming=True,
+            markdown=text,
+        )
+        self.messages[channel].append(m)
+        return 200, {"ok": True, "channel": channel, "ts": m.ts}
+
+    def _m_chat_appendStream(self, p: dict[str, Any], team: Team) -> tuple[int, dict[str, Any]]:
+        channel, ts = str(p.get("channel", "")), str(p.get("ts", ""))
+        m = self._find(channel, ts)
+        if m is None:
+            return 200, {"ok": False, "error": "message_not_found"}
+        if not m.streaming:
+            return 200, {"ok": False, "error": "message_not_in_streaming_state"}
+        delta = str(p.get("markdown_text") or "")
+        if len(delta) > MARKDOWN_LIMIT or len(m.markdown) + len(delta) > MARKDOWN_LIMIT * 4:
+            return 200, {"ok": False, "error": "msg_too_long"}
+        m.markdown += delta
+        m.edits += 1
+        return 200, {"ok": True, "channel": channel, "ts": ts}
+
+    def expire_stream(self, channel: str, ts: str) -> None:
+        """Slack ends streams after ~5 minutes: later appends get message_not_in_streaming_state."""
+        m = self._find(channel, ts)
+        if m is not None:
+            m.streaming = False
+
+    def _m_chat_stopStream(self, p: dict[str, Any], team: Team) -> tuple[int, dict[str, Any]]:
+        channel, ts = str(p.get("channel", "")), str(p.get("ts", ""))
+        m = self._find(channel, ts)
+        if m is None:
+            return 200, {"ok": False, "error": "message_not_found"}
+        if not m.streaming:
+            return 200, {"ok": False, "error": "message_not_in_streaming_state"}
+        m.markdown += str(p.get("markdown_text") or "")
+        blocks = p.get("blocks")
+        if isinstance(blocks, list):
+            if len(blocks) > MAX_BLOCKS:
+                return 200, {"ok": False, "error": "invalid_blocks"}
+            m.blocks = blocks
+        m.streaming = False
+        m.text = m.markdown
+        return 200, {"ok": True, "channel": channel, "ts": ts, "message": self._msg_json(m)}
+
+    def _m_assistant_threads_setStatus(
+        self, p: dict[str, Any], team: Team
+    ) -> tuple[int, dict[str, Any]]:
+        channel = str(p.get("channel_id", ""))
+        err = self._channel_error(channel)
+        if err:
+            return 200, {"ok": False, "error": err}
+        if not p.get("thread_ts") or "status" not in p:
+            return 200, {"ok": False, "error": "invalid_arguments"}
+        self.statuses.append(
+            {
+                "channel": channel,
+                "thread_ts": p["thread_ts"],
+                "status": p["status"],
+                "time": time.time(),
+            }
+        )
+        return 200, {"ok": True}
+
+    def _m_conversations_replies(self, p: dict[str, Any], team: Team) -> tuple[int, dict[str, Any]]:
+        channel, ts = str(p.get("channel", "")), str(p.get("ts", ""))
+        err = self._channel_error(channel)
+        if err:
+            return 200, {"ok": False, "error": err}
+        msgs = self.thread(channel, ts)
+        if not msgs:
+            return 200, {"ok": False, "error": "thread_not_found"}
+        limit = int(p.get("limit") or 1000)
+        return 200, {
+            "ok": True,
+            "messages": [self._msg_json(m) for m in msgs[:limit]],
+            "has_more": len(msgs) > limit,
+        }
+
+    def _m_users_info(self, p: dict[str, Any], team: Team) -> tuple[int, dict[str, Any]]:
+        u = self.users.get(str(p.get("user", "")))
+        if u is None:
+            return 200, {"ok": False, "error": "user_not_found"}
+        return 200, {"ok": True, "user": {**u, "team_id": team.id, "is_bot": False}}
+
+    def _m_files_info(self, p: dict[str, Any], team: Team) -> tuple[int, dict[str, Any]]:
+        f = self.hosted.get(str(p.get("file", "")))
+        if f is None or f.team != team.id:
+            return 200, {"ok": False, "error": "file_not_found"}
+        return 200, {"ok": True, "file": f.to_event()}
+
+    def _m_files_getUploadURLExternal(
+        self, p: dict[str, Any], team: Team
+    ) -> tuple[int, dict[str, Any]]:
+        name = str(p.get("filename") or "")
+        try:
+            length = int(p.get("length") or 0)
+        except (TypeError, ValueError):
+            length = 0
+        if not name or length <= 0:
+            return 200, {"ok": False, "error": "invalid_arguments"}
+        fid = f"F{next(self._ids):08d}"
+        self.uploads[fid] = UploadedFile(fid, name, length)
+        return 200, {"ok": True, "upload_url": f"{self.base_url}/upload/v1/{fid}", "file_id": fid}
+
+    def _m_files_completeUploadExternal(
+        self, p: dict[str, Any], team: Team
+    ) -> tuple[int, dict[str, Any]]:
+        files = p.get("files")
+        if not isinstance(files, list) or not files:
+            return 200, {"ok": False, "error": "invalid_arguments"}
+        channel = p.get("channel_id")
+        if channel:
+            err = self._channel_error(str(channel))
+            if err:
+                return 200, {"ok": False, "error": err}
+        out = []
+        for f in files:
+            up = self.uploads.get(str(f.get("id", ""))) if isinstance(f, dict) else None
+            if up is None or len(up.data) != up.length:
+                return 200, {
+                    "ok": False,
+                    "error": "file_not_found" if up is None else "file_upload_size_mismatch",
+                }
+            up.completed, up.title = True, str(f.get("title") or up.name)
+            up.channel, up.thread_ts = (str(channel) if channel else None), p.get("thread_ts")
+            if channel:
+                m = Message(
+                    ts=self.new_ts(),
+                    channel=str(channel),
+                    team=team.id,
+                    thread_ts=up.thread_ts,
+                    bot_id=team.bot_id,
+                    user=team.bot_user_id,
+                    files=[up.id],
+                )
+                self.messages[str(channel)].append(m)
+            out.append({"id": up.id, "title": up.title})
+        return 200, {"ok": True, "files": out}
+
+    def _oauth_access(self, p: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        code = str(p.get("code", ""))
+        cid, secret = p.get("client_id"), p.get("client_secret")
+        if self.oauth_client is None or (cid, secret) != self.oauth_client:
+            return 200, {"ok": False, "error": "invalid_client_id"}, {}
+        team = self.oauth_codes.pop(code, None)
+        if team is None:
+            return 200, {"ok": False, "error": "invalid_code"}, {}
+        self.teams[team.id] = team
+        self._by_token[team.bot_token] = team
+        return (
+            200,
+            {
+                "ok": True,
+                "access_token": team.bot_token,
+                "token_type": "bot",
+                "scope": "app_mentions:read,chat:write,commands",
+                "bot_user_id": team.bot_user_id,
+                "app_id": team.app_id,
+                "team": {"id": team.id, "name": team.name},
+                "enterprise": None,
+                "is_enterprise_install": False,
+                "authed_user": {"id": "U0INSTALLER"},
+            },
+            {},
+        )
+
+    # ------------------------------------------------------------------ files and response_url
+
+    async def _download(self, request: web.Request) -> web.Response:
+        f = self.hosted.get(request.match_info["file_id"])
+        auth = request.headers.get("Authorization", "")
+        team = self._by_token.get(auth[7:].strip()) if auth.lower().startswith("bearer ") else None
+        if f is None:
+            return web.Response(status=404, text="Not Found")
+        if team is None or team.id != f.team:
+            # What Slack really does without a valid token: a 200 HTML sign-in page.
+            return web.Response(
+                status=200, text="<!DOCTYPE html><html>Sign in</html>", content_type="text/html"
+            )
+        return web.Response(body=f.data, content_type=f.mimetype)
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        up = self.uploads.get(request.match_info["file_id"])
+        if up is None:
+            return web.Response(status=404, text="Not Found")
+        if request.content_type == "multipart/form-data":
+            reader = await request.multipart()
+            part = await reader.next()
+            data = await part.read() if part is not None else b""  # type: ignore[union-attr]
+        else:
+            data = await request.read()
+        up.data = bytes(data)
+        await self._notify()
+        return web.Response(text=f"OK - {len(data)}")
+
+    async def _response_url(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.Response(status=400, text="invalid_payload")
+        rid = request.match_info["rid"]
+        if len(self.responses[rid]) >= 5:
+            return web.Response(status=404, text="used_url")
+        self.responses[rid].append(body)
+        await self._notify()
+        return web.Response(text="ok")
+
+    def all_responses(self) -> list[dict[str, Any]]:
+        return [b for bodies in self.responses.values() for b in bodies]
+
+    # ------------------------------------------------------------------ Socket Mode
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=None, autoping=True)
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        await ws.send_json(
+            {
+                "type": "hello",
+                "num_connections": len(self._sockets),
+                "debug_info": {"host": "fake", "approximate_connection_time": 18060},
+                "connection_info": {"app_id": "A0FAKEAPP"},
+            }
+        )
+        self._socket_ready.set()
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    data = json.loads(msg.data)
+                except ValueError:
+                    continue
+                eid = data.get("envelope_id") if isinstance(data, dict) else None
+                if isinstance(eid, str):
+                    self.ws_acks[eid] = data
+                    ev = self._ack_events.get(eid)
+                    if ev is not None:
+                        ev.set()
+                    await self._notify()
+        finally:
+            self._sockets.remove(ws)
+            if not self._sockets:
+                self._socket_ready.clear()
+        return ws
+
+    async def wait_socket(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        await asyncio.wait_for(self._socket_ready.wait(), timeout)
+
+    async def send_envelope(
+        self, kind: str, payload: dict[str, Any], *, retry_attempt: int = 0
+    ) -> str:
+        """Send one Socket Mode envelope (``events_api``, ``interactive``, ``slash_commands``)."""
+        eid = str(uuid.uuid4())
+        self._ack_events[eid] = asyncio.Event()
+        env = {
+            "envelope_id": eid,
+            "type": kind,
+            "payload": payload,
+            "accepts_response_payload": kind != "events_api",
+            "retry_attempt": retry_attempt,
+            "retry_reason": "" if not retry_attempt else "timeout",
+        }
+        await self._sockets[-1].send_str(json.dumps(env))
+        return eid
+
+    async def wait_ack(self, envelope_id: str, timeout: float = 5.0) -> dict[str, Any]:  # noqa: ASYNC109
+        await asyncio.wait_for(self._ack_events[envelope_id].wait(), timeout)
+        return self.ws_acks[envelope_id]
+
+
+async def _main() -> None:  # pragma: no cover - used by the benchmark's helper process
+    import argparse
+    import signal
+    import sys
+
+    ap = argparse.ArgumentParser(description="fake Slack Web API")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--team", default="T0001")
+    ap.add_argument("--token", default="xoxb-bench")
+    ap.add_argument("--no-limits", action="store_true")
+    args = ap.parse_args()
+    fake = FakeSlack(enforce_limits=not args.no_limits)
+    await fake.start(port=args.port)
+    fake.add_team(args.team, token=args.token)
+    sys.stdout.write(fake.api_url + "\n")
+    sys.stdout.flush()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await fake.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    asyncio.run(_main())
