@@ -1,0 +1,130 @@
+"""How answers appear in Slack when Slack or Dify misbehave: 429s, deleted messages, errors, size."""
+
+from __future__ import annotations
+
+from tests.fakes.dify import Fault
+from tests.test_slack_support import CHANNEL, fake_slack, slack_bot  # noqa: F401 - fixtures
+
+
+async def test_rate_limited_edit_slows_down_and_the_final_text_still_lands(slack_bot):
+    bot = await slack_bot()
+    bot.dify.answer = "A long answer " + "blah " * 60 + "END"
+    bot.dify.chunk_size = 10
+    bot.dify.chunk_delay = 0.05
+    # Slack refuses the first two edits: 429 with Retry-After: 1.
+    bot.fake.fail_next("chat.update", "ratelimited", retry_after=1, times=2)
+
+    ev = bot.mention("tell me everything")
+    await bot.send(ev)
+    (answer,) = await bot.final(CHANNEL, ev["ts"], timeout=15)
+
+    assert answer.visible_text().rstrip().endswith("END")
+    limited = [c for c in bot.fake.calls_to("chat.update") if c.error == "ratelimited"]
+    assert len(limited) == 2
+    ok = [c for c in bot.fake.calls_to("chat.update") if c.error is None]
+    assert ok, "edits resumed"
+    # No edit was attempted sooner than Retry-After after a 429.
+    assert ok[0].time - limited[0].time >= 0.95
+
+
+async def test_deleted_answer_message_continues_in_a_new_message(slack_bot):
+    bot = await slack_bot()
+    bot.dify.answer = "Part one of the answer, then part two of it, and the end."
+    bot.dify.chunk_size = 8
+    bot.dify.chunk_delay = 0.08
+
+    ev = bot.mention("explain")
+    await bot.send(ev)
+    # Someone deletes the placeholder while the answer streams.
+    await bot.fake.wait_for(lambda: bot.answers(CHANNEL, ev["ts"]))
+    placeholder = bot.answers(CHANNEL, ev["ts"])[0]
+    bot.fake.delete_message(CHANNEL, placeholder.ts)
+
+    msgs = await bot.final(CHANNEL, ev["ts"])
+    assert len(msgs) == 1 and msgs[0].ts != placeholder.ts
+    assert msgs[0].visible_text().strip() == bot.dify.answer
+    assert any(c.error == "message_not_found" for c in bot.fake.calls_to("chat.update"))
+
+
+async def test_long_answer_is_split_across_messages_within_slack_limits(slack_bot):
+    bot = await slack_bot()
+    para = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 20).strip()
+    code = "```python\n" + "\n".join(f"print({i})" for i in range(200)) + "\n```"
+    bot.dify.answer = "\n\n".join([para] * 12 + [code] + [para] * 4)
+    bot.dify.chunk_size = 4000
+
+    ev = bot.mention("write a lot")
+    await bot.send(ev)
+    msgs = await bot.final(CHANNEL, ev["ts"], count=2, timeout=20)
+
+    assert len(msgs) >= 2
+    assert not [c for c in bot.fake.calls if c.error in ("msg_too_long", "invalid_blocks")]
+    for m in msgs:
+        assert m.visible_text().count("```") % 2 == 0, "no part cuts a code block in two"
+    joined = "".join(m.visible_text() for m in msgs)
+    assert "print(199)" in joined and joined.count("Lorem ipsum") == 16 * 20
+    # Buttons only under the last part.
+    assert not msgs[0].buttons() and msgs[-1].buttons()
+
+
+async def test_dify_error_shows_a_readable_message_with_a_reference(slack_bot):
+    bot = await slack_bot()
+    bot.dify.faults.append(Fault.http(429, "too_many_requests", "Too many requests."))
+    bot.dify.faults.append(Fault.http(429, "too_many_requests", "Too many requests."))
+    bot.dify.faults.append(Fault.http(429, "too_many_requests", "Too many requests."))
+
+    ev = bot.mention("are you there?")
+    await bot.send(ev)
+    (msg,) = await bot.final(CHANNEL, ev["ts"], timeout=20)
+
+    ctx = msg.context_text()
+    assert "Reference: `" in ctx
+    text = msg.visible_text().lower()
+    assert "busy" in text or "try again" in text
+    assert "too_many_requests" not in text, "no raw error codes for users"
+
+
+async def test_answer_streams_natively_when_the_route_enables_it(slack_bot):
+    bot = await slack_bot(bridge_yaml="""
+routes:
+  - name: native
+    native_streaming: true
+""")
+    bot.dify.answer = "Native " + "stream " * 30 + "done."
+    bot.dify.chunk_size = 12
+    bot.dify.chunk_delay = 0.05
+
+    ev = bot.mention("stream it")
+    await bot.send(ev)
+    (msg,) = await bot.final(CHANNEL, ev["ts"])
+
+    assert msg.visible_text() == bot.dify.answer
+    start = bot.fake.calls_to("chat.startStream")
+    assert len(start) == 1 and start[0].params["recipient_user_id"] == "U0USER"
+    assert start[0].params["recipient_team_id"] == bot.team.id
+    assert bot.fake.calls_to("chat.stopStream")
+    assert not bot.fake.calls_to("chat.update"), "no edits: the stream carried the text"
+    assert bot.fake.statuses and bot.fake.statuses[0]["status"], "progress shown at once"
+    assert [b["action_id"] for b in msg.buttons()][:2] == ["dify_like", "dify_dislike"]
+
+
+async def test_expired_native_stream_falls_back_to_edits(slack_bot):
+    bot = await slack_bot(bridge_yaml="""
+routes:
+  - name: native
+    native_streaming: true
+""")
+    bot.dify.answer = "Slow " + "words " * 40 + "end."
+    bot.dify.chunk_size = 10
+    bot.dify.chunk_delay = 0.06
+
+    ev = bot.mention("take your time")
+    await bot.send(ev)
+    await bot.fake.wait_for(lambda: bot.fake.calls_to("chat.startStream", ok_only=True))
+    started = bot.fake.bot_messages(CHANNEL, ev["ts"])[0]
+    bot.fake.expire_stream(CHANNEL, started.ts)  # Slack ends streams after ~5 minutes
+
+    (msg,) = await bot.final(CHANNEL, ev["ts"])
+    assert msg.ts == started.ts, "the same message is finished with chat.update"
+    assert msg.visible_text().strip() == bot.dify.answer
+    assert bot.fake.calls_to("chat.update", ok_only=True)
