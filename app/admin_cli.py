@@ -89,16 +89,12 @@ def _print_problems(problems: list[manifests.Problem], source: str) -> int:
 # ----------------------------------------------------------------------------------------- Slack
 
 
-def _speaker_profile(settings: Settings, file: str | None = None) -> bool:
+def _speaker_email(settings: Settings, file: str | None = None) -> bool:
     try:
         routes, _ = doctor.load_routes(settings, file)
     except ConfigError:
         return False  # `config check` reports it; scopes fall back to the base set
-    return any(
-        src in ("speaker_name", "speaker_email")
-        for r in routes if r.config.match.platform in (None, "slack")
-        for src in r.config.inputs.values()
-    )
+    return doctor.routes_need_email(routes)
 
 
 async def slack_manifest(args: argparse.Namespace) -> int:
@@ -148,7 +144,7 @@ def _prepare_slack(
         oauth=settings.slack_client_id is not None,
     )
     problems = manifests.check_slack_manifest(
-        rendered, command=command, speaker_profile=_speaker_profile(settings)
+        rendered, command=command, speaker_email=_speaker_email(settings)
     )
     return rendered, problems, str(path)
 

@@ -290,16 +290,20 @@ async def check_slack(
     return checks
 
 
+def routes_need_email(routes: list[Route]) -> bool:
+    """Whether a route that can answer in Slack passes the speaker's email to Dify."""
+    return any(
+        src == "speaker_email"
+        for r in routes if r.config.match.platform in (None, "slack")
+        for src in r.config.inputs.values()
+    )
+
+
 def _scope_check(header: str | None, routes: list[Route]) -> Check:
     if header is None:
         return Check("SKIP", "slack scopes", "Slack did not report the token's scopes")
     granted = {s.strip() for s in header.split(",") if s.strip()}
-    profile = any(
-        src in ("speaker_name", "speaker_email")
-        for r in routes if r.config.match.platform in (None, "slack")
-        for src in r.config.inputs.values()
-    )
-    needed = needed_slack_scopes(speaker_profile=profile)
+    needed = needed_slack_scopes(speaker_email=routes_need_email(routes))
     missing = [s for s in needed if s not in granted]
     if missing:
         reasons = "; ".join(f"{s} ({needed[s]})" for s in missing)

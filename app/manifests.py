@@ -35,27 +35,31 @@ PLACEHOLDER_HOSTS = ("example.com", "bridge.example.com")
 APP_ID_PLACEHOLDER = "${{MICROSOFT_APP_ID}}"
 RSC_CHANNEL_MESSAGES = "ChannelMessage.Read.Group"
 
-# Bot scope -> the feature that needs it. Nothing else is requested (least privilege).
+# Bot scope -> the feature that needs it. Nothing else is requested (least privilege); the Slack
+# adapter's OAuth install asks for the same set (adapters/slack, BOT_SCOPES; a test keeps them equal).
 SLACK_SCOPES: dict[str, str] = {
     "app_mentions:read": "answer @mentions in channels",
-    "chat:write": "post and edit answers",
-    "im:history": "answer direct messages (message.im)",
+    "assistant:write": "show the thinking status in DMs (assistant.threads.setStatus)",
     "channels:history": "continue threads in public channels without a new mention",
-    "groups:history": "continue threads in private channels without a new mention",
+    "chat:write": "post and edit answers",
     "commands": "the slash command",
     "files:read": "pass attached files to Dify",
     "files:write": "post files that Dify produced",
+    "groups:history": "continue threads in private channels without a new mention",
+    "im:history": "answer direct messages (message.im)",
+    "mpim:history": "continue threads in group DMs (message.mpim)",
+    "users:read": "the speaker's name (users.info)",
 }
-# Only when a route maps speaker_name/speaker_email into Dify inputs.
-SLACK_PROFILE_SCOPES: dict[str, str] = {
-    "users:read": "speaker_name in a route's inputs",
+# Only needed when a route maps speaker_email into Dify inputs.
+SLACK_EMAIL_SCOPES: dict[str, str] = {
     "users:read.email": "speaker_email in a route's inputs",
 }
 SLACK_EVENT_SCOPES: dict[str, str] = {
     "app_mention": "app_mentions:read",
-    "message.im": "im:history",
     "message.channels": "channels:history",
     "message.groups": "groups:history",
+    "message.im": "im:history",
+    "message.mpim": "mpim:history",
 }
 
 
@@ -81,9 +85,9 @@ def errors_in(problems: list[Problem]) -> list[Problem]:
 # --------------------------------------------------------------------------------------- Slack
 
 
-def needed_slack_scopes(*, speaker_profile: bool = False) -> dict[str, str]:
+def needed_slack_scopes(*, speaker_email: bool = False) -> dict[str, str]:
     """Bot scopes the bridge's features need, with the reason for each."""
-    return {**SLACK_SCOPES, **(SLACK_PROFILE_SCOPES if speaker_profile else {})}
+    return {**SLACK_SCOPES, **(SLACK_EMAIL_SCOPES if speaker_email else {})}
 
 
 def default_slack_manifest(*, command: str = "/ask") -> dict[str, Any]:
@@ -113,7 +117,7 @@ def default_slack_manifest(*, command: str = "/ask") -> dict[str, Any]:
                 }
             ],
         },
-        "oauth_config": {"scopes": {"bot": list(SLACK_SCOPES)}},
+        "oauth_config": {"scopes": {"bot": [*SLACK_SCOPES, *SLACK_EMAIL_SCOPES]}},
         "settings": {
             "event_subscriptions": {"request_url": url, "bot_events": list(SLACK_EVENT_SCOPES)},
             "interactivity": {"is_enabled": True, "request_url": url},
@@ -225,7 +229,7 @@ def _check_str(m: Any, path: tuple[str, ...], max_len: int, problems: list[Probl
 
 
 def check_slack_manifest(
-    m: dict[str, Any], *, command: str | None = None, speaker_profile: bool = False
+    m: dict[str, Any], *, command: str | None = None, speaker_email: bool = False
 ) -> list[Problem]:
     """Check structure, scopes against the enabled features, events and URLs."""
     p: list[Problem] = []
@@ -251,13 +255,13 @@ def check_slack_manifest(
         p.append(Problem("/oauth_config/scopes/bot", "must be a list of scope names",
                          "copy the list from manifests/slack/manifest.yaml"))
         scopes = []
-    needed = needed_slack_scopes(speaker_profile=speaker_profile)
+    needed = needed_slack_scopes(speaker_email=speaker_email)
     for scope, why in needed.items():
         if scope not in scopes:
             p.append(Problem("/oauth_config/scopes/bot", f"scope {scope} is missing (needed to "
                              f"{why})", f"add {scope}, push the manifest and reinstall the app"))
     for scope in scopes:
-        if scope not in needed and scope not in SLACK_PROFILE_SCOPES:
+        if scope not in needed and scope not in SLACK_EMAIL_SCOPES:
             p.append(Problem("/oauth_config/scopes/bot", f"scope {scope} is not used by "
                              "dify-bridge", "remove it (ask only for what the bot needs)",
                              "warning"))

@@ -24,8 +24,9 @@ from app.settings import Settings
 from tests.fakes.dify import FakeDify, Fault
 from tests.fakes.slack_manifest_api import BotToken, FakeSlackManifestApi
 
-ALL_SCOPES = ("app_mentions:read", "chat:write", "im:history", "channels:history",
-              "groups:history", "commands", "files:read", "files:write")
+ALL_SCOPES = ("app_mentions:read", "assistant:write", "chat:write", "im:history",
+              "mpim:history", "channels:history", "groups:history", "commands", "files:read",
+              "files:write", "users:read")
 APP_ID = "0b5c7a3e-1f2d-4c5b-9a8e-7d6c5b4a3f21"
 TENANT = "6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f"
 
@@ -292,11 +293,12 @@ async def test_missing_scope_names_the_feature_and_how_to_grant_it(
 
 async def test_extra_scopes_pass_but_are_listed(doctor: Doctor, slack: FakeSlackManifestApi
                                                 ) -> None:
-    slack.bot_tokens[os.environ["SLACK_BOT_TOKEN"]] = BotToken(scopes=(*ALL_SCOPES, "users:read"))
+    slack.bot_tokens[os.environ["SLACK_BOT_TOKEN"]] = BotToken(
+        scopes=(*ALL_SCOPES, "reactions:write"))
     code, lines, _ = await doctor()
     assert code == 0
-    assert lines["slack scopes"] == "OK slack scopes: all 8 needed scopes granted; not needed: " \
-        "users:read"
+    assert lines["slack scopes"] == "OK slack scopes: all 11 needed scopes granted; not needed: " \
+        "reactions:write"
 
 
 async def test_http_mode_without_signing_secret_fails(doctor: Doctor,

@@ -67,12 +67,20 @@ def test_committed_slack_manifest_is_the_default_the_tools_render() -> None:
 def test_shipped_slack_manifest_asks_only_for_the_scopes_the_features_need() -> None:
     m = load_manifest_file(SLACK_FILE)
     scopes = set(m["oauth_config"]["scopes"]["bot"])
-    assert scopes == {"app_mentions:read", "chat:write", "im:history", "channels:history",
-                      "groups:history", "commands", "files:read", "files:write"}
+    assert scopes == {"app_mentions:read", "assistant:write", "chat:write", "im:history",
+                      "mpim:history", "channels:history", "groups:history", "commands",
+                      "files:read", "files:write", "users:read", "users:read.email"}
     assert set(m["settings"]["event_subscriptions"]["bot_events"]) == {
-        "app_mention", "message.im", "message.channels", "message.groups"}
+        "app_mention", "message.im", "message.mpim", "message.channels", "message.groups"}
     # No reactions, no user scopes, no admin scopes.
     assert "user" not in m["oauth_config"]["scopes"]
+
+
+def test_manifest_scopes_equal_what_the_slack_oauth_install_asks_for() -> None:
+    from adapters.slack._adapter import BOT_SCOPES
+
+    m = load_manifest_file(SLACK_FILE)
+    assert sorted(m["oauth_config"]["scopes"]["bot"]) == sorted(BOT_SCOPES)
 
 
 def test_fresh_manifest_fails_the_check_until_a_public_url_is_given() -> None:
@@ -154,16 +162,19 @@ def test_each_slack_manifest_mistake_names_the_field_and_the_fix(
 
 def test_unneeded_scopes_are_a_warning_not_an_error() -> None:
     m = _good_slack()
-    m["oauth_config"]["scopes"]["bot"] += ["reactions:write", "users:read"]
+    m["oauth_config"]["scopes"]["bot"] += ["reactions:write"]
     problems = check_slack_manifest(m, command="/ask")
     assert pointers(problems) == set()
     assert [p.message for p in problems] == ["scope reactions:write is not used by dify-bridge"]
 
 
-def test_routes_that_pass_the_speakers_email_need_the_profile_scopes() -> None:
-    problems = check_slack_manifest(_good_slack(), command="/ask", speaker_profile=True)
-    assert {p.message.split(" (")[0] for p in problems} == {
-        "scope users:read is missing", "scope users:read.email is missing"}
+def test_routes_that_pass_the_speakers_email_need_the_email_scope() -> None:
+    m = _good_slack()
+    m["oauth_config"]["scopes"]["bot"].remove("users:read.email")
+    assert check_slack_manifest(m, command="/ask") == []
+    problems = check_slack_manifest(m, command="/ask", speaker_email=True)
+    assert [p.message for p in problems] == [
+        "scope users:read.email is missing (needed to speaker_email in a route's inputs)"]
 
 
 def test_malformed_manifest_file_is_a_config_error_with_the_line(tmp_path: Path) -> None:
