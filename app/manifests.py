@@ -36,7 +36,7 @@ APP_ID_PLACEHOLDER = "${{MICROSOFT_APP_ID}}"
 RSC_CHANNEL_MESSAGES = "ChannelMessage.Read.Group"
 
 # Bot scope -> the feature that needs it. Nothing else is requested (least privilege); the Slack
-# adapter's OAuth install asks for the same set (adapters/slack, BOT_SCOPES; a test keeps them equal).
+# adapter's OAuth install asks for the same set (BOT_SCOPES; a test keeps them equal).
 SLACK_SCOPES: dict[str, str] = {
     "app_mentions:read": "answer @mentions in channels",
     "assistant:write": "show the thinking status in DMs (assistant.threads.setStatus)",
