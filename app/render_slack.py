@@ -1,0 +1,184 @@
+"""Slack's dialect for the renderer in :mod:`app.render`: mrkdwn strings and the sources block.
+
+Slack mrkdwn has no escape for ``*``, ``_``, ``~`` or backticks, and formatting markers only take
+effect at word boundaries: ``これは*重要*です`` stays literal. We put a zero-width space (U+200B)
+between a marker and an adjacent non-space character so bold works inside CJK text and next to
+punctuation (the slackify-markdown approach). ``&``, ``<`` and ``>`` must be HTML-escaped
+everywhere, code included: https://docs.slack.dev/messaging/formatting-message-text#escaping
+Escaping ``<`` also means answer text can never produce ``<!channel>`` or ``<@U123>`` mentions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from app.model import Source
+
+ZWSP = "\u200b"
+# Private-use sentinels the walker leaves next to markers; `finish` turns them into ZWSP or nothing
+# once the neighbouring characters are known. Input text is scrubbed of them first.
+_OPEN = "\ue000"
+_CLOSE = "\ue001"
+_SENTINELS = str.maketrans("", "", _OPEN + _CLOSE)
+_MARKS = {"strong": "*", "em": "_", "s": "~"}
+_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", _OPEN: None, _CLOSE: None})
+_URL_ESCAPES = str.maketrans(
+    {"&": "&amp;", "<": "%3C", ">": "%3E", "|": "%7C", " ": "%20", _OPEN: None, _CLOSE: None}
+)
+_BULLETS = ("•", "◦", "▪")
+_SAFE_SCHEMES = ("http://", "https://", "mailto:")
+# Characters next to which a marker needs no ZWSP: whitespace and other markers (ZWSP between
+# `*` and `_` in `*_x_*` would split the pair).
+_NO_PAD = frozenset(" \t\n*_~" + ZWSP)
+SOURCES_TEXT_MAX = 2000
+_TITLE_MAX = 80
+
+
+def escape(text: str) -> str:
+    """Escape ``&``, ``<`` and ``>`` the way Slack requires in any message text."""
+    return text.translate(_ESCAPES)
+
+
+def safe_url(url: str) -> str | None:
+    """The URL ready for ``<url|text>``, or None for schemes Slack should not link."""
+    if not url.lower().startswith(_SAFE_SCHEMES):
+        return None
+    return url.translate(_URL_ESCAPES)
+
+
+class SlackDialect:
+    """Turns rendered pieces into Slack mrkdwn (see :class:`app.render.Dialect`)."""
+
+    softbreak = "\n"
+    hardbreak = "\n"
+    indent_verbatim = False  # spaces before ``` lines would end up inside the code block
+
+    def text(self, s: str) -> str:
+        return escape(s)
+
+    def code_inline(self, s: str) -> str:
+        if not s.strip():
+            return escape(s)
+        # No way to escape a backtick inside Slack code: use a look-alike (modifier grave accent).
+        return "`" + escape(s.replace("`", "\u02cb")) + "`"
+
+    def style(self, kind: str, inner: str, nested: bool) -> str:
+        mark = _MARKS[kind]
+        if nested or not inner.strip():
+            return inner
+        # Slack ignores `* bold*`: keep edge whitespace outside the markers.
+        core = inner.strip(" ")
+        lead = inner[: len(inner) - len(inner.lstrip(" "))]
+        trail = inner[len(inner.rstrip(" ")) :]
+        return f"{lead}{_OPEN}{mark}{core}{mark}{_CLOSE}{trail}"
+
+    def link(self, href: str, label: str, plain: str, autolink: bool) -> str:
+        url = safe_url(href)
+        if url is None:
+            return escape(plain)
+        if autolink or not plain.strip() or plain == href:
+            return f"<{url}>"
+        return f"<{url}|{escape(plain)}>"
+
+    def image(self, src: str, alt: str) -> str:
+        return self.link(src, alt, alt or "image", False)
+
+    def html(self, s: str) -> str:
+        return escape(s)
+
+    def heading(self, inner: str) -> str:
+        return self.style("strong", inner, False)
+
+    def code_block(self, content: str, info: str) -> list[str]:
+        del info  # Slack has no syntax highlighting; a language tag would show as code
+        body = escape(content.replace("```", "``" + ZWSP + "`")).rstrip("\n")
+        return ["```", *(body.split("\n") if body else [" "]), "```"]
+
+    def hr(self) -> str:
+        return "─" * 10
+
+    def bullet(self, depth: int) -> str:
+        return _BULLETS[depth % len(_BULLETS)]
+
+    def ordered(self, number: int) -> str:
+        return f"{number}."
+
+    def quote(self, lines: list[str]) -> list[str]:
+        # Slack has one quote level: a nested quote keeps its single marker.
+        return [ln if ln.startswith(">") else f"> {ln}" if ln else ">" for ln in lines]
+
+    def table_marker(self) -> str:
+        return "(see table below)"
+
+    def finish(self, out: str) -> str:
+        """Resolve marker sentinels: ZWSP only where a marker touches a word character."""
+        if _OPEN not in out and _CLOSE not in out:
+            return out
+        pieces: list[str] = []
+        n = len(out)
+        for i, ch in enumerate(out):
+            if ch == _OPEN:
+                prev = _prev_real(out, i)
+                if prev is not None and prev not in _NO_PAD:
+                    pieces.append(ZWSP)
+            elif ch == _CLOSE:
+                nxt = _next_real(out, i, n)
+                if nxt is not None and nxt not in _NO_PAD:
+                    pieces.append(ZWSP)
+            else:
+                pieces.append(ch)
+        return "".join(pieces)
+
+
+def _prev_real(s: str, i: int) -> str | None:
+    while i > 0:
+        i -= 1
+        if s[i] not in (_OPEN, _CLOSE):
+            return s[i]
+    return None
+
+
+def _next_real(s: str, i: int, n: int) -> str | None:
+    while i + 1 < n:
+        i += 1
+        if s[i] not in (_OPEN, _CLOSE):
+            return s[i]
+    return None
+
+
+def _short(title: str) -> str:
+    title = " ".join(title.split()) or "Untitled"
+    return title if len(title) <= _TITLE_MAX else title[: _TITLE_MAX - 1] + "…"
+
+
+def slack_sources_block(sources: Sequence[Source], *, max_items: int = 5) -> dict[str, Any]:
+    """A compact Block Kit ``context`` block: ``Sources: 1. <url|Title> · 2. Title``.
+
+    Dify often cites several chunks of one document: duplicates (same title and URL) are shown
+    once. Items beyond ``max_items`` become "+N more". The single mrkdwn element stays within
+    Slack's 2,000-character limit for context text. Raises ``ValueError`` for no sources.
+    """
+    if max_items < 1:
+        raise ValueError(f"max_items must be at least 1, got {max_items}")
+    seen: set[tuple[str, str]] = set()
+    unique: list[Source] = []
+    for src in sorted(sources, key=lambda s: s.position):
+        key = (" ".join(src.title.split()), src.url or "")
+        if key not in seen:
+            seen.add(key)
+            unique.append(src)
+    if not unique:
+        raise ValueError("no sources to show")
+    items: list[str] = []
+    for n, src in enumerate(unique[:max_items], 1):
+        label = escape(_short(src.title))
+        url = safe_url(src.url) if src.url else None
+        items.append(f"{n}. <{url}|{label}>" if url else f"{n}. {label}")
+    while True:
+        more = len(unique) - len(items)
+        text = "Sources: " + " · ".join(items) + (f" · +{more} more" if more else "")
+        if len(text) <= SOURCES_TEXT_MAX or len(items) == 1:
+            break
+        items.pop()
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:SOURCES_TEXT_MAX]}]}
