@@ -4,8 +4,9 @@ Each check yields one line, ``OK|FAIL|SKIP <check>: <detail> -> <fix hint>``, so
 at once what is wrong and what to do. Checks never print a secret (keys are masked) and every
 network call has a timeout, so the doctor cannot hang.
 
-``MICROSOFT_LOGIN_URL`` (default ``https://login.microsoftonline.com``) overrides the Entra ID
-login host used for the Teams token check; tests and sovereign clouds set it.
+``MICROSOFT_TOKEN_URL`` overrides the Entra ID token endpoint for the Teams check, exactly as it
+does for the Teams adapter (tests, sovereign clouds); by default it is
+``https://login.microsoftonline.com/<tenant or botframework.com>/oauth2/v2.0/token``.
 """
 
 from __future__ import annotations
@@ -369,8 +370,9 @@ async def check_teams(
         return Check("FAIL", "teams token", "SingleTenant bots need MICROSOFT_APP_TENANT_ID",
                      "set it to your Entra tenant id (or MICROSOFT_APP_TYPE=MultiTenant for "
                      "older multi-tenant bots)")
-    login = env.get("MICROSOFT_LOGIN_URL", DEFAULT_LOGIN_URL).rstrip("/")
-    url = f"{login}/{tenant or 'botframework.com'}/oauth2/v2.0/token"
+    url = (getattr(settings, "microsoft_token_url", None) or env.get("MICROSOFT_TOKEN_URL")
+           or f"{DEFAULT_LOGIN_URL}/{tenant or 'botframework.com'}/oauth2/v2.0/token")
+    login = urlunsplit(urlsplit(url)._replace(path="", query=""))
     form = {"grant_type": "client_credentials", "client_id": app_id,
             "client_secret": secret, "scope": BOT_FRAMEWORK_SCOPE}
     try:

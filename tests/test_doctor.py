@@ -119,7 +119,7 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_url: str,
         "MICROSOFT_APP_ID": APP_ID,
         "MICROSOFT_APP_PASSWORD": password,
         "MICROSOFT_APP_TENANT_ID": TENANT,
-        "MICROSOFT_LOGIN_URL": login.url,
+        "MICROSOFT_TOKEN_URL": f"{login.url}/{TENANT}/oauth2/v2.0/token",
     }.items():
         monkeypatch.setenv(k, v)
     yield monkeypatch
@@ -345,6 +345,7 @@ async def test_teams_app_in_another_tenant_and_missing_tenant(
     other = "11111111-2222-3333-4444-555555555555"
     login.tenants.add(other)
     env.setenv("MICROSOFT_APP_TENANT_ID", other)
+    env.setenv("MICROSOFT_TOKEN_URL", f"{login.url}/{other}/oauth2/v2.0/token")
     env.setenv("MICROSOFT_APP_ID", "99999999-8888-7777-6666-555555555555")
     _, lines, _ = await doctor()
     assert "AADSTS700016" in lines["teams token"]
