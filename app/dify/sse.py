@@ -36,6 +36,7 @@ from app.dify.events import (
 DEFAULT_MAX_EVENT_BYTES = 8 * 1024 * 1024
 
 _BOM = b"\xef\xbb\xbf"
+_json_decode = json.JSONDecoder().decode
 
 
 class SSEDecodeError(DifyProtocolError):
@@ -83,9 +84,21 @@ def _env(obj: dict[str, Any], ev: str) -> dict[str, Any]:
 
 
 def _delta(obj: dict[str, Any], ev: str) -> DifyEvent:
-    answer = obj.get("answer")
-    if isinstance(answer, str):
-        return TextDelta(answer=answer, **_env(obj, ev))
+    # The hot path (hundreds of these per answer): no helper calls, no **kwargs.
+    g = obj.get
+    answer = g("answer")
+    if answer.__class__ is str:
+        c, m, t, w = g("conversation_id"), g("message_id"), g("task_id"), g("workflow_run_id")
+        return TextDelta(
+            event=ev,
+            answer=answer,
+            conversation_id=c if c.__class__ is str else None,
+            message_id=m if m.__class__ is str else None,
+            task_id=t if t.__class__ is str else None,
+            workflow_run_id=w if w.__class__ is str else None,
+        )
+    if isinstance(answer, str):  # a str subclass: still text
+        return TextDelta(answer=str(answer), **_env(obj, ev))
     return Other(data=obj, **_env(obj, ev))
 
 
@@ -341,7 +354,8 @@ class SSEDecoder:
         payload = data[0] if len(data) == 1 else b"\n".join(data)
         data.clear()  # in place: _lines holds a reference to this list
         try:
-            obj = json.loads(payload)
+            # Same as json.loads(bytes) minus its encoding sniffing: Dify sends UTF-8.
+            obj = _json_decode(payload.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as e:
             raise DifyProtocolError(f"event data is not valid JSON ({e.__class__.__name__})") from e
         if not isinstance(obj, dict):
