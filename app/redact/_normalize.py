@@ -19,7 +19,7 @@ for _cp in (0x3000, 0x00A0, 0x202F, 0x205F, *range(0x2000, 0x200B)):
     _FOLD[_cp] = 0x20
 # Dashes people type between digit groups, including the katakana prolonged sound mark that
 # Japanese IMEs produce for "-" in phone numbers.
-for _cp in (0x2010, 0x2011, 0x2012, 0x2013, 0x2014, 0x2015, 0x2212, 0x30FC, 0xFF70, 0xFE63):
+for _cp in (0x2010, 0x2011, 0x2012, 0x2013, 0x2014, 0x2015, 0x2212, 0xFE63):
     _FOLD[_cp] = 0x2D
 # Thai digits ๐..๙.
 for _cp in range(0x0E50, 0x0E5A):
@@ -35,8 +35,16 @@ _NEEDS_FOLD = re.compile(
 )
 
 
+# The prolonged sound mark is a dash only between digits: elsewhere it is part of a word
+# (パスワード must stay a word the secret recognizer knows).
+_CHOON_DASH = re.compile("(?<=[0-9])[\u30fc\uff70](?=[0-9])")
+
+
 def fold(text: str) -> str:
     """Return ``text`` with full-width/look-alike characters mapped to ASCII, same length."""
     if text.isascii() or _NEEDS_FOLD.search(text) is None:
         return text
-    return text.translate(_FOLD)
+    folded = text.translate(_FOLD)
+    if "\u30fc" in folded or "\uff70" in folded:
+        folded = _CHOON_DASH.sub("-", folded)
+    return folded

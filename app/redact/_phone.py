@@ -9,7 +9,12 @@ in an order that follows the script around the number.
 
 from __future__ import annotations
 
-from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneNumber, is_valid_number_for_region
+from phonenumbers import (
+    COUNTRY_CODE_TO_REGION_CODE,
+    PhoneNumber,
+    is_valid_number,
+    is_valid_number_for_region,
+)
 
 # Regions with a "0" trunk prefix, and their country codes.
 _TRUNK_ZERO: dict[str, int] = {"JP": 81, "GB": 44, "DE": 49, "TH": 66, "CN": 86}
@@ -46,7 +51,7 @@ def valid_international(digits: str) -> bool:
             national = national[1:]
         main = regions[0]
         if cc == 1:
-            return _valid(1, national, "US") or _valid(1, national, "CA")
+            return valid_nanp(national)
         if _valid(cc, national, main):
             return True
         # Shared country codes (e.g. +7, +44 with GG/JE/IM) have more than one region.
@@ -71,7 +76,8 @@ def valid_nanp(digits: str) -> bool:
         digits = digits[1:]
     if len(digits) != 10 or digits[0] in "01":
         return False
-    return _valid(1, digits, "US") or _valid(1, digits, "CA")
+    # Any NANP country (US, CA, JM, DO, ...): the library checks the area code's region.
+    return bool(is_valid_number(PhoneNumber(country_code=1, national_number=int(digits))))
 
 
 def valid_cn_mobile(digits: str) -> bool:

@@ -71,13 +71,18 @@ _ASSIGN = re.compile(
     + _WEAK_WORDS
     + r"))[\"']?\s*(?P<op>[:=]|=>|->|\s(?:is|was)\s|は|是|คือ)\s*"
     r"(?:\"(?P<v1>[^\"\r\n]{1,256})\"|'(?P<v2>[^'\r\n]{1,256})'"
-    r"|(?P<v3>[^\s\"'`,;&<>()\[\]{}\u0080-\U0010ffff]{1,256}))"
+    r"|(?P<v3>(?-i:[^\s\"'`,;&<>()\[\]{}\u0080-\U0010ffff]){1,256}))"
 )
 _ASSIGN_GATE = re.compile(
     r"(?i)pass|pwd|secret|token|key|auth|credential|session|cookie|パスワード|暗証番号|密码|口令|รหัสผ่าน"
 )
 _NOT_A_VALUE = frozenset(
     [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "pwd",
         "null",
         "none",
         "nil",
@@ -103,6 +108,13 @@ _NOT_A_VALUE = frozenset(
 )
 
 
+# "${DB_PASSWORD}", "$TOKEN", "%PASSWORD%", "<your-password>", "{{secret}}", "=>": not values.
+_PLACEHOLDER_VALUE = re.compile(
+    r"\$\{?(?:[A-Z_][A-Z0-9_]*|[a-z_][a-z0-9_]*)\}?|%[A-Za-z_]+%|<[^>]*>?|\{\{?[^}]*\}?\}?|[=>:]+.*"
+)
+_DOTTED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
 def _looks_random(v: str) -> bool:
     has_digit = any(c.isdigit() for c in v)
     has_alpha = any(c.isalpha() for c in v)
@@ -118,12 +130,10 @@ def secrets(t: str) -> Iterator[Raw]:
         body = m.group("sk") or m.group("dify")
         if body is not None:
             tail = body.split("-", 1)[1]
-            # Random keys mix digits and letters; kebab-case identifiers do not.
-            if not (any(c.isdigit() for c in tail) and any(c.isalpha() for c in tail)):
-                continue
-            if m.group("sk") and not (
-                any(c.isupper() for c in tail) and any(c.islower() for c in tail)
-            ):
+            # Random keys mix cases and digits; kebab-case identifiers do not.
+            mixed_case = any(c.isupper() for c in tail) and any(c.islower() for c in tail)
+            has_digit = any(c.isdigit() for c in tail)
+            if not (mixed_case and (has_digit or m.group("dify"))):
                 continue
         yield ("SECRET", m.start(), m.end(), P_SECRET)
     if _ASSIGN_GATE.search(t) is None:
@@ -132,20 +142,32 @@ def secrets(t: str) -> Iterator[Raw]:
         v = m.group(1)
         if _looks_random(v) or len(v) >= 24:
             yield ("SECRET", m.start(1), m.end(1), P_SECRET)
-    for m in _ASSIGN.finditer(t):
-        name = "v1" if m.group("v1") is not None else "v2" if m.group("v2") is not None else "v3"
-        v = m.group(name)
-        start, end = m.start(name), m.end(name)
-        if v.lower() in _NOT_A_VALUE or v[0] in "$<{%" or len(set(v)) == 1:
-            continue
-        op = m.group("op").strip()
-        if m.group("weak") is not None or op in ("is", "was", "は", "是", "คือ"):
-            # Natural language ("the password is required") and weak words need a random value.
-            if not _looks_random(v) and not (op not in ("is", "was") and m.group("strong")):
-                continue
-        elif len(v) < 3:
-            continue
-        yield ("SECRET", start, end, P_SECRET - 1)
+    pos = 0
+    while (am := _ASSIGN.search(t, pos)) is not None:
+        name = "v1" if am.group("v1") is not None else "v2" if am.group("v2") is not None else "v3"
+        start, end = am.start(name), am.end(name)
+        # A rejected "value" may be the next key ("secret: password: hunter2"): search on from it.
+        pos = start if start > am.start() else am.end()
+        if _is_value(am, name, t[end : end + 8]):
+            yield ("SECRET", start, end, P_SECRET - 1)
+            pos = end
+
+
+def _is_value(m: re.Match[str], name: str, after: str) -> bool:
+    v = m.group(name)
+    if v.lower() in _NOT_A_VALUE or _PLACEHOLDER_VALUE.fullmatch(v) or len(set(v)) == 1:
+        return False
+    # Code, not a value: ``password = input()``, ``pwd = os.getcwd()``, ``secret: str``.
+    if name == "v3" and (after[:1] in ("(", "[") or _DOTTED_NAME.fullmatch(v) or v[-1] in ":="):
+        return False
+    # The "value" is the next key: "secret: db_password = ...".
+    if after.lstrip()[:1] in ("=", ":"):
+        return False
+    op = m.group("op").strip()
+    if m.group("weak") is not None or op in ("is", "was", "は", "是", "คือ"):
+        # Natural language ("the password is required") and weak words need a random value.
+        return _looks_random(v) or (op not in ("is", "was") and m.group("strong") is not None)
+    return len(v) >= 3
 
 
 # --------------------------------------------------------------------------- links, email
@@ -177,9 +199,10 @@ def emails(t: str) -> Iterator[Raw]:
         j = i
         while j > 0 and i - j < 64 and t[j - 1] in _LOCAL_CHARS:
             j -= 1
-        while j < i and t[j] in ".'`{|}":
+        while j < i and t[j] in "./'`{|}":
             j += 1
-        if j < i:
+        # "https://user@host" names an account on a host, not a mailbox.
+        if j < i and not t.endswith("//", 0, j):
             m = _DOMAIN.match(t, i + 1)
             if m is not None:
                 yield ("EMAIL", j, m.end(), P_EMAIL)
@@ -191,7 +214,7 @@ def emails(t: str) -> Iterator[Raw]:
 # --------------------------------------------------------------------------- IP addresses
 
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-_IPV4 = re.compile(rf"(?<![0-9A-Za-z.\-])(?:{_OCTET}\.){{3}}{_OCTET}(?![0-9]|\.[0-9A-Za-z])")
+_IPV4 = re.compile(rf"(?<![0-9A-Za-z.])(?:{_OCTET}\.){{3}}{_OCTET}(?![0-9]|\.[0-9A-Za-z])")
 _VERSIONISH = re.compile(
     r"(?i)(?:(?<![A-Za-z])(?:version|ver\.?|release|firmware|build|rev|v)|==|>=|<=|~=|@)\s*[:=]?\s*$"
 )
@@ -203,7 +226,10 @@ def ip_addresses(t: str) -> Iterator[Raw]:
     """IPv4 dotted quads (not version strings) and IPv6 addresses validated by ``ipaddress``."""
     if "." in t:
         for m in _IPV4.finditer(t):
-            if _VERSIONISH.search(t, max(0, m.start() - 12), m.start()):
+            a = m.start()
+            if a > 1 and t[a - 1] == "-" and _is_word(t[a - 2]):
+                continue
+            if _VERSIONISH.search(t, max(0, a - 12), a):
                 continue
             yield ("IP_ADDRESS", m.start(), m.end(), P_IP)
     if ":" not in t:
@@ -222,11 +248,17 @@ def ip_addresses(t: str) -> Iterator[Raw]:
         last_end = b
         while b > a and t[b - 1] in ".:" and not t[a:b].endswith("::"):
             b -= 1
+        # "ID：fe80::1" folds to "ID:fe80::1": a lone colon in front belongs to the sentence.
+        while a < b and t[a] in ".:" and not t.startswith("::", a):
+            a += 1
         if (a > 0 and _is_word(t[a - 1])) or (b < n and _is_word(t[b])):
             continue
         cand = t[a:b]
         groups = [g for g in cand.split(":") if g]
+        # "fe80::1" is an address; "arr[1::3]" is a slice.
         if len(groups) < 2 or not any(c.isdigit() for c in cand):
+            continue
+        if len(groups) == 2 and len(groups[0]) + len(groups[1]) < 5:
             continue
         try:
             ipaddress.IPv6Address(cand)
@@ -269,10 +301,13 @@ _GROUP = re.compile(r"\d+")
 _SEPS = str.maketrans("", "", " -./()+")
 _DATE = re.compile(r"(?:19|20)\d\d[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:19|20)\d\d")
 _NOT_PII_BEFORE = re.compile(
-    r"(?i)(?:order|invoice|ticket|tracking|shipment|parcel|booking|reservation|reference|ref|"
+    r"(?i)(?<![A-Za-z])(?:order|invoice|ticket|tracking|shipment|parcel|booking|reservation|reference|ref|"
     r"case|incident|build|issue|job|run|po|sku|item|product|serial|model|part|account no|"
-    r"注文|受注|発注|伝票|問い合わせ|予約|請求書|お問合せ|订单|单号|工单|快递|编号|เลขที่คำสั่งซื้อ)"
-    r"(?:\s*(?:no\.?|number|num|id|code|番号|号))?\s*[:#：=]?\s*#?\s*$"
+    r"注文|受注|発注|伝票|問い合わせ|予約|請求書|お問合せ|订单|单号|工单|快递|เลขที่คำสั่งซื้อ)"
+    r"(?:\s*(?:no\.?|number|num|id|code|番号|号))?[\"']?\s*[:#：=]?\s*[\"']?#?\s*$"
+    # Identifier-style keys in code and JSON: user_id, orderId, item_count, "size": ...
+    r"|[A-Za-z0-9](?-i:_id|Id|_no|_num|_count|Count|_size|Size|_bytes|_seq|_offset|_nonce)"
+    r"[\"']?\s*[:=]\s*[\"']?$"
 )
 _TIME_BEFORE = re.compile(
     r"(?i)(?:ts|time|timestamp|epoch|created|updated|modified|date|_at|millis|ms|seconds)"
@@ -283,8 +318,10 @@ _PHONE_WORDS = re.compile(
     r"電話|携帯|連絡|番号|电话|手机|联系|โทร|เบอร์|ติดต่อ"
 )
 _SSN_WORDS = re.compile(r"(?i)ssn|social security|社会保障")
-_TH_WORDS = re.compile(r"(?i)thai|thailand|บัตรประชาชน|เลขประจำตัว|ประชาชน|national id|citizen id")
-_JP_CORP_WORDS = re.compile(r"(?i)法人番号|corporate number|登録番号|invoice registration|適格")
+_TH_WORDS = re.compile(
+    r"(?i)thai|thailand|タイの|タイ国|泰国|บัตรประชาชน|เลขประจำตัว|ประชาชน|national id|citizen id"
+)
+_JP_CORP_WORDS = re.compile(r"(?i)法人|corporate|登録番号|invoice registration|適格|นิติบุคคล")
 _EXTENSION = re.compile(r"\s?(?:x|ext\.?|extension|内線)\s?\d{1,6}")
 _NANP_SHAPE = re.compile(r"(?:1[ \-.])?(?:\(\d{3}\)\s?|\d{3}[ \-.])\d{3}[ \-.]\d{4}")
 _KANA = re.compile("[\u3040-\u30ff]")
@@ -307,17 +344,35 @@ class _Ctx:
     def region_order(self) -> tuple[str, ...]:
         if self._order is None:
             t = self.t
+            # National formats are ambiguous across countries (DE accepts almost any length):
+            # in Japanese or Thai text only that country's numbering plan is tried.
             if _KANA.search(t):
-                first = "JP"
+                self._order = ("JP",)
             elif _THAI.search(t):
-                first = "TH"
+                self._order = ("TH",)
             elif _HAN.search(t):
-                first = "CN"
+                self._order = ("CN", "JP")
             else:
-                first = ""
-            order = _phone.DEFAULT_ORDER
-            self._order = (first, *(r for r in order if r != first)) if first else order
+                self._order = _phone.DEFAULT_ORDER
         return self._order
+
+
+def _th_or_corporate(digits: str, near: str, prev: str) -> str:
+    """Both check digits pass (about 1 in 9 of either kind): decide by context, then shape."""
+    if prev == "T" or _JP_CORP_WORDS.search(near):
+        return "JP_CORPORATE_NUMBER"
+    if _TH_WORDS.search(near) or _THAI.search(near):
+        return "TH_NATIONAL_ID"
+    # A corporate number's base is a registry office code (0xxx-4xxx) and a kind 01-05; most
+    # Thai ids start with 1 or 3 (the person's category).
+    corporate_shape = digits[1] in "01234" and digits[5:7] in ("01", "02", "03", "04", "05")
+    if corporate_shape and digits[1] == "0":
+        return "JP_CORPORATE_NUMBER"  # Thai province codes (digits 2-3) are 10-96
+    if not corporate_shape:
+        return "TH_NATIONAL_ID"
+    if digits[0] not in "13" or _KANA.search(near):
+        return "JP_CORPORATE_NUMBER"
+    return "TH_NATIONAL_ID"
 
 
 def _classify(ctx: _Ctx, a: int, b: int) -> Raw | None:
@@ -356,14 +411,7 @@ def _classify(ctx: _Ctx, a: int, b: int) -> Raw | None:
             kinds.append("JP_CORPORATE_NUMBER")
         if len(kinds) == 2:
             near = t[max(0, a - 40) : b + 20]
-            if (
-                prev == "T"
-                or _JP_CORP_WORDS.search(near)
-                or (_KANA.search(near) and not _TH_WORDS.search(near))
-            ):
-                kinds = ["JP_CORPORATE_NUMBER"]
-            else:
-                kinds = ["TH_NATIONAL_ID"]
+            kinds = [_th_or_corporate(digits, near, prev)]
         if kinds:
             start = a - 1 if prev == "T" and kinds[0] == "JP_CORPORATE_NUMBER" else a
             return (kinds[0], start, b, P_ID)
@@ -438,18 +486,22 @@ def numbers(t: str) -> Iterator[Raw]:
         if s.startswith("(") and ")" not in s:
             s, a = s[1:], a + 1
         prev = t[a - 1] if a > 0 else ""
-        if prev and ((_is_word(prev) and prev != "T") or prev == "#"):
-            continue
-        if prev == "T" and a > 1 and _is_word(t[a - 2]):
-            continue
+        glued = (_is_word(prev) and prev != "T") or prev == "#"
+        glued = glued or (prev == "T" and a > 1 and _is_word(t[a - 2]))
         # Part of a longer token: "ORD-2026-000123", a UUID's last group, "build.20261123".
-        if (
+        glued = glued or (
             prev in "-./:"
             and a > 1
             and _is_word(t[a - 2])
             and not (prev == ":" and t[a - 2].isalpha())
-        ):
-            continue
+        )
+        if glued:
+            # "...key6 230110198906239614": the first group belongs to the token, the rest not.
+            space = s.find(" ")
+            if space == -1 or b - (a + space + 1) < 8:
+                continue
+            a, s = a + space + 1, s[space + 1 :]
+            prev = " "
         if ctx is None:
             ctx = _Ctx(t)
         if prev != "T" and not s.startswith("+") and _NOT_PII_BEFORE.search(ctx.before(a, 32)):
