@@ -38,12 +38,17 @@ class SlackBot:
     """A running bridge with the Slack adapter, seen from Slack's side."""
 
     def __init__(self, service: Any, fake: FakeSlack, team: Team, dify: Any,
-                 http: aiohttp.ClientSession) -> None:
+                 http: aiohttp.ClientSession, dify_server: Any = None) -> None:
+        self.dify_server = dify_server
         self.service = service
         self.fake = fake
         self.team = team
         self.dify = dify
         self.http = http
+
+    def dify_requests(self) -> list[Any]:
+        """Requests the fake Dify received for this test's app."""
+        return [r for r in self.dify_server.requests if r.api_key == self.dify.api_key]
 
     @property
     def events_url(self) -> str:
@@ -130,7 +135,9 @@ async def fake_slack() -> AsyncIterator[FakeSlack]:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def slack_bot(make_service: Any, fake_slack: FakeSlack, dify_app: Any) -> AsyncIterator[MakeBot]:
+async def slack_bot(
+    make_service: Any, fake_slack: FakeSlack, fake_dify: Any, dify_app: Any
+) -> AsyncIterator[MakeBot]:
     """``await slack_bot(env=None, bridge_yaml=None)`` -> :class:`SlackBot` (bot-token mode)."""
     sessions: list[aiohttp.ClientSession] = []
 
@@ -147,7 +154,7 @@ async def slack_bot(make_service: Any, fake_slack: FakeSlack, dify_app: Any) -> 
         service = await make_service(full, bridge_yaml=bridge_yaml, adapters=["slack"])
         http = aiohttp.ClientSession()
         sessions.append(http)
-        return SlackBot(service, fake_slack, t, dify_app, http)
+        return SlackBot(service, fake_slack, t, dify_app, http, fake_dify)
 
     try:
         yield factory

@@ -120,6 +120,7 @@ class SlackAdapter:
         )
         self.handlers = SlackHandlers(
             bridge=ctx.bridge,
+            store=ctx.store,
             limits=self.limits,
             api_url=self._api_url,
             session=session,

@@ -126,6 +126,37 @@ def _fetcher(
     return fetch
 
 
+async def prefetch(attachments: tuple[Attachment, ...]) -> tuple[Attachment, ...]:
+    """Download every attachment now; raise :class:`UserFacingError` for the first refused one.
+
+    Runs after the ack, before the message is handed to the bridge, so a file the bot may not
+    read is answered in plain words instead of failing deep inside the pipeline.
+    """
+    out: list[Attachment] = []
+    for att in attachments:
+        if att.fetch is None:
+            continue
+        data = await att.fetch()
+        out.append(
+            Attachment(
+                name=att.name,
+                mime_type=att.mime_type,
+                size=len(data),
+                url=att.url,
+                is_audio=att.is_audio,
+                fetch=_cached(data),
+            )
+        )
+    return tuple(out)
+
+
+def _cached(data: bytes) -> Callable[[], Awaitable[bytes]]:
+    async def fetch() -> bytes:
+        return data
+
+    return fetch
+
+
 def _filename(f: OutFile, n: int) -> str:
     if f.name:
         return f.name[:200]

@@ -16,17 +16,19 @@ import structlog
 from slack_bolt.context.async_context import AsyncBoltContext
 
 from adapters.slack import _blocks as B
-from adapters.slack._files import attachments_from_event
+from adapters.slack._files import attachments_from_event, prefetch
 from adapters.slack._normalize import Ignore, classify, slack_to_plain, ts_to_time
 from adapters.slack._reply import ReplyOptions, ResponseUrlReply, SlackReply
 from adapters.slack._webapi import SlackApi, SlackCallError, make_client
 from app.errors import BridgeError, PlatformRateLimited, UserFacingError
 from app.model import IncomingMessage, Kind, PlatformLimits, Speaker, ThreadKey
+from app.pipeline import new_ref
 
 if TYPE_CHECKING:
     from app.metrics import Metrics
     from app.pipeline import Bridge
     from app.settings import Route
+    from app.store import RedisStore
 
 log = structlog.get_logger(__name__)
 
@@ -55,12 +57,14 @@ class SlackHandlers:
         self,
         *,
         bridge: Bridge,
+        store: RedisStore,
         limits: PlatformLimits,
         api_url: str,
         session: aiohttp.ClientSession,
         metrics: Metrics | None,
     ) -> None:
         self._bridge = bridge
+        self._store = store
         self._limits = limits
         self._api_url = api_url
         self._session = session
@@ -174,19 +178,47 @@ class SlackHandlers:
         speaker = await self._speaker(api, team, trig.user, route)
         history = await self._history(api, key, trig.ts, route)
         event_id = _s(body, "event_id") or f"{trig.channel}:{trig.ts}"
+        # One mention comes as app_mention *and* message: same channel+ts, different ids.
+        dedup_keys = (f"slack:{team}:{trig.channel}:{trig.ts}",)
+        attachments = attachments_from_event(trig.files, token=token, session=self._session)
+        if attachments:
+            try:
+                attachments = await prefetch(attachments)
+            except UserFacingError as e:
+                await self._refuse(api, key, (f"{PLATFORM}:{event_id}", *dedup_keys), e)
+                return
         msg = IncomingMessage(
             key=key,
             event_id=event_id,
             speaker=speaker,
             text=trig.text,
             kind=trig.kind,
-            attachments=attachments_from_event(trig.files, token=token, session=self._session),
-            # One mention comes as app_mention *and* message: same channel+ts, different ids.
-            dedup_keys=(f"slack:{team}:{trig.channel}:{trig.ts}",),
+            attachments=attachments,
+            dedup_keys=dedup_keys,
             received_at=ts_to_time(trig.ts),
             history=history,
         )
         self._bridge.submit(msg, self._reply(key, token, trig.user, route), self._limits)
+
+    async def _refuse(
+        self, api: SlackApi, key: ThreadKey, claim: tuple[str, ...], err: UserFacingError
+    ) -> None:
+        """Answer a message we cannot take (unreadable file) once, even if Slack redelivers it."""
+        # The same keys the bridge would claim: a retry of this event is dropped there too.
+        if not await self._store.claim(*claim):
+            return
+        ref = new_ref()
+        log.warning("slack.message_refused", kind=err.kind, ref=ref, thread=key.log_id)
+        try:
+            await api.call(
+                "chat.postMessage",
+                channel=key.channel,
+                thread_ts=key.thread,
+                text=B.fallback_text(err.user_message),
+                blocks=B.error_blocks(err.user_message, ref),
+            )
+        except BridgeError as e:
+            log.warning("slack.refusal_undeliverable", code=getattr(e, "code", "ratelimited"))
 
     async def on_other_event(self) -> None:
         """Events we subscribe to only indirectly (joins, edits, ...): acknowledged and dropped."""

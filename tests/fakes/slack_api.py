@@ -30,6 +30,7 @@ is ``invalid_blocks``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -566,6 +567,12 @@ class FakeSlack:
         auth = request.headers.get("Authorization", "")
         if auth.lower().startswith("bearer "):
             return auth[7:].strip()
+        if auth.lower().startswith("basic "):
+            # oauth.v2.access: client credentials as HTTP Basic auth.
+            with contextlib.suppress(ValueError):
+                cid, _, secret = base64.b64decode(auth[6:].strip()).decode().partition(":")
+                params.setdefault("client_id", cid)
+                params.setdefault("client_secret", secret)
         tok = params.pop("token", None)
         return tok if isinstance(tok, str) else None
 

@@ -1,0 +1,76 @@
+"""Files: what users attach reaches Dify; what Dify produces lands in the thread."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from tests.test_slack_support import CHANNEL, fake_slack, slack_bot  # noqa: F401 - fixtures
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+async def test_attached_image_is_downloaded_with_the_bot_token_and_sent_to_dify(slack_bot):
+    bot = await slack_bot()
+    f = bot.fake.host_file(bot.team, "chart.png", "image/png", PNG)
+    ev = bot.mention("what does this chart show?")
+    ev["files"] = [f.to_event()]
+    await bot.send(ev)
+    (answer,) = await bot.final(CHANNEL, ev["ts"])
+
+    assert "You said: what does this chart show?" in answer.visible_text()
+    (upload,) = bot.dify.uploads.values()
+    assert upload.data == PNG and upload.mime_type == "image/png"
+    chat = [r for r in bot.dify_requests() if r.path == "/chat-messages"][-1]
+    assert chat.json["files"] == [
+        {"type": "image", "transfer_method": "local_file", "upload_file_id": upload.id}
+    ]
+
+
+async def test_file_the_bot_may_not_read_gives_a_clear_message(slack_bot):
+    bot = await slack_bot()
+    other = bot.fake.add_team("T0OTHER")  # a file of another workspace: Slack serves a login page
+    f = bot.fake.host_file(other, "secret.pdf", "application/pdf", b"%PDF-1.7 ...")
+    ev = bot.mention("summarise this")
+    ev["files"] = [f.to_event()]
+    await bot.send(ev)
+    (msg,) = await bot.final(CHANNEL, ev["ts"])
+    text = msg.visible_text()
+    assert "couldn't download" in text and "secret.pdf" in text
+    assert "Reference: `" in msg.context_text()
+    assert not bot.dify.uploads
+
+
+async def test_unsupported_file_type_is_refused_in_plain_words(slack_bot):
+    bot = await slack_bot()
+    f = bot.fake.host_file(bot.team, "setup.exe", "application/x-msdownload", b"MZ" * 10)
+    ev = bot.mention("install this")
+    ev["files"] = [f.to_event()]
+    await bot.send(ev)
+    (msg,) = await bot.final(CHANNEL, ev["ts"])
+    assert "can't read files of type application/x-msdownload" in msg.visible_text()
+
+
+async def test_file_produced_by_dify_is_uploaded_into_the_thread(slack_bot):
+    bot = await slack_bot()
+    # Dify serves its tool files from its own host; a tiny server stands in for it.
+    app = web.Application()
+    app.router.add_get("/files/tools/plot.png", lambda r: web.Response(body=PNG, content_type="image/png"))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        bot.dify.message_files = [{"type": "image", "url": f"http://127.0.0.1:{port}/files/tools/plot.png"}]
+        ev = bot.mention("draw a plot")
+        await bot.send(ev)
+        await bot.final(CHANNEL, ev["ts"])
+        await bot.fake.wait_for(lambda: any(u.completed for u in bot.fake.uploads.values()))
+    finally:
+        await runner.cleanup()
+
+    (up,) = bot.fake.uploads.values()
+    assert up.data == PNG and up.name == "plot.png"
+    assert up.channel == CHANNEL and up.thread_ts == ev["ts"]
+    msgs = bot.fake.thread(CHANNEL, ev["ts"])
+    assert any(m.files == [up.id] for m in msgs), "the file shows in the thread"
