@@ -90,6 +90,13 @@ def needed_slack_scopes(*, speaker_email: bool = False) -> dict[str, str]:
     return {**SLACK_SCOPES, **(SLACK_EMAIL_SCOPES if speaker_email else {})}
 
 
+def slack_scopes_markdown() -> str:
+    """The scope table of the admin guide (a test keeps docs/admin.md equal to this)."""
+    rows = ["| Scope | Needed to |", "|---|---|"]
+    rows += [f"| `{k}` | {v} |" for k, v in {**SLACK_SCOPES, **SLACK_EMAIL_SCOPES}.items()]
+    return "\n".join(rows) + "\n"
+
+
 def default_slack_manifest(*, command: str = "/ask") -> dict[str, Any]:
     """The manifest ``manifests/slack/manifest.yaml`` holds (tests keep the two in step)."""
     url = "https://bridge.example.com" + SLACK_EVENTS_PATH

@@ -345,3 +345,28 @@ async def test_bad_environment_variable_is_named(run: Run, env: pytest.MonkeyPat
     code, _, err = await run("config", "check")
     assert code == 2
     assert "PORT" in err
+
+
+# ----------------------------------------------------------------------------- the admin guide
+
+
+def _between(text: str, name: str) -> str:
+    start = text.index(f"<!-- {name}:start")
+    start = text.index("-->", start) + len("-->\n")
+    return text[start : text.index(f"<!-- {name}:end -->")]
+
+
+def test_admin_guide_tables_are_generated_from_the_code_so_they_cannot_drift() -> None:
+    from app.manifests import slack_scopes_markdown
+    from app.settings_doc import markdown
+
+    guide = (ROOT / "docs/admin.md").read_text()
+    assert _between(guide, "settings-table") == markdown()
+    assert _between(guide, "slack-scopes") == slack_scopes_markdown()
+
+
+async def test_admin_guide_quotes_the_manifest_check_lines_it_promises(run: Run) -> None:
+    guide = (ROOT / "docs/admin.md").read_text()
+    _, out, _ = await run("manifest", "slack", "--check")
+    first = out.splitlines()[1]  # the request URL line
+    assert first in guide

@@ -31,6 +31,8 @@ APP_ID = "0b5c7a3e-1f2d-4c5b-9a8e-7d6c5b4a3f21"
 TENANT = "6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f"
 
 Doctor = Callable[..., Awaitable[tuple[int, dict[str, str], str]]]
+# The admin guide's troubleshooting section quotes doctor lines; they must stay true.
+ADMIN_GUIDE = (Path(__file__).resolve().parent.parent / "docs/admin.md").read_text()
 
 
 @dataclass
@@ -174,6 +176,7 @@ async def test_wrong_dify_key_fails_with_where_to_copy_it_from(
     assert lines["dify[default] key"] == (
         "FAIL dify[default] key: Dify rejected key app-…34 (unauthorized: Access token is "
         "invalid) -> copy the app's API key (Dify: app -> API Access) into DIFY_API_KEY")
+    assert lines["dify[default] key"] in ADMIN_GUIDE
     assert lines["dify[default] mode"].startswith("SKIP")
     assert lines["dify[default] inputs"].startswith("SKIP")
     assert lines["slack auth"].startswith("OK")  # one failure does not hide the rest
@@ -228,6 +231,8 @@ async def test_route_mode_and_unmapped_required_inputs_are_named_with_the_yaml_k
     assert code == 1
     assert lines["dify[hr] mode"] == ("FAIL dify[hr] mode: the app is 'advanced-chat' but the "
                                       "route says 'chat' -> set routes.0.dify.mode: advanced-chat")
+    assert lines["dify[hr] mode"] in ADMIN_GUIDE
+    assert lines["dify[hr] inputs"] in ADMIN_GUIDE
     assert lines["dify[hr] inputs"].startswith(
         "FAIL dify[hr] inputs: required input(s) region are not mapped: Dify rejects every "
         "question -> map them in routes.0.inputs (e.g. region: speaker_name)")
@@ -253,6 +258,7 @@ async def test_unpublished_chatflow_says_to_publish(doctor: Doctor, env: pytest.
         "FAIL dify[flow] inputs: GET /parameters answered HTTP 400 (app_unavailable: App "
         "unavailable, please check your app configurations.) -> publish the app in Dify "
         "(chatflow and workflow apps need a published version)")
+    assert lines["dify[flow] inputs"] in ADMIN_GUIDE
 
 
 async def test_bad_routing_file_fails_config_but_other_checks_still_run(
@@ -275,6 +281,7 @@ async def test_invalid_slack_token_says_which_token_to_copy(doctor: Doctor,
     assert lines["slack auth"] == ("FAIL slack auth: auth.test failed: invalid_auth -> "
                                    "SLACK_BOT_TOKEN is wrong: copy the Bot User OAuth Token "
                                    "(xoxb-...)")
+    assert lines["slack auth"] in ADMIN_GUIDE
     assert "slack scopes" not in lines
 
 
@@ -289,6 +296,7 @@ async def test_missing_scope_names_the_feature_and_how_to_grant_it(
         "FAIL slack scopes: the bot token lacks groups:history (continue threads in private "
         "channels without a new mention) -> add them to manifests/slack/manifest.yaml, run "
         "`dify-bridge manifest slack --push`, then reinstall the app to the workspace")
+    assert lines["slack scopes"] in ADMIN_GUIDE
 
 
 async def test_extra_scopes_pass_but_are_listed(doctor: Doctor, slack: FakeSlackManifestApi
@@ -307,6 +315,7 @@ async def test_http_mode_without_signing_secret_fails(doctor: Doctor,
     code, lines, _ = await doctor()
     assert code == 1
     assert "SLACK_SIGNING_SECRET is not set: every event would be rejected" in lines["slack events"]
+    assert lines["slack events"] in ADMIN_GUIDE
 
 
 async def test_socket_mode_app_token_is_checked(doctor: Doctor, env: pytest.MonkeyPatch,
@@ -324,6 +333,7 @@ async def test_socket_mode_app_token_is_checked(doctor: Doctor, env: pytest.Monk
     assert lines["slack events"].startswith(
         "FAIL slack events: Socket Mode: apps.connections.open failed: not_allowed_token_type "
         "-> SLACK_APP_TOKEN must be an app-level token (xapp-) with connections:write")
+    assert lines["slack events"] in ADMIN_GUIDE
 
 
 async def test_wrong_teams_secret_shows_entra_reason_and_fix(doctor: Doctor,
@@ -337,6 +347,7 @@ async def test_wrong_teams_secret_shows_entra_reason_and_fix(doctor: Doctor,
     assert "Trace ID" not in line
     assert line.endswith("-> the client secret is wrong: copy the secret's Value (not its ID) "
                          "into MICROSOFT_APP_PASSWORD")
+    assert line in ADMIN_GUIDE
 
 
 async def test_teams_app_in_another_tenant_and_missing_tenant(
@@ -356,6 +367,7 @@ async def test_teams_app_in_another_tenant_and_missing_tenant(
     assert code == 1
     assert lines["teams token"].startswith(
         "FAIL teams token: SingleTenant bots need MICROSOFT_APP_TENANT_ID")
+    assert lines["teams token"] in ADMIN_GUIDE
 
 
 async def test_platforms_not_configured_are_skipped_not_failed(
