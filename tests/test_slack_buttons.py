@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from tests.test_slack_support import (  # noqa: F401 - fixtures
-    CHANNEL,
-    SECRET,
-    fake_slack,
-    slack_bot,
-)
+from tests import test_slack_support as _support
+from tests.test_slack_support import CHANNEL, SECRET
+
+# Fixtures shared by the Slack tests (assigned, not imported, so tests may take them by name).
+fake_slack = _support.fake_slack
+slack_bot = _support.slack_bot
 
 
 def _button(msg, action_id):
@@ -47,8 +47,9 @@ async def test_clicking_a_suggested_question_asks_it_in_the_thread(slack_bot):
     assert (await bot.post(body, headers)).status == 200
 
     def answered() -> bool:
-        return any("You said: Who is on call?" in m.visible_text()
-                   for m in bot.answers(CHANNEL, ev["ts"]))
+        return any(
+            "You said: Who is on call?" in m.visible_text() for m in bot.answers(CHANNEL, ev["ts"])
+        )
 
     await bot.fake.wait_for(answered)
     await bot.final(CHANNEL, ev["ts"], count=3)

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from tests.test_slack_support import (  # noqa: F401 - fixtures
-    CHANNEL,
-    SECRET,
-    fake_slack,
-    payload,
-    slack_bot,
-)
+from tests import test_slack_support as _support
+from tests.test_slack_support import CHANNEL, SECRET, payload
+
+# Fixtures shared by the Slack tests (assigned, not imported, so tests may take them by name).
+fake_slack = _support.fake_slack
+slack_bot = _support.slack_bot
 
 
 def _command(bot, text: str, *, channel: str = CHANNEL) -> tuple[str, dict[str, str], str]:
     url = bot.fake.response_url()
-    fields = payload("slash_command", text=text, channel_id=channel, team_id=bot.team.id,
-                     response_url=url, trigger_id=f"trig-{text[:8]}-{channel}")
+    fields = payload(
+        "slash_command",
+        text=text,
+        channel_id=channel,
+        team_id=bot.team.id,
+        response_url=url,
+        trigger_id=f"trig-{text[:8]}-{channel}",
+    )
     body, headers = bot.fake.form(fields, secret=SECRET)
     return body, headers, url
 

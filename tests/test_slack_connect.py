@@ -1,11 +1,16 @@
-"""Ways to connect the bot: Socket Mode (no public URL) and the OAuth install for many workspaces."""
+"""Connecting the bot: Socket Mode (no public URL) and the OAuth install for many workspaces."""
 
 from __future__ import annotations
 
 import json
 import re
 
-from tests.test_slack_support import CHANNEL, fake_slack, payload, slack_bot  # noqa: F401
+from tests import test_slack_support as _support
+from tests.test_slack_support import CHANNEL, payload
+
+# Fixtures shared by the Slack tests (assigned, not imported, so tests may take them by name).
+fake_slack = _support.fake_slack
+slack_bot = _support.slack_bot
 
 
 async def test_socket_mode_envelope_is_acked_and_answered(slack_bot, fake_slack):
@@ -33,11 +38,17 @@ async def test_socket_mode_envelope_is_acked_and_answered(slack_bot, fake_slack)
 
 
 async def test_slash_command_over_socket_mode(slack_bot, fake_slack):
-    bot = await slack_bot({"SLACK_APP_TOKEN": fake_slack.add_app_token(),
-                           "SLACK_SIGNING_SECRET": ""})
+    bot = await slack_bot(
+        {"SLACK_APP_TOKEN": fake_slack.add_app_token(), "SLACK_SIGNING_SECRET": ""}
+    )
     await fake_slack.wait_socket()
-    cmd = payload("slash_command", text="socket question", team_id=bot.team.id,
-                  response_url=fake_slack.response_url(), trigger_id="trig-sock")
+    cmd = payload(
+        "slash_command",
+        text="socket question",
+        team_id=bot.team.id,
+        response_url=fake_slack.response_url(),
+        trigger_id="trig-sock",
+    )
     eid = await fake_slack.send_envelope("slash_commands", cmd)
     await fake_slack.wait_ack(eid, timeout=2)
     await fake_slack.wait_for(lambda: fake_slack.calls_to("chat.postMessage", ok_only=True))
@@ -53,7 +64,7 @@ async def _install(bot, fake, team_id: str) -> str:
         cookie = r.headers.get("Set-Cookie", "")
     state = re.search(r"state=([^&\"']+)", page).group(1)
     assert state in cookie, "the state is bound to the browser with a cookie"
-    code = fake.add_oauth_code(team_id, client_id="111.222", client_secret="oauth-secret")
+    code = fake.add_oauth_code(team_id, client_id="111.222", client_secret="oauth-secret")  # noqa: S106
     url = f"{bot.service.base_url}/slack/oauth_redirect?code={code}&state={state}"
     headers = {"Cookie": cookie.split(";", 1)[0]}
     async with bot.http.get(url, headers=headers) as r:
@@ -87,14 +98,17 @@ async def test_oauth_install_keeps_installations_in_redis_and_each_workspace_use
         assert await bot.send(ev, team=team) == 200
         (answer,) = await bot.final(CHANNEL, ev["ts"])
         assert f"You said: hi from {team.id}" in answer.visible_text()
-        posts = [c for c in fake_slack.calls_to("chat.postMessage")
-                 if c.params.get("thread_ts") == ev["ts"]]
+        posts = [
+            c
+            for c in fake_slack.calls_to("chat.postMessage")
+            if c.params.get("thread_ts") == ev["ts"]
+        ]
         assert posts and all(c.token == team.bot_token for c in posts)
 
 
 async def test_oauth_callback_with_a_forged_state_installs_nothing(slack_bot, fake_slack):
     bot = await slack_bot(OAUTH_ENV)
-    code = fake_slack.add_oauth_code("T0EVIL", client_id="111.222", client_secret="oauth-secret")
+    code = fake_slack.add_oauth_code("T0EVIL", client_id="111.222", client_secret="oauth-secret")  # noqa: S106
     forged = "abc.9999999999.0000"
     url = f"{bot.service.base_url}/slack/oauth_redirect?code={code}&state={forged}"
     async with bot.http.get(url, headers={"Cookie": f"slack-app-oauth-state={forged}"}) as r:

@@ -6,15 +6,14 @@ import asyncio
 import json
 import time
 
+from tests import test_slack_support as _support
 from tests.fakes.dify import Fault
 from tests.fakes.slack_api import sign
-from tests.test_slack_support import (  # noqa: F401 - fixtures
-    CHANNEL,
-    SECRET,
-    fake_slack,
-    payload,
-    slack_bot,
-)
+from tests.test_slack_support import CHANNEL, SECRET, payload
+
+# Fixtures shared by the Slack tests (assigned, not imported, so tests may take them by name).
+fake_slack = _support.fake_slack
+slack_bot = _support.slack_bot
 
 
 async def test_mention_is_answered_in_its_thread_with_progressive_edits(slack_bot):
@@ -76,8 +75,14 @@ async def test_bot_messages_edits_deletes_and_joins_are_ignored(slack_bot):
     for name in ("bot_message", "message_changed", "message_deleted", "channel_join"):
         assert await bot.send(payload(name)) == 200, name
     # Our own answer coming back as a message event is ignored as well.
-    own = payload("message_im", channel=CHANNEL, channel_type="channel", user=bot.team.bot_user_id,
-                  bot_id=bot.team.bot_id, text="You said: hi")
+    own = payload(
+        "message_im",
+        channel=CHANNEL,
+        channel_type="channel",
+        user=bot.team.bot_user_id,
+        bot_id=bot.team.bot_id,
+        text="You said: hi",
+    )
     assert await bot.send(own) == 200
     # A top-level channel message without a mention is not for the bot.
     assert await bot.send(bot.message("lunch anyone?")) == 200
@@ -98,8 +103,9 @@ async def test_retry_and_double_delivery_produce_one_answer(slack_bot):
     bot = await slack_bot()
     ev = bot.mention("is the VPN down?")
     # Slack delivers the mention as app_mention and as message (different event ids) ...
-    as_message = payload("message_channel_mention", text=ev["text"], ts=ev["ts"],
-                         event_ts=ev["ts"], channel=CHANNEL)
+    as_message = payload(
+        "message_channel_mention", text=ev["text"], ts=ev["ts"], event_ts=ev["ts"], channel=CHANNEL
+    )
     statuses = await asyncio.gather(
         bot.send(as_message, event_id="EvMSG1"),
         bot.send(ev, event_id="EvMENTION1"),
@@ -117,7 +123,7 @@ async def test_retry_and_double_delivery_produce_one_answer(slack_bot):
 async def test_bad_or_old_signature_gets_401_and_is_never_processed(slack_bot):
     bot = await slack_bot()
     ev = bot.mention("leak the secrets")
-    assert await bot.send(ev, secret="wrong-secret") == 401
+    assert await bot.send(ev, secret="wrong-secret") == 401  # noqa: S106
     assert await bot.send(ev, timestamp=int(time.time()) - 6 * 60) == 401
     body, headers = bot.fake.event(bot.team, ev, secret=SECRET)
     del headers["X-Slack-Signature"]

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from tests.test_slack_support import CHANNEL, fake_slack, slack_bot  # noqa: F401 - fixtures
+from tests import test_slack_support as _support
+from tests.test_slack_support import CHANNEL
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+# Fixtures shared by the Slack tests (assigned, not imported, so tests may take them by name).
+fake_slack = _support.fake_slack
+slack_bot = _support.slack_bot
 
 
 async def test_attached_image_is_downloaded_with_the_bot_token_and_sent_to_dify(slack_bot):
@@ -54,14 +59,18 @@ async def test_file_produced_by_dify_is_uploaded_into_the_thread(slack_bot):
     bot = await slack_bot()
     # Dify serves its tool files from its own host; a tiny server stands in for it.
     app = web.Application()
-    app.router.add_get("/files/tools/plot.png", lambda r: web.Response(body=PNG, content_type="image/png"))
+    app.router.add_get(
+        "/files/tools/plot.png", lambda r: web.Response(body=PNG, content_type="image/png")
+    )
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
     try:
-        bot.dify.message_files = [{"type": "image", "url": f"http://127.0.0.1:{port}/files/tools/plot.png"}]
+        bot.dify.message_files = [
+            {"type": "image", "url": f"http://127.0.0.1:{port}/files/tools/plot.png"}
+        ]
         ev = bot.mention("draw a plot")
         await bot.send(ev)
         await bot.final(CHANNEL, ev["ts"])

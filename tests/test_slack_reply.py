@@ -1,9 +1,14 @@
-"""How answers appear in Slack when Slack or Dify misbehave: 429s, deleted messages, errors, size."""
+"""How answers look when Slack or Dify misbehave: 429s, deleted messages, errors, size."""
 
 from __future__ import annotations
 
+from tests import test_slack_support as _support
 from tests.fakes.dify import Fault
-from tests.test_slack_support import CHANNEL, fake_slack, slack_bot  # noqa: F401 - fixtures
+from tests.test_slack_support import CHANNEL
+
+# Fixtures shared by the Slack tests (assigned, not imported, so tests may take them by name).
+fake_slack = _support.fake_slack
+slack_bot = _support.slack_bot
 
 
 async def test_rate_limited_edit_slows_down_and_the_final_text_still_lands(slack_bot):
@@ -85,11 +90,13 @@ async def test_dify_error_shows_a_readable_message_with_a_reference(slack_bot):
 
 
 async def test_answer_streams_natively_when_the_route_enables_it(slack_bot):
-    bot = await slack_bot(bridge_yaml="""
+    bot = await slack_bot(
+        bridge_yaml="""
 routes:
   - name: native
     native_streaming: true
-""")
+"""
+    )
     bot.dify.answer = "Native " + "stream " * 30 + "done."
     bot.dify.chunk_size = 12
     bot.dify.chunk_delay = 0.05
@@ -109,11 +116,13 @@ routes:
 
 
 async def test_expired_native_stream_falls_back_to_edits(slack_bot):
-    bot = await slack_bot(bridge_yaml="""
+    bot = await slack_bot(
+        bridge_yaml="""
 routes:
   - name: native
     native_streaming: true
-""")
+"""
+    )
     bot.dify.answer = "Slow " + "words " * 40 + "end."
     bot.dify.chunk_size = 10
     bot.dify.chunk_delay = 0.06

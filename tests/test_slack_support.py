@@ -20,7 +20,7 @@ import pytest_asyncio
 
 from tests.fakes.slack_api import FakeSlack, Message, Team
 
-SECRET = "test-signing-secret-0123456789"
+SECRET = "test-signing-secret-0123456789"  # noqa: S105 - test value
 PAYLOADS = Path(__file__).parent / "payloads" / "slack"
 CHANNEL = "C0GENERAL"
 USER = "U0USER"
@@ -37,8 +37,15 @@ def payload(name: str, **overrides: Any) -> dict[str, Any]:
 class SlackBot:
     """A running bridge with the Slack adapter, seen from Slack's side."""
 
-    def __init__(self, service: Any, fake: FakeSlack, team: Team, dify: Any,
-                 http: aiohttp.ClientSession, dify_server: Any = None) -> None:
+    def __init__(
+        self,
+        service: Any,
+        fake: FakeSlack,
+        team: Team,
+        dify: Any,
+        http: aiohttp.ClientSession,
+        dify_server: Any = None,
+    ) -> None:
         self.dify_server = dify_server
         self.service = service
         self.fake = fake
@@ -59,31 +66,73 @@ class SlackBot:
             await r.read()
             return r
 
-    async def send(self, event: dict[str, Any], *, event_id: str | None = None,
-                   retry_num: int | None = None, team: Team | None = None,
-                   secret: str = SECRET, timestamp: int | None = None) -> int:
-        body, headers = self.fake.event(team or self.team, event, secret=secret,
-                                        event_id=event_id, retry_num=retry_num,
-                                        timestamp=timestamp)
+    async def send(
+        self,
+        event: dict[str, Any],
+        *,
+        event_id: str | None = None,
+        retry_num: int | None = None,
+        team: Team | None = None,
+        secret: str = SECRET,
+        timestamp: int | None = None,
+    ) -> int:
+        body, headers = self.fake.event(
+            team or self.team,
+            event,
+            secret=secret,
+            event_id=event_id,
+            retry_num=retry_num,
+            timestamp=timestamp,
+        )
         return (await self.post(body, headers)).status
 
-    def mention(self, text: str, *, channel: str = CHANNEL, user: str = USER,
-                thread_ts: str | None = None, team: Team | None = None) -> dict[str, Any]:
+    def mention(
+        self,
+        text: str,
+        *,
+        channel: str = CHANNEL,
+        user: str = USER,
+        thread_ts: str | None = None,
+        team: Team | None = None,
+    ) -> dict[str, Any]:
         """A person writes ``@bot text``: the message exists in Slack, the event is returned."""
         t = team or self.team
-        m = self.fake.user_message(t, channel, f"<@{t.bot_user_id}> {text}", user=user,
-                                   thread_ts=thread_ts)
-        ev = payload("app_mention", text=m.text, user=user, ts=m.ts, event_ts=m.ts,
-                     channel=channel, team=t.id)
+        m = self.fake.user_message(
+            t, channel, f"<@{t.bot_user_id}> {text}", user=user, thread_ts=thread_ts
+        )
+        ev = payload(
+            "app_mention",
+            text=m.text,
+            user=user,
+            ts=m.ts,
+            event_ts=m.ts,
+            channel=channel,
+            team=t.id,
+        )
         if thread_ts:
             ev["thread_ts"] = thread_ts
         return ev
 
-    def message(self, text: str, *, channel: str = CHANNEL, user: str = USER,
-                thread_ts: str | None = None, channel_type: str = "channel") -> dict[str, Any]:
+    def message(
+        self,
+        text: str,
+        *,
+        channel: str = CHANNEL,
+        user: str = USER,
+        thread_ts: str | None = None,
+        channel_type: str = "channel",
+    ) -> dict[str, Any]:
         m = self.fake.user_message(self.team, channel, text, user=user, thread_ts=thread_ts)
-        ev = payload("message_im", text=text, user=user, ts=m.ts, event_ts=m.ts,
-                     channel=channel, team=self.team.id, channel_type=channel_type)
+        ev = payload(
+            "message_im",
+            text=text,
+            user=user,
+            ts=m.ts,
+            event_ts=m.ts,
+            channel=channel,
+            team=self.team.id,
+            channel_type=channel_type,
+        )
         if thread_ts:
             ev["thread_ts"] = thread_ts
         return ev
@@ -100,8 +149,14 @@ class SlackBot:
                 raise TimeoutError("answers still running")
             await asyncio.sleep(0.02)
 
-    async def final(self, channel: str, thread_ts: str, *, count: int = 1,
-                    timeout: float = 10.0) -> list[Message]:  # noqa: ASYNC109
+    async def final(
+        self,
+        channel: str,
+        thread_ts: str,
+        *,
+        count: int = 1,
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> list[Message]:
         """Wait for ``count`` finished bot messages in the thread (no Stop button left)."""
 
         def done() -> bool:
@@ -141,8 +196,12 @@ async def slack_bot(
     """``await slack_bot(env=None, bridge_yaml=None)`` -> :class:`SlackBot` (bot-token mode)."""
     sessions: list[aiohttp.ClientSession] = []
 
-    async def factory(env: dict[str, str] | None = None, *, bridge_yaml: str | None = None,
-                      team: Team | None = None) -> SlackBot:
+    async def factory(
+        env: dict[str, str] | None = None,
+        *,
+        bridge_yaml: str | None = None,
+        team: Team | None = None,
+    ) -> SlackBot:
         t = team or fake_slack.teams.get("T0001") or fake_slack.add_team("T0001")
         full = {
             "SLACK_BOT_TOKEN": t.bot_token,

@@ -103,8 +103,10 @@ class SlackAdapter:
             )
         else:
             self._single = SingleTeamAuthorize(
-                SlackApi(make_client(token=bot_token, base_url=self._api_url, session=session),
-                         ctx.metrics)
+                SlackApi(
+                    make_client(token=bot_token, base_url=self._api_url, session=session),
+                    ctx.metrics,
+                )
             )
             authorize = self._single
         self.bolt = AsyncApp(
@@ -199,19 +201,25 @@ class SlackAdapter:
 
     async def _install(self, request: web.Request) -> web.StreamResponse:
         assert self.oauth_flow is not None
-        bolt_req = AsyncBoltRequest(body="", query=request.query_string, headers=dict(request.headers))
+        bolt_req = AsyncBoltRequest(
+            body="", query=request.query_string, headers=dict(request.headers)
+        )
         return await to_aiohttp_response(await self.oauth_flow.handle_installation(bolt_req))
 
     async def _oauth_redirect(self, request: web.Request) -> web.StreamResponse:
         assert self.oauth_flow is not None
-        bolt_req = AsyncBoltRequest(body="", query=request.query_string, headers=dict(request.headers))
+        bolt_req = AsyncBoltRequest(
+            body="", query=request.query_string, headers=dict(request.headers)
+        )
         return await to_aiohttp_response(await self.oauth_flow.handle_callback(bolt_req))
 
 
 def create(ctx: AdapterContext) -> SlackAdapter | None:
     """Build the Slack adapter, or return None (after one log line) when it is not configured."""
     s = ctx.settings
-    oauth = bool(s.slack_client_id and s.secret("slack_client_secret") and s.secret("slack_state_secret"))
+    oauth = bool(
+        s.slack_client_id and s.secret("slack_client_secret") and s.secret("slack_state_secret")
+    )
     partial_oauth = bool(s.slack_client_id or s.secret("slack_client_secret")) and not oauth
     if not (s.secret("slack_bot_token") or oauth):
         if partial_oauth:

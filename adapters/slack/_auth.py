@@ -1,4 +1,4 @@
-"""Who we are in each workspace: bolt's ``authorize`` step, the Redis installation store, OAuth state.
+"""Who we are in each workspace: bolt's ``authorize``, the Redis installation store, OAuth state.
 
 Bolt runs ``authorize`` before the ack. It must not make a Web API call or a Redis round trip on
 every request, so both implementations here answer from memory after the first time:
@@ -62,7 +62,9 @@ class RedisInstallationStore(AsyncInstallationStore):
         )
         await self._redis.set(self._key("inst", who), json.dumps(installation.__dict__))
         await self.async_save_bot(installation.to_bot())
-        log.info("slack.installed", team=installation.team_id, enterprise=installation.enterprise_id)
+        log.info(
+            "slack.installed", team=installation.team_id, enterprise=installation.enterprise_id
+        )
 
     async def async_save_bot(self, bot: Bot) -> None:
         who = _who(bot.enterprise_id, bot.team_id, bot.is_enterprise_install)
@@ -75,7 +77,9 @@ class RedisInstallationStore(AsyncInstallationStore):
         team_id: str | None,
         is_enterprise_install: bool | None = False,
     ) -> Bot | None:
-        raw = await self._redis.get(self._key("bot", _who(enterprise_id, team_id, is_enterprise_install)))
+        raw = await self._redis.get(
+            self._key("bot", _who(enterprise_id, team_id, is_enterprise_install))
+        )
         if raw is None:
             return None
         try:
@@ -115,7 +119,7 @@ class RedisInstallationStore(AsyncInstallationStore):
 
 
 class SignedStateStore(AsyncOAuthStateStore):
-    """OAuth ``state``: signed with ``SLACK_STATE_SECRET``, expiring, and usable once (Redis SET NX).
+    """OAuth ``state``: signed with ``SLACK_STATE_SECRET``, expiring, usable once (Redis SET NX).
 
     The signature lets any replica check a state another replica issued; the Redis claim stops a
     replayed callback.
@@ -152,7 +156,7 @@ class SignedStateStore(AsyncOAuthStateStore):
 
 
 class SingleTeamAuthorize(AsyncAuthorize):
-    """``SLACK_BOT_TOKEN`` mode: ``auth.test`` once, then every request is authorized from memory."""
+    """``SLACK_BOT_TOKEN`` mode: ``auth.test`` once, then each request is authorized from memory."""
 
     def __init__(self, api: SlackApi) -> None:
         self._api = api

@@ -1,4 +1,4 @@
-"""Files both ways: user attachments downloaded with the bot token, Dify's files uploaded to a thread.
+"""Files both ways: attachments downloaded with the bot token, Dify's files uploaded to a thread.
 
 Slack answers a file download made without the ``files:read`` scope with **200 and an HTML login
 page**, so the content type of the response is checked, not only the status.
@@ -106,7 +106,9 @@ def _fetcher(
                 url, headers=headers, timeout=aiohttp.ClientTimeout(total=60)
             ) as resp:
                 ctype = resp.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
-                if resp.status != 200 or (ctype == "text/html" and not mime.startswith("text/html")):
+                if resp.status != 200 or (
+                    ctype == "text/html" and not mime.startswith("text/html")
+                ):
                     log.warning("slack.file_download_refused", status=resp.status, ctype=ctype)
                     raise UserFacingError(
                         f"I couldn't download “{name}” from Slack. The app may be missing the "

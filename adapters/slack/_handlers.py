@@ -41,7 +41,7 @@ Ack = Callable[..., Awaitable[Any]]
 
 
 def _s(d: Any, *path: str) -> str:
-    """A string found under ``path`` in nested dicts, or ``""`` (payloads are validated, not trusted)."""
+    """The string under ``path`` in nested dicts, or ``""`` (payloads are checked, not trusted)."""
     cur = d
     for p in path:
         if not isinstance(cur, dict):

@@ -7,7 +7,6 @@ assistant can read, and drop the mention of the bot itself.
 
 from __future__ import annotations
 
-import html
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -54,8 +53,8 @@ def _token_to_text(body: str, bot_user_id: str | None) -> str:
 def slack_to_plain(text: str, *, bot_user_id: str | None = None) -> str:
     """Convert Slack markup to plain text and remove the bot's own mention.
 
-    >>> slack_to_plain("<@UBOT> see <https://x.io|docs> in <#C1|general> &amp; ask <@U2|ann>", bot_user_id="UBOT")
-    'see docs (https://x.io) in #general & ask @ann'
+    >>> slack_to_plain("<@UBOT> see <https://x.io|docs> &amp; ask <@U2|ann>", bot_user_id="UBOT")
+    'see docs (https://x.io) & ask @ann'
     """
     out = _TOKEN.sub(lambda m: _token_to_text(m.group(1), bot_user_id), text)
     out = _unescape(out)
@@ -109,7 +108,8 @@ def classify(
     subtype = _str(event, "subtype")
     if subtype not in _ANSWERED_SUBTYPES:
         return Ignore(f"subtype:{subtype}")
-    if event.get("bot_id") or event.get("bot_profile") or (bot_id and event.get("bot_id") == bot_id):
+    # Any bot, ourselves included: bots answering bots loop forever.
+    if event.get("bot_id") or event.get("bot_profile"):
         return Ignore("bot_message")
     user = _str(event, "user")
     if not user or (bot_user_id and user == bot_user_id):

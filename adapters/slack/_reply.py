@@ -87,11 +87,10 @@ class SlackReply:
     # ---------------------------------------------------------------- Reply protocol
 
     async def start(self, placeholder: str) -> None:
-        if self._native:
-            if await self._set_status(placeholder):
-                self._status_task = asyncio.create_task(self._refresh_status(placeholder))
-                return
-            # No assistant status here: show a placeholder message, stream into it later.
+        if self._native and await self._set_status(placeholder):
+            self._status_task = asyncio.create_task(self._refresh_status(placeholder))
+            return
+        # No assistant status here: a placeholder message, grown with edits.
         await self._sync([(B.fallback_text(placeholder), self._streaming_blocks("", placeholder))])
 
     async def update(self, text: str, *, status: str | None = None) -> None:
@@ -99,8 +98,9 @@ class SlackReply:
             return
         parts = B.split(text) if text.strip() else [""]
         payloads = [(B.fallback_text(p), B.answer_blocks(p)) for p in parts[:-1]]
-        payloads.append((B.fallback_text(parts[-1] or status or "…"),
-                         self._streaming_blocks(parts[-1], status)))
+        payloads.append(
+            (B.fallback_text(parts[-1] or status or "…"), self._streaming_blocks(parts[-1], status))
+        )
         await self._sync(payloads)
 
     async def finish(self, text: str, extras: ReplyExtras) -> None:
@@ -170,7 +170,11 @@ class SlackReply:
                     continue
                 try:
                     await self._api.call(
-                        "chat.update", channel=self._channel, ts=self._ts[i], text=text, blocks=blocks
+                        "chat.update",
+                        channel=self._channel,
+                        ts=self._ts[i],
+                        text=text,
+                        blocks=blocks,
                     )
                 except SlackCallError as e:
                     if e.code not in _GONE:
@@ -216,10 +220,14 @@ class SlackReply:
 
     def _recipient(self) -> dict[str, str]:
         # Required in channels (missing_recipient_* otherwise); DMs do without.
-        return {} if self._is_dm else {
-            "recipient_user_id": self._user,
-            "recipient_team_id": self._team,
-        }
+        return (
+            {}
+            if self._is_dm
+            else {
+                "recipient_user_id": self._user,
+                "recipient_team_id": self._team,
+            }
+        )
 
     async def _stream_update(self, text: str) -> bool:
         """Show ``text`` through the native stream; False means "use edits instead"."""
@@ -248,7 +256,9 @@ class SlackReply:
             delta = text[len(self._streamed) :]
             if delta:
                 await self._api.call(
-                    "chat.appendStream", channel=self._channel, ts=self._stream_ts,
+                    "chat.appendStream",
+                    channel=self._channel,
+                    ts=self._stream_ts,
                     markdown_text=delta,
                 )
                 self._streamed = text
@@ -259,9 +269,8 @@ class SlackReply:
             return False
 
     async def _stream_finish(self, text: str, tail: list[B.Block]) -> bool:
-        if self._stream_ts is None:
-            if self._ts or not await self._stream_update(text):
-                return False
+        if self._stream_ts is None and (self._ts or not await self._stream_update(text)):
+            return False
         if len(text) > B.PART_LIMIT or not text.startswith(self._streamed):
             await self._leave_native()
             return False

@@ -28,7 +28,7 @@ _DEFAULT_RETRY_AFTER = 1.0
 
 
 class SlackCallError(PlatformError):
-    """A Web API call answered ``ok: false`` (``code`` is Slack's ``error``) or failed to connect."""
+    """A Web API call answered ``ok: false`` (``code``: Slack's ``error``) or could not connect."""
 
 
 def make_client(

@@ -10,7 +10,7 @@ Quick start::
 
     fake = FakeSlack()
     await fake.start()
-    team = fake.add_team("T1")                  # bot token: team.bot_token, bot user: team.bot_user_id
+    team = fake.add_team("T1")  # team.bot_token, team.bot_user_id
     body, headers = fake.event(team, {"type": "app_mention", ...}, secret="s3cret")
     await http.post(service_url + "/slack/events", data=body, headers=headers)
     fake.fail_next("chat.update", "ratelimited", retry_after=1)
@@ -423,7 +423,7 @@ class FakeSlack:
     def block_action(
         self, team: Team, message: Message, button: dict[str, Any], *, user: str = "U0USER"
     ) -> dict[str, Any]:
-        """The ``block_actions`` payload Slack sends when ``user`` clicks ``button`` on ``message``."""
+        """The ``block_actions`` payload Slack sends when ``user`` clicks ``button``."""
         return {
             "type": "block_actions",
             "user": {"id": user, "username": "someone", "name": "someone", "team_id": team.id},
