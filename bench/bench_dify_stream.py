@@ -4,6 +4,7 @@ Run from the repo root::
 
     .venv/bin/python bench/bench_dify_stream.py                  # 50 streams x 7 rounds
     .venv/bin/python bench/bench_dify_stream.py --streams 50 --rounds 9 --json
+    .venv/bin/python bench/bench_dify_stream.py --chunk-delay 0.002   # paced: 1 event per read
 
 The fake Dify (``tests/fakes/dify.py``) runs in a separate process, so only this process's CPU
 is measured (``time.process_time`` around each batch). Each stream is a 2,000-character answer
@@ -44,7 +45,7 @@ ANSWER_CHARS = 2000
 CHUNK = 5  # -> 400 message events
 
 
-def start_fake() -> tuple[subprocess.Popen[str], str]:
+def start_fake(chunk_delay: float = 0.0) -> tuple[subprocess.Popen[str], str]:
     """Fake Dify in its own process; returns it and its base URL."""
     answer = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 40)[:ANSWER_CHARS]
     proc = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
@@ -175,9 +176,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument(
+        "--chunk-delay",
+        type=float,
+        default=0.0,
+        help="seconds between events on the fake (e.g. 0.002: one event per network read)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON only")
     args = parser.parse_args()
-    proc, url = start_fake()
+    proc, url = start_fake(args.chunk_delay)
     try:
         results = asyncio.run(run(url, args.streams, args.rounds))
     finally:
@@ -189,7 +196,8 @@ def main() -> None:
         return
     print(
         f"{args.streams} concurrent streams x {args.rounds} rounds; "
-        f"{ANSWER_CHARS} chars as {ANSWER_CHARS // CHUNK} message events each"
+        f"{ANSWER_CHARS} chars as {ANSWER_CHARS // CHUNK} message events each; "
+        f"chunk delay {args.chunk_delay} s"
     )
     print(f"{'variant':16} {'CPU ms/stream':>14} {'x floor':>8} {'wall s/batch':>13}")
     for name, r in results.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -716,3 +717,49 @@ async def test_many_concurrent_streams_each_get_their_own_answer(
     client = make_client(fake, aio_http)
     results = await asyncio.gather(*(ask(client, f"q{i}") for i in range(30)))
     assert [text_of(r) for r in results] == [f"answer to q{i}" for i in range(30)]
+
+
+async def test_a_stream_that_simply_ends_without_a_closing_event_is_incomplete(
+    fake: FakeDify, http: httpx.AsyncClient
+) -> None:
+    app = fake.add_app(KEY)
+    half = (
+        'data: {"event":"message","conversation_id":"c-9","message_id":"m-9",'
+        '"created_at":1,"task_id":"t-9","id":"m-9","answer":"half an ans"}\n\n'
+    )
+    app.faults.append(Fault.garbage(half, "text/event-stream"))
+    with pytest.raises(StreamIncomplete) as info:
+        await ask(make_client(fake, http))
+    err = info.value
+    assert (err.conversation_id, err.message_id, err.task_id) == ("c-9", "m-9", "t-9")
+    assert err.partial_text == "half an ans"
+    assert "cut off" in err.user_message
+
+
+async def test_the_fake_also_runs_as_its_own_process_for_benchmarks_and_manual_tries(
+    aio_http: httpx.AsyncClient,
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.fakes.dify",
+        "--port",
+        "0",
+        "--app",
+        "app-wf:workflow",
+        "--answer",
+        "from another process",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        url = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode().strip()
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
+        client = DifyClient(url, "app-wf", http=aio_http)
+        async with aclosing(client.workflow_stream(user=USER, inputs={"query": "x"})) as s:
+            events = [e async for e in s]
+        assert text_of(events) == "from another process"
+        assert isinstance(events[-1], WorkflowFinished)
+    finally:
+        proc.terminate()
+        await proc.wait()

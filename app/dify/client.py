@@ -432,6 +432,7 @@ class DifyClient:
         params: Mapping[str, Any] | None = None,
         data: Mapping[str, Any] | None = None,
         files: Mapping[str, tuple[str, bytes, str]] | None = None,
+        budget: float | None = None,
     ) -> Any:
         """One JSON call with retries; returns the decoded body (None for 204)."""
         attempt = 0
@@ -439,7 +440,13 @@ class DifyClient:
             self._check_breaker()
             try:
                 result = await self._request_once(
-                    method, path, json=json, params=params, data=data, files=files
+                    method,
+                    path,
+                    json=json,
+                    params=params,
+                    data=data,
+                    files=files,
+                    budget=budget or self._t.request,
                 )
             except DifyError as err:
                 self._record(err)
@@ -470,9 +477,10 @@ class DifyClient:
         params: Mapping[str, Any] | None,
         data: Mapping[str, Any] | None,
         files: Mapping[str, tuple[str, bytes, str]] | None,
+        budget: float,
     ) -> Any:
         try:
-            async with asyncio.timeout(self._t.request):
+            async with asyncio.timeout(budget):
                 response = await self._http.request(
                     method,
                     self.base_url + path,
@@ -481,7 +489,9 @@ class DifyClient:
                     data=data,
                     files=files,
                     headers=self._headers,
-                    timeout=self._request_timeout,
+                    timeout=self._request_timeout
+                    if budget == self._t.request
+                    else httpx.Timeout(budget, connect=self._t.connect),
                 )
         except TimeoutError:
             raise DifyTimeout(phase="request") from None
@@ -556,7 +566,9 @@ class DifyClient:
             "conversation_id": conversation_id or "",
             "auto_generate_name": False,
         }
-        return self._as_dict(await self._request("POST", "/chat-messages", json=body))
+        # The whole answer is generated before Dify replies: allow the first-event budget.
+        wait = max(self._t.request, self._t.first_event)
+        return self._as_dict(await self._request("POST", "/chat-messages", json=body, budget=wait))
 
     async def stop(self, task_id: str, *, user: str, mode: str = "chat") -> None:
         """Ask Dify to stop a running answer; the stream then ends with its partial text."""
