@@ -1,0 +1,54 @@
+"""Microsoft Teams adapter: channel mentions, group and 1:1 chats, streamed answers, feedback.
+
+Runs on botbuilder-python 4.17.1 (schema and auth rules; see ``_sdk.py``, the only module that
+imports it) with its own aiohttp transport. ``create(ctx)`` is the entry point the core loads.
+"""
+
+from __future__ import annotations
+
+import os
+
+import structlog
+
+from adapters.teams.adapter import TeamsAdapter
+from app.context import AdapterContext
+
+log = structlog.get_logger(__name__)
+
+__all__ = ["TeamsAdapter", "create"]
+
+
+def create(ctx: AdapterContext) -> TeamsAdapter | None:
+    """The Teams adapter, or None (after one log line naming what to set) when not configured."""
+    s = ctx.settings
+    app_id = (s.microsoft_app_id or "").strip() or None
+    password = s.secret("microsoft_app_password")
+    # Not yet a Settings field: overridable token endpoint (tests, sovereign clouds).
+    token_url = getattr(s, "microsoft_token_url", None) or os.environ.get("MICROSOFT_TOKEN_URL")
+    if app_id is None:
+        if not s.teams_allow_unauthenticated:
+            log.info(
+                "teams.disabled",
+                hint="set MICROSOFT_APP_ID, MICROSOFT_APP_PASSWORD and MICROSOFT_APP_TENANT_ID "
+                "(or TEAMS_ALLOW_UNAUTHENTICATED=true for local testing) to enable Teams",
+            )
+            return None
+        return TeamsAdapter(ctx, app_id=None, password=None, token_url=token_url)
+    missing = []
+    needs_tenant = s.microsoft_app_type in ("SingleTenant", "UserAssignedMSI")
+    if needs_tenant and not s.microsoft_app_tenant_id:
+        missing.append("MICROSOFT_APP_TENANT_ID")
+    if s.microsoft_app_type != "UserAssignedMSI" and not password:
+        missing.append("MICROSOFT_APP_PASSWORD")
+    if missing:
+        log.error(
+            "teams.disabled",
+            hint=f"MICROSOFT_APP_TYPE={s.microsoft_app_type} also needs {', '.join(missing)}",
+        )
+        return None
+    if s.teams_allow_unauthenticated:
+        log.warning(
+            "teams.allow_unauthenticated_ignored",
+            detail="MICROSOFT_APP_ID is set, so every request's JWT is validated anyway",
+        )
+    return TeamsAdapter(ctx, app_id=app_id, password=password, token_url=token_url)

@@ -1,0 +1,103 @@
+"""Everything this adapter takes from the Bot Framework SDK, in one place.
+
+botbuilder-python 4.17.1 is archived (its successor is the Microsoft 365 Agents SDK,
+``microsoft-agents-hosting-aiohttp``). Keeping every import of it in this module means a move to
+the successor touches this file, not the adapter's logic.
+
+What we use: the Bot Framework schema models to serialise outgoing activities exactly as the SDK
+does, and the authentication constants and endorsement rule of botframework-connector. What we do
+not use, and why (see docs/teams.md): its HTTP stack. botframework-connector 4.17.1 fetches signing
+keys and tokens with blocking ``requests``/``msal`` calls on the event loop, and its
+``update_activity`` retries 429s silently in a worker thread, so the edit scheduler never sees
+``Retry-After``. Our own aiohttp client (``connector.py``) has no retry layer at all.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from botbuilder.schema import (
+    ActionTypes,
+    Activity,
+    ActivityTypes,
+    Attachment,
+    CardAction,
+    ChannelAccount,
+    ConversationAccount,
+    SuggestedActions,
+)
+from botframework.connector.auth import AuthenticationConstants
+from botframework.connector.auth.endorsements_validator import EndorsementsValidator
+from botframework.connector.channels import Channels
+
+MSTEAMS: str = Channels.ms_teams
+BOTFRAMEWORK_ISSUER: str = AuthenticationConstants.TO_BOT_FROM_CHANNEL_TOKEN_ISSUER
+DEFAULT_OPENID_METADATA_URL: str = AuthenticationConstants.TO_BOT_FROM_CHANNEL_OPENID_METADATA_URL
+LOGIN_URL_PREFIX: str = AuthenticationConstants.TO_CHANNEL_FROM_BOT_LOGIN_URL_PREFIX
+TOKEN_ENDPOINT_PATH: str = AuthenticationConstants.TO_CHANNEL_FROM_BOT_TOKEN_ENDPOINT_PATH
+MULTI_TENANT_AUTHORITY: str = AuthenticationConstants.DEFAULT_CHANNEL_AUTH_TENANT
+BOTFRAMEWORK_SCOPE: str = AuthenticationConstants.TO_CHANNEL_FROM_BOT_OAUTH_SCOPE
+SIGNING_ALGORITHMS: tuple[str, ...] = ("RS256",)
+SERVICE_URL_CLAIM = "serviceurl"
+
+MESSAGE: str = ActivityTypes.message
+TYPING: str = ActivityTypes.typing
+INVOKE: str = ActivityTypes.invoke
+ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
+
+
+def endorsed(channel_id: str, endorsements: list[str]) -> bool:
+    """The signing key must be endorsed for the channel the activity claims to come from."""
+    return bool(EndorsementsValidator.validate(channel_id, endorsements))
+
+
+def build_activity(
+    *,
+    type: str,
+    bot: tuple[str, str],
+    user: tuple[str, str] | None,
+    conversation: dict[str, Any],
+    text: str | None = None,
+    reply_to_id: str | None = None,
+    entities: list[dict[str, Any]] | None = None,
+    channel_data: dict[str, Any] | None = None,
+    attachments: list[dict[str, Any]] | None = None,
+    suggested: list[str] | None = None,
+    activity_id: str | None = None,
+) -> dict[str, Any]:
+    """An outgoing activity as JSON, serialised by the SDK's schema models.
+
+    ``entities`` are added after serialisation: the schema's ``Entity`` model drops every field
+    but ``type`` (streaminfo, citations and mentions all need theirs).
+    """
+    activity = Activity(
+        type=type,
+        id=activity_id,
+        from_property=ChannelAccount(id=bot[0], name=bot[1]),
+        recipient=ChannelAccount(id=user[0], name=user[1]) if user else None,
+        conversation=ConversationAccount(
+            id=conversation.get("id"),
+            conversation_type=conversation.get("conversationType"),
+            tenant_id=conversation.get("tenantId"),
+            is_group=conversation.get("isGroup"),
+        ),
+        channel_id=MSTEAMS,
+        text=text,
+        text_format="markdown" if text is not None else None,
+        reply_to_id=reply_to_id,
+        channel_data=channel_data,
+        attachments=[
+            Attachment(content_type=a["contentType"], content=a["content"]) for a in attachments
+        ]
+        if attachments
+        else None,
+        suggested_actions=SuggestedActions(
+            actions=[CardAction(type=ActionTypes.im_back, title=s, value=s) for s in suggested]
+        )
+        if suggested
+        else None,
+    )
+    body = cast(dict[str, Any], activity.serialize())
+    if entities:
+        body["entities"] = entities
+    return body

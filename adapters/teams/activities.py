@@ -1,0 +1,230 @@
+"""Incoming Teams activities: validated, classified, turned into thread keys and reply places.
+
+Nothing here talks to the network. ``parse`` refuses anything that is not a well-formed activity
+(the handler answers 400), so the rest of the adapter works with typed fields only.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from app.model import ThreadKey
+
+PERSONAL = "personal"
+GROUP = "groupChat"
+CHANNEL = "channel"
+_MESSAGEID = ";messageid="
+_AT_TAG = re.compile(r"<at(?:\s[^>]*)?>(.*?)</at>", re.IGNORECASE | re.DOTALL)
+_MAX_ID = 512
+
+
+class BadActivity(ValueError):
+    """The body is not an activity we can read; the message says which field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """The fields of one activity the adapter uses, validated."""
+
+    type: str
+    id: str
+    service_url: str
+    channel_id: str
+    conversation_id: str
+    conversation_type: str
+    tenant_id: str
+    from_id: str
+    from_name: str
+    aad_object_id: str | None
+    recipient_id: str
+    recipient_name: str
+    text: str = ""
+    name: str | None = None
+    reply_to_id: str | None = None
+    entities: tuple[dict[str, Any], ...] = ()
+    value: Any = None
+    timestamp: float | None = None
+    raw_conversation: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_conversation_id(self) -> str:
+        """The conversation id without the reply chain (``;messageid=``) suffix."""
+        return self.conversation_id.split(_MESSAGEID, 1)[0]
+
+    @property
+    def root_id(self) -> str | None:
+        """The channel reply chain's root message id, when the conversation id names one."""
+        _, sep, root = self.conversation_id.partition(_MESSAGEID)
+        return root if sep and root else None
+
+
+def _str(obj: dict[str, Any], key: str, *, required: bool = True, where: str = "") -> str:
+    v = obj.get(key)
+    if v is None or v == "":
+        if required:
+            raise BadActivity(f"{where}{key} is missing")
+        return ""
+    if not isinstance(v, str):
+        raise BadActivity(f"{where}{key} must be a string")
+    if len(v) > _MAX_ID and key != "text":
+        raise BadActivity(f"{where}{key} is too long")
+    return v
+
+
+def _obj(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    v = obj.get(key)
+    if not isinstance(v, dict):
+        raise BadActivity(f"{key} must be an object")
+    return v
+
+
+def parse(body: Any) -> Inbound:
+    """Validate a JSON body as a Bot Framework activity; raise :class:`BadActivity`."""
+    if not isinstance(body, dict):
+        raise BadActivity("the body must be a JSON object")
+    type_ = _str(body, "type")
+    conversation = _obj(body, "conversation")
+    sender = _obj(body, "from")
+    recipient = _obj(body, "recipient")
+    conv_id = _str(conversation, "id", where="conversation.")
+    service_url = _str(body, "serviceUrl")
+    if not service_url.startswith(("https://", "http://")):
+        raise BadActivity("serviceUrl must be an http(s) URL")
+    entities_raw = body.get("entities") or []
+    if not isinstance(entities_raw, list):
+        raise BadActivity("entities must be a list")
+    entities = tuple(e for e in entities_raw if isinstance(e, dict))
+    channel_data = body.get("channelData") if isinstance(body.get("channelData"), dict) else {}
+    tenant = conversation.get("tenantId")
+    if not isinstance(tenant, str) or not tenant:
+        t = (channel_data or {}).get("tenant")
+        tenant = t.get("id") if isinstance(t, dict) else None
+    if not isinstance(tenant, str) or not tenant or len(tenant) > _MAX_ID:
+        tenant = "default"  # the Emulator sends none
+    text = body.get("text")
+    if text is not None and not isinstance(text, str):
+        raise BadActivity("text must be a string")
+    name = body.get("name")
+    return Inbound(
+        type=type_,
+        id=_str(body, "id", required=type_ in ("message", "invoke")) or "",
+        service_url=service_url,
+        channel_id=_str(body, "channelId"),
+        conversation_id=conv_id,
+        conversation_type=_conversation_type(conversation, channel_data or {}),
+        tenant_id=tenant,
+        from_id=_str(sender, "id", where="from."),
+        from_name=_str(sender, "name", required=False, where="from."),
+        aad_object_id=_str(sender, "aadObjectId", required=False, where="from.") or None,
+        recipient_id=_str(recipient, "id", where="recipient."),
+        recipient_name=_str(recipient, "name", required=False, where="recipient."),
+        text=text or "",
+        name=name if isinstance(name, str) else None,
+        reply_to_id=_str(body, "replyToId", required=False) or None,
+        entities=entities,
+        value=body.get("value"),
+        timestamp=_timestamp(body.get("timestamp")),
+        raw_conversation={
+            k: conversation[k]
+            for k in ("id", "conversationType", "tenantId", "isGroup")
+            if k in conversation
+        },
+    )
+
+
+def _conversation_type(conversation: dict[str, Any], channel_data: dict[str, Any]) -> str:
+    ctype = conversation.get("conversationType")
+    if ctype in (PERSONAL, GROUP, CHANNEL):
+        return str(ctype)
+    cid = str(conversation.get("id", ""))
+    if _MESSAGEID in cid or "channel" in channel_data or "@thread.tacv2" in cid:
+        return CHANNEL
+    if conversation.get("isGroup"):
+        return GROUP
+    return PERSONAL
+
+
+def _timestamp(raw: Any) -> float | None:
+    if not isinstance(raw, str):
+        return None
+    try:
+        return datetime.fromisoformat(raw).timestamp()
+    except ValueError:
+        return None
+
+
+def bot_mentioned(inb: Inbound) -> bool:
+    return any(_is_bot_mention(e, inb.recipient_id) for e in inb.entities)
+
+
+def _is_bot_mention(entity: dict[str, Any], bot_id: str) -> bool:
+    mentioned = entity.get("mentioned")
+    return (
+        entity.get("type") == "mention"
+        and isinstance(mentioned, dict)
+        and mentioned.get("id") == bot_id
+    )
+
+
+def clean_text(inb: Inbound) -> str:
+    """The user's words: the bot's own mention removed, other mentions as plain names.
+
+    Only the exact ``text`` of each mention entity naming the bot is removed, once per entity,
+    so "<at>DifyBot</at> what is DifyBot?" keeps its second "DifyBot" (botbuilder's
+    ``remove_recipient_mention`` would delete both).
+    """
+    text = inb.text
+    for e in inb.entities:
+        if _is_bot_mention(e, inb.recipient_id):
+            tag = e.get("text")
+            if isinstance(tag, str) and tag:
+                text = text.replace(tag, " ", 1)
+    text = _AT_TAG.sub(lambda m: m.group(1), text)
+    text = html.unescape(text).replace("\xa0", " ")
+    return text.strip()
+
+
+def thread_key(inb: Inbound) -> ThreadKey:
+    """Channels: the reply chain (root message id); chats: the chat itself."""
+    base = inb.base_conversation_id
+    if inb.conversation_type == CHANNEL:
+        return ThreadKey("teams", inb.tenant_id, base, inb.root_id or inb.id)
+    return ThreadKey("teams", inb.tenant_id, base, base)
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where and as whom to answer: the saved conversation reference of one question."""
+
+    service_url: str
+    conversation_id: str  # for channels, with ``;messageid=<root>`` so replies join the chain
+    conversation: dict[str, Any]
+    reply_to_id: str | None
+    bot: tuple[str, str]
+    user: tuple[str, str]
+    conversation_type: str
+
+    @property
+    def personal(self) -> bool:
+        return self.conversation_type == PERSONAL
+
+
+def place(inb: Inbound) -> Place:
+    conv_id = inb.conversation_id
+    if inb.conversation_type == CHANNEL:
+        conv_id = f"{inb.base_conversation_id}{_MESSAGEID}{inb.root_id or inb.id}"
+    conversation = dict(inb.raw_conversation)
+    conversation["id"] = conv_id
+    return Place(
+        service_url=inb.service_url,
+        conversation_id=conv_id,
+        conversation=conversation,
+        reply_to_id=inb.id or None,
+        bot=(inb.recipient_id, inb.recipient_name),
+        user=(inb.from_id, inb.from_name),
+        conversation_type=inb.conversation_type,
+    )

@@ -1,0 +1,299 @@
+"""``POST /api/messages``: authenticate, classify, acknowledge at once, answer in the background.
+
+Teams redelivers an activity when the HTTP answer takes more than about 15 seconds, so the handler
+never waits for Dify: it hands the message to ``Bridge.submit`` with a reply handle that holds the
+conversation reference, and answers 200 in milliseconds. Redeliveries are dropped by the bridge's
+dedup on the activity id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from typing import Any, Literal, cast
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from adapters.teams import activities as acts
+from adapters.teams.auth import SigningKeys, TokenValidator, Unauthorized, is_loopback_url
+from adapters.teams.connector import BotConnector
+from adapters.teams.reply import EditReply, Runtime, StreamReply
+from adapters.teams.tokens import TokenSource
+from app.context import AdapterContext
+from app.model import IncomingMessage, Kind, PlatformLimits, Speaker, ThreadKey
+
+log = structlog.get_logger(__name__)
+
+FEEDBACK_TIMEOUT = 10.0
+_IGNORED_TYPES = frozenset(
+    {
+        "conversationUpdate",
+        "messageUpdate",
+        "messageDelete",
+        "messageReaction",
+        "installationUpdate",
+        "typing",
+        "event",
+        "endOfConversation",
+        "contactRelationUpdate",
+    }
+)
+
+
+class TeamsAdapter:
+    """Microsoft Teams through the Bot Connector (see docs/teams.md)."""
+
+    name = "teams"
+    # Per conversation Teams allows 1,800 sends+edits an hour: one edit every 2 s. The tenant
+    # ceiling is 30 requests/s; 20/s (1,200/min) leaves room for the posts and final edits.
+    limits = PlatformLimits(
+        max_message_chars=20_000,
+        min_edit_interval=2.0,
+        workspace_edits_per_minute=1200.0,
+        placeholder="Thinking…",
+    )
+
+    def __init__(
+        self,
+        ctx: AdapterContext,
+        *,
+        app_id: str | None,
+        password: str | None,
+        token_url: str | None,
+        stream_window: float = 100.0,
+    ) -> None:
+        self.ctx = ctx
+        self.app_id = app_id
+        self.local = not app_id
+        self._password = password
+        self._token_url = token_url
+        self._stream_window = stream_window
+        self._session: aiohttp.ClientSession | None = None
+        self._own_session = False
+        self._validator: TokenValidator | None = None
+        self._runtime: Runtime | None = None
+
+    # ------------------------------------------------------------------ Adapter protocol
+    def mount(self, app: web.Application) -> None:
+        app.router.add_post("/api/messages", self.handle)
+
+    async def start(self) -> None:
+        self._ready()
+        if self.local:
+            log.warning(
+                "teams.LOCAL_MODE_NO_AUTHENTICATION",
+                detail="MICROSOFT_APP_ID is not set and TEAMS_ALLOW_UNAUTHENTICATED=true: "
+                "/api/messages accepts UNAUTHENTICATED requests, answering loopback serviceUrls "
+                "only. For the Bot Framework Emulator and tests; never expose this publicly.",
+            )
+
+    async def stop(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+        self._session = None
+        self._runtime = None
+
+    # ------------------------------------------------------------------ wiring
+    def _ready(self) -> Runtime:
+        if self._runtime is not None:
+            return self._runtime
+        settings = self.ctx.settings
+        if self.ctx.http is not None:
+            self._session = self.ctx.http
+        else:
+            self._session = aiohttp.ClientSession()
+            self._own_session = True
+        tokens = TokenSource(
+            session=self._session,
+            app_id=self.app_id,
+            password=self._password,
+            app_type=settings.microsoft_app_type,
+            tenant_id=settings.microsoft_app_tenant_id,
+            token_url=self._token_url,
+        )
+        if self.app_id:
+            self._validator = TokenValidator(
+                app_id=self.app_id,
+                keys=SigningKeys(settings.teams_openid_metadata_url, self._session),
+            )
+        connector = BotConnector(
+            session=self._session,
+            tokens=tokens,
+            metrics=self.ctx.metrics,
+            allow_service_url=is_loopback_url if self.local else _any_https_or_verified,
+        )
+        self._runtime = Runtime(
+            connector=connector,
+            remember_feedback=self._remember_feedback,
+            stop_answer=self._stop_answer,
+            feedback_enabled=self._feedback_enabled,
+            stream_window=self._stream_window,
+        )
+        return self._runtime
+
+    @property
+    def stream_window(self) -> float:
+        """Seconds a 1:1 stream may run before it is finished (Teams allows 2 minutes)."""
+        return self._stream_window
+
+    @stream_window.setter
+    def stream_window(self, seconds: float) -> None:
+        self._stream_window = seconds
+        if self._runtime is not None:
+            self._runtime.stream_window = seconds
+
+    # ------------------------------------------------------------------ HTTP entry
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Every activity Teams sends. Answers within milliseconds; the answer streams later."""
+        rt = self._ready()
+        try:
+            body = json.loads(await request.read())
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        header = request.headers.get("Authorization")
+        if self._validator is not None:
+            # Authenticate before looking at the content: a stranger learns nothing from 400s.
+            loose = body if isinstance(body, dict) else {}
+            try:
+                await self._validator.check(
+                    header,
+                    service_url=str(loose.get("serviceUrl") or ""),
+                    channel_id=str(loose.get("channelId") or ""),
+                )
+            except Unauthorized as e:
+                log.warning("teams.unauthorized", reason=str(e))
+                return web.json_response({"error": "unauthorized"}, status=401)
+        try:
+            inb = acts.parse(body)
+        except acts.BadActivity as e:
+            return web.json_response({"error": "bad_activity", "detail": str(e)}, status=400)
+        if self.local and not is_loopback_url(inb.service_url):
+            log.warning("teams.local_mode_refused_service_url")
+            return web.json_response(
+                {"error": "local mode answers loopback serviceUrls only"}, status=403
+            )
+        if inb.type == "message":
+            await self._on_message(inb, rt)
+            return web.Response(status=200)
+        if inb.type == "invoke":
+            return await self._on_invoke(inb)
+        log.debug("teams.ignored", type=inb.type if inb.type in _IGNORED_TYPES else "other")
+        return web.Response(status=200)
+
+    # ------------------------------------------------------------------ messages
+    async def _on_message(self, inb: acts.Inbound, rt: Runtime) -> None:
+        if inb.from_id == inb.recipient_id or (self.app_id and inb.from_id == f"28:{self.app_id}"):
+            log.debug("teams.ignored", why="own message")
+            return
+        key = acts.thread_key(inb)
+        kind = await self._kind(inb, key)
+        if kind is None:
+            log.debug("teams.ignored", why="not addressed to the bot")
+            return
+        text = acts.clean_text(inb)
+        if not text:
+            log.debug("teams.ignored", why="empty after removing the mention")
+            return
+        msg = IncomingMessage(
+            key=key,
+            # Channel message ids are millisecond timestamps, unique per conversation only:
+            # scope them so two channels posting in the same millisecond never collide.
+            event_id=f"{inb.id}@{_short(inb.base_conversation_id)}",
+            speaker=Speaker(id=inb.aad_object_id or inb.from_id, name=inb.from_name),
+            text=text,
+            kind=kind,
+            received_at=inb.timestamp or time.time(),
+        )
+        place = acts.place(inb)
+        reply = StreamReply(rt, place, key) if place.personal else EditReply(rt, place, key)
+        self.ctx.bridge.submit(msg, reply, self.limits)
+
+    async def _kind(self, inb: acts.Inbound, key: ThreadKey) -> Kind | None:
+        if inb.conversation_type == acts.PERSONAL:
+            return Kind.DIRECT
+        if acts.bot_mentioned(inb):
+            return Kind.MENTION
+        if inb.conversation_type != acts.CHANNEL:
+            return None
+        # Only delivered with the ChannelMessage.Read.Group permission (manifest opt-in).
+        route = self.ctx.bridge.router.resolve(key)
+        if route is None or not route.config.continue_in_thread:
+            return None
+        return Kind.THREAD_REPLY if await self.ctx.bridge.thread_known(key) else None
+
+    # ------------------------------------------------------------------ feedback
+    async def _on_invoke(self, inb: acts.Inbound) -> web.StreamResponse:
+        value = inb.value if isinstance(inb.value, dict) else {}
+        if inb.name != "message/submitAction" or value.get("actionName") != "feedback":
+            log.debug("teams.invoke_ignored", name=inb.name or "")
+            return web.Response(status=200)
+        raw_action = value.get("actionValue")
+        action: dict[str, Any] = raw_action if isinstance(raw_action, dict) else {}
+        reaction = action.get("reaction")
+        if reaction not in ("like", "dislike") or not inb.reply_to_id:
+            return web.json_response({"error": "bad feedback"}, status=400)
+        comment = _feedback_text(action.get("feedback"))
+        key = acts.thread_key(inb)
+        try:
+            await asyncio.wait_for(
+                self._send_feedback(key, inb.reply_to_id, reaction, comment), FEEDBACK_TIMEOUT
+            )
+        except Exception as e:
+            # The click still succeeds in Teams; the log says why Dify did not get it.
+            log.warning("teams.feedback_failed", error=type(e).__name__)
+        # Teams wants 200 with an empty body, or it shows an error to the user.
+        return web.Response(status=200)
+
+    async def _send_feedback(
+        self, key: ThreadKey, activity_id: str, reaction: str, comment: str | None
+    ) -> None:
+        store = self.ctx.store
+        raw = await store.redis.get(store.k(key, f"teams:fb:{activity_id}"))
+        if raw is None:
+            log.info("teams.feedback_unknown_message")
+            return
+        message_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+        await self.ctx.bridge.feedback(
+            thread=key,
+            message_id=message_id,
+            rating=cast(Literal["like", "dislike"], reaction),
+            content=comment,
+        )
+
+    async def _remember_feedback(self, key: ThreadKey, activity_id: str, dify_id: str) -> None:
+        store = self.ctx.store
+        ttl = int(self.ctx.settings.conversation_ttl_days * 86400)
+        await store.redis.set(store.k(key, f"teams:fb:{activity_id}"), dify_id, ex=ttl)
+
+    async def _stop_answer(self, key: ThreadKey) -> bool:
+        return await self.ctx.bridge.stop(thread=key)
+
+    def _feedback_enabled(self, route_name: str | None) -> bool:
+        route = self.ctx.bridge.router.by_name(route_name) if route_name else None
+        return route.config.feedback_buttons if route is not None else True
+
+
+def _feedback_text(raw: Any) -> str | None:
+    """Teams sends the comment as a JSON string ``{"feedbackText": "..."}``."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return raw[:2000]
+    text = data.get("feedbackText") if isinstance(data, dict) else None
+    return text[:2000] if isinstance(text, str) and text.strip() else None
+
+
+def _short(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _any_https_or_verified(url: str) -> bool:
+    # With an app id every serviceUrl we call came from a JWT-verified activity whose
+    # ``serviceurl`` claim matched it.
+    return url.startswith(("https://", "http://"))

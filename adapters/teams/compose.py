@@ -1,0 +1,121 @@
+"""Dify Markdown -> the activities Teams shows: text parts, table cards, citations, AI label.
+
+Limits (docs/platform-limits.md): a message may hold about 100 KB of UTF-16 with everything; we
+split text at ``PART_LIMIT`` characters (never inside a code block: ``app.render.split_markdown``)
+so a part plus its cards and entities stays far below 80 KB. Teams' text Markdown has no tables,
+so tables travel as Adaptive Cards (schema 1.5) on the last part. Citations: one root
+``schema.org/Message`` entity, at most 20 claims, names <= 80 and abstracts <= 160 characters, with
+``[n]`` markers in the text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from adapters.teams import _sdk
+from app import render
+from app.model import ReplyExtras, Source
+
+PART_LIMIT = 20_000
+STREAM_TEXT_LIMIT = 24_000  # stop streaming updates beyond this; the final message carries all
+MAX_CITATIONS = 20
+CITATION_NAME = 80
+CITATION_ABSTRACT = 160
+AI_LABEL: dict[str, Any] = {
+    "type": "https://schema.org/Message",
+    "@type": "Message",
+    "@context": "https://schema.org",
+    "additionalType": ["AIGeneratedContent"],
+}
+
+
+@dataclass(slots=True)
+class Part:
+    """One outgoing message of a (possibly split) answer."""
+
+    text: str
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    entities: list[dict[str, Any]] = field(default_factory=list)
+    channel_data: dict[str, Any] | None = None
+    suggested: list[str] = field(default_factory=list)
+
+
+def interim(text: str, status: str | None = None) -> str:
+    """What a growing answer looks like while it streams (status line in italics below)."""
+    shown = render.to_teams_markdown(text) if text else ""
+    if status:
+        line = f"_{_one_line(status)}_"
+        shown = f"{shown}\n\n{line}" if shown else line
+    return shown
+
+
+def error_text(message: str, ref: str) -> str:
+    return f"{render.to_teams_markdown(message, final=True)}\n\n_Reference: {ref}_"
+
+
+def final_parts(
+    text: str,
+    extras: ReplyExtras,
+    *,
+    feedback: bool,
+    suggestions: bool,
+) -> list[Part]:
+    """The final answer as one or more messages; buttons and sources ride on the last one."""
+    tables = render.extract_tables(text)
+    table_mode: Literal["text", "card"] = "card" if tables else "text"
+    notes = [f"_{_one_line(n)}_" for n in extras.notices if n.strip()]
+    files = [f"[{f.name or _file_label(f.url)}]({f.url})" for f in extras.files if f.url]
+    citations = _citations(extras.sources)
+    tail = "\n\n".join(x for x in ("\n".join(files), "\n".join(notes)) if x)
+    md = text.rstrip()
+    if tail:
+        md = f"{md}\n\n{tail}" if md.strip() else tail
+    chunks = [
+        render.to_teams_markdown(c, tables=table_mode, final=True)
+        for c in render.split_markdown(md, PART_LIMIT)
+    ] or [""]
+    if citations:
+        # Added after rendering: the renderer would escape the brackets Teams looks for.
+        markers = " ".join(f"[{c['position']}]" for c in citations)
+        chunks[-1] = f"{chunks[-1]}\n\n{markers}" if chunks[-1] else markers
+    parts = [Part(text=c, entities=[dict(AI_LABEL)]) for c in chunks]
+    last = parts[-1]
+    last.attachments = [
+        {"contentType": _sdk.ADAPTIVE_CARD, "content": render.teams_table_card(t)} for t in tables
+    ]
+    if citations:
+        last.entities = [{**AI_LABEL, "citation": citations}]
+    if feedback and extras.dify_message_id:
+        last.channel_data = {"feedbackLoop": {"type": "default"}}
+    if suggestions and extras.suggested:
+        last.suggested = [s[:200] for s in extras.suggested[:5] if s.strip()]
+    return parts
+
+
+def _citations(sources: list[Source]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for n, s in enumerate(sources[:MAX_CITATIONS], start=1):
+        appearance: dict[str, Any] = {
+            "@type": "DigitalDocument",
+            "name": _clip(s.title or f"Source {n}", CITATION_NAME),
+            "abstract": _clip(_one_line(s.snippet) or s.title or "Source", CITATION_ABSTRACT),
+        }
+        if s.url and s.url.startswith(("https://", "http://")):
+            appearance["url"] = s.url
+        out.append({"@type": "Claim", "position": n, "appearance": appearance})
+    return out
+
+
+def _clip(text: str, limit: int) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _file_label(url: str) -> str:
+    tail = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    return tail or "file"

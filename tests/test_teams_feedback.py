@@ -1,0 +1,105 @@
+"""Teams: thumbs up/down reach Dify, and follow-up questions appear as suggested actions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from tests.fakes.bot_connector import FakeBotConnector
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def connector() -> AsyncIterator[FakeBotConnector]:
+    fake = FakeBotConnector()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh(connector: FakeBotConnector, monkeypatch: pytest.MonkeyPatch) -> None:
+    connector.reset()
+    monkeypatch.setenv("MICROSOFT_TOKEN_URL", connector.token_url)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def bot(make_service: Any, connector: FakeBotConnector, dify_app: Any) -> Any:
+    env = {**connector.service_env(), "DIFY_API_KEY": dify_app.api_key}
+    return await make_service(env, adapters=["teams"])
+
+
+async def answered_in_personal_chat(
+    bot: Any, connector: FakeBotConnector, text: str
+) -> tuple[dict[str, Any], Any]:
+    activity = connector.personal(text)
+    await connector.deliver(bot.base_url, activity)
+    await connector.wait_for(lambda f: any(c.stream_type == "final" for c in f.sent()))
+    final = next(c for c in connector.sent() if c.stream_type == "final")
+    return activity, final
+
+
+async def test_thumbs_up_with_a_comment_reaches_dify(
+    bot: Any, connector: FakeBotConnector, dify_app: Any
+) -> None:
+    activity, final = await answered_in_personal_chat(bot, connector, "What is the VPN address?")
+    assert final.body["channelData"] == {"feedbackLoop": {"type": "default"}}
+    click = connector.feedback(
+        reply_to=final.response["id"],
+        reaction="like",
+        text="Spot on, thanks",
+        conversation=activity["conversation"],
+    )
+    status, body, _ = await connector.deliver(bot.base_url, click)
+    # Teams wants 200 with an empty body, or it shows the user an error.
+    assert status == 200 and body == b""
+    (message,) = dify_app.messages.values()
+    assert message.feedback is not None
+    assert message.feedback["rating"] == "like"
+    assert message.feedback["content"] == "Spot on, thanks"
+
+
+async def test_thumbs_down_without_comment_reaches_dify(
+    bot: Any, connector: FakeBotConnector, dify_app: Any
+) -> None:
+    activity, final = await answered_in_personal_chat(bot, connector, "Who is on call?")
+    click = connector.feedback(
+        reply_to=final.response["id"], reaction="dislike", conversation=activity["conversation"]
+    )
+    status, _, _ = await connector.deliver(bot.base_url, click)
+    assert status == 200
+    (message,) = dify_app.messages.values()
+    assert message.feedback is not None and message.feedback["rating"] == "dislike"
+
+
+async def test_feedback_on_an_unknown_message_is_accepted_quietly(
+    bot: Any, connector: FakeBotConnector, fake_dify: Any, dify_app: Any
+) -> None:
+    click = connector.feedback(reply_to="1:never-sent-by-us", reaction="like")
+    status, body, _ = await connector.deliver(bot.base_url, click)
+    assert status == 200 and body == b""
+    assert not [r for r in fake_dify.requests_to("/feedbacks") if r.api_key == dify_app.api_key]
+
+
+async def test_malformed_feedback_is_refused(bot: Any, connector: FakeBotConnector) -> None:
+    click = connector.feedback(reply_to="1:x", reaction="love")
+    status, _, _ = await connector.deliver(bot.base_url, click)
+    assert status == 400
+
+
+async def test_follow_up_questions_appear_as_suggested_actions(
+    bot: Any, connector: FakeBotConnector, dify_app: Any
+) -> None:
+    dify_app.suggested_questions = ["How do I reset my VPN token?", "Who runs the helpdesk?"]
+    _, final = await answered_in_personal_chat(bot, connector, "What is the VPN address?")
+    actions = final.body["suggestedActions"]["actions"]
+    assert actions == [
+        {
+            "type": "imBack",
+            "title": "How do I reset my VPN token?",
+            "value": "How do I reset my VPN token?",
+        },
+        {"type": "imBack", "title": "Who runs the helpdesk?", "value": "Who runs the helpdesk?"},
+    ]
