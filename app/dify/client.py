@@ -138,6 +138,14 @@ def _transport_error(
 _TRANSPORT_ERRORS = (httpx.TransportError, aiohttp.ClientError, OSError)
 
 
+async def _close(response: httpx.Response) -> None:
+    """Release the connection; a failure to close cleanly must not hide the real outcome."""
+    try:
+        await response.aclose()
+    except _TRANSPORT_ERRORS:
+        log.debug("dify_close_failed")
+
+
 class _Progress:
     """Ids and text seen so far in one stream, for StreamIncomplete and friends."""
 
@@ -315,7 +323,7 @@ class DifyClient:
                 for ev in pending:
                     progress.see(ev)
                     if isinstance(ev, TERMINAL):
-                        await response.aclose()
+                        await _close(response)
                         if self._breaker is not None:
                             if isinstance(ev, StreamError) and ev.status >= 500:
                                 self._breaker.record_failure()
@@ -327,7 +335,7 @@ class DifyClient:
                 pending = await self._next_events(chunks, decoder, progress)
             raise self._fail(StreamIncomplete(progress=progress.snapshot()))
         finally:
-            await response.aclose()
+            await _close(response)
 
     async def _next_events(
         self, chunks: AsyncIterator[bytes], decoder: SSEDecoder, progress: _Progress
@@ -412,7 +420,7 @@ class DifyClient:
             return response, chunks, decoder, first
         except BaseException as e:
             if response is not None:
-                await response.aclose()
+                await _close(response)
             if isinstance(e, DifyError):
                 raise
             if isinstance(e, TimeoutError):

@@ -50,7 +50,8 @@ API
     ``workflow_status`` (final workflow_finished status, default "succeeded"),
     ``max_upload_bytes`` (default 15 MB), ``keep_open_seconds`` (cap for ``Fault.keep_open``).
     ``faults``: deque of one-shot :class:`Fault`; each generation call (stream *or* blocking)
-    pops one. ``endpoint_faults[name]``: deque of faults for other endpoints, ``name`` one of
+    pops one. ``endpoint_faults[name]`` (or ``fail_endpoint(name, fault)``): faults for other
+    endpoints, ``name`` one of
     ``stop``, ``feedbacks``, ``suggested``, ``messages``, ``conversations``, ``parameters``,
     ``info``, ``files/upload``, ``audio-to-text`` (only ``http``, ``garbage`` and
     ``slow_first_byte`` make sense there).
