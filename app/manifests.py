@@ -164,10 +164,11 @@ def render_slack_manifest(
     """Fill in request URLs (or drop them for Socket Mode) and the slash command."""
     m = copy.deepcopy(base)
     url = public_url.rstrip("/") + SLACK_EVENTS_PATH if public_url else None
-    settings = m.setdefault("settings", {})
-    events = settings.setdefault("event_subscriptions", {})
-    interactivity = settings.setdefault("interactivity", {"is_enabled": True})
-    commands = m.setdefault("features", {}).get("slash_commands") or []
+    settings = _child(m, "settings")
+    events = _child(settings, "event_subscriptions")
+    interactivity = _child(settings, "interactivity", {"is_enabled": True})
+    commands = _child(m, "features").get("slash_commands")
+    commands = commands if isinstance(commands, list) else []
     settings["socket_mode_enabled"] = socket_mode
     targets: list[dict[str, Any]] = [events, interactivity]
     if socket_mode:
@@ -187,8 +188,16 @@ def render_slack_manifest(
         commands[0]["command"] = command
     if oauth and public_url:
         redirect = public_url.rstrip("/") + "/slack/oauth_redirect"
-        m.setdefault("oauth_config", {})["redirect_urls"] = [redirect]
+        _child(m, "oauth_config")["redirect_urls"] = [redirect]
     return m
+
+
+def _child(
+    parent: dict[str, Any], key: str, default: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``parent[key]``, created if absent; a non-mapping stays as it is (the check reports it)."""
+    value = parent.setdefault(key, default if default is not None else {})
+    return value if isinstance(value, dict) else {}
 
 
 def dump_manifest_yaml(m: dict[str, Any]) -> str:
@@ -408,12 +417,15 @@ def fill_teams_manifest(
     if app_id:
         if out.get("id") in (APP_ID_PLACEHOLDER, None, ""):
             out["id"] = app_id
-        for bot in out.get("bots") or []:
+        bots = out.get("bots")
+        for bot in bots if isinstance(bots, list) else []:
             if isinstance(bot, dict) and bot.get("botId") in (APP_ID_PLACEHOLDER, None, ""):
                 bot["botId"] = app_id
     if rsc_channel_messages:
-        perms = out.setdefault("authorization", {}).setdefault("permissions", {})
+        perms = _child(_child(out, "authorization"), "permissions")
         rsc = perms.setdefault("resourceSpecific", [])
+        if not isinstance(rsc, list):
+            rsc = []  # left for the schema check to report
         if not any(isinstance(r, dict) and r.get("name") == RSC_CHANNEL_MESSAGES for r in rsc):
             rsc.append({"name": RSC_CHANNEL_MESSAGES, "type": "Application"})
         # RSC needs webApplicationInfo with the app id; the resource string is not used.
@@ -445,12 +457,14 @@ def check_teams_manifest(
             bot_id.lower() != app_id.lower():
         p.append(Problem("/bots/0/botId", f"is {bot_id} but MICROSOFT_APP_ID is {app_id}: "
                          "Teams would send messages to another bot", "rebuild the package"))
-    scopes = _get_bot(m).get("scopes") or []
+    scopes = _get_bot(m).get("scopes")
+    scopes = scopes if isinstance(scopes, list) else []
     for scope in ("personal", "team", "groupChat"):
         if scope not in scopes:
             p.append(Problem("/bots/0/scopes", f"scope {scope} is missing", f"add {scope} so "
                              "the bot can be used there", "warning"))
-    rsc = _get(m, "authorization", "permissions", "resourceSpecific") or []
+    rsc = _get(m, "authorization", "permissions", "resourceSpecific")
+    rsc = rsc if isinstance(rsc, list) else []
     if any(isinstance(r, dict) and r.get("name") == RSC_CHANNEL_MESSAGES for r in rsc) and not \
             _get(m, "webApplicationInfo", "id"):
         p.append(Problem("/webApplicationInfo", f"{RSC_CHANNEL_MESSAGES} needs webApplicationInfo"
@@ -512,7 +526,10 @@ def read_teams_dir(
     schema_name = "MicrosoftTeams.schema.json"
     for candidate in (directory / schema_name, TEAMS_DIR / schema_name):
         if candidate.is_file():
-            loaded = json.loads(candidate.read_text(encoding="utf-8"))
+            try:
+                loaded = json.loads(candidate.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"unreadable schema: {e}", file=str(candidate)) from e
             const = _get(loaded, "properties", "manifestVersion", "const")
             if const == m.get("manifestVersion"):
                 schema = loaded
@@ -549,7 +566,12 @@ def _type_ok(value: Any, name: str) -> bool:
 def validate_json_schema(instance: Any, schema: dict[str, Any]) -> list[Problem]:
     """Validate with the keywords the Teams schema uses; one problem per failing field."""
     out: list[Problem] = []
-    _validate(instance, schema, schema, "", out)
+    try:
+        _validate(instance, schema, schema, "", out)
+    except (KeyError, TypeError, AttributeError, re.error, RecursionError) as e:
+        # An admin's own schema file we cannot apply must not crash the check.
+        out.append(Problem("/", f"the schema could not be applied ({type(e).__name__})",
+                           "use the MicrosoftTeams.schema.json shipped in manifests/teams"))
     return out
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app import manifests
 from app.manifests import (
@@ -302,3 +304,41 @@ def test_broken_teams_manifest_json_names_line_and_column(tmp_path: Path) -> Non
 def test_yaml_dump_round_trips() -> None:
     m = _good_slack()
     assert yaml.safe_load(manifests.dump_manifest_yaml(m)) == m
+
+
+# ----------------------------------------------------------------------- garbage never crashes
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.sampled_from(
+        ["settings", "features", "oauth_config", "scopes", "bot", "bots", "icons", "id",
+         "slash_commands", "event_subscriptions", "interactivity", "authorization",
+         "permissions", "resourceSpecific", "botId", "color", "request_url", "x"]),
+        children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(
+    ["display_information", "features", "oauth_config", "settings", "_metadata"]), _json))
+def test_any_slack_manifest_shape_gives_problems_not_a_crash(m: dict[str, Any]) -> None:
+    rendered = render_slack_manifest(m, public_url="https://b.acme.io", socket_mode=False,
+                                     command="/ask", oauth=True)
+    problems = check_slack_manifest(rendered, command="/ask", speaker_email=True)
+    assert all(p.pointer.startswith("/") and p.message for p in problems)
+
+
+_TEAMS_SCHEMA = read_teams_dir(TEAMS_DIR)[2]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(
+    ["id", "bots", "icons", "authorization", "developer", "name", "manifestVersion",
+     "webApplicationInfo"]), _json))
+def test_any_teams_manifest_shape_gives_problems_not_a_crash(m: dict[str, Any]) -> None:
+    filled = fill_teams_manifest(m, app_id=APP_ID, rsc_channel_messages=True)
+    problems = check_teams_manifest(filled, {"color.png": b"junk"}, app_id=APP_ID,
+                                    schema=_TEAMS_SCHEMA)
+    assert problems  # a random shape is never a valid package
