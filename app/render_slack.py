@@ -10,6 +10,7 @@ Escaping ``<`` also means answer text can never produce ``<!channel>`` or ``<@U1
 
 from __future__ import annotations
 
+import string
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,9 +29,9 @@ _URL_ESCAPES = str.maketrans(
 )
 _BULLETS = ("•", "◦", "▪")
 _SAFE_SCHEMES = ("http://", "https://", "mailto:")
-# Characters next to which a marker needs no ZWSP: whitespace and other markers (ZWSP between
-# `*` and `_` in `*_x_*` would split the pair).
-_NO_PAD = frozenset(" \t\n*_~" + ZWSP)
+# Characters next to which a marker needs no ZWSP: whitespace, ASCII punctuation ("*bold*,"
+# works) and other markers (a ZWSP between `*` and `_` in `*_x_*` would split the pair).
+_NO_PAD = frozenset(" \t\n" + ZWSP + string.punctuation)
 SOURCES_TEXT_MAX = 2000
 _TITLE_MAX = 80
 
