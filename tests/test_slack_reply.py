@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests import test_slack_support as _support
 from tests.fakes.dify import Fault
 from tests.test_slack_support import CHANNEL
@@ -137,3 +139,21 @@ routes:
     assert msg.ts == started.ts, "the same message is finished with chat.update"
     assert msg.visible_text().strip() == bot.dify.answer
     assert bot.fake.calls_to("chat.update", ok_only=True)
+
+
+async def test_forty_questions_at_once_are_all_answered_without_a_single_429(slack_bot):
+    bot = await slack_bot()
+    bot.dify.answer = "Answer " + "text " * 40 + "end."
+    bot.dify.chunk_size = 20
+    bot.dify.chunk_delay = 0.1  # ~1.2 s per answer, all at the same time
+
+    channels = [f"C0TEAM{i}" for i in range(8)]
+    events = [bot.mention(f"question {n}", channel=channels[n % 8]) for n in range(40)]
+    statuses = await asyncio.gather(*(bot.send(ev) for ev in events))
+    assert set(statuses) == {200}
+
+    for ev in events:
+        (answer,) = await bot.final(ev["channel"], ev["ts"], timeout=30)
+        assert answer.visible_text().strip() == bot.dify.answer
+    assert not bot.fake.ratelimited, "the fake enforces Slack's limits: none was hit"
+    assert len(bot.fake.calls_to("chat.update")) <= 50, "within one minute's Tier 3 budget"

@@ -54,12 +54,14 @@ BOT_SCOPES = (
     "users:read.email",
 )
 
-# chat.update is Tier 3 (~50/min per workspace): the core's budget stays below with headroom for
-# the final edits, which take priority. Edits of one message at most every 1.5 s.
+# Slack limits are per method: chat.update is Tier 3 (~50/min per workspace), chat.postMessage is
+# ~1/s per channel. The adapter keeps both itself (adapters/slack/_budget.py) and shows text
+# without chat.update where it can, so the core's workspace budget here is only a ceiling on all
+# calls of the answers (20/s sustained, bursts of 10). Edits of one message at most every 1.5 s.
 SLACK_LIMITS = PlatformLimits(
     max_message_chars=B.PART_LIMIT,
     min_edit_interval=1.5,
-    workspace_edits_per_minute=40.0,
+    workspace_edits_per_minute=1200.0,
     placeholder="Thinking…",
 )
 

@@ -16,6 +16,7 @@ import structlog
 from slack_bolt.context.async_context import AsyncBoltContext
 
 from adapters.slack import _blocks as B
+from adapters.slack._budget import SlackBudgets
 from adapters.slack._files import attachments_from_event, prefetch
 from adapters.slack._normalize import Ignore, classify, slack_to_plain, ts_to_time
 from adapters.slack._reply import ReplyOptions, ResponseUrlReply, SlackReply
@@ -70,6 +71,7 @@ class SlackHandlers:
         self._session = session
         self._metrics = metrics
         self._people: dict[tuple[str, str], tuple[float, Speaker]] = {}
+        self.budgets = SlackBudgets()
 
     # ------------------------------------------------------------------ helpers
 
@@ -107,6 +109,8 @@ class SlackHandlers:
             ),
             dify_origin=origin,
             is_dm=key.channel.startswith("D"),
+            updates=self.budgets.updates(key.workspace),
+            posts=self.budgets.posts(key.workspace),
         )
 
     async def _speaker(self, api: SlackApi, team: str, user: str, route: Route | None) -> Speaker:

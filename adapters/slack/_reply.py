@@ -20,6 +20,7 @@ import aiohttp
 import structlog
 
 from adapters.slack import _blocks as B
+from adapters.slack._budget import ChannelPacer, UpdateBudget
 from adapters.slack._files import upload_out_files
 from adapters.slack._webapi import SlackApi, SlackCallError
 from app.errors import PlatformError, PlatformRateLimited
@@ -33,6 +34,11 @@ STATUS_REFRESH_SECONDS = 90.0
 _FAIL_MAX_WAIT = 30.0
 _GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
 _NOT_STREAMING = frozenset({"message_not_in_streaming_state", "streaming_state_conflict"})
+_POST_MAX_WAIT = 10.0
+
+
+class _Skip(Exception):
+    """An interim edit that the budgets cannot afford now: skipped, the next one catches up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +66,8 @@ class SlackReply:
         options: ReplyOptions,
         dify_origin: str | None = None,
         is_dm: bool = False,
+        updates: UpdateBudget | None = None,
+        posts: ChannelPacer | None = None,
     ) -> None:
         self._api = api
         self._session = session
@@ -78,6 +86,10 @@ class SlackReply:
         self._streamed = ""
         self._status_task: asyncio.Task[None] | None = None
         self._status_on = False
+        self._status_text = ""
+        self._updates = updates
+        self._posts = posts
+        self._reserved = False
 
     @property
     def message_ts(self) -> list[str]:
@@ -87,21 +99,36 @@ class SlackReply:
     # ---------------------------------------------------------------- Reply protocol
 
     async def start(self, placeholder: str) -> None:
-        if self._native and await self._set_status(placeholder):
-            self._status_task = asyncio.create_task(self._refresh_status(placeholder))
+        # Progress on the thread's status line costs no message and no chat.update: the first
+        # text then arrives as a new message. Without status support, a placeholder message.
+        if await self._set_status(placeholder):
+            self._status_task = asyncio.create_task(self._refresh_status())
             return
-        # No assistant status here: a placeholder message, grown with edits.
-        await self._sync([(B.fallback_text(placeholder), self._streaming_blocks("", placeholder))])
+        self._reserve(force=True)
+        await self._sync(
+            [(B.fallback_text(placeholder), self._streaming_blocks("", placeholder))], final=True
+        )
 
     async def update(self, text: str, *, status: str | None = None) -> None:
+        nothing_shown = not self._ts and self._stream_ts is None
+        if nothing_shown and status and self._status_on and status != self._status_text:
+            await self._set_status(status)
+        if nothing_shown and not text.strip():
+            return
         if self._native and await self._stream_update(text):
             return
+        if not self._ts and not self._reserve():
+            return  # the status line shows progress; the text comes with a later edit
         parts = B.split(text) if text.strip() else [""]
         payloads = [(B.fallback_text(p), B.answer_blocks(p)) for p in parts[:-1]]
         payloads.append(
             (B.fallback_text(parts[-1] or status or "…"), self._streaming_blocks(parts[-1], status))
         )
-        await self._sync(payloads)
+        try:
+            await self._sync(payloads, final=False)
+        except _Skip:
+            if not self._ts:
+                self._unreserve()
 
     async def finish(self, text: str, extras: ReplyExtras) -> None:
         self._stop_status()
@@ -115,7 +142,8 @@ class SlackReply:
             payloads = [(B.fallback_text(p), B.answer_blocks(p)) for p in parts]
             last_text, last_blocks = payloads[-1]
             payloads[-1] = (last_text, last_blocks + tail)
-            await self._sync(payloads)
+            await self._sync(payloads, final=True)
+        self._unreserve()
         if extras.files:
             failed = await upload_out_files(
                 self._api,
@@ -144,16 +172,19 @@ class SlackReply:
             try:
                 if self._stream_ts is not None:
                     await self._end_stream()
-                await self._sync(payloads)
+                await self._sync(payloads, final=True)
+                self._unreserve()
                 return
             except PlatformRateLimited as e:
                 if waited + e.retry_after > _FAIL_MAX_WAIT:
                     log.error("slack.fail_undeliverable", reason="ratelimited")
+                    self._unreserve()
                     return
                 waited += e.retry_after
                 await asyncio.sleep(e.retry_after)
             except PlatformError as e:
                 log.error("slack.fail_undeliverable", code=e.code)
+                self._unreserve()
                 return
 
     # ---------------------------------------------------------------- message edits
@@ -161,13 +192,46 @@ class SlackReply:
     def _streaming_blocks(self, md: str, status: str | None) -> list[B.Block]:
         return B.streaming_blocks(md, status, stop_button=self._opt.stop_button)
 
-    async def _sync(self, payloads: list[tuple[str, list[B.Block]]]) -> None:
-        """Make the answer's messages show ``payloads``: edit what changed, post what is new."""
+    def _reserve(self, *, force: bool = False) -> bool:
+        """Hold the right to one final chat.update for this answer (see :mod:`._budget`)."""
+        if self._reserved or self._updates is None:
+            return True
+        if force:
+            self._updates.force_open()
+        elif not self._updates.try_open():
+            return False
+        self._reserved = True
+        return True
+
+    def _unreserve(self) -> None:
+        if self._reserved and self._updates is not None:
+            self._updates.release()
+        self._reserved = False
+
+    def _edit_allowed(self, *, final: bool) -> None:
+        if self._updates is None:
+            return
+        if not final:
+            if not self._updates.try_interim():
+                raise _Skip
+            return
+        wait = self._updates.take_final()
+        if wait > 0:
+            # Our own accounting says the workspace's minute is spent: back off without a 429.
+            raise PlatformRateLimited(wait, method="chat.update")
+
+    async def _sync(self, payloads: list[tuple[str, list[B.Block]]], *, final: bool) -> None:
+        """Make the answer's messages show ``payloads``: edit what changed, post what is new.
+
+        Interim calls (``final=False``) raise :class:`_Skip` when a budget says "not now"; what
+        was already done is remembered, so the next call continues from there.
+        """
         for i, (text, blocks) in enumerate(payloads):
             key = json.dumps([text, blocks], sort_keys=True, ensure_ascii=False)
             if i < len(self._ts):
                 if self._shown[i] == key:
                     continue
+                self._edit_allowed(final=final)
                 try:
                     await self._api.call(
                         "chat.update",
@@ -181,12 +245,14 @@ class SlackReply:
                         raise
                     # Someone deleted the message: carry on in a new one.
                     log.info("slack.message_gone", code=e.code)
-                    self._ts[i] = await self._post(text, blocks)
+                    self._ts[i] = await self._post(text, blocks, final=final)
                 self._shown[i] = key
             else:
-                self._ts.append(await self._post(text, blocks))
+                self._ts.append(await self._post(text, blocks, final=final))
                 self._shown.append(key)
-        # The answer got shorter (a moderation replace): empty the messages no longer needed.
+                self._status_on = False  # Slack clears the status when the app replies
+                self._stop_status()
+        # The answer got shorter (a moderation replace): remove the messages no longer needed.
         for i in range(len(payloads), len(self._ts)):
             if self._shown[i] != "":
                 try:
@@ -195,7 +261,16 @@ class SlackReply:
                     log.info("slack.delete_failed", code=e.code)
                 self._shown[i] = ""
 
-    async def _post(self, text: str, blocks: list[B.Block]) -> str:
+    async def _post(self, text: str, blocks: list[B.Block], *, final: bool = True) -> str:
+        if self._posts is not None:
+            waited = 0.0
+            while (wait := self._posts.take(self._channel)) > 0:
+                if not final:
+                    raise _Skip
+                if waited >= _POST_MAX_WAIT:
+                    break  # let Slack decide; a 429 is still handled by the caller
+                waited += wait
+                await asyncio.sleep(wait)
         data = await self._api.call(
             "chat.postMessage",
             channel=self._channel,
@@ -327,15 +402,16 @@ class SlackReply:
             log.info("slack.status_unavailable", code=getattr(e, "code", "ratelimited"))
             return False
         self._status_on = bool(status)
+        self._status_text = status
         return True
 
     async def _clear_status(self) -> None:
         await self._set_status("")
 
-    async def _refresh_status(self, status: str) -> None:
+    async def _refresh_status(self) -> None:
         while True:
             await asyncio.sleep(STATUS_REFRESH_SECONDS)
-            if not self._status_on or not await self._set_status(status):
+            if not self._status_on or not await self._set_status(self._status_text):
                 return
 
     def _stop_status(self) -> None:
