@@ -763,3 +763,13 @@ async def test_the_fake_also_runs_as_its_own_process_for_benchmarks_and_manual_t
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def test_inputs_that_cannot_be_sent_as_json_are_refused_at_call_time(
+    fake: FakeDify, aio_http: httpx.AsyncClient
+) -> None:
+    fake.add_app(KEY)
+    client = make_client(fake, aio_http)
+    with pytest.raises(ValueError, match="JSON"):
+        client.chat_stream(query="q", user=USER, conversation_id=None, inputs={"when": object()})
+    assert fake.requests == []

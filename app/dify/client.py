@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -96,6 +97,14 @@ def _check_id(name: str, value: str) -> str:
     if not isinstance(value, str) or not _ID_RE.match(value):
         raise ValueError(f"{name} must be a Dify id (letters, digits, - _ . :), got {value!r:.80}")
     return value
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    """The request body, encoded once (retries resend the same bytes)."""
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"inputs and files must be JSON-serialisable: {e}") from None
 
 
 def _check_user(user: str) -> str:
@@ -212,6 +221,7 @@ class DifyClient:
         self.base_url = base_url.rstrip("/")
         self._http = http
         self._headers = {"Authorization": f"Bearer {api_key}", "User-Agent": USER_AGENT}
+        self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self._t = timeouts
         self._retry = retry
         self._breaker = breaker
@@ -253,7 +263,7 @@ class DifyClient:
             "files": [dict(f) for f in files],
             "auto_generate_name": bool(auto_generate_name),
         }
-        return self._stream("/chat-messages", body)
+        return self._stream("/chat-messages", _encode(body))
 
     def completion_stream(
         self,
@@ -273,7 +283,7 @@ class DifyClient:
             "response_mode": "streaming",
             "files": [dict(f) for f in files],
         }
-        return self._stream("/completion-messages", body)
+        return self._stream("/completion-messages", _encode(body))
 
     def workflow_stream(
         self,
@@ -289,9 +299,9 @@ class DifyClient:
             "response_mode": "streaming",
             "files": [dict(f) for f in files],
         }
-        return self._stream("/workflows/run", body)
+        return self._stream("/workflows/run", _encode(body))
 
-    async def _stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[DifyEvent]:
+    async def _stream(self, path: str, body: bytes) -> AsyncIterator[DifyEvent]:
         attempt = 0
         while True:
             self._check_breaker()
@@ -379,14 +389,14 @@ class DifyClient:
         return err
 
     async def _open(
-        self, path: str, body: dict[str, Any]
+        self, path: str, body: bytes
     ) -> tuple[httpx.Response, AsyncIterator[bytes], SSEDecoder, list[DifyEvent]]:
         """Send the request and wait for the first event(s); everything here may be retried."""
         request = self._http.build_request(
             "POST",
             self.base_url + path,
-            json=body,
-            headers=self._headers,
+            content=body,
+            headers=self._json_headers,
             timeout=self._stream_timeout,
         )
         response: httpx.Response | None = None
