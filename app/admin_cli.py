@@ -135,9 +135,12 @@ def _prepare_slack(
     except ConfigError as e:
         _err(f"error: {e}")
         return 2
+    # --socket-mode/--no-socket-mode, else on when SLACK_APP_TOKEN is set (the service then uses
+    # Socket Mode), else whatever the file says.
     socket = args.socket_mode
     if socket is None:
-        socket = settings.secret("slack_app_token") is not None
+        file_value = manifests.settings_value(base, "socket_mode_enabled")
+        socket = settings.secret("slack_app_token") is not None or file_value is True
     command = args.command or settings.slack_slash_command
     rendered = manifests.render_slack_manifest(
         base, public_url=args.public_url, socket_mode=socket, command=command,

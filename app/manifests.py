@@ -192,6 +192,11 @@ def render_slack_manifest(
     return m
 
 
+def settings_value(m: dict[str, Any], key: str) -> Any:
+    """``m["settings"][key]`` of a Slack manifest, or None."""
+    return _get(m, "settings", key)
+
+
 def _child(
     parent: dict[str, Any], key: str, default: dict[str, Any] | None = None
 ) -> dict[str, Any]:

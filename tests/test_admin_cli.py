@@ -84,6 +84,18 @@ async def test_socket_mode_is_the_default_when_an_app_token_is_set(
     assert m["features"]["slash_commands"][0]["command"] == "/helpdesk"
 
 
+async def test_check_respects_socket_mode_in_the_admins_file(run: Run, tmp_path: Path) -> None:
+    m = yaml.safe_load((ROOT / "manifests/slack/manifest.yaml").read_text())
+    m["settings"]["socket_mode_enabled"] = True
+    own = tmp_path / "socket.yaml"
+    own.write_text(yaml.safe_dump(m))
+    code, out, _ = await run("manifest", "slack", "--check", str(own))
+    assert (code, out.strip()) == (0, f"{own}: OK")  # request URLs dropped, nothing to fix
+    code, out, _ = await run("manifest", "slack", "--check", str(own), "--no-socket-mode")
+    assert code == 1
+    assert "still points at the example host" in out
+
+
 async def test_check_on_a_fresh_clone_says_to_set_the_public_url(run: Run) -> None:
     code, out, _ = await run("manifest", "slack", "--check")
     assert code == 1
