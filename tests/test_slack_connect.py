@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 
@@ -127,3 +128,26 @@ async def test_event_from_a_workspace_that_never_installed_the_app_is_not_answer
     await bot.send(ev, team=stranger)
     await bot.idle()
     assert not fake_slack.calls_to("chat.postMessage")
+
+
+async def test_uninstalling_the_app_forgets_the_workspace(slack_bot, fake_slack):
+    bot = await slack_bot(OAUTH_ENV)
+    await _install(bot, fake_slack, "T0GONE")
+    team = fake_slack.teams["T0GONE"]
+    first = bot.mention("still there?", team=team)
+    await bot.send(first, team=team)
+    await bot.final(CHANNEL, first["ts"])
+
+    assert await bot.send({"type": "app_uninstalled", "event_ts": "1.1"}, team=team) == 200
+    prefix = bot.service.settings.redis_key_prefix
+    redis = bot.service.store.redis
+    for _ in range(50):
+        if await redis.get(f"{prefix}:slack:bot:-:T0GONE") is None:
+            break
+        await asyncio.sleep(0.02)
+    assert await redis.get(f"{prefix}:slack:bot:-:T0GONE") is None
+
+    later = bot.mention("hello?", team=team)
+    await bot.send(later, team=team)
+    await bot.idle()
+    assert not bot.answers(CHANNEL, later["ts"])

@@ -8,6 +8,7 @@ OAuth variables are set. Socket Mode (``SLACK_APP_TOKEN``) needs no public URL.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization.async_authorize import AsyncAuthorize
+from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.oauth.async_oauth_flow import AsyncOAuthFlow
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_bolt.request.async_request import AsyncBoltRequest
@@ -83,6 +85,7 @@ class SlackAdapter:
         self._app_token = s.secret("slack_app_token")
         base_client = make_client(token=None, base_url=self._api_url, session=session)
         self._single: SingleTeamAuthorize | None = None
+        self.installations: RedisInstallationStore | None = None
         self.oauth_flow: AsyncOAuthFlow | None = None
         authorize: AsyncAuthorize
         bot_token = s.secret("slack_bot_token")
@@ -111,6 +114,7 @@ class SlackAdapter:
                 )
             )
             authorize = self._single
+        self._authorize = authorize
         self.bolt = AsyncApp(
             client=base_client,
             signing_secret=self._signing_secret,
@@ -135,6 +139,8 @@ class SlackAdapter:
 
     def _register(self, command: str) -> None:
         app, h = self.bolt, self.handlers
+        app.event("app_uninstalled")(self._on_uninstalled)
+        app.event("tokens_revoked")(self._on_uninstalled)
         app.event("app_mention")(h.on_message_event)
         app.event("message")(h.on_message_event)
         # Anything else we receive is acknowledged, so Slack never retries or disables the app.
@@ -143,6 +149,20 @@ class SlackAdapter:
         app.action(B.ACTION_STOP)(h.on_stop)
         app.action(re.compile(rf"^({B.ACTION_LIKE}|{B.ACTION_DISLIKE})$"))(h.on_feedback)
         app.action(re.compile(rf"^{B.ACTION_SUGGEST}_\d+$"))(h.on_suggestion)
+
+    async def _on_uninstalled(self, context: AsyncBoltContext) -> None:
+        """The app was removed from a workspace: forget its installation and cached token."""
+        log.info("slack.uninstalled", team=context.team_id, enterprise=context.enterprise_id)
+        if self.installations is None:
+            return
+        await self.installations.async_delete_bot(
+            enterprise_id=context.enterprise_id, team_id=context.team_id
+        )
+        await self.installations.async_delete_installation(
+            enterprise_id=context.enterprise_id, team_id=context.team_id
+        )
+        if isinstance(self._authorize, CachedInstallationAuthorize):
+            self._authorize.forget(context.enterprise_id, context.team_id)
 
     # ------------------------------------------------------------------ Adapter protocol
 
@@ -216,6 +236,14 @@ class SlackAdapter:
         return await to_aiohttp_response(await self.oauth_flow.handle_callback(bolt_req))
 
 
+def _quiet_sdk_loggers() -> None:
+    # slack_sdk logs whole request bodies (message text) at DEBUG: never below INFO for them.
+    for name in ("slack_sdk", "slack_bolt"):
+        lg = logging.getLogger(name)
+        if lg.getEffectiveLevel() < logging.INFO:
+            lg.setLevel(logging.INFO)
+
+
 def create(ctx: AdapterContext) -> SlackAdapter | None:
     """Build the Slack adapter, or return None (after one log line) when it is not configured."""
     s = ctx.settings
@@ -243,6 +271,7 @@ def create(ctx: AdapterContext) -> SlackAdapter | None:
             hint="set SLACK_SIGNING_SECRET (HTTP mode) or SLACK_APP_TOKEN (Socket Mode)",
         )
         return None
+    _quiet_sdk_loggers()
     if ctx.http is not None:
         return SlackAdapter(ctx, ctx.http, owns_session=False)
     # Created inside the running loop (Service.create is async); closed in stop().

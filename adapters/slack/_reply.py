@@ -105,9 +105,16 @@ class SlackReply:
             self._status_task = asyncio.create_task(self._refresh_status())
             return
         self._reserve(force=True)
-        await self._sync(
-            [(B.fallback_text(placeholder), self._streaming_blocks("", placeholder))], final=True
-        )
+        payload = [(B.fallback_text(placeholder), self._streaming_blocks("", placeholder))]
+        for attempt in range(3):
+            try:
+                await self._sync(payload, final=True)
+                return
+            except PlatformRateLimited as e:
+                # start() has no scheduler behind it to retry: wait a little ourselves.
+                if attempt == 2 or e.retry_after > _POST_MAX_WAIT:
+                    raise
+                await asyncio.sleep(e.retry_after)
 
     async def update(self, text: str, *, status: str | None = None) -> None:
         nothing_shown = not self._ts and self._stream_ts is None
