@@ -773,3 +773,12 @@ async def test_inputs_that_cannot_be_sent_as_json_are_refused_at_call_time(
     with pytest.raises(ValueError, match="JSON"):
         client.chat_stream(query="q", user=USER, conversation_id=None, inputs={"when": object()})
     assert fake.requests == []
+
+
+async def test_a_proxy_that_gzips_the_stream_is_understood(
+    fake: FakeDify, http: httpx.AsyncClient
+) -> None:
+    fake.add_app(KEY, answer="compressed but fine ✓", chunk_size=4, gzip=True)
+    events = await ask(make_client(fake, http))
+    assert text_of(events) == "compressed but fine ✓"
+    assert isinstance(events[-1], MessageEnd)

@@ -412,7 +412,8 @@ class DifyClient:
                         status=200,
                         code="protocol_error",
                     )
-                chunks = response.aiter_raw()
+                # aiter_bytes, not aiter_raw: a proxy may gzip the stream (nginx `gzip_types`).
+                chunks = response.aiter_bytes()
                 decoder = SSEDecoder()
                 while True:
                     try:

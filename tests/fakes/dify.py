@@ -48,7 +48,8 @@ API
     ``agent_thoughts`` (list of ``{"tool","tool_input","observation"}``: one tool round each),
     ``replace_with`` (str: send ``message_replace`` with this text before the end),
     ``workflow_status`` (final workflow_finished status, default "succeeded"),
-    ``max_upload_bytes`` (default 15 MB), ``keep_open_seconds`` (cap for ``Fault.keep_open``).
+    ``max_upload_bytes`` (default 15 MB), ``keep_open_seconds`` (cap for ``Fault.keep_open``),
+    ``gzip`` (compress streams, as a proxy with gzip on would).
     ``faults``: deque of one-shot :class:`Fault`; each generation call (stream *or* blocking)
     pops one. ``endpoint_faults[name]`` (or ``fail_endpoint(name, fault)``): faults for other
     endpoints, ``name`` one of
@@ -276,6 +277,7 @@ _KNOBS: dict[str, Any] = {
     "workflow_status": "succeeded",
     "max_upload_bytes": 15 * 1024 * 1024,
     "keep_open_seconds": 30.0,
+    "gzip": False,
 }
 
 
@@ -316,6 +318,7 @@ class FakeApp:
         self.workflow_status: str
         self.max_upload_bytes: int
         self.keep_open_seconds: float
+        self.gzip: bool
         self.faults: deque[Fault] = deque()
         self.endpoint_faults: dict[str, deque[Fault]] = {}
         self.conversations: dict[str, FakeConversation] = {}
@@ -1046,6 +1049,9 @@ class FakeDify:
                 "X-Accel-Buffering": "no",
             },
         )
+        if app.gzip:
+            # As a proxy with gzip on for text/event-stream would (nginx `gzip_types`).
+            resp.enable_compression(web.ContentCoding.gzip)
         await resp.prepare(request)
         app.running[gen.task_id] = (gen.user, gen.stop)
         app._running_changed.set()
