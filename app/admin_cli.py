@@ -280,7 +280,26 @@ def config_check(args: argparse.Namespace) -> int:
         if r.config.inputs:
             pairs = ", ".join(f"{k} <- {v}" for k, v in r.config.inputs.items())
             print(f"  inputs of {r.name}: {pairs}")
+    for line in _shadowed(routes):
+        print(line)
     return 0
+
+
+def _shadowed(routes: list[Route]) -> list[str]:
+    """Routes that can never answer: an earlier route has exactly the same match."""
+    first: dict[tuple[str | None, ...], tuple[int, str]] = {}
+    out = []
+    for i, r in enumerate(routes):
+        m = r.config.match
+        key = (m.platform, m.workspace, m.channel)
+        if key in first:
+            j, name = first[key]
+            out.append(f"WARNING routes.{i}.match: route {r.name!r} never answers: route "
+                       f"{name!r} (routes.{j}) has the same match and comes first -> give it a "
+                       "match of its own or delete it")
+        else:
+            first[key] = (i, r.name)
+    return out
 
 
 # ---------------------------------------------------------------------------------------- doctor

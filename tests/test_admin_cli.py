@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
+import subprocess
+import sys
 import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -307,6 +310,19 @@ async def test_config_check_prints_effective_routes_with_secrets_masked(
         assert secret not in out + err
 
 
+async def test_a_route_hidden_behind_an_identical_match_is_pointed_out(
+    run: Run, env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "bridge.yaml"
+    cfg.write_text("routes:\n  - name: sales\n    match: {platform: slack, channel: C1}\n"
+                   "  - name: sales-new\n    match: {channel: C1, platform: slack}\n")
+    env.setenv("DIFY_API_KEY", "app-default-key-77")
+    code, out, _ = await run("config", "check", str(cfg))
+    assert code == 0
+    assert ("WARNING routes.1.match: route 'sales-new' never answers: route 'sales' (routes.0) has "
+            "the same match and comes first -> give it a match of its own or delete it") in out
+
+
 @pytest.mark.parametrize(
     ("yaml_text", "env_vars", "expected"),
     [
@@ -366,6 +382,20 @@ def _between(text: str, name: str) -> str:
     start = text.index(f"<!-- {name}:start")
     start = text.index("-->", start) + len("-->\n")
     return text[start : text.index(f"<!-- {name}:end -->")]
+
+
+def test_the_installed_entry_point_runs_the_admin_commands(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    env["BRIDGE_CONFIG"] = str(tmp_path / "absent.yaml")
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "manifest", "slack", "--check", "--socket-mode"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert (done.returncode, done.stdout.strip()) == (0, "manifests/slack/manifest.yaml: OK")
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "config", "check"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert "DIFY_API_KEY is not set" in done.stderr
 
 
 def test_admin_guide_tables_are_generated_from_the_code_so_they_cannot_drift() -> None:
