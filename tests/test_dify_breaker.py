@@ -14,6 +14,7 @@ from app.dify import (
     CircuitOpen,
     DifyBadRequest,
     DifyClient,
+    DifyClientPool,
     DifyServerError,
     DifyTimeouts,
     MessageEnd,
@@ -234,3 +235,25 @@ async def test_a_model_that_keeps_crashing_mid_stream_opens_the_breaker(
         events = await ask(client)
         assert isinstance(events[-1], StreamError)
     assert breaker.state == "open"
+
+
+async def test_the_pool_reports_breaker_transitions_for_metrics(fake: FakeDify) -> None:
+    app = fake.add_app(KEY)
+    for _ in range(2):
+        app.faults.append(Fault.http(500, "internal_server_error", "Internal Server Error"))
+    seen: list[tuple[str, str, str]] = []
+    pool = DifyClientPool(
+        retry=RetryPolicy(max_retries=0),
+        breaker_failures=2,
+        on_breaker_change=lambda url, a, z: seen.append((url, a, z)),
+    )
+    try:
+        client = pool.client(fake.base_url, KEY)
+        for _ in range(2):
+            with pytest.raises(DifyServerError):
+                await ask(client)
+        with pytest.raises(CircuitOpen):
+            await ask(client)
+    finally:
+        await pool.aclose()
+    assert seen == [(fake.base_url, "closed", "open")]

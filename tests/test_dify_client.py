@@ -782,3 +782,20 @@ async def test_a_proxy_that_gzips_the_stream_is_understood(
     events = await ask(make_client(fake, http))
     assert text_of(events) == "compressed but fine ✓"
     assert isinstance(events[-1], MessageEnd)
+
+
+async def test_a_stop_from_someone_who_does_not_own_the_answer_is_ignored_like_dify_does(
+    fake: FakeDify, aio_http: httpx.AsyncClient
+) -> None:
+    app = fake.add_app(KEY, answer="x" * 40, chunk_size=2, chunk_delay=0.01)
+    client = make_client(fake, aio_http)
+    stream = client.chat_stream(query="q", user=USER, conversation_id=None, inputs={})
+    async with aclosing(stream) as s:
+        events = []
+        async for ev in s:
+            events.append(ev)
+            if len(events) == 2:
+                assert ev.task_id
+                await client.stop(ev.task_id, user="not-the-owner")  # answers success anyway
+    assert text_of(events) == "x" * 40
+    assert app.stopped == []

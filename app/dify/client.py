@@ -38,7 +38,7 @@ import aiohttp
 import httpx
 import structlog
 
-from app.dify.breaker import CircuitBreaker
+from app.dify.breaker import CircuitBreaker, State
 from app.dify.errors import (
     ConversationNotFound,
     DifyConnectionError,
@@ -775,7 +775,10 @@ class DifyClientPool:
         retry: RetryPolicy = RetryPolicy(),
         breaker_failures: int = 5,
         breaker_reset_seconds: float = 30.0,
+        on_breaker_change: Callable[[str, State, State], None] | None = None,
     ) -> None:
+        """``on_breaker_change(base_url, before, after)`` is called on every breaker transition
+        (for metrics); transitions are also logged as ``dify_breaker``."""
         if transport not in ("aiohttp", "httpx"):
             raise ValueError("transport must be 'aiohttp' or 'httpx'")
         self.transport: Transport = transport
@@ -786,6 +789,7 @@ class DifyClientPool:
         self._http: dict[str, httpx.AsyncClient] = {}
         self._clients: dict[tuple[str, str], DifyClient] = {}
         self._breakers: dict[tuple[str, str], CircuitBreaker] = {}
+        self._on_breaker_change = on_breaker_change
 
     @staticmethod
     def _key(base_url: str, api_key: str) -> tuple[str, str]:
@@ -797,7 +801,18 @@ class DifyClientPool:
         k = self._key(base_url, api_key)
         b = self._breakers.get(k)
         if b is None:
-            b = CircuitBreaker(failures=self._breaker_failures, reset_seconds=self._breaker_reset)
+            url = k[0]
+
+            def changed(before: State, after: State) -> None:
+                log.warning("dify_breaker", base_url=url, before=before, after=after)
+                if self._on_breaker_change is not None:
+                    self._on_breaker_change(url, before, after)
+
+            b = CircuitBreaker(
+                failures=self._breaker_failures,
+                reset_seconds=self._breaker_reset,
+                on_change=changed,
+            )
             self._breakers[k] = b
         return b
 
