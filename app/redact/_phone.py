@@ -9,8 +9,11 @@ in an order that follows the script around the number.
 
 from __future__ import annotations
 
+import re
+
 from phonenumbers import (
     COUNTRY_CODE_TO_REGION_CODE,
+    PhoneMetadata,
     PhoneNumber,
     is_valid_number,
     is_valid_number_for_region,
@@ -29,9 +32,48 @@ _NATIONAL_LEN: dict[str, tuple[int, int]] = {
 }
 
 
+_Desc = tuple[re.Pattern[str], frozenset[int]]
+# Most numbers people paste are mobile or fixed line: check those first.
+_TYPES = ("mobile", "fixed_line", "toll_free", "premium_rate", "shared_cost", "voip",
+          "personal_number", "pager", "uan", "voicemail")  # fmt: skip
+
+
+def _compile(region: str) -> tuple[_Desc, tuple[_Desc, ...]]:
+    """The library's own validity rule for one region, with its patterns compiled once."""
+    md = PhoneMetadata.metadata_for_region(region)
+    assert md is not None and md.general_desc is not None
+
+    def desc(d: object) -> _Desc | None:
+        pattern = getattr(d, "national_number_pattern", None)
+        if pattern is None:
+            return None
+        return re.compile(pattern), frozenset(getattr(d, "possible_length", ()) or ())
+
+    general = desc(md.general_desc)
+    assert general is not None
+    types = tuple(x for x in (desc(getattr(md, name)) for name in _TYPES) if x is not None)
+    return general, types
+
+
+# Same answer as ``is_valid_number_for_region`` (a number is valid when it matches the general
+# description and any number type), without building objects or looking patterns up per call.
+_FAST: dict[str, tuple[_Desc, tuple[_Desc, ...]]] = {
+    r: _compile(r) for r in ("JP", "GB", "DE", "TH", "CN", "US", "CA")
+}
+
+
+def _matches(national: str, d: _Desc) -> bool:
+    pattern, lengths = d
+    return (not lengths or len(national) in lengths) and pattern.fullmatch(national) is not None
+
+
 def _valid(cc: int, national: str, region: str) -> bool:
     if not national or len(national) > 15:
         return False
+    fast = _FAST.get(region)
+    if fast is not None:
+        general, types = fast
+        return _matches(national, general) and any(_matches(national, d) for d in types)
     num = PhoneNumber(country_code=cc, national_number=int(national))
     return bool(is_valid_number_for_region(num, region))
 
@@ -76,7 +118,9 @@ def valid_nanp(digits: str) -> bool:
         digits = digits[1:]
     if len(digits) != 10 or digits[0] in "01":
         return False
-    # Any NANP country (US, CA, JM, DO, ...): the library checks the area code's region.
+    if _valid(1, digits, "US") or _valid(1, digits, "CA"):
+        return True
+    # Other NANP countries (JM, DO, ...): the library finds the area code's region.
     return bool(is_valid_number(PhoneNumber(country_code=1, national_number=int(digits))))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import string
 from collections.abc import Iterator
 
 from app.redact import _checksums as ck
@@ -27,13 +28,26 @@ def _is_word(ch: str) -> bool:
     return ch.isascii() and (ch.isalnum() or ch == "_")
 
 
+def first_digit(t: str) -> int:
+    """Index of the first ASCII digit, or -1. Ten ``str.find`` calls beat one regex scan."""
+    end = len(t)
+    best = -1
+    for d in "0123456789":
+        i = t.find(d, 0, end)
+        if i != -1:
+            best = end = i
+    return best
+
+
 # --------------------------------------------------------------------------- secrets
 
+# Shapes of tokens with a known prefix. Python's ``re`` has no fast multi-literal scan, so each
+# prefix is found with ``str.find`` (which is) and the shape is matched only there.
 _TOKEN = re.compile(
-    r"""(?<![A-Za-z0-9_\-])(?:
+    r"""(?:
       xox[abposrce]-[A-Za-z0-9\-]{10,250}
     | xapp-\d-[A-Za-z0-9\-]{10,250}
-    | (?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16}
+    | (?:AKIA|ASIA)[A-Z0-9]{16}
     | gh[pousr]_[A-Za-z0-9]{36,255}
     | github_pat_[A-Za-z0-9_]{22,255}
     | sk-ant-[a-z]{3,6}\d{0,3}-[A-Za-z0-9_\-]{20,300}
@@ -47,34 +61,40 @@ _TOKEN = re.compile(
     )(?![A-Za-z0-9_\-])""",
     re.X,
 )
+# (marker, characters of the token before the marker), grouped by a character every token of
+# the group contains, so a message without "-" or "_" skips the group.
+_MARKERS_ANY: tuple[tuple[str, int], ...] = (
+    ("AKIA", 0), ("ASIA", 0), ("eyJ", 0), ("AIza", 0), ("hooks.slack.com/", 0),
+)  # fmt: skip
+_MARKERS_DASH: tuple[tuple[str, int], ...] = (
+    ("xox", 0), ("xapp-", 0), ("sk-", 0), ("app-", 0), ("dataset-", 0), ("glpat-", 0),
+)  # fmt: skip
+_MARKERS_UNDERSCORE: tuple[tuple[str, int], ...] = (
+    ("ghp_", 0), ("gho_", 0), ("ghu_", 0), ("ghs_", 0), ("ghr_", 0), ("github_pat_", 0),
+    ("k_live_", 1), ("k_test_", 1),
+)  # fmt: skip
 _PRIVATE_KEY = re.compile(
     r"-----BEGIN[A-Z0-9 ]{0,20} PRIVATE KEY(?: BLOCK)?-----"
     r".*?(?:-----END[A-Z0-9 ]{0,20} PRIVATE KEY(?: BLOCK)?-----|\Z)",
     re.S,
 )
-_AUTH_HEADER = re.compile(
-    r"(?i)(?<![A-Za-z0-9])(?:bearer|basic|token)\s+([A-Za-z0-9\-._~+/]{16,2048}=*)"
-)
+_AUTH_VALUE = re.compile(r"\s+([A-Za-z0-9\-._~+/]{16,2048}=*)")
+_AUTH_WORDS = ("bearer", "basic", "token")
 # Words that, before ":" or "=", announce a secret value. Weak ones also name ordinary things
-# ("max_tokens: 1500"), so their values must look random to count.
-_STRONG_WORDS = (
-    r"pass(?:word|wd|phrase)?|pwd|secret|client[_\-]?secret|パスワード|暗証番号|密码|口令|รหัสผ่าน"
-)
-_WEAK_WORDS = (
-    r"token|api[_\-]?key|apikey|access[_\-]?key|secret[_\-]?key|private[_\-]?key|auth|"
+# ("max_tokens: 1500"), so their values must look random to count. Each is found by a root
+# (``str.find`` in the lower-cased text), then the whole word is matched there.
+_KEY_ROOTS = ("pass", "pwd", "secret", "token", "api", "access", "private", "auth", "credential",
+              "session", "cookie")  # fmt: skip
+_KEY_ROOTS_CJK = ("パスワード", "暗証番号", "密码", "口令", "รหัสผ่าน")
+_KEY_WORD = re.compile(
+    r"(?P<strong>password|passwd|passphrase|secret(?![_\-]?key)|pwd|pass|パスワード|暗証番号|密码|口令|"
+    r"รหัสผ่าน)|token|api[_\-]?key|apikey|access[_\-]?key|secret[_\-]?key|private[_\-]?key|auth|"
     r"credentials?|session[_\-]?id|cookie"
 )
-_ASSIGN = re.compile(
-    r"(?i)(?<![A-Za-z0-9])(?:[A-Za-z0-9]+[_\-.])*(?:(?P<strong>"
-    + _STRONG_WORDS
-    + r")|(?P<weak>"
-    + _WEAK_WORDS
-    + r"))[\"']?\s*(?P<op>[:=]|=>|->|\s(?:is|was)\s|は|是|คือ)\s*"
+_AFTER_KEY = re.compile(
+    r"[\"']?\s*(?P<op>[:=]|=>|->|\s(?:is|was|IS)\s|は|是|คือ)\s*"
     r"(?:\"(?P<v1>[^\"\r\n]{1,256})\"|'(?P<v2>[^'\r\n]{1,256})'"
-    r"|(?P<v3>(?-i:[^\s\"'`,;&<>()\[\]{}\u0080-\U0010ffff]){1,256}))"
-)
-_ASSIGN_GATE = re.compile(
-    r"(?i)pass|pwd|secret|token|key|auth|credential|session|cookie|パスワード|暗証番号|密码|口令|รหัสผ่าน"
+    r"|(?P<v3>[^\s\"'`,;&<>()\[\]{}\u0080-\U0010ffff]{1,256}))"
 )
 _NOT_A_VALUE = frozenset(
     [
@@ -106,13 +126,12 @@ _NOT_A_VALUE = frozenset(
         "changeme",
     ]
 )
-
-
 # "${DB_PASSWORD}", "$TOKEN", "%PASSWORD%", "<your-password>", "{{secret}}", "=>": not values.
 _PLACEHOLDER_VALUE = re.compile(
     r"\$\{?(?:[A-Z_][A-Z0-9_]*|[a-z_][a-z0-9_]*)\}?|%[A-Za-z_]+%|<[^>]*>?|\{\{?[^}]*\}?\}?|[=>:]+.*"
 )
 _DOTTED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
 def _looks_random(v: str) -> bool:
@@ -121,40 +140,99 @@ def _looks_random(v: str) -> bool:
     return len(v) >= 12 and has_digit and has_alpha
 
 
+def _lower(t: str) -> str:
+    """Lower case with the same length (``str.lower`` may grow some non-ASCII characters)."""
+    low = t.lower()
+    return low if len(low) == len(t) else t.translate(_ASCII_LOWER)
+
+
+def _tokens(t: str) -> Iterator[Raw]:
+    seen: set[int] = set()
+    markers = _MARKERS_ANY
+    if "-" in t:
+        markers += _MARKERS_DASH
+    if "_" in t:
+        markers += _MARKERS_UNDERSCORE
+    for marker, back in markers:
+        i = t.find(marker)
+        while i != -1:
+            a = i - back
+            if a >= 0 and a not in seen and not (a > 0 and (_is_word(t[a - 1]) or t[a - 1] == "-")):
+                m = _TOKEN.match(t, a)
+                if m is not None and _token_ok(m):
+                    seen.add(a)
+                    yield ("SECRET", a, m.end(), P_SECRET)
+            i = t.find(marker, i + 1)
+
+
+def _token_ok(m: re.Match[str]) -> bool:
+    body = m.group("sk") or m.group("dify")
+    if body is None:
+        return True
+    tail = body.split("-", 1)[1]
+    # Random keys mix cases and digits; kebab-case identifiers do not.
+    mixed_case = any(c.isupper() for c in tail) and any(c.islower() for c in tail)
+    has_digit = any(c.isdigit() for c in tail)
+    return mixed_case and (has_digit or m.group("dify") is not None)
+
+
 def secrets(t: str) -> Iterator[Raw]:
     """API keys and tokens with a known shape, private key blocks, ``password=`` values."""
     if "-----BEGIN" in t:
         for m in _PRIVATE_KEY.finditer(t):
             yield ("SECRET", m.start(), m.end(), P_SECRET + 5)
-    for m in _TOKEN.finditer(t):
-        body = m.group("sk") or m.group("dify")
-        if body is not None:
-            tail = body.split("-", 1)[1]
-            # Random keys mix cases and digits; kebab-case identifiers do not.
-            mixed_case = any(c.isupper() for c in tail) and any(c.islower() for c in tail)
-            has_digit = any(c.isdigit() for c in tail)
-            if not (mixed_case and (has_digit or m.group("dify"))):
-                continue
-        yield ("SECRET", m.start(), m.end(), P_SECRET)
-    if _ASSIGN_GATE.search(t) is None:
+    yield from _tokens(t)
+    ascii_only = t.isascii()
+    # After "is"/"was" only random-looking values count, and those contain a digit.
+    has_op = ":" in t or "=" in t
+    has_op = has_op or ((" is " in t or " was " in t or " IS " in t) and first_digit(t) != -1)
+    if not ascii_only:
+        has_op = has_op or "は" in t or "是" in t or "คือ" in t
+    if not has_op and "earer" not in t and "asic" not in t and "oken" not in t:
         return
-    for m in _AUTH_HEADER.finditer(t):
-        v = m.group(1)
-        if _looks_random(v) or len(v) >= 24:
-            yield ("SECRET", m.start(1), m.end(1), P_SECRET)
-    pos = 0
-    while (am := _ASSIGN.search(t, pos)) is not None:
-        name = "v1" if am.group("v1") is not None else "v2" if am.group("v2") is not None else "v3"
-        start, end = am.start(name), am.end(name)
-        # A rejected "value" may be the next key ("secret: password: hunter2"): search on from it.
-        pos = start if start > am.start() else am.end()
-        if _is_value(am, name, t[end : end + 8]):
-            yield ("SECRET", start, end, P_SECRET - 1)
-            pos = end
+    low = _lower(t)
+    for word in _AUTH_WORDS:
+        i = low.find(word)
+        while i != -1:
+            av = _AUTH_VALUE.match(t, i + len(word))
+            if av is not None and (i == 0 or not _is_word(t[i - 1])):
+                v = av.group(1)
+                if _looks_random(v) or len(v) >= 24:
+                    yield ("SECRET", av.start(1), av.end(1), P_SECRET)
+            i = low.find(word, i + 1)
+    if not has_op:
+        return
+    roots = _KEY_ROOTS if ascii_only else _KEY_ROOTS + _KEY_ROOTS_CJK
+    seen: set[int] = set()
+    for root in roots:
+        i = low.find(root)
+        while i != -1:
+            if i not in seen:
+                seen.add(i)
+                yield from _assignment(t, low, i)
+            i = low.find(root, i + 1)
 
 
-def _is_value(m: re.Match[str], name: str, after: str) -> bool:
-    v = m.group(name)
+def _assignment(t: str, low: str, i: int) -> Iterator[Raw]:
+    kw = _KEY_WORD.match(low, i)
+    if kw is None:
+        return
+    word, strong = kw.group(), kw.group("strong") is not None
+    if i > 0:
+        prev = t[i - 1]
+        # "bypass = 3" is not a key; "db_password", "dbPassword", "mysql.password" are.
+        if prev.isascii() and prev.isalpha() and not (prev.islower() and t[i].isupper()):
+            return
+    m = _AFTER_KEY.match(t, i + len(word))
+    if m is None:
+        return
+    name = "v1" if m.group("v1") is not None else "v2" if m.group("v2") is not None else "v3"
+    start, end = m.start(name), m.end(name)
+    if _is_value(m.group(name), name, t[end : end + 8], m.group("op").strip(), strong):
+        yield ("SECRET", start, end, P_SECRET - 1)
+
+
+def _is_value(v: str, name: str, after: str, op: str, strong: bool) -> bool:
     if v.lower() in _NOT_A_VALUE or _PLACEHOLDER_VALUE.fullmatch(v) or len(set(v)) == 1:
         return False
     # Code, not a value: ``password = input()``, ``pwd = os.getcwd()``, ``secret: str``.
@@ -163,10 +241,9 @@ def _is_value(m: re.Match[str], name: str, after: str) -> bool:
     # The "value" is the next key: "secret: db_password = ...".
     if after.lstrip()[:1] in ("=", ":"):
         return False
-    op = m.group("op").strip()
-    if m.group("weak") is not None or op in ("is", "was", "は", "是", "คือ"):
+    if not strong or op in ("is", "was", "IS", "は", "是", "คือ"):
         # Natural language ("the password is required") and weak words need a random value.
-        return _looks_random(v) or (op not in ("is", "was") and m.group("strong") is not None)
+        return _looks_random(v) or (op not in ("is", "was", "IS") and strong)
     return len(v) >= 3
 
 
@@ -214,24 +291,13 @@ def emails(t: str) -> Iterator[Raw]:
 # --------------------------------------------------------------------------- IP addresses
 
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-_IPV4 = re.compile(rf"(?<![0-9A-Za-z.])(?:{_OCTET}\.){{3}}{_OCTET}(?![0-9]|\.[0-9A-Za-z])")
-_VERSIONISH = re.compile(
-    r"(?i)(?:(?<![A-Za-z])(?:version|ver\.?|release|firmware|build|rev|v)|==|>=|<=|~=|@)\s*[:=]?\s*$"
-)
+_IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}(?:/\d{{1,3}})?")
 _IPV6_HIT = re.compile(r"::|:[0-9A-Fa-f]{1,4}:")
 _HEXCOLON = frozenset("0123456789abcdefABCDEF:.")
 
 
-def ip_addresses(t: str) -> Iterator[Raw]:
-    """IPv4 dotted quads (not version strings) and IPv6 addresses validated by ``ipaddress``."""
-    if "." in t:
-        for m in _IPV4.finditer(t):
-            a = m.start()
-            if a > 1 and t[a - 1] == "-" and _is_word(t[a - 2]):
-                continue
-            if _VERSIONISH.search(t, max(0, a - 12), a):
-                continue
-            yield ("IP_ADDRESS", m.start(), m.end(), P_IP)
+def ipv6_addresses(t: str) -> Iterator[Raw]:
+    """IPv6 addresses validated by ``ipaddress`` (IPv4 is found with the digit runs)."""
     if ":" not in t:
         return
     last_end = -1
@@ -269,12 +335,17 @@ def ip_addresses(t: str) -> Iterator[Raw]:
 
 # --------------------------------------------------------------------------- IBAN
 
-_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]){10,32}")
+_IBAN = re.compile(r"[A-Z][A-Z]\d\d(?:[ ]?[A-Z0-9]){10,32}")  # no {2}: keeps re's fast skip
 
 
 def ibans(t: str) -> Iterator[Raw]:
     """IBANs (upper case, optionally in groups of four): country length and mod 97."""
-    for m in _IBAN.finditer(t):
+    start = first_digit(t)
+    if start == -1:
+        return
+    for m in _IBAN.finditer(t, max(0, start - 2)):
+        if m.start() > 0 and _is_word(t[m.start() - 1]):
+            continue
         s = m.group()
         want = ck.IBAN_LENGTHS.get(s[:2])
         if want is None:
@@ -296,28 +367,84 @@ def ibans(t: str) -> Iterator[Raw]:
 
 # --------------------------------------------------------------------------- digit runs
 
-_NUM = re.compile(r"[+(]?\d(?:[\d)]|[ \-./(]{1,2}(?=\d))*")
+# Starts with a digit so ``re`` can skip ahead to digits; a "+" or "(" in front is added after.
+# At least 7 characters ("8.8.8.8"), so the many short numbers in text never reach Python.
+_NUM = re.compile(r"\d(?:[\d)]|[ \-./(]{1,2}(?=\d)){6,}")
 _GROUP = re.compile(r"\d+")
 _SEPS = str.maketrans("", "", " -./()+")
 _DATE = re.compile(r"(?:19|20)\d\d[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:19|20)\d\d")
-_NOT_PII_BEFORE = re.compile(
-    r"(?i)(?<![A-Za-z])(?:order|invoice|ticket|tracking|shipment|parcel|booking|reservation|reference|ref|"
-    r"case|incident|build|issue|job|run|po|sku|item|product|serial|model|part|account no|"
-    r"注文|受注|発注|伝票|問い合わせ|予約|請求書|お問合せ|订单|单号|工单|快递|เลขที่คำสั่งซื้อ)"
-    r"(?:\s*(?:no\.?|number|num|id|code|番号|号))?[\"']?\s*[:#：=]?\s*[\"']?#?\s*$"
-    # Identifier-style keys in code and JSON: user_id, orderId, item_count, "size": ...
-    r"|[A-Za-z0-9](?-i:_id|Id|_no|_num|_count|Count|_size|Size|_bytes|_seq|_offset|_nonce)"
-    r"[\"']?\s*[:=]\s*[\"']?$"
-)
-_TIME_BEFORE = re.compile(
-    r"(?i)(?:ts|time|timestamp|epoch|created|updated|modified|date|_at|millis|ms|seconds)"
-    r"[\"']?\s*[:=]\s*[\"']?$"
-)
-_PHONE_WORDS = re.compile(
-    r"(?i)call|phone|tel|mobile|cell|fax|contact|reach|text me|sms|whatsapp|line|number|dial|"
-    r"電話|携帯|連絡|番号|电话|手机|联系|โทร|เบอร์|ติดต่อ"
-)
-_SSN_WORDS = re.compile(r"(?i)ssn|social security|社会保障")
+# Context rules look at the few characters before a number. Python's ``re`` cannot search
+# backwards cheaply, so these are suffix checks on the stripped text in front.
+_LABEL_TAIL = " \t\"'#:：=."
+_REF_WORDS = (
+    "order", "invoice", "ticket", "tracking", "shipment", "parcel", "booking", "reservation",
+    "reference", "ref", "case", "incident", "build", "issue", "job", "run", "po", "sku", "item",
+    "product", "serial", "model", "part", "account no", "注文", "受注", "発注", "伝票",
+    "問い合わせ", "予約", "請求書", "お問合せ", "订单", "单号", "工单", "快递", "เลขที่คำสั่งซื้อ",
+)  # fmt: skip
+_REF_SUFFIXES = ("no", "number", "num", "id", "code", "番号", "号")
+# Identifier-style keys in code and JSON: user_id, orderId, item_count, "size": ...
+_ID_KEYS = ("_id", "Id", "_no", "_num", "_count", "Count", "_size", "Size", "_bytes", "_seq",
+            "_offset", "_nonce")  # fmt: skip
+_TIME_WORDS = ("ts", "time", "timestamp", "epoch", "created", "updated", "modified", "date",
+               "_at", "millis", "ms", "seconds")  # fmt: skip
+_VERSION_WORDS = ("version", "ver", "ver.", "release", "firmware", "build", "rev", "v")
+_PHONE_WORDS = ("call", "phone", "tel", "mobile", "cell", "fax", "contact", "reach", "text me",
+                "sms", "whatsapp", "line", "number", "dial", "電話", "携帯", "連絡", "番号",
+                "电话", "手机", "联系", "โทร", "เบอร์", "ติดต่อ")  # fmt: skip
+_SSN_WORDS = ("ssn", "social security", "社会保障")
+
+
+def _ends_with_word(low: str, words: tuple[str, ...]) -> bool:
+    """``low`` ends with one of ``words``, not as the tail of a longer ASCII word."""
+    if not low.endswith(words):
+        return False
+    for w in words:
+        if low.endswith(w):
+            i = len(low) - len(w)
+            if i == 0 or not (w[0].isascii() and w[0].isalpha()):
+                return True
+            if not (low[i - 1].isascii() and low[i - 1].isalpha()):
+                return True
+    return False
+
+
+def _reference_label(before: str) -> bool:
+    """``before`` ends with a label for a reference number: "Order #", "注文番号：", "user_id":"""
+    s = before.rstrip(_LABEL_TAIL)
+    if s.endswith(_ID_KEYS) and any(c in before[len(s) :] for c in ":="):
+        key = next(k for k in _ID_KEYS if s.endswith(k))
+        if len(s) > len(key) and s[-len(key) - 1].isascii() and s[-len(key) - 1].isalnum():
+            return True
+    low = s.lower()
+    if _ends_with_word(low, _REF_WORDS):
+        return True
+    if not low.endswith(_REF_SUFFIXES):
+        return False
+    for suffix in _REF_SUFFIXES:
+        if _ends_with_word(low, (suffix,)):
+            return _ends_with_word(low[: -len(suffix)].rstrip(_LABEL_TAIL), _REF_WORDS)
+    return False
+
+
+def _time_label(before: str) -> bool:
+    """``before`` ends with a time key: ``"ts": ``, ``created_at=``."""
+    s = before.rstrip(" \t\"'")
+    if not s.endswith((":", "=")):
+        return False
+    return _ends_with_word(s[:-1].rstrip(" \t\"'").lower(), _TIME_WORDS)
+
+
+def _version_label(before: str) -> bool:
+    s = before.rstrip(" \t:=")
+    return s.endswith(("==", ">=", "<=", "~=", "@")) or _ends_with_word(s.lower(), _VERSION_WORDS)
+
+
+def _mentions(window: str, words: tuple[str, ...]) -> bool:
+    low = window.lower()
+    return any(w in low for w in words)
+
+
 _TH_WORDS = re.compile(
     r"(?i)thai|thailand|タイの|タイ国|泰国|บัตรประชาชน|เลขประจำตัว|ประชาชน|national id|citizen id"
 )
@@ -379,6 +506,10 @@ def _classify(ctx: _Ctx, a: int, b: int) -> Raw | None:
     """Decide what the digit run ``t[a:b]`` is, or ``None`` for an ordinary number."""
     t = ctx.t
     s = t[a:b]
+    if "." in s and _IPV4.fullmatch(s):
+        if _version_label(t[max(0, a - 12) : a]) or _glued(t, a):
+            return None
+        return ("IP_ADDRESS", a, b, P_IP)
     digits = s.translate(_SEPS)
     n = len(digits)
     if n < 8 or n > 19 or _DATE.match(s):
@@ -399,7 +530,7 @@ def _classify(ctx: _Ctx, a: int, b: int) -> Raw | None:
         return ("CN_RESIDENT_ID", a, b, P_ID)
 
     before = ctx.before(a)
-    if plain and _TIME_BEFORE.search(before):
+    if plain and _time_label(before):
         return None
     prev = t[a - 1] if a > 0 else ""
 
@@ -430,7 +561,7 @@ def _classify(ctx: _Ctx, a: int, b: int) -> Raw | None:
         n == 9
         and len(seps) <= 1
         and seps <= {"-", " "}
-        and (groups == [3, 2, 4] or (plain and _SSN_WORDS.search(before)))
+        and (groups == [3, 2, 4] or (plain and _mentions(before, _SSN_WORDS)))
     ):
         if ck.ssn_ok(digits[:3], digits[3:5], digits[5:]):
             return ("US_SSN", a, b, P_ID)
@@ -457,7 +588,8 @@ def _phone_at(
     elif n == 11 and digits[0] == "1" and digits[1] in "3456789" and (plain or groups == [3, 4, 4]):
         ok = _phone.valid_cn_mobile(digits)
     elif n in (10, 11) and (
-        _NANP_SHAPE.fullmatch(s) or (plain and n == 10 and _PHONE_WORDS.search(ctx.before(a, 48)))
+        _NANP_SHAPE.fullmatch(s)
+        or (plain and n == 10 and _mentions(ctx.before(a, 48), _PHONE_WORDS))
     ):
         ok = _phone.valid_nanp(digits)
     else:
@@ -472,14 +604,29 @@ def _phone_at(
     return ("PHONE", a, b, P_PHONE)
 
 
+def _glued(t: str, a: int) -> bool:
+    """``t[a:]`` continues a longer token ("v1.2.3.4", "ORD-2026-...", "build.20261123")."""
+    prev = t[a - 1] if a > 0 else ""
+    if _is_word(prev) or prev == ".":
+        return True
+    return (
+        prev in "-/:" and a > 1 and _is_word(t[a - 2]) and not (prev == ":" and t[a - 2].isalpha())
+    )
+
+
 def numbers(t: str) -> Iterator[Raw]:
     """Digit runs: cards, national ids, SSNs, phone numbers. Validators run only on candidates."""
     ctx: _Ctx | None = None
-    for m in _NUM.finditer(t):
+    start = first_digit(t)
+    if start == -1:
+        return
+    for m in _NUM.finditer(t, start):
         a, b = m.start(), m.end()
-        s = m.group()
-        # Cheap exit for the ordinary numbers that make up almost every match.
-        if b - a < 8:
+        if a > 0 and t[a - 1] in "+(":
+            a -= 1
+        s = t[a:b]
+        # Cheap exit for the ordinary numbers that make up almost every match ("8.8.8.8" is 7).
+        if b - a < 7 or (b - a == 7 and "." not in s):
             continue
         while s.endswith(")") and s.count("(") < s.count(")"):
             s, b = s[:-1], b - 1
@@ -504,7 +651,7 @@ def numbers(t: str) -> Iterator[Raw]:
             prev = " "
         if ctx is None:
             ctx = _Ctx(t)
-        if prev != "T" and not s.startswith("+") and _NOT_PII_BEFORE.search(ctx.before(a, 32)):
+        if prev != "T" and not s.startswith("+") and _reference_label(ctx.before(a, 32)):
             continue
         found = _classify(ctx, a, b)
         if found is not None:
@@ -514,12 +661,19 @@ def numbers(t: str) -> Iterator[Raw]:
         cuts = [a] + [a + k + 1 for k, ch in enumerate(s) if ch == " "] + [b + 1]
         if len(cuts) < 3 or len(cuts) > 12:
             continue
+        # Digits before each cut, so windows that cannot be anything are never classified.
+        ndig = [0]
+        for k in range(1, len(cuts)):
+            ndig.append(ndig[-1] + len(t[cuts[k - 1] : cuts[k] - 1].translate(_SEPS)))
         i = 0
         while i < len(cuts) - 1:
             for j in range(len(cuts) - 1, i, -1):
                 if i == 0 and j == len(cuts) - 1:
                     continue
                 sa, sb = cuts[i], cuts[j] - 1
+                n = ndig[j] - ndig[i]
+                if n > 19 or n < (4 if "." in t[sa:sb] else 8):
+                    continue
                 found = _classify(ctx, sa, sb)
                 if found is not None:
                     yield found

@@ -18,7 +18,7 @@ _RECOGNIZERS: tuple[tuple[_Recognizer, frozenset[str]], ...] = (
     (rec.url_credentials, frozenset({"URL_CREDENTIALS"})),
     (rec.emails, frozenset({"EMAIL"})),
     (rec.ibans, frozenset({"IBAN"})),
-    (rec.ip_addresses, frozenset({"IP_ADDRESS"})),
+    (rec.ipv6_addresses, frozenset({"IP_ADDRESS"})),
     (
         rec.numbers,
         frozenset(
@@ -30,6 +30,7 @@ _RECOGNIZERS: tuple[tuple[_Recognizer, frozenset[str]], ...] = (
                 "JP_CORPORATE_NUMBER",
                 "CN_RESIDENT_ID",
                 "TH_NATIONAL_ID",
+                "IP_ADDRESS",
             }
         ),
     ),
