@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
 import sys
@@ -799,3 +800,37 @@ async def test_a_stop_from_someone_who_does_not_own_the_answer_is_ignored_like_d
                 await client.stop(ev.task_id, user="not-the-owner")  # answers success anyway
     assert text_of(events) == "x" * 40
     assert app.stopped == []
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_a_server_that_never_accepts_the_connection_is_a_connect_timeout(
+    transport: str,
+) -> None:
+    # A listening socket with a full backlog: the kernel drops further SYNs, so connect hangs.
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        s = socket.socket()
+        s.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            s.connect(("127.0.0.1", port))
+        fillers.append(s)
+    http = make_http_client(transport)  # type: ignore[arg-type]
+    try:
+        client = DifyClient(
+            f"http://127.0.0.1:{port}/v1",
+            KEY,
+            http=http,
+            timeouts=DifyTimeouts(connect=0.3, first_event=5),
+            retry=RetryPolicy(max_retries=0),
+        )
+        with pytest.raises(DifyTimeout) as info:
+            await ask(client)
+        assert info.value.phase == "connect" and info.value.retryable
+    finally:
+        await http.aclose()
+        for s in [*fillers, server]:
+            s.close()

@@ -136,9 +136,9 @@ def _transport_error(
     if isinstance(e, httpx.ConnectTimeout | httpx.PoolTimeout):
         # httpx-aiohttp maps every aiohttp ClientConnectionError to ConnectTimeout; only a real
         # timeout underneath is one.
-        if cause is None or isinstance(cause, TimeoutError):
-            return DifyTimeout(phase="connect")
-        return DifyConnectionError(f"connection failed ({type(cause).__name__})")
+        if isinstance(cause, aiohttp.ClientError) and not isinstance(cause, TimeoutError):
+            return DifyConnectionError(f"connection failed ({type(cause).__name__})")
+        return DifyTimeout(phase="connect")
     if isinstance(e, httpx.TimeoutException):
         return DifyTimeout(phase=phase)
     return DifyConnectionError(f"connection failed ({type(e).__name__})")
