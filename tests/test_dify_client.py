@@ -834,3 +834,14 @@ async def test_a_server_that_never_accepts_the_connection_is_a_connect_timeout(
         await http.aclose()
         for s in [*fillers, server]:
             s.close()
+
+
+async def test_an_app_with_its_api_disabled_is_an_auth_problem_for_the_admin(
+    fake: FakeDify, aio_http: httpx.AsyncClient
+) -> None:
+    app = fake.add_app(KEY)
+    app.faults.append(Fault.http(403, "forbidden", "The app's API service has been disabled."))
+    with pytest.raises(DifyAuthError) as info:
+        await ask(make_client(fake, aio_http))
+    assert info.value.status == 403 and not info.value.retryable
+    assert "administrator" in info.value.user_message

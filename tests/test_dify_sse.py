@@ -319,3 +319,31 @@ def test_wrongly_typed_fields_degrade_instead_of_crashing() -> None:
 def test_an_object_without_an_event_name_is_a_protocol_error() -> None:
     with pytest.raises(DifyProtocolError):
         parse_event({"answer": "x"})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=64), max_size=12))
+def test_arbitrary_bytes_give_events_or_a_protocol_error_never_a_crash(chunks: list[bytes]) -> None:
+    d = SSEDecoder(max_event_bytes=4096)
+    try:
+        for c in chunks:
+            d.feed(c)
+        d.close()
+    except DifyProtocolError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["event", "answer", "data", "metadata", "status", "id", "position"]),
+        st.one_of(
+            st.none(), st.integers(), st.text(max_size=5), st.lists(st.integers(), max_size=2)
+        ),
+    )
+)
+def test_any_json_object_parses_to_an_event_or_a_protocol_error(obj: dict[str, object]) -> None:
+    try:
+        parse_event(obj)
+    except DifyProtocolError:
+        assert not isinstance(obj.get("event"), str) or not obj.get("event")
