@@ -74,8 +74,13 @@ API
 
 Conversations are scoped to (app, user) exactly as Dify does: another user's or an unknown id
 gives 404 ``not_found`` "Conversation Not Exists.". Messages are persisted, so ``GET /messages``
-recovers an answer after a dropped stream. ``POST .../stop`` really ends the running stream
-(``message_end`` with the partial answer; chatflow/workflow: ``workflow_finished`` "stopped").
+recovers an answer after a dropped stream (newest page, oldest first within it). A new
+conversation's ``name`` is the query cut to 47 characters + "..." when ``auto_generate_name``
+is true (Dify's fallback when naming fails), else "New conversation"; ``POST
+/conversations/{id}/name`` renames, ``DELETE /conversations/{id}`` answers 204. ``POST .../stop``
+really ends the running stream (``message_end`` with the partial answer; chatflow/workflow:
+``workflow_finished`` "stopped"); a stop from a user who does not own the task is ignored but
+still answers success, as in Dify.
 
 Standalone (multi-process tests, benchmarks)::
 
