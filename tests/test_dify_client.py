@@ -845,3 +845,16 @@ async def test_an_app_with_its_api_disabled_is_an_auth_problem_for_the_admin(
         await ask(make_client(fake, aio_http))
     assert info.value.status == 403 and not info.value.retryable
     assert "administrator" in info.value.user_message
+
+
+async def test_conversation_names_follow_auto_generate_name(
+    fake: FakeDify, aio_http: httpx.AsyncClient
+) -> None:
+    fake.add_app(KEY)
+    client = make_client(fake, aio_http)
+    await ask(client, "Where is the VPN guide?", auto_generate_name=True)
+    await ask(client, "unnamed", user="other-thread")
+    named = await client.conversations(user=USER)
+    assert [c["name"] for c in named] == ["Where is the VPN guide?"]
+    plain = await client.conversations(user="other-thread")
+    assert [c["name"] for c in plain] == ["New conversation"]
