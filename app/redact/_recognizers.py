@@ -314,23 +314,34 @@ def ipv6_addresses(t: str) -> Iterator[Raw]:
         last_end = b
         while b > a and t[b - 1] in ".:" and not t[a:b].endswith("::"):
             b -= 1
-        # "ID：fe80::1" folds to "ID:fe80::1": a lone colon in front belongs to the sentence.
-        while a < b and t[a] in ".:" and not t.startswith("::", a):
-            a += 1
-        if (a > 0 and _is_word(t[a - 1])) or (b < n and _is_word(t[b])):
+        if b < n and _is_word(t[b]):
             continue
-        cand = t[a:b]
-        groups = [g for g in cand.split(":") if g]
-        # "fe80::1" is an address; "arr[1::3]" is a slice.
-        if len(groups) < 2 or not any(c.isdigit() for c in cand):
-            continue
-        if len(groups) == 2 and len(groups[0]) + len(groups[1]) < 5:
-            continue
-        try:
-            ipaddress.IPv6Address(cand)
-        except ValueError:
-            continue
-        yield ("IP_ADDRESS", a, b, P_IP)
+        # "ID：fe80::1" folds to "ID:fe80::1", and "D" is a hex digit: drop leading groups that
+        # belong to the sentence until what is left is an address.
+        for _ in range(3):
+            while a < b and t[a] in ".:" and not t.startswith("::", a):
+                a += 1
+            if _ipv6_ok(t[a:b]) and not (a > 0 and _is_word(t[a - 1])):
+                yield ("IP_ADDRESS", a, b, P_IP)
+                break
+            k = t.find(":", a, b)
+            if k == -1:
+                break
+            a = k if t.startswith("::", k) else k + 1
+
+
+def _ipv6_ok(cand: str) -> bool:
+    groups = [g for g in cand.split(":") if g]
+    # "fe80::1" is an address; "arr[1::3]" is a slice.
+    if len(groups) < 2 or not any(c.isdigit() for c in cand):
+        return False
+    if len(groups) == 2 and len(groups[0]) + len(groups[1]) < 5:
+        return False
+    try:
+        ipaddress.IPv6Address(cand)
+    except ValueError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- IBAN
@@ -660,6 +671,10 @@ def numbers(t: str) -> Iterator[Raw]:
         # "4111 1111 1111 1111 12 27" or "tel 03 1234 5678 2": try space-separated sub-runs.
         cuts = [a] + [a + k + 1 for k, ch in enumerate(s) if ch == " "] + [b + 1]
         if len(cuts) < 3 or len(cuts) > 12:
+            continue
+        # A run of four-digit groups that failed as a whole is a mistyped card or id: a part of
+        # it passing some check digit by chance is not a finding.
+        if all(len(g) == 4 for g in _GROUP.findall(s)):
             continue
         # Digits before each cut, so windows that cannot be anything are never classified.
         ndig = [0]
