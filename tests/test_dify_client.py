@@ -858,3 +858,16 @@ async def test_conversation_names_follow_auto_generate_name(
     assert [c["name"] for c in named] == ["Where is the VPN guide?"]
     plain = await client.conversations(user="other-thread")
     assert [c["name"] for c in plain] == ["New conversation"]
+
+
+async def test_a_failed_chatflow_run_ends_at_workflow_finished_with_the_error(
+    fake: FakeDify, aio_http: httpx.AsyncClient
+) -> None:
+    fake.add_app(
+        KEY, mode="advanced-chat", workflow_status="failed", workflow_error="LLM node timed out"
+    )
+    events = await ask(make_client(fake, aio_http))
+    done = events[-1]
+    assert isinstance(done, WorkflowFinished)
+    assert done.status == "failed" and done.error == "LLM node timed out"
+    assert not any(isinstance(e, MessageEnd) for e in events)

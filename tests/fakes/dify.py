@@ -47,7 +47,9 @@ API
     answer}``), ``output_variable`` (default "answer"), ``query_variable`` (default "query"),
     ``agent_thoughts`` (list of ``{"tool","tool_input","observation"}``: one tool round each),
     ``replace_with`` (str: send ``message_replace`` with this text before the end),
-    ``workflow_status`` (final workflow_finished status, default "succeeded"),
+    ``workflow_status`` (final workflow_finished status, default "succeeded"; "failed" ends
+    chatflow/workflow runs as Dify does: ``workflow_finished`` failed with ``workflow_error``,
+    then for chatflow an ``error`` event "Run failed: ...", and no ``message_end``),
     ``max_upload_bytes`` (default 15 MB), ``keep_open_seconds`` (cap for ``Fault.keep_open``),
     ``gzip`` (compress streams, as a proxy with gzip on would).
     ``faults``: deque of one-shot :class:`Fault`; each generation call (stream *or* blocking)
@@ -283,6 +285,7 @@ _KNOBS: dict[str, Any] = {
     "max_upload_bytes": 15 * 1024 * 1024,
     "keep_open_seconds": 30.0,
     "gzip": False,
+    "workflow_error": "Node LLM run failed: model timeout",
 }
 
 
@@ -324,6 +327,7 @@ class FakeApp:
         self.max_upload_bytes: int
         self.keep_open_seconds: float
         self.gzip: bool
+        self.workflow_error: str
         self.faults: deque[Fault] = deque()
         self.endpoint_faults: dict[str, deque[Fault]] = {}
         self.conversations: dict[str, FakeConversation] = {}
@@ -912,6 +916,23 @@ class FakeDify:
             ev = gen.env("message_replace")
             ev.update({"answer": app.replace_with, "reason": "output_moderation"})
             yield "event", ev
+        if app.workflow_status == "failed" and mode in ("advanced-chat", "workflow"):
+            # Dify: workflow_finished(failed), then (chatflow) an error event; no message_end.
+            if gen.message is not None:
+                gen.message.status, gen.message.error = "error", app.workflow_error
+            yield "event", self._wf_finished(gen, "failed", app.workflow_error)
+            if mode == "advanced-chat":
+                ev = gen.env("error")
+                ev.pop("task_id", None)
+                ev.update(
+                    {
+                        "code": "invalid_param",
+                        "status": 400,
+                        "message": f"Run failed: {app.workflow_error}",
+                    }
+                )
+                yield "event", ev
+            return
         if mode != "workflow":
             yield "event", self._message_end(gen, len(chunks))
         if mode in ("advanced-chat", "workflow"):
