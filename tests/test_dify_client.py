@@ -871,3 +871,18 @@ async def test_a_failed_chatflow_run_ends_at_workflow_finished_with_the_error(
     assert isinstance(done, WorkflowFinished)
     assert done.status == "failed" and done.error == "LLM node timed out"
     assert not any(isinstance(e, MessageEnd) for e in events)
+
+
+async def test_more_answers_in_flight_than_aiohttps_default_connection_cap(
+    fake: FakeDify, aio_http: httpx.AsyncClient
+) -> None:
+    app = fake.add_app(KEY, answer="slow and steady", chunk_size=5, chunk_delay=0.3)
+    client = make_client(fake, aio_http)
+    batch = asyncio.gather(*(ask(client, f"q{i}") for i in range(150)))
+    peak = 0
+    async with asyncio.timeout(10):
+        while peak < 150:
+            peak = max(peak, len(app.running))
+            await asyncio.sleep(0.01)
+    results = await batch
+    assert all(text_of(r) == "slow and steady" for r in results)

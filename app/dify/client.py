@@ -749,11 +749,15 @@ Transport = Literal["aiohttp", "httpx"]
 
 
 def make_http_client(
-    transport: Transport = "aiohttp", *, max_connections: int = 512
+    transport: Transport = "aiohttp", *, max_connections: int = 4096
 ) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` over aiohttp (httpx-aiohttp, default: less CPU) or httpx's own."""
     limits = httpx.Limits(
-        max_connections=max_connections, max_keepalive_connections=64, keepalive_expiry=30.0
+        # Every streaming answer holds a connection for its whole length: the cap must sit well
+        # above the answers in flight (None would mean aiohttp's default of 100).
+        max_connections=max_connections,
+        max_keepalive_connections=256,
+        keepalive_expiry=30.0,
     )
     if transport == "aiohttp":
         from httpx_aiohttp import AiohttpTransport

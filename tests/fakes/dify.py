@@ -487,7 +487,8 @@ class FakeDify:
             webapp, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        # A deep accept backlog: tests open hundreds of streams at once.
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=2048)
         await site.start()
         server = site._server
         assert server is not None
