@@ -21,8 +21,8 @@ _PLACEHOLDER = re.compile(
 )
 # An unfinished placeholder at the very end of the text so far.
 _TAIL = re.compile(
-    r"(?:<|&lt;|&lt|&l|&|\\<|\\|＜)\s*(?P<core>[A-Z_\\]{0,30}\d{0,5})$"
-    r"|(?<![A-Za-z0-9_\\])(?P<bare>[A-Z]{3}[A-Z_\\]{0,30}\d{0,5})$"
+    r"(?:<|&lt;|&lt|&l|&|\\<|\\|＜)\s*(?P<core>[A-Z_\\]{0,30}\d{0,5})(?:\s*(?:&gt|&g|&|\\))?$"
+    r"|(?<![A-Za-z0-9_\\])(?P<bare>[A-Z][A-Z_\\]{0,30}\d{0,5})$"
 )
 
 

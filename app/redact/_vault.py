@@ -9,10 +9,12 @@ WATCH/MULTI, so two messages of one thread racing each other never lose a placeh
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import os
+import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from redis.exceptions import WatchError
 
+from app.errors import BridgeError
 from app.redact._restore import placeholder
 
 if TYPE_CHECKING:
@@ -36,7 +39,8 @@ _VERSION = "v1."
 # A thread that collects more distinct values than this gets typed markers for the rest: the
 # map is read on every message and must stay small.
 MAX_ENTRIES = 500
-_WATCH_RETRIES = 8
+# Optimistic retries when messages of one thread race; each round one writer wins.
+_WATCH_RETRIES = 50
 
 
 @dataclass(slots=True)
@@ -148,5 +152,7 @@ class PseudonymVault:
                     await pipe.execute()
                     return m, result
                 except WatchError:
+                    # Spread the retries so racing writers do not collide again at once.
+                    await asyncio.sleep(random.uniform(0, 0.002))  # noqa: S311
                     continue
-        raise RuntimeError("pseudonym map kept changing under concurrent updates; try again")
+        raise BridgeError("pseudonym map kept changing under concurrent updates; try again")
