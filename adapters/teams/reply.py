@@ -63,6 +63,12 @@ class EditReply:
         self.message_id: str | None = None
         self._delivered = 0  # parts of the final answer already visible
         self._last_id: str | None = None
+        self._base = _sdk.base_activity(
+            bot=place.bot,
+            user=place.user,
+            conversation=place.conversation,
+            reply_to_id=place.reply_to_id,
+        )
 
     # -------------------------------------------------------------- Reply protocol
     async def start(self, placeholder: str) -> None:
@@ -98,12 +104,9 @@ class EditReply:
         entities: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         return _sdk.build_activity(
+            self._base,
             type=type,
-            bot=self.place.bot,
-            user=self.place.user,
-            conversation=self.place.conversation,
             text=part.text,
-            reply_to_id=self.place.reply_to_id,
             entities=(part.entities + (entities or [])) or None,
             channel_data=part.channel_data,
             attachments=part.attachments or None,

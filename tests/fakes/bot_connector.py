@@ -65,6 +65,7 @@ class Call:
     at: float
     authorization: str | None
     response: dict[str, Any] = field(default_factory=dict)
+    wall: float = field(default_factory=time.time)
 
     @property
     def type(self) -> str:
@@ -149,6 +150,9 @@ class FakeBotConnector:
         app.router.add_post("/v3/conversations/{cid}/activities", self._post)
         app.router.add_post("/v3/conversations/{cid}/activities/{aid}", self._post)
         app.router.add_put("/v3/conversations/{cid}/activities/{aid}", self._put)
+        # Test-only endpoints for the standalone mode (benchmarks in another process).
+        app.router.add_get("/_fake/calls", self._dump_calls)
+        app.router.add_get("/_fake/token", self._mint)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -452,6 +456,30 @@ class FakeBotConnector:
         self.messages[(cid, aid)] = body
         return await self._answer(request, "PUT", body, 200, {"id": aid})
 
+    async def _dump_calls(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "throttled": self.throttled,
+                "calls": [
+                    {
+                        "method": c.method,
+                        "status": c.status,
+                        "wall": c.wall,
+                        "conversation_id": c.conversation_id,
+                        "activity_id": c.activity_id,
+                        "type": c.type,
+                        "stream_type": c.stream_type,
+                        "chars": len(c.text),
+                        "text_head": c.text[:40],
+                    }
+                    for c in self.calls
+                ],
+            }
+        )
+
+    async def _mint(self, request: web.Request) -> web.Response:
+        return web.json_response({"token": self.sign(service_url=request.query.get("serviceUrl"))})
+
     # ------------------------------------------------------------------ reading the record
     def sent(self, method: str | None = None, *, ok: bool = True) -> list[Call]:
         return [
@@ -601,3 +629,24 @@ def _escape(text: str) -> str:
 def _iso_now() -> str:
     now = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+
+
+async def _serve() -> None:
+    import signal
+
+    fake = FakeBotConnector()
+    await fake.start()
+    print(fake.service_url, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await fake.stop()
+
+
+if __name__ == "__main__":
+    # Standalone (benchmarks): ``python -m tests.fakes.bot_connector`` prints the serviceUrl and
+    # serves on 127.0.0.1 until SIGTERM. App id BOT_APP_ID, password "s3cret";
+    # GET /_fake/token?serviceUrl=... mints an activity JWT, GET /_fake/calls returns the record.
+    asyncio.run(_serve())

@@ -1,0 +1,188 @@
+"""Teams benchmark: 50 channel threads answering at once through the real /api/messages path.
+
+Run (from the repo root, Redis on 127.0.0.1:6379 or REDIS_URL)::
+
+    .venv/bin/python bench/bench_teams.py                 # 50 threads, ~10 s answers
+    .venv/bin/python bench/bench_teams.py --threads 100 --events 150
+
+Three processes: this one runs dify-bridge (the Teams adapter mounted on the core server, JWT
+validation on); a Dify-compatible SSE server (bench/_sse_server.py) and the fake Bot Connector
+(``python -m tests.fakes.bot_connector``, with Teams' documented per-thread throttling) run apart,
+so only the bridge's CPU is counted. Every activity carries a JWT signed by the fake.
+
+Reports: 429s received (target 0), updates (PUTs) per answer, time from posting the activity to
+the first visible answer text (p50/p99), HTTP ack time, and CPU per answer next to the floor of
+the core benchmark (a bare aiohttp loop reading and JSON-decoding the same stream).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.logs import configure as configure_logs  # noqa: E402
+from app.service import Service  # noqa: E402
+from app.settings import load_settings  # noqa: E402
+from tests.fakes.bot_connector import BOT_APP_ID, TENANT_ID, FakeBotConnector  # noqa: E402
+
+PLACEHOLDER = "Thinking…"
+
+
+def spawn(args: list[str]) -> tuple[subprocess.Popen[str], str]:
+    # Our own helper scripts with fixed arguments.
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=ROOT)  # noqa: S603
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+async def floor_cpu(url: str, n: int, session: aiohttp.ClientSession) -> float:
+    """CPU per answer of merely reading the same Dify stream (the core benchmark's floor)."""
+
+    async def one() -> None:
+        async with session.post(
+            f"{url}/chat-messages",
+            json={"query": "q", "user": "u", "inputs": {}, "response_mode": "streaming"},
+            headers={"Authorization": "Bearer app-bench"},
+        ) as r:
+            async for line in r.content:
+                if line.startswith(b"data: "):
+                    json.loads(line[6:])
+
+    t = time.process_time()
+    await asyncio.gather(*(one() for _ in range(n)))
+    return (time.process_time() - t) / n
+
+
+async def run(threads: int, events: int, chunk: int, delay: float) -> None:
+    sse, dify_url = spawn(
+        [sys.executable, "bench/_sse_server.py", str(events), str(chunk), str(delay)]
+    )
+    bc, service_url = spawn([sys.executable, "-m", "tests.fakes.bot_connector"])
+    builder = FakeBotConnector()  # only to build activities shaped like Teams'
+    builder.port = int(service_url.rstrip("/").rsplit(":", 1)[1])
+    env = {
+        "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "REDIS_KEY_PREFIX": "bench" + uuid.uuid4().hex[:6],
+        "DIFY_BASE_URL": dify_url,
+        "DIFY_API_KEY": "app-bench",
+        "LOG_LEVEL": "WARNING",
+        "BREAKER_FAILURES": "1000",
+        "USER_RATE_PER_MINUTE": "0",
+        "WORKSPACE_RATE_PER_MINUTE": "0",
+        "BRIDGE_CONFIG": "/nonexistent.yaml",
+        "MICROSOFT_APP_ID": BOT_APP_ID,
+        "MICROSOFT_APP_PASSWORD": "s3cret",
+        "MICROSOFT_APP_TENANT_ID": TENANT_ID,
+        "MICROSOFT_TOKEN_URL": f"{service_url}botframework.com/oauth2/v2.0/token",
+        "TEAMS_OPENID_METADATA_URL": f"{service_url}v1/.well-known/openidconfiguration",
+    }
+    os.environ["MICROSOFT_TOKEN_URL"] = env["MICROSOFT_TOKEN_URL"]
+    svc = await Service.create(load_settings(env), adapters=["teams"], env=env)
+    await svc.start("127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            floor = statistics.median([await floor_cpu(dify_url, 20, http) for _ in range(3)])
+            mint = f"{service_url}_fake/token"
+            async with http.get(mint, params={"serviceUrl": service_url}) as r:
+                token = (await r.json())["token"]
+            activities = [builder.channel_mention(f"Question {i}?") for i in range(threads)]
+            sent_at: dict[str, float] = {}
+            acks: list[float] = []
+
+            async def deliver(a: dict[str, Any]) -> None:
+                sent_at[a["conversation"]["id"]] = time.time()
+                t = time.monotonic()
+                async with http.post(
+                    f"{svc.base_url}/api/messages",
+                    json=a,
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as r:
+                    assert r.status == 200, r.status
+                acks.append(time.monotonic() - t)
+
+            # One activity on an idle bot first: the ack time without 49 others in the queue.
+            await deliver(builder.channel_mention("Warm-up question?"))
+            idle_ack = acks.pop()
+            await svc.bridge.drain(timeout=300)
+            sent_at.clear()
+            cpu0 = time.process_time()
+            wall0 = time.monotonic()
+            await asyncio.gather(*(deliver(a) for a in activities))
+            await svc.bridge.drain(timeout=300)
+            wall = time.monotonic() - wall0
+            cpu = (time.process_time() - cpu0) / threads
+            async with http.get(f"{service_url}_fake/calls") as r:
+                record = await r.json()
+    finally:
+        await svc.stop(grace=5)
+        for p in (sse, bc):
+            p.terminate()
+            p.wait(5)
+
+    calls = record["calls"]
+    first_text: dict[str, float] = {}
+    puts: dict[str, int] = {}
+    for c in calls:
+        conv = c["conversation_id"]
+        if c["status"] < 300 and c["chars"] and c["text_head"] != PLACEHOLDER:
+            first_text.setdefault(conv, c["wall"])
+        if c["method"] == "PUT" and c["status"] < 300:
+            puts[conv] = puts.get(conv, 0) + 1
+    latencies = [first_text[k] - sent_at[k] for k in sent_at if k in first_text]
+    per_answer = [puts.get(k, 0) for k in sent_at]
+    answered = sum(1 for k in sent_at if k in first_text)
+    print(
+        f"threads answered: {answered}/{threads} in {wall:.1f} s "
+        f"(answers ~{events * delay:.0f} s, {events * chunk} chars each)"
+    )
+    print(f"429s received: {record['throttled']} (target 0)")
+    print(
+        f"updates per answer: mean {statistics.mean(per_answer):.1f}, "
+        f"min {min(per_answer)}, max {max(per_answer)}"
+    )
+    print(
+        f"activity -> first visible text: p50 {pct(latencies, 50) * 1000:.0f} ms, "
+        f"p99 {pct(latencies, 99) * 1000:.0f} ms"
+    )
+    print(
+        f"HTTP ack: idle {idle_ack * 1000:.1f} ms; during the burst of {threads}: "
+        f"p50 {pct(acks, 50) * 1000:.1f} ms, p99 {pct(acks, 99) * 1000:.1f} ms"
+    )
+    print(
+        f"CPU per answer: {cpu * 1000:.1f} ms (floor {floor * 1000:.2f} ms, "
+        f"ratio {cpu / floor:.1f})"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=50)
+    ap.add_argument("--events", type=int, default=100, help="Dify text events per answer")
+    ap.add_argument("--chunk", type=int, default=20, help="characters per event")
+    ap.add_argument("--delay", type=float, default=0.1, help="seconds between events")
+    a = ap.parse_args()
+    configure_logs("WARNING", "json")
+    asyncio.run(run(a.threads, a.events, a.chunk, a.delay))
+
+
+if __name__ == "__main__":
+    main()
