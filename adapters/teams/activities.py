@@ -20,6 +20,8 @@ CHANNEL = "channel"
 _MESSAGEID = ";messageid="
 _AT_TAG = re.compile(r"<at(?:\s[^>]*)?>(.*?)</at>", re.IGNORECASE | re.DOTALL)
 _MAX_ID = 512
+_CUT = "\x00"  # marks where a bot mention was (a NUL the user sent just becomes a space)
+_AROUND_CUT = re.compile(r"[ \t]*\x00[ \t]*")
 
 
 class BadActivity(ValueError):
@@ -177,22 +179,29 @@ def clean_text(inb: Inbound) -> str:
     so "<at>DifyBot</at> what is DifyBot?" keeps its second "DifyBot" (botbuilder's
     ``remove_recipient_mention`` would delete both).
     """
-    text = inb.text
+    text = inb.text.replace("&nbsp;", " ")
     for e in inb.entities:
         if _is_bot_mention(e, inb.recipient_id):
             tag = e.get("text")
             if isinstance(tag, str) and tag:
-                text = text.replace(tag, " ", 1)
+                text = text.replace(tag, _CUT, 1)
+    text = _AROUND_CUT.sub(" ", text)
     text = _AT_TAG.sub(lambda m: m.group(1), text)
     text = html.unescape(text).replace("\xa0", " ")
     return text.strip()
+
+
+def channel_root(inb: Inbound) -> str:
+    """The reply chain's root: named in the conversation id; else the message replied to
+    (a reply); else the message itself (a new post)."""
+    return inb.root_id or inb.reply_to_id or inb.id
 
 
 def thread_key(inb: Inbound) -> ThreadKey:
     """Channels: the reply chain (root message id); chats: the chat itself."""
     base = inb.base_conversation_id
     if inb.conversation_type == CHANNEL:
-        return ThreadKey("teams", inb.tenant_id, base, inb.root_id or inb.id)
+        return ThreadKey("teams", inb.tenant_id, base, channel_root(inb))
     return ThreadKey("teams", inb.tenant_id, base, base)
 
 
@@ -216,7 +225,7 @@ class Place:
 def place(inb: Inbound) -> Place:
     conv_id = inb.conversation_id
     if inb.conversation_type == CHANNEL:
-        conv_id = f"{inb.base_conversation_id}{_MESSAGEID}{inb.root_id or inb.id}"
+        conv_id = f"{inb.base_conversation_id}{_MESSAGEID}{channel_root(inb)}"
     conversation = dict(inb.raw_conversation)
     conversation["id"] = conv_id
     return Place(
