@@ -380,7 +380,13 @@ def ibans(t: str) -> Iterator[Raw]:
 
 # Starts with a digit so ``re`` can skip ahead to digits; a "+" or "(" in front is added after.
 # At least 7 characters ("8.8.8.8"), so the many short numbers in text never reach Python.
-_NUM = re.compile(r"\d(?:[\d)]|[ \-./(]{1,2}(?=\d)){6,}")
+# Dates (with a time) are consumed whole by the first branch and skipped cheaply: log lines
+# are full of them.
+_NUM = re.compile(
+    r"(?P<date>(?:19|20)\d\d(?P<dsep>[-/.])(?:0?[1-9]|1[0-2])(?P=dsep)(?:0?[1-9]|[12]\d|3[01])(?![\d])"
+    r"(?:[T ]\d\d:\d\d(?::\d\d(?:[.,]\d+)?)?)?)"
+    r"|\d(?:[\d)]|[ \-./(]{1,2}(?=\d)){6,}"
+)
 _GROUP = re.compile(r"\d+")
 _SEPS = str.maketrans("", "", " -./()+")
 _DATE = re.compile(r"(?:19|20)\d\d[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:19|20)\d\d")
@@ -625,13 +631,25 @@ def _glued(t: str, a: int) -> bool:
     )
 
 
+# A loose first pass (one character class, which ``re`` runs fast) finds the stretches worth
+# the precise pattern; most digits in text are short numbers that never get that far.
+_LOOSE = re.compile(r"\d[\d \-./()]{6,}")
+
+
+def _candidates(t: str, start: int) -> Iterator[re.Match[str]]:
+    for loose in _LOOSE.finditer(t, start):
+        yield from _NUM.finditer(t, loose.start(), loose.end())
+
+
 def numbers(t: str) -> Iterator[Raw]:
     """Digit runs: cards, national ids, SSNs, phone numbers. Validators run only on candidates."""
     ctx: _Ctx | None = None
     start = first_digit(t)
     if start == -1:
         return
-    for m in _NUM.finditer(t, start):
+    for m in _candidates(t, start):
+        if m.lastgroup == "date":
+            continue
         a, b = m.start(), m.end()
         if a > 0 and t[a - 1] in "+(":
             a -= 1
