@@ -28,14 +28,23 @@ def _is_word(ch: str) -> bool:
     return ch.isascii() and (ch.isalnum() or ch == "_")
 
 
+_last_digit_scan: tuple[str, int] = ("", -1)
+
+
 def first_digit(t: str) -> int:
     """Index of the first ASCII digit, or -1. Ten ``str.find`` calls beat one regex scan."""
+    global _last_digit_scan
+    # Several recognizers ask about the same text in a row: remember the last answer.
+    last_text, last_index = _last_digit_scan
+    if last_text is t:
+        return last_index
     end = len(t)
     best = -1
     for d in "0123456789":
         i = t.find(d, 0, end)
         if i != -1:
             best = end = i
+    _last_digit_scan = (t, best)
     return best
 
 
@@ -388,6 +397,7 @@ _NUM = re.compile(
     r"|\d(?:[\d)]|[ \-./(]{1,2}(?=\d)){6,}"
 )
 _GROUP = re.compile(r"\d+")
+_NOT_SEPARATORS = frozenset("0123456789+")
 _SEPS = str.maketrans("", "", " -./()+")
 _DATE = re.compile(r"(?:19|20)\d\d[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:19|20)\d\d")
 # Context rules look at the few characters before a number. Python's ``re`` cannot search
@@ -532,7 +542,7 @@ def _classify(ctx: _Ctx, a: int, b: int) -> Raw | None:
     if n < 8 or n > 19 or _DATE.match(s):
         return None
     groups = [len(g) for g in _GROUP.findall(s)]
-    seps = set(_GROUP.sub("|", s).strip("|+").split("|")) - {""}
+    seps = set(s) - _NOT_SEPARATORS
     plain = len(groups) == 1 and s[0] != "+" and s[0] != "("
     nxt = t[b] if b < len(t) else ""
 
