@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -128,6 +129,8 @@ def _build_parser() -> MarkdownIt:
 
 
 _MD = _build_parser()
+# Structure only (no inline pass): half the cost, enough for splitting and finding tables.
+_BLOCKS = _build_parser().disable("inline")
 
 
 def _normalize(md: str) -> str:
@@ -351,7 +354,8 @@ def _table_at(tokens: Sequence[Token], lo: int, hi: int) -> Table:
         elif t.type == "th_open":
             align.append(str(t.attrGet("style") or "").removeprefix("text-align:"))
         elif t.type == "inline" and row is not None:
-            row.append(" ".join(_plain(t.children).split()))
+            children = t.children or (_MD.inline.parse(t.content, _MD, {}, []) if t.content else [])
+            row.append(" ".join(_plain(children).split()))
         elif t.type == "tr_close" and row is not None:
             if not header and not rows and tokens[i - 1].type == "th_close":
                 header = row
@@ -437,6 +441,9 @@ class _Walker:
             else:
                 i = end + 1
                 continue
+            if not any(text for text, _ in lines):  # an empty quote or heading adds nothing
+                i = end + 1
+                continue
             if out and not tight:
                 out.append(("", False))
             out.extend(lines)
@@ -519,6 +526,87 @@ _SLACK = SlackDialect()
 _TEAMS = TeamsDialect()
 
 
+# --- Streaming cache: re-render only what is new --------------------------------------------------
+#
+# Every edit renders the whole answer so far, and markdown-it-py needs ~1.4 ms per KB. Blocks
+# before a "safe cut" cannot change when text is appended, and rendering is block-wise:
+# render(A + B) == render(A) + blank line + render(B) when A ends at a safe cut. So the head up
+# to the last safe cut is cached and each edit parses only the text since then.
+
+_CACHE_FROM = 2_000  # below this, parsing is cheaper than looking for cuts
+_HEADS: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+_HEADS_MAX = 64
+_LIST_START = ("- ", "* ", "+ ")
+
+
+def _starts_list_item(line: str) -> bool:
+    if line.startswith(_LIST_START) or line in ("-", "*", "+"):
+        return True
+    digits = len(line) - len(line.lstrip("0123456789"))
+    return 0 < digits <= 9 and line[digits : digits + 1] in (".", ")")
+
+
+def _safe_cuts(src: str) -> list[int]:
+    """Offsets of lines that start a block no later text can merge with the blocks before.
+
+    That is an unindented line after a blank line, outside any fence, that does not continue a
+    list. Link reference definitions and raw HTML blocks reach across blank lines: none then.
+    """
+    if "]:" in src:
+        return []
+    cuts: list[int] = []
+    fence = ""
+    prev_blank = False
+    pos = 0
+    for line in src.split("\n"):
+        body = line.lstrip(" ")
+        indent = len(line) - len(body)
+        if fence:
+            if indent < 4 and body.startswith(fence) and not body.strip().strip(fence[0]):
+                fence = ""
+            prev_blank = False
+        else:
+            if prev_blank and indent == 0 and body and not _starts_list_item(body):
+                if body.startswith("<"):
+                    break  # an HTML block may run on past blank lines
+                cuts.append(pos)
+            if indent < 4 and body.startswith(("```", "~~~")):
+                fence = body[: len(body) - len(body.lstrip(body[0]))]
+            prev_blank = not line.strip()
+        pos += len(line) + 1
+    return cuts
+
+
+def _join(head: str, tail: str) -> str:
+    return f"{head}\n\n{tail}" if head and tail else head or tail
+
+
+def _render(dialect: Dialect, md: str, tables: str, final: bool) -> str:
+    src = _normalize(md)
+    cuts = _safe_cuts(src) if len(src) >= _CACHE_FROM else []
+    if not cuts:
+        return _Walker(dialect, _parse(src, final=final), tables).render()
+    name = type(dialect).__name__
+    last = cuts[-1]
+    key = (name, tables, src[:last])
+    head = _HEADS.get(key)
+    if head is None:
+        base_cut, base = 0, ""
+        for c in reversed(cuts[-50:-1]):
+            hit = _HEADS.get((name, tables, src[:c]))
+            if hit is not None:
+                base_cut, base = c, hit
+                break
+        segment = _Walker(dialect, _parse(src[base_cut:last], final=True), tables).render()
+        head = _join(base, segment)
+        _HEADS[key] = head
+        while len(_HEADS) > _HEADS_MAX:
+            _HEADS.popitem(last=False)
+    else:
+        _HEADS.move_to_end(key)
+    return _join(head, _Walker(dialect, _parse(src[last:], final=final), tables).render())
+
+
 # --- Public functions ---------------------------------------------------------------------------
 
 
@@ -530,7 +618,7 @@ def to_slack_mrkdwn(md: str, *, final: bool = False) -> str:
     images as links, HTML as escaped text. Without ``final`` the end is treated as still
     streaming (see the module docstring).
     """
-    return _Walker(_SLACK, _parse(md, final=final), "text").render()
+    return _render(_SLACK, md, "text", final)
 
 
 def to_teams_markdown(
@@ -544,12 +632,12 @@ def to_teams_markdown(
     """
     if tables not in ("text", "card"):
         raise ValueError(f'tables must be "text" or "card", got {tables!r}')
-    return _Walker(_TEAMS, _parse(md, final=final), tables).render()
+    return _render(_TEAMS, md, tables, final)
 
 
 def extract_tables(md: str) -> list[Table]:
     """Every GFM table in the text, in order, with plain-text cells."""
-    tokens = _MD.parse(_normalize(md))
+    tokens = _BLOCKS.parse(_normalize(md))
     pairs = _closers(tokens)
     return [_table_at(tokens, i, pairs[i]) for i, t in enumerate(tokens) if t.type == "table_open"]
 
@@ -641,7 +729,7 @@ def split_markdown(md: str, limit: int) -> list[str]:
     for ln in lines:
         starts.append(starts[-1] + len(ln))
     inside: list[_Region | None] = [None] * (len(lines) + 1)
-    for region in _regions(_MD.parse(md), lines):
+    for region in _regions(_BLOCKS.parse(md), lines):
         for k in range(region.first, min(region.last, len(lines)) + 1):
             inside[k] = region
     line_of = {s: k for k, s in enumerate(starts)}
@@ -725,7 +813,7 @@ def _content_region(inside: list[_Region | None], line_k: int) -> _Region | None
 
 def _tables_as_code(md: str) -> str:
     """Replace top-level tables with aligned code blocks (Slack's markdown block has no tables)."""
-    tokens = _MD.parse(md)
+    tokens = _BLOCKS.parse(md)
     pairs = _closers(tokens)
     tables = [
         (t.map, _table_at(tokens, i, pairs[i]))

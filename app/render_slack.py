@@ -21,7 +21,6 @@ ZWSP = "\u200b"
 # once the neighbouring characters are known. Input text is scrubbed of them first.
 _OPEN = "\ue000"
 _CLOSE = "\ue001"
-_SENTINELS = str.maketrans("", "", _OPEN + _CLOSE)
 _MARKS = {"strong": "*", "em": "_", "s": "~"}
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", _OPEN: None, _CLOSE: None})
 _URL_ESCAPES = str.maketrans(
@@ -117,35 +116,33 @@ class SlackDialect:
         if _OPEN not in out and _CLOSE not in out:
             return out
         pieces: list[str] = []
+        last = ""  # the last real (non-sentinel) character emitted so far
+        start = 0
         n = len(out)
-        for i, ch in enumerate(out):
-            if ch == _OPEN:
-                prev = _prev_real(out, i)
-                if prev is not None and prev not in _NO_PAD:
-                    pieces.append(ZWSP)
-            elif ch == _CLOSE:
-                nxt = _next_real(out, i, n)
-                if nxt is not None and nxt not in _NO_PAD:
-                    pieces.append(ZWSP)
+        i = _next_sentinel(out, 0)
+        while i >= 0:
+            chunk = out[start:i]
+            pieces.append(chunk)
+            last = chunk[-1] if chunk else last
+            if out[i] == _OPEN:
+                near = last
             else:
-                pieces.append(ch)
+                j = i + 1
+                while j < n and out[j] in (_OPEN, _CLOSE):
+                    j += 1
+                near = out[j : j + 1]
+            if near and near not in _NO_PAD:
+                pieces.append(ZWSP)
+            start = i + 1
+            i = _next_sentinel(out, start)
+        pieces.append(out[start:])
         return "".join(pieces)
 
 
-def _prev_real(s: str, i: int) -> str | None:
-    while i > 0:
-        i -= 1
-        if s[i] not in (_OPEN, _CLOSE):
-            return s[i]
-    return None
-
-
-def _next_real(s: str, i: int, n: int) -> str | None:
-    while i + 1 < n:
-        i += 1
-        if s[i] not in (_OPEN, _CLOSE):
-            return s[i]
-    return None
+def _next_sentinel(s: str, start: int) -> int:
+    a = s.find(_OPEN, start)
+    b = s.find(_CLOSE, start)
+    return b if a < 0 else a if b < 0 else min(a, b)
 
 
 def _short(title: str) -> str:

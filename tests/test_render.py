@@ -394,3 +394,24 @@ def test_very_long_final_answer_becomes_several_blocks_within_the_limit() -> Non
 def test_utf16_length_counts_emoji_twice_and_japanese_once() -> None:
     assert utf16_len("日本語") == 3
     assert utf16_len("a👍") == 3
+
+
+def test_streaming_a_long_answer_renders_the_same_as_rendering_it_fresh() -> None:
+    from app import render
+
+    answer = "\n\n".join(
+        f"## Part {i}\n\nText with **bold** and [a link](https://ex.com/{i}).\n\n"
+        f"- item {i}\n- item {i + 1}\n\n```python\nx = {i}\n\ny = {i}\n```\n\n"
+        f"| k | v |\n|---|---|\n| {i} | 日本語 |\n\n> quote {i}"
+        for i in range(30)
+    )
+    assert len(answer) > 4_000
+    streamed = []
+    for end in range(150, len(answer) + 150, 150):
+        streamed.append(
+            (answer[:end], to_slack_mrkdwn(answer[:end]), to_teams_markdown(answer[:end]))
+        )
+    for prefix, slack, teams in streamed[::7]:
+        render._HEADS.clear()
+        assert to_slack_mrkdwn(prefix) == slack
+        assert to_teams_markdown(prefix) == teams
