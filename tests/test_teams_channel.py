@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from adapters.teams import compose
+from app.model import ReplyExtras
 from tests.fakes.bot_connector import FakeBotConnector
 from tests.fakes.dify import Fault
 
@@ -190,3 +192,24 @@ async def test_tables_become_cards_and_sources_become_citations(
     assert all(len(c["appearance"]["abstract"]) <= 160 for c in citations)
     assert "[1]" in final.text and "[20]" in final.text and "[21]" not in final.text
     assert "|" not in final.text.split("[1]")[0]  # the table is not also sent as text
+
+
+def test_many_big_tables_each_get_a_message_under_the_size_limit() -> None:
+    table = "| City | Note |\n|---|---|\n" + "\n".join(
+        f"| City {i} | {'long note ' * 6} |" for i in range(100)
+    )
+    md = "Here are the limits:\n\n" + "\n\n".join([table] * 5)
+    parts = compose.final_parts(
+        md, ReplyExtras(dify_message_id="m1"), feedback=True, suggestions=False
+    )
+    assert sum(len(p.attachments) for p in parts) == 5
+    assert all(compose.part_bytes(p) < 80_000 for p in parts)
+    assert "(see table below)" in parts[0].text and "|" not in parts[0].text
+    # Buttons on the very last message only.
+    assert [p.channel_data is not None for p in parts] == [False] * (len(parts) - 1) + [True]
+
+
+def test_answer_of_emoji_is_split_by_utf16_size_not_characters() -> None:
+    parts = compose.final_parts("😀" * 50_000, ReplyExtras(), feedback=False, suggestions=False)
+    assert sum(p.text.count("😀") for p in parts) == 50_000
+    assert all(compose.part_bytes(p) < 80_000 for p in parts)

@@ -10,6 +10,7 @@ so tables travel as Adaptive Cards (schema 1.5) on the last part. Citations: one
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,6 +19,10 @@ from app import render
 from app.model import ReplyExtras, Source
 
 PART_LIMIT = 20_000
+# Teams refuses activities above ~100 KB (UTF-16, everything included); stay under 80 KB with
+# room for the addressing fields and channelData.
+MAX_PART_BYTES = 76_000
+MAX_TEXT_BYTES = 60_000  # leaves room for the citations entity on the same message
 STREAM_TEXT_LIMIT = 24_000  # stop streaming updates beyond this; the final message carries all
 MAX_CITATIONS = 20
 CITATION_NAME = 80
@@ -71,26 +76,59 @@ def final_parts(
     md = text.rstrip()
     if tail:
         md = f"{md}\n\n{tail}" if md.strip() else tail
-    chunks = [
-        render.to_teams_markdown(c, tables=table_mode, final=True)
-        for c in render.split_markdown(md, PART_LIMIT)
-    ] or [""]
+    chunks = _render_parts(md, table_mode, PART_LIMIT) or [""]
     if citations:
         # Added after rendering: the renderer would escape the brackets Teams looks for.
         markers = " ".join(f"[{c['position']}]" for c in citations)
         chunks[-1] = f"{chunks[-1]}\n\n{markers}" if chunks[-1] else markers
     parts = [Part(text=c, entities=[dict(AI_LABEL)]) for c in chunks]
-    last = parts[-1]
-    last.attachments = [
+    if citations:
+        # The claims belong with the text holding their [n] markers.
+        parts[-1].entities = [{**AI_LABEL, "citation": citations}]
+    cards = [
         {"contentType": _sdk.ADAPTIVE_CARD, "content": render.teams_table_card(t)} for t in tables
     ]
-    if citations:
-        last.entities = [{**AI_LABEL, "citation": citations}]
+    if cards and part_bytes(parts[-1]) + sum(_json_bytes(c) for c in cards) <= MAX_PART_BYTES:
+        parts[-1].attachments = cards
+    else:
+        # Too big together: each card in a message of its own (one card is at most ~48 KB).
+        parts += [Part(text="", attachments=[c], entities=[dict(AI_LABEL)]) for c in cards]
+    last = parts[-1]
     if feedback and extras.dify_message_id:
         last.channel_data = {"feedbackLoop": {"type": "default"}}
     if suggestions and extras.suggested:
         last.suggested = [s[:200] for s in extras.suggested[:5] if s.strip()]
     return parts
+
+
+def _render_parts(md: str, tables: Literal["text", "card"], limit: int) -> list[str]:
+    """Render, then split what will be sent (Teams Markdown is Markdown, so code fences are
+    closed and reopened at cuts). A part still too big in UTF-16 bytes (emoji, CJK) is split
+    again with half the limit."""
+    return _split(render.to_teams_markdown(md, tables=tables, final=True), limit)
+
+
+def _split(text: str, limit: int) -> list[str]:
+    out: list[str] = []
+    for chunk in render.split_markdown(text, limit):
+        if render.utf16_len(chunk) * 2 > MAX_TEXT_BYTES and limit > 1000:
+            out += _split(chunk, limit // 2)
+        else:
+            out.append(chunk)
+    return out
+
+
+def part_bytes(part: Part) -> int:
+    """Size of a part as Teams counts it (UTF-16 bytes), without the addressing fields."""
+    return (
+        render.utf16_len(part.text) * 2
+        + sum(_json_bytes(a) for a in part.attachments)
+        + sum(_json_bytes(e) for e in part.entities)
+    )
+
+
+def _json_bytes(obj: Any) -> int:
+    return render.utf16_len(json.dumps(obj, ensure_ascii=False)) * 2
 
 
 def _citations(sources: list[Source]) -> list[dict[str, Any]]:
