@@ -1,0 +1,225 @@
+"""Secrets: API keys and tokens with a known shape, private key blocks, ``password=`` values,
+and credentials inside links."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from app.redact._scan import P_SECRET, P_URLCRED, Raw, first_digit
+from app.redact._scan import is_word as _is_word
+from app.redact._scan import lower_same_length as _lower
+
+# --------------------------------------------------------------------------- secrets
+
+# Shapes of tokens with a known prefix. Python's ``re`` has no fast multi-literal scan, so each
+# prefix is found with ``str.find`` (which is) and the shape is matched only there.
+_TOKEN = re.compile(
+    r"""(?:
+      xox[abposrce]-[A-Za-z0-9\-]{10,250}
+    | xapp-\d-[A-Za-z0-9\-]{10,250}
+    | (?:AKIA|ASIA)[A-Z0-9]{16}
+    | gh[pousr]_[A-Za-z0-9]{36,255}
+    | github_pat_[A-Za-z0-9_]{22,255}
+    | sk-ant-[a-z]{3,6}\d{0,3}-[A-Za-z0-9_\-]{20,300}
+    | (?P<sk>sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,300})
+    | (?P<dify>(?:app|dataset)-[A-Za-z0-9]{24})
+    | eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}
+    | AIza[0-9A-Za-z_\-]{35}
+    | [sr]k_(?:live|test)_[0-9A-Za-z]{16,247}
+    | glpat-[0-9A-Za-z_\-]{20}
+    | hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_\-]{20,300}
+    )(?![A-Za-z0-9_\-])""",
+    re.X,
+)
+# (marker, characters of the token before the marker), grouped by a character every token of
+# the group contains, so a message without "-" or "_" skips the group.
+_MARKERS_ANY: tuple[tuple[str, int], ...] = (
+    ("AKIA", 0), ("ASIA", 0), ("eyJ", 0), ("AIza", 0), ("hooks.slack.com/", 0),
+)  # fmt: skip
+_MARKERS_DASH: tuple[tuple[str, int], ...] = (
+    ("xox", 0), ("xapp-", 0), ("sk-", 0), ("app-", 0), ("dataset-", 0), ("glpat-", 0),
+)  # fmt: skip
+_MARKERS_UNDERSCORE: tuple[tuple[str, int], ...] = (
+    ("ghp_", 0), ("gho_", 0), ("ghu_", 0), ("ghs_", 0), ("ghr_", 0), ("github_pat_", 0),
+    ("k_live_", 1), ("k_test_", 1),
+)  # fmt: skip
+_PRIVATE_KEY = re.compile(
+    r"-----BEGIN[A-Z0-9 ]{0,20} PRIVATE KEY(?: BLOCK)?-----"
+    r".*?(?:-----END[A-Z0-9 ]{0,20} PRIVATE KEY(?: BLOCK)?-----|\Z)",
+    re.S,
+)
+_AUTH_VALUE = re.compile(r"\s+([A-Za-z0-9\-._~+/]{16,2048}=*)")
+_AUTH_WORDS = ("bearer", "basic", "token")
+# Words that, before ":" or "=", announce a secret value. Weak ones also name ordinary things
+# ("max_tokens: 1500"), so their values must look random to count. Each is found by a root
+# (``str.find`` in the lower-cased text), then the whole word is matched there.
+_KEY_ROOTS = ("pass", "pwd", "secret", "token", "api", "access", "private", "auth", "credential",
+              "session", "cookie")  # fmt: skip
+_KEY_ROOTS_CJK = ("パスワード", "暗証番号", "密码", "口令", "รหัสผ่าน")
+_KEY_WORD = re.compile(
+    r"(?P<strong>password|passwd|passphrase|secret(?![_\-]?key)|pwd|pass|パスワード|暗証番号|密码|口令|"
+    r"รหัสผ่าน)|token|api[_\-]?key|apikey|access[_\-]?key|secret[_\-]?key|private[_\-]?key|auth|"
+    r"credentials?|session[_\-]?id|cookie"
+)
+_AFTER_KEY = re.compile(
+    r"[\"']?\s*(?P<op>[:=]|=>|->|\s(?:is|was|IS)\s|は|是|คือ)\s*"
+    r"(?:\"(?P<v1>[^\"\r\n]{1,256})\"|'(?P<v2>[^'\r\n]{1,256})'"
+    r"|(?P<v3>[^\s\"'`,;&<>()\[\]{}\u0080-\U0010ffff]{1,256}))"
+)
+_NOT_A_VALUE = frozenset(
+    [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "pwd",
+        "null",
+        "none",
+        "nil",
+        "true",
+        "false",
+        "required",
+        "optional",
+        "string",
+        "str",
+        "int",
+        "number",
+        "empty",
+        "undefined",
+        "yes",
+        "no",
+        "n/a",
+        "na",
+        "xxx",
+        "***",
+        "********",
+        "changeme",
+    ]
+)
+# "${DB_PASSWORD}", "$TOKEN", "%PASSWORD%", "<your-password>", "{{secret}}", "=>": not values.
+_PLACEHOLDER_VALUE = re.compile(
+    r"\$\{?(?:[A-Z_][A-Z0-9_]*|[a-z_][a-z0-9_]*)\}?|%[A-Za-z_]+%|<[^>]*>?|\{\{?[^}]*\}?\}?|[=>:]+.*"
+)
+_DOTTED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+def _looks_random(v: str) -> bool:
+    has_digit = any(c.isdigit() for c in v)
+    has_alpha = any(c.isalpha() for c in v)
+    return len(v) >= 12 and has_digit and has_alpha
+
+
+def _tokens(t: str) -> Iterator[Raw]:
+    seen: set[int] = set()
+    markers = _MARKERS_ANY
+    if "-" in t:
+        markers += _MARKERS_DASH
+    if "_" in t:
+        markers += _MARKERS_UNDERSCORE
+    for marker, back in markers:
+        i = t.find(marker)
+        while i != -1:
+            a = i - back
+            if a >= 0 and a not in seen and not (a > 0 and (_is_word(t[a - 1]) or t[a - 1] == "-")):
+                m = _TOKEN.match(t, a)
+                if m is not None and _token_ok(m):
+                    seen.add(a)
+                    yield ("SECRET", a, m.end(), P_SECRET)
+            i = t.find(marker, i + 1)
+
+
+def _token_ok(m: re.Match[str]) -> bool:
+    body = m.group("sk") or m.group("dify")
+    if body is None:
+        return True
+    tail = body.split("-", 1)[1]
+    # Random keys mix cases and digits; kebab-case identifiers do not.
+    mixed_case = any(c.isupper() for c in tail) and any(c.islower() for c in tail)
+    has_digit = any(c.isdigit() for c in tail)
+    return mixed_case and (has_digit or m.group("dify") is not None)
+
+
+def secrets(t: str) -> Iterator[Raw]:
+    """API keys and tokens with a known shape, private key blocks, ``password=`` values."""
+    if "-----BEGIN" in t:
+        for m in _PRIVATE_KEY.finditer(t):
+            yield ("SECRET", m.start(), m.end(), P_SECRET + 5)
+    yield from _tokens(t)
+    ascii_only = t.isascii()
+    # After "is"/"was" only random-looking values count, and those contain a digit.
+    has_op = ":" in t or "=" in t
+    has_op = has_op or ((" is " in t or " was " in t or " IS " in t) and first_digit(t) != -1)
+    if not ascii_only:
+        has_op = has_op or "は" in t or "是" in t or "คือ" in t
+    if not has_op and "earer" not in t and "asic" not in t and "oken" not in t:
+        return
+    low = _lower(t)
+    for word in _AUTH_WORDS:
+        i = low.find(word)
+        while i != -1:
+            av = _AUTH_VALUE.match(t, i + len(word))
+            if av is not None and (i == 0 or not _is_word(t[i - 1])):
+                v = av.group(1)
+                if _looks_random(v) or len(v) >= 24:
+                    yield ("SECRET", av.start(1), av.end(1), P_SECRET)
+            i = low.find(word, i + 1)
+    if not has_op:
+        return
+    roots = _KEY_ROOTS if ascii_only else _KEY_ROOTS + _KEY_ROOTS_CJK
+    seen: set[int] = set()
+    for root in roots:
+        i = low.find(root)
+        while i != -1:
+            if i not in seen:
+                seen.add(i)
+                yield from _assignment(t, low, i)
+            i = low.find(root, i + 1)
+
+
+def _assignment(t: str, low: str, i: int) -> Iterator[Raw]:
+    kw = _KEY_WORD.match(low, i)
+    if kw is None:
+        return
+    word, strong = kw.group(), kw.group("strong") is not None
+    if i > 0:
+        prev = t[i - 1]
+        # "bypass = 3" is not a key; "db_password", "dbPassword", "mysql.password" are.
+        if prev.isascii() and prev.isalpha() and not (prev.islower() and t[i].isupper()):
+            return
+    m = _AFTER_KEY.match(t, i + len(word))
+    if m is None:
+        return
+    name = "v1" if m.group("v1") is not None else "v2" if m.group("v2") is not None else "v3"
+    start, end = m.start(name), m.end(name)
+    if _is_value(m.group(name), name, t[end : end + 8], m.group("op").strip(), strong):
+        yield ("SECRET", start, end, P_SECRET - 1)
+
+
+def _is_value(v: str, name: str, after: str, op: str, strong: bool) -> bool:
+    if v.lower() in _NOT_A_VALUE or _PLACEHOLDER_VALUE.fullmatch(v) or len(set(v)) == 1:
+        return False
+    # Code, not a value: ``password = input()``, ``pwd = os.getcwd()``, ``secret: str``.
+    if name == "v3" and (after[:1] in ("(", "[") or _DOTTED_NAME.fullmatch(v) or v[-1] in ":="):
+        return False
+    # The "value" is the next key: "secret: db_password = ...".
+    if after.lstrip()[:1] in ("=", ":"):
+        return False
+    if not strong or op in ("is", "was", "IS", "は", "是", "คือ"):
+        # Natural language ("the password is required") and weak words need a random value.
+        return _looks_random(v) or (op not in ("is", "was", "IS") and strong)
+    return len(v) >= 3
+
+
+# --------------------------------------------------------------------------- links, email
+
+_URL_CRED = re.compile(r"://([^\s/?#@:\"'<>]{0,128}):([^\s/?#@\"'<>]{1,256})@(?=[A-Za-z0-9\[])")
+
+
+def url_credentials(t: str) -> Iterator[Raw]:
+    """``scheme://user:password@host``: the ``user:password`` part."""
+    if "://" not in t:
+        return
+    for m in _URL_CRED.finditer(t):
+        start = m.start(1) if m.end(1) > m.start(1) else m.start(2)
+        yield ("URL_CREDENTIALS", start, m.end(2), P_URLCRED)
