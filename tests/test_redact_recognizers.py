@@ -153,6 +153,22 @@ def test_look_alikes_and_wrong_check_digits_are_left_alone(text: str) -> None:
     assert kinds(text) == []
 
 
+def test_text_with_slack_and_markdown_link_markup_is_covered() -> None:
+    text = (
+        "ping <mailto:bob@example.com|bob@example.com> or <tel:09012345678|090-1234-5678>, "
+        "[carol@example.com](mailto:carol@example.com) <https://admin:pw12345@db.example.com/x|db>"
+    )
+    assert kinds(text) == [
+        ("EMAIL", "bob@example.com"),
+        ("EMAIL", "bob@example.com"),
+        ("PHONE", "09012345678"),
+        ("PHONE", "090-1234-5678"),
+        ("EMAIL", "carol@example.com"),
+        ("EMAIL", "carol@example.com"),
+        ("URL_CREDENTIALS", "admin:pw12345"),
+    ]
+
+
 def test_offsets_point_into_the_original_full_width_text() -> None:
     text = "お客様の電話は０９０－１２３４－５６７８、メールはｔａｒｏ＠ｅｘａｍｐｌｅ．ｃｏｍです"
     found = get_redactor().find(text)

@@ -10,8 +10,10 @@ from app.redact import _checksums as ck
 from app.redact._scan import P_EMAIL, P_IBAN, P_IP, Raw, first_digit
 from app.redact._scan import is_word as _is_word
 
+# RFC 5322 also allows ` { | } in the local part; nobody uses them, and Slack uses "|" in
+# <mailto:a@b.c|a@b.c>.
 _LOCAL_CHARS = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.!#$%&'*+/=?^_`{|}~-"
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.!#$%&'*+/=?^_~-"
 )
 _DOMAIN = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![A-Za-z0-9\-])"
@@ -21,18 +23,20 @@ _DOMAIN = re.compile(
 def emails(t: str) -> Iterator[Raw]:
     """Addresses around each ``@``: a left scan for the local part, a regex for the domain."""
     i = t.find("@")
+    last_end = 0
     while i != -1:
         j = i
-        while j > 0 and i - j < 64 and t[j - 1] in _LOCAL_CHARS:
+        while j > last_end and i - j < 64 and t[j - 1] in _LOCAL_CHARS:
             j -= 1
-        while j < i and t[j] in "./'`{|}":
+        while j < i and t[j] in "./'":
             j += 1
         # "https://user@host" names an account on a host, not a mailbox.
         if j < i and not t.endswith("//", 0, j):
             m = _DOMAIN.match(t, i + 1)
             if m is not None:
                 yield ("EMAIL", j, m.end(), P_EMAIL)
-                i = t.find("@", m.end())
+                last_end = m.end()
+                i = t.find("@", last_end)
                 continue
         i = t.find("@", i + 1)
 
