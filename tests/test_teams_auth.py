@@ -10,6 +10,7 @@ import pytest
 import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from adapters.teams.tokens import TokenSource
 from tests.fakes.bot_connector import BOT_APP_ID, FakeBotConnector
 
 
@@ -190,3 +191,34 @@ async def test_garbage_bodies_get_a_clear_400(
                 assert r.status == 400
                 assert (await r.json())["error"] == "bad_activity"
     assert connector.calls == []
+
+
+async def test_token_endpoint_follows_the_bot_type() -> None:
+    async with aiohttp.ClientSession() as session:
+
+        def url(app_type: str, tenant: str | None) -> str:
+            return TokenSource(
+                session=session, app_id="a", password=None, app_type=app_type, tenant_id=tenant
+            ).token_url
+
+        assert url("SingleTenant", "contoso.onmicrosoft.com") == (
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+        )
+        assert url("MultiTenant", None) == (
+            "https://login.microsoftonline.com/botframework.com/oauth2/v2.0/token"
+        )
+        assert url("UserAssignedMSI", "t").startswith("http://169.254.169.254/metadata/identity")
+
+
+async def test_refused_bot_credentials_never_leave_a_request_hanging(
+    make_service: Any, connector: FakeBotConnector, fake_dify: Any
+) -> None:
+    env = {**teams_env(connector), "MICROSOFT_APP_PASSWORD": "wrong"}
+    service = await make_service(env, adapters=["teams"])
+    status, _, seconds = await connector.deliver(service.base_url, connector.personal("hi"))
+    assert status == 200 and seconds < 1
+    await connector.wait_for(lambda f: len(f.token_requests) >= 1)
+    await service.bridge.drain(timeout=5)
+    assert connector.calls == []  # nothing can be sent without a token; the log says why
+    # Refused credentials are not retried on every call.
+    assert len(connector.token_requests) == 1

@@ -24,6 +24,7 @@ log = structlog.get_logger(__name__)
 
 MSI_ENDPOINT = "http://169.254.169.254/metadata/identity/oauth2/token"
 REFRESH_MARGIN = 300.0
+REFUSED_BACKOFF = 30.0
 
 
 class TokenSource:
@@ -47,6 +48,7 @@ class TokenSource:
         self.token_url = token_url or self._default_url()
         self._token: str | None = None
         self._expires = 0.0
+        self._refused_until = 0.0
         self._lock = asyncio.Lock()
 
     def _default_url(self) -> str:
@@ -65,6 +67,11 @@ class TokenSource:
         if self._token is None or time.monotonic() > self._expires:
             async with self._lock:
                 if self._token is None or time.monotonic() > self._expires:
+                    if time.monotonic() < self._refused_until:
+                        # Do not hammer Entra ID with credentials it just refused.
+                        raise PlatformError(
+                            "the bot's Microsoft credentials were refused", code="token_refused"
+                        )
                     await self._fetch()
         return f"Bearer {self._token}"
 
@@ -106,6 +113,7 @@ class TokenSource:
                 hint="check MICROSOFT_APP_ID, MICROSOFT_APP_PASSWORD, MICROSOFT_APP_TENANT_ID "
                 "and MICROSOFT_APP_TYPE",
             )
+            self._refused_until = time.monotonic() + REFUSED_BACKOFF
             raise PlatformError(
                 "the bot's Microsoft credentials were refused", code="token_refused"
             )
