@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -23,6 +25,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.oauth.async_oauth_flow import AsyncOAuthFlow
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.signature import SignatureVerifier
 
 from adapters.slack import _blocks as B
 from adapters.slack._auth import (
@@ -34,6 +37,7 @@ from adapters.slack._auth import (
 from adapters.slack._handlers import SlackHandlers
 from adapters.slack._webapi import SlackApi, make_client
 from app.model import PlatformLimits
+from app.tasks import spawn
 
 if TYPE_CHECKING:
     from app.context import AdapterContext
@@ -82,6 +86,8 @@ class SlackAdapter:
         self._api_url = s.slack_api_url if s.slack_api_url.endswith("/") else s.slack_api_url + "/"
         self._max_body = s.max_body_bytes
         self._signing_secret = s.secret("slack_signing_secret") or ""
+        # Socket Mode alone has no signing secret and no HTTP route to verify.
+        self._verifier = SignatureVerifier(self._signing_secret or "unused")
         self._app_token = s.secret("slack_app_token")
         base_client = make_client(token=None, base_url=self._api_url, session=session)
         self._single: SingleTeamAuthorize | None = None
@@ -211,15 +217,36 @@ class SlackAdapter:
             return web.Response(status=400, text="request body is not UTF-8")
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
-        """Events API, interactivity and slash commands: verify, dispatch, ack."""
+        """Events API, interactivity and slash commands: verify, ack, then let bolt dispatch.
+
+        Slack needs nothing but a 2xx from us (we never answer in the ack body), so after the
+        signature check the request is acknowledged at once and bolt runs in the background.
+        A burst of events then acks in well under a millisecond each instead of queueing behind
+        bolt's middleware and the answers it starts. ``url_verification`` and ``ssl_check``
+        do need bolt's answer and go through it before the response.
+        """
         body = await self._body(request)
         if isinstance(body, web.Response):
             return body
-        bolt_req = AsyncBoltRequest(
-            body=body, query=request.query_string, headers=dict(request.headers)
+        headers = request.headers
+        if not self._verifier.is_valid(
+            body=body,
+            timestamp=headers.get("X-Slack-Request-Timestamp", ""),
+            signature=headers.get("X-Slack-Signature", ""),
+        ):
+            return web.Response(status=401, text="invalid request signature")
+        bolt_req = partial(
+            AsyncBoltRequest, body=body, query=request.query_string, headers=dict(headers)
         )
-        bolt_resp = await self.bolt.async_dispatch(bolt_req)
-        return await to_aiohttp_response(bolt_resp)
+        if _needs_bolt_answer(body):
+            return await to_aiohttp_response(await self.bolt.async_dispatch(bolt_req()))
+        spawn(self._dispatch(bolt_req), name="slack-dispatch")
+        return web.Response(status=200)
+
+    async def _dispatch(self, make_request: Callable[[], AsyncBoltRequest]) -> None:
+        resp = await self.bolt.async_dispatch(make_request())
+        if resp.status >= 400:
+            log.warning("slack.dispatch_refused", status=resp.status)
 
     async def _install(self, request: web.Request) -> web.StreamResponse:
         assert self.oauth_flow is not None
@@ -234,6 +261,12 @@ class SlackAdapter:
             body="", query=request.query_string, headers=dict(request.headers)
         )
         return await to_aiohttp_response(await self.oauth_flow.handle_callback(bolt_req))
+
+
+def _needs_bolt_answer(body: str) -> bool:
+    """Requests whose response body matters: the URL check and Slack's SSL check."""
+    head = body[:200]
+    return '"url_verification"' in head or "url_verification" in head or "ssl_check=" in body
 
 
 def _quiet_sdk_loggers() -> None:

@@ -109,6 +109,9 @@ class Call:
     token: str | None
     status: int = 200
     error: str | None = None
+    # The thread the call wrote into, and whether it put answer text on screen.
+    thread: str | None = None
+    visible: bool = False
 
 
 @dataclass
@@ -247,6 +250,7 @@ class FakeSlack:
         app.router.add_post("/upload/v1/{file_id}", self._upload)
         app.router.add_post("/response/{rid}", self._response_url)
         app.router.add_get("/socket", self._socket)
+        app.router.add_get("/_fake/calls", self._record)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -590,10 +594,41 @@ class FakeSlack:
         call.status = status
         if not body.get("ok"):
             call.error = str(body.get("error"))
+        else:
+            self._annotate(call, body)
         if call.error == "ratelimited":
             self.ratelimited.append(call)
         await self._notify()
         return web.json_response(body, status=status, headers=headers)
+
+    def _annotate(self, call: Call, body: dict[str, Any]) -> None:
+        p = call.params
+        channel = str(p.get("channel") or p.get("channel_id") or "")
+        if call.method in ("chat.postMessage", "chat.startStream"):
+            call.thread = p.get("thread_ts") or body.get("ts")
+        elif call.method in ("chat.update", "chat.appendStream", "chat.stopStream"):
+            m = self._find(channel, str(p.get("ts", "")))
+            call.thread = (m.thread_ts or m.ts) if m is not None else None
+        blocks = p.get("blocks") if isinstance(p.get("blocks"), list) else []
+        call.visible = bool(p.get("markdown_text")) or any(
+            isinstance(b, dict) and b.get("type") == "markdown" and b.get("text") for b in blocks
+        )
+
+    async def _record(self, request: web.Request) -> web.Response:
+        """Every call so far, for a benchmark running this fake in another process."""
+        calls = [
+            {
+                "method": c.method,
+                "team": c.team,
+                "time": c.time,
+                "status": c.status,
+                "error": c.error,
+                "thread": c.thread,
+                "visible": c.visible,
+            }
+            for c in self.calls
+        ]
+        return web.json_response({"calls": calls, "ratelimited": len(self.ratelimited)})
 
     def _dispatch(
         self, method: str, params: dict[str, Any], token: str | None, team: Team | None, call: Call
