@@ -46,10 +46,16 @@ def fold(text: str) -> str:
     folded = _FOLD_RUN.sub(_fold_run, text)
     # The prolonged sound mark is a dash only between digits ("０９０ー１２３４"): elsewhere it
     # is part of a word (パスワード must stay a word the secret recognizer knows).
+    dashes: list[int] = []
     for mark in _CHOON:
         i = folded.find(mark)
         while i != -1:
             if 0 < i < len(folded) - 1 and folded[i - 1].isdigit() and folded[i + 1].isdigit():
-                folded = f"{folded[:i]}-{folded[i + 1 :]}"
+                dashes.append(i)
             i = folded.find(mark, i + 1)
+    if dashes:
+        chars = list(folded)
+        for i in dashes:
+            chars[i] = "-"
+        folded = "".join(chars)
     return folded

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 
@@ -88,12 +89,17 @@ class Redactor:
         # All types compete for a span (a Luhn-valid card is not also a phone); only then are
         # the types this route does not redact dropped.
         raws.sort(key=lambda r: (-r[3], r[1] - r[2], r[1]))
-        taken: list[tuple[int, int]] = []
+        # Accepted spans never overlap, so sorted starts and ends stay in the same order and
+        # one bisect finds the neighbours: no quadratic blow-up on a message full of matches.
+        starts: list[int] = []
+        ends: list[int] = []
         out: list[Finding] = []
         for typ, start, end, _prio in raws:
-            if any(start < e and s < end for s, e in taken):
+            k = bisect_right(starts, start)
+            if (k > 0 and ends[k - 1] > start) or (k < len(starts) and starts[k] < end):
                 continue
-            taken.append((start, end))
+            starts.insert(k, start)
+            ends.insert(k, end)
             if typ in self.entities:
                 out.append(Finding(typ, start, end))
         out.sort(key=lambda f: f.start)

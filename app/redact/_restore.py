@@ -66,9 +66,16 @@ class Restorer:
         """Restore complete placeholders; hide a trailing unfinished one (``... <EMA``)."""
         if not self._values:
             return text_so_far
-        m = _TAIL.search(text_so_far, max(0, len(text_so_far) - 48))
-        if m is not None:
+        n = len(text_so_far)
+        # The longest tail that could still become a placeholder is held back.
+        for p in range(max(0, n - 48), n):
+            ch = text_so_far[p]
+            if ch not in "<&\\＜" and not ("A" <= ch <= "Z"):
+                continue
+            m = _TAIL.match(text_so_far, p)
+            if m is None or m.end() != n:
+                continue
             core = (m.group("core") if m.group("core") is not None else m.group("bare")) or ""
             if core.replace("\\", "") in self._prefixes:
-                text_so_far = text_so_far[: m.start()]
+                return self.final(text_so_far[:p])
         return self.final(text_so_far)
