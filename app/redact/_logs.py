@@ -10,15 +10,31 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from app.redact._redactor import Redactor, get_redactor
+from app.redact._scan import first_digit
 
 _MAX_DEPTH = 6
+# Keys structlog itself fills in (TimeStamper, add_log_level, add_logger_name): never user text.
+_STRUCTLOG_OWN = frozenset({"timestamp", "level", "logger"})
 # Below this length no recognizer can match ("a@b.co" is the shortest email).
 _MIN_LEN = 6
 
 
+def _plain(s: str) -> bool:
+    """Nothing any recognizer looks for can be in ``s`` (most log values: names, states)."""
+    return (
+        s.isascii()
+        and first_digit(s) == -1
+        and not any(c in s for c in "@:=")
+        and "earer" not in s
+        and "oken" not in s
+        and "asic" not in s
+        and "-----" not in s
+    )
+
+
 def _scrub(value: Any, r: Redactor, depth: int) -> Any:
     if isinstance(value, str):
-        return value if len(value) < _MIN_LEN else r.redact(value)[0]
+        return value if len(value) < _MIN_LEN or _plain(value) else r.redact(value)[0]
     if isinstance(value, bool) or value is None or isinstance(value, float):
         return value
     if isinstance(value, int):
@@ -51,5 +67,7 @@ def scrub_processor(
     """
     r = get_redactor()
     for key, value in list(event_dict.items()):
+        if key in _STRUCTLOG_OWN:
+            continue
         event_dict[key] = _scrub(value, r, 0)
     return event_dict
