@@ -128,8 +128,8 @@ async def test_valid_token_is_answered_with_the_bots_own_token(
 ) -> None:
     connector.require_bearer = True  # the fake refuses calls without a token it issued
     service = await make_service(teams_env(connector), adapters=["teams"])
-    assert await post(service, connector.personal("hello?"), connector.sign()) == 200
-    await connector.wait_for(lambda f: any(c.stream_type == "final" for c in f.sent()))
+    assert await post(service, connector.channel_mention("hello?"), connector.sign()) == 200
+    await connector.wait_for(lambda f: any("You said" in c.text for c in f.sent("PUT")))
     assert all(c.status != 401 for c in connector.calls)
     req = connector.token_requests[0]
     assert req["grant_type"] == "client_credentials"
@@ -143,8 +143,8 @@ async def test_local_mode_answers_loopback_without_a_token(
     make_service: Any, connector: FakeBotConnector
 ) -> None:
     service = await make_service({"TEAMS_ALLOW_UNAUTHENTICATED": "true"}, adapters=["teams"])
-    assert await post(service, connector.personal("hello?"), None) == 200
-    await connector.wait_for(lambda f: any(c.stream_type == "final" for c in f.sent()))
+    assert await post(service, connector.channel_mention("hello?"), None) == 200
+    await connector.wait_for(lambda f: any("You said" in c.text for c in f.sent("PUT")))
     assert all(c.authorization is None for c in connector.calls)
 
 

@@ -61,7 +61,7 @@ def final_shown(connector: FakeBotConnector, tail: str) -> Any:
 async def test_channel_answer_grows_by_edits_at_teams_pace(
     bot: Any, connector: FakeBotConnector, dify_app: Any
 ) -> None:
-    answer = slow_answer(dify_app, 120, 4.5)
+    answer = slow_answer(dify_app, 120, 3.5)
     await ask(bot, connector, "Explain the travel policy")
     await connector.wait_for(final_shown(connector, answer[-12:]), within=20)
     post, *puts = connector.sent()

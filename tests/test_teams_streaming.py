@@ -51,7 +51,7 @@ def stream_calls(connector: FakeBotConnector) -> list[Call]:
 async def test_personal_answer_streams_informative_then_updates_then_final(
     bot: Any, connector: FakeBotConnector, dify_app: Any
 ) -> None:
-    answer = slow_answer(dify_app, 60, 3.5)
+    answer = slow_answer(dify_app, 60, 2.5)
     activity = connector.personal("Explain the expense process")
     await connector.deliver(bot.base_url, activity)
     await connector.wait_for(lambda f: any(c.stream_type == "final" for c in f.calls), within=15)
@@ -117,7 +117,7 @@ async def test_stream_nearing_the_two_minute_limit_continues_as_edits(
     bot: Any, connector: FakeBotConnector, dify_app: Any
 ) -> None:
     teams_adapter(bot).stream_window = 1.5  # stands in for Teams' 2 minutes
-    answer = slow_answer(dify_app, 80, 4.5)
+    answer = slow_answer(dify_app, 80, 3.5)
     await connector.deliver(bot.base_url, connector.personal("Tell me everything"))
     await connector.wait_for(
         lambda f: any(c.method == "PUT" and answer[-10:] in c.text for c in f.calls), within=20

@@ -207,3 +207,38 @@ async def test_the_http_answer_does_not_wait_for_dify(
     assert status == 200
     assert seconds < 0.5
     await connector.wait_for(finished(activity["conversation"]["id"]), within=10)
+
+
+def uploads(fake_dify: Any, app: Any) -> list[Any]:
+    return [r for r in fake_dify.requests_to("/files/upload") if r.api_key == app.api_key]
+
+
+async def test_file_sent_in_a_personal_chat_goes_to_dify_with_the_question(
+    bot: Any, connector: FakeBotConnector, fake_dify: Any, dify_app: Any
+) -> None:
+    activity = connector.personal_file("Summarise this", "q3-report.pdf", b"%PDF-1.7 fake")
+    await connector.deliver(bot.base_url, activity)
+    await connector.wait_for(finished(activity["conversation"]["id"]))
+    (upload,) = uploads(fake_dify, dify_app)
+    assert upload.files == ["q3-report.pdf"]
+    (stored,) = dify_app.uploads.values()
+    assert stored.data == b"%PDF-1.7 fake" and stored.mime_type == "application/pdf"
+    (chat,) = chat_calls(fake_dify, dify_app)
+    assert chat.json["query"] == "Summarise this"
+    assert chat.json["files"][0]["upload_file_id"] == stored.id
+    # SharePoint's download URL is pre-authorised: the bot's token is not sent there.
+    assert connector.downloads == [("/sharepoint/q3-report.pdf", None)]
+
+
+async def test_pasted_image_is_fetched_with_the_bots_token_and_a_file_alone_is_a_question(
+    bot: Any, connector: FakeBotConnector, fake_dify: Any, dify_app: Any
+) -> None:
+    activity = connector.personal_image("", b"\x89PNG fake image")
+    await connector.deliver(bot.base_url, activity)
+    await connector.wait_for(finished(activity["conversation"]["id"]))
+    ((path, auth),) = connector.downloads
+    assert path.startswith("/v3/attachments/") and auth is not None
+    assert auth.removeprefix("Bearer ") in connector.issued_tokens
+    (stored,) = dify_app.uploads.values()
+    assert stored.data == b"\x89PNG fake image" and stored.mime_type.startswith("image/")
+    assert chat_queries(fake_dify, dify_app) == ["Please look at the attached file."]

@@ -48,6 +48,7 @@ class Inbound:
     name: str | None = None
     reply_to_id: str | None = None
     entities: tuple[dict[str, Any], ...] = ()
+    attachments: tuple[dict[str, Any], ...] = ()
     value: Any = None
     timestamp: float | None = None
     raw_conversation: dict[str, Any] = field(default_factory=dict)
@@ -100,6 +101,10 @@ def parse(body: Any) -> Inbound:
     if not isinstance(entities_raw, list):
         raise BadActivity("entities must be a list")
     entities = tuple(e for e in entities_raw if isinstance(e, dict))
+    attachments_raw = body.get("attachments") or []
+    if not isinstance(attachments_raw, list):
+        raise BadActivity("attachments must be a list")
+    attachments = tuple(a for a in attachments_raw if isinstance(a, dict))
     channel_data = body.get("channelData") if isinstance(body.get("channelData"), dict) else {}
     tenant = conversation.get("tenantId")
     if not isinstance(tenant, str) or not tenant:
@@ -128,6 +133,7 @@ def parse(body: Any) -> Inbound:
         name=name if isinstance(name, str) else None,
         reply_to_id=_str(body, "replyToId", required=False) or None,
         entities=entities,
+        attachments=attachments,
         value=body.get("value"),
         timestamp=_timestamp(body.get("timestamp")),
         raw_conversation={

@@ -19,6 +19,7 @@ import structlog
 from aiohttp import web
 
 from adapters.teams import activities as acts
+from adapters.teams import files
 from adapters.teams.auth import SigningKeys, TokenValidator, Unauthorized, is_loopback_url
 from adapters.teams.connector import BotConnector
 from adapters.teams.reply import EditReply, Runtime, StreamReply
@@ -29,6 +30,8 @@ from app.model import IncomingMessage, Kind, PlatformLimits, Speaker, ThreadKey
 log = structlog.get_logger(__name__)
 
 FEEDBACK_TIMEOUT = 10.0
+# Dify needs a question; a message that is only a file gets this one.
+FILE_ONLY_QUESTION = "Please look at the attached file."
 _IGNORED_TYPES = frozenset(
     {
         "conversationUpdate",
@@ -76,6 +79,7 @@ class TeamsAdapter:
         self._own_session = False
         self._validator: TokenValidator | None = None
         self._runtime: Runtime | None = None
+        self._downloader: files.Downloader | None = None
 
     # ------------------------------------------------------------------ Adapter protocol
     def mount(self, app: web.Application) -> None:
@@ -125,6 +129,11 @@ class TeamsAdapter:
             tokens=tokens,
             metrics=self.ctx.metrics,
             allow_service_url=is_loopback_url if self.local else _any_https_or_verified,
+        )
+        self._downloader = files.Downloader(
+            session=self._session,
+            tokens=tokens,
+            allow_url=is_loopback_url if self.local else _https_or_loopback,
         )
         self._runtime = Runtime(
             connector=connector,
@@ -195,9 +204,14 @@ class TeamsAdapter:
             log.debug("teams.ignored", why="not addressed to the bot")
             return
         text = acts.clean_text(inb)
+        attached = files.attachments(
+            inb.attachments, service_url=inb.service_url, downloader=self._downloader_ready()
+        )
         if not text:
-            log.debug("teams.ignored", why="empty after removing the mention")
-            return
+            if not attached:
+                log.debug("teams.ignored", why="empty after removing the mention")
+                return
+            text = FILE_ONLY_QUESTION
         msg = IncomingMessage(
             key=key,
             # Channel message ids are millisecond timestamps, unique per conversation only:
@@ -206,11 +220,18 @@ class TeamsAdapter:
             speaker=Speaker(id=inb.aad_object_id or inb.from_id, name=inb.from_name),
             text=text,
             kind=kind,
+            attachments=attached,
             received_at=inb.timestamp or time.time(),
         )
         place = acts.place(inb)
         reply = StreamReply(rt, place, key) if place.personal else EditReply(rt, place, key)
         self.ctx.bridge.submit(msg, reply, self.limits)
+
+    def _downloader_ready(self) -> files.Downloader:
+        self._ready()
+        if self._downloader is None:  # _ready() always sets it
+            raise RuntimeError("Teams adapter not initialised")
+        return self._downloader
 
     async def _kind(self, inb: acts.Inbound, key: ThreadKey) -> Kind | None:
         if inb.conversation_type == acts.PERSONAL:
@@ -291,6 +312,10 @@ def _feedback_text(raw: Any) -> str | None:
 
 def _short(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _https_or_loopback(url: str) -> bool:
+    return url.startswith("https://") or is_loopback_url(url)
 
 
 def _any_https_or_verified(url: str) -> bool:

@@ -121,6 +121,8 @@ class FakeBotConnector:
         self.throttled = 0
         self.cancel_streams = False
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
+        self.files: dict[str, bytes] = {}
+        self.downloads: list[tuple[str, str | None]] = []  # (path, Authorization header)
         self._faults: deque[_Fault] = deque()
         self._streams: dict[str, _Stream] = {}
         self._history: dict[str, deque[float]] = defaultdict(deque)
@@ -150,6 +152,8 @@ class FakeBotConnector:
         app.router.add_post("/v3/conversations/{cid}/activities", self._post)
         app.router.add_post("/v3/conversations/{cid}/activities/{aid}", self._post)
         app.router.add_put("/v3/conversations/{cid}/activities/{aid}", self._put)
+        app.router.add_get("/v3/attachments/{aid}/views/{view}", self._attachment)
+        app.router.add_get("/sharepoint/{name}", self._sharepoint)
         # Test-only endpoints for the standalone mode (benchmarks in another process).
         app.router.add_get("/_fake/calls", self._dump_calls)
         app.router.add_get("/_fake/token", self._mint)
@@ -170,6 +174,8 @@ class FakeBotConnector:
         self.calls.clear()
         self.token_requests.clear()
         self.messages.clear()
+        self.files.clear()
+        self.downloads.clear()
         self._faults.clear()
         self._streams.clear()
         self._history.clear()
@@ -480,6 +486,23 @@ class FakeBotConnector:
     async def _mint(self, request: web.Request) -> web.Response:
         return web.json_response({"token": self.sign(service_url=request.query.get("serviceUrl"))})
 
+    async def _sharepoint(self, request: web.Request) -> web.Response:
+        """A pre-authorised SharePoint download URL, as Teams puts in file download info."""
+        self.downloads.append((request.path, request.headers.get("Authorization")))
+        data = self.files.get(request.match_info["name"])
+        return web.Response(body=data) if data is not None else web.Response(status=404)
+
+    async def _attachment(self, request: web.Request) -> web.Response:
+        """An image pasted into a message: the Bot Connector wants the bot's token."""
+        auth = request.headers.get("Authorization", "")
+        self.downloads.append((request.path, auth or None))
+        if not auth.startswith("Bearer ") or auth[7:] not in self.issued_tokens:
+            return web.json_response({"message": "Authorization has been denied"}, status=401)
+        data = self.files.get(request.match_info["aid"])
+        return (
+            web.Response(body=data, content_type="image/png") if data else web.Response(status=404)
+        )
+
     # ------------------------------------------------------------------ reading the record
     def sent(self, method: str | None = None, *, ok: bool = True) -> list[Call]:
         return [
@@ -590,6 +613,38 @@ class FakeBotConnector:
         body = self.activity("personal_message")
         body["text"] = _escape(text)
         body["conversation"]["id"] = chat
+        return body
+
+    def personal_file(self, text: str, name: str, data: bytes) -> dict[str, Any]:
+        """A 1:1 message with a file attached (file download info, as with supportsFiles)."""
+        body = self.personal(text)
+        self.files[name] = data
+        body["attachments"] = [
+            {
+                "contentType": "application/vnd.microsoft.teams.file.download.info",
+                "contentUrl": f"https://contoso.sharepoint.com/personal/ada/Documents/{name}",
+                "name": name,
+                "content": {
+                    "downloadUrl": f"{self.service_url}sharepoint/{name}",
+                    "uniqueId": str(uuid.uuid4()),
+                    "fileType": name.rsplit(".", 1)[-1],
+                },
+            }
+        ]
+        return body
+
+    def personal_image(self, text: str, data: bytes) -> dict[str, Any]:
+        """A 1:1 message with an image pasted inline (hosted by the Bot Connector)."""
+        body = self.personal(text)
+        image_id = f"0-weu-d1-{uuid.uuid4().hex}"
+        self.files[image_id] = data
+        body["attachments"] = [
+            {
+                "contentType": "image/*",
+                "contentUrl": f"{self.service_url}v3/attachments/{image_id}/views/original",
+            },
+            {"contentType": "text/html", "content": "<div><img src=...></div>"},
+        ]
         return body
 
     def conversation_update(self) -> dict[str, Any]:

@@ -1,0 +1,123 @@
+"""Files people send the bot in Teams, handed to the core as lazily downloaded attachments.
+
+Two shapes arrive: a file sent in a 1:1 chat (``application/vnd.microsoft.teams.file.download.info``
+with a pre-authorised SharePoint ``downloadUrl``; needs ``supportsFiles`` in the manifest) and an
+image pasted into the message (``image/*`` with a ``contentUrl`` on the Bot Connector, which wants
+the bot's token). The token is only ever sent to the host of the activity's own ``serviceUrl``.
+Downloads stop at ``MAX_BYTES`` (Dify's default upload limit) and never block the loop.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from adapters.teams.tokens import TokenSource
+from app.errors import UserFacingError
+from app.model import Attachment
+
+FILE_DOWNLOAD_INFO = "application/vnd.microsoft.teams.file.download.info"
+MAX_BYTES = 15 * 1024 * 1024
+MAX_FILES = 5
+
+
+class Downloader:
+    """Fetches attachment bytes with the adapter's HTTP session."""
+
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession,
+        tokens: TokenSource,
+        allow_url: Callable[[str], bool],
+        timeout: float = 30.0,
+    ) -> None:
+        self._session = session
+        self._tokens = tokens
+        self._allow = allow_url
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    def fetcher(self, url: str, *, token: bool) -> Callable[[], Awaitable[bytes]]:
+        async def fetch() -> bytes:
+            return await self._get(url, token=token)
+
+        return fetch
+
+    async def _get(self, url: str, *, token: bool) -> bytes:
+        if not self._allow(url):
+            raise UserFacingError("That file's address is not one the bot may download from.")
+        headers: dict[str, str] = {}
+        if token:
+            auth = await self._tokens.header()
+            if auth:
+                headers["Authorization"] = auth
+        try:
+            async with self._session.get(url, headers=headers, timeout=self._timeout) as resp:
+                if resp.status != 200:
+                    raise UserFacingError(
+                        f"The attached file could not be downloaded (HTTP {resp.status})."
+                    )
+                if (resp.content_length or 0) > MAX_BYTES:
+                    raise _too_big()
+                data = bytearray()
+                async for chunk in resp.content.iter_chunked(65536):
+                    data += chunk
+                    if len(data) > MAX_BYTES:
+                        raise _too_big()
+                return bytes(data)
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise UserFacingError("The attached file could not be downloaded.") from e
+
+
+def _too_big() -> UserFacingError:
+    return UserFacingError(f"The attached file is larger than {MAX_BYTES // (1024 * 1024)} MB.")
+
+
+def attachments(
+    raw: tuple[dict[str, Any], ...], *, service_url: str, downloader: Downloader
+) -> tuple[Attachment, ...]:
+    """The files and pasted images of one activity (other attachment kinds are ignored)."""
+    out: list[Attachment] = []
+    service_host = urlsplit(service_url).hostname
+    for a in raw:
+        ctype = a.get("contentType")
+        name = a.get("name") if isinstance(a.get("name"), str) else ""
+        content = a.get("content") if isinstance(a.get("content"), dict) else {}
+        if ctype == FILE_DOWNLOAD_INFO:
+            url = (content or {}).get("downloadUrl")
+            if not isinstance(url, str):
+                continue
+            file_type = str((content or {}).get("fileType") or "")
+            name = name or f"file.{file_type or 'bin'}"
+            mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+            out.append(
+                Attachment(
+                    name=name,
+                    mime_type=mime,
+                    size=0,
+                    fetch=downloader.fetcher(url, token=False),
+                    is_audio=mime.startswith("audio/"),
+                )
+            )
+        elif isinstance(ctype, str) and ctype.startswith("image/"):
+            url = a.get("contentUrl")
+            if not isinstance(url, str):
+                continue
+            # The bot's token only goes back to the Bot Connector that sent the activity.
+            same_host = urlsplit(url).hostname == service_host
+            mime = ctype if ctype != "image/*" else "image/png"
+            out.append(
+                Attachment(
+                    name=name or "image" + (mimetypes.guess_extension(mime) or ".png"),
+                    mime_type=mime,
+                    size=0,
+                    fetch=downloader.fetcher(url, token=same_host),
+                )
+            )
+        if len(out) >= MAX_FILES:
+            break
+    return tuple(out)
