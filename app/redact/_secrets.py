@@ -40,9 +40,11 @@ _MARKERS_ANY: tuple[tuple[str, int], ...] = (
 _MARKERS_DASH: tuple[tuple[str, int], ...] = (
     ("xox", 0), ("xapp-", 0), ("sk-", 0), ("app-", 0), ("dataset-", 0), ("glpat-", 0),
 )  # fmt: skip
-_MARKERS_UNDERSCORE: tuple[tuple[str, int], ...] = (
-    ("ghp_", 0), ("gho_", 0), ("ghu_", 0), ("ghs_", 0), ("ghr_", 0), ("github_pat_", 0),
-    ("k_live_", 1), ("k_test_", 1),
+# Tokens with an underscore are found from the underscores (texts have few): the text before
+# it tells which kind, and where the token starts.
+_BEFORE_UNDERSCORE: tuple[tuple[str, int], ...] = (
+    ("ghp", 3), ("gho", 3), ("ghu", 3), ("ghs", 3), ("ghr", 3), ("github", 6), ("sk", 2),
+    ("rk", 2),
 )  # fmt: skip
 _PRIVATE_KEY = re.compile(
     r"-----BEGIN[A-Z0-9 ]{0,20} PRIVATE KEY(?: BLOCK)?-----"
@@ -112,21 +114,26 @@ def _looks_random(v: str) -> bool:
 
 def _tokens(t: str) -> Iterator[Raw]:
     seen: set[int] = set()
-    markers = _MARKERS_ANY
-    if "-" in t:
-        markers += _MARKERS_DASH
-    if "_" in t:
-        markers += _MARKERS_UNDERSCORE
+    starts: list[int] = []
+    markers = _MARKERS_ANY + _MARKERS_DASH if "-" in t else _MARKERS_ANY
     for marker, back in markers:
         i = t.find(marker)
         while i != -1:
-            a = i - back
-            if a >= 0 and a not in seen and not (a > 0 and (_is_word(t[a - 1]) or t[a - 1] == "-")):
-                m = _TOKEN.match(t, a)
-                if m is not None and _token_ok(m):
-                    seen.add(a)
-                    yield ("SECRET", a, m.end(), P_SECRET)
+            starts.append(i - back)
             i = t.find(marker, i + 1)
+    i = t.find("_")
+    while i != -1:
+        for before, back in _BEFORE_UNDERSCORE:
+            if t.endswith(before, max(0, i - back), i):
+                starts.append(i - back)
+                break
+        i = t.find("_", i + 1)
+    for a in starts:
+        if a >= 0 and a not in seen and not (a > 0 and (_is_word(t[a - 1]) or t[a - 1] == "-")):
+            m = _TOKEN.match(t, a)
+            if m is not None and _token_ok(m):
+                seen.add(a)
+                yield ("SECRET", a, m.end(), P_SECRET)
 
 
 def _token_ok(m: re.Match[str]) -> bool:
