@@ -314,6 +314,44 @@ def _parse(md: str, *, final: bool) -> list[Token]:
     return tokens
 
 
+def _heal_source(md: str) -> str:
+    """The streaming-safe version of ``md`` as Markdown, for renderers we do not control.
+
+    The same repairs as the token-level healing, written back into the text: Slack's
+    ``markdown`` block renders CommonMark itself, so it needs the repaired source.
+    """
+    src = _drop_unfinished_line(_normalize(md))
+    tokens = _BLOCKS.parse(src)
+    n_lines = src.count("\n") + (0 if src.endswith("\n") else 1)
+    for idx in range(len(tokens) - 1, -1, -1):
+        tok = tokens[idx]
+        if tok.nesting == 0:
+            break
+    else:
+        return src
+    if tok.type == "inline" and tok.map and tok.map[1] >= n_lines:
+        if idx and tokens[idx - 1].type == "paragraph_open" and tok.content.startswith("|"):
+            return "".join(_lines(src)[: tok.map[0]]).rstrip()
+        healed = _heal_inline(tok.content)
+        common = 0
+        for a, b in zip(tok.content, healed, strict=False):
+            if a != b:
+                break
+            common += 1
+        gone = tok.content[common:]
+        body = src.rstrip()
+        # Only when the changed tail reads the same in the source (no quote/list prefixes in it).
+        if healed != tok.content and body.endswith(gone):
+            return body[: len(body) - len(gone)] + healed[common:]
+        return src
+    if tok.type == "fence" and tok.map and tok.map[1] >= n_lines:
+        lines = _lines(src)
+        region = _regions([tok], lines)[0]
+        if region.last >= tok.map[1]:  # still open: close it
+            return src.rstrip("\n") + "\n" + region.close
+    return src
+
+
 # --- Walker -------------------------------------------------------------------------------------
 
 
@@ -742,6 +780,10 @@ def split_markdown(md: str, limit: int) -> list[str]:
         if not prefix:
             while pos < n and md[pos] in "\n ":
                 if md[pos] == " " and pos in line_of:
+                    eol = md.find("\n", pos)
+                    if eol >= 0 and not md[pos:eol].strip():
+                        pos = eol + 1  # a blank line of spaces
+                        continue
                     break  # indentation is content (nested lists, indented code)
                 pos += 1
         if pos >= n:
@@ -813,6 +855,8 @@ def _content_region(inside: list[_Region | None], line_k: int) -> _Region | None
 
 def _tables_as_code(md: str) -> str:
     """Replace top-level tables with aligned code blocks (Slack's markdown block has no tables)."""
+    if "|" not in md:
+        return md
     tokens = _BLOCKS.parse(md)
     pairs = _closers(tokens)
     tables = [
@@ -828,12 +872,15 @@ def _tables_as_code(md: str) -> str:
     return "".join(lines)
 
 
-def slack_answer_blocks(md: str, *, limit: int = SLACK_MARKDOWN_BLOCK_MAX) -> list[dict[str, Any]]:
-    """Slack ``markdown`` blocks for a finished answer: Slack renders the CommonMark itself.
+def slack_answer_blocks(
+    md: str, *, limit: int = SLACK_MARKDOWN_BLOCK_MAX, final: bool = True
+) -> list[dict[str, Any]]:
+    """Slack ``markdown`` blocks for an answer: Slack renders the CommonMark itself.
 
     Tables become aligned code blocks first. Slack allows 12,000 characters of markdown blocks
     per message *cumulatively*, so each returned block is meant for its own message; a normal
-    answer gives exactly one. Blank input gives an empty list.
+    answer gives exactly one. Blank input gives an empty list. Pass ``final=False`` for an
+    answer still streaming: its unfinished end is repaired as in :func:`to_slack_mrkdwn`.
     """
     if (
         isinstance(limit, bool)
@@ -841,7 +888,7 @@ def slack_answer_blocks(md: str, *, limit: int = SLACK_MARKDOWN_BLOCK_MAX) -> li
         or not 1 <= limit <= SLACK_MARKDOWN_BLOCK_MAX
     ):
         raise ValueError(f"limit must be 1..{SLACK_MARKDOWN_BLOCK_MAX}, got {limit!r}")
-    text = _tables_as_code(_normalize(md)).strip()
+    text = _tables_as_code(_normalize(md) if final else _heal_source(md)).strip()
     if not text:
         return []
     return [{"type": "markdown", "text": part} for part in split_markdown(text, limit)]

@@ -415,3 +415,23 @@ def test_streaming_a_long_answer_renders_the_same_as_rendering_it_fresh() -> Non
         render._HEADS.clear()
         assert to_slack_mrkdwn(prefix) == slack
         assert to_teams_markdown(prefix) == teams
+
+
+@pytest.mark.parametrize(
+    ("partial", "block_text"),
+    [
+        ("This is **bol", "This is **bol**"),
+        ("See [the docs](https://docs.di", "See the docs"),
+        ("Code:\n\n```python\nprint(1)\n", "Code:\n\n```python\nprint(1)\n```"),
+        ("- step\n\n  ```sh\n  make", "- step\n\n  ```sh\n  make\n  ```"),
+        ("Costs:\n\n| a | b |", "Costs:"),
+    ],
+)
+def test_streaming_markdown_block_gets_a_repaired_tail(partial: str, block_text: str) -> None:
+    assert slack_answer_blocks(partial, final=False) == [{"type": "markdown", "text": block_text}]
+
+
+def test_every_prefix_streamed_as_markdown_blocks_keeps_code_fences_balanced() -> None:
+    for end in range(1, len(REALISTIC_ANSWER) + 1):
+        for block in slack_answer_blocks(REALISTIC_ANSWER[:end], final=False):
+            assert fence_lines(block["text"]) % 2 == 0, REALISTIC_ANSWER[:end]
