@@ -117,6 +117,11 @@ NOT_FOUND = [
     "เลขบัตรประชาชน 1-1017-00203-42-1",
     "法人番号8000012050002",
     "SSN 000-12-3456 and 666-12-3456",
+    # numbers that are not in any numbering plan, addresses that are not addresses
+    "call (123) 456-7890 now",
+    "電話は090-0000-0000です",
+    "IP 256.1.1.1 and 2001:db8:::1",
+    "redis://localhost:6379/0 and https://example.com:8443/path",
     # near misses: ids, timestamps, versions, hashes, code
     "Order #123456789012 has shipped",
     "注文番号：4111111111111111の件",
