@@ -206,3 +206,18 @@ async def test_pseudonymize_without_a_key_is_a_clear_config_error(
 async def test_unknown_entity_in_route_config_is_a_config_error(service: RedactionService) -> None:
     with pytest.raises(ConfigError, match="unknown redaction entity type 'PASSPORT'"):
         await service.prepare(RedactionConfig(entities=("PASSPORT",)), "x", thread())
+
+
+async def test_inputs_and_query_share_placeholders_and_secrets_in_between_are_markers(
+    service: RedactionService,
+) -> None:
+    t = thread(60)
+    p = await service.prepare(
+        PSEUDO,
+        "mail jo@example.com, token ghp_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789, call 090-1234-5678",
+        t,
+        extra={"speaker_email": "jo@example.com", "history": "earlier: kim@example.com"},
+    )
+    assert p.query == "mail <EMAIL_1>, token [SECRET], call <PHONE_1>"
+    assert p.extra == {"speaker_email": "<EMAIL_1>", "history": "earlier: <EMAIL_2>"}
+    assert p.found == {"EMAIL": 3, "PHONE": 1, "SECRET": 1}
