@@ -100,7 +100,8 @@ def _cjk_friendly(
             return False
         prev = state.src[start - 1] if start > 0 else " "
         nxt = state.src[state.pos] if state.pos < state.posMax else " "
-        if _is_wide(prev) or _is_wide(nxt):
+        # `_` keeps CommonMark's intraword rule: identifiers like 設定_値_ stay literal.
+        if state.src[start] != "_" and (_is_wide(prev) or _is_wide(nxt)):
             for d in state.delimiters[before:]:
                 d.open = d.open or not nxt.isspace()
                 d.close = d.close or not prev.isspace()

@@ -184,14 +184,10 @@ def teams_table_card(table: Table, *, max_rows: int = 100) -> dict[str, Any]:
         ]
         return {"type": "TableRow", "cells": [{"type": "TableCell", "items": [x]} for x in items]}
 
+    # Relative column widths from the longest cell, capped so one long cell cannot starve the rest.
+    all_rows = [table.header, *table.rows]
     widths = [
-        max(
-            1,
-            min(
-                40,
-                max(display_width(r[c]) if c < len(r) else 0 for r in [table.header, *table.rows]),
-            ),
-        )
+        min(40, max(1, *(display_width(r[c]) for r in all_rows if c < len(r))))
         for c in range(ncols)
     ]
     columns: list[dict[str, Any]] = []
