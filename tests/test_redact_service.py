@@ -23,7 +23,7 @@ async def redis(redis_url: str, prefix: str) -> AsyncIterator[aioredis.Redis]:
     try:
         yield client
     finally:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=5000)]
         if keys:
             await client.delete(*keys)
         await client.aclose()
