@@ -96,6 +96,8 @@ def test_api_keys_and_tokens_pasted_in_japanese_text_are_secrets(token: str) -> 
         ("client_secret=Zq8Lr2Vx9Tn4", "Zq8Lr2Vx9Tn4"),
         ("Authorization: Bearer abcdefghijklmnop1234567890", "abcdefghijklmnop1234567890"),
         ("api_key = 9f8e7d6c5b4a39281706", "9f8e7d6c5b4a39281706"),
+        ("his password is Tr0ub4dor&3.", "Tr0ub4dor&3"),
+        ("https://x.example.com/?password=abc123&user=bob", "abc123"),
     ],
 )
 def test_password_and_key_assignments_hide_only_the_value(text: str, value: str) -> None:
@@ -142,6 +144,7 @@ NOT_FOUND = [
     "pwd = os.getcwd()",
     "max_tokens: 1500, temperature: 0.7",
     "The password is required for this step.",
+    "The password is required. The secret is safe.",
     "docker run -e PASSWORD=${DB_PASSWORD} app",
     "pi = 3.14159265358979 and 0.123456789",
     "MAC 00:1A:2B:3C:4D:5E at 10:15:30",

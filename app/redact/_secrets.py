@@ -103,6 +103,7 @@ _NOT_A_VALUE = frozenset(
 _PLACEHOLDER_VALUE = re.compile(
     r"\$\{?(?:[A-Z_][A-Z0-9_]*|[a-z_][a-z0-9_]*)\}?|%[A-Za-z_]+%|<[^>]*>?|\{\{?[^}]*\}?\}?|[=>:]+.*"
 )
+_VALUE_AFTER_AMP = re.compile(r"[^\s\"'`,;<>()\[\]{}\u0080-\U0010ffff]{1,256}")
 _DOTTED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 
@@ -199,7 +200,16 @@ def _assignment(t: str, low: str, i: int) -> Iterator[Raw]:
         return
     name = "v1" if m.group("v1") is not None else "v2" if m.group("v2") is not None else "v3"
     start, end = m.start(name), m.end(name)
-    if _is_value(m.group(name), name, t[end : end + 8], m.group("op").strip(), strong):
+    op = m.group("op").strip()
+    if name == "v3":
+        if op != "=" and end < len(t) and t[end] == "&":
+            # "&" ends a value only in a query string (a=1&b=2); "Tr0ub4dor&3" is one password.
+            tail = _VALUE_AFTER_AMP.match(t, end)
+            end = tail.end() if tail else end
+        if op in ("is", "was", "IS"):
+            while end > start + 1 and t[end - 1] in ".,?":
+                end -= 1  # the end of the sentence, not of the password
+    if _is_value(t[start:end], name, t[end : end + 8], op, strong):
         yield ("SECRET", start, end, P_SECRET - 1)
 
 
@@ -212,9 +222,12 @@ def _is_value(v: str, name: str, after: str, op: str, strong: bool) -> bool:
     # The "value" is the next key: "secret: db_password = ...".
     if after.lstrip()[:1] in ("=", ":"):
         return False
-    if not strong or op in ("is", "was", "IS", "は", "是", "คือ"):
-        # Natural language ("the password is required") and weak words need a random value.
-        return _looks_random(v) or (op not in ("is", "was", "IS") and strong)
+    if not strong:
+        # Weak words name ordinary things too ("max_tokens: 1500"): the value must look random.
+        return _looks_random(v)
+    if op in ("is", "was", "IS"):
+        # "the password is required" is prose; "the password is Tr0ub4dor" is not.
+        return len(v) >= 6 and any(not c.isalpha() for c in v)
     return len(v) >= 3
 
 
