@@ -146,7 +146,10 @@ _MARKER_ONLY = frozenset("-=*+_#`~|:> \t")
 
 
 def _drop_unfinished_line(src: str) -> str:
-    """Hide a trailing line that is only block syntax so far ("-", "##", "1.", "```py")."""
+    """Hide a trailing line that is only block syntax so far ("-", "##", "1.", "```py").
+
+    A half-typed table row waits too: shown, it would re-align its columns on every edit.
+    """
     if not src or src.endswith("\n"):
         return src
     cut = src.rfind("\n") + 1
@@ -154,8 +157,8 @@ def _drop_unfinished_line(src: str) -> str:
     if (
         not body
         or set(body) <= _MARKER_ONLY
-        or body.startswith(("```", "~~~"))
-        or (body[:-1].isdigit() and body[-1] in ".)")
+        or body.startswith(("```", "~~~", "|"))
+        or body.rstrip(".)").isdigit()
     ):
         return src[:cut]
     return src
@@ -287,14 +290,17 @@ def _heal_tokens(tokens: list[Token], src: str) -> None:
     n_lines = src.count("\n") + (0 if src.endswith("\n") else 1)
     for idx in range(len(tokens) - 1, -1, -1):
         tok = tokens[idx]
-        if tok.type == "inline":
+        if tok.nesting == 0:
             break
-        if tok.nesting == 0 and tok.type != "inline":
-            return  # a fence, hr or html block ends the text: nothing inline to heal
     else:
         return
     if not tok.map or tok.map[1] < n_lines:
         return
+    if tok.type == "fence" and not tok.content.strip():
+        tok.meta["hide"] = True  # a code block with nothing in it yet
+        return
+    if tok.type != "inline":
+        return  # an hr, html or indented code block ends the text: nothing to heal
     parent = tokens[idx - 1] if idx else None
     if parent is not None and parent.type == "paragraph_open" and tok.content.startswith("|"):
         parent.meta["hide"] = True  # a table header waiting for its |---| row
@@ -347,6 +353,8 @@ def _heal_source(md: str) -> str:
         return src
     if tok.type == "fence" and tok.map and tok.map[1] >= n_lines:
         lines = _lines(src)
+        if not tok.content.strip():
+            return "".join(lines[: tok.map[0]]).rstrip()
         region = _regions([tok], lines)[0]
         if region.last >= tok.map[1]:  # still open: close it
             return src.rstrip("\n") + "\n" + region.close
@@ -450,10 +458,10 @@ class _Walker:
             t = self.tokens[i]
             end = self.pairs.get(i, i)
             lines: list[tuple[str, bool]]
+            if t.meta.get("hide"):
+                i = end + 1
+                continue
             if t.type in ("paragraph_open", "heading_open"):
-                if t.meta.get("hide"):
-                    i = end + 1
-                    continue
                 text = self.inline(self.tokens[i + 1].children or [], t.type == "heading_open")
                 if t.type == "heading_open":
                     text = self.d.heading(text)

@@ -435,3 +435,21 @@ def test_every_prefix_streamed_as_markdown_blocks_keeps_code_fences_balanced() -
     for end in range(1, len(REALISTIC_ANSWER) + 1):
         for block in slack_answer_blocks(REALISTIC_ANSWER[:end], final=False):
             assert fence_lines(block["text"]) % 2 == 0, REALISTIC_ANSWER[:end]
+
+
+def test_text_already_shown_while_streaming_only_grows() -> None:
+    # Tables re-align their columns as rows arrive; everything else must only ever be appended
+    # to (the last visible line may still change).
+    start = REALISTIC_ANSWER.index("| 項目")
+    answer = REALISTIC_ANSWER[:start] + REALISTIC_ANSWER[REALISTIC_ANSWER.index("> 注意") :]
+
+    def blocks_text(md: str) -> str:
+        return "\n\n".join(b["text"] for b in slack_answer_blocks(md, final=False))
+
+    for render_fn in (to_slack_mrkdwn, to_teams_markdown, blocks_text):
+        shown = ""
+        for end in range(1, len(answer) + 1):
+            now = render_fn(answer[:end])
+            settled = shown.rsplit("\n", 1)[0] if "\n" in shown else ""
+            assert now.startswith(settled), (render_fn, answer[:end])
+            shown = now
