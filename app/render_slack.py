@@ -77,7 +77,8 @@ class SlackDialect:
         url = safe_url(href)
         if url is None:
             return escape(plain)
-        if autolink or not plain.strip() or plain == href:
+        del autolink  # `<a@b.c>` still wants its label: the href reads "mailto:a@b.c"
+        if not plain.strip() or plain == href:
             return f"<{url}>"
         return f"<{url}|{escape(plain)}>"
 
