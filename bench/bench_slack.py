@@ -5,11 +5,12 @@ Run (from the repo root, Redis on 127.0.0.1:6379 or REDIS_URL)::
     .venv/bin/python bench/bench_slack.py                    # 100 mentions, 25 channels
     .venv/bin/python bench/bench_slack.py --mentions 100 --channels 1
 
-Three processes: this one runs dify-bridge (the Slack adapter mounted on the core server, request
-signatures checked); a Dify-compatible SSE server (bench/_sse_server.py: 200 events of 5
-characters, 20 ms apart, so ~4 s per answer) and the fake Slack Web API
-(``python -m tests.fakes.slack_api``, enforcing Slack's documented per-method, per-workspace and
-per-channel limits) run apart, so only the bridge's CPU is counted.
+Three processes: dify-bridge (the Slack adapter on the core server, request signatures checked)
+runs alone in a child process whose CPU time is measured; a Dify-compatible SSE server
+(bench/_sse_server.py: 200 events of 5 characters, 20 ms apart, so ~4 s per answer) runs in
+another; this process sends the signed events and serves the fake Slack Web API
+(tests/fakes/slack_api.py), which enforces Slack's documented per-method, per-workspace and
+per-channel limits and records every call.
 
 Reports: 429s received (target 0), chat.update calls per answer, time from the event to the first
 visible answer text (p50/p99), the HTTP ack time (p99 target under 20 ms), and CPU per answer
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -31,6 +33,7 @@ import uuid
 from pathlib import Path
 
 import aiohttp
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -38,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from app.logs import configure as configure_logs  # noqa: E402
 from app.service import Service  # noqa: E402
 from app.settings import load_settings  # noqa: E402
-from tests.fakes.slack_api import sign  # noqa: E402
+from tests.fakes.slack_api import FakeSlack, sign  # noqa: E402
 
 SECRET = "bench-signing-secret"  # noqa: S105 - benchmark value
 TOKEN = "xoxb-bench-token"  # noqa: S105 - benchmark value
@@ -47,9 +50,14 @@ BOT_USER = "U0BOT"
 
 
 def spawn(args: list[str]) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=ROOT)  # noqa: S603
     assert proc.stdout is not None
     return proc, proc.stdout.readline().strip()
+
+
+async def spawn_async(args: list[str]) -> tuple[subprocess.Popen[str], str]:
+    """Like :func:`spawn`, without blocking this loop (it serves the child's Slack calls)."""
+    return await asyncio.to_thread(spawn, args)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -99,13 +107,43 @@ def mention_body(i: int, channel: str, ts: str) -> str:
     )
 
 
+async def serve(env_json: str) -> None:
+    """The bridge process: dify-bridge with the Slack adapter; prints its base URL."""
+    env = json.loads(env_json)
+    configure_logs("WARNING", "json")
+    svc = await Service.create(load_settings(env), adapters=["slack"])
+    await svc.start("127.0.0.1", 0)
+    sys.stdout.write(svc.base_url + "\n")
+    sys.stdout.flush()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await svc.stop(grace=5)
+
+
+def raw_request(host: str, body: str) -> bytes:
+    data = body.encode()
+    head = "".join(f"{k}: {v}\r\n" for k, v in sign(SECRET, body).items())
+    return (
+        f"POST /slack/events HTTP/1.1\r\nHost: {host}\r\n{head}"
+        f"Content-Length: {len(data)}\r\n\r\n"
+    ).encode() + data
+
+
+def cpu_seconds(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return float(t.user + t.system)
+
+
 async def run(mentions: int, channels: int, events: int, chunk: int, delay: float) -> None:
     sse, dify_url = spawn(
         [sys.executable, "bench/_sse_server.py", str(events), str(chunk), str(delay)]
     )
-    fake, api_url = spawn(
-        [sys.executable, "-m", "tests.fakes.slack_api", "--team", TEAM, "--token", TOKEN]
-    )
+    fake = FakeSlack()  # enforces Slack's limits
+    await fake.start()
+    fake.add_team(TEAM, token=TOKEN, bot_user_id=BOT_USER)
     env = {
         "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         "REDIS_KEY_PREFIX": "bench" + uuid.uuid4().hex[:6],
@@ -118,75 +156,88 @@ async def run(mentions: int, channels: int, events: int, chunk: int, delay: floa
         "BRIDGE_CONFIG": "/nonexistent.yaml",
         "SLACK_BOT_TOKEN": TOKEN,
         "SLACK_SIGNING_SECRET": SECRET,
-        "SLACK_API_URL": api_url,
+        "SLACK_API_URL": fake.api_url,
     }
-    configure_logs("WARNING", "json")
-    svc = await Service.create(load_settings(env), adapters=["slack"])
-    await svc.start("127.0.0.1", 0)
+    bridge, base_url = await spawn_async([sys.executable, __file__, "--serve", json.dumps(env)])
+    bridge_ps = psutil.Process(bridge.pid)
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
             floor = statistics.median([await floor_cpu(dify_url, 20, http) for _ in range(3)])
-            # Warm up one connection per request so the ack figure is the bridge, not TCP setup.
+            # Slack keeps connections open: open them first, and send pre-built raw requests so
+            # the ack figure is the bridge's time, not this process building HTTP requests.
+            host, port = base_url.removeprefix("http://").split(":")
+            conns = [await asyncio.open_connection(host, int(port)) for _ in range(mentions)]
             base = time.time()
-            bodies = []
+            requests = []
             for i in range(mentions):
-                ts = f"{int(base)}.{i:06d}"
-                bodies.append((f"C{i % channels:08d}", ts, mention_body(i, f"C{i % channels:08d}", ts)))
-            sent_at: dict[tuple[str, str], float] = {}
+                channel, ts = f"C{i % channels:08d}", f"{int(base)}.{i:06d}"
+                body = mention_body(i, channel, ts)
+                requests.append((channel, ts, raw_request(host, body)))
+            sent_at: dict[str, float] = {}
             acks: list[float] = []
 
-            async def deliver(channel: str, ts: str, body: str) -> None:
-                headers = sign(SECRET, body)
-                sent_at[(channel, ts)] = time.time()
+            async def deliver(n: int, ts: str, raw: bytes) -> None:
+                reader, writer = conns[n]
+                sent_at[ts] = time.time()
                 t = time.monotonic()
-                async with http.post(
-                    f"{svc.base_url}/slack/events", data=body.encode(), headers=headers
-                ) as r:
-                    assert r.status == 200, r.status
-                    await r.read()
+                writer.write(raw)
+                status = await reader.readline()
                 acks.append(time.monotonic() - t)
+                assert b" 200 " in status, status
+                writer.close()
 
-            cpu0 = time.process_time()
+            cpu0 = cpu_seconds(bridge_ps)
             wall0 = time.monotonic()
-            await asyncio.gather(*(deliver(*b) for b in bodies))
-            await asyncio.sleep(0.5)
-            while svc.bridge.active_count:
-                await asyncio.sleep(0.05)
+            await asyncio.gather(*(deliver(n, r[1], r[2]) for n, r in enumerate(requests)))
+            # Done when every thread shows its final answer (the thumbs under it).
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                done = sum(
+                    1
+                    for ch, ts in {(r[0], r[1]) for r in requests}
+                    if any(
+                        b.get("action_id") == "dify_like"
+                        for m in fake.bot_messages(ch, ts)
+                        for b in m.buttons()
+                    )
+                )
+                if done == mentions:
+                    break
+                await asyncio.sleep(0.1)
             wall = time.monotonic() - wall0
-            cpu = (time.process_time() - cpu0) / mentions
-            async with http.get(api_url.replace("/api/", "/_fake/calls")) as r:
-                record = await r.json()
+            await asyncio.sleep(0.5)
+            cpu = (cpu_seconds(bridge_ps) - cpu0) / mentions
     finally:
-        await svc.stop(grace=5)
-        for p in (sse, fake):
-            p.terminate()
-            p.wait(5)
+        bridge.send_signal(signal.SIGTERM)
+        bridge.wait(15)
+        sse.terminate()
+        sse.wait(5)
+        await fake.close()
 
     first_text: dict[str, float] = {}
     updates: dict[str, int] = {}
     posts: dict[str, int] = {}
-    for c in record["calls"]:
-        thread = c["thread"]
-        if c["error"] or not thread:
+    for c in fake.calls:
+        if c.error or not c.thread:
             continue
-        if c["visible"]:
-            first_text.setdefault(thread, c["time"])
-        if c["method"] == "chat.update":
-            updates[thread] = updates.get(thread, 0) + 1
-        if c["method"] == "chat.postMessage":
-            posts[thread] = posts.get(thread, 0) + 1
-    latencies = [first_text[ts] - at for (_, ts), at in sent_at.items() if ts in first_text]
-    per_answer = [updates.get(ts, 0) for (_, ts) in sent_at]
-    answered = sum(1 for (_, ts) in sent_at if ts in first_text)
+        if c.visible:
+            first_text.setdefault(c.thread, c.time)
+        if c.method == "chat.update":
+            updates[c.thread] = updates.get(c.thread, 0) + 1
+        if c.method == "chat.postMessage":
+            posts[c.thread] = posts.get(c.thread, 0) + 1
+    latencies = [first_text[ts] - at for ts, at in sent_at.items() if ts in first_text]
+    per_answer = [updates.get(ts, 0) for ts in sent_at]
+    answered = sum(1 for ts in sent_at if ts in first_text)
     print(
         f"mentions answered: {answered}/{mentions} in {channels} channel(s), {wall:.1f} s "
         f"(answers ~{events * delay:.0f} s, {events} events of {chunk} chars)"
     )
-    print(f"429s received: {record['ratelimited']} (target 0)")
+    print(f"429s received: {len(fake.ratelimited)} (target 0)")
     print(
         f"chat.update per answer: mean {statistics.mean(per_answer):.2f}, "
-        f"min {min(per_answer)}, max {max(per_answer)}; "
-        f"chat.postMessage per answer: mean {statistics.mean(posts.values() or [0]):.2f}"
+        f"min {min(per_answer)}, max {max(per_answer)}; chat.postMessage per answer: "
+        f"mean {statistics.mean([posts.get(ts, 0) for ts in sent_at]):.2f}"
     )
     if latencies:
         print(
@@ -195,7 +246,7 @@ async def run(mentions: int, channels: int, events: int, chunk: int, delay: floa
         )
     print(f"HTTP ack: p50 {pct(acks, 50) * 1000:.1f} ms, p99 {pct(acks, 99) * 1000:.1f} ms")
     print(
-        f"CPU per answer: {cpu * 1000:.1f} ms (floor {floor * 1000:.2f} ms, "
+        f"bridge CPU per answer: {cpu * 1000:.1f} ms (floor {floor * 1000:.2f} ms, "
         f"ratio {cpu / floor:.1f})"
     )
 
@@ -207,7 +258,11 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200, help="Dify events (tokens) per answer")
     ap.add_argument("--chunk", type=int, default=5, help="characters per event")
     ap.add_argument("--delay", type=float, default=0.02, help="seconds between events")
+    ap.add_argument("--serve", help=argparse.SUPPRESS)  # internal: run the bridge process
     args = ap.parse_args()
+    if args.serve:
+        asyncio.run(serve(args.serve))
+        return
     asyncio.run(run(args.mentions, args.channels, args.events, args.chunk, args.delay))
 
 

@@ -75,6 +75,31 @@ class UpdateBudget:
         return 0.0
 
 
+class MethodWindow:
+    """At most ``per_minute`` calls in any sliding minute (a Slack tier, per workspace)."""
+
+    def __init__(self, per_minute: int, *, clock: Clock = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self._calls: deque[float] = deque()
+        self._clock = clock
+
+    def try_take(self) -> bool:
+        now = self._clock()
+        while self._calls and now - self._calls[0] >= WINDOW:
+            self._calls.popleft()
+        if len(self._calls) >= self.per_minute:
+            return False
+        self._calls.append(now)
+        return True
+
+
+# Native streaming (chat.startStream / stopStream are Tier 2, appendStream Tier 4): one stream
+# start per slot, so the stop that ends it fits as well; appends skipped when over the tier just
+# arrive with the next one (they carry deltas).
+STREAMS_PER_MINUTE = 18
+APPENDS_PER_MINUTE = 90
+
+
 class ChannelPacer:
     """``chat.postMessage`` per channel: a token bucket (``rate`` per second, ``burst``)."""
 
@@ -106,12 +131,19 @@ class SlackBudgets:
         self._clock = clock
         self._updates: dict[str, UpdateBudget] = {}
         self._posts: dict[str, ChannelPacer] = {}
+        self._windows: dict[tuple[str, str], MethodWindow] = {}
 
     def updates(self, team: str) -> UpdateBudget:
         b = self._updates.get(team)
         if b is None:
             b = self._updates[team] = UpdateBudget(self._per_minute, clock=self._clock)
         return b
+
+    def window(self, team: str, name: str, per_minute: int) -> MethodWindow:
+        w = self._windows.get((team, name))
+        if w is None:
+            w = self._windows[(team, name)] = MethodWindow(per_minute, clock=self._clock)
+        return w
 
     def posts(self, team: str) -> ChannelPacer:
         p = self._posts.get(team)

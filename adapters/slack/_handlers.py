@@ -16,7 +16,7 @@ import structlog
 from slack_bolt.context.async_context import AsyncBoltContext
 
 from adapters.slack import _blocks as B
-from adapters.slack._budget import SlackBudgets
+from adapters.slack._budget import APPENDS_PER_MINUTE, STREAMS_PER_MINUTE, SlackBudgets
 from adapters.slack._files import attachments_from_event, prefetch
 from adapters.slack._normalize import Ignore, classify, slack_to_plain, ts_to_time
 from adapters.slack._reply import ReplyOptions, ResponseUrlReply, SlackReply
@@ -111,6 +111,8 @@ class SlackHandlers:
             is_dm=key.channel.startswith("D"),
             updates=self.budgets.updates(key.workspace),
             posts=self.budgets.posts(key.workspace),
+            streams=self.budgets.window(key.workspace, "streams", STREAMS_PER_MINUTE),
+            appends=self.budgets.window(key.workspace, "chat.appendStream", APPENDS_PER_MINUTE),
         )
 
     async def _speaker(self, api: SlackApi, team: str, user: str, route: Route | None) -> Speaker:
@@ -243,10 +245,9 @@ class SlackHandlers:
         question = slack_to_plain(raw)
         if not question:
             if ephemeral:
-                await ephemeral.fail(
+                await ephemeral.say(
                     f"Ask a question after the command, e.g. `{_s(body, 'command') or '/ask'} "
-                    "how do I reset my password?`",
-                    ref="usage",
+                    "how do I reset my password?`"
                 )
             return
         token = context.bot_token
@@ -262,9 +263,7 @@ class SlackHandlers:
             if ephemeral is None or (code not in _CANT_POST and code != "ratelimited"):
                 log.warning("slack.command_post_failed", code=code)
                 if ephemeral is not None:
-                    await ephemeral.fail(
-                        "I couldn't post in this channel. Please try again.", ref=code
-                    )
+                    await ephemeral.say("I couldn't post in this channel. Please try again.")
                 return
             log.info("slack.command_ephemeral", code=code)
             key = ThreadKey(PLATFORM, team, channel, f"cmd-{trigger}")
@@ -309,17 +308,10 @@ class SlackHandlers:
         return {}
 
     async def _tell(self, body: dict[str, Any], text: str) -> None:
+        """An ephemeral note to the person who clicked (through the click's response_url)."""
         url = _s(body, "response_url")
         if url:
-            try:
-                async with self._session.post(
-                    url,
-                    json={"response_type": "ephemeral", "replace_original": False, "text": text},
-                    timeout=aiohttp.ClientTimeout(total=10),
-                ):
-                    pass
-            except aiohttp.ClientError as e:
-                log.info("slack.response_url_failed", error=type(e).__name__)
+            await ResponseUrlReply(self._session, url).say(text)
 
     async def on_stop(self, ack: Ack, body: dict[str, Any], context: AsyncBoltContext) -> None:
         await ack()

@@ -20,7 +20,7 @@ import aiohttp
 import structlog
 
 from adapters.slack import _blocks as B
-from adapters.slack._budget import ChannelPacer, UpdateBudget
+from adapters.slack._budget import ChannelPacer, MethodWindow, UpdateBudget
 from adapters.slack._files import upload_out_files
 from adapters.slack._webapi import SlackApi, SlackCallError
 from app.errors import PlatformError, PlatformRateLimited
@@ -68,6 +68,8 @@ class SlackReply:
         is_dm: bool = False,
         updates: UpdateBudget | None = None,
         posts: ChannelPacer | None = None,
+        streams: MethodWindow | None = None,
+        appends: MethodWindow | None = None,
     ) -> None:
         self._api = api
         self._session = session
@@ -90,6 +92,8 @@ class SlackReply:
         self._updates = updates
         self._posts = posts
         self._reserved = False
+        self._streams = streams
+        self._appends = appends
 
     @property
     def message_ts(self) -> list[str]:
@@ -318,7 +322,9 @@ class SlackReply:
             return False
         try:
             if self._stream_ts is None:
-                if self._ts:  # a placeholder message exists: native streams start a new one
+                if self._ts or (self._streams is not None and not self._streams.try_take()):
+                    # A placeholder message exists (streams start a new one), or the
+                    # workspace's stream starts are spent (Tier 2): edits instead.
                     await self._leave_native()
                     return False
                 data = await self._api.call(
@@ -336,7 +342,7 @@ class SlackReply:
                 self._stop_status()
                 return True
             delta = text[len(self._streamed) :]
-            if delta:
+            if delta and (self._appends is None or self._appends.try_take()):
                 await self._api.call(
                     "chat.appendStream",
                     channel=self._channel,
@@ -457,6 +463,10 @@ class ResponseUrlReply:
                     log.warning("slack.response_url_failed", status=resp.status)
         except aiohttp.ClientError as e:
             log.warning("slack.response_url_failed", error=type(e).__name__)
+
+    async def say(self, text: str) -> None:
+        """A short ephemeral note (usage help, "nothing to stop")."""
+        await self._send(text, [{"type": "section", "text": {"type": "mrkdwn", "text": text}}])
 
     async def start(self, placeholder: str) -> None:
         return None
