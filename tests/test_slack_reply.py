@@ -157,3 +157,19 @@ async def test_forty_questions_at_once_are_all_answered_without_a_single_429(sla
         assert answer.visible_text().strip() == bot.dify.answer
     assert not bot.fake.ratelimited, "the fake enforces Slack's limits: none was hit"
     assert len(bot.fake.calls_to("chat.update")) <= 50, "within one minute's Tier 3 budget"
+
+
+async def test_without_assistant_status_a_placeholder_message_becomes_the_answer(slack_bot):
+    bot = await slack_bot()
+    bot.fake.fail_next("assistant.threads.setStatus", "missing_scope")
+    bot.dify.first_byte_delay = 0.3
+
+    ev = bot.mention("where is the status?")
+    await bot.send(ev)
+    await bot.fake.wait_for(lambda: bot.answers(CHANNEL, ev["ts"]))
+    (placeholder,) = bot.answers(CHANNEL, ev["ts"])
+    assert "Thinking" in placeholder.text
+
+    (answer,) = await bot.final(CHANNEL, ev["ts"])
+    assert answer.ts == placeholder.ts, "the placeholder itself turned into the answer"
+    assert answer.visible_text().strip() == "You said: where is the status?"
