@@ -119,7 +119,17 @@ async def serve(env_json: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    profile_to = os.environ.get("BENCH_PROFILE")  # where to write a cProfile of the bridge
+    prof = None
+    if profile_to:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
     await stop.wait()
+    if prof is not None:
+        prof.disable()
+        prof.dump_stats(profile_to)
     await svc.stop(grace=5)
 
 
@@ -127,8 +137,7 @@ def raw_request(host: str, body: str) -> bytes:
     data = body.encode()
     head = "".join(f"{k}: {v}\r\n" for k, v in sign(SECRET, body).items())
     return (
-        f"POST /slack/events HTTP/1.1\r\nHost: {host}\r\n{head}"
-        f"Content-Length: {len(data)}\r\n\r\n"
+        f"POST /slack/events HTTP/1.1\r\nHost: {host}\r\n{head}Content-Length: {len(data)}\r\n\r\n"
     ).encode() + data
 
 

@@ -154,3 +154,33 @@ async def test_url_verification_challenge_is_echoed(slack_bot):
     async with bot.http.post(bot.events_url, data=body, headers=sign(SECRET, body)) as r:
         assert r.status == 200
         assert "c-123" in await r.text()
+
+
+async def test_route_inputs_get_the_askers_name_and_the_thread_so_far(slack_bot):
+    bot = await slack_bot(
+        bridge_yaml="""
+routes:
+  - name: helpdesk
+    inputs:
+      asker: speaker_name
+      email: speaker_email
+      thread: history
+"""
+    )
+    bot.fake.add_user("U0ANN", name="Ann Lee", email="ann@acme.io")
+    first = bot.mention("is the VPN down?", user="U0ANN")
+    await bot.send(first)
+    await bot.final(CHANNEL, first["ts"])
+
+    follow = bot.message("still down for me", user="U0ANN", thread_ts=first["ts"])
+    await bot.send(follow)
+    await bot.final(CHANNEL, first["ts"], count=2)
+
+    chats = [r for r in bot.dify_requests() if r.path == "/chat-messages"]
+    inputs = chats[-1].json["inputs"]
+    assert inputs["asker"] == "Ann Lee"
+    assert inputs["email"] == "ann@acme.io"
+    assert "user: is the VPN down?" in inputs["thread"]
+    assert "assistant: You said: is the VPN down?" in inputs["thread"]
+    assert "still down for me" not in inputs["thread"], "the question itself is not history"
+    assert len(bot.fake.calls_to("users.info")) == 1, "names are cached"

@@ -136,7 +136,12 @@ class SlackHandlers:
         return speaker
 
     async def _history(
-        self, api: SlackApi, key: ThreadKey, before_ts: str, route: Route | None
+        self,
+        api: SlackApi,
+        key: ThreadKey,
+        before_ts: str,
+        route: Route | None,
+        bot_user_id: str | None,
     ) -> tuple[str, ...]:
         if route is None or "history" not in route.config.inputs.values():
             return ()
@@ -155,7 +160,7 @@ class SlackHandlers:
             if not isinstance(m, dict) or _s(m, "ts") == before_ts:
                 continue
             who = "assistant" if m.get("bot_id") else "user"
-            text = slack_to_plain(_s(m, "text"))
+            text = slack_to_plain(_s(m, "text"), bot_user_id=bot_user_id)
             if text:
                 lines.append(f"{who}: {text}")
         return tuple(lines[-limit:])
@@ -182,7 +187,7 @@ class SlackHandlers:
         token = context.bot_token
         api = self.api(token)
         speaker = await self._speaker(api, team, trig.user, route)
-        history = await self._history(api, key, trig.ts, route)
+        history = await self._history(api, key, trig.ts, route, context.bot_user_id)
         event_id = _s(body, "event_id") or f"{trig.channel}:{trig.ts}"
         # One mention comes as app_mention *and* message: same channel+ts, different ids.
         dedup_keys = (f"slack:{team}:{trig.channel}:{trig.ts}",)
