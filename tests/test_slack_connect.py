@@ -151,3 +151,20 @@ async def test_uninstalling_the_app_forgets_the_workspace(slack_bot, fake_slack)
     await bot.send(later, team=team)
     await bot.idle()
     assert not bot.answers(CHANNEL, later["ts"])
+
+
+async def test_a_bot_token_slack_refuses_is_logged_and_nothing_is_answered(slack_bot, fake_slack):
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        bot = await slack_bot({"SLACK_BOT_TOKEN": "xoxb-revoked"})
+        ev = bot.mention("anyone home?")
+        assert await bot.send(ev) == 200, "Slack still gets its ack"
+        await bot.idle()
+    assert any(
+        e.get("event") == "slack.auth_test_failed" and e.get("error") == "invalid_auth"
+        for e in logs
+    )
+    assert not bot.answers(CHANNEL, ev["ts"])
+    assert not bot.dify.messages
+    assert all("xoxb-revoked" not in str(e) for e in logs), "tokens never reach the logs"
