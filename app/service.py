@@ -105,7 +105,11 @@ class Service:
     ) -> Service:
         """Build the service; raises :class:`ConfigError` with what to fix."""
         routes = load_routes(settings, bridge_file, env=env)
-        redis = await connect(settings.redis_url, data_dir=settings.redis_data_dir)
+        redis = await connect(
+            settings.redis_url,
+            data_dir=settings.redis_data_dir,
+            max_connections=settings.redis_max_connections,
+        )
         store = RedisStore(
             redis.client,
             prefix=settings.redis_key_prefix,

@@ -75,6 +75,19 @@ class RedactionConfig(_Strict):
     # Tell the asker briefly that something was redacted.
     notify: bool = True
 
+    @field_validator("entities")
+    @classmethod
+    def _known_entities(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from app.redact import ENTITY_TYPES  # lazy: app.redact imports this module
+
+        known = set(ENTITY_TYPES) | {ENTITY_ALL}
+        unknown = [e for e in v if e.upper() not in known]
+        if unknown:
+            raise ValueError(
+                f"unknown entity type(s) {unknown}; known: {', '.join(sorted(known))}"
+            )
+        return tuple(e.upper() for e in v)
+
 
 class DifyAppConfig(_Strict):
     """One Dify app. The API key never lives in this file: name an env var or a file instead."""
@@ -191,6 +204,9 @@ class Settings(BaseSettings):
     )
     redis_key_prefix: str = Field(
         "db", pattern=r"^[A-Za-z0-9_.-]{1,32}$", description="Prefix of every Redis key we write."
+    )
+    redis_max_connections: int = Field(
+        200, ge=4, le=10000, description="Connections per process; a burst waits for a free one."
     )
     redis_data_dir: str = Field(
         "var/redis", description="Where the embedded Redis keeps its data file."

@@ -111,3 +111,9 @@ def test_key_from_a_file(tmp_path: Path) -> None:
     routes = resolve_routes(load_settings({}), load_bridge_file(p), env={})
     assert routes[0].api_key == "app-from-file"
     assert "app-from-file" not in repr(routes[0])  # masked
+
+
+def test_a_misspelled_redaction_entity_is_refused_at_load(tmp_path: Path) -> None:
+    p = write(tmp_path, "routes:\n  - name: a\n    redaction: {entities: [EMAIL, PHOEN]}\n")
+    with pytest.raises(ConfigError, match=r"routes\.0\.redaction\.entities.*PHOEN"):
+        load_bridge_file(p)

@@ -1,0 +1,80 @@
+"""A minimal Dify-compatible SSE server for the core benchmarks (run in its own process).
+
+``python bench/_sse_server.py EVENTS CHUNK DELAY`` prints its base URL, then streams, for every
+POST /v1/chat-messages, EVENTS ``message`` events of CHUNK characters each, DELAY seconds apart,
+then ``message_end``. The first event's text is its own send time (wall clock), so the benchmark
+can measure the bridge's added latency from what the reply handle receives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import uuid
+
+from aiohttp import web
+
+EVENTS = int(sys.argv[1]) if len(sys.argv) > 1 else 400
+CHUNK = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+DELAY = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+
+
+def frame(obj: dict[str, object]) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    conv = body.get("conversation_id") or str(uuid.uuid4())
+    mid, task = str(uuid.uuid4()), str(uuid.uuid4())
+    env = {
+        "conversation_id": conv,
+        "message_id": mid,
+        "created_at": int(time.time()),
+        "task_id": task,
+        "id": mid,
+    }
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    text = "abcdefghij" * (CHUNK // 10 + 1)
+    for i in range(EVENTS):
+        # The first delta is the send time itself, so the benchmark can read it off the reply.
+        answer = f"{time.time():.6f}|" if i == 0 else text[:CHUNK]
+        ev = {"event": "message", **env, "answer": answer, "from_variable_selector": None}
+        await resp.write(frame(ev))
+        if DELAY:
+            await asyncio.sleep(DELAY)
+    await resp.write(
+        frame(
+            {
+                "event": "message_end",
+                **env,
+                "metadata": {
+                    "annotation_reply": None,
+                    "retriever_resources": [],
+                    "usage": {"total_tokens": EVENTS},
+                },
+                "files": None,
+            }
+        )
+    )
+    await resp.write_eof()
+    return resp
+
+
+async def main() -> None:
+    app = web.Application()
+    app.router.add_post("/v1/chat-messages", chat)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
+    await site.start()
+    port = runner.addresses[0][1]
+    print(f"http://127.0.0.1:{port}/v1", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
