@@ -173,3 +173,25 @@ async def test_without_assistant_status_a_placeholder_message_becomes_the_answer
     (answer,) = await bot.final(CHANNEL, ev["ts"])
     assert answer.ts == placeholder.ts, "the placeholder itself turned into the answer"
     assert answer.visible_text().strip() == "You said: where is the status?"
+
+
+async def test_dify_failing_mid_stream_turns_the_streamed_message_into_the_error(slack_bot):
+    bot = await slack_bot(
+        bridge_yaml="""
+routes:
+  - name: native
+    native_streaming: true
+"""
+    )
+    bot.dify.answer = "Partial words " * 20
+    bot.dify.chunk_size = 10
+    bot.dify.chunk_delay = 0.03
+    bot.dify.faults.append(Fault.error_event(after_chunks=8))
+
+    ev = bot.mention("this will break")
+    await bot.send(ev)
+    (msg,) = await bot.final(CHANNEL, ev["ts"])
+
+    assert msg.visible_text().startswith("Partial words"), "what had arrived stays visible"
+    assert "Reference: `" in msg.context_text()
+    assert bot.fake.calls_to("chat.startStream", ok_only=True)

@@ -182,7 +182,8 @@ class SlackReply:
         while True:
             try:
                 if self._stream_ts is not None:
-                    await self._end_stream()
+                    # The streamed message (partial answer) becomes the error message.
+                    await self._leave_native()
                 await self._sync(payloads, final=True)
                 self._unreserve()
                 return
