@@ -582,7 +582,7 @@ _TEAMS = TeamsDialect()
 
 _CACHE_FROM = 2_000  # below this, parsing is cheaper than looking for cuts
 _HEADS: OrderedDict[tuple[str, str, str], str] = OrderedDict()
-_HEADS_MAX = 64
+_HEADS_MAX = 256  # ~one entry per answer being streamed
 _LIST_START = ("- ", "* ", "+ ")
 
 
@@ -640,7 +640,7 @@ def _render(dialect: Dialect, md: str, tables: str, final: bool) -> str:
     if head is None:
         base_cut, base = 0, ""
         for c in reversed(cuts[-50:-1]):
-            hit = _HEADS.get((name, tables, src[:c]))
+            hit = _HEADS.pop((name, tables, src[:c]), None)  # superseded by the longer head
             if hit is not None:
                 base_cut, base = c, hit
                 break
