@@ -181,7 +181,12 @@ class SlackHandlers:
         if trig.needs_known_thread:
             if route is not None and not route.config.continue_in_thread:
                 return
-            if not await self._bridge.thread_known(key):
+            try:
+                known = await self._bridge.thread_known(key)
+            except Exception as e:  # Redis down: we cannot tell, so we stay quiet
+                log.warning("slack.thread_lookup_failed", error=type(e).__name__)
+                return
+            if not known:
                 log.debug("slack.ignored", reason="thread_not_ours")
                 return
         token = context.bot_token
