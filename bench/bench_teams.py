@@ -72,7 +72,7 @@ async def floor_cpu(url: str, n: int, session: aiohttp.ClientSession) -> float:
     return (time.process_time() - t) / n
 
 
-async def run(threads: int, events: int, chunk: int, delay: float) -> None:
+async def run(threads: int, events: int, chunk: int, delay: float, dump: str | None) -> None:
     sse, dify_url = spawn(
         [sys.executable, "bench/_sse_server.py", str(events), str(chunk), str(delay)]
     )
@@ -139,6 +139,8 @@ async def run(threads: int, events: int, chunk: int, delay: float) -> None:
             p.wait(5)
 
     calls = record["calls"]
+    if dump:
+        Path(dump).write_text(json.dumps({"sent_at": sent_at, "calls": calls}), "utf-8")
     first_text: dict[str, float] = {}
     puts: dict[str, int] = {}
     for c in calls:
@@ -179,9 +181,10 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=100, help="Dify text events per answer")
     ap.add_argument("--chunk", type=int, default=20, help="characters per event")
     ap.add_argument("--delay", type=float, default=0.1, help="seconds between events")
+    ap.add_argument("--dump", help="write every Bot Connector call as JSON to this file")
     a = ap.parse_args()
     configure_logs("WARNING", "json")
-    asyncio.run(run(a.threads, a.events, a.chunk, a.delay))
+    asyncio.run(run(a.threads, a.events, a.chunk, a.delay, a.dump))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import re
@@ -53,8 +54,9 @@ async def ask(bot: Any, connector: FakeBotConnector, text: str) -> dict[str, Any
 
 
 def final_shown(connector: FakeBotConnector, tail: str) -> Any:
+    """The final answer (it carries the "AI generated" entity) is out and ends with ``tail``."""
     return lambda f: any(
-        tail in c.text for c in f.sent() if c.method == "PUT" or c.type == "message"
+        tail in c.text for c in f.sent() if c.type == "message" and c.body.get("entities")
     )
 
 
@@ -213,3 +215,28 @@ def test_answer_of_emoji_is_split_by_utf16_size_not_characters() -> None:
     parts = compose.final_parts("😀" * 50_000, ReplyExtras(), feedback=False, suggestions=False)
     assert sum(p.text.count("😀") for p in parts) == 50_000
     assert all(compose.part_bytes(p) < 80_000 for p in parts)
+
+
+async def test_many_answers_at_once_stay_inside_the_tenant_request_limit(
+    make_service: Any,
+    connector: FakeBotConnector,
+    dify_app: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A tenant allowed 6 requests a second, and 8 people asking at the same moment.
+    connector.tenant_limits = ((6, 1.0),)
+    monkeypatch.setenv("TEAMS_TENANT_RPS", "6")
+    bot = await make_service(
+        {**connector.service_env(), "DIFY_API_KEY": dify_app.api_key}, adapters=["teams"]
+    )
+    answer = slow_answer(dify_app, 30, 1.0)
+    questions = [connector.channel_mention(f"Question {i}?") for i in range(8)]
+    await asyncio.gather(*(connector.deliver(bot.base_url, q) for q in questions))
+    await connector.wait_for(
+        lambda f: sum(1 for c in f.sent() if c.body.get("entities")) == 8, within=25
+    )
+    assert connector.throttled == 0
+    for q in questions:
+        conv = q["conversation"]["id"]
+        shown = [c for c in connector.sent() if c.conversation_id == conv]
+        assert answer in shown[-1].text.replace("\\", "")

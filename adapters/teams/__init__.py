@@ -17,6 +17,8 @@ log = structlog.get_logger(__name__)
 
 __all__ = ["TeamsAdapter", "create"]
 
+DEFAULT_TENANT_RPS = 28.0
+
 
 def create(ctx: AdapterContext) -> TeamsAdapter | None:
     """The Teams adapter, or None (after one log line naming what to set) when not configured."""
@@ -25,6 +27,7 @@ def create(ctx: AdapterContext) -> TeamsAdapter | None:
     password = s.secret("microsoft_app_password")
     # Not yet a Settings field: overridable token endpoint (tests, sovereign clouds).
     token_url = getattr(s, "microsoft_token_url", None) or os.environ.get("MICROSOFT_TOKEN_URL")
+    rps = _tenant_rps(getattr(s, "teams_tenant_rps", None) or os.environ.get("TEAMS_TENANT_RPS"))
     if app_id is None:
         if not s.teams_allow_unauthenticated:
             log.info(
@@ -33,7 +36,7 @@ def create(ctx: AdapterContext) -> TeamsAdapter | None:
                 "(or TEAMS_ALLOW_UNAUTHENTICATED=true for local testing) to enable Teams",
             )
             return None
-        return TeamsAdapter(ctx, app_id=None, password=None, token_url=token_url)
+        return TeamsAdapter(ctx, app_id=None, password=None, token_url=token_url, tenant_rps=rps)
     missing = []
     needs_tenant = s.microsoft_app_type in ("SingleTenant", "UserAssignedMSI")
     if needs_tenant and not s.microsoft_app_tenant_id:
@@ -51,4 +54,18 @@ def create(ctx: AdapterContext) -> TeamsAdapter | None:
             "teams.allow_unauthenticated_ignored",
             detail="MICROSOFT_APP_ID is set, so every request's JWT is validated anyway",
         )
-    return TeamsAdapter(ctx, app_id=app_id, password=password, token_url=token_url)
+    return TeamsAdapter(ctx, app_id=app_id, password=password, token_url=token_url, tenant_rps=rps)
+
+
+def _tenant_rps(raw: object) -> float:
+    """``TEAMS_TENANT_RPS``: this replica's share of Teams' 30 requests/s per tenant."""
+    if raw is None or raw == "":
+        return DEFAULT_TENANT_RPS
+    try:
+        value = float(str(raw))
+    except ValueError:
+        value = 0.0
+    if not 0.5 <= value <= 1000:
+        log.error("teams.bad_setting", key="TEAMS_TENANT_RPS", hint="a number from 0.5 to 1000")
+        return DEFAULT_TENANT_RPS
+    return value

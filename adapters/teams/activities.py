@@ -222,6 +222,7 @@ class Place:
     bot: tuple[str, str]
     user: tuple[str, str]
     conversation_type: str
+    tenant_id: str
 
     @property
     def personal(self) -> bool:
@@ -242,4 +243,5 @@ def place(inb: Inbound) -> Place:
         bot=(inb.recipient_id, inb.recipient_name),
         user=(inb.from_id, inb.from_name),
         conversation_type=inb.conversation_type,
+        tenant_id=inb.tenant_id,
     )

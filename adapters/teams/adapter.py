@@ -21,7 +21,7 @@ from aiohttp import web
 from adapters.teams import activities as acts
 from adapters.teams import files
 from adapters.teams.auth import SigningKeys, TokenValidator, Unauthorized, is_loopback_url
-from adapters.teams.connector import BotConnector
+from adapters.teams.connector import BotConnector, TenantPacer
 from adapters.teams.reply import EditReply, Runtime, StreamReply
 from adapters.teams.tokens import TokenSource
 from app.context import AdapterContext
@@ -56,7 +56,7 @@ class TeamsAdapter:
     limits = PlatformLimits(
         max_message_chars=20_000,
         min_edit_interval=2.0,
-        workspace_edits_per_minute=1200.0,
+        workspace_edits_per_minute=900.0,
         placeholder="Thinking…",
     )
 
@@ -68,6 +68,7 @@ class TeamsAdapter:
         password: str | None,
         token_url: str | None,
         stream_window: float = 100.0,
+        tenant_rps: float = 28.0,
     ) -> None:
         self.ctx = ctx
         self.app_id = app_id
@@ -75,6 +76,7 @@ class TeamsAdapter:
         self._password = password
         self._token_url = token_url
         self._stream_window = stream_window
+        self.tenant_rps = tenant_rps
         self._session: aiohttp.ClientSession | None = None
         self._own_session = False
         self._validator: TokenValidator | None = None
@@ -129,6 +131,7 @@ class TeamsAdapter:
             tokens=tokens,
             metrics=self.ctx.metrics,
             allow_service_url=is_loopback_url if self.local else _any_https_or_verified,
+            pacer=TenantPacer.for_rps(self.tenant_rps),
         )
         self._downloader = files.Downloader(
             session=self._session,

@@ -8,6 +8,7 @@ reply handle can act on.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import time
@@ -45,6 +46,54 @@ class MessageGone(PlatformError):
     """``404``: the message to edit no longer exists (deleted by someone)."""
 
 
+class TenantPacer:
+    """At most ``rate`` calls a second per tenant (token bucket of ``burst``), for every call.
+
+    Teams allows an app 30 requests/s per tenant in all; the core's edit budget paces edits only,
+    while placeholders, stream updates and split parts are posts. ``burst + rate`` bounds any
+    one-second window, so the defaults stay under 30. Per process: with several replicas, divide
+    (``TEAMS_TENANT_RPS``, default 28).
+    """
+
+    def __init__(self, rate: float = 20.0, burst: float = 8.0) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[str, list[float]] = {}  # tenant -> [tokens, updated]
+        self._urgent: dict[str, int] = {}  # tenant -> urgent calls waiting
+
+    @classmethod
+    def for_rps(cls, rps: float) -> TenantPacer:
+        """A pacer that never lets more than ``rps`` calls into any one-second window."""
+        burst = max(1.0, rps * 0.25)
+        return cls(rate=max(rps / 2, rps - burst), burst=burst)
+
+    async def wait(self, tenant: str, *, urgent: bool = False) -> None:
+        """Take a slot; interim edits (not ``urgent``) let waiting urgent calls go first."""
+        if urgent:
+            self._urgent[tenant] = self._urgent.get(tenant, 0) + 1
+        try:
+            while True:
+                now = time.monotonic()
+                bucket = self._buckets.get(tenant)
+                if bucket is None:
+                    if len(self._buckets) > 10_000:
+                        self._buckets.clear()  # idle tenants' buckets are full anyway
+                    bucket = self._buckets[tenant] = [self.burst, now]
+                bucket[0] = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+                bucket[1] = now
+                if bucket[0] >= 1.0 and (urgent or not self._urgent.get(tenant)):
+                    bucket[0] -= 1.0
+                    return
+                await asyncio.sleep(max(1.0 - bucket[0], 0.5) / self.rate)
+        finally:
+            if urgent:
+                left = self._urgent[tenant] - 1
+                if left:
+                    self._urgent[tenant] = left
+                else:
+                    del self._urgent[tenant]
+
+
 @dataclass(frozen=True, slots=True)
 class Sent:
     status: int
@@ -61,13 +110,20 @@ class BotConnector:
         tokens: TokenSource,
         metrics: Metrics,
         allow_service_url: Callable[[str], bool],
+        pacer: TenantPacer | None = None,
         timeout: float = 15.0,
     ) -> None:
+        self._pacer = pacer or TenantPacer()
         self._session = session
         self._tokens = tokens
         self._metrics = metrics
         self._allow = allow_service_url
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def slot(self, tenant: str, *, urgent: bool = True) -> None:
+        """Wait for the tenant's request budget ahead of a ``post(..., paced=False)``; lets a
+        caller give up cleanly while it waits (nothing has been sent yet)."""
+        await self._pacer.wait(tenant, urgent=urgent)
 
     async def post(
         self,
@@ -75,20 +131,48 @@ class BotConnector:
         conversation_id: str,
         activity: dict[str, Any],
         *,
+        tenant: str,
         reply_to: str | None = None,
+        urgent: bool = True,
+        paced: bool = True,
     ) -> Sent:
         """Send an activity (as a reply to ``reply_to`` when given); returns the new id."""
         path = f"v3/conversations/{_q(conversation_id)}/activities"
         if reply_to:
             path += f"/{_q(reply_to)}"
-        return await self._call("POST", service_url, path, activity, method_name="send")
+        return await self._call(
+            "POST",
+            service_url,
+            path,
+            activity,
+            tenant,
+            urgent=urgent,
+            paced=paced,
+            method_name="send",
+        )
 
     async def put(
-        self, service_url: str, conversation_id: str, activity_id: str, activity: dict[str, Any]
+        self,
+        service_url: str,
+        conversation_id: str,
+        activity_id: str,
+        activity: dict[str, Any],
+        *,
+        tenant: str,
+        urgent: bool = False,
     ) -> Sent:
         """Replace a message the bot sent (``update_activity``)."""
         path = f"v3/conversations/{_q(conversation_id)}/activities/{_q(activity_id)}"
-        return await self._call("PUT", service_url, path, activity, method_name="update")
+        return await self._call(
+            "PUT",
+            service_url,
+            path,
+            activity,
+            tenant,
+            urgent=urgent,
+            paced=True,
+            method_name="update",
+        )
 
     async def _call(
         self,
@@ -96,7 +180,10 @@ class BotConnector:
         service_url: str,
         path: str,
         activity: dict[str, Any],
+        tenant: str,
         *,
+        urgent: bool,
+        paced: bool,
         method_name: str,
     ) -> Sent:
         if not self._allow(service_url):
@@ -107,6 +194,8 @@ class BotConnector:
         auth = await self._tokens.header()
         if auth:
             headers["Authorization"] = auth
+        if paced:
+            await self._pacer.wait(tenant, urgent=urgent)
         started = time.monotonic()
         try:
             async with self._session.request(

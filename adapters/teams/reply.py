@@ -63,6 +63,8 @@ class EditReply:
         self.message_id: str | None = None
         self._delivered = 0  # parts of the final answer already visible
         self._last_id: str | None = None
+        self._placeholder: asyncio.Task[None] | None = None
+        self._placeholder_sending = False
         self._base = _sdk.base_activity(
             bot=place.bot,
             user=place.user,
@@ -72,16 +74,41 @@ class EditReply:
 
     # -------------------------------------------------------------- Reply protocol
     async def start(self, placeholder: str) -> None:
+        # Returns at once, so Dify starts streaming meanwhile. When many answers start together
+        # the tenant's request budget is short: if the first text comes before the placeholder
+        # got its turn, the placeholder is dropped and the text is the first message.
+        self._placeholder = spawn(
+            self._post_placeholder(placeholder), name=f"teams-placeholder-{self.key.log_id}"
+        )
+
+    async def _post_placeholder(self, text: str) -> None:
+        await self.rt.connector.slot(self.place.tenant_id, urgent=True)
+        self._placeholder_sending = True  # from here on it is sent, never cancelled
         try:
-            await _patient(lambda: self._show(placeholder))
+            try:
+                self.message_id = await self._post(compose.Part(text=text), paced=False)
+            except PlatformRateLimited as e:
+                await asyncio.sleep(e.retry_after)
+                await _patient(lambda: self._show(text))
         except PlatformError as e:
             # Not fatal: the first update posts a new message instead.
             log.warning("teams.placeholder_failed", code=e.code)
 
+    async def _settle(self) -> None:
+        """Before touching the message: the placeholder is out, or will never be."""
+        task, self._placeholder = self._placeholder, None
+        if task is None:
+            return
+        if not self._placeholder_sending:
+            task.cancel()
+        await asyncio.wait([task])
+
     async def update(self, text: str, *, status: str | None = None) -> None:
-        await self._show(compose.interim(text, status))
+        await self._settle()
+        await self._show(compose.interim(text, status), urgent=False)
 
     async def finish(self, text: str, extras: ReplyExtras) -> None:
+        await self._settle()
         parts = compose.final_parts(
             text,
             extras,
@@ -91,6 +118,7 @@ class EditReply:
         await self._deliver(parts, extras)
 
     async def fail(self, message: str, *, ref: str) -> None:
+        await self._settle()
         text = compose.error_text(message, ref)
         await _patient(lambda: self._show(text))
 
@@ -114,31 +142,49 @@ class EditReply:
             activity_id=activity_id,
         )
 
-    async def _post(self, part: compose.Part, **kw: Any) -> str | None:
+    async def _post(
+        self, part: compose.Part, *, urgent: bool = True, paced: bool = True, **kw: Any
+    ) -> str | None:
         p = self.place
         # Channels: reply into the chain; chats have no chains, a plain send is the reply.
         reply_to = p.reply_to_id if p.conversation_type == "channel" else None
         sent = await self.rt.connector.post(
-            p.service_url, p.conversation_id, self._activity(part, **kw), reply_to=reply_to
+            p.service_url,
+            p.conversation_id,
+            self._activity(part, **kw),
+            tenant=p.tenant_id,
+            reply_to=reply_to,
+            urgent=urgent,
+            paced=paced,
         )
         return sent.id
 
-    async def _show(self, text: str) -> None:
-        """Make the answer's message show ``text``: edit it, or post it if there is none."""
+    async def _put(self, activity_id: str, part: compose.Part, *, urgent: bool = True) -> None:
+        p = self.place
+        await self.rt.connector.put(
+            p.service_url,
+            p.conversation_id,
+            activity_id,
+            self._activity(part, activity_id=activity_id),
+            tenant=p.tenant_id,
+            urgent=urgent,
+        )
+
+    async def _show(self, text: str, *, urgent: bool = True) -> None:
+        """Make the answer's message show ``text``: edit it, or post it if there is none.
+
+        ``urgent``: placeholders, errors and final text go before interim edits when the
+        tenant's request budget is short."""
         part = compose.Part(text=text)
         if self.message_id is not None:
             try:
-                await self.rt.connector.put(
-                    self.place.service_url,
-                    self.place.conversation_id,
-                    self.message_id,
-                    self._activity(part, activity_id=self.message_id),
-                )
+                await self._put(self.message_id, part, urgent=urgent)
                 return
             except MessageGone:
                 log.info("teams.message_gone")  # deleted meanwhile: continue in a new one
                 self.message_id = None
-        self.message_id = await self._post(part)
+        # The first message of the answer (no placeholder) goes ahead of other answers' edits.
+        self.message_id = await self._post(part, urgent=True)
 
     async def _deliver(self, parts: list[compose.Part], extras: ReplyExtras) -> None:
         while self._delivered < len(parts):
@@ -146,12 +192,7 @@ class EditReply:
             part = parts[i]
             if i == 0 and self.message_id is not None:
                 try:
-                    await self.rt.connector.put(
-                        self.place.service_url,
-                        self.place.conversation_id,
-                        self.message_id,
-                        self._activity(part, activity_id=self.message_id),
-                    )
+                    await self._put(self.message_id, part)
                 except MessageGone:
                     self.message_id = None
                     continue
@@ -270,7 +311,13 @@ class StreamReply(EditReply):
         activity = self._activity(compose.Part(text=text), type=_sdk.TYPING, entities=[info])
         activity.pop("textFormat", None)
         p = self.place
-        sent = await self.rt.connector.post(p.service_url, p.conversation_id, activity)
+        sent = await self.rt.connector.post(
+            p.service_url,
+            p.conversation_id,
+            activity,
+            tenant=p.tenant_id,
+            urgent=stream_type == "informative",
+        )
         self._last_sent = time.monotonic()
         self.sequence += 1
         if self.stream_id is None:
@@ -286,7 +333,10 @@ class StreamReply(EditReply):
         info = {"type": "streaminfo", "streamType": "final", "streamId": self.stream_id}
         p = self.place
         sent = await self.rt.connector.post(
-            p.service_url, p.conversation_id, self._activity(part, entities=[info])
+            p.service_url,
+            p.conversation_id,
+            self._activity(part, entities=[info]),
+            tenant=p.tenant_id,
         )
         self._last_sent = time.monotonic()
         self.mode = "edit"

@@ -8,8 +8,8 @@ What it does, so tests read like Teams is on the other end:
   ``201 {"id": streamId}``, later ones ``202``; the ``final`` message ends the stream. Streaming
   outside personal chats answers ``405``; a cancelled stream answers
   ``403 ContentStreamNotAllowed``.
-* Per-conversation throttling as documented (7/1 s, 8/2 s, 60/30 s, 1800/h): ``429`` with
-  ``Retry-After``. Rejected calls do not count, as on the real service.
+* Per-conversation throttling as documented (7/1 s, 8/2 s, 60/30 s, 1800/h) and the tenant-wide
+  30 requests/s: ``429`` with ``Retry-After``. Rejected calls do not count, as on the real service.
 * A fault queue (:meth:`fail_next`) for one-off errors.
 * Inbound auth material: an OpenID metadata document, a JWKS and :meth:`sign` to mint activity
   JWTs (issuer ``https://api.botframework.com``) with the fake's own RSA key.
@@ -44,6 +44,8 @@ BOT_NAME = "DifyBot"
 TENANT_ID = "72f988bf-0000-4000-8000-00000000t001"
 ISSUER = "https://api.botframework.com"
 
+# Per app per tenant: 30 requests/s (platform-limits.md: "design for 30").
+TEAMS_TENANT_LIMITS: tuple[tuple[int, float], ...] = ((30, 1.0),)
 # Documented per-bot, per-thread limits: (requests, window seconds).
 TEAMS_THREAD_LIMITS: tuple[tuple[int, float], ...] = (
     (7, 1.0),
@@ -118,6 +120,8 @@ class FakeBotConnector:
         self.issued_tokens: set[str] = set()
         self.require_bearer = False
         self.thread_limits: tuple[tuple[int, float], ...] = TEAMS_THREAD_LIMITS
+        self.tenant_limits: tuple[tuple[int, float], ...] = TEAMS_TENANT_LIMITS
+        self._tenant_history: deque[float] = deque()
         self.throttled = 0
         self.cancel_streams = False
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
@@ -181,6 +185,8 @@ class FakeBotConnector:
         self._history.clear()
         self.require_bearer = False
         self.thread_limits = TEAMS_THREAD_LIMITS
+        self.tenant_limits = TEAMS_TENANT_LIMITS
+        self._tenant_history.clear()
         self.throttled = 0
         self.cancel_streams = False
         self.endorsements = ["msteams"]
@@ -272,20 +278,30 @@ class FakeBotConnector:
         return None
 
     def _throttle(self, conversation_id: str) -> float | None:
-        """Seconds to wait if one more call would break a window, else None (and count it)."""
+        """Seconds to wait if one more call would break a window, else None (and count it).
+
+        Per thread (bot + conversation) and per tenant (all conversations: one tenant here).
+        """
         now = time.monotonic()
-        hist = self._history[conversation_id]
-        longest = max(w for _, w in self.thread_limits)
-        while hist and now - hist[0] > longest:
-            hist.popleft()
+        checks = (
+            (self._history[conversation_id], self.thread_limits),
+            (self._tenant_history, self.tenant_limits),
+        )
         wait = 0.0
-        for limit, window in self.thread_limits:
-            recent = [t for t in hist if now - t < window]
-            if len(recent) >= limit:
-                wait = max(wait, recent[-limit] + window - now)
+        for hist, limits in checks:
+            if not limits:
+                continue
+            longest = max(w for _, w in limits)
+            while hist and now - hist[0] > longest:
+                hist.popleft()
+            for limit, window in limits:
+                recent = [t for t in hist if now - t < window]
+                if len(recent) >= limit:
+                    wait = max(wait, recent[-limit] + window - now)
         if wait > 0:
             return wait
-        hist.append(now)
+        self._history[conversation_id].append(now)
+        self._tenant_history.append(now)
         return None
 
     def _record(
