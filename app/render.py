@@ -271,13 +271,16 @@ def _strip_dangling_markers(s: str) -> str:
     return s
 
 
+_MAX_HEAL = 8  # more open markers than this is not an answer mid-sentence: leave them be
+
+
 def _heal_inline(content: str) -> str:
     s = _strip_dangling_markers(_heal_syntax(content).rstrip())
     if not any(c in s for c in "*_~"):
         return s
     sink: list[str] = []
     _MD.inline.parse(s, _MD, {_UNCLOSED: sink}, [])
-    if not sink:
+    if not sink or len(sink) > _MAX_HEAL:
         return s
     closed = s + "".join(reversed(sink))
     check: list[str] = []
@@ -435,6 +438,9 @@ def _monospace(table: Table) -> str:
     return "\n".join([fmt(table.header), rule, *(fmt(r) for r in table.rows)]) + "\n"
 
 
+_MAX_INLINE_DEPTH = 32
+
+
 class _Walker:
     """One pass over markdown-it's tokens, spelling each construct with a :class:`Dialect`."""
 
@@ -530,10 +536,16 @@ class _Walker:
     def inline(self, children: list[Token], in_heading: bool = False) -> str:
         pairs = _closers(children)
         active = frozenset({"strong"}) if in_heading else frozenset()
-        return self._inline(children, 0, len(children), pairs, active)
+        return self._inline(children, 0, len(children), pairs, active, 0)
 
     def _inline(
-        self, ch: list[Token], lo: int, hi: int, pairs: dict[int, int], active: frozenset[str]
+        self,
+        ch: list[Token],
+        lo: int,
+        hi: int,
+        pairs: dict[int, int],
+        active: frozenset[str],
+        depth: int,
     ) -> str:
         d = self.d
         out: list[str] = []
@@ -541,7 +553,9 @@ class _Walker:
         while i < hi:
             t = ch[i]
             ty = t.type
-            if ty == "text":
+            if depth >= _MAX_INLINE_DEPTH and ty.endswith(("_open", "_close")):
+                pass  # absurdly deep nesting: keep the text, drop the formatting
+            elif ty == "text":
                 out.append(d.text(t.content))
             elif ty == "softbreak":
                 out.append(d.softbreak)
@@ -552,12 +566,12 @@ class _Walker:
             elif ty in ("strong_open", "em_open", "s_open"):
                 kind = ty.removesuffix("_open")
                 end = pairs.get(i, i)
-                inner = self._inline(ch, i + 1, end, pairs, active | {kind})
+                inner = self._inline(ch, i + 1, end, pairs, active | {kind}, depth + 1)
                 out.append(d.style(kind, inner, kind in active))
                 i = end
             elif ty == "link_open":
                 end = pairs.get(i, i)
-                label = self._inline(ch, i + 1, end, pairs, active)
+                label = self._inline(ch, i + 1, end, pairs, active, depth + 1)
                 href = str(t.attrGet("href") or "")
                 out.append(d.link(href, label, _plain(ch[i + 1 : end]), t.markup == "autolink"))
                 i = end
