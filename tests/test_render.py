@@ -456,7 +456,6 @@ def test_text_already_shown_while_streaming_only_grows() -> None:
 
 
 def test_pathologically_nested_markup_renders_as_text_instead_of_crashing() -> None:
-    nested = "*a " * 2000 + " a*" * 2000
-    for md in (nested, "*a " * 3000, "[" * 3000 + "x" + "](u)" * 3000):
+    for md in ("*a " * 2000 + " a*" * 2000, "*a " * 3000, "[" * 3000 + "a" + "](u)" * 3000):
         for out in (to_slack_mrkdwn(md), to_teams_markdown(md), to_slack_mrkdwn(md, final=True)):
-            assert out.count("a") >= min(md.count("a"), 2000) or "x" in out
+            assert out.count("a") == md.count("a")
