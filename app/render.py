@@ -45,7 +45,6 @@ __all__ = [
 ]
 
 SLACK_MARKDOWN_BLOCK_MAX = 12_000
-TABLE_MARKER = "(see table below)"
 _UNCLOSED = "dify_bridge_unclosed"
 
 
