@@ -894,6 +894,19 @@ def _tables_as_code(md: str) -> str:
     return "".join(lines)
 
 
+# Slack syntax that would notify people. A model can be talked into writing it, and Slack's
+# markdown block may honour it, so a zero-width space goes after the "<" (the text looks the same).
+_MENTIONS = ("<!channel", "<!here", "<!everyone", "<!subteam", "<@")
+
+
+def _defuse_mentions(text: str) -> str:
+    if "<" not in text:
+        return text
+    for mention in _MENTIONS:
+        text = text.replace(mention, "<\u200b" + mention[1:])
+    return text
+
+
 def slack_answer_blocks(
     md: str, *, limit: int = SLACK_MARKDOWN_BLOCK_MAX, final: bool = True
 ) -> list[dict[str, Any]]:
@@ -910,7 +923,7 @@ def slack_answer_blocks(
         or not 1 <= limit <= SLACK_MARKDOWN_BLOCK_MAX
     ):
         raise ValueError(f"limit must be 1..{SLACK_MARKDOWN_BLOCK_MAX}, got {limit!r}")
-    text = _tables_as_code(_normalize(md) if final else _heal_source(md)).strip()
+    text = _defuse_mentions(_tables_as_code(_normalize(md) if final else _heal_source(md)).strip())
     if not text:
         return []
     return [{"type": "markdown", "text": part} for part in split_markdown(text, limit)]

@@ -459,3 +459,10 @@ def test_pathologically_nested_markup_renders_as_text_instead_of_crashing() -> N
     for md in ("*a " * 2000 + " a*" * 2000, "*a " * 3000, "[" * 3000 + "a" + "](u)" * 3000):
         for out in (to_slack_mrkdwn(md), to_teams_markdown(md), to_slack_mrkdwn(md, final=True)):
             assert out.count("a") == md.count("a")
+
+
+def test_markdown_block_answers_cannot_notify_the_channel_or_people() -> None:
+    [block] = slack_answer_blocks("Hey <!channel>, <!here> and <@U123ABC>: see `<!DOCTYPE html>`")
+    text = block["text"]
+    assert "<!channel" not in text and "<!here" not in text and "<@U" not in text
+    assert text.replace(ZWSP, "") == "Hey <!channel>, <!here> and <@U123ABC>: see `<!DOCTYPE html>`"
