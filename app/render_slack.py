@@ -67,6 +67,8 @@ class SlackDialect:
         mark = _MARKS[kind]
         if nested or not inner.strip():
             return inner
+        if "\n" in inner:  # Slack formatting stops at a line break: mark each line
+            return "\n".join(self.style(kind, line, False) for line in inner.split("\n"))
         # Slack ignores `* bold*`: keep edge whitespace outside the markers.
         core = inner.strip(" ")
         lead = inner[: len(inner) - len(inner.lstrip(" "))]

@@ -466,3 +466,9 @@ def test_markdown_block_answers_cannot_notify_the_channel_or_people() -> None:
     text = block["text"]
     assert "<!channel" not in text and "<!here" not in text and "<@U" not in text
     assert text.replace(ZWSP, "") == "Hey <!channel>, <!here> and <@U123ABC>: see `<!DOCTYPE html>`"
+
+
+def test_bold_over_a_line_break_is_bold_on_each_line_in_slack() -> None:
+    assert to_slack_mrkdwn("**first line\nsecond line** end", final=True) == (
+        "*first line*\n*second line* end"
+    )
