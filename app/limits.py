@@ -22,6 +22,7 @@ Keys live about 400 days, so ``dify-bridge usage`` can show last year's months t
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import hashlib
 import json
@@ -48,6 +49,8 @@ USAGE_TTL_SECONDS = 400 * 86400
 # One Dify answer never uses anywhere near this; a larger figure is garbage, not usage.
 _MAX_TOKENS_PER_ANSWER = 10_000_000
 _MAX_ID_CHARS = 256
+# Limits must never hold an answer up: a Redis slower than this lets the question through.
+_REDIS_DEADLINE = 2.0
 _MONTH_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
 # KEYS: user bucket, workspace bucket. ARGV: now_ms, user cap, user tokens/ms, ws cap, ws tokens/ms.
@@ -191,10 +194,11 @@ class AbuseLimiter:
         speaker or the workspace asks faster than its rate; otherwise draw from both buckets."""
         now = self._clock()
         try:
-            refusal = await self._check_quota(msg, route, now)
-            if refusal is None:
-                refusal = await self._check_rate(msg, now)
-        except RedisError as e:
+            async with asyncio.timeout(_REDIS_DEADLINE):
+                refusal = await self._check_quota(msg, route, now)
+                if refusal is None:
+                    refusal = await self._check_rate(msg, now)
+        except (RedisError, TimeoutError) as e:
             log.warning("limits.unavailable", error=type(e).__name__)
             return None
         if refusal is not None:
@@ -260,17 +264,18 @@ class AbuseLimiter:
         index = self._index_key(month)
         member = json.dumps([route.name, msg.key.platform, msg.key.workspace])
         try:
-            async with self._redis.pipeline(transaction=True) as p:
-                p.hincrby(key, "total", total_tokens)
-                p.hincrby(key, "u:" + _clean_id(msg.speaker.id), total_tokens)
-                p.expire(key, USAGE_TTL_SECONDS)
-                res = await p.execute()
-            # A separate slot in Cluster: not part of the transaction above.
-            async with self._redis.pipeline(transaction=False) as p:
-                p.sadd(index, member)
-                p.expire(index, USAGE_TTL_SECONDS)
-                await p.execute()
-        except RedisError as e:
+            async with asyncio.timeout(_REDIS_DEADLINE):
+                async with self._redis.pipeline(transaction=True) as p:
+                    p.hincrby(key, "total", total_tokens)
+                    p.hincrby(key, "u:" + _clean_id(msg.speaker.id), total_tokens)
+                    p.expire(key, USAGE_TTL_SECONDS)
+                    res = await p.execute()
+                # A separate slot in Cluster: not part of the transaction above.
+                async with self._redis.pipeline(transaction=False) as p:
+                    p.sadd(index, member)
+                    p.expire(index, USAGE_TTL_SECONDS)
+                    await p.execute()
+        except (RedisError, TimeoutError) as e:
             log.warning("usage.record_failed", error=type(e).__name__)
             return
         self._quotas[route.name] = route.config.monthly_token_quota
