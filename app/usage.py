@@ -110,7 +110,7 @@ def render_table(month: str, rows: list[UsageRow], quotas: dict[str, int]) -> st
         if last is not None and group != last:
             lines.append(_total_line(last, totals[last], quotas))
         last = group
-        lines.append((r.route, r.workspace, r.user, f"{r.tokens:,}"))
+        lines.append((r.route, _printable(r.workspace), _printable(r.user), f"{r.tokens:,}"))
     if last is not None:
         lines.append(_total_line(last, totals[last], quotas))
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
@@ -125,6 +125,11 @@ def render_table(month: str, rows: list[UsageRow], quotas: dict[str, int]) -> st
     return f"Token usage for {month} (UTC)\n" + "\n".join([*body, footer]) + "\n"
 
 
+def _printable(text: str) -> str:
+    # Ids come from chat platforms: keep control characters from messing up the terminal.
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 def _total_line(
     group: tuple[str, str], tokens: int, quotas: dict[str, int]
 ) -> tuple[str, str, str, str]:
@@ -133,7 +138,7 @@ def _total_line(
     label = "(total)"
     if quota > 0:
         label = f"(total, quota {quota:,}: {tokens * 100 // quota}% used)"
-    return (route, ws, label, f"{tokens:,}")
+    return (route, _printable(ws), label, f"{tokens:,}")
 
 
 __all__ = ["as_json", "register", "render_table", "run_usage"]
