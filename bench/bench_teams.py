@@ -152,8 +152,11 @@ async def run(threads: int, events: int, chunk: int, delay: float, dump: str | N
     latencies = [first_text[k] - sent_at[k] for k in sent_at if k in first_text]
     per_answer = [puts.get(k, 0) for k in sent_at]
     answered = sum(1 for k in sent_at if k in first_text)
+    finals = {c["conversation_id"] for c in calls if c["final"] and c["status"] < 300}
+    failed = {c["conversation_id"] for c in calls if c["error_ref"] and c["status"] < 300}
     print(
-        f"threads answered: {answered}/{threads} in {wall:.1f} s "
+        f"threads answered: {len(finals & set(sent_at))}/{threads} "
+        f"(errors shown: {len(failed & set(sent_at))}, any text: {answered}) in {wall:.1f} s "
         f"(answers ~{events * delay:.0f} s, {events * chunk} chars each)"
     )
     print(f"429s received: {record['throttled']} (target 0)")

@@ -493,6 +493,8 @@ class FakeBotConnector:
                         "stream_type": c.stream_type,
                         "chars": len(c.text),
                         "text_head": c.text[:40],
+                        "final": bool(c.body.get("entities")) and c.type == "message",
+                        "error_ref": "Reference:" in c.text,
                     }
                     for c in self.calls
                 ],
