@@ -140,7 +140,8 @@ async def run(threads: int, events: int, chunk: int, delay: float, dump: str | N
 
     calls = record["calls"]
     if dump:
-        Path(dump).write_text(json.dumps({"sent_at": sent_at, "calls": calls}), "utf-8")
+        doc = json.dumps({"sent_at": sent_at, "calls": calls})
+        await asyncio.to_thread(Path(dump).write_text, doc, "utf-8")
     first_text: dict[str, float] = {}
     puts: dict[str, int] = {}
     for c in calls:
