@@ -148,7 +148,9 @@ async def test_forty_questions_at_once_are_all_answered_without_a_single_429(sla
     bot.dify.chunk_delay = 0.1  # ~1.2 s per answer, all at the same time
 
     channels = [f"C0TEAM{i}" for i in range(8)]
-    events = [bot.mention(f"question {n}", channel=channels[n % 8]) for n in range(40)]
+    events = [
+        bot.mention(f"question {n}", channel=channels[n % 8], user=f"U0P{n:04d}") for n in range(40)
+    ]
     statuses = await asyncio.gather(*(bot.send(ev) for ev in events))
     assert set(statuses) == {200}
 

@@ -35,6 +35,9 @@ _FAIL_MAX_WAIT = 30.0
 _GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
 _NOT_STREAMING = frozenset({"message_not_in_streaming_state", "streaming_state_conflict"})
 _POST_MAX_WAIT = 10.0
+# A final text waits its turn in a busy channel (Slack: ~1 post per second per channel) rather
+# than draw a 429 it might not recover from; bounded so a stuck clock cannot park an answer.
+_FINAL_POST_MAX_WAIT = 300.0
 
 
 class _Skip(Exception):
@@ -279,7 +282,7 @@ class SlackReply:
             while (wait := self._posts.take(self._channel)) > 0:
                 if not final:
                     raise _Skip
-                if waited >= _POST_MAX_WAIT:
+                if waited >= _FINAL_POST_MAX_WAIT:
                     break  # let Slack decide; a 429 is still handled by the caller
                 waited += wait
                 await asyncio.sleep(wait)
