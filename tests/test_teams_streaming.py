@@ -79,7 +79,8 @@ async def test_personal_answer_streams_informative_then_updates_then_final(
         }
         assert c.status == 202
     texts = [c.text for c in updates]
-    assert all(a in b or len(a) <= len(b) for a, b in itertools.pairwise(texts))
+    assert all(b.startswith(a) for a, b in itertools.pairwise(texts))  # each extends the last
+    assert answer.startswith(texts[-1])
     # At most one streaming request per second.
     times = [c.at for c in calls]
     assert all(b - a >= 0.95 for a, b in itertools.pairwise(times))
@@ -144,3 +145,15 @@ async def test_streaming_refused_in_the_chat_falls_back_to_edits(
     assert connector.visible_text(
         placeholder.conversation_id, placeholder.response["id"]
     ).startswith("Hi! How can I help?")
+
+
+async def test_rewritten_answer_waits_for_the_final_message_instead_of_breaking_the_stream(
+    bot: Any, connector: FakeBotConnector, dify_app: Any
+) -> None:
+    slow_answer(dify_app, 40, 2.5)
+    dify_app.replace_with = "A corrected answer, replacing what streamed."
+    await connector.deliver(bot.base_url, connector.personal("Explain the expense process"))
+    await connector.wait_for(lambda f: any(c.stream_type == "final" for c in f.calls), within=15)
+    assert all(c.status < 300 for c in connector.calls), connector.describe()
+    final = next(c for c in connector.calls if c.stream_type == "final")
+    assert final.text.startswith("A corrected answer, replacing what streamed.")

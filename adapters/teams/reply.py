@@ -224,6 +224,7 @@ class StreamReply(EditReply):
         self._last_sent = float("-inf")
         self._last_status: str | None = None
         self._text = ""
+        self._streamed = ""  # the last text the stream showed
 
     async def start(self, placeholder: str) -> None:
         self._started = time.monotonic()
@@ -247,16 +248,20 @@ class StreamReply(EditReply):
         if time.monotonic() - self._started > self.rt.stream_window:
             await self._close_stream(compose.Part(text=compose.interim(text)))
             return
-        shown = compose.interim(text)
         try:
-            if not shown:
+            if not text:
                 if status and status != self._last_status:
                     await self._send_stream("informative", status[:1000])
                     self._last_status = status
                 return
-            if len(shown) > compose.STREAM_TEXT_LIMIT:
-                return  # the final message carries the rest
-            await self._send_stream("streaming", shown)
+            # Teams wants every streamed text to extend the previous one, so the stream carries
+            # Dify's Markdown as it grows (Teams renders it); healing half-written Markdown for
+            # display would rewrite the end. A rewrite (Dify's message_replace) waits for the
+            # final message, as does text beyond the streaming size cap.
+            if not text.startswith(self._streamed) or len(text) > compose.STREAM_TEXT_LIMIT:
+                return
+            await self._send_stream("streaming", text)
+            self._streamed = text
         except StreamRejected as e:
             self._on_rejected(e)
 

@@ -104,6 +104,7 @@ class _Stream:
     sequence: int
     started: float
     ended: bool = False
+    text: str = ""
 
 
 class FakeBotConnector:
@@ -458,7 +459,19 @@ class FakeBotConnector:
             return await self._answer(
                 request, "POST", body, 400, err(400, "BadArgument", "streamSequence out of order")
             )
+        text = str(body.get("text") or "")
+        if info.get("streamType") == "streaming" and not text.startswith(stream.text):
+            # "The bot message must contain the previous streaming content" (streaming-ux).
+            return await self._answer(
+                request,
+                "POST",
+                body,
+                403,
+                err(403, "ContentStreamNotAllowed", "Content must extend the previous content"),
+            )
         stream.sequence = seq
+        if info.get("streamType") == "streaming":
+            stream.text = text
         return await self._answer(request, "POST", body, 202, {})
 
     async def _put(self, request: web.Request) -> web.Response:
