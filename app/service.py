@@ -8,7 +8,6 @@ platform module.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 from collections.abc import Mapping, Sequence
@@ -135,11 +134,10 @@ class Service:
             ttl_seconds=int(settings.conversation_ttl_days * 86400),
             prefix=settings.redis_key_prefix,
         )
-        limiter = None
-        with contextlib.suppress(ImportError):
-            from app.limits import AbuseLimiter
+        from app.limits import AbuseLimiter, QuotaCollector
 
-            limiter = AbuseLimiter(store, settings)
+        limiter = AbuseLimiter(store, settings)
+        metrics.registry.register(QuotaCollector(limiter))
         bridge = Bridge(
             settings=settings,
             router=Router(routes),
@@ -192,7 +190,7 @@ class Service:
             self.admin_port = _bound_port(admin)
         for adapter in self.adapters:
             await adapter.start()
-        self._watch = asyncio.create_task(self._watch_config())
+        self._watch = asyncio.create_task(self._background())
         log.info(
             "server.started",
             port=self.port,
@@ -212,12 +210,17 @@ class Service:
         log.info("config.reloaded", routes=[r.name for r in routes])
         return True
 
-    async def _watch_config(self) -> None:
+    async def _background(self) -> None:
+        """Config file watch (every 2 s) and quota gauges for /metrics (every 60 s)."""
         # Polling one stat() every 2 s is cheap and works on every filesystem (and ConfigMaps).
         path = self.settings.bridge_config
         self._config_mtime = _mtime(path)
+        ticks = 0
         while True:
+            if ticks % 30 == 0 and self.bridge.limiter is not None:
+                await self.bridge.limiter.refresh_metrics(list(self.bridge.router.routes))
             await asyncio.sleep(2.0)
+            ticks += 1
             m = _mtime(path)
             if m != self._config_mtime:
                 self._config_mtime = m

@@ -388,7 +388,7 @@ def load_bridge_file(path: str | Path) -> BridgeFile:
 
 
 def resolve_routes(
-    settings: Settings, bridge: BridgeFile, *, file: str = "", env: dict[str, str] | None = None
+    settings: Settings, bridge: BridgeFile, *, file: str = "", env: Mapping[str, str] | None = None
 ) -> list[Route]:
     """Turn route configs into :class:`Route` objects with keys read from env vars or files.
 
