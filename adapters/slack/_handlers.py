@@ -17,9 +17,10 @@ from slack_bolt.context.async_context import AsyncBoltContext
 
 from adapters.slack import _blocks as B
 from adapters.slack._budget import APPENDS_PER_MINUTE, STREAMS_PER_MINUTE, SlackBudgets
+from adapters.slack._ephemeral import ResponseUrlReply
 from adapters.slack._files import attachments_from_event, prefetch
 from adapters.slack._normalize import Ignore, classify, slack_to_plain, ts_to_time
-from adapters.slack._reply import ReplyOptions, ResponseUrlReply, SlackReply
+from adapters.slack._reply import ReplyOptions, SlackReply
 from adapters.slack._webapi import SlackApi, SlackCallError, make_client
 from app.errors import BridgeError, PlatformRateLimited, UserFacingError
 from app.model import IncomingMessage, Kind, PlatformLimits, Speaker, ThreadKey

@@ -1,12 +1,12 @@
-"""The Slack :class:`app.model.Reply` handles.
+"""The Slack :class:`app.model.Reply` handle: one answer in one thread.
 
-:class:`SlackReply` shows one answer in a thread, either as a placeholder message grown with
-``chat.update`` (the core's edit scheduler paces the calls), or with Slack's native streaming
-(``chat.startStream`` / ``appendStream`` / ``stopStream``) when the route enables it. An answer
-longer than one message continues in further messages; a message deleted meanwhile is posted anew.
-
-:class:`ResponseUrlReply` answers a slash command ephemerally through its ``response_url`` where
-the bot cannot post in the channel.
+Progress shows on the thread's status line (``assistant.threads.setStatus``, refreshed before
+Slack clears it after two minutes), or in a "Thinking…" message where that is not available.
+The text then appears as a message in the thread and grows with ``chat.update`` (the core's edit
+scheduler paces the calls; :mod:`._budget` keeps Slack's per-method limits), or with Slack's
+native streaming (``chat.startStream`` / ``appendStream`` / ``stopStream``) when the route
+enables it. An answer longer than one message continues in further messages; a message deleted
+meanwhile is posted anew.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 import structlog
@@ -435,53 +434,3 @@ class SlackReply:
         if self._status_task is not None:
             self._status_task.cancel()
             self._status_task = None
-
-
-class ResponseUrlReply:
-    """An ephemeral answer (only the asker sees it) through a slash command's ``response_url``.
-
-    Slack allows five posts per ``response_url`` within 30 minutes, so only the final answer (or the
-    error) is posted: no progressive edits.
-    """
-
-    def __init__(self, session: aiohttp.ClientSession, response_url: str) -> None:
-        self._session = session
-        self._url = response_url
-
-    async def _send(self, text: str, blocks: list[B.Block]) -> None:
-        body: dict[str, Any] = {
-            "response_type": "ephemeral",
-            "replace_original": False,
-            "text": text,
-            "blocks": blocks,
-        }
-        try:
-            async with self._session.post(
-                self._url, json=body, timeout=aiohttp.ClientTimeout(total=15)
-            ) as resp:
-                if resp.status == 429:
-                    raise PlatformRateLimited(
-                        float(resp.headers.get("Retry-After", "1") or 1), method="response_url"
-                    )
-                if resp.status >= 400:
-                    log.warning("slack.response_url_failed", status=resp.status)
-        except aiohttp.ClientError as e:
-            log.warning("slack.response_url_failed", error=type(e).__name__)
-
-    async def say(self, text: str) -> None:
-        """A short ephemeral note (usage help, "nothing to stop")."""
-        await self._send(text, [{"type": "section", "text": {"type": "mrkdwn", "text": text}}])
-
-    async def start(self, placeholder: str) -> None:
-        return None
-
-    async def update(self, text: str, *, status: str | None = None) -> None:
-        return None
-
-    async def finish(self, text: str, extras: ReplyExtras) -> None:
-        md = B.split(text)[0]
-        tail = B.final_extras_blocks(extras, feedback=False, suggested=False)
-        await self._send(B.fallback_text(md), B.answer_blocks(md) + tail)
-
-    async def fail(self, message: str, *, ref: str) -> None:
-        await self._send(B.fallback_text(message), B.error_blocks(message, ref))
