@@ -17,6 +17,15 @@ Quick start::
     assert fake.thread_texts("C1", ts)[-1] == "..."
     await fake.close()
 
+Helpers: ``add_team``, ``add_app_token`` (Socket Mode), ``add_oauth_code`` (OAuth install),
+``add_user`` (users.info), ``host_file`` (a user's attachment, served only with the team's bot
+token; others get Slack's 200 HTML sign-in page), ``response_url()``, ``fail_next(method, error,
+retry_after=..., times=...)``, ``delete_message``, ``expire_stream``, ``missing_channels`` /
+``not_in_channels``; ``event`` / ``form`` / ``interaction`` / ``block_action`` build signed
+requests; ``send_envelope`` / ``wait_ack`` drive Socket Mode. Records: ``calls`` (method, params,
+team, time, token, error, thread, visible), ``ratelimited``, ``messages``, ``statuses``,
+``uploads``, ``responses``; ``GET /_fake/calls`` serves the record to another process.
+
 Rate limits (on by default, ``fake.enforce_limits = False`` to turn off): Tier 2 = 20/min,
 Tier 3 = 50/min, Tier 4 = 100/min per (team, method) in a sliding 60 s window; ``chat.postMessage``
 1/s per channel with a burst of 5 (token bucket) and 300/min per workspace. Over a limit: HTTP 429,
