@@ -179,7 +179,9 @@ class EditScheduler:
         return True
 
     async def _run(self) -> None:
-        while True:
+        # Checking _closing on every turn matters: the worker clears _wake after close() may
+        # have set it (a timeout racing with close), and must not then wait for a wake-up.
+        while not self._closing.is_set():
             await self._wake.wait()
             if self._closing.is_set():
                 return

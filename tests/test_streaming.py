@@ -162,3 +162,19 @@ async def test_final_delivery_retries_after_429_and_lands() -> None:
 
     assert await deliver_final(finish, budget=EditBudget(6000)) == "done"
     assert len(calls) == 3
+
+
+async def test_close_never_hangs_when_it_races_with_pacing_and_budget() -> None:
+    # Regression: the worker cleared its wake-up flag after close() had set it and then waited
+    # forever. Hundreds of schedulers closing mid-stream must all finish.
+    budget = EditBudget(60_000)
+
+    async def run_one(i: int) -> None:
+        rec = Recorder()
+        sched = EditScheduler(rec, interval=0.001 * (i % 7), budget=budget)
+        for step in range(20):
+            sched.push(f"{i}-{step}")
+            await asyncio.sleep(0.0005 * (i % 3))
+        await sched.close()
+
+    await asyncio.wait_for(asyncio.gather(*(run_one(i) for i in range(300))), timeout=20)
