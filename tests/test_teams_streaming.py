@@ -157,3 +157,25 @@ async def test_rewritten_answer_waits_for_the_final_message_instead_of_breaking_
     assert all(c.status < 300 for c in connector.calls), connector.describe()
     final = next(c for c in connector.calls if c.stream_type == "final")
     assert final.text.startswith("A corrected answer, replacing what streamed.")
+
+
+async def test_stream_ended_by_teams_continues_in_a_second_message(
+    bot: Any, connector: FakeBotConnector, dify_app: Any
+) -> None:
+    answer = slow_answer(dify_app, 60, 2.0)
+    await connector.deliver(bot.base_url, connector.personal("Tell me everything"))
+    await connector.wait_for(lambda f: any(c.stream_type == "informative" for c in f.sent()))
+    # Teams ends the stream on its own (time or size), not the user.
+    connector.fail_next(
+        403, method="POST", code="ContentStreamNotAllowed", message="Stream time exceeded"
+    )
+    await connector.wait_for(
+        lambda f: any(c.body.get("entities") and c.type == "message" for c in f.sent()),
+        within=15,
+    )
+    assert not dify_app.stopped  # the answer went on
+    final = next(c for c in connector.sent() if c.type == "message" and c.body.get("entities"))
+    stream_id = stream_calls(connector)[0].response["id"]
+    assert final.stream_type is None and final.activity_id != stream_id
+    assert answer.split()[-1] in final.text
+    assert not any(c.stream_type == "final" for c in connector.calls)
