@@ -57,6 +57,7 @@ from app.settings import AppMode, Route, Settings
 from app.store import LockTimeout, RedisStore
 from app.streaming import BudgetRegistry, EditScheduler, deliver_final
 from app.tasks import spawn
+from app.tracing import span
 
 log = structlog.get_logger(__name__)
 
@@ -237,7 +238,8 @@ class Bridge:
                 log.info("message.duplicate")
                 return
             log.info("message.received", kind=msg.kind.value, chars=len(msg.text))
-            await self._answer(msg, reply, limits, ref)
+            with span("bridge.answer", platform=platform, thread=msg.key.log_id, ref=ref):
+                await self._answer(msg, reply, limits, ref)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # the last net: the user always hears back
@@ -286,9 +288,10 @@ class Bridge:
         for i, att in enumerate(msg.attachments):
             redact_extra[f"__file{i}"] = att.name
         try:
-            prepared = await self.redaction.prepare(
-                route.config.redaction, msg.text, msg.key, extra=redact_extra
-            )
+            with span("bridge.redact", mode=route.config.redaction.mode.value):
+                prepared = await self.redaction.prepare(
+                    route.config.redaction, msg.text, msg.key, extra=redact_extra
+                )
         except ConfigError as e:
             log.error("redaction.misconfigured", detail=str(e))
             await reply.fail(
@@ -311,12 +314,14 @@ class Bridge:
         notice = self.redaction.notice(prepared) if route.config.redaction.notify else None
         if notice:
             turn.notices.append(notice)
-        await reply.start(limits.placeholder)
+        with span("platform.start", platform=msg.key.platform):
+            await reply.start(limits.placeholder)
         await self.store.mark_known(msg.key)
         try:
             async with self.store.lock(msg.key, order=msg.received_at):
                 log.info("lock.acquired")
-                await self._run_turn(turn)
+                with span("bridge.turn", route=route.name):
+                    await self._run_turn(turn)
         except LockTimeout:
             await reply.fail(BUSY_THREAD, ref=ref)
         except RedisError as e:
@@ -345,8 +350,12 @@ class Bridge:
         started = time.monotonic()
         self.metrics.active.inc()
         answer = _Answer()
+        async def send(text: str, status: str | None) -> None:
+            with span("platform.update", platform=platform, chars=len(text)):
+                await reply.update(text, status=status)
+
         scheduler = EditScheduler(
-            lambda text, status: reply.update(text, status=status),
+            send,
             interval=max(route.config.edit_interval, turn.limits.min_edit_interval),
             budget=budget,
             on_edit=self.metrics.edits.labels(platform).inc,
@@ -354,7 +363,10 @@ class Bridge:
         )
         try:
             try:
-                answer = await self._stream(client, turn, conversation_id, scheduler, started)
+                with span("dify.stream", mode=mode.value, continued=conversation_id is not None):
+                    answer = await self._stream(
+                        client, turn, conversation_id, scheduler, started
+                    )
             except ConversationNotFound:
                 if conversation_id is None:
                     raise
@@ -539,8 +551,12 @@ class Bridge:
             extras.suggested = await _suggested(client, answer.message_id, msg.key.dify_user())
         if not text.strip() and not extras.files:
             text = "(The assistant returned an empty answer.)"
+        async def finish() -> None:
+            with span("platform.finish", platform=msg.key.platform, chars=len(text)):
+                await turn.reply.finish(text, extras)
+
         await deliver_final(
-            lambda: turn.reply.finish(text, extras),
+            finish,
             budget=budget,
             on_ratelimited=self.metrics.ratelimited.labels(msg.key.platform).inc,
         )

@@ -18,6 +18,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from app import tracing
 from app.context import AdapterContext
 from app.dify.client import DifyClientPool, DifyTimeouts, RetryPolicy
 from app.errors import ConfigError
@@ -104,6 +105,7 @@ class Service:
     ) -> Service:
         """Build the service; raises :class:`ConfigError` with what to fix."""
         routes = load_routes(settings, bridge_file, env=env)
+        tracing.configure(settings.otel_exporter_otlp_endpoint)
         redis = await connect(
             settings.redis_url,
             data_dir=settings.redis_data_dir,
