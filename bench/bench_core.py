@@ -98,6 +98,8 @@ async def make_service(dify_url: str) -> Service:
         "DIFY_API_KEY": "app-bench",
         "LOG_LEVEL": "WARNING",
         "BREAKER_FAILURES": "1000",
+        "USER_RATE_PER_MINUTE": "0",
+        "WORKSPACE_RATE_PER_MINUTE": "0",
     }
     svc = await Service.create(
         load_settings(env),
