@@ -197,3 +197,23 @@ routes:
     assert msg.visible_text().startswith("Partial words"), "what had arrived stays visible"
     assert "Reference: `" in msg.context_text()
     assert bot.fake.calls_to("chat.startStream", ok_only=True)
+
+
+async def test_streamed_answer_cannot_ping_the_channel(slack_bot):
+    bot = await slack_bot(
+        bridge_yaml="""
+routes:
+  - name: native
+    native_streaming: true
+"""
+    )
+    bot.dify.answer = "Hey <!channel> and <@U0BOSS>, " + "read this " * 10
+    bot.dify.chunk_size = 3  # the token is cut across deltas
+    bot.dify.chunk_delay = 0.01
+
+    ev = bot.mention("prompt injection attempt")
+    await bot.send(ev)
+    (msg,) = await bot.final(CHANNEL, ev["ts"])
+    shown = msg.visible_text()
+    assert "<!channel>" not in shown and "<@U0BOSS>" not in shown
+    assert shown.replace("\u200b", "") == bot.dify.answer, "nothing else changed"

@@ -27,19 +27,20 @@ ACTION_DISLIKE = "dify_dislike"
 ACTION_SUGGEST = "dify_suggest"  # + "_<n>": action ids must be unique within a message
 
 
-def split(md: str) -> list[str]:
+def split(md: str, *, final: bool = True) -> list[str]:
     """Split an answer into message-sized Markdown parts, never inside a fenced code block.
 
     Tables become aligned code blocks first (Slack's markdown block has no tables), so the
     parts are exactly the texts of the ``markdown`` blocks, one per message.
     """
-    parts = [b["text"] for b in render.slack_answer_blocks(md, limit=PART_LIMIT)]
+    # final=False: the answer is still streaming, its unfinished end is repaired for display.
+    parts = [b["text"] for b in render.slack_answer_blocks(md, limit=PART_LIMIT, final=final)]
     return parts or [md]
 
 
-def fallback_text(md: str) -> str:
+def fallback_text(md: str, *, final: bool = True) -> str:
     """The ``text`` field: shown in notifications and by clients that cannot draw blocks."""
-    text = render.to_slack_mrkdwn(md, final=True) if md.strip() else ""
+    text = render.to_slack_mrkdwn(md, final=final) if md.strip() else ""
     if len(text) > FALLBACK_LIMIT:
         text = text[: FALLBACK_LIMIT - 1] + "…"
     return text or " "

@@ -39,6 +39,15 @@ _POST_MAX_WAIT = 10.0
 _FINAL_POST_MAX_WAIT = 300.0
 
 
+def _defuse(md: str) -> str:
+    """Stop ``<!channel>``, ``<!here>`` and ``<@U…>`` in streamed answer text from notifying anyone.
+
+    A zero-width space after ``<`` keeps the text readable. It only inserts after ``<``, so the
+    defused text of a longer answer still starts with that of a shorter one (deltas stay deltas).
+    """
+    return md.replace("<!", "<\u200b!").replace("<@", "<\u200b@") if "<" in md else md
+
+
 class _Skip(Exception):
     """An interim edit that the budgets cannot afford now: skipped, the next one catches up."""
 
@@ -132,10 +141,13 @@ class SlackReply:
             return
         if not self._ts and not self._reserve():
             return  # the status line shows progress; the text comes with a later edit
-        parts = B.split(text) if text.strip() else [""]
-        payloads = [(B.fallback_text(p), B.answer_blocks(p)) for p in parts[:-1]]
+        parts = B.split(text, final=False) if text.strip() else [""]
+        payloads = [(B.fallback_text(p, final=False), B.answer_blocks(p)) for p in parts[:-1]]
         payloads.append(
-            (B.fallback_text(parts[-1] or status or "…"), self._streaming_blocks(parts[-1], status))
+            (
+                B.fallback_text(parts[-1] or status or "…", final=False),
+                self._streaming_blocks(parts[-1], status),
+            )
         )
         try:
             await self._sync(payloads, final=False)
@@ -320,6 +332,7 @@ class SlackReply:
 
     async def _stream_update(self, text: str) -> bool:
         """Show ``text`` through the native stream; False means "use edits instead"."""
+        text = _defuse(text)
         if len(text) > B.PART_LIMIT or (self._stream_ts and not text.startswith(self._streamed)):
             await self._leave_native()
             return False
@@ -360,6 +373,7 @@ class SlackReply:
             return False
 
     async def _stream_finish(self, text: str, tail: list[B.Block]) -> bool:
+        text = _defuse(text)
         if self._stream_ts is None and (self._ts or not await self._stream_update(text)):
             return False
         if len(text) > B.PART_LIMIT or not text.startswith(self._streamed):
