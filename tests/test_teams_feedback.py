@@ -61,12 +61,17 @@ async def test_thumbs_up_with_a_comment_reaches_dify(
     assert message.feedback["content"] == "Spot on, thanks"
 
 
-async def test_thumbs_down_without_comment_reaches_dify(
+async def test_thumbs_down_in_a_channel_thread_reaches_dify(
     bot: Any, connector: FakeBotConnector, dify_app: Any
 ) -> None:
-    activity, final = await answered_in_personal_chat(bot, connector, "Who is on call?")
+    activity = connector.channel_mention("Who is on call?")
+    await connector.deliver(bot.base_url, activity)
+    await connector.wait_for(lambda f: any(c.body.get("channelData") for c in f.sent("PUT")))
+    final = next(c for c in connector.sent("PUT") if c.body.get("channelData"))
+    assert final.body["channelData"] == {"feedbackLoop": {"type": "default"}}
+    # The click arrives in the reply chain, about the bot's message (the edited placeholder).
     click = connector.feedback(
-        reply_to=final.response["id"], reaction="dislike", conversation=activity["conversation"]
+        reply_to=final.activity_id, reaction="dislike", conversation=activity["conversation"]
     )
     status, _, _ = await connector.deliver(bot.base_url, click)
     assert status == 200

@@ -203,7 +203,7 @@ async def test_the_http_answer_does_not_wait_for_dify(
     bot: Any, connector: FakeBotConnector, fake_dify: Any, dify_app: Any
 ) -> None:
     dify_app.first_byte_delay = 1.0  # a slow model
-    activity = connector.personal("take your time")
+    activity = connector.channel_mention("take your time")
     status, _, seconds = await connector.deliver(bot.base_url, activity)
     assert status == 200
     assert seconds < 0.5
