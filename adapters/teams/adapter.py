@@ -17,6 +17,7 @@ from typing import Any, Literal, cast
 import aiohttp
 import structlog
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from adapters.teams import activities as acts
 from adapters.teams import files
@@ -247,7 +248,13 @@ class TeamsAdapter:
         route = self.ctx.bridge.router.resolve(key)
         if route is None or not route.config.continue_in_thread:
             return None
-        return Kind.THREAD_REPLY if await self.ctx.bridge.thread_known(key) else None
+        try:
+            known = await self.ctx.bridge.thread_known(key)
+        except RedisError as e:
+            # Unmentioned chatter is not worth a 500 (Teams would redeliver it): skip it.
+            log.warning("teams.thread_lookup_failed", error=type(e).__name__)
+            return None
+        return Kind.THREAD_REPLY if known else None
 
     # ------------------------------------------------------------------ feedback
     async def _on_invoke(self, inb: acts.Inbound) -> web.StreamResponse:
