@@ -10,6 +10,7 @@ user is never left looking at a placeholder.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -39,6 +40,7 @@ from app.dify.events import (
     WorkflowPaused,
 )
 from app.errors import ConfigError, UserFacingError
+from app.inflight import INTERRUPTED, InflightRegistry
 from app.metrics import Metrics
 from app.model import (
     Attachment,
@@ -133,6 +135,7 @@ class Bridge:
         metrics: Metrics,
         budgets: BudgetRegistry | None = None,
         limiter: Any = None,
+        inflight: InflightRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.router = router
@@ -142,6 +145,7 @@ class Bridge:
         self.metrics = metrics
         self.budgets = budgets or BudgetRegistry()
         self.limiter = limiter
+        self.inflight = inflight
         self._active: set[asyncio.Task[None]] = set()
         self._accepting = True
 
@@ -162,11 +166,16 @@ class Bridge:
         self._accepting = False
 
     async def drain(self, timeout: float) -> int:
-        """Wait up to ``timeout`` for streaming answers; return how many were still running."""
+        """Wait up to ``timeout`` for streaming answers, then interrupt the rest (each tells its
+        user to ask again). Returns how many had to be interrupted."""
         pending = set(self._active)
         if not pending:
             return 0
         _, still = await asyncio.wait(pending, timeout=timeout)
+        for task in still:
+            task.cancel()
+        if still:
+            await asyncio.wait(still, timeout=10)
         return len(still)
 
     async def thread_known(self, thread: ThreadKey) -> bool:
@@ -241,6 +250,9 @@ class Bridge:
             with span("bridge.answer", platform=platform, thread=msg.key.log_id, ref=ref):
                 await self._answer(msg, reply, limits, ref)
         except asyncio.CancelledError:
+            # Shutdown ran out of grace: say so rather than leave a frozen placeholder.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(_safe_fail(reply, INTERRUPTED, ref)), 5)
             raise
         except Exception as e:  # the last net: the user always hears back
             log.error("answer.crashed", error=type(e).__name__, exc_info=e)
@@ -317,10 +329,39 @@ class Bridge:
         with span("platform.start", platform=msg.key.platform):
             await reply.start(limits.placeholder)
         await self.store.mark_known(msg.key)
+        async with self._recorded(msg, reply):
+            await self._locked_turn(turn)
+
+    @contextlib.asynccontextmanager
+    async def _recorded(self, msg: IncomingMessage, reply: Reply) -> AsyncIterator[None]:
+        """Record the answer in Redis while it runs, so another replica can close it if we die."""
+        token_of = getattr(reply, "resume_token", None)
+        token = token_of() if callable(token_of) else None
+        if self.inflight is None or not token:
+            yield
+            return
+        try:
+            answer_id = await self.inflight.begin(msg.key.platform, token)
+        except RedisError as e:  # the answer itself may still work; only crash cover is lost
+            log.warning("inflight.begin_failed", error=type(e).__name__)
+            yield
+            return
+        keeper = asyncio.create_task(self.inflight.keep_alive(answer_id))
+        try:
+            yield
+        finally:
+            keeper.cancel()
+            try:
+                await asyncio.shield(self.inflight.end(answer_id))
+            except RedisError as e:
+                log.warning("inflight.end_failed", error=type(e).__name__)
+
+    async def _locked_turn(self, turn: _Turn) -> None:
+        msg, reply, ref = turn.msg, turn.reply, turn.ref
         try:
             async with self.store.lock(msg.key, order=msg.received_at):
                 log.info("lock.acquired")
-                with span("bridge.turn", route=route.name):
+                with span("bridge.turn", route=turn.route.name):
                     await self._run_turn(turn)
         except LockTimeout:
             await reply.fail(BUSY_THREAD, ref=ref)

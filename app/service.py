@@ -22,6 +22,7 @@ from app import tracing
 from app.context import AdapterContext
 from app.dify.client import DifyClientPool, DifyTimeouts, RetryPolicy
 from app.errors import ConfigError
+from app.inflight import InflightRegistry
 from app.metrics import Metrics
 from app.model import Adapter
 from app.pipeline import Bridge
@@ -85,6 +86,7 @@ class Service:
         self.port = 0
         self.admin_port: int | None = None
         self.env: Mapping[str, str] | None = None
+        self._janitor: asyncio.Task[None] | None = None
 
     @property
     def bridge_accepting(self) -> bool:
@@ -140,7 +142,11 @@ class Service:
 
         limiter = AbuseLimiter(store, settings)
         metrics.registry.register(QuotaCollector(limiter))
+        inflight = InflightRegistry(
+            redis.client, prefix=settings.redis_key_prefix, ttl=settings.lock_ttl_seconds
+        )
         bridge = Bridge(
+            inflight=inflight,
             settings=settings,
             router=Router(routes),
             store=store,
@@ -171,6 +177,9 @@ class Service:
                 continue  # the factory logged what to set
             adapter.mount(self.app)
             self.adapters.append(adapter)
+            resume = getattr(adapter, "resume", None)
+            if callable(resume) and self.bridge.inflight is not None:
+                self.bridge.inflight.register_resumer(adapter.name, resume)
             log.info("adapter.enabled", adapter=ep.name)
 
     async def start(self, host: str | None = None, port: int | None = None) -> None:
@@ -193,6 +202,8 @@ class Service:
         for adapter in self.adapters:
             await adapter.start()
         self._watch = asyncio.create_task(self._background())
+        if self.bridge.inflight is not None:
+            self._janitor = asyncio.create_task(self.bridge.inflight.janitor())
         log.info(
             "server.started",
             port=self.port,
@@ -238,8 +249,9 @@ class Service:
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking work, let streaming answers finish within the grace period, close."""
         self.bridge.stop_accepting()
-        if self._watch is not None:
-            self._watch.cancel()
+        for task in (self._watch, self._janitor):
+            if task is not None:
+                task.cancel()
         left = await self.bridge.drain(
             self.settings.shutdown_grace_seconds if grace is None else grace
         )

@@ -1,0 +1,130 @@
+"""Answers in progress, recorded in Redis so that no replica's death leaves a frozen placeholder.
+
+Design (chosen over a Redis Stream work queue because the platform has already been acked and the
+placeholder already posted when an answer starts; what must survive a crash is the *promise to tell
+the user*, not the work):
+
+* When an answer's placeholder is up, the pipeline records it: ``{prefix}:inflight`` is a sorted set
+  of answer ids scored by lease expiry, ``{prefix}:inflight:{id}`` a hash with the platform and the
+  reply handle's resume token (ids only: channel, message ts / activity id, service URL).
+* While the answer streams, its replica extends the lease every ``ttl/3`` seconds. When the answer
+  finishes or fails, the record is deleted.
+* Every replica runs a janitor: leases that expired belong to a replica that died (SIGKILL, OOM,
+  node loss). The first janitor to ``ZREM`` an id owns it (atomic), and asks that platform's adapter
+  to replace the placeholder with :data:`INTERRUPTED`. The user asks again; nothing is left hanging.
+* On SIGTERM, answers still streaming after the grace period are cancelled; each tells its user the
+  same message itself before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = structlog.get_logger(__name__)
+
+INTERRUPTED = (
+    "⚠️ This answer was interrupted because the assistant restarted. Please ask again."
+)
+
+Resumer = Callable[[Mapping[str, str], str], Awaitable[None]]
+
+
+class InflightRegistry:
+    """Lease records for answers in progress, and the janitor that closes orphaned ones."""
+
+    def __init__(self, redis: Redis, *, prefix: str, ttl: float = 30.0) -> None:
+        self.redis = redis
+        self.ttl = ttl
+        self.index = f"{prefix}:inflight"
+        self._prefix = prefix
+        self._resumers: dict[str, Resumer] = {}
+
+    def register_resumer(self, platform: str, resumer: Resumer) -> None:
+        """``resumer(token, text)`` edits a placeholder from its resume token (adapters call this)."""
+        self._resumers[platform] = resumer
+
+    def _key(self, answer_id: str) -> str:
+        return f"{self._prefix}:inflight:{answer_id}"
+
+    async def begin(self, platform: str, token: Mapping[str, str]) -> str:
+        answer_id = secrets.token_hex(8)
+        expires = time.time() + self.ttl
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hset(
+                self._key(answer_id),
+                mapping={"platform": platform, "token": json.dumps(dict(token)),
+                         "started": time.time()},
+            )
+            p.expire(self._key(answer_id), int(self.ttl * 20))
+            p.zadd(self.index, {answer_id: expires})
+            await p.execute()
+        return answer_id
+
+    async def extend(self, answer_id: str) -> None:
+        # XX: only while the record exists (a janitor may have claimed it during a long stall).
+        await self.redis.zadd(self.index, {answer_id: time.time() + self.ttl}, xx=True)
+
+    async def end(self, answer_id: str) -> None:
+        async with self.redis.pipeline(transaction=True) as p:
+            p.zrem(self.index, answer_id)
+            p.delete(self._key(answer_id))
+            await p.execute()
+
+    async def expire_now(self, answer_id: str) -> None:
+        """Hand an answer over at once (shutdown without time to tell the user ourselves)."""
+        await self.redis.zadd(self.index, {answer_id: 0}, xx=True)
+
+    async def keep_alive(self, answer_id: str) -> None:
+        """Extend the lease until cancelled (runs beside the answer)."""
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                await self.extend(answer_id)
+            except RedisError as e:
+                log.warning("inflight.extend_failed", error=type(e).__name__)
+
+    async def sweep(self, *, limit: int = 20) -> int:
+        """Close answers whose replica died. Returns how many placeholders were replaced."""
+        now = time.time()
+        ids: list[Any] = await self.redis.zrangebyscore(self.index, "-inf", now, start=0, num=limit)
+        done = 0
+        for raw in ids:
+            answer_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if not await self.redis.zrem(self.index, answer_id):
+                continue  # another replica claimed it first
+            data: dict[Any, Any] = await self.redis.hgetall(self._key(answer_id))  # type: ignore[misc]
+            await self.redis.delete(self._key(answer_id))
+            record = {_s(k): _s(v) for k, v in data.items()}
+            resumer = self._resumers.get(record.get("platform", ""))
+            if resumer is None:
+                log.warning("inflight.orphan_without_adapter", platform=record.get("platform"))
+                continue
+            try:
+                token = json.loads(record.get("token") or "{}")
+                await resumer(token, INTERRUPTED)
+                done += 1
+                log.warning("inflight.closed_orphan", platform=record.get("platform"))
+            except Exception as e:
+                log.error("inflight.close_failed", error=type(e).__name__, detail=str(e)[:200])
+        return done
+
+    async def janitor(self, every: float = 5.0) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except RedisError as e:
+                log.warning("inflight.sweep_failed", error=type(e).__name__)
+            await asyncio.sleep(every)
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
