@@ -22,6 +22,7 @@ from adapters.slack._files import attachments_from_event, prefetch
 from adapters.slack._normalize import Ignore, classify, slack_to_plain, ts_to_time
 from adapters.slack._reply import ReplyOptions, SlackReply
 from adapters.slack._webapi import SlackApi, SlackCallError, make_client
+from app import render_slack
 from app.errors import BridgeError, PlatformRateLimited, UserFacingError
 from app.model import IncomingMessage, Kind, PlatformLimits, Speaker, ThreadKey
 from app.pipeline import new_ref
@@ -393,7 +394,8 @@ class SlackHandlers:
                 "chat.postMessage",
                 channel=key.channel,
                 thread_ts=key.thread,
-                text=f"<@{user}> asked: {question}"[:3900],
+                # The question came from the model: it must not notify anyone.
+                text=f"<@{user}> asked: {render_slack.escape(question)}"[:3900],
             )
             received = ts_to_time(_s(posted, "ts")) or received
         except BridgeError as e:
