@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -27,8 +27,10 @@ def _drop_color_message(_: Any, __: str, event_dict: MutableMapping[str, Any]) -
     return event_dict
 
 
-def configure(level: str = "INFO", fmt: str = "json") -> None:
-    """Configure structlog and route stdlib logging (aiohttp, slack-bolt) through it."""
+def configure(level: str = "INFO", fmt: str = "json", stream: TextIO | None = None) -> None:
+    """Configure structlog and route stdlib logging (aiohttp, slack-bolt) through it.
+
+    Everything goes to ``stream`` (default: stderr)."""
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -51,7 +53,7 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processor=renderer)
     )
@@ -59,5 +61,9 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Third-party loggers can include payloads at DEBUG; keep them at WARNING unless asked.
-    for noisy in ("slack_bolt", "slack_sdk", "aiohttp.access", "botbuilder", "msrest", "httpx"):
+    noisy_loggers = (
+        "slack_bolt", "slack_sdk", "aiohttp.access", "botbuilder", "msrest", "httpx", "redis",
+        "markdown_it",
+    )
+    for noisy in noisy_loggers:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -1,0 +1,66 @@
+"""Logs never carry message text, personal data or tokens, and carry correlation ids."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+
+from adapters.console import CONSOLE_LIMITS, MemoryReply
+from app import logs
+from app.model import IncomingMessage, Kind, Speaker, ThreadKey
+
+PII = [
+    "jane.doe@example.com",
+    "+81 90-1234-5678",
+    "4111 1111 1111 1111",
+    "xoxb-1234567890-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
+    "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+]
+
+
+@pytest.fixture
+def json_logs() -> Iterator[io.StringIO]:
+    """The service's real log configuration (JSON, DEBUG), writing into a buffer we can scan."""
+    buffer = io.StringIO()
+    logs.configure("DEBUG", "json", stream=buffer)
+    yield buffer
+    structlog.reset_defaults()
+    logging.getLogger().handlers.clear()
+
+
+async def test_personal_data_and_tokens_never_reach_the_logs(
+    make_service: Any, dify_app: Any, json_logs: io.StringIO
+) -> None:
+    # Dify echoes the (redacted) question; the redaction mode is off for one route to prove the
+    # log scrubber is a second line of defence even when text is sent unredacted.
+    dify_app.answer = lambda q, conv: f"Echo: {q}"
+    yaml = "routes:\n  - name: open\n    redaction: {mode: 'off'}\n"
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key, "LOG_LEVEL": "DEBUG"},
+                             bridge_yaml=yaml)
+    thread = ThreadKey("console", "w", "c", uuid.uuid4().hex)
+    reply = MemoryReply()
+    msg = IncomingMessage(
+        key=thread, event_id="log-1", speaker=Speaker("U1", "Jane"),
+        text="Contact " + " and ".join(PII), kind=Kind.DIRECT,
+    )
+    await svc.bridge.handle(msg, reply, CONSOLE_LIMITS)
+    # A logger that is handed PII by mistake is scrubbed too.
+    structlog.get_logger("careless").info("oops", detail="mail jane.doe@example.com", nested={"k": [PII[3]]})
+    text = json_logs.getvalue()
+    err = text
+    assert reply.final is not None and "jane.doe@example.com" in reply.final  # the user still sees it
+    for secret in PII:
+        assert secret not in text, secret
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    received = [e for e in events if e.get("event") == "message.received"]
+    assert received and received[0]["event_id"] == "log-1"
+    assert received[0]["thread"] == thread.log_id  # a hash, not the raw thread id
+    finished = [e for e in events if e.get("event") == "answer.finished"]
+    assert finished and "dify_task" in finished[0] and "ref" in finished[0]
