@@ -117,3 +117,11 @@ def test_a_misspelled_redaction_entity_is_refused_at_load(tmp_path: Path) -> Non
     p = write(tmp_path, "routes:\n  - name: a\n    redaction: {entities: [EMAIL, PHOEN]}\n")
     with pytest.raises(ConfigError, match=r"routes\.0\.redaction\.entities.*PHOEN"):
         load_bridge_file(p)
+
+
+def test_env_example_and_readme_table_are_generated_from_the_settings_model() -> None:
+    from app.settings_doc import env_example, markdown
+
+    root = Path(__file__).parent.parent
+    assert (root / ".env.example").read_text() == env_example()
+    assert markdown() in (root / "README.md").read_text()
