@@ -13,8 +13,8 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import structlog
@@ -27,30 +27,21 @@ from app.dify.errors import (
     DifyError,
     StreamIncomplete,
 )
-from app.dify.events import (
-    AgentThought,
-    DifyEvent,
-    MessageEnd,
-    MessageFile,
-    NodeEvent,
-    StreamError,
-    TextDelta,
-    TextReplace,
-    WorkflowFinished,
-    WorkflowPaused,
-)
+from app.dify.events import DifyEvent, StreamError
 from app.errors import ConfigError, UserFacingError
 from app.inflight import INTERRUPTED, InflightRegistry
 from app.metrics import Metrics
+from app.answer_cache import AnswerCache, cacheable
+from app.answer_fold import Answer, fold, workflow_answer
+from app.appcheck import AppParams, ParamsCache
+from app.attachments import check_files, upload_files
+from app.inputs import build_inputs, check_inputs, is_reset, not_content
 from app.model import (
-    Attachment,
     IncomingMessage,
     Kind,
-    OutFile,
     PlatformLimits,
     Reply,
     ReplyExtras,
-    Source,
     ThreadKey,
 )
 from app.redact import Prepared, RedactionService, Restorer
@@ -60,6 +51,7 @@ from app.store import LockTimeout, RedisStore
 from app.streaming import BudgetRegistry, EditScheduler, deliver_final
 from app.tasks import spawn
 from app.tracing import span
+from app.voice import quote, transcribe, voice_clip
 
 log = structlog.get_logger(__name__)
 
@@ -74,38 +66,9 @@ STORAGE_DOWN = (
 )
 INTERNAL = "Something went wrong on our side. Please try again."
 
-# Node types whose start is worth a status line; others stay silent.
-_NODE_STATUS = {
-    "knowledge-retrieval": "Searching the knowledge base…",
-    "llm": "Thinking…",
-    "http-request": "Calling {title}…",
-    "tool": "Using tool: {title}",
-    "code": "Running {title}…",
-    "agent": "Working on it: {title}…",
-    "question-classifier": "Understanding the question…",
-}
-
-
 def new_ref() -> str:
     """A short id shown to the user and logged with the failure, to find one in the other."""
     return secrets.token_hex(4)
-
-
-@dataclass
-class _Answer:
-    text: str = ""
-    status: str | None = None
-    conversation_id: str | None = None
-    message_id: str | None = None
-    task_id: str | None = None
-    usage: dict[str, Any] = field(default_factory=dict)
-    sources: list[Source] = field(default_factory=list)
-    files: list[OutFile] = field(default_factory=list)
-    outputs: dict[str, Any] | None = None
-    error: StreamError | None = None
-    workflow_status: str | None = None
-    first_text_at: float | None = None
-    changed: bool = False
 
 
 @dataclass
@@ -119,6 +82,12 @@ class _Turn:
     inputs: dict[str, Any]
     files: list[dict[str, Any]] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    params: AppParams | None = None
+    # Slash command with the answer cache on: no conversation is read or stored.
+    one_shot: bool = False
+    # The question to cache the answer under (set only when the answer may be shared).
+    cache_question: str | None = None
+    new_conversation: bool = False
 
 
 class Bridge:
@@ -148,6 +117,8 @@ class Bridge:
         self.inflight = inflight
         self._active: set[asyncio.Task[None]] = set()
         self._accepting = True
+        self.params = ParamsCache(dify)
+        self.answer_cache = AnswerCache(store.redis, store.prefix)
 
     # ------------------------------------------------------------------ public seam for adapters
 
@@ -274,11 +245,7 @@ class Bridge:
             return
         structlog.contextvars.bind_contextvars(route=route.name)
         if len(msg.text) > self.settings.max_message_chars:
-            await reply.fail(
-                f"That message is too long ({len(msg.text)} characters); the limit is "
-                f"{self.settings.max_message_chars}. Please shorten it.",
-                ref=ref,
-            )
+            await reply.fail(_too_long(len(msg.text), self.settings.max_message_chars), ref=ref)
             return
         if self.limiter is not None:
             refusal = await self.limiter.check(msg, route)
@@ -286,7 +253,7 @@ class Bridge:
                 self.metrics.rate_limited_users.labels(refusal.scope).inc()
                 await reply.fail(refusal.message, ref=ref)
                 return
-        if _is_reset(msg.text, route):
+        if is_reset(msg.text, route):
             await reply.start(limits.placeholder)
             await self.store.forget(msg.key)
             await reply.finish(
@@ -295,8 +262,39 @@ class Bridge:
             )
             log.info("conversation.reset")
             return
-        inputs = _build_inputs(route, msg)
-        redact_extra = {k: str(v) for k, v in inputs.items() if k not in _not_content(route)}
+        params = await self._params_for(route, msg)
+        started = False
+        clip = voice_clip(msg)
+        transcript: str | None = None
+        if clip is not None:
+            # Transcription takes seconds: show progress first.
+            await reply.start(limits.placeholder)
+            started = True
+            try:
+                with span("dify.audio_to_text"):
+                    transcript = await transcribe(
+                        self.client_for(route), msg.key.dify_user(), clip, params
+                    )
+            except UserFacingError as e:
+                log.info("voice.refused", reason=e.user_message[:60])
+                await reply.fail(e.user_message, ref=ref)
+                return
+            log.info("voice.transcribed", chars=len(transcript))
+            if len(transcript) > self.settings.max_message_chars:
+                await reply.fail(
+                    _too_long(len(transcript), self.settings.max_message_chars), ref=ref
+                )
+                return
+            rest = tuple(a for a in msg.attachments if a is not clip)
+            msg = replace(msg, text=transcript, attachments=rest)
+        if params is not None:
+            problem = check_files(msg.attachments, params.files)
+            if problem:
+                log.info("files.refused", count=len(msg.attachments))
+                await reply.fail(problem, ref=ref)
+                return
+        inputs = build_inputs(route, msg)
+        redact_extra = {k: str(v) for k, v in inputs.items() if k not in not_content(route)}
         for i, att in enumerate(msg.attachments):
             redact_extra[f"__file{i}"] = att.name
         try:
@@ -322,15 +320,67 @@ class Bridge:
         for k in list(inputs):
             if k in prepared.extra:
                 inputs[k] = prepared.extra[k]
-        turn = _Turn(msg, reply, limits, route, prepared, ref, inputs)
+        if params is not None:
+            problem = check_inputs(route, inputs, prepared.query, params)
+            if problem:
+                log.info("inputs.refused")
+                await reply.fail(problem, ref=ref)
+                return
+        turn = _Turn(msg, reply, limits, route, prepared, ref, inputs, params=params)
+        if transcript is not None:
+            turn.notices.append(quote(_restore(prepared.query, prepared.restorer)))
         notice = self.redaction.notice(prepared) if route.config.redaction.notify else None
         if notice:
             turn.notices.append(notice)
-        with span("platform.start", platform=msg.key.platform):
-            await reply.start(limits.placeholder)
+        if await self._from_cache(turn, started):
+            return
+        if not started:
+            with span("platform.start", platform=msg.key.platform):
+                await reply.start(limits.placeholder)
         await self.store.mark_known(msg.key)
         async with self._recorded(msg, reply):
             await self._locked_turn(turn)
+
+    async def _params_for(self, route: Route, msg: IncomingMessage) -> AppParams | None:
+        """The app's parameters when this message needs them (inputs, files, voice, workflow);
+        plain chat questions skip the lookup."""
+        if not (route.config.inputs or msg.attachments
+                or route.config.dify.mode is AppMode.WORKFLOW):
+            return None
+        return await self.params.get(route)
+
+    async def _from_cache(self, turn: _Turn, started: bool) -> bool:
+        """Slash command + cache on: answer from the cache (True) or mark the turn one-shot."""
+        msg, route = turn.msg, turn.route
+        ttl = route.config.answer_cache_ttl
+        if msg.kind is not Kind.COMMAND or ttl <= 0:
+            return False
+        try:
+            if await self.store.get_conversation(msg.key) is not None:
+                return False  # the thread has context: a cached answer would ignore it
+            turn.one_shot = True
+            if msg.attachments or not cacheable(route, found_entities=bool(turn.prepared.found)):
+                return False
+            hit = await self.answer_cache.get(route.name, msg.text)
+        except RedisError as e:
+            log.warning("answer_cache.unavailable", error=type(e).__name__)
+            return False
+        if hit is None:
+            self.metrics.cache.labels(route.name, "miss").inc()
+            turn.cache_question = msg.text
+            return False
+        self.metrics.cache.labels(route.name, "hit").inc()
+        log.info("answer_cache.hit", chars=len(hit.text))
+        if not started:
+            await turn.reply.start(turn.limits.placeholder)
+        extras = ReplyExtras(
+            sources=list(hit.sources) if route.config.show_sources else [],
+            notices=list(turn.notices),
+            route=route.name,
+        )
+        await turn.reply.finish(hit.text, extras)
+        self.metrics.answers.labels(msg.key.platform, "ok").inc()
+        return True
 
     @contextlib.asynccontextmanager
     async def _recorded(self, msg: IncomingMessage, reply: Reply) -> AsyncIterator[None]:
@@ -376,21 +426,30 @@ class Bridge:
         mode = route.config.dify.mode
         user = msg.key.dify_user()
         conversation_id: str | None = None
-        if mode.is_chat:
+        if mode.is_chat and not turn.one_shot:
             record = await self.store.get_conversation(msg.key)
             conversation_id = record.conversation_id if record else None
         budget = self.budgets.get(
             msg.key.platform, msg.key.workspace, turn.limits.workspace_edits_per_minute
         )
         platform = msg.key.platform
+        names = {i: turn.prepared.extra.get(f"__file{i}", "") for i in range(len(msg.attachments))}
         try:
-            turn.files = await self._upload_files(client, user, msg.attachments, turn)
+            with span("dify.upload", files=len(msg.attachments)):
+                turn.files = await upload_files(
+                    client, user, msg.attachments, names,
+                    turn.params.files if turn.params else None,
+                )
         except DifyError as e:
             await self._fail(turn, "", e)
             return
+        except ValueError as e:  # a download larger than the app takes
+            await _safe_fail(reply, str(e), turn.ref)
+            return
         started = time.monotonic()
         self.metrics.active.inc()
-        answer = _Answer()
+        answer = Answer()
+
         async def send(text: str, status: str | None) -> None:
             with span("platform.update", platform=platform, chars=len(text)):
                 await reply.update(text, status=status)
@@ -438,7 +497,7 @@ class Bridge:
         conversation_id: str | None,
         scheduler: EditScheduler,
         started: float,
-    ) -> _Answer:
+    ) -> Answer:
         msg, route = turn.msg, turn.route
         mode = route.config.dify.mode
         user = msg.key.dify_user()
@@ -452,6 +511,8 @@ class Bridge:
                 conversation_id=conversation_id,
                 inputs=turn.inputs,
                 files=turn.files,
+                # Dify names a new conversation (admins find it in the logs by that name).
+                auto_generate_name=conversation_id is None and not turn.one_shot,
             )
         elif mode is AppMode.COMPLETION:
             events = client.completion_stream(
@@ -460,8 +521,10 @@ class Bridge:
         else:
             wf_inputs = {**turn.inputs, route.config.dify.query_variable: query}
             events = client.workflow_stream(user=user, inputs=wf_inputs, files=turn.files)
-        ans = _Answer()
-        saved_conversation = conversation_id is not None
+        ans = Answer()
+        turn.new_conversation = mode.is_chat and conversation_id is None and not turn.one_shot
+        # One-shot turns never store a conversation: pretend it is already saved.
+        saved_conversation = conversation_id is not None or turn.one_shot
         saved_task = False
         # Redis writes run beside the stream so the first text is not held up by them; they
         # are awaited before the answer is finished.
@@ -478,7 +541,9 @@ class Bridge:
                     writes.append(asyncio.create_task(self._save_task(msg.key, ev.task_id, route)))
                     structlog.contextvars.bind_contextvars(dify_task=ev.task_id)
                     saved_task = True
-                self._apply(ev, ans, started)
+                if fold(ev, ans) and ans.first_text_at is not None:
+                    self.metrics.ttft.observe(ans.first_text_at - started)
+                    log.info("dify.first_token", ms=int((ans.first_text_at - started) * 1000))
                 if ans.changed and (ans.text or ans.status):
                     scheduler.push(_restore_partial(ans.text, restorer), ans.status)
         finally:
@@ -494,51 +559,7 @@ class Bridge:
             p.expire(key, 1800)
             await p.execute()
 
-    def _apply(self, ev: DifyEvent, ans: _Answer, started: float) -> None:
-        """Fold one Dify event into the answer; ``ans.changed`` says whether to show it."""
-        ans.conversation_id = ev.conversation_id or ans.conversation_id
-        ans.message_id = ev.message_id or ans.message_id
-        ans.changed = False
-        if isinstance(ev, TextDelta):
-            if ans.first_text_at is None:
-                ans.first_text_at = time.monotonic()
-                self.metrics.ttft.observe(ans.first_text_at - started)
-                log.info("dify.first_token", ms=int((ans.first_text_at - started) * 1000))
-            ans.text += ev.answer
-            ans.changed = True
-        elif isinstance(ev, TextReplace):
-            ans.text = ev.answer
-            ans.changed = True
-        elif isinstance(ev, AgentThought):
-            if ev.tool:
-                ans.status = f"Using tool: {ev.tool}"
-                ans.changed = True
-        elif isinstance(ev, NodeEvent):
-            if ev.phase == "started" and ev.node_type in _NODE_STATUS:
-                ans.status = _NODE_STATUS[ev.node_type].format(title=ev.title or ev.node_type)
-                ans.changed = True
-        elif isinstance(ev, MessageFile):
-            if ev.belongs_to != "user" and ev.url:
-                ans.files.append(OutFile(url=ev.url, type=ev.type))
-        elif isinstance(ev, MessageEnd):
-            ans.usage = ev.usage
-            ans.sources = _sources(ev.retriever_resources)
-            for f in ev.files or []:
-                url = f.get("url") or f.get("remote_url")
-                if url and not any(o.url == url for o in ans.files):
-                    ans.files.append(
-                        OutFile(url=url, type=str(f.get("type", "file")),
-                                name=str(f.get("filename", "")))
-                    )
-        elif isinstance(ev, WorkflowFinished):
-            ans.workflow_status = ev.status
-            ans.outputs = ev.outputs
-        elif isinstance(ev, StreamError):
-            ans.error = ev
-        elif isinstance(ev, WorkflowPaused):
-            ans.workflow_status = "paused"
-
-    async def _recover(self, client: DifyClient, turn: _Turn, e: StreamIncomplete) -> _Answer:
+    async def _recover(self, client: DifyClient, turn: _Turn, e: StreamIncomplete) -> Answer:
         """The stream ended without a closing event: ask Dify for the stored answer first."""
         log.warning("dify.stream_incomplete", have_chars=len(e.partial_text or ""))
         recovered: str | None = None
@@ -553,7 +574,7 @@ class Bridge:
                 log.warning("dify.recover_failed", error=type(err).__name__)
         if recovered:
             log.info("dify.recovered", chars=len(recovered))
-            return _Answer(
+            return Answer(
                 text=recovered, conversation_id=e.conversation_id, message_id=e.message_id
             )
         raise e
@@ -562,7 +583,7 @@ class Bridge:
         self,
         client: DifyClient,
         turn: _Turn,
-        answer: _Answer,
+        answer: Answer,
         started: float,
         budget: Any,
     ) -> None:
@@ -570,7 +591,7 @@ class Bridge:
         restorer = turn.prepared.restorer
         text = answer.text
         if route.config.dify.mode is AppMode.WORKFLOW:
-            text = _workflow_answer(text, answer.outputs, route.config.dify.output_variable)
+            text = workflow_answer(text, answer.outputs, route.config.dify.output_variable)
         text = _restore(text, restorer)
         extras = ReplyExtras(
             dify_message_id=answer.message_id,
@@ -584,14 +605,11 @@ class Bridge:
         if stopped or answer.workflow_status == "stopped":
             extras.stopped = True
             extras.notices.append(STOPPED_NOTICE)
-        elif (
-            route.config.suggested_questions
-            and answer.message_id
-            and route.config.dify.mode.is_chat
-        ):
-            extras.suggested = await _suggested(client, answer.message_id, msg.key.dify_user())
+        else:
+            await self._chat_extras(client, turn, answer, extras)
         if not text.strip() and not extras.files:
             text = "(The assistant returned an empty answer.)"
+
         async def finish() -> None:
             with span("platform.finish", platform=msg.key.platform, chars=len(text)):
                 await turn.reply.finish(text, extras)
@@ -601,8 +619,14 @@ class Bridge:
             budget=budget,
             on_ratelimited=self.metrics.ratelimited.labels(msg.key.platform).inc,
         )
-        if route.config.dify.mode.is_chat:
+        if route.config.dify.mode.is_chat and not turn.one_shot:
             await self.store.touch(msg.key)
+        if turn.cache_question and not extras.stopped and not extras.files and text.strip():
+            try:
+                await self.answer_cache.put(route.name, turn.cache_question, text,
+                                            extras.sources, route.config.answer_cache_ttl)
+            except RedisError as e:
+                log.warning("answer_cache.write_failed", error=type(e).__name__)
         total = answer.usage.get("total_tokens")
         if isinstance(total, int) and total > 0:
             self.metrics.tokens.labels(route.name).inc(total)
@@ -611,6 +635,30 @@ class Bridge:
         self.metrics.latency.observe(time.monotonic() - started)
         self.metrics.answers.labels(msg.key.platform, "stopped" if extras.stopped else "ok").inc()
         log.info("answer.finished", chars=len(text), sources=len(extras.sources))
+
+    async def _chat_extras(
+        self, client: DifyClient, turn: _Turn, answer: Answer, extras: ReplyExtras
+    ) -> None:
+        """Suggested follow-ups and, on a new conversation's first answer, Dify's name for it.
+
+        Both are read side by side; either may fail without touching the answer."""
+        route, user = turn.route, turn.msg.key.dify_user()
+        if not route.config.dify.mode.is_chat or not answer.message_id:
+            return
+        want_name = turn.new_conversation and answer.conversation_id is not None
+        suggested, name = await asyncio.gather(
+            _suggested(client, answer.message_id, user)
+            if route.config.suggested_questions else _nothing(),
+            _conversation_name(client, answer.conversation_id, user)
+            if want_name else _nothing(),
+        )
+        extras.suggested = list(suggested or [])
+        if isinstance(name, str) and name:
+            extras.conversation_name = name
+            try:
+                await self.store.set_conversation_name(turn.msg.key, name)
+            except RedisError as e:
+                log.warning("store.write_failed", error=type(e).__name__)
 
     async def _fail(self, turn: _Turn, partial: str, e: DifyError) -> None:
         kind = type(e).__name__
@@ -627,100 +675,12 @@ class Bridge:
         message = f"{partial}\n\n⚠️ {text}" if partial.strip() else text
         await _safe_fail(turn.reply, message, turn.ref)
 
-    async def _upload_files(
-        self,
-        client: DifyClient,
-        user: str,
-        attachments: tuple[Attachment, ...],
-        turn: _Turn,
-    ) -> list[dict[str, Any]]:
-        files: list[dict[str, Any]] = []
-        for i, att in enumerate(attachments):
-            if att.fetch is None:
-                continue
-            data = await att.fetch()
-            name = turn.prepared.extra.get(f"__file{i}", att.name) or "file"
-            uploaded = await client.upload_file(
-                user=user, filename=name, data=data, mime_type=att.mime_type
-            )
-            files.append(
-                {
-                    "type": _file_type(att.mime_type),
-                    "transfer_method": "local_file",
-                    "upload_file_id": uploaded["id"],
-                }
-            )
-        return files
-
 
 # ---------------------------------------------------------------------- plain helpers
 
 
 def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def _not_content(route: Route) -> set[str]:
-    """Inputs the admin mapped on purpose that are not user-written content."""
-    return {k for k, src in route.config.inputs.items() if src in ("speaker_email", "platform")}
-
-
-def _is_reset(text: str, route: Route) -> bool:
-    norm = text.strip().strip(".!").lower()
-    return bool(norm) and norm in {w.lower() for w in route.config.reset_words}
-
-
-def _build_inputs(route: Route, msg: IncomingMessage) -> dict[str, Any]:
-    limit = route.config.history_limit
-    sources: Mapping[str, str] = {
-        "speaker_id": msg.speaker.id,
-        "speaker_name": msg.speaker.name,
-        "speaker_email": msg.speaker.email or "",
-        "channel_id": msg.key.channel,
-        "channel_name": msg.channel_name or "",
-        "workspace": msg.key.workspace,
-        "platform": msg.key.platform,
-        "permalink": msg.permalink or "",
-        "history": "\n".join(msg.history[-limit:]) if limit else "",
-    }
-    return {var: sources[src] for var, src in route.config.inputs.items()}
-
-
-def _file_type(mime: str) -> str:
-    major = mime.split("/", 1)[0]
-    return {"image": "image", "audio": "audio", "video": "video"}.get(major, "document")
-
-
-def _sources(resources: list[dict[str, Any]]) -> list[Source]:
-    out: list[Source] = []
-    for i, r in enumerate(resources or []):
-        if not isinstance(r, dict):
-            continue
-        meta = r.get("doc_metadata") if isinstance(r.get("doc_metadata"), dict) else {}
-        url = (meta or {}).get("url") or (meta or {}).get("source_url")
-        score = r.get("score")
-        out.append(
-            Source(
-                position=int(r.get("position") or i + 1),
-                title=str(r.get("document_name") or r.get("title") or "Source"),
-                snippet=str(r.get("content") or "")[:300],
-                url=str(url) if url else None,
-                score=float(score) if isinstance(score, int | float) else None,
-            )
-        )
-    return out
-
-
-def _workflow_answer(streamed: str, outputs: dict[str, Any] | None, var: str | None) -> str:
-    if outputs and var:
-        value = outputs.get(var)
-        if value is not None:
-            return value if isinstance(value, str) else str(value)
-    if streamed.strip():
-        return streamed
-    if outputs:
-        return "\n".join(f"- **{k}**: {v}" for k, v in outputs.items())
-    return streamed
 
 
 def _restore(text: str, restorer: Restorer | None) -> str:
@@ -731,7 +691,7 @@ def _restore_partial(text: str, restorer: Restorer | None) -> str:
     return restorer.partial(text) if restorer else text
 
 
-def _visible(answer: _Answer, restorer: Restorer | None, e: DifyError) -> str:
+def _visible(answer: Answer, restorer: Restorer | None, e: DifyError) -> str:
     partial = getattr(e, "partial_text", None) or answer.text
     return _restore(partial or "", restorer)
 
@@ -758,6 +718,30 @@ async def _suggested(client: DifyClient, message_id: str, user: str) -> list[str
         return (await client.suggested(message_id, user=user))[:5]
     except DifyError:
         return []  # disabled for the app, or unavailable: the answer stands without them
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _conversation_name(client: DifyClient, conversation_id: str | None, user: str) -> str:
+    """Dify's (auto-generated) name of a conversation; "" when unknown or still the default."""
+    try:
+        items = await client.conversations(user=user, limit=5)
+    except DifyError as e:
+        log.info("dify.conversation_name_unavailable", error=type(e).__name__)
+        return ""
+    for item in items:
+        if item.get("id") == conversation_id:
+            name = item.get("name")
+            if isinstance(name, str) and name.strip() and name != "New conversation":
+                return name.strip()[:200]
+    return ""
+
+
+def _too_long(chars: int, limit: int) -> str:
+    return (f"That message is too long ({chars} characters); the limit is {limit}. "
+            "Please shorten it.")
 
 
 async def _safe_fail(reply: Reply, message: str, ref: str) -> None:

@@ -1,0 +1,144 @@
+"""Fold Dify stream events into one answer: text, live status line, sources, files, outputs.
+
+Every app mode ends up here: chat/agent/chatflow text deltas, workflow ``text_chunk``, agent
+thoughts and node starts (status line), ``message_replace`` (moderation), ``message_file`` and
+``message_end`` files, and workflow outputs. The pipeline only decides when to show the result.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.dify.events import (
+    AgentThought,
+    DifyEvent,
+    MessageEnd,
+    MessageFile,
+    NodeEvent,
+    StreamError,
+    TextDelta,
+    TextReplace,
+    WorkflowFinished,
+    WorkflowPaused,
+)
+from app.model import OutFile, Source
+
+# Node types whose start is worth a status line; others stay silent.
+NODE_STATUS = {
+    "knowledge-retrieval": "Searching the knowledge base…",
+    "llm": "Thinking…",
+    "http-request": "Calling {title}…",
+    "tool": "Using tool: {title}",
+    "code": "Running {title}…",
+    "agent": "Working on it: {title}…",
+    "question-classifier": "Understanding the question…",
+}
+
+
+@dataclass
+class Answer:
+    """One answer as it builds up; ``changed`` says whether the last event altered what shows."""
+
+    text: str = ""
+    status: str | None = None
+    conversation_id: str | None = None
+    message_id: str | None = None
+    task_id: str | None = None
+    usage: dict[str, Any] = field(default_factory=dict)
+    sources: list[Source] = field(default_factory=list)
+    files: list[OutFile] = field(default_factory=list)
+    outputs: dict[str, Any] | None = None
+    error: StreamError | None = None
+    workflow_status: str | None = None
+    first_text_at: float | None = None
+    changed: bool = False
+
+
+def fold(ev: DifyEvent, ans: Answer) -> bool:
+    """Apply one event to ``ans``; True when it carried the answer's first text."""
+    ans.conversation_id = ev.conversation_id or ans.conversation_id
+    ans.message_id = ev.message_id or ans.message_id
+    ans.changed = False
+    first = False
+    if isinstance(ev, TextDelta):
+        if ans.first_text_at is None:
+            ans.first_text_at = time.monotonic()
+            first = True
+        ans.text += ev.answer
+        ans.changed = True
+    elif isinstance(ev, TextReplace):
+        # Moderation replaced the answer: what was shown so far must go too.
+        ans.text = ev.answer
+        ans.changed = True
+    elif isinstance(ev, AgentThought):
+        if ev.tool:
+            ans.status = f"Using tool: {ev.tool}"
+            ans.changed = True
+    elif isinstance(ev, NodeEvent):
+        if ev.phase == "started" and ev.node_type in NODE_STATUS:
+            ans.status = NODE_STATUS[ev.node_type].format(title=ev.title or ev.node_type)
+            ans.changed = True
+    elif isinstance(ev, MessageFile):
+        if ev.belongs_to != "user" and ev.url:
+            ans.files.append(OutFile(url=ev.url, type=ev.type))
+    elif isinstance(ev, MessageEnd):
+        ans.usage = ev.usage
+        ans.sources = sources(ev.retriever_resources)
+        for f in ev.files or []:
+            url = f.get("url") or f.get("remote_url")
+            if url and not any(o.url == url for o in ans.files):
+                ans.files.append(
+                    OutFile(url=url, type=str(f.get("type", "file")),
+                            name=str(f.get("filename", "")))
+                )
+    elif isinstance(ev, WorkflowFinished):
+        ans.workflow_status = ev.status
+        ans.outputs = ev.outputs
+    elif isinstance(ev, StreamError):
+        ans.error = ev
+    elif isinstance(ev, WorkflowPaused):
+        ans.workflow_status = "paused"
+    return first
+
+
+def sources(resources: list[dict[str, Any]]) -> list[Source]:
+    """Citations from ``retriever_resources`` (malformed entries are skipped)."""
+    out: list[Source] = []
+    for i, r in enumerate(resources or []):
+        if not isinstance(r, dict):
+            continue
+        meta = r.get("doc_metadata") if isinstance(r.get("doc_metadata"), dict) else {}
+        url = (meta or {}).get("url") or (meta or {}).get("source_url")
+        score = r.get("score")
+        out.append(
+            Source(
+                position=int(r.get("position") or i + 1),
+                title=str(r.get("document_name") or r.get("title") or "Source"),
+                snippet=str(r.get("content") or "")[:300],
+                url=str(url) if url else None,
+                score=float(score) if isinstance(score, int | float) else None,
+            )
+        )
+    return out
+
+
+def workflow_answer(streamed: str, outputs: dict[str, Any] | None, var: str | None) -> str:
+    """A workflow's answer: the chosen output variable, else the streamed text, else every
+    output as a Markdown list."""
+    if outputs and var:
+        value = outputs.get(var)
+        if value is not None:
+            return value if isinstance(value, str) else str(value)
+    if streamed.strip():
+        return streamed
+    if outputs:
+        return "\n".join(f"- **{k}**: {_show(v)}" for k, v in outputs.items())
+    return streamed
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
