@@ -197,6 +197,7 @@ def route_problems(route: Route, info: dict[str, Any] | None,
                    "completion or workflow app")
             problems.append(f"route {name!r}: the Dify app is {mode!r} but the route says "
                             f"{want!r}; {fix}")
+            return problems  # input rules differ per mode: fix the mode first
     if params is not None:
         check = _inputs_check(f"route {name!r}", 0, route, params)
         if check.status == "FAIL":
