@@ -18,7 +18,7 @@ NO_SPEECH = (
     "This assistant cannot listen to voice messages (speech-to-text is off for its Dify app). "
     "Please type your question."
 )
-QUOTE_CHARS = 80
+QUOTE_CHARS = 60
 
 
 def voice_clip(msg: IncomingMessage) -> Attachment | None:
