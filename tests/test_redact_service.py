@@ -204,8 +204,15 @@ async def test_pseudonymize_without_a_key_is_a_clear_config_error(
 
 
 async def test_unknown_entity_in_route_config_is_a_config_error(service: RedactionService) -> None:
+    from pydantic import ValidationError
+
+    # The settings model refuses it when the routing file is loaded...
+    with pytest.raises(ValidationError, match="PASSPORT"):
+        RedactionConfig(entities=("PASSPORT",))
+    # ...and the service refuses a config that skipped validation.
+    unchecked = RedactionConfig.model_construct(entities=("PASSPORT",))
     with pytest.raises(ConfigError, match="unknown redaction entity type 'PASSPORT'"):
-        await service.prepare(RedactionConfig(entities=("PASSPORT",)), "x", thread())
+        await service.prepare(unchecked, "x", thread())
 
 
 async def test_inputs_and_query_share_placeholders_and_secrets_in_between_are_markers(
