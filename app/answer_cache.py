@@ -12,13 +12,19 @@ import hashlib
 import json
 import re
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from app.model import Source
+from app.model import IncomingMessage, Kind, Source
 from app.settings import Route
+from app.store import ConversationStore
+
+log = structlog.get_logger(__name__)
 
 _SPACE = re.compile(r"\s+")
 _EDGE = string.punctuation + "¿¡…“”‘’«»„"
@@ -91,4 +97,41 @@ class AnswerCache:
         await self._redis.set(key, json.dumps(body, ensure_ascii=False), ex=ttl)
 
 
-__all__ = ["AnswerCache", "CachedAnswer", "cacheable", "normalize_question"]
+@dataclass(frozen=True, slots=True)
+class CachePlan:
+    """How one message uses the cache: ``one_shot`` turns store no conversation; after a miss
+    the answer is stored under ``question``; ``hit`` answers without Dify."""
+
+    one_shot: bool = False
+    question: str | None = None
+    hit: CachedAnswer | None = None
+
+
+async def plan(
+    cache: AnswerCache,
+    store: ConversationStore,
+    route: Route,
+    msg: IncomingMessage,
+    *,
+    found_entities: bool,
+    count: Callable[[str], None],
+) -> CachePlan:
+    """Decide for one message: only slash commands on a route with the cache on and no
+    conversation in the thread; ``count("hit"|"miss")`` feeds the metrics. Redis trouble
+    means "no cache", never a failed answer."""
+    if msg.kind is not Kind.COMMAND or route.config.answer_cache_ttl <= 0:
+        return CachePlan()
+    try:
+        if await store.get_conversation(msg.key) is not None:
+            return CachePlan()  # the thread has context: a cached answer would ignore it
+        if msg.attachments or not cacheable(route, found_entities=found_entities):
+            return CachePlan(one_shot=True)
+        hit = await cache.get(route.name, msg.text)
+    except RedisError as e:
+        log.warning("answer_cache.unavailable", error=type(e).__name__)
+        return CachePlan(one_shot=True)
+    count("hit" if hit else "miss")
+    return CachePlan(one_shot=True, question=None if hit else msg.text, hit=hit)
+
+
+__all__ = ["AnswerCache", "CachePlan", "CachedAnswer", "cacheable", "normalize_question", "plan"]

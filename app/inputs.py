@@ -44,6 +44,12 @@ def is_reset(text: str, route: Route) -> bool:
     return bool(norm) and norm in {w.lower() for w in route.config.reset_words}
 
 
+def too_long(chars: int, limit: int) -> str:
+    """The refusal for a question over ``MAX_MESSAGE_CHARS``."""
+    return (f"That message is too long ({chars} characters); the limit is {limit}. "
+            "Please shorten it.")
+
+
 def check_inputs(
     route: Route, inputs: dict[str, Any], query: str, params: AppParams
 ) -> str | None:
@@ -87,4 +93,4 @@ def check_inputs(
     return None
 
 
-__all__ = ["build_inputs", "check_inputs", "is_reset", "not_content"]
+__all__ = ["build_inputs", "check_inputs", "is_reset", "not_content", "too_long"]

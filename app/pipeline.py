@@ -14,12 +14,18 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import structlog
 from redis.exceptions import RedisError
 
+from app.answer_cache import AnswerCache
+from app.answer_cache import plan as plan_cache
+from app.answer_extras import chat_extras, hint, stream_error
+from app.answer_fold import Answer, fold, workflow_answer
+from app.appcheck import AppParams, ParamsCache
+from app.attachments import check_files, upload_files
 from app.dify.client import DifyClient, DifyClientPool
 from app.dify.errors import (
     CircuitOpen,
@@ -27,15 +33,11 @@ from app.dify.errors import (
     DifyError,
     StreamIncomplete,
 )
-from app.dify.events import DifyEvent, StreamError
+from app.dify.events import DifyEvent
 from app.errors import ConfigError, UserFacingError
 from app.inflight import INTERRUPTED, InflightRegistry
+from app.inputs import build_inputs, check_inputs, is_reset, not_content, too_long
 from app.metrics import Metrics
-from app.answer_cache import AnswerCache, cacheable
-from app.answer_fold import Answer, fold, workflow_answer
-from app.appcheck import AppParams, ParamsCache
-from app.attachments import check_files, upload_files
-from app.inputs import build_inputs, check_inputs, is_reset, not_content
 from app.model import (
     IncomingMessage,
     Kind,
@@ -51,7 +53,7 @@ from app.store import LockTimeout, RedisStore
 from app.streaming import BudgetRegistry, EditScheduler, deliver_final
 from app.tasks import spawn
 from app.tracing import span
-from app.voice import quote, transcribe, voice_clip
+from app.voice import as_question, quote, voice_clip
 
 log = structlog.get_logger(__name__)
 
@@ -122,7 +124,9 @@ class Bridge:
 
     # ------------------------------------------------------------------ public seam for adapters
 
-    def submit(self, msg: IncomingMessage, reply: Reply, limits: PlatformLimits) -> asyncio.Task[None]:
+    def submit(
+        self, msg: IncomingMessage, reply: Reply, limits: PlatformLimits
+    ) -> asyncio.Task[None]:
         """Answer ``msg`` in the background and return at once (adapters ack first)."""
         task = spawn(self.handle(msg, reply, limits), name=f"answer-{msg.key.log_id}")
         self._active.add(task)
@@ -136,7 +140,7 @@ class Bridge:
     def stop_accepting(self) -> None:
         self._accepting = False
 
-    async def drain(self, timeout: float) -> int:
+    async def drain(self, timeout: float) -> int:  # noqa: ASYNC109 - a grace period, not a call timeout
         """Wait up to ``timeout`` for streaming answers, then interrupt the rest (each tells its
         user to ask again). Returns how many had to be interrupted."""
         pending = set(self._active)
@@ -245,7 +249,7 @@ class Bridge:
             return
         structlog.contextvars.bind_contextvars(route=route.name)
         if len(msg.text) > self.settings.max_message_chars:
-            await reply.fail(_too_long(len(msg.text), self.settings.max_message_chars), ref=ref)
+            await reply.fail(too_long(len(msg.text), self.settings.max_message_chars), ref=ref)
             return
         if self.limiter is not None:
             refusal = await self.limiter.check(msg, route)
@@ -265,28 +269,19 @@ class Bridge:
         params = await self._params_for(route, msg)
         started = False
         clip = voice_clip(msg)
-        transcript: str | None = None
         if clip is not None:
             # Transcription takes seconds: show progress first.
             await reply.start(limits.placeholder)
             started = True
             try:
                 with span("dify.audio_to_text"):
-                    transcript = await transcribe(
-                        self.client_for(route), msg.key.dify_user(), clip, params
-                    )
+                    msg = await as_question(self.client_for(route), msg, clip, params,
+                                            max_chars=self.settings.max_message_chars)
             except UserFacingError as e:
                 log.info("voice.refused", reason=e.user_message[:60])
                 await reply.fail(e.user_message, ref=ref)
                 return
-            log.info("voice.transcribed", chars=len(transcript))
-            if len(transcript) > self.settings.max_message_chars:
-                await reply.fail(
-                    _too_long(len(transcript), self.settings.max_message_chars), ref=ref
-                )
-                return
-            rest = tuple(a for a in msg.attachments if a is not clip)
-            msg = replace(msg, text=transcript, attachments=rest)
+            log.info("voice.transcribed", chars=len(msg.text))
         if params is not None:
             problem = check_files(msg.attachments, params.files)
             if problem:
@@ -327,7 +322,7 @@ class Bridge:
                 await reply.fail(problem, ref=ref)
                 return
         turn = _Turn(msg, reply, limits, route, prepared, ref, inputs, params=params)
-        if transcript is not None:
+        if clip is not None:
             turn.notices.append(quote(_restore(prepared.query, prepared.restorer)))
         notice = self.redaction.notice(prepared) if route.config.redaction.notify else None
         if notice:
@@ -352,33 +347,20 @@ class Bridge:
     async def _from_cache(self, turn: _Turn, started: bool) -> bool:
         """Slash command + cache on: answer from the cache (True) or mark the turn one-shot."""
         msg, route = turn.msg, turn.route
-        ttl = route.config.answer_cache_ttl
-        if msg.kind is not Kind.COMMAND or ttl <= 0:
+        cache = await plan_cache(
+            self.answer_cache, self.store, route, msg,
+            found_entities=bool(turn.prepared.found),
+            count=lambda result: self.metrics.cache.labels(route.name, result).inc(),
+        )
+        turn.one_shot, turn.cache_question = cache.one_shot, cache.question
+        if cache.hit is None:
             return False
-        try:
-            if await self.store.get_conversation(msg.key) is not None:
-                return False  # the thread has context: a cached answer would ignore it
-            turn.one_shot = True
-            if msg.attachments or not cacheable(route, found_entities=bool(turn.prepared.found)):
-                return False
-            hit = await self.answer_cache.get(route.name, msg.text)
-        except RedisError as e:
-            log.warning("answer_cache.unavailable", error=type(e).__name__)
-            return False
-        if hit is None:
-            self.metrics.cache.labels(route.name, "miss").inc()
-            turn.cache_question = msg.text
-            return False
-        self.metrics.cache.labels(route.name, "hit").inc()
-        log.info("answer_cache.hit", chars=len(hit.text))
+        log.info("answer_cache.hit", chars=len(cache.hit.text))
         if not started:
             await turn.reply.start(turn.limits.placeholder)
-        extras = ReplyExtras(
-            sources=list(hit.sources) if route.config.show_sources else [],
-            notices=list(turn.notices),
-            route=route.name,
-        )
-        await turn.reply.finish(hit.text, extras)
+        sources = list(cache.hit.sources) if route.config.show_sources else []
+        extras = ReplyExtras(sources=sources, notices=list(turn.notices), route=route.name)
+        await turn.reply.finish(cache.hit.text, extras)
         self.metrics.answers.labels(msg.key.platform, "ok").inc()
         return True
 
@@ -485,7 +467,7 @@ class Bridge:
             await self.store.redis.delete(self.store.k(msg.key, "task"))
         await scheduler.close()
         if answer.error is not None:
-            err = _stream_error(answer.error)
+            err = stream_error(answer.error)
             await self._fail(turn, _restore(answer.text, turn.prepared.restorer), err)
             return
         await self._finish(client, turn, answer, started, budget)
@@ -639,21 +621,16 @@ class Bridge:
     async def _chat_extras(
         self, client: DifyClient, turn: _Turn, answer: Answer, extras: ReplyExtras
     ) -> None:
-        """Suggested follow-ups and, on a new conversation's first answer, Dify's name for it.
-
-        Both are read side by side; either may fail without touching the answer."""
-        route, user = turn.route, turn.msg.key.dify_user()
+        """Suggested follow-ups and, on a new conversation's first answer, Dify's name for it."""
+        route = turn.route
         if not route.config.dify.mode.is_chat or not answer.message_id:
             return
-        want_name = turn.new_conversation and answer.conversation_id is not None
-        suggested, name = await asyncio.gather(
-            _suggested(client, answer.message_id, user)
-            if route.config.suggested_questions else _nothing(),
-            _conversation_name(client, answer.conversation_id, user)
-            if want_name else _nothing(),
+        extras.suggested, name = await chat_extras(
+            client, user=turn.msg.key.dify_user(), message_id=answer.message_id,
+            conversation_id=answer.conversation_id,
+            want_suggested=route.config.suggested_questions, want_name=turn.new_conversation,
         )
-        extras.suggested = list(suggested or [])
-        if isinstance(name, str) and name:
+        if name:
             extras.conversation_name = name
             try:
                 await self.store.set_conversation_name(turn.msg.key, name)
@@ -669,7 +646,7 @@ class Bridge:
             error=kind,
             status=getattr(e, "status", None),
             code=getattr(e, "code", ""),
-            hint=_hint(e),
+            hint=hint(e),
         )
         text = turn.route.config.fallback_text if isinstance(e, CircuitOpen) else e.user_message
         message = f"{partial}\n\n⚠️ {text}" if partial.strip() else text
@@ -694,54 +671,6 @@ def _restore_partial(text: str, restorer: Restorer | None) -> str:
 def _visible(answer: Answer, restorer: Restorer | None, e: DifyError) -> str:
     partial = getattr(e, "partial_text", None) or answer.text
     return _restore(partial or "", restorer)
-
-
-def _stream_error(ev: StreamError) -> DifyError:
-    from app.dify.errors import DifyStreamError
-
-    return DifyStreamError(ev.message, status=ev.status, code=ev.code)
-
-
-def _hint(e: DifyError) -> str:
-    code = getattr(e, "code", "") or ""
-    if code.startswith("provider_") or code == "completion_request_error":
-        return "check the model provider credentials and quota in Dify"
-    if getattr(e, "status", None) in (401, 403):
-        return "check the route's Dify API key (dify-bridge doctor)"
-    if code in ("not_chat_app", "not_workflow_app", "app_unavailable"):
-        return "the route's dify.mode does not match the Dify app's mode"
-    return ""
-
-
-async def _suggested(client: DifyClient, message_id: str, user: str) -> list[str]:
-    try:
-        return (await client.suggested(message_id, user=user))[:5]
-    except DifyError:
-        return []  # disabled for the app, or unavailable: the answer stands without them
-
-
-async def _nothing() -> None:
-    return None
-
-
-async def _conversation_name(client: DifyClient, conversation_id: str | None, user: str) -> str:
-    """Dify's (auto-generated) name of a conversation; "" when unknown or still the default."""
-    try:
-        items = await client.conversations(user=user, limit=5)
-    except DifyError as e:
-        log.info("dify.conversation_name_unavailable", error=type(e).__name__)
-        return ""
-    for item in items:
-        if item.get("id") == conversation_id:
-            name = item.get("name")
-            if isinstance(name, str) and name.strip() and name != "New conversation":
-                return name.strip()[:200]
-    return ""
-
-
-def _too_long(chars: int, limit: int) -> str:
-    return (f"That message is too long ({chars} characters); the limit is {limit}. "
-            "Please shorten it.")
 
 
 async def _safe_fail(reply: Reply, message: str, ref: str) -> None:

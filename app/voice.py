@@ -7,11 +7,14 @@ so the asker sees what was understood.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from app.appcheck import AppParams
 from app.attachments import is_voice
 from app.dify.client import DifyClient
 from app.dify.errors import DifyError
 from app.errors import UserFacingError
+from app.inputs import too_long
 from app.model import Attachment, IncomingMessage
 
 NO_SPEECH = (
@@ -31,7 +34,7 @@ def voice_clip(msg: IncomingMessage) -> Attachment | None:
 async def transcribe(
     client: DifyClient, user: str, clip: Attachment, params: AppParams | None
 ) -> str:
-    """The clip's words; :class:`UserFacingError` with a plain sentence when that is not possible."""
+    """The clip's words; :class:`UserFacingError` with a plain sentence when that fails."""
     if params is None or not params.speech_to_text:
         raise UserFacingError(NO_SPEECH, kind="voice")
     if clip.fetch is None:
@@ -63,6 +66,22 @@ async def transcribe(
     return text
 
 
+async def as_question(
+    client: DifyClient,
+    msg: IncomingMessage,
+    clip: Attachment,
+    params: AppParams | None,
+    *,
+    max_chars: int,
+) -> IncomingMessage:
+    """``msg`` with the clip's transcript as its text and the clip taken off its attachments."""
+    text = await transcribe(client, msg.key.dify_user(), clip, params)
+    if len(text) > max_chars:
+        raise UserFacingError(too_long(len(text), max_chars), kind="voice")
+    rest = tuple(a for a in msg.attachments if a is not clip)
+    return replace(msg, text=text, attachments=rest)
+
+
 def quote(transcript: str) -> str:
     """The short notice under the answer: 🎙️ "what is our holiday policy…"."""
     one_line = " ".join(transcript.split())
@@ -70,4 +89,4 @@ def quote(transcript: str) -> str:
     return f'🎙️ "{cut}"'
 
 
-__all__ = ["NO_SPEECH", "quote", "transcribe", "voice_clip"]
+__all__ = ["NO_SPEECH", "as_question", "quote", "transcribe", "voice_clip"]

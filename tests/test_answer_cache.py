@@ -25,6 +25,11 @@ def cache_count(svc: Any, route: str, result: str) -> float:
     return value or 0.0
 
 
+async def cache_keys(svc: Any) -> list[Any]:
+    pattern = f"{svc.settings.redis_key_prefix}:acache:*"
+    return [k async for k in svc.store.redis.scan_iter(match=pattern)]
+
+
 def test_questions_that_differ_only_in_case_spacing_and_end_punctuation_are_the_same() -> None:
     assert normalize_question("  How do I reset my   PASSWORD?? ") == (
         normalize_question("how do i reset my password")
@@ -46,7 +51,7 @@ async def test_the_same_slash_command_question_is_answered_from_the_cache_withou
     assert [s.title for s in again.extras.sources] == ["IT handbook"]
     assert len(calls(fake_dify, dify_app, "/chat-messages")) == 1
     assert cache_count(svc, "faq", "miss") == 1 and cache_count(svc, "faq", "hit") == 1
-    keys = [k async for k in svc.store.redis.scan_iter(match=f"{svc.settings.redis_key_prefix}:acache:*")]
+    keys = await cache_keys(svc)
     assert len(keys) == 1 and 0 < await svc.store.redis.ttl(keys[0]) <= 120
 
 
@@ -104,7 +109,7 @@ async def test_questions_with_personal_data_are_never_cached(
     await ask(svc, message(new_thread(), q, kind=Kind.COMMAND))
     await ask(svc, message(new_thread(), q, kind=Kind.COMMAND))
     assert len(calls(fake_dify, dify_app, "/chat-messages")) == 2
-    keys = [k async for k in svc.store.redis.scan_iter(match=f"{svc.settings.redis_key_prefix}:acache:*")]
+    keys = await cache_keys(svc)
     assert keys == []
 
 

@@ -10,7 +10,9 @@ from app.settings import DifyAppConfig, Route, RouteConfig
 from tests.test_app_modes import ask, calls, message, new_thread
 
 
-def text_input(var: str, *, required: bool = False, max_length: int | None = None) -> dict[str, Any]:
+def text_input(
+    var: str, *, required: bool = False, max_length: int | None = None
+) -> dict[str, Any]:
     spec: dict[str, Any] = {"variable": var, "label": var.title(), "required": required}
     if max_length:
         spec["max_length"] = max_length
