@@ -18,6 +18,7 @@ import structlog
 
 from app.dify.client import DifyClientPool
 from app.dify.errors import DifyError
+
 # The doctor's input rules, so start-up and `dify-bridge doctor` never disagree.
 from app.doctor import _inputs_check
 from app.settings import AppMode, Route
@@ -155,6 +156,10 @@ class ParamsCache:
         self._clock = clock
         self._entries: dict[tuple[str, str, str], tuple[float, AppParams]] = {}
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+
+    def clear(self) -> None:
+        """Forget every cached answer (after a config reload, or an app changed in Dify)."""
+        self._entries.clear()
 
     async def get(self, route: Route) -> AppParams | None:
         """The app's parameters, or None when Dify could not say (the call then goes ahead and

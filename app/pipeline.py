@@ -1,7 +1,9 @@
 """The bridge pipeline: the only orchestrator between adapters, Dify and Redis.
 
-dedup -> route -> limits -> redact -> placeholder -> thread lock -> conversation lookup -> Dify
-stream -> edit scheduler -> store the conversation id as soon as it is known -> final answer.
+dedup -> route -> limits -> preflight (voice, files, inputs, redaction: app/preflight.py) ->
+answer cache -> placeholder -> thread lock -> conversation lookup -> Dify stream (every app mode)
+-> edit scheduler -> store the conversation id as soon as it is known -> final answer (with
+suggestions and, on a conversation's first answer, its Dify name).
 
 Every failure ends in ``reply.fail`` with plain words and a reference id that is also logged, so a
 user is never left looking at a placeholder.
@@ -25,7 +27,7 @@ from app.answer_cache import plan as plan_cache
 from app.answer_extras import chat_extras, hint, stream_error
 from app.answer_fold import Answer, fold, workflow_answer
 from app.appcheck import AppParams, ParamsCache
-from app.attachments import check_files, upload_files
+from app.attachments import upload_files
 from app.dify.client import DifyClient, DifyClientPool
 from app.dify.errors import (
     CircuitOpen,
@@ -34,9 +36,9 @@ from app.dify.errors import (
     StreamIncomplete,
 )
 from app.dify.events import DifyEvent
-from app.errors import ConfigError, UserFacingError
+from app.errors import UserFacingError
 from app.inflight import INTERRUPTED, InflightRegistry
-from app.inputs import build_inputs, check_inputs, is_reset, not_content, too_long
+from app.inputs import is_reset, too_long
 from app.metrics import Metrics
 from app.model import (
     IncomingMessage,
@@ -46,6 +48,7 @@ from app.model import (
     ReplyExtras,
     ThreadKey,
 )
+from app.preflight import Preflight
 from app.redact import Prepared, RedactionService, Restorer
 from app.routing import Router
 from app.settings import AppMode, Route, Settings
@@ -53,7 +56,6 @@ from app.store import LockTimeout, RedisStore
 from app.streaming import BudgetRegistry, EditScheduler, deliver_final
 from app.tasks import spawn
 from app.tracing import span
-from app.voice import as_question, quote, voice_clip
 
 log = structlog.get_logger(__name__)
 
@@ -121,6 +123,10 @@ class Bridge:
         self._accepting = True
         self.params = ParamsCache(dify)
         self.answer_cache = AnswerCache(store.redis, store.prefix)
+        self.preflight = Preflight(
+            params=self.params, redaction=redaction, metrics=metrics,
+            client_for=self.client_for, max_chars=settings.max_message_chars,
+        )
 
     # ------------------------------------------------------------------ public seam for adapters
 
@@ -266,67 +272,12 @@ class Bridge:
             )
             log.info("conversation.reset")
             return
-        params = await self._params_for(route, msg)
-        started = False
-        clip = voice_clip(msg)
-        if clip is not None:
-            # Transcription takes seconds: show progress first.
-            await reply.start(limits.placeholder)
-            started = True
-            try:
-                with span("dify.audio_to_text"):
-                    msg = await as_question(self.client_for(route), msg, clip, params,
-                                            max_chars=self.settings.max_message_chars)
-            except UserFacingError as e:
-                log.info("voice.refused", reason=e.user_message[:60])
-                await reply.fail(e.user_message, ref=ref)
-                return
-            log.info("voice.transcribed", chars=len(msg.text))
-        if params is not None:
-            problem = check_files(msg.attachments, params.files)
-            if problem:
-                log.info("files.refused", count=len(msg.attachments))
-                await reply.fail(problem, ref=ref)
-                return
-        inputs = build_inputs(route, msg)
-        redact_extra = {k: str(v) for k, v in inputs.items() if k not in not_content(route)}
-        for i, att in enumerate(msg.attachments):
-            redact_extra[f"__file{i}"] = att.name
-        try:
-            with span("bridge.redact", mode=route.config.redaction.mode.value):
-                prepared = await self.redaction.prepare(
-                    route.config.redaction, msg.text, msg.key, extra=redact_extra
-                )
-        except ConfigError as e:
-            log.error("redaction.misconfigured", detail=str(e))
-            await reply.fail(
-                "This channel's privacy settings are misconfigured, so nothing was sent. "
-                "Please tell your admin.",
-                ref=ref,
-            )
+        ready = await self.preflight.run(msg, route, reply, limits, ref)
+        if ready is None:
             return
-        for etype, count in prepared.found.items():
-            self.metrics.redacted.labels(etype).inc(count)
-        if prepared.found:
-            log.info("redaction.applied", found=dict(prepared.found), blocked=prepared.blocked)
-        if prepared.blocked:
-            await reply.fail(self.redaction.block_message(prepared), ref=ref)
-            return
-        for k in list(inputs):
-            if k in prepared.extra:
-                inputs[k] = prepared.extra[k]
-        if params is not None:
-            problem = check_inputs(route, inputs, prepared.query, params)
-            if problem:
-                log.info("inputs.refused")
-                await reply.fail(problem, ref=ref)
-                return
-        turn = _Turn(msg, reply, limits, route, prepared, ref, inputs, params=params)
-        if clip is not None:
-            turn.notices.append(quote(_restore(prepared.query, prepared.restorer)))
-        notice = self.redaction.notice(prepared) if route.config.redaction.notify else None
-        if notice:
-            turn.notices.append(notice)
+        msg, started = ready.msg, ready.started
+        turn = _Turn(msg, reply, limits, route, ready.prepared, ref, ready.inputs,
+                     notices=ready.notices, params=ready.params)
         if await self._from_cache(turn, started):
             return
         if not started:
@@ -335,14 +286,6 @@ class Bridge:
         await self.store.mark_known(msg.key)
         async with self._recorded(msg, reply):
             await self._locked_turn(turn)
-
-    async def _params_for(self, route: Route, msg: IncomingMessage) -> AppParams | None:
-        """The app's parameters when this message needs them (inputs, files, voice, workflow);
-        plain chat questions skip the lookup."""
-        if not (route.config.inputs or msg.attachments
-                or route.config.dify.mode is AppMode.WORKFLOW):
-            return None
-        return await self.params.get(route)
 
     async def _from_cache(self, turn: _Turn, started: bool) -> bool:
         """Slash command + cache on: answer from the cache (True) or mark the turn one-shot."""

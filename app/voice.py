@@ -35,7 +35,8 @@ async def transcribe(
     client: DifyClient, user: str, clip: Attachment, params: AppParams | None
 ) -> str:
     """The clip's words; :class:`UserFacingError` with a plain sentence when that fails."""
-    if params is None or not params.speech_to_text:
+    # Parameters unknown (Dify did not say): try, and let Dify refuse if it must.
+    if params is not None and not params.speech_to_text:
         raise UserFacingError(NO_SPEECH, kind="voice")
     if clip.fetch is None:
         raise UserFacingError("I could not download the voice message. Please try again.",

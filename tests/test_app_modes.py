@@ -263,7 +263,7 @@ async def test_a_file_the_app_does_not_accept_gets_a_clear_message_and_no_dify_c
     assert reply.error is not None
     assert "does not accept document files" in reply.error and "policy.pdf" in reply.error
     dify_app.file_upload = {"enabled": False}
-    svc.bridge.params = type(svc.bridge.params)(svc.dify)  # the app changed: forget the cache
+    svc.bridge.params.clear()  # the app changed in Dify: forget what it said before
     reply = await ask(svc, message(new_thread(), "summarise this", attachments=(pdf,)))
     assert reply.error is not None and "does not accept files" in reply.error
     assert calls(fake_dify, dify_app, "/chat-messages") == []
