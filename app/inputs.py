@@ -56,18 +56,16 @@ def check_inputs(
     """Fit ``inputs`` to the app's form; return a message for the user if they cannot fit.
 
     ``history`` values longer than the field allows are cut to their newest part (context,
-    not a value anyone typed); every other problem is reported. For workflows the message text
-    itself is the ``query_variable`` input and gets the same checks.
+    not a value anyone typed); every other problem is reported. For workflow and completion
+    apps the message text itself is the ``query_variable`` input and gets the same checks.
     """
     values: dict[str, Any] = dict(inputs)
-    if route.config.dify.mode is AppMode.WORKFLOW:
-        values[route.config.dify.query_variable] = query
+    takes_query = route.config.dify.mode in (AppMode.WORKFLOW, AppMode.COMPLETION)
+    if takes_query:
+        values.setdefault(route.config.dify.query_variable, query)
     for f in params.form:
         value = values.get(f.variable)
-        is_query = (
-            route.config.dify.mode is AppMode.WORKFLOW
-            and f.variable == route.config.dify.query_variable
-        )
+        is_query = takes_query and f.variable == route.config.dify.query_variable
         if f.required and (value is None or value == ""):
             if is_query:
                 return "Please write a question: this assistant needs some text to work on."

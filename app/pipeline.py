@@ -440,8 +440,11 @@ class Bridge:
                 auto_generate_name=conversation_id is None and not turn.one_shot,
             )
         elif mode is AppMode.COMPLETION:
+            # Completion apps read the text from their form's query variable (Dify drops the
+            # key if the form has no such variable); the legacy ``query`` field goes too.
+            qv = route.config.dify.query_variable
             events = client.completion_stream(
-                query=query, user=user, inputs=turn.inputs, files=turn.files
+                query=query, user=user, inputs={qv: query, **turn.inputs}, files=turn.files
             )
         else:
             wf_inputs = {**turn.inputs, route.config.dify.query_variable: query}

@@ -88,7 +88,10 @@ def calls(fake: Any, app: Any, path: str) -> list[Any]:
 async def test_a_completion_app_answers_each_message_on_its_own(
     make_service: Any, fake_dify: Any
 ) -> None:
-    app = fake_dify.add_app("app-" + uuid.uuid4().hex[:12], mode="completion")
+    app = fake_dify.add_app(
+        "app-" + uuid.uuid4().hex[:12], mode="completion",
+        user_input_form=[{"paragraph": {"variable": "query", "label": "Query", "required": True}}],
+    )
     svc = await make_service({"DIFY_API_KEY": app.api_key},
                              bridge_yaml=route_yaml(mode="completion"))
     t = new_thread()
@@ -97,7 +100,9 @@ async def test_a_completion_app_answers_each_message_on_its_own(
     assert first.final == "You said: write a haiku about tea"
     assert second.final == "You said: and one about coffee"
     sent = calls(fake_dify, app, "/completion-messages")
-    assert [c.json["query"] for c in sent] == ["write a haiku about tea", "and one about coffee"]
+    assert [c.json["inputs"]["query"] for c in sent] == [
+        "write a haiku about tea", "and one about coffee"
+    ]
     # One-shot: nothing links the second message to the first.
     assert all("conversation_id" not in c.json for c in sent)
     assert await svc.store.get_conversation(t) is None
