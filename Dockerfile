@@ -18,6 +18,8 @@ RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin bridg
     && chown -R bridge /data
 WORKDIR /app
 COPY config/bridge.example.yaml /app/config/bridge.example.yaml
+# `dify-bridge manifest ...` reads the Slack manifest and Teams package from here.
+COPY manifests /app/manifests
 USER 10001
 EXPOSE 3000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \

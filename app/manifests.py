@@ -62,6 +62,9 @@ SLACK_EVENT_SCOPES: dict[str, str] = {
     "message.mpim": "mpim:history",
 }
 
+# Need no scope; they let the bridge forget a workspace that uninstalled the app (OAuth installs).
+SLACK_LIFECYCLE_EVENTS: tuple[str, ...] = ("app_uninstalled", "tokens_revoked")
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -126,7 +129,7 @@ def default_slack_manifest(*, command: str = "/ask") -> dict[str, Any]:
         },
         "oauth_config": {"scopes": {"bot": [*SLACK_SCOPES, *SLACK_EMAIL_SCOPES]}},
         "settings": {
-            "event_subscriptions": {"request_url": url, "bot_events": list(SLACK_EVENT_SCOPES)},
+            "event_subscriptions": {"request_url": url, "bot_events": [*SLACK_EVENT_SCOPES, *SLACK_LIFECYCLE_EVENTS]},
             "interactivity": {"is_enabled": True, "request_url": url},
             "org_deploy_enabled": False,
             "socket_mode_enabled": False,
@@ -295,6 +298,10 @@ def check_slack_manifest(
         if event not in events:
             p.append(Problem("/settings/event_subscriptions/bot_events", f"event {event} is not "
                              "subscribed", f"add {event} (needs scope {scope})"))
+    for event in SLACK_LIFECYCLE_EVENTS:
+        if event not in events:
+            p.append(Problem("/settings/event_subscriptions/bot_events", f"event {event} is not "
+                             "subscribed", f"add {event} so uninstalls are noticed", "warning"))
     if _get(m, "settings", "interactivity", "is_enabled") is not True:
         p.append(Problem("/settings/interactivity/is_enabled", "interactivity is off: feedback "
                          "and suggestion buttons will fail", "set is_enabled: true"))

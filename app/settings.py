@@ -301,6 +301,16 @@ class Settings(BaseSettings):
         False,
         description="Local mode without an app id (Emulator, tests): loopback serviceUrls only.",
     )
+    microsoft_token_url: str | None = Field(
+        None,
+        description="Override the Entra ID token endpoint for outgoing Teams calls (tests, "
+        "sovereign clouds). Default: login.microsoftonline.com for the tenant.",
+    )
+    teams_tenant_rps: float = Field(
+        28.0, ge=0.5, le=1000,
+        description="Bot Connector calls per second per tenant from this process (Teams allows "
+        "30 per app per tenant: divide between replicas).",
+    )
     teams_openid_metadata_url: str = Field(
         "https://login.botframework.com/v1/.well-known/openidconfiguration",
         description="Where inbound JWT signing keys are found.",

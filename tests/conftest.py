@@ -124,4 +124,28 @@ async def make_service(redis_url: str, fake_dify: Any) -> AsyncIterator[MakeServ
         yield factory
     finally:
         for s in started:
-            await s.stop(grace=2)
+            try:
+                await s.stop(grace=2)
+            except Exception as e:  # one failing stop must not leave the others running
+                print(f"service stop failed: {e!r}")
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session", autouse=True)
+async def _no_stray_tasks() -> AsyncIterator[None]:
+    """At the end of the session, name any task a test left running, then cancel it with a bound.
+
+    Left-over tasks would otherwise make the event loop's shutdown wait forever.
+    """
+    import asyncio
+    import sys
+
+    yield
+    current = asyncio.current_task()
+    stray = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    for t in stray:
+        frames = t.get_stack(limit=3)
+        where = frames[-1].f_code.co_qualname if frames else "?"
+        print(f"\nstray task at session end: {t.get_name()} in {where}", file=sys.stderr)
+        t.cancel()
+    if stray:
+        await asyncio.wait(stray, timeout=5)

@@ -73,7 +73,8 @@ def test_shipped_slack_manifest_asks_only_for_the_scopes_the_features_need() -> 
                       "mpim:history", "channels:history", "groups:history", "commands",
                       "files:read", "files:write", "users:read", "users:read.email"}
     assert set(m["settings"]["event_subscriptions"]["bot_events"]) == {
-        "app_mention", "message.im", "message.mpim", "message.channels", "message.groups"}
+        "app_mention", "message.im", "message.mpim", "message.channels", "message.groups",
+        "app_uninstalled", "tokens_revoked"}
     # No reactions, no user scopes, no admin scopes.
     assert "user" not in m["oauth_config"]["scopes"]
 
