@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -36,6 +36,7 @@ from adapters.slack._auth import (
 )
 from adapters.slack._handlers import SlackHandlers
 from adapters.slack._webapi import SlackApi, make_client
+from app.errors import PlatformError
 from app.model import PlatformLimits
 from app.tasks import spawn
 
@@ -144,6 +145,30 @@ class SlackAdapter:
         self._socket: AsyncSocketModeHandler | None = None
         self._queue: asyncio.Queue[Callable[[], AsyncBoltRequest]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+
+    async def resume(self, token: Mapping[str, str], text: str) -> None:
+        """Close an answer whose replica died: edit its placeholder, else post in its thread."""
+        team, channel = token.get("team", ""), token.get("channel", "")
+        thread_ts, ts = token.get("thread_ts", ""), token.get("ts", "")
+        if not channel or not thread_ts:
+            return
+        api = self.handlers.api(await self._bot_token(team))
+        if ts:
+            try:
+                await api.call("chat.update", channel=channel, ts=ts, text=text, blocks=[])
+                return
+            except PlatformError as e:  # deleted meanwhile: say it in the thread instead
+                log.info("slack.resume_update_failed", code=getattr(e, "code", ""))
+        await api.call("chat.postMessage", channel=channel, thread_ts=thread_ts, text=text)
+
+    async def _bot_token(self, team: str) -> str | None:
+        if self._single is not None:
+            result = await self._single.warm()
+            return result.bot_token if result else None
+        if self.installations is not None:
+            bot = await self.installations.async_find_bot(enterprise_id=None, team_id=team)
+            return bot.bot_token if bot else None
+        return None
 
     def _register(self, command: str) -> None:
         app, h = self.bolt, self.handlers

@@ -106,6 +106,15 @@ class SlackReply:
         self._streams = streams
         self._appends = appends
 
+    def resume_token(self) -> dict[str, str]:
+        """Ids another replica needs to close this answer if our process dies (no text)."""
+        return {
+            "team": self._team,
+            "channel": self._channel,
+            "thread_ts": self._thread_ts,
+            "ts": self._ts[0] if self._ts else "",
+        }
+
     @property
     def message_ts(self) -> list[str]:
         """The ts of every message this answer occupies (first is the placeholder)."""
