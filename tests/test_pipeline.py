@@ -282,3 +282,33 @@ async def test_message_too_long_is_refused_before_dify(
     reply = await ask(svc, message(new_thread(), "x" * 11))
     assert reply.error is not None and "too long" in reply.error
     assert chat_calls(fake_dify, dify_app) == []
+
+
+async def test_dify_silent_before_the_first_byte_gets_a_clear_message_within_the_timeout(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    dify_app.faults.append(Fault.slow_first_byte(5))
+    svc = await make_service({
+        "DIFY_API_KEY": dify_app.api_key, "DIFY_MAX_RETRIES": "0",
+        "DIFY_FIRST_EVENT_TIMEOUT": "0.5",
+    })
+    started = time.monotonic()
+    reply = await ask(svc, message(new_thread(), "hello?"))
+    assert reply.error is not None and "took too long" in reply.error
+    assert time.monotonic() - started < 4  # within the configured timeout, not Dify's 5 s
+
+
+async def test_a_stream_that_goes_silent_midway_ends_with_the_text_so_far_and_a_message(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    dify_app.answer = "Half of the answer and then silence."
+    dify_app.chunk_size = 6
+    dify_app.faults.append(Fault.stall(after_chunks=2, seconds=5))
+    svc = await make_service({
+        "DIFY_API_KEY": dify_app.api_key, "DIFY_MAX_RETRIES": "0", "DIFY_IDLE_TIMEOUT": "0.5",
+    })
+    reply = await ask(svc, message(new_thread(), "q"))
+    assert reply.final is None
+    assert reply.error is not None
+    assert reply.error.startswith("Half of")  # what was shown stays...
+    assert "took too long" in reply.error  # ...followed by what happened
