@@ -157,6 +157,11 @@ class ParamsCache:
         self._entries: dict[tuple[str, str, str], tuple[float, AppParams]] = {}
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
 
+    def fresh(self, route: Route) -> bool:
+        """True when :meth:`get` would answer from memory, without calling Dify."""
+        hit = self._entries.get((route.name, route.base_url, route.api_key))
+        return bool(hit and hit[0] > self._clock())
+
     def clear(self) -> None:
         """Forget every cached answer (after a config reload, or an app changed in Dify)."""
         self._entries.clear()

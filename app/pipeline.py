@@ -303,8 +303,17 @@ class Bridge:
             await turn.reply.start(turn.limits.placeholder)
         sources = list(cache.hit.sources) if route.config.show_sources else []
         extras = ReplyExtras(sources=sources, notices=list(turn.notices), route=route.name)
-        await turn.reply.finish(cache.hit.text, extras)
-        self.metrics.answers.labels(msg.key.platform, "ok").inc()
+        text = cache.hit.text
+
+        async def finish() -> None:
+            await turn.reply.finish(text, extras)
+
+        platform = msg.key.platform
+        budget = self.budgets.get(platform, msg.key.workspace,
+                                  turn.limits.workspace_edits_per_minute)
+        await deliver_final(finish, budget=budget,
+                            on_ratelimited=self.metrics.ratelimited.labels(platform).inc)
+        self.metrics.answers.labels(platform, "ok").inc()
         return True
 
     @contextlib.asynccontextmanager

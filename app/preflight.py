@@ -64,25 +64,28 @@ class Preflight:
         self.client_for = client_for
         self.max_chars = max_chars
 
+    @staticmethod
+    def needs_params(route: Route, msg: IncomingMessage) -> bool:
+        """Inputs, files, voice and workflow queries are checked; plain chat questions are not."""
+        return bool(route.config.inputs or msg.attachments
+                    or route.config.dify.mode in (AppMode.WORKFLOW, AppMode.COMPLETION))
+
     async def params_for(self, route: Route, msg: IncomingMessage) -> AppParams | None:
-        """The app's parameters when this message needs them (inputs, files, voice, workflow);
-        plain chat questions skip the lookup."""
-        if not (route.config.inputs or msg.attachments
-                or route.config.dify.mode is AppMode.WORKFLOW):
-            return None
-        return await self.params.get(route)
+        """The app's parameters when this message needs them, else None."""
+        return await self.params.get(route) if self.needs_params(route, msg) else None
 
     async def run(
         self, msg: IncomingMessage, route: Route, reply: Reply, limits: PlatformLimits, ref: str
     ) -> Ready | None:
         """The message ready for Dify, or None once the user has been told why not."""
-        params = await self.params_for(route, msg)
-        started = False
         clip = voice_clip(msg)
-        if clip is not None:
-            # Transcription takes seconds: show progress first.
+        started = False
+        if clip is not None or (self.needs_params(route, msg) and not self.params.fresh(route)):
+            # Transcription takes seconds, and so may asking Dify: show progress first.
             await reply.start(limits.placeholder)
             started = True
+        params = await self.params_for(route, msg)
+        if clip is not None:
             try:
                 with span("dify.audio_to_text"):
                     msg = await as_question(self.client_for(route), msg, clip, params,

@@ -7,6 +7,7 @@ from typing import Any
 
 from app.appcheck import check_routes
 from app.settings import DifyAppConfig, Route, RouteConfig
+from tests.fakes.dify import Fault
 from tests.test_app_modes import ask, calls, message, new_thread
 
 
@@ -150,3 +151,16 @@ async def test_a_workflow_route_gets_its_query_variable_counted_as_mapped_at_sta
                                                             query_variable="question")),
                   fake_dify.base_url, app.api_key)
     assert await check_routes([route], svc.dify) == []
+
+
+async def test_when_dify_cannot_list_the_form_the_question_still_goes_through(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    for _ in range(3):  # the first try and both retries
+        dify_app.fail_endpoint("parameters", Fault.http(503, "unavailable", "Service Unavailable"))
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key},
+                             bridge_yaml=inputs_yaml({"team": "channel_name"}))
+    reply = await ask(svc, message(new_thread(), "who is on call?", channel_name="support"))
+    assert reply.error is None and reply.final == "You said: who is on call?"
+    assert len(calls(fake_dify, dify_app, "/parameters")) == 3
+    assert calls(fake_dify, dify_app, "/chat-messages")[-1].json["inputs"] == {"team": "support"}
