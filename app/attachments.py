@@ -22,6 +22,16 @@ def file_type(mime: str) -> str:
     return {"image": "image", "audio": "audio", "video": "video"}.get(major, "document")
 
 
+def dify_type(att: Attachment, rules: FileRules | None) -> str:
+    """The ``type`` to send for ``att``: its category, or ``custom`` when only the app's custom
+    extensions let it in (Dify validates the two differently)."""
+    ftype = file_type(att.mime_type)
+    allowed = rules.allowed_types if rules else None
+    if allowed is not None and ftype not in allowed and "custom" in allowed:
+        return "custom"
+    return ftype
+
+
 def is_voice(att: Attachment) -> bool:
     """A voice message or audio clip (adapters set ``is_audio``; the MIME type also counts)."""
     return att.is_audio or att.mime_type.lower().startswith("audio/")
@@ -89,8 +99,9 @@ async def upload_files(
         file_id = uploaded.get("id")
         if not isinstance(file_id, str) or not file_id:
             raise DifyProtocolError("upload answer has no file id", code="protocol_error")
-        files.append({"type": ftype, "transfer_method": "local_file", "upload_file_id": file_id})
+        files.append({"type": dify_type(att, rules), "transfer_method": "local_file",
+                      "upload_file_id": file_id})
     return files
 
 
-__all__ = ["check_files", "file_type", "is_voice", "upload_files"]
+__all__ = ["check_files", "dify_type", "file_type", "is_voice", "upload_files"]

@@ -290,6 +290,22 @@ async def test_too_many_or_too_large_files_are_refused_with_the_limit(
     assert calls(fake_dify, dify_app, "/chat-messages") == []
 
 
+async def test_an_app_that_takes_custom_extensions_gets_a_markdown_file(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    dify_app.file_upload = {"enabled": True, "allowed_file_types": ["custom"],
+                            "allowed_file_extensions": [".md"], "number_limits": 1}
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key})
+    notes = attachment("notes.md", "text/markdown", b"# Notes")
+    reply = await ask(svc, message(new_thread(), "tidy these notes", attachments=(notes,)))
+    assert reply.error is None
+    # Let in by extension only: Dify wants such files typed "custom".
+    assert calls(fake_dify, dify_app, "/chat-messages")[-1].json["files"][0]["type"] == "custom"
+    sheet = attachment("numbers.xlsx", "application/vnd.ms-excel", b"xlsx")
+    refused = await ask(svc, message(new_thread(), "sum these", attachments=(sheet,)))
+    assert refused.error is not None and "numbers.xlsx" in refused.error
+
+
 async def test_files_dify_produces_come_with_the_final_answer(
     make_service: Any, fake_dify: Any, dify_app: Any
 ) -> None:
