@@ -4,7 +4,7 @@ Design (chosen over a Redis Stream work queue because the platform has already b
 placeholder already posted when an answer starts; what must survive a crash is the *promise to tell
 the user*, not the work):
 
-* When an answer's placeholder is up, the pipeline records it: ``{prefix}:inflight`` is a sorted set
+* As soon as a replica owns an event (its de-duplication claim succeeded), the pipeline records it: ``{prefix}:inflight`` is a sorted set
   of answer ids scored by lease expiry, ``{prefix}:inflight:{id}`` a hash with the platform and the
   reply handle's resume token (ids only: channel, message ts / activity id, service URL).
 * While the answer streams, its replica extends the lease every ``ttl/3`` seconds. When the answer
@@ -68,6 +68,12 @@ class InflightRegistry:
             p.zadd(self.index, {answer_id: expires})
             await p.execute()
         return answer_id
+
+    async def update_token(self, answer_id: str, token: Mapping[str, str]) -> None:
+        """Store a newer resume token (e.g. once the placeholder message exists)."""
+        await self.redis.hset(  # type: ignore[misc]
+            self._key(answer_id), "token", json.dumps(dict(token))
+        )
 
     async def extend(self, answer_id: str) -> None:
         # XX: only while the record exists (a janitor may have claimed it during a long stall).

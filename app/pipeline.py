@@ -228,8 +228,11 @@ class Bridge:
                 log.info("message.duplicate")
                 return
             log.info("message.received", kind=msg.kind.value, chars=len(msg.text))
+            # Recorded from the moment we own the event: a replica dying after the claim (which
+            # makes Slack's retry a duplicate elsewhere) still leaves someone to tell the user.
             with span("bridge.answer", platform=platform, thread=msg.key.log_id, ref=ref):
-                await self._answer(msg, reply, limits, ref)
+                async with self._recorded(msg, reply) as record:
+                    await self._answer(msg, reply, limits, ref, record)
         except asyncio.CancelledError:
             # Shutdown ran out of grace: say so rather than leave a frozen placeholder.
             with contextlib.suppress(Exception):
@@ -243,7 +246,12 @@ class Bridge:
             structlog.contextvars.unbind_contextvars("platform", "event_id", "thread", "ref")
 
     async def _answer(
-        self, msg: IncomingMessage, reply: Reply, limits: PlatformLimits, ref: str
+        self,
+        msg: IncomingMessage,
+        reply: Reply,
+        limits: PlatformLimits,
+        ref: str,
+        record: _Record,
     ) -> None:
         route = self.router.resolve(msg.key)
         if route is None:
@@ -283,9 +291,9 @@ class Bridge:
         if not started:
             with span("platform.start", platform=msg.key.platform):
                 await reply.start(limits.placeholder)
+        await record.refresh()  # now with the placeholder's id
         await self.store.mark_known(msg.key)
-        async with self._recorded(msg, reply):
-            await self._locked_turn(turn)
+        await self._locked_turn(turn)
 
     async def _from_cache(self, turn: _Turn, started: bool) -> bool:
         """Slash command + cache on: answer from the cache (True) or mark the turn one-shot."""
@@ -317,22 +325,22 @@ class Bridge:
         return True
 
     @contextlib.asynccontextmanager
-    async def _recorded(self, msg: IncomingMessage, reply: Reply) -> AsyncIterator[None]:
+    async def _recorded(self, msg: IncomingMessage, reply: Reply) -> AsyncIterator[_Record]:
         """Record the answer in Redis while it runs, so another replica can close it if we die."""
         token_of = getattr(reply, "resume_token", None)
         token = token_of() if callable(token_of) else None
         if self.inflight is None or not token:
-            yield
+            yield _Record(None, None, reply)
             return
         try:
             answer_id = await self.inflight.begin(msg.key.platform, token)
         except RedisError as e:  # the answer itself may still work; only crash cover is lost
             log.warning("inflight.begin_failed", error=type(e).__name__)
-            yield
+            yield _Record(None, None, reply)
             return
         keeper = asyncio.create_task(self.inflight.keep_alive(answer_id))
         try:
-            yield
+            yield _Record(self.inflight, answer_id, reply)
         finally:
             keeper.cancel()
             try:
@@ -609,6 +617,23 @@ class Bridge:
 
 
 # ---------------------------------------------------------------------- plain helpers
+
+
+class _Record:
+    """The in-flight record of one answer; ``refresh`` stores the reply's newest resume token."""
+
+    def __init__(self, inflight: InflightRegistry | None, answer_id: str | None, reply: Reply):
+        self._inflight, self._id, self._reply = inflight, answer_id, reply
+
+    async def refresh(self) -> None:
+        if self._inflight is None or self._id is None:
+            return
+        token_of = getattr(self._reply, "resume_token", None)
+        if callable(token_of):
+            try:
+                await self._inflight.update_token(self._id, token_of())
+            except RedisError as e:
+                log.warning("inflight.refresh_failed", error=type(e).__name__)
 
 
 def _s(v: Any) -> str:
