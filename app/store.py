@@ -266,10 +266,21 @@ class RedisStore:
         return f"{self.prefix}:dedup:{{{digest}}}"
 
     async def claim(self, *event_keys: str) -> bool:
-        """Claim every key with SET NX EX; False if any was seen before (a retry or duplicate)."""
+        """Claim every key with SET NX EX; False if any was seen before (a retry or duplicate).
+
+        The value is a token of this call: when a connection drops after Redis applied the SET
+        but before we read the answer, the client's retry finds the key; reading our own token
+        back tells "our own write" from "someone else's delivery", so a Redis restart never
+        turns a message into a duplicate of itself.
+        """
+        owner = secrets.token_hex(8)
         ok = True
         for raw in event_keys:
-            if not await self.redis.set(self._dedup_key(raw), 1, nx=True, ex=self.dedup_ttl):
+            key = self._dedup_key(raw)
+            if await self.redis.set(key, owner, nx=True, ex=self.dedup_ttl):
+                continue
+            current = await self.redis.get(key)
+            if current is None or _s(current) != owner:
                 ok = False
         return ok
 

@@ -64,8 +64,9 @@ async def main() -> None:
         LOG_LEVEL="INFO", LOCK_TTL_SECONDS="5", USER_RATE_PER_MINUTE="0",
         WORKSPACE_RATE_PER_MINUTE="0", SHUTDOWN_GRACE_SECONDS="10",
     )
+    logs = os.environ.get("SOAK_LOGS")  # a file to collect every replica's log lines
     replicas: list[Replica] = list(
-        await asyncio.gather(*(start_replica(env) for _ in range(a.replicas)))
+        await asyncio.gather(*(start_replica(env, logs) for _ in range(a.replicas)))
     )
     asked: list[tuple[str, str, str]] = []  # (channel, ts, expected answer)
     http = aiohttp.ClientSession()
@@ -103,7 +104,7 @@ async def main() -> None:
             victim.proc.send_signal(signal.SIGKILL)
             await victim.proc.wait()
             kills += 1
-            replicas.append(await start_replica(env))
+            replicas.append(await start_replica(env, logs))
             next_kill = now + a.kill_every
         if not redis_restarted and now - started > a.duration / 2:
             await asyncio.to_thread(redis.stop)
@@ -128,7 +129,7 @@ async def main() -> None:
         else:
             lost += 1
             if len(lost_examples) < 8:
-                lost_examples.append(f"#{n}: {texts[:2]!r}")
+                lost_examples.append(f"#{n} {channel} {ts}: {texts[:2]!r}")
     print(f"soak: {a.duration:.0f} s at {a.rate}/s, {a.replicas} replicas, {kills} SIGKILLs, "
           f"Redis restarted {'once' if redis_restarted else 'never'}")
     print(f"asked {len(asked)}, answered {answered}, failed with a message {failed}, "

@@ -33,7 +33,7 @@ class Replica:
         return f"http://127.0.0.1:{self.port}/slack/events"
 
 
-async def start_replica(env: dict[str, str]) -> Replica:
+async def start_replica(env: dict[str, str], log_path: str | None = None) -> Replica:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", "0",
         env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
@@ -50,15 +50,21 @@ async def start_replica(env: dict[str, str]) -> Replica:
             continue
         if event.get("event") == "server.started":
             # Keep draining stderr so the pipe never fills and blocks the replica.
-            asyncio.create_task(_drain(proc.stderr))
+            asyncio.create_task(_drain(proc.stderr, log_path))
             return Replica(proc, int(event["port"]))
     proc.kill()
     raise RuntimeError("replica did not start")
 
 
-async def _drain(stream: asyncio.StreamReader) -> None:
-    while await stream.readline():
-        pass
+async def _drain(stream: asyncio.StreamReader, log_path: str | None = None) -> None:
+    out = open(log_path, "ab") if log_path else None  # noqa: SIM115, ASYNC230 - debug aid only
+    try:
+        while line := await stream.readline():
+            if out is not None:
+                out.write(line)
+    finally:
+        if out is not None:
+            out.close()
 
 
 class Cluster:
