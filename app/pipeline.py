@@ -238,6 +238,9 @@ class Bridge:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(_safe_fail(reply, INTERRUPTED, ref)), 5)
             raise
+        except UserFacingError as e:  # e.g. an attachment the platform would not hand over
+            log.info("answer.refused", kind=e.kind)
+            await _safe_fail(reply, e.user_message, ref)
         except Exception as e:  # the last net: the user always hears back
             log.error("answer.crashed", error=type(e).__name__, exc_info=e)
             self.metrics.errors.labels("internal").inc()

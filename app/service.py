@@ -87,6 +87,7 @@ class Service:
         self.admin_port: int | None = None
         self.env: Mapping[str, str] | None = None
         self._janitor: asyncio.Task[None] | None = None
+        self._check: asyncio.Task[None] | None = None
 
     @property
     def bridge_accepting(self) -> bool:
@@ -202,6 +203,7 @@ class Service:
         for adapter in self.adapters:
             await adapter.start()
         self._watch = asyncio.create_task(self._background())
+        self._check = asyncio.create_task(self._check_routes())
         if self.bridge.inflight is not None:
             self._janitor = asyncio.create_task(self.bridge.inflight.janitor())
         log.info(
@@ -212,6 +214,14 @@ class Service:
             adapters=[a.name for a in self.adapters],
         )
 
+    async def _check_routes(self) -> None:
+        """Compare routes with their Dify apps (mode, required inputs) and log what is wrong, so
+        an admin hears of it at start rather than from a user's failed message."""
+        from app.appcheck import check_routes
+
+        for problem in await check_routes(self.bridge.router.routes, self.dify):
+            log.warning("route.problem", problem=problem, hint="run `dify-bridge doctor`")
+
     def reload_config(self) -> bool:
         """Re-read BRIDGE_CONFIG; a bad file is refused and the old routes stay in force."""
         try:
@@ -220,7 +230,9 @@ class Service:
             log.error("config.reload_rejected", reason=str(e))
             return False
         self.bridge.router.replace(routes)
+        self.bridge.params.clear()
         log.info("config.reloaded", routes=[r.name for r in routes])
+        self._check = asyncio.create_task(self._check_routes())
         return True
 
     async def _background(self) -> None:
@@ -249,7 +261,7 @@ class Service:
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking work, let streaming answers finish within the grace period, close."""
         self.bridge.stop_accepting()
-        for task in (self._watch, self._janitor):
+        for task in (self._watch, self._janitor, self._check):
             if task is not None:
                 task.cancel()
         left = await self.bridge.drain(

@@ -227,3 +227,16 @@ async def test_sigterm_lets_a_streaming_answer_finish_and_exits_cleanly(cluster:
     assert await asyncio.wait_for(replica.proc.wait(), 20) == 0
     final = [m.text for m in cluster.fake.bot_messages(CHANNEL, ev["ts"]) if m.text]
     assert any(t.strip().endswith("steady") and t.count("steady") == 40 for t in final)
+
+
+async def test_sighup_reloads_the_routing_file(cluster: Cluster, tmp_path: Any) -> None:
+    cfg = tmp_path / "bridge.yaml"
+    cfg.write_text("routes:\n  - name: before\n")
+    log = tmp_path / "replica.log"
+    cluster.env["BRIDGE_CONFIG"] = str(cfg)
+    replica = await start_replica(cluster.env, str(log))
+    cluster.replicas.append(replica)
+    cfg.write_text("routes:\n  - name: after\n")
+    replica.proc.send_signal(signal.SIGHUP)
+    await wait_for(lambda: log.exists() and '"config.reloaded"' in log.read_text()
+                   and '"after"' in log.read_text(), timeout=10)

@@ -145,3 +145,47 @@ async def test_console_chat_talks_to_dify_through_the_pipeline(
     assert proc.returncode == 0, err.decode()
     assert "bot> Hello from the fake Dify" in out.decode()
     assert fake_dify.requests_to("/chat-messages")[-1].json["query"] == "hi there"
+
+
+async def test_route_problems_are_reported_at_start(
+    make_service: Any, dify_app: Any
+) -> None:
+    from structlog.testing import capture_logs
+
+    yaml_text = "routes:\n  - name: wrong-mode\n    dify: {mode: workflow}\n"
+    with capture_logs() as logs:
+        await make_service({"DIFY_API_KEY": dify_app.api_key}, bridge_yaml=yaml_text)
+        for _ in range(50):
+            if any(e["event"] == "route.problem" for e in logs):
+                break
+            await asyncio.sleep(0.05)
+    problems = [e["problem"] for e in logs if e["event"] == "route.problem"]
+    assert problems and "wrong-mode" in problems[0] and "chat" in problems[0]
+
+
+async def test_config_reload_keeps_streaming_answers_and_refuses_a_bad_file(
+    make_service: Any, dify_app: Any, tmp_path: Any
+) -> None:
+    from pathlib import Path
+
+    cfg = Path(tmp_path) / "bridge.yaml"
+    cfg.write_text("routes:\n  - name: first\n")
+    dify_app.answer = "streaming " * 30
+    dify_app.chunk_size = 10
+    dify_app.chunk_delay = 0.03
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key, "BRIDGE_CONFIG": str(cfg)})
+    reply = MemoryReply()
+    msg = IncomingMessage(
+        key=ThreadKey("console", "w", "c", "reload"), event_id="rl1",
+        speaker=Speaker("u"), text="go", kind=Kind.DIRECT,
+    )
+    svc.bridge.submit(msg, reply, CONSOLE_LIMITS)
+    await dify_app.wait_running()
+    cfg.write_text("routes:\n  - name: second\n    redacton: {}\n")  # a typo
+    assert svc.reload_config() is False  # refused...
+    assert [r.name for r in svc.bridge.router.routes] == ["first"]  # ...old routes stay
+    cfg.write_text("routes:\n  - name: second\n")
+    assert svc.reload_config() is True  # what SIGHUP and the file watch call
+    assert [r.name for r in svc.bridge.router.routes] == ["second"]
+    await asyncio.wait_for(reply.done.wait(), 10)
+    assert reply.final == dify_app.answer  # the answer that was streaming finished
