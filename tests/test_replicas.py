@@ -62,6 +62,7 @@ async def _drain(stream: asyncio.StreamReader, log_path: str | None = None) -> N
         while line := await stream.readline():
             if out is not None:
                 out.write(line)
+                out.flush()
     finally:
         if out is not None:
             out.close()
