@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import time
+from collections.abc import Mapping
 from typing import Any, Literal, cast
 
 import aiohttp
@@ -19,6 +20,7 @@ import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from adapters.teams import _sdk
 from adapters.teams import activities as acts
 from adapters.teams import files
 from adapters.teams.auth import SigningKeys, TokenValidator, Unauthorized, is_loopback_url
@@ -26,6 +28,7 @@ from adapters.teams.connector import BotConnector, TenantPacer
 from adapters.teams.reply import EditReply, Runtime, StreamReply
 from adapters.teams.tokens import TokenSource
 from app.context import AdapterContext
+from app.errors import PlatformError
 from app.model import IncomingMessage, Kind, PlatformLimits, Speaker, ThreadKey
 
 log = structlog.get_logger(__name__)
@@ -103,6 +106,37 @@ class TeamsAdapter:
             await self._session.close()
         self._session = None
         self._runtime = None
+
+    async def resume(self, token: Mapping[str, str], text: str) -> None:
+        """Close an answer whose replica died: edit its placeholder, else post in its chat."""
+        rt = self._ready()
+        service_url, conv_id = token.get("service_url", ""), token.get("conversation_id", "")
+        tenant = token.get("tenant", "")
+        if not service_url or not conv_id:
+            return
+        reply_to = token.get("reply_to_id") or None
+        base = _sdk.base_activity(
+            bot=(token.get("bot_id", ""), token.get("bot_name", "")),
+            user=None,
+            conversation=json.loads(token.get("conversation") or "{}"),
+            reply_to_id=reply_to,
+        )
+        activity_id = token.get("activity_id")
+        if activity_id:
+            try:
+                await rt.connector.put(
+                    service_url, conv_id, activity_id,
+                    _sdk.build_activity(base, type=_sdk.MESSAGE, text=text, activity_id=activity_id),
+                    tenant=tenant, urgent=True,
+                )
+                return
+            except PlatformError as e:  # gone meanwhile: say it in the chat instead
+                log.info("teams.resume_update_failed", code=e.code)
+        await rt.connector.post(
+            service_url, conv_id, _sdk.build_activity(base, type=_sdk.MESSAGE, text=text),
+            tenant=tenant,
+            reply_to=reply_to if token.get("conversation_type") == "channel" else None,
+        )
 
     # ------------------------------------------------------------------ wiring
     def _ready(self) -> Runtime:

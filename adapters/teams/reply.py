@@ -16,6 +16,7 @@ so the core retrying ``finish`` after a 429 never posts a part twice.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -71,6 +72,21 @@ class EditReply:
             conversation=place.conversation,
             reply_to_id=place.reply_to_id,
         )
+
+    def resume_token(self) -> dict[str, str]:
+        """Ids another replica needs to close this answer if our process dies (no text)."""
+        p = self.place
+        return {
+            "service_url": p.service_url,
+            "conversation_id": p.conversation_id,
+            "conversation": json.dumps(p.conversation),
+            "conversation_type": p.conversation_type,
+            "reply_to_id": p.reply_to_id or "",
+            "bot_id": p.bot[0],
+            "bot_name": p.bot[1],
+            "tenant": p.tenant_id,
+            "activity_id": self.message_id or "",
+        }
 
     # -------------------------------------------------------------- Reply protocol
     async def start(self, placeholder: str) -> None:
