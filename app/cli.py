@@ -104,8 +104,8 @@ async def _chat(args: argparse.Namespace) -> int:
 
 def _redact(args: argparse.Namespace) -> int:
     from app.redact import run_cli
-    from app.settings import RedactionConfig
     from app.service import load_routes
+    from app.settings import RedactionConfig
 
     routes: dict[str, RedactionConfig] = {}
     try:

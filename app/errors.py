@@ -24,7 +24,8 @@ class ConfigError(BridgeError):
     def __init__(self, message: str, *, file: str | None = None, key: str | None = None) -> None:
         self.file = file
         self.key = key
-        where = ", ".join(p for p in (f"file {file}" if file else "", f"key {key}" if key else "") if p)
+        parts = (f"file {file}" if file else "", f"key {key}" if key else "")
+        where = ", ".join(p for p in parts if p)
         super().__init__(f"{where}: {message}" if where else message)
 
 

@@ -4,7 +4,8 @@ Design (chosen over a Redis Stream work queue because the platform has already b
 placeholder already posted when an answer starts; what must survive a crash is the *promise to tell
 the user*, not the work):
 
-* As soon as a replica owns an event (its de-duplication claim succeeded), the pipeline records it: ``{prefix}:inflight`` is a sorted set
+* As soon as a replica owns an event (its de-duplication claim succeeded), the pipeline
+  records it: ``{prefix}:inflight`` is a sorted set
   of answer ids scored by lease expiry, ``{prefix}:inflight:{id}`` a hash with the platform and the
   reply handle's resume token (ids only: channel, message ts / activity id, service URL).
 * While the answer streams, its replica extends the lease every ``ttl/3`` seconds. When the answer
@@ -49,7 +50,7 @@ class InflightRegistry:
         self._resumers: dict[str, Resumer] = {}
 
     def register_resumer(self, platform: str, resumer: Resumer) -> None:
-        """``resumer(token, text)`` edits a placeholder from its resume token (adapters call this)."""
+        """``resumer(token, text)`` edits a placeholder from its resume token (adapters)."""
         self._resumers[platform] = resumer
 
     def _key(self, answer_id: str) -> str:

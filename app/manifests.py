@@ -129,7 +129,10 @@ def default_slack_manifest(*, command: str = "/ask") -> dict[str, Any]:
         },
         "oauth_config": {"scopes": {"bot": [*SLACK_SCOPES, *SLACK_EMAIL_SCOPES]}},
         "settings": {
-            "event_subscriptions": {"request_url": url, "bot_events": [*SLACK_EVENT_SCOPES, *SLACK_LIFECYCLE_EVENTS]},
+            "event_subscriptions": {
+                "request_url": url,
+                "bot_events": [*SLACK_EVENT_SCOPES, *SLACK_LIFECYCLE_EVENTS],
+            },
             "interactivity": {"is_enabled": True, "request_url": url},
             "org_deploy_enabled": False,
             "socket_mode_enabled": False,

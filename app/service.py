@@ -91,7 +91,7 @@ class Service:
 
     @property
     def bridge_accepting(self) -> bool:
-        return self.bridge._accepting  # noqa: SLF001
+        return self.bridge._accepting
 
     @property
     def base_url(self) -> str:

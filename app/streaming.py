@@ -5,13 +5,13 @@ Rules it keeps, whatever the token rate from Dify:
 * the first text is sent as soon as it arrives (budget permitting);
 * afterwards at most one edit per ``interval`` per message, and only the latest text (coalescing);
 * never two edits in flight for one message (one worker task per message);
-* a :class:`~app.errors.PlatformRateLimited` pushes the next edit past ``Retry-After`` and widens the
-  interval; the workspace budget is emptied for everyone;
+* a :class:`~app.errors.PlatformRateLimited` pushes the next edit past ``Retry-After`` and
+  widens the interval; the workspace budget is emptied for everyone;
 * every edit takes a token from the workspace's :class:`EditBudget`, shared by all answers streaming
   in that workspace, so a hundred answers at once stay under the platform's per-minute limit.
 
-The final text is not the scheduler's job: the pipeline closes the scheduler, then delivers the final
-answer with :func:`deliver_final`, which has priority on the budget and retries after 429s.
+The final text is not the scheduler's job: the pipeline closes the scheduler, then delivers the
+final answer with :func:`deliver_final`, which has priority on the budget and retries after 429s.
 """
 
 from __future__ import annotations

@@ -23,7 +23,6 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import yaml
@@ -75,7 +74,7 @@ class BenchReply:
 
 
 def start_server(events: int, chunk: int, delay: float) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: S603 - our own benchmark server
         [
             sys.executable,
             str(ROOT / "bench" / "_sse_server.py"),
@@ -162,7 +161,7 @@ async def bridge_round(svc: Service, n: int, conc: int) -> tuple[float, list[flo
 
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 async def part_cpu(rounds: int, n: int, conc: int) -> None:

@@ -25,7 +25,6 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 

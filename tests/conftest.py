@@ -96,7 +96,7 @@ MakeService = Callable[..., Awaitable[Any]]
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def make_service(redis_url: str, fake_dify: Any) -> AsyncIterator[MakeService]:
-    """``await make_service({"SLACK_...": ...}, bridge_yaml=..., adapters=[...])`` -> started Service."""
+    """``await make_service({"VAR": ...}, bridge_yaml=..., adapters=[...])`` -> started Service."""
     from app.service import Service
 
     started: list[Any] = []

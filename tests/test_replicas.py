@@ -1,4 +1,4 @@
-"""Several `dify-bridge serve` processes on one Redis, as a load balancer would spread Slack's calls.
+"""Several `dify-bridge serve` processes on one Redis, as a load balancer spreads Slack's calls.
 
 Each replica is a real subprocess; Slack and Dify are the wire fakes in this test process.
 """
@@ -50,10 +50,13 @@ async def start_replica(env: dict[str, str], log_path: str | None = None) -> Rep
             continue
         if event.get("event") == "server.started":
             # Keep draining stderr so the pipe never fills and blocks the replica.
-            asyncio.create_task(_drain(proc.stderr, log_path))
+            _DRAINS.add(asyncio.create_task(_drain(proc.stderr, log_path)))
             return Replica(proc, int(event["port"]))
     proc.kill()
     raise RuntimeError("replica did not start")
+
+
+_DRAINS: set[asyncio.Task[None]] = set()
 
 
 async def _drain(stream: asyncio.StreamReader, log_path: str | None = None) -> None:

@@ -102,7 +102,9 @@ class TerminalReply:
         self._shown = ""
 
 
-def console_message(text: str, *, session: str, seq: int, user: str = "console-user") -> IncomingMessage:
+def console_message(
+    text: str, *, session: str, seq: int, user: str = "console-user"
+) -> IncomingMessage:
     """An IncomingMessage from the terminal; one session is one thread."""
     return IncomingMessage(
         key=ThreadKey("console", "local", "terminal", session),

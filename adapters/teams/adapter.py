@@ -20,9 +20,8 @@ import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from adapters.teams import _sdk
+from adapters.teams import _sdk, files
 from adapters.teams import activities as acts
-from adapters.teams import files
 from adapters.teams.auth import SigningKeys, TokenValidator, Unauthorized, is_loopback_url
 from adapters.teams.connector import BotConnector, TenantPacer
 from adapters.teams.reply import EditReply, Runtime, StreamReply
@@ -126,7 +125,9 @@ class TeamsAdapter:
             try:
                 await rt.connector.put(
                     service_url, conv_id, activity_id,
-                    _sdk.build_activity(base, type=_sdk.MESSAGE, text=text, activity_id=activity_id),
+                    _sdk.build_activity(
+                        base, type=_sdk.MESSAGE, text=text, activity_id=activity_id
+                    ),
                     tenant=tenant, urgent=True,
                 )
                 return
