@@ -1,7 +1,7 @@
 """Slack adapter: mentions, DMs, threads and ``/ask`` answered with streamed Dify answers.
 
 ``create(ctx)`` is the entry point the core discovers (``dify_bridge.adapters``); see
-``docs/slack.md`` for setup.
+README.md (Slack) for setup.
 """
 
 from adapters.slack._adapter import SLACK_LIMITS, SlackAdapter, create

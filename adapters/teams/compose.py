@@ -1,6 +1,6 @@
 """Dify Markdown -> the activities Teams shows: text parts, table cards, citations, AI label.
 
-Limits (docs/platform-limits.md): a message may hold about 100 KB of UTF-16 with everything; we
+Limits (shared/docs/platform-limits.md): a message may hold about 100 KB of UTF-16 with everything; we
 split text at ``PART_LIMIT`` characters (never inside a code block: ``app.render.split_markdown``)
 so a part plus its cards and entities stays far below 80 KB. Teams' text Markdown has no tables,
 so tables travel as Adaptive Cards (schema 1.5) on the last part. Citations: one root
