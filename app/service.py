@@ -203,7 +203,8 @@ class Service:
         for adapter in self.adapters:
             await adapter.start()
         self._watch = asyncio.create_task(self._background())
-        self._check = asyncio.create_task(self._check_routes())
+        if self.settings.startup_checks:
+            self._check = asyncio.create_task(self._check_routes())
         if self.bridge.inflight is not None:
             self._janitor = asyncio.create_task(self.bridge.inflight.janitor())
         log.info(
@@ -232,7 +233,8 @@ class Service:
         self.bridge.router.replace(routes)
         self.bridge.params.clear()
         log.info("config.reloaded", routes=[r.name for r in routes])
-        self._check = asyncio.create_task(self._check_routes())
+        if self.settings.startup_checks:
+            self._check = asyncio.create_task(self._check_routes())
         return True
 
     async def _background(self) -> None:

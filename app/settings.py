@@ -266,6 +266,11 @@ class Settings(BaseSettings):
     workspace_rate_per_minute: float = Field(
         300.0, ge=0, description="Questions per workspace per minute (0 = unlimited)."
     )
+    startup_checks: bool = Field(
+        True,
+        description="At start and after reloads, compare each route with its Dify app (mode, "
+        "required inputs) and log what is wrong.",
+    )
     shutdown_grace_seconds: float = Field(
         25.0, ge=0, description="On SIGTERM, how long streaming answers may take to finish."
     )

@@ -88,6 +88,9 @@ def base_env(redis_url: str, dify_url: str, prefix: str) -> dict[str, str]:
         # Abuse limits have their own tests; elsewhere bursts from one user must go through.
         "USER_RATE_PER_MINUTE": "0",
         "WORKSPACE_RATE_PER_MINUTE": "0",
+        # Start-up route checks call Dify's /info and /parameters; tests that count Dify calls
+        # would see them. tests/test_server.py turns them on where it tests them.
+        "STARTUP_CHECKS": "false",
     }
 
 

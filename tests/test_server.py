@@ -154,7 +154,9 @@ async def test_route_problems_are_reported_at_start(
 
     yaml_text = "routes:\n  - name: wrong-mode\n    dify: {mode: workflow}\n"
     with capture_logs() as logs:
-        await make_service({"DIFY_API_KEY": dify_app.api_key}, bridge_yaml=yaml_text)
+        await make_service(
+            {"DIFY_API_KEY": dify_app.api_key, "STARTUP_CHECKS": "true"}, bridge_yaml=yaml_text
+        )
         for _ in range(50):
             if any(e["event"] == "route.problem" for e in logs):
                 break

@@ -225,9 +225,9 @@ async def test_many_answers_at_once_stay_inside_the_tenant_request_limit(
 ) -> None:
     # A tenant allowed 6 requests a second, and 8 people asking at the same moment.
     connector.tenant_limits = ((6, 1.0),)
-    monkeypatch.setenv("TEAMS_TENANT_RPS", "6")
     bot = await make_service(
-        {**connector.service_env(), "DIFY_API_KEY": dify_app.api_key}, adapters=["teams"]
+        {**connector.service_env(), "DIFY_API_KEY": dify_app.api_key, "TEAMS_TENANT_RPS": "6"},
+        adapters=["teams"],
     )
     answer = slow_answer(dify_app, 30, 1.0)
     questions = [connector.channel_mention(f"Question {i}?") for i in range(8)]
