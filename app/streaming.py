@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import structlog
 
-from app.errors import PlatformRateLimited
+from app.errors import PlatformError, PlatformRateLimited
 
 log = structlog.get_logger(__name__)
 
@@ -246,4 +246,11 @@ async def deliver_final(
                 budget.penalize(e.retry_after)  # the next acquire() waits it out
             else:
                 await asyncio.sleep(e.retry_after)
+        except PlatformError as e:
+            # A platform's passing trouble (5xx): the final answer is worth a few more tries.
+            delay = min(2.0**attempt, 8.0)
+            if not e.retryable or attempt == attempts - 1 or waited + delay > max_wait:
+                raise
+            waited += delay
+            await asyncio.sleep(delay)
     raise AssertionError("unreachable")

@@ -217,3 +217,20 @@ routes:
     shown = msg.visible_text()
     assert "<!channel>" not in shown and "<@U0BOSS>" not in shown
     assert shown.replace("\u200b", "") == bot.dify.answer, "nothing else changed"
+
+
+async def test_slack_server_errors_on_edits_do_not_lose_the_answer(slack_bot):
+    bot = await slack_bot()
+    bot.dify.answer = "A steady answer " + "word " * 40 + "END"
+    bot.dify.chunk_size = 10
+    bot.dify.chunk_delay = 0.04
+    # Slack has a bad moment: two edits fail with HTTP 500 internal_error.
+    bot.fake.fail_next("chat.update", "internal_error", status=500, times=2)
+
+    ev = bot.mention("tell me")
+    await bot.send(ev)
+    (answer,) = await bot.final(CHANNEL, ev["ts"], timeout=15)
+
+    assert answer.visible_text().rstrip().endswith("END")
+    failed = [c for c in bot.fake.calls_to("chat.update") if c.error == "internal_error"]
+    assert len(failed) == 2

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from app.errors import PlatformRateLimited
 from app.streaming import BudgetRegistry, EditBudget, EditScheduler, deliver_final
 
@@ -178,3 +180,24 @@ async def test_close_never_hangs_when_it_races_with_pacing_and_budget() -> None:
         await sched.close()
 
     await asyncio.wait_for(asyncio.gather(*(run_one(i) for i in range(300))), timeout=20)
+
+
+async def test_final_delivery_retries_a_platform_hiccup_but_not_a_hard_refusal() -> None:
+    from app.errors import PlatformError
+
+    calls: list[int] = []
+
+    async def flaky() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise PlatformError("502 from the platform", code="http_502", retryable=True)
+        return "landed"
+
+    assert await deliver_final(flaky, budget=None) == "landed"
+    assert len(calls) == 2
+
+    async def refused() -> str:
+        raise PlatformError("channel_not_found", code="channel_not_found")
+
+    with pytest.raises(PlatformError):
+        await deliver_final(refused, budget=None)

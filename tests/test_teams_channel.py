@@ -240,3 +240,16 @@ async def test_many_answers_at_once_stay_inside_the_tenant_request_limit(
         conv = q["conversation"]["id"]
         shown = [c for c in connector.sent() if c.conversation_id == conv]
         assert answer in shown[-1].text.replace("\\", "")
+
+
+async def test_bot_connector_server_errors_on_edits_do_not_lose_the_answer(
+    bot: Any, connector: FakeBotConnector, dify_app: Any
+) -> None:
+    answer = slow_answer(dify_app, 80, 2.0)
+    connector.fail_next(502, method="PUT", code="BadGateway")
+    connector.fail_next(503, method="PUT", code="ServiceUnavailable")
+    await ask(bot, connector, "Explain the travel policy")
+    await connector.wait_for(final_shown(connector, answer[-12:]), within=20)
+    puts = [c for c in connector.calls if c.method == "PUT"]
+    assert [c.status for c in puts[:2]] == [502, 503]
+    assert puts[-1].status == 200 and answer in puts[-1].text.replace("\\", "")

@@ -25,6 +25,7 @@ log = structlog.get_logger(__name__)
 PLATFORM = "slack"
 # Slack answers a rate-limited call without Retry-After only in theory; a second is its own advice.
 _DEFAULT_RETRY_AFTER = 1.0
+_TRANSIENT = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
 
 
 class SlackCallError(PlatformError):
@@ -92,8 +93,12 @@ class SlackApi:
                     self._metrics.platform_ratelimited(PLATFORM)
                 raise PlatformRateLimited(_retry_after(e), method=method) from e
             self._count(method, code or f"http_{status}")
+            # Slack's own trouble (5xx, internal_error, fatal_error) passes; worth another try.
+            transient = status >= 500 or code in _TRANSIENT
             raise SlackCallError(
-                f"Slack {method} failed: {code or status}", code=code or f"http_{status}"
+                f"Slack {method} failed: {code or status}",
+                code=code or f"http_{status}",
+                retryable=transient,
             ) from e
         except (SlackClientError, aiohttp.ClientError, TimeoutError) as e:
             self._count(method, "transport")
