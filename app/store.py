@@ -46,15 +46,29 @@ class ConversationStore(Protocol):
     async def forget(self, thread: ThreadKey) -> None: ...
 
 
-# Acquire: drop dead heads (lease expired), then say whether our token is at the head.
-# Returns 1 = ours, 0 = wait, -1 = our token is no longer queued (our own lease expired).
+# Acquire. The holder is recorded (field "!holder"), so a later message with an earlier
+# timestamp queues behind the answer already running instead of taking the lock beside it.
+# Dead entries (lease expired) are dropped. Returns 1 = ours, 0 = wait, -1 = our token is no
+# longer queued (our own lease expired).
 _TRY_ACQUIRE = """
 local now = tonumber(ARGV[2])
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return -1 end
+local holder = redis.call('HGET', KEYS[2], '!holder')
+if holder == ARGV[1] then return 1 end
+if holder then
+  local hexp = tonumber(redis.call('HGET', KEYS[2], holder) or '0')
+  if hexp >= now and redis.call('ZSCORE', KEYS[1], holder) then return 0 end
+  redis.call('ZREM', KEYS[1], holder)
+  redis.call('HDEL', KEYS[2], holder, '!holder')
+end
 while true do
   local head = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
   if not head then return -1 end
-  if head == ARGV[1] then return 1 end
+  if head == ARGV[1] then
+    if tonumber(ARGV[3]) == 1 then return 0 end
+    redis.call('HSET', KEYS[2], '!holder', ARGV[1])
+    return 1
+  end
   local exp = tonumber(redis.call('HGET', KEYS[2], head) or '0')
   if exp >= now then return 0 end
   redis.call('ZREM', KEYS[1], head)
@@ -76,6 +90,7 @@ return 0
 _RELEASE = """
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
+if redis.call('HGET', KEYS[2], '!holder') == ARGV[1] then redis.call('HDEL', KEYS[2], '!holder') end
 return 1
 """
 
@@ -102,6 +117,7 @@ class ThreadLock:
         ttl: float,
         wait_timeout: float = 300.0,
         poll: float = 0.05,
+        settle: float = 0.3,
     ) -> None:
         self._redis = redis
         self._keys = [queue_key, lease_key]
@@ -109,6 +125,9 @@ class ThreadLock:
         self._ttl = ttl
         self._wait_timeout = wait_timeout
         self._poll = poll
+        # A message younger than this does not take a free lock yet: an earlier message of the
+        # thread may still be on its way through another replica and must go first.
+        self._settle = settle
         self.token = secrets.token_hex(8)
         self._keeper: asyncio.Task[None] | None = None
 
@@ -142,10 +161,13 @@ class ThreadLock:
         await self._enqueue()
         self._keeper = asyncio.create_task(self._keep_alive())
         deadline = time.monotonic() + self._wait_timeout
+        # Never wait longer than ``settle`` for it, whatever the sender's clock says.
+        settle_until = min(self._order + self._settle, time.time() + self._settle)
         try:
             while True:
+                young = 1 if time.time() < settle_until else 0
                 res = await self._redis.eval(  # type: ignore[misc]
-                    _TRY_ACQUIRE, 2, *self._keys, self.token, self._now_ms()
+                    _TRY_ACQUIRE, 2, *self._keys, self.token, self._now_ms(), young
                 )
                 if res == 1:
                     return

@@ -7,12 +7,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
+import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
 from app.model import ThreadKey
 from app.redis_conn import client_from_url
-from app.store import RedisStore
+from app.store import LockTimeout, RedisStore
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -117,3 +118,32 @@ async def test_known_threads_are_remembered(store: RedisStore) -> None:
     assert await store.is_known(t) is False
     await store.mark_known(t)
     assert await store.is_known(t) is True
+
+
+async def test_an_earlier_message_arriving_late_waits_for_the_answer_already_running(
+    store: RedisStore,
+) -> None:
+    # Regression: the queue is ordered by message time, but a lock that is already held must
+    # stay held: a late message with an earlier timestamp queues behind it.
+    t = thread("late")
+    running = store.lock(t, order=time.time() - 10)  # old enough to take the lock at once
+    await running.acquire()
+    late = store.lock(t, order=time.time() - 20, wait_timeout=0.3)
+    with pytest.raises(LockTimeout):
+        await late.acquire()
+    await running.release()
+
+
+async def test_a_very_recent_message_lets_an_earlier_one_go_first(store: RedisStore) -> None:
+    t = thread("settle")
+    order: list[str] = []
+    now = time.time()
+
+    async def answer(name: str, ts: float, delay: float) -> None:
+        await asyncio.sleep(delay)
+        async with store.lock(t, order=ts):
+            order.append(name)
+
+    # The second message reaches the lock first, but the first is only 0.1 s behind it.
+    await asyncio.gather(answer("second", now + 0.01, 0), answer("first", now, 0.1))
+    assert order == ["first", "second"]
