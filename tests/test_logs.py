@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +16,9 @@ import structlog
 from adapters.console import CONSOLE_LIMITS, MemoryReply
 from app import logs
 from app.model import IncomingMessage, Kind, Speaker, ThreadKey
+from tests import test_slack_support as _support
+from tests.fakes.bot_connector import FakeBotConnector
+from tests.test_slack_support import CHANNEL
 
 PII = [
     "jane.doe@example.com",
@@ -65,3 +69,49 @@ async def test_personal_data_and_tokens_never_reach_the_logs(
     assert received[0]["thread"] == thread.log_id  # a hash, not the raw thread id
     finished = [e for e in events if e.get("event") == "answer.finished"]
     assert finished and "dify_task" in finished[0] and "ref" in finished[0]
+
+
+fake_slack = _support.fake_slack
+slack_bot = _support.slack_bot
+
+
+async def test_slack_messages_with_personal_data_leave_no_trace_in_the_logs(
+    slack_bot: Any, json_logs: io.StringIO
+) -> None:
+    bot = await slack_bot()
+    bot.dify.answer = lambda q, conv: f"Echo: {q}"
+    ev = bot.mention("mail " + " and ".join(PII))
+    await bot.send(ev)
+    await bot.final(CHANNEL, ev["ts"], timeout=15)
+    text = json_logs.getvalue()
+    assert '"message.received"' in text and '"platform": "slack"' in text
+    for secret in PII:
+        assert secret not in text, secret
+    # The bot token used for every Web API call never appears either.
+    assert bot.team.bot_token not in text
+
+
+async def test_teams_messages_with_personal_data_leave_no_trace_in_the_logs(
+    make_service: Any, dify_app: Any, json_logs: io.StringIO
+) -> None:
+    connector = FakeBotConnector()
+    await connector.start()
+    try:
+        os.environ["MICROSOFT_TOKEN_URL"] = connector.token_url
+        dify_app.answer = lambda q, conv: f"Echo: {q}"
+        bot = await make_service(
+            {**connector.service_env(), "DIFY_API_KEY": dify_app.api_key}, adapters=["teams"]
+        )
+        activity = connector.channel_mention("mail " + " and ".join(PII))
+        status, _, _ = await connector.deliver(bot.base_url, activity)
+        assert status == 200
+        await connector.wait_for(
+            lambda f: any("Echo" in (c.text or "") for c in f.sent()), within=15
+        )
+        text = json_logs.getvalue()
+        assert '"platform": "teams"' in text
+        for secret in PII:
+            assert secret not in text, secret
+    finally:
+        os.environ.pop("MICROSOFT_TOKEN_URL", None)
+        await connector.stop()
