@@ -32,7 +32,7 @@ import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, TypeVar
 
 import aiohttp
 import httpx
@@ -60,6 +60,8 @@ from app.dify.events import (
     TextReplace,
 )
 from app.dify.sse import SSEDecodeError, SSEDecoder
+
+T = TypeVar("T")
 
 log = structlog.get_logger("app.dify")
 
@@ -302,28 +304,9 @@ class DifyClient:
         return self._stream("/workflows/run", _encode(body))
 
     async def _stream(self, path: str, body: bytes) -> AsyncIterator[DifyEvent]:
-        attempt = 0
-        while True:
-            self._check_breaker()
-            try:
-                response, chunks, decoder, first = await self._open(path, body)
-            except DifyError as err:
-                self._record(err)
-                delay = self._retry_delay(err, attempt)
-                if delay is None:
-                    raise
-                attempt += 1
-                log.warning(
-                    "dify_retry",
-                    path=path,
-                    attempt=attempt,
-                    delay=round(delay, 3),
-                    status=err.status,
-                    code=err.code,
-                )
-                await self._sleep(delay)
-                continue
-            break
+        response, chunks, decoder, first = await self._retrying(
+            path, lambda: self._open(path, body)
+        )
         # The breaker hears about this attempt when the stream ends: a Dify that always
         # fails mid-stream must still open it.
         progress = _Progress()
@@ -454,19 +437,32 @@ class DifyClient:
         budget: float | None = None,
     ) -> Any:
         """One JSON call with retries; returns the decoded body (None for 204)."""
+        result = await self._retrying(
+            path,
+            lambda: self._request_once(
+                method,
+                path,
+                json=json,
+                params=params,
+                data=data,
+                files=files,
+                budget=budget or self._t.request,
+            ),
+        )
+        if self._breaker is not None:
+            self._breaker.record_success()
+        return result
+
+    async def _retrying(self, path: str, op: Callable[[], Awaitable[T]]) -> T:
+        """Run ``op`` until it succeeds or its error is not worth retrying (see _retry_delay).
+
+        Only used before anything reached the caller, so a retry never repeats shown text.
+        """
         attempt = 0
         while True:
             self._check_breaker()
             try:
-                result = await self._request_once(
-                    method,
-                    path,
-                    json=json,
-                    params=params,
-                    data=data,
-                    files=files,
-                    budget=budget or self._t.request,
-                )
+                return await op()
             except DifyError as err:
                 self._record(err)
                 delay = self._retry_delay(err, attempt)
@@ -482,10 +478,6 @@ class DifyClient:
                     code=err.code,
                 )
                 await self._sleep(delay)
-                continue
-            if self._breaker is not None:
-                self._breaker.record_success()
-            return result
 
     async def _request_once(
         self,
