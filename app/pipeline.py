@@ -598,6 +598,8 @@ class Bridge:
         )
         if name:
             extras.conversation_name = name
+            # As a notice every adapter already shows, so admins can find it in Dify's logs.
+            extras.notices.append(f"Dify conversation: “{name}”")
             try:
                 await self.store.set_conversation_name(turn.msg.key, name)
             except RedisError as e:

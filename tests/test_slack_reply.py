@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from tests import test_slack_support as _support
 from tests.fakes.dify import Fault
@@ -234,3 +235,15 @@ async def test_slack_server_errors_on_edits_do_not_lose_the_answer(slack_bot):
     assert answer.visible_text().rstrip().endswith("END")
     failed = [c for c in bot.fake.calls_to("chat.update") if c.error == "internal_error"]
     assert len(failed) == 2
+
+
+async def test_the_first_answer_names_the_dify_conversation_and_follow_ups_do_not(slack_bot):
+    bot = await slack_bot()
+    ev = bot.mention("how do I book travel?")
+    await bot.send(ev)
+    (first,) = await bot.final(CHANNEL, ev["ts"], timeout=15)
+    assert "Dify conversation:" in json.dumps(first.blocks, ensure_ascii=False)
+    follow = bot.mention("and hotels?", thread_ts=ev["ts"])
+    await bot.send(follow)
+    answers = await bot.final(CHANNEL, ev["ts"], count=2, timeout=15)
+    assert "Dify conversation:" not in json.dumps(answers[-1].blocks, ensure_ascii=False)
