@@ -6,9 +6,9 @@ the successor touches this file, not the adapter's logic.
 
 What we use: the Bot Framework schema models to serialise outgoing activities exactly as the SDK
 does, and the authentication constants and endorsement rule of botframework-connector. What we do
-not use, and why (see README.md, Microsoft Teams): its HTTP stack. botframework-connector 4.17.1 fetches signing
-keys and tokens with blocking ``requests``/``msal`` calls on the event loop, and its
-``update_activity`` retries 429s silently in a worker thread, so the edit scheduler never sees
+not use, and why (see README.md, Microsoft Teams): its HTTP stack. botframework-connector 4.17.1
+fetches signing keys and tokens with blocking ``requests``/``msal`` calls on the event loop, and
+its ``update_activity`` retries 429s silently in a worker thread, so the edit scheduler never sees
 ``Retry-After``. Our own aiohttp client (``connector.py``) has no retry layer at all.
 """
 

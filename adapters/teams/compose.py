@@ -1,11 +1,11 @@
 """Dify Markdown -> the activities Teams shows: text parts, table cards, citations, AI label.
 
-Limits (shared/docs/platform-limits.md): a message may hold about 100 KB of UTF-16 with everything; we
-split text at ``PART_LIMIT`` characters (never inside a code block: ``app.render.split_markdown``)
-so a part plus its cards and entities stays far below 80 KB. Teams' text Markdown has no tables,
-so tables travel as Adaptive Cards (schema 1.5) on the last part. Citations: one root
-``schema.org/Message`` entity, at most 20 claims, names <= 80 and abstracts <= 160 characters, with
-``[n]`` markers in the text.
+Limits (shared/docs/platform-limits.md): a message may hold about 100 KB of UTF-16 with everything;
+we split text at ``PART_LIMIT`` characters (never inside a code block:
+``app.render.split_markdown``) so a part plus its cards and entities stays far below 80 KB. Teams'
+text Markdown has no tables, so tables travel as Adaptive Cards (schema 1.5) on the last part.
+Citations: one root ``schema.org/Message`` entity, at most 20 claims, names <= 80 and abstracts <=
+160 characters, with ``[n]`` markers in the text.
 """
 
 from __future__ import annotations
