@@ -288,7 +288,8 @@ class RedisStore:
         return f"{self.prefix}:dedup:{{{digest}}}"
 
     async def claim(self, *event_keys: str) -> bool:
-        """Claim every key with SET NX EX; False if any was seen before (a retry or duplicate).
+        """Claim the keys in order with SET NX EX; False if one was seen before (a retry or a
+        duplicate). Callers pass the most specific key (the event id) first.
 
         The value is a token of this call: when a connection drops after Redis applied the SET
         but before we read the answer, the client's retry finds the key; reading our own token
@@ -296,15 +297,16 @@ class RedisStore:
         turns a message into a duplicate of itself.
         """
         owner = secrets.token_hex(8)
-        ok = True
         for raw in event_keys:
             key = self._dedup_key(raw)
             if await self.redis.set(key, owner, nx=True, ex=self.dedup_ttl):
                 continue
             current = await self.redis.get(key)
             if current is None or _s(current) != owner:
-                ok = False
-        return ok
+                # Stop here: claiming the later keys too would let two deliveries of one event
+                # (a retry racing the original) each take one key, and both give up.
+                return False
+        return True
 
     def lock(self, thread: ThreadKey, *, order: float, wait_timeout: float = 300.0) -> ThreadLock:
         return ThreadLock(

@@ -147,3 +147,12 @@ async def test_a_very_recent_message_lets_an_earlier_one_go_first(store: RedisSt
     # The second message reaches the lock first, but the first is only 0.1 s behind it.
     await asyncio.gather(answer("second", now + 0.01, 0), answer("first", now, 0.1))
     assert order == ["first", "second"]
+
+
+async def test_a_retry_racing_its_original_never_makes_both_give_up(store: RedisStore) -> None:
+    # Regression (found by the soak): both deliveries of one event claim at the same moment on
+    # two replicas; each must not take one of the two keys and then both drop the message.
+    for i in range(50):
+        keys = (f"slack:EvRace{i}", f"slack:T1:C1:race-{i}")
+        results = await asyncio.gather(store.claim(*keys), store.claim(*keys))
+        assert sorted(results) == [False, True], i
