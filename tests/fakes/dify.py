@@ -392,6 +392,14 @@ def _error_response(status: int, code: str, message: str, headers: dict[str, str
     )
 
 
+def _require_chat_app(app: FakeApp) -> None:
+    """Dify's guard on the chat-only routes (controllers/service_api/app/error.py)."""
+    if app.mode not in CHAT_MODES:
+        raise _HTTPFail(
+            400, "not_chat_app", "Please check if your app mode matches the right API route."
+        )
+
+
 def _closing(request: web.Request) -> bool:
     t = request.transport
     return t is None or t.is_closing()
@@ -673,10 +681,7 @@ class FakeDify:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         app: FakeApp = request[_APP]
-        if app.mode not in CHAT_MODES:
-            raise _HTTPFail(
-                400, "not_chat_app", "Please check if your app mode matches the right API route."
-            )
+        _require_chat_app(app)
         body = self._body(request)
         user = self._user(body.get("user"))
         inputs = self._check_inputs(app, body.get("inputs"))
@@ -1236,10 +1241,7 @@ class FakeDify:
         early = await self._endpoint_fault(request, "suggested")
         if early is not None:
             return early
-        if app.mode not in CHAT_MODES:
-            raise _HTTPFail(
-                400, "not_chat_app", "Please check if your app mode matches the right API route."
-            )
+        _require_chat_app(app)
         user = self._user(request.query.get("user"))
         self._find_message(app, request.match_info["message_id"], user)
         if app.suggested_questions is None:
@@ -1270,10 +1272,7 @@ class FakeDify:
         early = await self._endpoint_fault(request, "messages")
         if early is not None:
             return early
-        if app.mode not in CHAT_MODES:
-            raise _HTTPFail(
-                400, "not_chat_app", "Please check if your app mode matches the right API route."
-            )
+        _require_chat_app(app)
         user = request.query.get("user", "DEFAULT-USER")
         cid = request.query.get("conversation_id")
         if not cid:
@@ -1296,10 +1295,7 @@ class FakeDify:
         early = await self._endpoint_fault(request, "conversations")
         if early is not None:
             return early
-        if app.mode not in CHAT_MODES:
-            raise _HTTPFail(
-                400, "not_chat_app", "Please check if your app mode matches the right API route."
-            )
+        _require_chat_app(app)
         user = request.query.get("user", "DEFAULT-USER")
         limit = self._limit(request)
         mine = [c for c in app.conversations.values() if c.user == user and not c.deleted]
