@@ -20,8 +20,8 @@ the user*, not the work):
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -38,6 +38,23 @@ INTERRUPTED = (
 
 Resumer = Callable[[Mapping[str, str], str], Awaitable[None]]
 
+_PREACK = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'platform', ARGV[2], 'token', ARGV[3], 'preack', '1')
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('ZADD', KEYS[2], 'NX', ARGV[4], ARGV[1])
+return 1
+"""
+
+_DROP_PREACK = """
+if redis.call('HGET', KEYS[1], 'preack') == '1' then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+
 
 class InflightRegistry:
     """Lease records for answers in progress, and the janitor that closes orphaned ones."""
@@ -45,7 +62,8 @@ class InflightRegistry:
     def __init__(self, redis: Redis, *, prefix: str, ttl: float = 30.0) -> None:
         self.redis = redis
         self.ttl = ttl
-        self.index = f"{prefix}:inflight"
+        # One hash tag for every in-flight key: the MULTI blocks below stay in one Cluster slot.
+        self.index = f"{prefix}:{{inflight}}"
         self._prefix = prefix
         self._resumers: dict[str, Resumer] = {}
 
@@ -54,10 +72,33 @@ class InflightRegistry:
         self._resumers[platform] = resumer
 
     def _key(self, answer_id: str) -> str:
-        return f"{self._prefix}:inflight:{answer_id}"
+        return f"{self.index}:{answer_id}"
 
-    async def begin(self, platform: str, token: Mapping[str, str]) -> str:
-        answer_id = secrets.token_hex(8)
+    @staticmethod
+    def id_for(platform: str, event_id: str) -> str:
+        """The answer id of one platform event: the same on every replica and every retry."""
+        return hashlib.sha256(f"{platform}:{event_id}".encode()).hexdigest()[:20]
+
+    async def preack(self, platform: str, event_id: str, token: Mapping[str, str]) -> None:
+        """Record an event the adapter will answer, before it acks (a crash after the ack then
+        still leaves someone to tell the user). Never overwrites a record that exists."""
+        answer_id = self.id_for(platform, event_id)
+        await self.redis.eval(  # type: ignore[misc]
+            _PREACK, 2, self._key(answer_id), self.index, answer_id, platform,
+            json.dumps(dict(token)), time.time() + self.ttl, int(self.ttl * 20),
+        )
+
+    async def drop_preack(self, answer_id: str) -> None:
+        """Forget a pre-ack record nobody adopted (a duplicate delivery, a refused message)."""
+        await self.redis.eval(  # type: ignore[misc]
+            _DROP_PREACK, 2, self._key(answer_id), self.index, answer_id
+        )
+
+    async def begin(
+        self, platform: str, token: Mapping[str, str], *, answer_id: str | None = None
+    ) -> str:
+        """Record (or adopt the pre-ack record of) an answer in progress."""
+        answer_id = answer_id or hashlib.sha256(str(time.time_ns()).encode()).hexdigest()[:20]
         expires = time.time() + self.ttl
         async with self.redis.pipeline(transaction=True) as p:
             p.hset(
@@ -65,6 +106,7 @@ class InflightRegistry:
                 mapping={"platform": platform, "token": json.dumps(dict(token)),
                          "started": time.time()},
             )
+            p.hdel(self._key(answer_id), "preack")
             p.expire(self._key(answer_id), int(self.ttl * 20))
             p.zadd(self.index, {answer_id: expires})
             await p.execute()

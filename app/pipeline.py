@@ -215,6 +215,7 @@ class Bridge:
                 await reply.fail(
                     "The assistant is restarting. Please ask again in a few seconds.", ref=ref
                 )
+                await self._drop_preack(msg)
                 return
             try:
                 fresh = await self.store.claim(f"{platform}:{msg.event_id}", *msg.dedup_keys)
@@ -226,6 +227,8 @@ class Bridge:
             if not fresh:
                 self.metrics.duplicates.labels(platform).inc()
                 log.info("message.duplicate")
+                # This delivery's pre-ack record, unless the original already adopted it.
+                await self._drop_preack(msg)
                 return
             log.info("message.received", kind=msg.kind.value, chars=len(msg.text))
             # Recorded from the moment we own the event: a replica dying after the claim (which
@@ -333,10 +336,15 @@ class Bridge:
         token_of = getattr(reply, "resume_token", None)
         token = token_of() if callable(token_of) else None
         if self.inflight is None or not token:
+            await self._drop_preack(msg)
             yield _Record(None, None, reply)
             return
         try:
-            answer_id = await self.inflight.begin(msg.key.platform, token)
+            # The adapter may have recorded this event before its ack: adopt that record.
+            answer_id = await self.inflight.begin(
+                msg.key.platform, token,
+                answer_id=self.inflight.id_for(msg.key.platform, msg.event_id),
+            )
         except RedisError as e:  # the answer itself may still work; only crash cover is lost
             log.warning("inflight.begin_failed", error=type(e).__name__)
             yield _Record(None, None, reply)
@@ -350,6 +358,14 @@ class Bridge:
                 await asyncio.shield(self.inflight.end(answer_id))
             except RedisError as e:
                 log.warning("inflight.end_failed", error=type(e).__name__)
+
+    async def _drop_preack(self, msg: IncomingMessage) -> None:
+        if self.inflight is None:
+            return
+        with contextlib.suppress(RedisError):
+            await self.inflight.drop_preack(
+                self.inflight.id_for(msg.key.platform, msg.event_id)
+            )
 
     async def _locked_turn(self, turn: _Turn) -> None:
         msg, reply, ref = turn.msg, turn.reply, turn.ref

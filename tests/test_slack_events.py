@@ -184,3 +184,22 @@ routes:
     assert "assistant: You said: is the VPN down?" in inputs["thread"]
     assert "still down for me" not in inputs["thread"], "the question itself is not history"
     assert len(bot.fake.calls_to("users.info")) == 1, "names are cached"
+
+
+async def test_a_mention_is_recorded_before_the_ack_and_forgotten_once_answered(slack_bot):
+    # If this replica died right after the ack, the record lets another one tell the user.
+    bot = await slack_bot()
+    bot.dify.faults.append(Fault.slow_first_byte(1.0))
+    inflight = bot.service.bridge.inflight
+    ev = bot.mention("record me")
+    event_id = "EvPreAck0001"
+    assert await bot.send(ev, event_id=event_id) == 200
+    answer_id = inflight.id_for("slack", event_id)
+    assert await bot.service.store.redis.zscore(inflight.index, answer_id) is not None
+    await bot.final(CHANNEL, ev["ts"], timeout=15)
+    assert await bot.service.store.redis.zscore(inflight.index, answer_id) is None
+    # A late Slack retry of the answered event records nothing that could later misfire.
+    assert await bot.send(ev, event_id=event_id, retry_num=1) == 200
+    await bot.idle()
+    assert await bot.service.store.redis.zscore(inflight.index, answer_id) is None
+    assert len(bot.answers(CHANNEL, ev["ts"])) == 1

@@ -8,15 +8,17 @@ OAuth variables are set. Socket Mode (``SLACK_APP_TOKEN``) needs no public URL.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
 from aiohttp import web
+from redis.exceptions import RedisError
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
@@ -274,11 +276,33 @@ class SlackAdapter:
         )
         if _needs_bolt_answer(body):
             return await to_aiohttp_response(await self.bolt.async_dispatch(bolt_req()))
+        await self._record_before_ack(body)
         if self._worker is None:  # not started (or stopping): no queue to wait in
             spawn(self._dispatch(bolt_req), name="slack-dispatch")
         else:
             self._queue.put_nowait(bolt_req)
         return web.Response(status=200)
+
+    async def _record_before_ack(self, body: str) -> None:
+        """Events that will surely be answered (mentions, DMs) are recorded in Redis before the
+        ack: if this replica dies between the ack and the answer, another one tells the user
+        (Slack does not retry an acked event). Bounded, and never blocks the ack on failure."""
+        inflight = self._ctx.bridge.inflight
+        if inflight is None or not body.startswith("{"):
+            return
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return
+        token = _answerable(payload)
+        if token is None:
+            return
+        try:
+            await asyncio.wait_for(
+                inflight.preack("slack", str(payload.get("event_id", "")), token), 0.5
+            )
+        except (RedisError, TimeoutError) as e:
+            log.warning("slack.preack_failed", error=type(e).__name__)
 
     async def _dispatcher(self) -> None:
         """Start bolt dispatches one per event-loop turn.
@@ -310,6 +334,25 @@ class SlackAdapter:
             body="", query=request.query_string, headers=dict(request.headers)
         )
         return await to_aiohttp_response(await self.oauth_flow.handle_callback(bolt_req))
+
+
+def _answerable(payload: Any) -> dict[str, str] | None:
+    """The resume token of an event the bot will answer for sure, else None."""
+    if not isinstance(payload, dict) or payload.get("type") != "event_callback":
+        return None
+    ev = payload.get("event")
+    if not isinstance(ev, dict) or ev.get("bot_id") or ev.get("subtype"):
+        return None
+    is_dm = ev.get("type") == "message" and ev.get("channel_type") == "im"
+    if ev.get("type") != "app_mention" and not is_dm:
+        return None
+    channel, ts = ev.get("channel"), ev.get("ts")
+    if not isinstance(channel, str) or not isinstance(ts, str) or not payload.get("event_id"):
+        return None
+    thread_ts = ev.get("thread_ts")
+    thread: str = thread_ts if isinstance(thread_ts, str) else ts
+    return {"team": str(payload.get("team_id", "")), "channel": channel, "thread_ts": thread,
+            "ts": ""}
 
 
 def _needs_bolt_answer(body: str) -> bool:
