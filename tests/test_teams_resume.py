@@ -49,3 +49,26 @@ async def test_an_orphaned_channel_answer_is_replaced_with_a_clear_message(
     await bot.bridge.inflight.expire_now(answer_id)
     assert await bot.bridge.inflight.sweep() == 1
     assert any(INTERRUPTED in (c.text or "") for c in connector.sent())
+
+
+async def test_an_activity_is_recorded_before_the_ack_and_forgotten_once_answered(
+    make_service: Any, connector: FakeBotConnector, dify_app: Any
+) -> None:
+    from tests.fakes.dify import Fault
+
+    dify_app.faults.append(Fault.slow_first_byte(1.0))
+    env = {**connector.service_env(), "DIFY_API_KEY": dify_app.api_key}
+    bot = await make_service(env, adapters=["teams"])
+    activity = connector.channel_mention("record me")
+    status, _, _ = await connector.deliver(bot.base_url, activity)
+    assert status == 200
+    redis, inflight = bot.store.redis, bot.bridge.inflight
+    assert await redis.zcard(inflight.index) == 1  # recorded before Teams got its 200
+    await connector.wait_for(
+        lambda f: any("You said: record me" in (c.text or "") for c in f.sent()), within=15
+    )
+    for _ in range(50):
+        if await redis.zcard(inflight.index) == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert await redis.zcard(inflight.index) == 0

@@ -264,7 +264,21 @@ class TeamsAdapter:
         )
         place = acts.place(inb)
         reply = StreamReply(rt, place, key) if place.personal else EditReply(rt, place, key)
+        await self._record_before_ack(msg.event_id, reply)
         self.ctx.bridge.submit(msg, reply, self.limits)
+
+    async def _record_before_ack(self, event_id: str, reply: EditReply) -> None:
+        """Record the activity in Redis before the 200: if this replica dies before answering,
+        another one tells the user (Teams does not redeliver an acknowledged activity)."""
+        inflight = self.ctx.bridge.inflight
+        if inflight is None:
+            return
+        try:
+            await asyncio.wait_for(
+                inflight.preack("teams", event_id, reply.resume_token()), 0.5
+            )
+        except (RedisError, TimeoutError) as e:
+            log.warning("teams.preack_failed", error=type(e).__name__)
 
     def _downloader_ready(self) -> files.Downloader:
         self._ready()
