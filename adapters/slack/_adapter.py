@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -276,17 +276,18 @@ class SlackAdapter:
         )
         if _needs_bolt_answer(body):
             return await to_aiohttp_response(await self.bolt.async_dispatch(bolt_req()))
-        await self._record_before_ack(body)
+        self._record_before_ack(body)
         if self._worker is None:  # not started (or stopping): no queue to wait in
             spawn(self._dispatch(bolt_req), name="slack-dispatch")
         else:
             self._queue.put_nowait(bolt_req)
         return web.Response(status=200)
 
-    async def _record_before_ack(self, body: str) -> None:
-        """Events that will surely be answered (mentions, DMs) are recorded in Redis before the
-        ack: if this replica dies between the ack and the answer, another one tells the user
-        (Slack does not retry an acked event). Bounded, and never blocks the ack on failure."""
+    def _record_before_ack(self, body: str) -> None:
+        """Start the Redis record of an event that will surely be answered (mentions, DMs)
+        before the ack: if this replica dies between the ack and the answer, another one tells
+        the user (Slack does not retry an acked event). The write is started, not awaited: an
+        await here would let answers already running delay every ack of a burst."""
         inflight = self._ctx.bridge.inflight
         if inflight is None or not body.startswith("{"):
             return
@@ -297,12 +298,10 @@ class SlackAdapter:
         token = _answerable(payload)
         if token is None:
             return
-        try:
-            await asyncio.wait_for(
-                inflight.preack("slack", str(payload.get("event_id", "")), token), 0.5
-            )
-        except (RedisError, TimeoutError) as e:
-            log.warning("slack.preack_failed", error=type(e).__name__)
+        spawn(
+            _logged(inflight.preack("slack", str(payload.get("event_id", "")), token)),
+            name="slack-preack",
+        )
 
     async def _dispatcher(self) -> None:
         """Start bolt dispatches one per event-loop turn.
@@ -334,6 +333,13 @@ class SlackAdapter:
             body="", query=request.query_string, headers=dict(request.headers)
         )
         return await to_aiohttp_response(await self.oauth_flow.handle_callback(bolt_req))
+
+
+async def _logged(write: Awaitable[None]) -> None:
+    try:
+        await write
+    except RedisError as e:
+        log.warning("slack.preack_failed", error=type(e).__name__)
 
 
 def _answerable(payload: Any) -> dict[str, str] | None:
