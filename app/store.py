@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import secrets
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
@@ -327,20 +326,3 @@ class RedisStore:
 
 def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
-
-
-async def with_redis_retry(
-    op: Callable[[], Awaitable[Any]], *, attempts: int = 3, delay: float = 0.2
-) -> Any:
-    """Run a Redis operation, retrying briefly on connection errors (failover, restart)."""
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
-
-    for i in range(attempts):
-        try:
-            return await op()
-        except (RedisConnectionError, RedisTimeoutError, OSError):
-            if i == attempts - 1:
-                raise
-            await asyncio.sleep(delay * (2**i))
-    raise AssertionError("unreachable")

@@ -29,7 +29,3 @@ def _done(task: asyncio.Task[Any]) -> None:
     exc = task.exception()
     if exc is not None:
         log.error("task.crashed", task=task.get_name(), error=type(exc).__name__, exc_info=exc)
-
-
-def running() -> set[asyncio.Task[Any]]:
-    return set(_running)
