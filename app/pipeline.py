@@ -69,6 +69,7 @@ STORAGE_DOWN = (
     "Please try again in a minute."
 )
 INTERNAL = "Something went wrong on our side. Please try again."
+RESET_DONE = "Okay, starting a new conversation in this thread. Ask away!"
 
 def new_ref() -> str:
     """A short id shown to the user and logged with the failure, to find one in the other."""
@@ -201,6 +202,14 @@ class Bridge:
         log.info("answer.stop_requested", thread=thread.log_id)
         return True
 
+    async def reset(self, *, thread: ThreadKey) -> None:
+        """Start a fresh Dify conversation in ``thread`` (the reset words or a reset button).
+
+        Only the mapping is forgotten: an answer streaming now finishes in the old conversation,
+        and the next question starts a new one."""
+        await self.store.forget(thread)
+        log.info("conversation.reset", thread=thread.log_id)
+
     # ------------------------------------------------------------------ the pipeline
 
     async def handle(self, msg: IncomingMessage, reply: Reply, limits: PlatformLimits) -> None:
@@ -279,12 +288,8 @@ class Bridge:
                 return
         if is_reset(msg.text, route):
             await reply.start(limits.placeholder)
-            await self.store.forget(msg.key)
-            await reply.finish(
-                "Okay, starting a new conversation in this thread. Ask away!",
-                ReplyExtras(route=route.name),
-            )
-            log.info("conversation.reset")
+            await self.reset(thread=msg.key)
+            await reply.finish(RESET_DONE, ReplyExtras(route=route.name))
             return
         ready = await self.preflight.run(msg, route, reply, limits, ref)
         if ready is None:
