@@ -162,6 +162,8 @@ class RouteConfig(_Strict):
     monthly_token_quota: Annotated[int, Field(ge=0)] = 0
     # Feature switches for what appears under a finished answer.
     feedback_buttons: bool = True
+    # A "New topic" button under chat answers: the same as typing a reset word.
+    reset_button: bool = True
     suggested_questions: bool = True
     show_sources: bool = True
 
