@@ -39,6 +39,8 @@ _ALLOWED_TYPES = frozenset(
     }
 )
 _SKIPPED_MODES = frozenset({"tombstone", "hidden_by_limit", "external"})
+# A clip recorded in Slack (microphone button) carries this file subtype.
+_AUDIO_CLIP = "slack_audio"
 
 
 def allowed_type(mime: str) -> bool:
@@ -49,6 +51,16 @@ def allowed_type(mime: str) -> bool:
 def _str(d: dict[str, Any], key: str) -> str:
     v = d.get(key)
     return v if isinstance(v, str) else ""
+
+
+def _clip_mime(mime: str, filetype: str) -> str:
+    """The audio type of a recorded Slack clip: Slack labels some clips ``video/mp4`` (the
+    container), and Dify's speech-to-text takes ``audio/*`` types only."""
+    if mime.startswith("audio/"):
+        return mime
+    if mime.startswith("video/"):
+        return "audio/" + mime.split("/", 1)[1]
+    return "audio/webm" if filetype == "webm" else "audio/mp4"
 
 
 def attachments_from_event(
@@ -62,6 +74,9 @@ def attachments_from_event(
         url = _str(f, "url_private_download") or _str(f, "url_private")
         name = (_str(f, "name") or _str(f, "title") or "file")[:200]
         mime = _str(f, "mimetype") or "application/octet-stream"
+        clip = _str(f, "subtype") == _AUDIO_CLIP
+        if clip:
+            mime = _clip_mime(mime.lower(), _str(f, "filetype").lower())
         size = f.get("size")
         size = size if isinstance(size, int) and size >= 0 else 0
         if not url.startswith(("https://", "http://")):
@@ -72,7 +87,7 @@ def attachments_from_event(
                 mime_type=mime,
                 size=size,
                 url=url,
-                is_audio=mime.startswith("audio/"),
+                is_audio=clip or mime.startswith("audio/"),
                 fetch=_fetcher(url, name, mime, size, token, session),
             )
         )
