@@ -1,9 +1,11 @@
-"""Buttons under answers: thumbs up/down, suggested follow-ups, and Stop while streaming."""
+"""Buttons under answers: thumbs up/down, suggested follow-ups, New topic, and Stop while
+streaming."""
 
 from __future__ import annotations
 
 import json
 
+from app.pipeline import RESET_DONE
 from tests import test_slack_support as _support
 from tests.test_slack_support import CHANNEL, SECRET
 
@@ -98,3 +100,47 @@ async def test_button_with_tampered_value_is_acknowledged_and_ignored(slack_bot)
     (dify_msg,) = bot.dify.messages.values()
     assert not dify_msg.feedback
     assert json.loads(_button(answer, "dify_like")["value"])["m"] == dify_msg.id
+
+
+async def test_new_topic_button_makes_the_next_question_start_a_new_dify_conversation(slack_bot):
+    bot = await slack_bot()
+    ev = bot.mention("topic one")
+    await bot.send(ev)
+    (answer,) = await bot.final(CHANNEL, ev["ts"])
+    assert _button(answer, "dify_new_topic")["text"]["text"] == "New topic"
+
+    click = bot.fake.block_action(bot.team, answer, _button(answer, "dify_new_topic"), user="U0BOB")
+    body, headers = bot.fake.interaction(click, secret=SECRET)
+    assert (await bot.post(body, headers)).status == 200
+
+    # Everyone in the thread shares the conversation, so the thread is told who started anew.
+    await bot.fake.wait_for(lambda: len(bot.answers(CHANNEL, ev["ts"])) == 2)
+    note = bot.answers(CHANNEL, ev["ts"])[1]
+    assert note.visible_text() == RESET_DONE
+    assert "New topic started by <@U0BOB>" in note.context_text()
+    await bot.fake.wait_for(
+        lambda: "dify_new_topic" not in [b["action_id"] for b in answer.buttons()]
+    )
+    assert answer.visible_text().strip() == "You said: topic one", "the answer itself stays"
+    assert "dify_like" in [b["action_id"] for b in answer.buttons()]
+
+    await bot.send(bot.message("topic two", thread_ts=ev["ts"]))
+    msgs = await bot.final(CHANNEL, ev["ts"], count=3)
+    assert msgs[-1].visible_text().strip() == "You said: topic two"
+    sent = [r for r in bot.dify_requests() if r.path == "/chat-messages"]
+    assert [r.json["conversation_id"] for r in sent] == ["", ""], "a new Dify conversation"
+    assert sorted(c.queries for c in bot.dify.conversations.values()) == [
+        ["topic one"],
+        ["topic two"],
+    ]
+    assert "Dify conversation: “topic two”" in msgs[-1].context_text()
+
+
+async def test_no_new_topic_button_when_the_route_turns_it_off(slack_bot):
+    bot = await slack_bot(bridge_yaml="routes:\n  - name: quiet\n    reset_button: false\n")
+    ev = bot.mention("hello")
+    await bot.send(ev)
+    (answer,) = await bot.final(CHANNEL, ev["ts"])
+    ids = [b["action_id"] for b in answer.buttons()]
+    assert "dify_new_topic" not in ids
+    assert "dify_like" in ids, "the other buttons are still there"

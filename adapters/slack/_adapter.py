@@ -184,6 +184,7 @@ class SlackAdapter:
         app.action(B.ACTION_STOP)(h.on_stop)
         app.action(re.compile(rf"^({B.ACTION_LIKE}|{B.ACTION_DISLIKE})$"))(h.on_feedback)
         app.action(re.compile(rf"^{B.ACTION_SUGGEST}_\d+$"))(h.on_suggestion)
+        app.action(B.ACTION_RESET)(h.on_reset)
 
     async def _on_uninstalled(self, context: AsyncBoltContext) -> None:
         """The app was removed from a workspace: forget its installation and cached token."""

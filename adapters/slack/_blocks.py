@@ -25,6 +25,8 @@ ACTION_STOP = "dify_stop"
 ACTION_LIKE = "dify_like"
 ACTION_DISLIKE = "dify_dislike"
 ACTION_SUGGEST = "dify_suggest"  # + "_<n>": action ids must be unique within a message
+ACTION_RESET = "dify_new_topic"
+RESET_BLOCK = "dify_topic"
 
 
 def split(md: str, *, final: bool = True) -> list[str]:
@@ -83,8 +85,14 @@ def streaming_blocks(md: str, status: str | None, *, stop_button: bool) -> list[
     return blocks
 
 
-def final_extras_blocks(extras: ReplyExtras, *, feedback: bool, suggested: bool) -> list[Block]:
-    """Sources, notices and buttons under the last part of a finished answer."""
+def final_extras_blocks(
+    extras: ReplyExtras, *, feedback: bool, suggested: bool, reset: bool = False
+) -> list[Block]:
+    """Sources, notices and buttons under the last part of a finished answer.
+
+    ``reset``: a "New topic" button, shown only under answers that belong to a Dify
+    conversation (not under notes such as the reset confirmation itself).
+    """
     blocks: list[Block] = []
     if extras.sources:
         src = render.slack_sources_block(extras.sources)
@@ -111,6 +119,14 @@ def final_extras_blocks(extras: ReplyExtras, *, feedback: bool, suggested: bool)
                 ],
             }
         )
+    if reset and extras.conversation_id:
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": RESET_BLOCK,
+                "elements": [_button("New topic", ACTION_RESET, {"k": "reset"})],
+            }
+        )
     return [b for b in blocks if b.get("type") != "actions" or b.get("elements")]
 
 
@@ -131,6 +147,19 @@ def feedback_done_blocks(blocks: list[Block], rating: str, user: str) -> list[Bl
         else:
             out.append(b)
     return out
+
+
+def without_reset_button(blocks: list[Block]) -> list[Block]:
+    """The clicked answer without its "New topic" row (one click is enough), all else kept."""
+    return [b for b in blocks if b.get("block_id") != RESET_BLOCK]
+
+
+def reset_done_blocks(text: str, user: str) -> list[Block]:
+    """The note in the thread after a "New topic" click: what happens next, and who asked."""
+    blocks = answer_blocks(text)
+    if user:
+        blocks.append(_context(f"New topic started by <@{user}>."))
+    return blocks
 
 
 def parse_value(raw: Any) -> dict[str, Any]:

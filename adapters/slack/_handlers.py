@@ -25,7 +25,7 @@ from adapters.slack._webapi import SlackApi, SlackCallError, make_client
 from app import render_slack
 from app.errors import BridgeError, PlatformRateLimited, UserFacingError
 from app.model import IncomingMessage, Kind, PlatformLimits, Speaker, ThreadKey
-from app.pipeline import new_ref
+from app.pipeline import RESET_DONE, new_ref
 
 if TYPE_CHECKING:
     from app.metrics import Metrics
@@ -90,8 +90,15 @@ class SlackHandlers:
             return None
 
     def _reply(
-        self, key: ThreadKey, token: str | None, user: str, route: Route | None
+        self,
+        key: ThreadKey,
+        token: str | None,
+        user: str,
+        route: Route | None,
+        *,
+        one_shot: bool = False,
     ) -> SlackReply:
+        """``one_shot``: the answer keeps no Dify conversation (no "New topic" to offer)."""
         cfg = route.config if route is not None else None
         origin = None
         if route is not None:
@@ -108,6 +115,10 @@ class SlackHandlers:
                 native_streaming=bool(cfg and cfg.native_streaming),
                 feedback_buttons=cfg.feedback_buttons if cfg else True,
                 suggested_questions=cfg.suggested_questions if cfg else True,
+                # Completion and workflow apps answer each message on its own: nothing to reset.
+                reset_button=bool(
+                    cfg and cfg.reset_button and cfg.dify.mode.is_chat and not one_shot
+                ),
             ),
             dify_origin=origin,
             is_dm=key.channel.startswith("D"),
@@ -298,7 +309,11 @@ class SlackHandlers:
             kind=Kind.COMMAND,
             received_at=ts_to_time(ts) or time.time(),
         )
-        self._bridge.submit(msg, self._reply(key, token, user, route), self._limits)
+        # With the answer cache on, slash commands are one-shot: no conversation is stored.
+        one_shot = route is not None and route.config.answer_cache_ttl > 0
+        self._bridge.submit(
+            msg, self._reply(key, token, user, route, one_shot=one_shot), self._limits
+        )
 
     # ------------------------------------------------------------------ buttons
 
@@ -410,3 +425,45 @@ class SlackHandlers:
             received_at=received,
         )
         self._bridge.submit(msg, self._reply(key, token, user, route), self._limits)
+
+    async def on_reset(self, ack: Ack, body: dict[str, Any], context: AsyncBoltContext) -> None:
+        """The "New topic" button: the thread's next question starts a new Dify conversation."""
+        await ack()
+        key = self._action_thread(body, context)
+        if key is None:
+            return
+        user = _s(body, "user", "id")
+        try:
+            await self._bridge.reset(thread=key)
+        except Exception as e:  # Redis away: nothing changed, say so
+            log.warning("slack.reset_failed", error=type(e).__name__)
+            await self._tell(body, "I couldn't start a new topic. Please try again in a minute.")
+            return
+        api = self.api(context.bot_token)
+        # Everyone in the thread shares its conversation: tell them all, in the thread.
+        try:
+            await api.call(
+                "chat.postMessage",
+                channel=key.channel,
+                thread_ts=key.thread,
+                text=B.fallback_text(RESET_DONE),
+                blocks=B.reset_done_blocks(RESET_DONE, user),
+            )
+        except BridgeError as e:
+            log.info("slack.reset_note_failed", code=getattr(e, "code", "ratelimited"))
+            await self._tell(body, RESET_DONE)
+        raw_message = body.get("message")
+        message: dict[str, Any] = raw_message if isinstance(raw_message, dict) else {}
+        blocks = message.get("blocks")
+        ts = _s(message, "ts")
+        if isinstance(blocks, list) and ts:
+            try:
+                await api.call(
+                    "chat.update",
+                    channel=key.channel,
+                    ts=ts,
+                    text=_s(message, "text") or " ",
+                    blocks=B.without_reset_button(blocks),
+                )
+            except BridgeError as e:
+                log.info("slack.reset_button_update_failed", code=getattr(e, "code", "ratelimited"))

@@ -60,6 +60,8 @@ class ReplyOptions:
     feedback_buttons: bool = True
     suggested_questions: bool = True
     stop_button: bool = True
+    # "New topic" under finished answers: only for chat apps that keep a conversation.
+    reset_button: bool = False
 
 
 class SlackReply:
@@ -170,6 +172,7 @@ class SlackReply:
             extras,
             feedback=self._opt.feedback_buttons,
             suggested=self._opt.suggested_questions,
+            reset=self._opt.reset_button,
         )
         if not (self._native and await self._stream_finish(text, tail)):
             parts = B.split(text)
