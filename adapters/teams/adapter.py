@@ -250,7 +250,9 @@ class TeamsAdapter:
             if not attached:
                 log.debug("teams.ignored", why="empty after removing the mention")
                 return
-            text = FILE_ONLY_QUESTION
+            # A voice clip alone stays without text: the core makes its transcript the question.
+            if not any(a.is_audio for a in attached):
+                text = FILE_ONLY_QUESTION
         msg = IncomingMessage(
             key=key,
             # Channel message ids are millisecond timestamps, unique per conversation only:

@@ -1,9 +1,12 @@
 """Files people send the bot in Teams, handed to the core as lazily downloaded attachments.
 
-Two shapes arrive: a file sent in a 1:1 chat (``application/vnd.microsoft.teams.file.download.info``
-with a pre-authorised SharePoint ``downloadUrl``; needs ``supportsFiles`` in the manifest) and an
-image pasted into the message (``image/*`` with a ``contentUrl`` on the Bot Connector, which wants
-the bot's token). The token is only ever sent to the host of the activity's own ``serviceUrl``.
+Three shapes arrive: a file sent in a 1:1 chat
+(``application/vnd.microsoft.teams.file.download.info`` with a pre-authorised SharePoint
+``downloadUrl``; needs ``supportsFiles`` in the manifest), an image pasted into the message
+(``image/*`` with a ``contentUrl`` on the Bot Connector, which wants the bot's token) and an audio
+clip (``audio/*`` with a ``contentUrl``, fetched the same way; the core transcribes it when the
+message has no text). The token is only ever sent to the host of the activity's own
+``serviceUrl``.
 Downloads stop at ``MAX_BYTES`` (Dify's default upload limit) and never block the loop.
 """
 
@@ -77,6 +80,25 @@ def _too_big() -> UserFacingError:
     return UserFacingError(f"The attached file is larger than {MAX_BYTES // (1024 * 1024)} MB.")
 
 
+def _concrete(ctype: str, name: str, default: str) -> str:
+    """``image/*`` or ``audio/*`` made concrete from the file name, else ``default``."""
+    if not ctype.endswith("/*"):
+        return ctype
+    guessed = mimetypes.guess_type(name)[0] if name else None
+    major = ctype.split("/", 1)[0]
+    return guessed if guessed and guessed.startswith(major + "/") else default
+
+
+def _extension(mime: str) -> str:
+    """``.mp3`` for ``audio/mpeg``; ``.wav`` for ``audio/wav`` (which mimetypes does not know)."""
+    known = mimetypes.guess_extension(mime)
+    if known:
+        return known
+    sub = mime.split("/", 1)[-1].split(";", 1)[0]
+    sub = sub.removeprefix("x-")
+    return "." + sub if sub.isalnum() else ".bin"
+
+
 def attachments(
     raw: tuple[dict[str, Any], ...], *, service_url: str, downloader: Downloader
 ) -> tuple[Attachment, ...]:
@@ -85,7 +107,8 @@ def attachments(
     service_host = urlsplit(service_url).hostname
     for a in raw:
         ctype = a.get("contentType")
-        name = a.get("name") if isinstance(a.get("name"), str) else ""
+        raw_name = a.get("name")
+        name = raw_name if isinstance(raw_name, str) else ""
         content = a.get("content") if isinstance(a.get("content"), dict) else {}
         if ctype == FILE_DOWNLOAD_INFO:
             url = (content or {}).get("downloadUrl")
@@ -103,19 +126,21 @@ def attachments(
                     is_audio=mime.startswith("audio/"),
                 )
             )
-        elif isinstance(ctype, str) and ctype.startswith("image/"):
+        elif isinstance(ctype, str) and ctype.startswith(("image/", "audio/")):
             url = a.get("contentUrl")
             if not isinstance(url, str):
                 continue
             # The bot's token only goes back to the Bot Connector that sent the activity.
             same_host = urlsplit(url).hostname == service_host
-            mime = ctype if ctype != "image/*" else "image/png"
+            audio = ctype.startswith("audio/")
+            mime = _concrete(ctype, name, "audio/mpeg" if audio else "image/png")
             out.append(
                 Attachment(
-                    name=name or "image" + (mimetypes.guess_extension(mime) or ".png"),
+                    name=name or ("voice" if audio else "image") + _extension(mime),
                     mime_type=mime,
                     size=0,
                     fetch=downloader.fetcher(url, token=same_host),
+                    is_audio=audio,
                 )
             )
         if len(out) >= MAX_FILES:
