@@ -13,6 +13,7 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Literal, cast
 
 import aiohttp
@@ -20,7 +21,7 @@ import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from adapters.teams import _sdk, files
+from adapters.teams import _sdk, compose, files
 from adapters.teams import activities as acts
 from adapters.teams.auth import SigningKeys, TokenValidator, Unauthorized, is_loopback_url
 from adapters.teams.connector import BotConnector, TenantPacer
@@ -29,12 +30,15 @@ from adapters.teams.tokens import TokenSource
 from app.context import AdapterContext
 from app.errors import PlatformError
 from app.model import IncomingMessage, Kind, PlatformLimits, Speaker, ThreadKey
+from app.pipeline import RESET_DONE
+from app.tasks import spawn
 
 log = structlog.get_logger(__name__)
 
 FEEDBACK_TIMEOUT = 10.0
 # Dify needs a question; a message that is only a file gets this one.
 FILE_ONLY_QUESTION = "Please look at the attached file."
+RESET_FAILED = "Sorry, I could not start a new conversation just now. Please try again."
 _IGNORED_TYPES = frozenset(
     {
         "conversationUpdate",
@@ -180,6 +184,7 @@ class TeamsAdapter:
             stop_answer=self._stop_answer,
             feedback_enabled=self._feedback_enabled,
             stream_window=self._stream_window,
+            reset_enabled=self._reset_enabled,
         )
         return self._runtime
 
@@ -237,6 +242,10 @@ class TeamsAdapter:
         if inb.from_id == inb.recipient_id or (self.app_id and inb.from_id == f"28:{self.app_id}"):
             log.debug("teams.ignored", why="own message")
             return
+        if compose.is_reset_click(inb.value):
+            # A card button click: Teams sends it as a message without text or mention.
+            await self._on_reset_click(inb, rt)
+            return
         key = acts.thread_key(inb)
         kind = await self._kind(inb, key)
         if kind is None:
@@ -255,9 +264,7 @@ class TeamsAdapter:
                 text = FILE_ONLY_QUESTION
         msg = IncomingMessage(
             key=key,
-            # Channel message ids are millisecond timestamps, unique per conversation only:
-            # scope them so two channels posting in the same millisecond never collide.
-            event_id=f"{inb.id}@{_short(inb.base_conversation_id)}",
+            event_id=_event_id(inb),
             speaker=Speaker(id=inb.aad_object_id or inb.from_id, name=inb.from_name),
             text=text,
             kind=kind,
@@ -306,6 +313,44 @@ class TeamsAdapter:
             log.warning("teams.thread_lookup_failed", error=type(e).__name__)
             return None
         return Kind.THREAD_REPLY if known else None
+
+    # ------------------------------------------------------------------ New topic button
+    async def _on_reset_click(self, inb: acts.Inbound, rt: Runtime) -> None:
+        """Forget the thread's Dify conversation (``Bridge.reset``), then say so in the thread.
+
+        The reset is done before the 200, so a question sent right after the click already
+        starts the new conversation; the confirmation is posted in the background."""
+        key = acts.thread_key(inb)
+        route = self.ctx.bridge.router.resolve(key)
+        if route is None or not route.config.dify.mode.is_chat:
+            log.info("teams.reset_click_ignored", why="no chat route for this thread")
+            return
+        try:
+            if not await self.ctx.store.claim(f"teams:{_event_id(inb)}"):
+                log.info("teams.reset_click_duplicate")
+                return
+            await self.ctx.bridge.reset(thread=key)
+            text = RESET_DONE
+        except RedisError as e:
+            log.warning("teams.reset_failed", error=type(e).__name__)
+            text = RESET_FAILED
+        # Answer under the card that was clicked (in channels: in its reply chain).
+        place = replace(acts.place(inb), reply_to_id=inb.reply_to_id or inb.id)
+        spawn(self._say(EditReply(rt, place, key), text), name=f"teams-reset-{key.log_id}")
+
+    async def _say(self, reply: EditReply, text: str) -> None:
+        try:
+            await reply.say(text)
+        except PlatformError as e:
+            log.warning("teams.reset_reply_failed", code=e.code)
+
+    def _reset_enabled(self, route_name: str | None) -> bool:
+        route = self.ctx.bridge.router.by_name(route_name) if route_name else None
+        return (
+            route is not None
+            and route.config.reset_button
+            and route.config.dify.mode.is_chat
+        )
 
     # ------------------------------------------------------------------ feedback
     async def _on_invoke(self, inb: acts.Inbound) -> web.StreamResponse:
@@ -369,6 +414,12 @@ def _feedback_text(raw: Any) -> str | None:
         return raw[:2000]
     text = data.get("feedbackText") if isinstance(data, dict) else None
     return text[:2000] if isinstance(text, str) and text.strip() else None
+
+
+def _event_id(inb: acts.Inbound) -> str:
+    # Channel message ids are millisecond timestamps, unique per conversation only: scope them
+    # so two channels posting in the same millisecond never collide.
+    return f"{inb.id}@{_short(inb.base_conversation_id)}"
 
 
 def _short(text: str) -> str:

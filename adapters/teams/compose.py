@@ -27,6 +27,10 @@ STREAM_TEXT_LIMIT = 24_000  # stop streaming updates beyond this; the final mess
 MAX_CITATIONS = 20
 CITATION_NAME = 80
 CITATION_ABSTRACT = 160
+# The "New topic" button: an Adaptive Card whose Action.Submit comes back as a message activity
+# with no text and this ``value`` (Teams copies the action's ``data`` into it).
+RESET_VALUE: dict[str, str] = {"difyBridge": "newTopic"}
+RESET_TITLE = "New topic"
 AI_LABEL: dict[str, Any] = {
     "type": "https://schema.org/Message",
     "@type": "Message",
@@ -55,6 +59,11 @@ def interim(text: str, status: str | None = None) -> str:
     return shown
 
 
+def plain(text: str) -> str:
+    """A short message of the bot's own, rendered for Teams."""
+    return render.to_teams_markdown(text, final=True)
+
+
 def error_text(message: str, ref: str) -> str:
     return f"{render.to_teams_markdown(message, final=True)}\n\n_Reference: {ref}_"
 
@@ -65,8 +74,12 @@ def final_parts(
     *,
     feedback: bool,
     suggestions: bool,
+    reset: bool = False,
 ) -> list[Part]:
-    """The final answer as one or more messages; buttons and sources ride on the last one."""
+    """The final answer as one or more messages; buttons and sources ride on the last one.
+
+    ``reset``: the route offers a "New topic" button; it is shown only under an answer that
+    belongs to a Dify conversation (not under the reset confirmation or one-shot answers)."""
     tables = render.extract_tables(text)
     table_mode: Literal["text", "card"] = "card" if tables else "text"
     notes = [f"_{_one_line(n)}_" for n in extras.notices if n.strip()]
@@ -98,7 +111,28 @@ def final_parts(
         last.channel_data = {"feedbackLoop": {"type": "default"}}
     if suggestions and extras.suggested:
         last.suggested = [s[:200] for s in extras.suggested[:5] if s.strip()]
+    if reset and extras.conversation_id:
+        last.attachments = [*last.attachments, reset_card()]
     return parts
+
+
+def reset_card() -> dict[str, Any]:
+    """The "New topic" button as an attachment (an ActionSet, so the card body is never empty)."""
+    action = {"type": "Action.Submit", "title": RESET_TITLE, "data": dict(RESET_VALUE)}
+    return {
+        "contentType": _sdk.ADAPTIVE_CARD,
+        "content": {
+            "type": "AdaptiveCard",
+            "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+            "version": "1.5",
+            "body": [{"type": "ActionSet", "actions": [action]}],
+        },
+    }
+
+
+def is_reset_click(value: Any) -> bool:
+    """The ``value`` of a click on the "New topic" button."""
+    return isinstance(value, dict) and all(value.get(k) == v for k, v in RESET_VALUE.items())
 
 
 def _render_parts(md: str, tables: Literal["text", "card"], limit: int) -> list[str]:

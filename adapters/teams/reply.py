@@ -52,6 +52,8 @@ class Runtime:
     stop_answer: Callable[[ThreadKey], Awaitable[bool]]
     feedback_enabled: Callable[[str | None], bool]
     stream_window: float = 100.0
+    # Whether a route shows the "New topic" button (route switch on and a chat-mode app).
+    reset_enabled: Callable[[str | None], bool] = lambda _route: False
 
 
 class EditReply:
@@ -130,6 +132,7 @@ class EditReply:
             extras,
             feedback=self.rt.feedback_enabled(extras.route),
             suggestions=self.place.personal,
+            reset=self.rt.reset_enabled(extras.route),
         )
         await self._deliver(parts, extras)
 
@@ -137,6 +140,10 @@ class EditReply:
         await self._settle()
         text = compose.error_text(message, ref)
         await _patient(lambda: self._show(text))
+
+    async def say(self, text: str) -> None:
+        """One short message of the bot's own (not an answer), e.g. after a button click."""
+        await _patient(lambda: self._show(compose.plain(text)))
 
     # -------------------------------------------------------------- helpers
     def _activity(
@@ -290,7 +297,11 @@ class StreamReply(EditReply):
             await super().finish(text, extras)
             return
         parts = compose.final_parts(
-            text, extras, feedback=self.rt.feedback_enabled(extras.route), suggestions=True
+            text,
+            extras,
+            feedback=self.rt.feedback_enabled(extras.route),
+            suggestions=True,
+            reset=self.rt.reset_enabled(extras.route),
         )
         try:
             await self._close_stream(parts[0])
