@@ -678,6 +678,51 @@ class FakeBotConnector:
         ]
         return body
 
+    def with_audio(
+        self,
+        body: dict[str, Any],
+        data: bytes,
+        *,
+        content_type: str = "audio/mpeg",
+        name: str | None = None,
+    ) -> dict[str, Any]:
+        """``body`` with an audio clip attached (``audio/*`` with a ``contentUrl`` on the Bot
+        Connector, fetched with the bot's token like a pasted image)."""
+        clip_id = f"0-weu-d2-{uuid.uuid4().hex}"
+        self.files[clip_id] = data
+        attachment: dict[str, Any] = {
+            "contentType": content_type,
+            "contentUrl": f"{self.service_url}v3/attachments/{clip_id}/views/original",
+        }
+        if name is not None:
+            attachment["name"] = name
+        body["attachments"] = [attachment]
+        return body
+
+    def card_click(
+        self, value: dict[str, Any], *, reply_to: str, conversation: dict[str, Any]
+    ) -> dict[str, Any]:
+        """What Teams sends when someone clicks an Adaptive Card ``Action.Submit`` button on the
+        bot's message ``reply_to``: a message with no text and no mention, the action's ``data``
+        as ``value``, in the conversation of the card (a channel's reply chain included)."""
+        kind = {"personal": "personal_message", "groupChat": "group_chat_mention"}.get(
+            str(conversation.get("conversationType")), "channel_thread_reply"
+        )
+        body = self.activity(kind)
+        body.pop("text", None)
+        body.pop("textFormat", None)
+        body["entities"] = [{"locale": "en-US", "type": "clientInfo"}]
+        body["conversation"] = copy.deepcopy(conversation)
+        body["replyToId"] = reply_to
+        body["value"] = copy.deepcopy(value)
+        body["channelData"] = {
+            **body.get("channelData", {}),
+            "postBack": True,
+            "source": {"name": "message"},
+            "legacy": {"replyToId": f"1:{uuid.uuid4().hex[:20]}"},
+        }
+        return body
+
     def conversation_update(self) -> dict[str, Any]:
         return self.activity("conversation_update")
 
