@@ -22,6 +22,9 @@ from app.model import ThreadKey
 
 log = structlog.get_logger(__name__)
 
+# A running task and a Stop request outlive no answer by much (Dify ends a run within minutes).
+_TASK_TTL = 1800
+
 
 @dataclass(frozen=True, slots=True)
 class ConversationRecord:
@@ -45,13 +48,19 @@ class ConversationStore(Protocol):
     async def forget(self, thread: ThreadKey) -> None: ...
 
 
-# Acquire. The holder is recorded (field "!holder"), so a later message with an earlier
-# timestamp queues behind the answer already running instead of taking the lock beside it.
-# Dead entries (lease expired) are dropped. Returns 1 = ours, 0 = wait, -1 = our token is no
-# longer queued (our own lease expired).
-_TRY_ACQUIRE = """
+# Enqueue (if not queued yet, or queued again after our own lease expired) and try to take the
+# lock, in one round trip. The holder is recorded (field "!holder"), so a later message with an
+# earlier timestamp queues behind the answer already running instead of taking the lock beside
+# it. Dead entries (lease expired) are dropped. Returns 1 = ours, 0 = wait for someone else,
+# 2 = we are first but still settling (young): try again once the settle time is over.
+_ACQUIRE = """
 local now = tonumber(ARGV[2])
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return -1 end
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[5])
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+  redis.call('PEXPIRE', KEYS[2], ARGV[6])
+end
 local holder = redis.call('HGET', KEYS[2], '!holder')
 if holder == ARGV[1] then return 1 end
 if holder then
@@ -62,9 +71,8 @@ if holder then
 end
 while true do
   local head = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
-  if not head then return -1 end
   if head == ARGV[1] then
-    if tonumber(ARGV[3]) == 1 then return 0 end
+    if tonumber(ARGV[3]) == 1 then return 2 end
     redis.call('HSET', KEYS[2], '!holder', ARGV[1])
     return 1
   end
@@ -117,8 +125,11 @@ class ThreadLock:
         wait_timeout: float = 300.0,
         poll: float = 0.05,
         settle: float = 0.3,
+        on_enter: tuple[tuple[Any, ...], ...] = (),
     ) -> None:
         self._redis = redis
+        # Commands sent in the same round trip as the first attempt (e.g. "thread is known").
+        self._on_enter = on_enter
         self._keys = [queue_key, lease_key]
         self._order = order
         self._ttl = ttl
@@ -139,15 +150,6 @@ class ThreadLock:
             _EXTEND, 2, *self._keys, self.token, exp, int(self._ttl * 10_000)
         )
 
-    async def _enqueue(self) -> None:
-        exp = self._now_ms() + int(self._ttl * 1000)
-        async with self._redis.pipeline(transaction=True) as p:
-            p.zadd(self._keys[0], {self.token: self._order})
-            p.hset(self._keys[1], self.token, exp)
-            p.pexpire(self._keys[0], int(self._ttl * 10_000))
-            p.pexpire(self._keys[1], int(self._ttl * 10_000))
-            await p.execute()
-
     async def _keep_alive(self) -> None:
         while True:
             await asyncio.sleep(self._ttl / 3)
@@ -157,24 +159,35 @@ class ThreadLock:
                 log.warning("lock.extend_failed", error=type(e).__name__)
 
     async def acquire(self) -> None:
-        await self._enqueue()
         self._keeper = asyncio.create_task(self._keep_alive())
         deadline = time.monotonic() + self._wait_timeout
         # Never wait longer than ``settle`` for it, whatever the sender's clock says.
         settle_until = min(self._order + self._settle, time.time() + self._settle)
+        pexpire = int(self._ttl * 10_000)
+        also = self._on_enter
         try:
             while True:
-                young = 1 if time.time() < settle_until else 0
-                res = await self._redis.eval(  # type: ignore[misc]
-                    _TRY_ACQUIRE, 2, *self._keys, self.token, self._now_ms(), young
-                )
+                now = time.time()
+                args: tuple[Any, ...] = (_ACQUIRE, 2, *self._keys, self.token, int(now * 1000),
+                        1 if now < settle_until else 0, self._order,
+                        int(now * 1000) + int(self._ttl * 1000), pexpire)
+                if also:
+                    async with self._redis.pipeline(transaction=False) as p:
+                        for cmd in also:
+                            p.execute_command(*cmd)
+                        p.eval(*args)
+                        res = (await p.execute())[-1]
+                    also = ()
+                else:
+                    res = await self._redis.eval(*args)  # type: ignore[misc,arg-type]
                 if res == 1:
                     return
-                if res == -1:
-                    await self._enqueue()
                 if time.monotonic() > deadline:
                     raise LockTimeout("thread is busy")
-                await asyncio.sleep(self._poll)
+                if res == 2:  # first in line: one more look once the settle time is over
+                    await asyncio.sleep(max(settle_until - time.time(), 0.0))
+                else:
+                    await asyncio.sleep(self._poll)
         except BaseException:
             await self.release()
             raise
@@ -227,20 +240,7 @@ class RedisStore:
         return ":".join((self.prefix, *parts))
 
     async def get_conversation(self, thread: ThreadKey) -> ConversationRecord | None:
-        raw: dict[Any, Any] = await self.redis.hgetall(self.k(thread, "conv"))  # type: ignore[misc]
-        if not raw:
-            return None
-        d = {_s(k): _s(v) for k, v in raw.items()}
-        if not d.get("conversation_id"):
-            return None
-        return ConversationRecord(
-            conversation_id=d["conversation_id"],
-            user=d.get("user", ""),
-            route=d.get("route", ""),
-            created=float(d.get("created", 0) or 0),
-            last_used=float(d.get("last_used", 0) or 0),
-            name=d.get("name", ""),
-        )
+        return _record(await self.redis.hgetall(self.k(thread, "conv")))  # type: ignore[misc]
 
     async def save_conversation(
         self, thread: ThreadKey, *, conversation_id: str, user: str, route: str
@@ -261,6 +261,48 @@ class RedisStore:
             p.expire(key, self.conversation_ttl)
             p.set(self.k(thread, "known"), 1, ex=self.conversation_ttl)
             await p.execute()
+
+    async def save_stream_ids(
+        self,
+        thread: ThreadKey,
+        *,
+        route: str,
+        user: str,
+        conversation_id: str | None = None,
+        task_id: str | None = None,
+    ) -> None:
+        """Store what the first stream event told us: the thread's conversation (as soon as it is
+        known, so a quick follow-up continues it) and the running task (for Stop buttons)."""
+        now = time.time()
+        conv, task = self.k(thread, "conv"), self.k(thread, "task")
+        async with self.redis.pipeline(transaction=True) as p:
+            if conversation_id:
+                p.hsetnx(conv, "created", now)
+                p.hset(conv, mapping={"conversation_id": conversation_id, "user": user,
+                                      "route": route, "last_used": now})
+                p.expire(conv, self.conversation_ttl)
+                p.set(self.k(thread, "known"), 1, ex=self.conversation_ttl)
+            if task_id:
+                p.hset(task, mapping={"task_id": task_id, "route": route})
+                p.expire(task, _TASK_TTL)
+            await p.execute()
+
+    async def running_task(self, thread: ThreadKey) -> dict[str, str]:
+        """The task streaming in ``thread`` now (``task_id``, ``route``), or an empty dict."""
+        raw: dict[Any, Any] = await self.redis.hgetall(self.k(thread, "task"))  # type: ignore[misc]
+        return {_s(k): _s(v) for k, v in raw.items()}
+
+    async def request_stop(self, thread: ThreadKey, task_id: str) -> None:
+        """Note that the user stopped ``task_id`` (any replica may have received the click)."""
+        await self.redis.set(self.k(thread, "stopped"), task_id, ex=_TASK_TTL)
+
+    async def end_stream(self, thread: ThreadKey) -> str | None:
+        """The stream is over: forget its task; returns the task id a Stop click named, if any."""
+        async with self.redis.pipeline(transaction=False) as p:
+            p.delete(self.k(thread, "task"))
+            p.getdel(self.k(thread, "stopped"))
+            res = await p.execute()
+        return _s(res[1]) if res[1] is not None else None
 
     async def set_conversation_name(self, thread: ThreadKey, name: str) -> None:
         await self.redis.hset(self.k(thread, "conv"), "name", name)  # type: ignore[misc]
@@ -307,7 +349,17 @@ class RedisStore:
                 return False
         return True
 
-    def lock(self, thread: ThreadKey, *, order: float, wait_timeout: float = 300.0) -> ThreadLock:
+    def lock(
+        self,
+        thread: ThreadKey,
+        *,
+        order: float,
+        wait_timeout: float = 300.0,
+        mark_known: bool = False,
+    ) -> ThreadLock:
+        """The thread's FIFO lock. ``mark_known`` also remembers that the bot takes part in the
+        thread, in the same round trip as the first attempt to take the lock."""
+        known = (("SET", self.k(thread, "known"), 1, "EX", self.conversation_ttl),)
         return ThreadLock(
             self.redis,
             self.k(thread, "lockq"),
@@ -315,6 +367,7 @@ class RedisStore:
             order=order,
             ttl=self.lock_ttl,
             wait_timeout=wait_timeout,
+            on_enter=known if mark_known else (),
         )
 
     async def ping(self) -> bool:
@@ -326,3 +379,19 @@ class RedisStore:
 
 def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _record(raw: dict[Any, Any]) -> ConversationRecord | None:
+    if not raw:
+        return None
+    d = {_s(k): _s(v) for k, v in raw.items()}
+    if not d.get("conversation_id"):
+        return None
+    return ConversationRecord(
+        conversation_id=d["conversation_id"],
+        user=d.get("user", ""),
+        route=d.get("route", ""),
+        created=float(d.get("created", 0) or 0),
+        last_used=float(d.get("last_used", 0) or 0),
+        name=d.get("name", ""),
+    )
