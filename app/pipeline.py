@@ -28,7 +28,7 @@ from app.answer_extras import chat_extras, hint, stream_error
 from app.answer_fold import Answer, fold, workflow_answer
 from app.appcheck import AppParams, ParamsCache
 from app.attachments import upload_files
-from app.dify.client import DifyClient, DifyClientPool
+from app.dify.client import DifyClient, DifyClientPool, EventStream
 from app.dify.errors import (
     CircuitOpen,
     ConversationNotFound,
@@ -93,6 +93,8 @@ class _Turn:
     # The question to cache the answer under (set only when the answer may be shared).
     cache_question: str | None = None
     new_conversation: bool = False
+    # A Stop click named this answer's task.
+    stopped: bool = False
 
 
 class Bridge:
@@ -186,16 +188,13 @@ class Bridge:
 
     async def stop(self, *, thread: ThreadKey) -> bool:
         """Stop the answer streaming in ``thread`` (any replica may receive the button click)."""
-        raw: dict[Any, Any] = await self.store.redis.hgetall(  # type: ignore[misc]
-            self.store.k(thread, "task")
-        )
-        info = {_s(k): _s(v) for k, v in raw.items()}
+        info = await self.store.running_task(thread)
         if not info.get("task_id"):
             return False
         route = self.router.by_name(info.get("route", "")) or self.router.resolve(thread)
         if route is None:
             return False
-        await self.store.redis.set(self.store.k(thread, "stopped"), info["task_id"], ex=600)
+        await self.store.request_stop(thread, info["task_id"])
         await self.client_for(route).stop(
             info["task_id"], user=thread.dify_user(), mode=route.config.dify.mode.value
         )
@@ -303,7 +302,6 @@ class Bridge:
             with span("platform.start", platform=msg.key.platform):
                 await reply.start(limits.placeholder)
         await record.refresh()  # now with the placeholder's id
-        await self.store.mark_known(msg.key)
         await self._locked_turn(turn)
 
     async def _from_cache(self, turn: _Turn, started: bool) -> bool:
@@ -375,7 +373,7 @@ class Bridge:
     async def _locked_turn(self, turn: _Turn) -> None:
         msg, reply, ref = turn.msg, turn.reply, turn.ref
         try:
-            async with self.store.lock(msg.key, order=msg.received_at):
+            async with self.store.lock(msg.key, order=msg.received_at, mark_known=True):
                 log.info("lock.acquired")
                 with span("bridge.turn", route=turn.route.name):
                     await self._run_turn(turn)
@@ -448,7 +446,12 @@ class Bridge:
             return
         finally:
             self.metrics.active.dec()
-            await self.store.redis.delete(self.store.k(msg.key, "task"))
+            try:
+                stop_request = await self.store.end_stream(msg.key)
+            except RedisError as e:  # the answer is still worth delivering
+                log.warning("store.write_failed", step="end_stream", error=type(e).__name__)
+                stop_request = None
+        turn.stopped = stop_request is not None and stop_request == answer.task_id
         await scheduler.close()
         if answer.error is not None:
             err = stream_error(answer.error)
@@ -469,7 +472,7 @@ class Bridge:
         user = msg.key.dify_user()
         query = turn.prepared.query
         restorer = turn.prepared.restorer
-        events: AsyncIterator[DifyEvent]
+        events: EventStream
         if mode.is_chat:
             events = client.chat_stream(
                 query=query,
@@ -493,40 +496,58 @@ class Bridge:
         ans = Answer()
         turn.new_conversation = mode.is_chat and conversation_id is None and not turn.one_shot
         # One-shot turns never store a conversation: pretend it is already saved.
-        saved_conversation = conversation_id is not None or turn.one_shot
+        saved_conversation = conversation_id is not None or turn.one_shot or not mode.is_chat
         saved_task = False
         # Redis writes run beside the stream so the first text is not held up by them; they
         # are awaited before the answer is finished.
         writes: list[asyncio.Task[Any]] = []
+        ttft = self.metrics.ttft
+        push = scheduler.push
+        batches = events.batches()
         try:
-            async for ev in events:
-                if not saved_conversation and mode.is_chat and ev.conversation_id:
-                    writes.append(asyncio.create_task(self.store.save_conversation(
-                        msg.key, conversation_id=ev.conversation_id, user=user, route=route.name
-                    )))
-                    saved_conversation = True
-                if not saved_task and ev.task_id:
-                    ans.task_id = ev.task_id
-                    writes.append(asyncio.create_task(self._save_task(msg.key, ev.task_id, route)))
-                    structlog.contextvars.bind_contextvars(dify_task=ev.task_id)
-                    saved_task = True
-                if fold(ev, ans) and ans.first_text_at is not None:
-                    self.metrics.ttft.observe(ans.first_text_at - started)
-                    log.info("dify.first_token", ms=int((ans.first_text_at - started) * 1000))
-                if ans.changed and (ans.text or ans.status):
-                    scheduler.push(_restore_partial(ans.text, restorer), ans.status)
+            # One network read at a time: the events of a read are folded, then shown once.
+            async for batch in batches:
+                changed = False
+                for ev in batch:
+                    if not (saved_task and saved_conversation):
+                        saved_task, saved_conversation = self._note_ids(
+                            turn, ev, ans, writes, saved_task, saved_conversation
+                        )
+                    if fold(ev, ans) and ans.first_text_at is not None:
+                        ttft.observe(ans.first_text_at - started)
+                        log.info("dify.first_token", ms=int((ans.first_text_at - started) * 1000))
+                    changed = changed or ans.changed
+                if changed and (ans.text or ans.status):
+                    push(_restore_partial(ans.text, restorer), ans.status)
         finally:
+            await batches.aclose()
             for result in await asyncio.gather(*writes, return_exceptions=True):
                 if isinstance(result, BaseException):
                     log.warning("store.write_failed", error=type(result).__name__)
         return ans
 
-    async def _save_task(self, thread: ThreadKey, task_id: str, route: Route) -> None:
-        key = self.store.k(thread, "task")
-        async with self.store.redis.pipeline(transaction=True) as p:
-            p.hset(key, mapping={"task_id": task_id, "route": route.name})
-            p.expire(key, 1800)
-            await p.execute()
+    def _note_ids(
+        self,
+        turn: _Turn,
+        ev: DifyEvent,
+        ans: Answer,
+        writes: list[asyncio.Task[Any]],
+        saved_task: bool,
+        saved_conversation: bool,
+    ) -> tuple[bool, bool]:
+        """Store the conversation and task ids the first time an event carries them; the
+        writes run beside the stream so the first text is not held up by them."""
+        conv = ev.conversation_id if not saved_conversation else None
+        task = ev.task_id if not saved_task else None
+        if conv or task:
+            writes.append(asyncio.create_task(self.store.save_stream_ids(
+                turn.msg.key, route=turn.route.name, user=turn.msg.key.dify_user(),
+                conversation_id=conv, task_id=task,
+            )))
+        if task:
+            ans.task_id = task
+            structlog.contextvars.bind_contextvars(dify_task=task)
+        return saved_task or bool(task), saved_conversation or bool(conv)
 
     async def _recover(self, client: DifyClient, turn: _Turn, e: StreamIncomplete) -> Answer:
         """The stream ended without a closing event: ask Dify for the stored answer first."""
@@ -570,8 +591,7 @@ class Bridge:
             notices=list(turn.notices),
             route=route.name,
         )
-        stopped = await self.store.redis.getdel(self.store.k(msg.key, "stopped"))
-        if stopped or answer.workflow_status == "stopped":
+        if turn.stopped or answer.workflow_status == "stopped":
             extras.stopped = True
             extras.notices.append(STOPPED_NOTICE)
         else:
@@ -660,10 +680,6 @@ class _Record:
                 await self._inflight.update_token(self._id, token_of())
             except RedisError as e:
                 log.warning("inflight.refresh_failed", error=type(e).__name__)
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def _restore(text: str, restorer: Restorer | None) -> str:

@@ -22,8 +22,9 @@ quirk), workflow ``text_chunk`` (data.text)
 anything else (tts, agent_log, reasoning…)   :class:`Other`
 ==========================================  =====================
 
-The classes are frozen and slotted: they are created once per wire event on the hot path and
-never change afterwards.
+The classes are slotted but not frozen: they are created once per wire event on the hot path, and
+a frozen dataclass's ``__init__`` costs four times as much (``object.__setattr__`` per field),
+about half a millisecond per 400-event answer. Treat them as read-only all the same.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from app.dify.errors import DifyStreamError
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class DifyEvent:
     """The envelope every Dify event carries (fields absent on the wire are ``None``)."""
 
@@ -46,21 +47,21 @@ class DifyEvent:
     workflow_run_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class TextDelta(DifyEvent):
     """A piece of answer text to append."""
 
     answer: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class TextReplace(DifyEvent):
     """The whole answer so far is replaced (output moderation): replace, do not append."""
 
     answer: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class AgentThought(DifyEvent):
     """One agent step; re-sent as it fills in, so upsert by ``id``. Never part of the answer."""
 
@@ -72,7 +73,7 @@ class AgentThought(DifyEvent):
     observation: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class MessageFile(DifyEvent):
     """A file the assistant produced (image from a tool, ...)."""
 
@@ -82,7 +83,7 @@ class MessageFile(DifyEvent):
     belongs_to: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class MessageEnd(DifyEvent):
     """The answer is complete. ``usage`` prices are decimal strings, as Dify sends them."""
 
@@ -91,12 +92,12 @@ class MessageEnd(DifyEvent):
     files: list[dict[str, Any]] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class WorkflowStarted(DifyEvent):
     """A chatflow/workflow run began; ``workflow_run_id`` is set."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class NodeEvent(DifyEvent):
     """Progress of one workflow node, iteration or loop.
 
@@ -111,7 +112,7 @@ class NodeEvent(DifyEvent):
     status: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class WorkflowFinished(DifyEvent):
     """End of a run: ``status`` is succeeded, failed, partial-succeeded or stopped."""
 
@@ -120,12 +121,12 @@ class WorkflowFinished(DifyEvent):
     error: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class WorkflowPaused(DifyEvent):
     """The run waits for human input; the stream ends here."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class StreamError(DifyEvent):
     """An ``error`` event: generation failed after the stream started. Always the last event."""
 
@@ -140,12 +141,12 @@ class StreamError(DifyEvent):
         return DifyStreamError(self.message, status=self.status, code=self.code)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class Ping(DifyEvent):
     """Keep-alive (``event: ping``); Dify sends one about every 10 s."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class Other(DifyEvent):
     """Any event the bridge does not interpret; ``data`` is the whole decoded object."""
 
