@@ -46,6 +46,8 @@ from app.store import RedisStore
 log = structlog.get_logger(__name__)
 
 USAGE_TTL_SECONDS = 400 * 86400
+# Re-add a (route, workspace) to the month's usage index at most this often per process.
+_INDEX_REFRESH = 600.0
 # One Dify answer never uses anywhere near this; a larger figure is garbage, not usage.
 _MAX_TOKENS_PER_ANSWER = 10_000_000
 _MAX_ID_CHARS = 256
@@ -170,6 +172,8 @@ class AbuseLimiter:
         self._seen: dict[tuple[str, str], int] = {}
         self._seen_month = ""
         self._quotas: dict[str, int] = {}
+        # (index key, member) -> when this process last added it to the month's usage index.
+        self._indexed: dict[tuple[str, str], float] = {}
 
     # ------------------------------------------------------------------ keys
 
@@ -270,11 +274,18 @@ class AbuseLimiter:
                     p.hincrby(key, "u:" + _clean_id(msg.speaker.id), total_tokens)
                     p.expire(key, USAGE_TTL_SECONDS)
                     res = await p.execute()
-                # A separate slot in Cluster: not part of the transaction above.
-                async with self._redis.pipeline(transaction=False) as p:
-                    p.sadd(index, member)
-                    p.expire(index, USAGE_TTL_SECONDS)
-                    await p.execute()
+                # A separate slot in Cluster: not part of the transaction above. The index only
+                # changes when a new (route, workspace) shows up, so it is written once per
+                # member every few minutes, not on every answer.
+                now = self._clock()
+                if now - self._indexed.get((index, member), -_INDEX_REFRESH) >= _INDEX_REFRESH:
+                    async with self._redis.pipeline(transaction=False) as p:
+                        p.sadd(index, member)
+                        p.expire(index, USAGE_TTL_SECONDS)
+                        await p.execute()
+                    if len(self._indexed) > 10_000:
+                        self._indexed.clear()
+                    self._indexed[(index, member)] = now
         except (RedisError, TimeoutError) as e:
             log.warning("usage.record_failed", error=type(e).__name__)
             return

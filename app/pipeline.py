@@ -52,7 +52,7 @@ from app.preflight import Preflight
 from app.redact import Prepared, RedactionService, Restorer
 from app.routing import Router
 from app.settings import AppMode, Route, Settings
-from app.store import LockTimeout, RedisStore
+from app.store import ConversationRecord, LockTimeout, RedisStore
 from app.streaming import BudgetRegistry, EditScheduler, deliver_final
 from app.tasks import spawn
 from app.tracing import span
@@ -373,10 +373,13 @@ class Bridge:
     async def _locked_turn(self, turn: _Turn) -> None:
         msg, reply, ref = turn.msg, turn.reply, turn.ref
         try:
-            async with self.store.lock(msg.key, order=msg.received_at, mark_known=True):
+            read = turn.route.config.dify.mode.is_chat and not turn.one_shot
+            async with self.store.lock(
+                msg.key, order=msg.received_at, mark_known=True, read_conversation=read
+            ) as lock:
                 log.info("lock.acquired")
                 with span("bridge.turn", route=turn.route.name):
-                    await self._run_turn(turn)
+                    await self._run_turn(turn, self.store.conversation_of(lock))
         except LockTimeout:
             await reply.fail(BUSY_THREAD, ref=ref)
         except RedisError as e:
@@ -384,15 +387,12 @@ class Bridge:
             self.metrics.errors.labels("redis").inc()
             await _safe_fail(reply, STORAGE_DOWN, ref)
 
-    async def _run_turn(self, turn: _Turn) -> None:
+    async def _run_turn(self, turn: _Turn, record: ConversationRecord | None) -> None:
         msg, route, reply = turn.msg, turn.route, turn.reply
         client = self.client_for(route)
         mode = route.config.dify.mode
         user = msg.key.dify_user()
-        conversation_id: str | None = None
-        if mode.is_chat and not turn.one_shot:
-            record = await self.store.get_conversation(msg.key)
-            conversation_id = record.conversation_id if record else None
+        conversation_id = record.conversation_id if record else None
         budget = self.budgets.get(
             msg.key.platform, msg.key.workspace, turn.limits.workspace_edits_per_minute
         )
@@ -447,7 +447,9 @@ class Bridge:
         finally:
             self.metrics.active.dec()
             try:
-                stop_request = await self.store.end_stream(msg.key)
+                stop_request = await self.store.end_stream(
+                    msg.key, touch=conversation_id is not None
+                )
             except RedisError as e:  # the answer is still worth delivering
                 log.warning("store.write_failed", step="end_stream", error=type(e).__name__)
                 stop_request = None
@@ -608,8 +610,6 @@ class Bridge:
             budget=budget,
             on_ratelimited=self.metrics.ratelimited.labels(msg.key.platform).inc,
         )
-        if route.config.dify.mode.is_chat and not turn.one_shot:
-            await self.store.touch(msg.key)
         if turn.cache_question and not extras.stopped and not extras.files and text.strip():
             try:
                 await self.answer_cache.put(route.name, turn.cache_question, text,

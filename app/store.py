@@ -126,10 +126,15 @@ class ThreadLock:
         poll: float = 0.05,
         settle: float = 0.3,
         on_enter: tuple[tuple[Any, ...], ...] = (),
+        each_try: tuple[tuple[Any, ...], ...] = (),
     ) -> None:
         self._redis = redis
-        # Commands sent in the same round trip as the first attempt (e.g. "thread is known").
+        # Commands sent in the same round trip as the first attempt (e.g. "thread is known"),
+        # and after every attempt (e.g. read the conversation): saves round trips per answer.
         self._on_enter = on_enter
+        self._each_try = each_try
+        #: The replies to ``each_try`` of the attempt that took the lock.
+        self.replies: list[Any] = []
         self._keys = [queue_key, lease_key]
         self._order = order
         self._ttl = ttl
@@ -164,20 +169,26 @@ class ThreadLock:
         # Never wait longer than ``settle`` for it, whatever the sender's clock says.
         settle_until = min(self._order + self._settle, time.time() + self._settle)
         pexpire = int(self._ttl * 10_000)
-        also = self._on_enter
+        before = self._on_enter
         try:
             while True:
                 now = time.time()
-                args: tuple[Any, ...] = (_ACQUIRE, 2, *self._keys, self.token, int(now * 1000),
-                        1 if now < settle_until else 0, self._order,
-                        int(now * 1000) + int(self._ttl * 1000), pexpire)
-                if also:
+                args: tuple[Any, ...] = (
+                    _ACQUIRE, 2, *self._keys, self.token, int(now * 1000),
+                    1 if now < settle_until else 0, self._order,
+                    int(now * 1000) + int(self._ttl * 1000), pexpire,
+                )
+                if before or self._each_try:
                     async with self._redis.pipeline(transaction=False) as p:
-                        for cmd in also:
+                        for cmd in before:
                             p.execute_command(*cmd)
                         p.eval(*args)
-                        res = (await p.execute())[-1]
-                    also = ()
+                        for cmd in self._each_try:
+                            p.execute_command(*cmd)
+                        replies = await p.execute()
+                    res = replies[len(before)]
+                    self.replies = replies[len(before) + 1 :]
+                    before = ()
                 else:
                     res = await self._redis.eval(*args)  # type: ignore[misc,arg-type]
                 if res == 1:
@@ -296,11 +307,14 @@ class RedisStore:
         """Note that the user stopped ``task_id`` (any replica may have received the click)."""
         await self.redis.set(self.k(thread, "stopped"), task_id, ex=_TASK_TTL)
 
-    async def end_stream(self, thread: ThreadKey) -> str | None:
-        """The stream is over: forget its task; returns the task id a Stop click named, if any."""
+    async def end_stream(self, thread: ThreadKey, *, touch: bool = False) -> str | None:
+        """The stream is over: forget its task; returns the task id a Stop click named, if any.
+        ``touch`` also refreshes the conversation's TTL and last-used time (a continued one)."""
         async with self.redis.pipeline(transaction=False) as p:
             p.delete(self.k(thread, "task"))
             p.getdel(self.k(thread, "stopped"))
+            if touch:
+                self._touch(p, thread)
             res = await p.execute()
         return _s(res[1]) if res[1] is not None else None
 
@@ -309,10 +323,14 @@ class RedisStore:
 
     async def touch(self, thread: ThreadKey) -> None:
         async with self.redis.pipeline(transaction=False) as p:
-            p.expire(self.k(thread, "conv"), self.conversation_ttl)
-            p.hset(self.k(thread, "conv"), "last_used", time.time())
-            p.expire(self.k(thread, "known"), self.conversation_ttl)
+            self._touch(p, thread)
             await p.execute()
+
+    def _touch(self, p: Any, thread: ThreadKey) -> None:
+        # HSET before EXPIRE: a hash this creates (the conversation vanished meanwhile) expires.
+        p.hset(self.k(thread, "conv"), "last_used", time.time())
+        p.expire(self.k(thread, "conv"), self.conversation_ttl)
+        p.expire(self.k(thread, "known"), self.conversation_ttl)
 
     async def forget(self, thread: ThreadKey) -> None:
         await self.redis.delete(self.k(thread, "conv"))
@@ -356,10 +374,14 @@ class RedisStore:
         order: float,
         wait_timeout: float = 300.0,
         mark_known: bool = False,
+        read_conversation: bool = False,
     ) -> ThreadLock:
         """The thread's FIFO lock. ``mark_known`` also remembers that the bot takes part in the
-        thread, in the same round trip as the first attempt to take the lock."""
+        thread, in the same round trip as the first attempt to take the lock;
+        ``read_conversation`` reads the conversation in the round trip that takes it (see
+        :meth:`conversation_of`)."""
         known = (("SET", self.k(thread, "known"), 1, "EX", self.conversation_ttl),)
+        conv = (("HGETALL", self.k(thread, "conv")),)
         return ThreadLock(
             self.redis,
             self.k(thread, "lockq"),
@@ -368,7 +390,13 @@ class RedisStore:
             ttl=self.lock_ttl,
             wait_timeout=wait_timeout,
             on_enter=known if mark_known else (),
+            each_try=conv if read_conversation else (),
         )
+
+    @staticmethod
+    def conversation_of(lock: ThreadLock) -> ConversationRecord | None:
+        """The conversation read while taking a lock made with ``read_conversation``."""
+        return _record(lock.replies[0]) if lock.replies else None
 
     async def ping(self) -> bool:
         try:

@@ -121,6 +121,24 @@ async def test_two_quick_messages_are_answered_in_order_in_one_conversation(
     assert calls[1].json["conversation_id"] == r1.extras.conversation_id
 
 
+async def test_a_follow_up_keeps_the_conversation_alive_for_another_full_ttl(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key, "CONVERSATION_TTL_DAYS": "2"})
+    t = new_thread()
+    await ask(svc, message(t, "first"))
+    conv = svc.store.k(t, "conv")
+    # As if the thread had been quiet for a day and a half.
+    await svc.store.redis.expire(conv, 12 * 3600)
+    await svc.store.redis.hset(conv, "last_used", 1.0)
+    second = await ask(svc, message(t, "and again"))
+    assert second.error is None
+    assert await svc.store.redis.ttl(conv) > 47 * 3600
+    assert await svc.store.redis.ttl(svc.store.k(t, "known")) > 47 * 3600
+    record = await svc.store.get_conversation(t)
+    assert record is not None and record.last_used > time.time() - 60
+
+
 async def test_a_vanished_conversation_starts_a_new_one_and_says_so(
     make_service: Any, fake_dify: Any, dify_app: Any
 ) -> None:
