@@ -51,6 +51,9 @@ class Inbound:
     attachments: tuple[dict[str, Any], ...] = ()
     value: Any = None
     timestamp: float | None = None
+    # ``channelData.channel.name``: Teams names the channel on some channel messages (never in
+    # chats; the General channel often has none).
+    channel_name: str | None = None
     raw_conversation: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -136,6 +139,7 @@ def parse(body: Any) -> Inbound:
         attachments=attachments,
         value=body.get("value"),
         timestamp=_timestamp(body.get("timestamp")),
+        channel_name=_channel_name(channel_data or {}),
         raw_conversation={
             k: conversation[k]
             for k in ("id", "conversationType", "tenantId", "isGroup")
@@ -154,6 +158,15 @@ def _conversation_type(conversation: dict[str, Any], channel_data: dict[str, Any
     if conversation.get("isGroup"):
         return GROUP
     return PERSONAL
+
+
+def _channel_name(channel_data: dict[str, Any]) -> str | None:
+    """The channel's display name when the activity carries one (optional: never refused)."""
+    channel = channel_data.get("channel")
+    name = channel.get("name") if isinstance(channel, dict) else None
+    if not isinstance(name, str) or not name.strip() or len(name) > _MAX_ID:
+        return None
+    return name.strip()
 
 
 def _timestamp(raw: Any) -> float | None:

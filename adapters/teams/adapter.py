@@ -185,6 +185,7 @@ class TeamsAdapter:
             feedback_enabled=self._feedback_enabled,
             stream_window=self._stream_window,
             reset_enabled=self._reset_enabled,
+            dify_origin=self._dify_origin,
         )
         return self._runtime
 
@@ -269,6 +270,7 @@ class TeamsAdapter:
             text=text,
             kind=kind,
             attachments=attached,
+            channel_name=inb.channel_name,
             received_at=inb.timestamp or time.time(),
         )
         place = acts.place(inb)
@@ -351,6 +353,11 @@ class TeamsAdapter:
             and route.config.reset_button
             and route.config.dify.mode.is_chat
         )
+
+    def _dify_origin(self, route_name: str | None) -> str | None:
+        route = self.ctx.bridge.router.by_name(route_name) if route_name else None
+        # Dify's relative file URLs (/files/...) hang off the API's origin, not /v1.
+        return route.base_url.rstrip("/").removesuffix("/v1") if route is not None else None
 
     # ------------------------------------------------------------------ feedback
     async def _on_invoke(self, inb: acts.Inbound) -> web.StreamResponse:

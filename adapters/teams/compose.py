@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urljoin, urlsplit
 
 from adapters.teams import _sdk
 from app import render
-from app.model import ReplyExtras, Source
+from app.model import OutFile, ReplyExtras, Source
 
 PART_LIMIT = 20_000
 # Teams refuses activities above ~100 KB (UTF-16, everything included); stay under 80 KB with
@@ -75,15 +76,18 @@ def final_parts(
     feedback: bool,
     suggestions: bool,
     reset: bool = False,
+    file_origin: str | None = None,
 ) -> list[Part]:
     """The final answer as one or more messages; buttons and sources ride on the last one.
 
     ``reset``: the route offers a "New topic" button; it is shown only under an answer that
-    belongs to a Dify conversation (not under the reset confirmation or one-shot answers)."""
+    belongs to a Dify conversation (not under the reset confirmation or one-shot answers).
+    ``file_origin``: the Dify API's origin; files Dify produces are links under the text, and
+    Dify gives relative URLs (``/files/tools/...``) when its ``FILES_URL`` is not set."""
     tables = render.extract_tables(text)
     table_mode: Literal["text", "card"] = "card" if tables else "text"
     notes = [f"_{_one_line(n)}_" for n in extras.notices if n.strip()]
-    files = [f"[{f.name or _file_label(f.url)}]({f.url})" for f in extras.files if f.url]
+    files = [_file_link(f, file_origin) for f in extras.files if f.url]
     citations = _citations(extras.sources)
     tail = "\n\n".join(x for x in ("\n".join(files), "\n".join(notes)) if x)
     md = text.rstrip()
@@ -186,6 +190,15 @@ def _clip(text: str, limit: int) -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def _file_link(f: OutFile, origin: str | None) -> str:
+    """A Markdown link to a file Dify produced. A relative URL that cannot be resolved stays
+    relative: the renderer then shows the name without a (broken) link."""
+    url = f.url
+    if not urlsplit(url).scheme and origin:
+        url = urljoin(origin.rstrip("/") + "/", url)
+    return f"[{f.name or _file_label(url)}]({url})"
 
 
 def _file_label(url: str) -> str:

@@ -54,6 +54,8 @@ class Runtime:
     stream_window: float = 100.0
     # Whether a route shows the "New topic" button (route switch on and a chat-mode app).
     reset_enabled: Callable[[str | None], bool] = lambda _route: False
+    # The Dify API origin of a route, for Dify's relative file URLs (``/files/tools/...``).
+    dify_origin: Callable[[str | None], str | None] = lambda _route: None
 
 
 class EditReply:
@@ -133,6 +135,7 @@ class EditReply:
             feedback=self.rt.feedback_enabled(extras.route),
             suggestions=self.place.personal,
             reset=self.rt.reset_enabled(extras.route),
+            file_origin=self.rt.dify_origin(extras.route),
         )
         await self._deliver(parts, extras)
 
@@ -302,6 +305,7 @@ class StreamReply(EditReply):
             feedback=self.rt.feedback_enabled(extras.route),
             suggestions=True,
             reset=self.rt.reset_enabled(extras.route),
+            file_origin=self.rt.dify_origin(extras.route),
         )
         try:
             await self._close_stream(parts[0])
