@@ -17,7 +17,7 @@ import pytest_asyncio
 
 from adapters.teams import compose
 from app.model import ReplyExtras
-from tests.fakes.bot_connector import Call, FakeBotConnector
+from tests.fakes.bot_connector import TENANT_ID, Call, FakeBotConnector
 
 CLIP = b"ID3 fake mp3 bytes of a short voice clip"
 
@@ -392,3 +392,186 @@ def test_the_new_topic_button_rides_on_the_last_message_after_the_table_cards() 
     confirmation = compose.final_parts("Okay.", ReplyExtras(), feedback=True, suggestions=False,
                                        reset=True)
     assert confirmation[-1].attachments == []
+
+
+# --------------------------------------------------------------------------------- inputs
+
+# Every value a route can map into Dify ``inputs`` (config/bridge.example.yaml), one variable each.
+EVERY_INPUT = {
+    "asker_id": "speaker_id",
+    "asker": "speaker_name",
+    "asker_email": "speaker_email",
+    "channel": "channel_id",
+    "channel_title": "channel_name",
+    "tenant": "workspace",
+    "via": "platform",
+    "link": "permalink",
+    "context": "history",
+}
+CHANNEL = "19:6d1f0c5e2b1b4f0e9a0d@thread.tacv2"
+ADA_AAD = "6f1c2a57-0000-4000-8000-00000000a001"  # ``from.aadObjectId`` in the payloads
+GRACE_AAD = "6f1c2a57-0000-4000-8000-00000000a002"
+
+
+def text_field(variable: str, *, required: bool = False) -> dict[str, Any]:
+    return {"text-input": {"variable": variable, "label": variable.replace("_", " ").title(),
+                           "required": required}}
+
+
+async def inputs_bot(
+    make_service: Any, connector: FakeBotConnector, app: Any, inputs: dict[str, str]
+) -> Any:
+    """dify-bridge with the Teams adapter and one chat route mapping ``inputs`` (redaction off,
+    so the values are exactly what the adapter filled in)."""
+    lines = ["routes:", "  - name: teams-inputs", "    redaction: {mode: 'off'}", "    inputs:"]
+    lines += [f"      {var}: {src}" for var, src in inputs.items()]
+    env = {**connector.service_env(), "DIFY_API_KEY": app.api_key}
+    return await make_service(env, bridge_yaml="\n".join(lines) + "\n", adapters=["teams"])
+
+
+def named_channel(activity: dict[str, Any], name: str) -> dict[str, Any]:
+    """``activity`` with the channel's display name in ``channelData.channel.name``."""
+    activity["channelData"]["channel"]["name"] = name
+    return activity
+
+
+async def test_mapped_inputs_carry_who_asked_in_which_channel_and_tenant_for_every_message(
+    make_service: Any, connector: FakeBotConnector, fake_dify: Any, dify_app: Any
+) -> None:
+    dify_app.user_input_form = [text_field(var) for var in EVERY_INPUT]
+    bot = await inputs_bot(make_service, connector, dify_app, EVERY_INPUT)
+    root = named_channel(connector.channel_mention("Can I fly business class?"), "Travel desk")
+    await connector.deliver(bot.base_url, root)
+    conv = root["conversation"]["id"]
+    await answer_number(connector, conv, 1)
+    reply = named_channel(connector.channel_reply(root["id"], "and to New York?"), "Travel desk")
+    await connector.deliver(bot.base_url, reply)
+    await answer_number(connector, conv, 2)
+    first, second = (c.json["inputs"] for c in calls(fake_dify, dify_app, "/chat-messages"))
+    assert first == {
+        "asker_id": ADA_AAD,  # the Entra object id, stable across chats (from.aadObjectId)
+        "asker": "Ada Lovelace",
+        "asker_email": "",  # the activity carries no email
+        "channel": CHANNEL,  # the channel itself, without the ";messageid=" reply chain
+        "channel_title": "Travel desk",  # channelData.channel.name
+        "tenant": TENANT_ID,
+        "via": "teams",
+        "link": "",  # no permalink from Teams
+        "context": "",  # a bot cannot read the channel's earlier messages
+    }
+    # The second message comes from someone else in the same reply chain: it is their turn.
+    assert second == {**first, "asker_id": GRACE_AAD, "asker": "Grace Hopper"}
+
+
+async def test_mapped_inputs_in_a_personal_chat_name_the_chat_and_no_channel(
+    make_service: Any, connector: FakeBotConnector, fake_dify: Any, dify_app: Any
+) -> None:
+    dify_app.user_input_form = [text_field(var) for var in EVERY_INPUT]
+    bot = await inputs_bot(make_service, connector, dify_app, EVERY_INPUT)
+    chat = personal_chat()
+    await connector.deliver(bot.base_url, connector.personal("How many days off left?", chat=chat))
+    final = await answer_number(connector, chat, 1)
+    assert "You said: How many days off left?" in final.text
+    ((sent),) = calls(fake_dify, dify_app, "/chat-messages")
+    assert sent.json["inputs"] == {
+        "asker_id": ADA_AAD,
+        "asker": "Ada Lovelace",
+        "asker_email": "",
+        "channel": chat,  # a 1:1 chat is its own "channel"
+        "channel_title": "",  # chats have no channel name
+        "tenant": TENANT_ID,
+        "via": "teams",
+        "link": "",
+        "context": "",
+    }
+
+
+async def test_a_channel_without_a_name_in_the_activity_sends_an_empty_channel_name(
+    make_service: Any, connector: FakeBotConnector, fake_dify: Any, dify_app: Any
+) -> None:
+    # Teams often leaves the name out (always for the General channel): nothing is made up.
+    dify_app.user_input_form = [text_field("channel_title"), text_field("channel")]
+    bot = await inputs_bot(make_service, connector, dify_app,
+                           {"channel_title": "channel_name", "channel": "channel_id"})
+    root = connector.channel_mention("Who is on call?")
+    assert "name" not in root["channelData"]["channel"]
+    await connector.deliver(bot.base_url, root)
+    await answer_number(connector, root["conversation"]["id"], 1)
+    ((sent),) = calls(fake_dify, dify_app, "/chat-messages")
+    assert sent.json["inputs"] == {"channel_title": "", "channel": CHANNEL}
+
+
+async def test_a_required_email_teams_does_not_share_is_explained_in_the_channel_and_the_chat(
+    make_service: Any, connector: FakeBotConnector, fake_dify: Any, dify_app: Any
+) -> None:
+    dify_app.user_input_form = [text_field("email", required=True)]
+    bot = await inputs_bot(make_service, connector, dify_app, {"email": "speaker_email"})
+    root = connector.channel_mention("What is my leave balance?")
+    chat = personal_chat()
+    await connector.deliver(bot.base_url, root)
+    await connector.deliver(bot.base_url, connector.personal("My leave balance?", chat=chat))
+    conv = root["conversation"]["id"]
+
+    def explained(f: FakeBotConnector, where: str) -> list[Call]:
+        return [c for c in f.sent() if c.conversation_id == where and "needs “Email”" in c.text]
+
+    await connector.wait_for(lambda f: bool(explained(f, conv) and explained(f, chat)))
+    for where in (conv, chat):
+        (message,) = explained(connector, where)
+        assert message.text.startswith("This assistant needs “Email”, which this channel does "
+                                       "not provide.")
+        assert "tell your admin" in message.text and "Reference:" in message.text
+    # In the channel the sentence is in the mention's reply chain; in the chat it is a message
+    # of its own: the check comes before any "Thinking…" stream was started.
+    assert all(c.activity_id == root["id"] for c in connector.sent("POST")
+               if c.conversation_id == conv)
+    assert [(c.method, c.type, c.stream_type) for c in connector.sent()
+            if c.conversation_id == chat] == [("POST", "message", None)]
+    # Dify was not called with an input it would refuse.
+    assert calls(fake_dify, dify_app, "/chat-messages") == []
+
+
+# ---------------------------------------------------------------------- files from Dify
+
+
+async def test_files_dify_produces_are_linked_under_the_final_channel_answer(
+    make_service: Any, connector: FakeBotConnector, fake_dify: Any
+) -> None:
+    tool_file = "/files/tools/5e1f0c.csv?timestamp=1767225600&nonce=ab12&sign=c2ln"
+    app = new_app(fake_dify, "chat", answer="Here are the Q3 numbers.", message_files=[
+        {"type": "image", "url": "https://files.example/q3-chart.png"},
+        # Dify without FILES_URL gives its tool files as paths on its own host.
+        {"type": "document", "url": tool_file},
+    ])
+    bot = await teams_bot(make_service, connector, app)
+    activity = connector.channel_mention("Q3 sales as a chart and a table")
+    await connector.deliver(bot.base_url, activity)
+    conv = activity["conversation"]["id"]
+    final = await answer_number(connector, conv, 1)
+    dify_host = fake_dify.base_url.removesuffix("/v1")
+    assert final.text.startswith(
+        "Here are the Q3 numbers.\n\n"
+        "[q3-chart.png](https://files.example/q3-chart.png)  \n"  # one link a line
+        f"[5e1f0c.csv]({dify_host}{tool_file})\n\n"
+    ), final.text
+    # The links are in the answer as it stays in the thread, in the mention's reply chain...
+    assert connector.visible_text(conv, str(final.activity_id)) == final.text
+    assert connector.sent("POST")[0].activity_id == activity["id"]
+    # ...and only there: they arrive with Dify's last events, not in the streamed text.
+    interim = [c for c in connector.sent() if c.conversation_id == conv and not is_answer(c)]
+    assert interim and not any("files.example" in c.text for c in interim)
+
+
+async def test_a_file_that_is_the_whole_answer_in_a_personal_chat_ends_the_stream_as_a_link(
+    make_service: Any, connector: FakeBotConnector, fake_dify: Any
+) -> None:
+    app = new_app(fake_dify, "chat", answer="",
+                  message_files=[{"type": "image", "url": "/files/tools/9a8b7c.png?sign=x"}])
+    bot = await teams_bot(make_service, connector, app)
+    chat = personal_chat()
+    await connector.deliver(bot.base_url, connector.personal("Draw our logo", chat=chat))
+    final = await answer_number(connector, chat, 1)
+    assert final.stream_type == "final"
+    dify_host = fake_dify.base_url.removesuffix("/v1")
+    assert final.text.startswith(f"[9a8b7c.png]({dify_host}/files/tools/9a8b7c.png?sign=x)")
+    assert "empty answer" not in final.text
