@@ -196,7 +196,9 @@ class ThreadLock:
                 if time.monotonic() > deadline:
                     raise LockTimeout("thread is busy")
                 if res == 2:  # first in line: one more look once the settle time is over
-                    await asyncio.sleep(max(settle_until - time.time(), 0.0))
+                    # (+2 ms: the loop may wake a timer early by its clock resolution, and a
+                    # look that comes too early costs a further round trip.)
+                    await asyncio.sleep(max(settle_until - time.time(), 0.0) + 0.002)
                 else:
                     await asyncio.sleep(self._poll)
         except BaseException:

@@ -270,6 +270,17 @@ class DifyClient:
             write=timeouts.request,
             pool=timeouts.connect,
         )
+        self._stream_timeout_ext = self._stream_timeout.as_dict()
+        # The client's defaults (Accept, Accept-Encoding, ...) under ours, as build_request would.
+        self._stream_headers = httpx.Headers(http.headers)
+        self._stream_headers.update(self._json_headers)
+        self._stream_urls: dict[str, httpx.URL] = {}
+
+    def _stream_url(self, path: str) -> httpx.URL:
+        url = self._stream_urls.get(path)
+        if url is None:
+            url = self._stream_urls[path] = httpx.URL(self.base_url + path)
+        return url
 
     # ----------------------------------------------------------------- streaming
 
@@ -410,12 +421,14 @@ class DifyClient:
         self, path: str, body: bytes
     ) -> tuple[httpx.Response, AsyncIterator[bytes], SSEDecoder, list[DifyEvent]]:
         """Send the request and wait for the first event(s); everything here may be retried."""
-        request = self._http.build_request(
+        # Built directly rather than with ``build_request``, which costs three times as much
+        # (URL parsing and header merging on every call); the headers were merged once.
+        request = httpx.Request(
             "POST",
-            self.base_url + path,
+            self._stream_url(path),
             content=body,
-            headers=self._json_headers,
-            timeout=self._stream_timeout,
+            headers=self._stream_headers,
+            extensions={"timeout": self._stream_timeout_ext},
         )
         response: httpx.Response | None = None
         try:
