@@ -103,6 +103,10 @@ class IncomingMessage:
     received_at: float = field(default_factory=time.time)
     # Earlier messages of the thread (oldest first), for routes that pass context to Dify.
     history: tuple[str, ...] = ()
+    # The message is its thread's first (a Slack top-level message, a Teams channel post):
+    # nothing written earlier can be on its way in the same thread, so the thread lock need not
+    # wait for one.
+    starts_thread: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -375,7 +375,8 @@ class Bridge:
         try:
             read = turn.route.config.dify.mode.is_chat and not turn.one_shot
             async with self.store.lock(
-                msg.key, order=msg.received_at, mark_known=True, read_conversation=read
+                msg.key, order=msg.received_at, mark_known=True, read_conversation=read,
+                settle=0.0 if msg.starts_thread else 0.3,
             ) as lock:
                 log.info("lock.acquired")
                 with span("bridge.turn", route=turn.route.name):
@@ -506,6 +507,7 @@ class Bridge:
         ttft = self.metrics.ttft
         push = scheduler.push
         batches = events.batches()
+        shown = False
         try:
             # One network read at a time: the events of a read are folded, then shown once.
             async for batch in batches:
@@ -521,6 +523,11 @@ class Bridge:
                     changed = changed or ans.changed
                 if changed and (ans.text or ans.status):
                     push(_restore_partial(ans.text, restorer), ans.status)
+                    if not shown:
+                        # Let the scheduler send the first words now, not after every read
+                        # that is already waiting has been folded.
+                        shown = True
+                        await asyncio.sleep(0)
         finally:
             await batches.aclose()
             for result in await asyncio.gather(*writes, return_exceptions=True):

@@ -377,11 +377,14 @@ class RedisStore:
         wait_timeout: float = 300.0,
         mark_known: bool = False,
         read_conversation: bool = False,
+        settle: float = 0.3,
     ) -> ThreadLock:
         """The thread's FIFO lock. ``mark_known`` also remembers that the bot takes part in the
         thread, in the same round trip as the first attempt to take the lock;
         ``read_conversation`` reads the conversation in the round trip that takes it (see
-        :meth:`conversation_of`)."""
+        :meth:`conversation_of`). ``settle``: how long a new message lets an earlier one of
+        the thread, still on its way through another replica, go first (0 for a thread's first
+        message)."""
         known = (("SET", self.k(thread, "known"), 1, "EX", self.conversation_ttl),)
         conv = (("HGETALL", self.k(thread, "conv")),)
         return ThreadLock(
@@ -393,6 +396,7 @@ class RedisStore:
             wait_timeout=wait_timeout,
             on_enter=known if mark_known else (),
             each_try=conv if read_conversation else (),
+            settle=settle,
         )
 
     @staticmethod

@@ -116,6 +116,7 @@ def message(i: int) -> IncomingMessage:
         speaker=Speaker(id=f"U{i}", name="bench"),
         text="How do I reset my password?",
         kind=Kind.MENTION,
+        starts_thread=True,  # a new thread per answer, as a top-level mention starts one
     )
 
 

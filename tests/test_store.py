@@ -149,6 +149,19 @@ async def test_a_very_recent_message_lets_an_earlier_one_go_first(store: RedisSt
     assert order == ["first", "second"]
 
 
+async def test_a_threads_first_message_takes_the_free_lock_without_settling(
+    store: RedisStore,
+) -> None:
+    # With a long settle time, a young message waits for earlier ones that may be on their way;
+    # a thread's first message has none, so it does not wait at all.
+    waiting = store.lock(thread("young"), order=time.time(), settle=30.0)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(waiting.acquire(), 1.0)
+    first = store.lock(thread("root"), order=time.time(), settle=0.0)
+    await asyncio.wait_for(first.acquire(), 5.0)
+    await first.release()
+
+
 async def test_a_retry_racing_its_original_never_makes_both_give_up(store: RedisStore) -> None:
     # Regression (found by the soak): both deliveries of one event claim at the same moment on
     # two replicas; each must not take one of the two keys and then both drop the message.

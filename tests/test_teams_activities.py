@@ -77,6 +77,14 @@ def test_channel_post_and_its_replies_share_one_thread() -> None:
     assert place.reply_to_id == reply.id and place.bot == (BOT_ID, "DifyBot")
 
 
+def test_only_a_new_channel_post_starts_its_thread() -> None:
+    assert acts.starts_thread(acts.parse(payload("channel_mention")))
+    assert not acts.starts_thread(acts.parse(payload("channel_thread_reply")))
+    # A chat is one long thread: any message may have an earlier one still on its way.
+    assert not acts.starts_thread(acts.parse(payload("personal_message")))
+    assert not acts.starts_thread(acts.parse(payload("group_chat_mention")))
+
+
 def test_channel_reply_without_messageid_still_finds_its_root() -> None:
     body = payload("channel_thread_reply")
     body["conversation"]["id"] = "19:6d1f0c5e2b1b4f0e9a0d@thread.tacv2"

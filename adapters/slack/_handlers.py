@@ -226,6 +226,7 @@ class SlackHandlers:
             dedup_keys=dedup_keys,
             received_at=ts_to_time(trig.ts),
             history=history,
+            starts_thread=trig.thread_ts == trig.ts,
         )
         self._bridge.submit(msg, self._reply(key, token, trig.user, route), self._limits)
 
@@ -296,6 +297,7 @@ class SlackHandlers:
                 speaker=Speaker(id=user),
                 text=question,
                 kind=Kind.COMMAND,
+                starts_thread=True,
             )
             self._bridge.submit(msg, ephemeral, self._limits)
             return
@@ -308,6 +310,7 @@ class SlackHandlers:
             text=question,
             kind=Kind.COMMAND,
             received_at=ts_to_time(ts) or time.time(),
+            starts_thread=True,  # the question the bot just posted
         )
         # With the answer cache on, slash commands are one-shot: no conversation is stored.
         one_shot = route is not None and route.config.answer_cache_ttl > 0

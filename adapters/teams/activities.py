@@ -216,6 +216,11 @@ def channel_root(inb: Inbound) -> str:
     return inb.root_id or inb.reply_to_id or inb.id
 
 
+def starts_thread(inb: Inbound) -> bool:
+    """A new channel post (not a reply): the first message of its reply chain."""
+    return inb.conversation_type == CHANNEL and channel_root(inb) == inb.id
+
+
 def thread_key(inb: Inbound) -> ThreadKey:
     """Channels: the reply chain (root message id); chats: the chat itself."""
     base = inb.base_conversation_id

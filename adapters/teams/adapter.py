@@ -272,6 +272,7 @@ class TeamsAdapter:
             attachments=attached,
             channel_name=inb.channel_name,
             received_at=inb.timestamp or time.time(),
+            starts_thread=acts.starts_thread(inb),
         )
         place = acts.place(inb)
         reply = StreamReply(rt, place, key) if place.personal else EditReply(rt, place, key)

@@ -193,6 +193,14 @@ class _Progress:
         )
 
 
+def _first_event_end(chunk: bytes) -> int:
+    """Where the first event of ``chunk`` ends (after its blank line), else ``len(chunk)``."""
+    if len(chunk) < 2048:
+        return len(chunk)
+    ends = [i + n for i, n in ((chunk.find(b"\n\n"), 2), (chunk.find(b"\r\n\r\n"), 4)) if i >= 0]
+    return min(ends) if ends else len(chunk)
+
+
 class EventStream:
     """One streamed Dify call: ``async for`` gives typed events one by one; :meth:`batches`
     gives them per network read, which saves a hop per event on the hot path.
@@ -348,7 +356,7 @@ class DifyClient:
 
     async def _stream(self, path: str, body: bytes) -> AsyncGenerator[list[DifyEvent], None]:
         """The events of one streamed call, one list per network read (never empty)."""
-        response, chunks, decoder, first = await self._retrying(
+        response, chunks, decoder, first, rest = await self._retrying(
             path, lambda: self._open(path, body)
         )
         # The breaker hears about this attempt when the stream ends: a Dify that always
@@ -371,6 +379,10 @@ class DifyClient:
                         yield pending[: i + 1]
                         return
                 yield pending
+                if rest:
+                    pending, rest = self._decode(decoder.feed, progress, rest), b""
+                    if pending:
+                        continue
                 pending = await self._next_events(chunks, decoder, progress)
             raise self._fail(StreamIncomplete(progress=progress.snapshot()))
         finally:
@@ -419,7 +431,7 @@ class DifyClient:
 
     async def _open(
         self, path: str, body: bytes
-    ) -> tuple[httpx.Response, AsyncIterator[bytes], SSEDecoder, list[DifyEvent]]:
+    ) -> tuple[httpx.Response, AsyncIterator[bytes], SSEDecoder, list[DifyEvent], bytes]:
         """Send the request and wait for the first event(s); everything here may be retried."""
         # Built directly rather than with ``build_request``, which costs three times as much
         # (URL parsing and header merging on every call); the headers were merged once.
@@ -456,10 +468,19 @@ class DifyClient:
                         raise StreamIncomplete(
                             "stream ended before any event", progress=StreamProgress()
                         ) from None
-                    first = decoder.feed(chunk)
+                    # Only the first event of a large read: the answer's first words are shown
+                    # before the rest of the read is decoded (after a slow start Dify's first
+                    # read can hold hundreds of events).
+                    cut = _first_event_end(chunk)
+                    first = decoder.feed(chunk[:cut])
                     if first:
+                        rest = chunk[cut:]
                         break
-            return response, chunks, decoder, first
+                    first = decoder.feed(chunk[cut:])
+                    if first:
+                        rest = b""
+                        break
+            return response, chunks, decoder, first, rest
         except BaseException as e:
             if response is not None:
                 await _close(response)
