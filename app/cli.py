@@ -158,7 +158,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     func: Any = args.func
     result = func(args)
     if inspect.iscoroutine(result):
-        result = asyncio.run(result)
+        from app import loop
+
+        try:
+            factory = loop.loop_factory()
+        except ConfigError as e:
+            result.close()
+            print(f"dify-bridge: configuration error: {e}", file=sys.stderr)
+            raise SystemExit(2) from e
+        with asyncio.Runner(loop_factory=factory) as runner:
+            result = runner.run(result)
     raise SystemExit(int(result or 0))
 
 

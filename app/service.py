@@ -23,6 +23,7 @@ from app.context import AdapterContext
 from app.dify.client import DifyClientPool, DifyTimeouts, RetryPolicy
 from app.errors import ConfigError
 from app.inflight import InflightRegistry
+from app.loop import name as loop_name
 from app.metrics import Metrics
 from app.model import Adapter
 from app.pipeline import Bridge
@@ -213,6 +214,7 @@ class Service:
             redis=self.redis.description,
             routes=[r.name for r in self.bridge.router.routes],
             adapters=[a.name for a in self.adapters],
+            loop=loop_name(),
         )
 
     async def _check_routes(self) -> None:

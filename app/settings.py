@@ -229,6 +229,11 @@ class Settings(BaseSettings):
         45.0, gt=0, description="Longest silence between events (Dify pings every 10 s)."
     )
     dify_max_retries: int = Field(3, ge=0, le=10, description="Retries before any text arrived.")
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto",
+        description="Event loop: `auto` (uvloop where installed, else asyncio's), `uvloop` or "
+        "`asyncio`. Read at start.",
+    )
     dify_transport: Literal["aiohttp", "httpx"] = Field(
         "aiohttp", description="HTTP stack under httpx: `aiohttp` (httpx-aiohttp) or `httpx`."
     )

@@ -145,6 +145,7 @@ class EditScheduler:
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
+        self._nap: asyncio.Future[bool] | None = None
         self.edits = 0
         self.rate_limited = 0
 
@@ -165,18 +166,27 @@ class EditScheduler:
         """Stop editing; returns once no edit is in flight any more."""
         self._closing.set()
         self._wake.set()
+        nap = self._nap
+        if nap is not None and not nap.done():
+            nap.set_result(True)
         if self._worker is not None:
             await self._worker
 
     async def _wait_or_close(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; True if the scheduler closed meanwhile."""
-        if seconds <= 0:
+        if seconds <= 0 or self._closing.is_set():
             return self._closing.is_set()
+        # A future and a timer rather than wait_for(closing.wait()): on Python 3.11 wait_for
+        # starts a task per call, and a thousand streaming answers nap often.
+        loop = asyncio.get_running_loop()
+        nap: asyncio.Future[bool] = loop.create_future()
+        self._nap = nap
+        timer = loop.call_later(seconds, _wake_up, nap)
         try:
-            await asyncio.wait_for(self._closing.wait(), seconds)
-        except TimeoutError:
-            return False
-        return True
+            return await nap
+        finally:
+            timer.cancel()
+            self._nap = None
 
     async def _run(self) -> None:
         # Checking _closing on every turn matters: the worker clears _wake after close() may
@@ -219,6 +229,11 @@ class EditScheduler:
                 if self._on_edit:
                     self._on_edit()
             self._last_sent = self._clock()
+
+
+def _wake_up(nap: asyncio.Future[bool]) -> None:
+    if not nap.done():
+        nap.set_result(False)
 
 
 async def deliver_final(

@@ -2,7 +2,8 @@
 
 ``python bench/_sse_server.py EVENTS CHUNK DELAY`` prints its base URL, then streams, for every
 POST /v1/chat-messages, EVENTS ``message`` events of CHUNK characters each, DELAY seconds apart,
-then ``message_end``. The first event's text is its own send time (wall clock), so the benchmark
+then ``message_end``; GET /v1/conversations names the user's newest conversation, as Dify does
+after its first answer. The first event's text is its own send time (wall clock), so the benchmark
 can measure the bridge's added latency from what the reply handle receives.
 """
 
@@ -25,9 +26,20 @@ def frame(obj: dict[str, object]) -> bytes:
     return b"data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
 
 
+# user -> their newest conversation id, so GET /conversations can name it as Dify would.
+LATEST: dict[str, str] = {}
+
+
+async def conversations(request: web.Request) -> web.Response:
+    conv = LATEST.pop(request.query.get("user", ""), None)
+    data = [{"id": conv, "name": "Password reset", "status": "normal"}] if conv else []
+    return web.json_response({"limit": 5, "has_more": False, "data": data})
+
+
 async def chat(request: web.Request) -> web.StreamResponse:
     body = await request.json()
     conv = body.get("conversation_id") or str(uuid.uuid4())
+    LATEST[str(body.get("user", ""))] = conv
     mid, task = str(uuid.uuid4()), str(uuid.uuid4())
     env = {
         "conversation_id": conv,
@@ -73,6 +85,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
 async def main() -> None:
     app = web.Application()
     app.router.add_post("/v1/chat-messages", chat)
+    app.router.add_get("/v1/conversations", conversations)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)

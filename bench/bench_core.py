@@ -30,6 +30,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from app.loop import name as loop_name  # noqa: E402
 from app.model import IncomingMessage, Kind, PlatformLimits, ReplyExtras, Speaker, ThreadKey  # noqa: E402
 from app.service import Service  # noqa: E402
 from app.settings import BridgeFile, load_settings  # noqa: E402
@@ -181,7 +182,7 @@ async def part_cpu(rounds: int, n: int, conc: int) -> None:
         f, b = statistics.median(floors), statistics.median(bridges)
         print(
             f"answer: 2 KB as 400 message events; {n} answers/round, {conc} concurrent, "
-            f"{rounds} rounds; transport={svc.settings.dify_transport}"
+            f"{rounds} rounds; transport={svc.settings.dify_transport}; loop={loop_name()}"
         )
         print(f"floor (bare aiohttp read + json.loads): median {f * 1000:.2f} ms CPU per answer")
         print(f"bridge (whole pipeline, Redis, scheduler): median {b * 1000:.2f} ms CPU per answer")
@@ -240,7 +241,7 @@ async def part_scale(n: int) -> None:
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         complete = sum(1 for r in replies if r.done and not r.failed)
         lag_ms = [x * 1000 for x in lags]
-        print(f"scale: {n} answers streaming at once, wall {wall:.1f} s")
+        print(f"scale: {n} answers streaming at once, wall {wall:.1f} s, loop={loop_name()}")
         print(
             f"  complete: {complete}/{n}; peak RSS {rss_mb:.0f} MB (target < 250); "
             f"event-loop lag p50 {pct(lag_ms, 50):.1f} ms, p99 {pct(lag_ms, 99):.1f} ms "
@@ -274,4 +275,8 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    from app import loop
+
+    # The loop the service itself would run (EVENT_LOOP, default uvloop where installed);
+    # ``EVENT_LOOP=asyncio`` compares against asyncio's own loop.
+    loop.run(main())

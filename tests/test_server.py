@@ -130,6 +130,32 @@ def test_serve_refuses_to_start_without_dify_api_key() -> None:
     assert "DIFY_API_KEY" in proc.stderr
 
 
+def test_an_unknown_event_loop_is_refused_at_start_with_the_setting_named() -> None:
+    env = dict(os.environ, EVENT_LOOP="tornado", DIFY_API_KEY="app-x", BRIDGE_CONFIG="/nonexistent")
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve"], env=env, capture_output=True, text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "EVENT_LOOP" in proc.stderr and "tornado" in proc.stderr
+
+
+def test_the_service_runs_on_uvloop_unless_told_otherwise() -> None:
+    import uvloop
+
+    from app import loop
+
+    assert loop.loop_factory("auto") is uvloop.new_event_loop
+    assert loop.loop_factory("uvloop") is uvloop.new_event_loop
+    assert loop.loop_factory("asyncio") is None
+
+    async def which() -> str:
+        return loop.name()
+
+    assert loop.run(which(), kind="auto") == "uvloop"
+    assert loop.run(which(), kind="asyncio") == "asyncio"
+
+
 async def test_console_chat_talks_to_dify_through_the_pipeline(
     fake_dify: Any, dify_app: Any, redis_url: str
 ) -> None:
