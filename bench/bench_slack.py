@@ -270,7 +270,9 @@ def main() -> None:
     ap.add_argument("--serve", help=argparse.SUPPRESS)  # internal: run the bridge process
     args = ap.parse_args()
     if args.serve:
-        asyncio.run(serve(args.serve))
+        from app import loop
+
+        loop.run(serve(args.serve))  # the bridge on the loop the service would use
         return
     asyncio.run(run(args.mentions, args.channels, args.events, args.chunk, args.delay))
 
