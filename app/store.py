@@ -258,22 +258,7 @@ class RedisStore:
     async def save_conversation(
         self, thread: ThreadKey, *, conversation_id: str, user: str, route: str
     ) -> None:
-        key = self.k(thread, "conv")
-        now = time.time()
-        async with self.redis.pipeline(transaction=True) as p:
-            p.hsetnx(key, "created", now)
-            p.hset(
-                key,
-                mapping={
-                    "conversation_id": conversation_id,
-                    "user": user,
-                    "route": route,
-                    "last_used": now,
-                },
-            )
-            p.expire(key, self.conversation_ttl)
-            p.set(self.k(thread, "known"), 1, ex=self.conversation_ttl)
-            await p.execute()
+        await self.save_stream_ids(thread, route=route, user=user, conversation_id=conversation_id)
 
     async def save_stream_ids(
         self,
@@ -323,11 +308,6 @@ class RedisStore:
     async def set_conversation_name(self, thread: ThreadKey, name: str) -> None:
         await self.redis.hset(self.k(thread, "conv"), "name", name)  # type: ignore[misc]
 
-    async def touch(self, thread: ThreadKey) -> None:
-        async with self.redis.pipeline(transaction=False) as p:
-            self._touch(p, thread)
-            await p.execute()
-
     def _touch(self, p: Any, thread: ThreadKey) -> None:
         # HSET before EXPIRE: a hash this creates (the conversation vanished meanwhile) expires.
         p.hset(self.k(thread, "conv"), "last_used", time.time())
@@ -336,10 +316,6 @@ class RedisStore:
 
     async def forget(self, thread: ThreadKey) -> None:
         await self.redis.delete(self.k(thread, "conv"))
-
-    async def mark_known(self, thread: ThreadKey) -> None:
-        """Remember that the bot takes part in this thread (continue without a new mention)."""
-        await self.redis.set(self.k(thread, "known"), 1, ex=self.conversation_ttl)
 
     async def is_known(self, thread: ThreadKey) -> bool:
         return bool(await self.redis.exists(self.k(thread, "known")))

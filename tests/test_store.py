@@ -116,7 +116,10 @@ async def test_lock_lease_is_extended_while_an_answer_streams(store: RedisStore)
 async def test_known_threads_are_remembered(store: RedisStore) -> None:
     t = thread("known")
     assert await store.is_known(t) is False
-    await store.mark_known(t)
+    # The pipeline marks a thread known with its first attempt to take the thread's lock.
+    lock = store.lock(t, order=time.time(), mark_known=True, settle=0.0)
+    await lock.acquire()
+    await lock.release()
     assert await store.is_known(t) is True
 
 
