@@ -23,6 +23,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import yaml
@@ -215,10 +216,8 @@ async def part_latency_idle(n: int) -> None:
         proc.terminate()
 
 
-async def part_scale(n: int) -> None:
-    # 2 KB as 100 events of 20 chars, 40 ms apart: every answer streams for ~4 s, all at once.
-    proc, url = start_server(100, 20, 0.04)
-    svc = await make_service(url)
+async def _lag_while(work: Any) -> tuple[list[float], float, float]:
+    """Run ``work`` with a 10 ms ticker beside it: (lags, wall seconds, CPU seconds)."""
     lags: list[float] = []
     stop = asyncio.Event()
 
@@ -228,20 +227,53 @@ async def part_scale(n: int) -> None:
             await asyncio.sleep(0.01)
             lags.append(time.perf_counter() - t - 0.01)
 
+    tick = asyncio.create_task(ticker())
+    t0, c0 = time.perf_counter(), time.process_time()
+    await work
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    stop.set()
+    await tick
+    return lags, wall, cpu
+
+
+async def part_scale(n: int) -> None:
+    # 2 KB as 100 events of 20 chars, 40 ms apart: every answer streams for ~4 s, all at once.
+    proc, url = start_server(100, 20, 0.04)
+    svc = await make_service(url)
     try:
-        tick = asyncio.create_task(ticker())
-        replies = [BenchReply() for _ in range(n)]
-        t0 = time.perf_counter()
-        await asyncio.gather(
-            *(svc.bridge.handle(message(i), r, LIMITS) for i, r in enumerate(replies))
+        # The floor at the same scale: a bare aiohttp loop reading the same n streams.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            flags, fwall, fcpu = await _lag_while(floor_round(url, n, n, session))
+        fl = [x * 1000 for x in flags]
+        print(
+            f"scale floor (bare aiohttp, {n} streams): CPU {fcpu:.2f} s over {fwall:.1f} s; "
+            f"loop lag p50 {pct(fl, 50):.1f} ms, p99 {pct(fl, 99):.1f} ms"
         )
-        wall = time.perf_counter() - t0
-        stop.set()
-        await tick
+        client = svc.bridge.client_for(svc.bridge.router.routes[0])
+
+        async def client_only(i: int) -> None:
+            stream = client.chat_stream(query="q", user=f"bench-{i}", conversation_id=None,
+                                        inputs={})
+            async for _ in stream.batches():
+                pass
+
+        clags, cwall, ccpu = await _lag_while(asyncio.gather(*(client_only(i) for i in range(n))))
+        cl = [x * 1000 for x in clags]
+        print(
+            f"scale DifyClient alone (httpx on aiohttp, no pipeline): CPU {ccpu:.2f} s over "
+            f"{cwall:.1f} s; loop lag p50 {pct(cl, 50):.1f} ms, p99 {pct(cl, 99):.1f} ms"
+        )
+        replies = [BenchReply() for _ in range(n)]
+        lags, wall, cpu = await _lag_while(asyncio.gather(
+            *(svc.bridge.handle(message(i), r, LIMITS) for i, r in enumerate(replies))
+        ))
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         complete = sum(1 for r in replies if r.done and not r.failed)
         lag_ms = [x * 1000 for x in lags]
-        print(f"scale: {n} answers streaming at once, wall {wall:.1f} s, loop={loop_name()}")
+        print(
+            f"scale: {n} answers streaming at once, wall {wall:.1f} s, CPU {cpu:.2f} s, "
+            f"loop={loop_name()}"
+        )
         print(
             f"  complete: {complete}/{n}; peak RSS {rss_mb:.0f} MB (target < 250); "
             f"event-loop lag p50 {pct(lag_ms, 50):.1f} ms, p99 {pct(lag_ms, 99):.1f} ms "
