@@ -133,6 +133,25 @@ async def make_service(redis_url: str, fake_dify: Any) -> AsyncIterator[MakeServ
                 print(f"service stop failed: {e!r}")
 
 
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def connector() -> AsyncIterator[Any]:
+    """A started fake Bot Connector (and token endpoint) for one Teams test module."""
+    from tests.fakes.bot_connector import FakeBotConnector
+
+    fake = FakeBotConnector()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+def teams_env(connector: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The fake Bot Connector emptied for this test, and the token URL pointed at it."""
+    connector.reset()
+    monkeypatch.setenv("MICROSOFT_TOKEN_URL", connector.token_url)
+    return connector
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session", autouse=True)
 async def _no_stray_tasks() -> AsyncIterator[None]:
     """At the end of the session, name any task a test left running, then cancel it with a bound.

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from adapters.teams import compose
 from app.model import ReplyExtras
@@ -22,18 +20,7 @@ from tests.fakes.bot_connector import TENANT_ID, Call, FakeBotConnector
 CLIP = b"ID3 fake mp3 bytes of a short voice clip"
 
 
-@pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def connector() -> AsyncIterator[FakeBotConnector]:
-    fake = FakeBotConnector()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture(autouse=True)
-def _fresh(connector: FakeBotConnector, monkeypatch: pytest.MonkeyPatch) -> None:
-    connector.reset()
-    monkeypatch.setenv("MICROSOFT_TOKEN_URL", connector.token_url)
+pytestmark = pytest.mark.usefixtures("teams_env")
 
 
 def route_yaml(*, reset_button: bool = True, **dify: str) -> str:

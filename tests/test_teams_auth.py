@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from adapters.teams.tokens import TokenSource
 from tests.fakes.bot_connector import BOT_APP_ID, FakeBotConnector
 
 
-@pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def connector() -> AsyncIterator[FakeBotConnector]:
-    fake = FakeBotConnector()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
 @pytest.fixture(autouse=True)
-def _fresh(connector: FakeBotConnector, fake_dify: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    connector.reset()
+def _fresh(teams_env: FakeBotConnector, fake_dify: Any) -> None:
     fake_dify.reset()
-    monkeypatch.setenv("MICROSOFT_TOKEN_URL", connector.token_url)
 
 
 def teams_env(connector: FakeBotConnector) -> dict[str, str]:

@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import json
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,19 +16,7 @@ from app.model import ReplyExtras
 from tests.fakes.bot_connector import FakeBotConnector
 from tests.fakes.dify import Fault
 
-
-@pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def connector() -> AsyncIterator[FakeBotConnector]:
-    fake = FakeBotConnector()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture(autouse=True)
-def _fresh(connector: FakeBotConnector, monkeypatch: pytest.MonkeyPatch) -> None:
-    connector.reset()
-    monkeypatch.setenv("MICROSOFT_TOKEN_URL", connector.token_url)
+pytestmark = pytest.mark.usefixtures("teams_env")
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from app.inflight import INTERRUPTED
 from tests.fakes.bot_connector import FakeBotConnector
 
-
-@pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def connector() -> AsyncIterator[FakeBotConnector]:
-    fake = FakeBotConnector()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture(autouse=True)
-def _fresh(connector: FakeBotConnector, monkeypatch: pytest.MonkeyPatch) -> None:
-    connector.reset()
-    monkeypatch.setenv("MICROSOFT_TOKEN_URL", connector.token_url)
+pytestmark = pytest.mark.usefixtures("teams_env")
 
 
 async def test_an_orphaned_channel_answer_is_replaced_with_a_clear_message(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -11,19 +10,7 @@ import pytest_asyncio
 
 from tests.fakes.bot_connector import Call, FakeBotConnector
 
-
-@pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def connector() -> AsyncIterator[FakeBotConnector]:
-    fake = FakeBotConnector()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture(autouse=True)
-def _fresh(connector: FakeBotConnector, monkeypatch: pytest.MonkeyPatch) -> None:
-    connector.reset()
-    monkeypatch.setenv("MICROSOFT_TOKEN_URL", connector.token_url)
+pytestmark = pytest.mark.usefixtures("teams_env")
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -13,19 +12,9 @@ import pytest_asyncio
 from tests.fakes.bot_connector import BOT_ID, FakeBotConnector
 
 
-@pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def connector() -> AsyncIterator[FakeBotConnector]:
-    fake = FakeBotConnector()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
 @pytest.fixture(autouse=True)
-def _fresh(connector: FakeBotConnector, fake_dify: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    connector.reset()
+def _fresh(teams_env: FakeBotConnector, fake_dify: Any) -> None:
     fake_dify.reset()
-    monkeypatch.setenv("MICROSOFT_TOKEN_URL", connector.token_url)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
