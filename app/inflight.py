@@ -30,6 +30,8 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.redis_batch import RedisBatcher
+
 log = structlog.get_logger(__name__)
 
 INTERRUPTED = (
@@ -55,12 +57,31 @@ end
 return 0
 """
 
+# Record (or adopt the pre-ack record of) an answer in progress, in one step.
+_BEGIN = """
+redis.call('HSET', KEYS[1], 'platform', ARGV[2], 'token', ARGV[3], 'started', ARGV[4])
+redis.call('HDEL', KEYS[1], 'preack')
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+return 1
+"""
+
+_END = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
 
 class InflightRegistry:
     """Lease records for answers in progress, and the janitor that closes orphaned ones."""
 
-    def __init__(self, redis: Redis, *, prefix: str, ttl: float = 30.0) -> None:
+    def __init__(
+        self, redis: Redis, *, prefix: str, ttl: float = 30.0, batch: RedisBatcher | None = None
+    ) -> None:
         self.redis = redis
+        # Per-answer writes share the store's auto-pipelining (one round trip per loop turn).
+        self.batch = batch or RedisBatcher(redis)
         self.ttl = ttl
         # One hash tag for every in-flight key: the MULTI blocks below stay in one Cluster slot.
         self.index = f"{prefix}:{{inflight}}"
@@ -83,50 +104,37 @@ class InflightRegistry:
         """Record an event the adapter will answer, before it acks (a crash after the ack then
         still leaves someone to tell the user). Never overwrites a record that exists."""
         answer_id = self.id_for(platform, event_id)
-        await self.redis.eval(  # type: ignore[misc]
-            _PREACK, 2, self._key(answer_id), self.index, answer_id, platform,
-            json.dumps(dict(token)), time.time() + self.ttl, int(self.ttl * 20),
-        )
+        await self.batch.eval(_PREACK, (self._key(answer_id), self.index), (
+            answer_id, platform, json.dumps(dict(token)), time.time() + self.ttl,
+            int(self.ttl * 20),
+        ))
 
     async def drop_preack(self, answer_id: str) -> None:
         """Forget a pre-ack record nobody adopted (a duplicate delivery, a refused message)."""
-        await self.redis.eval(  # type: ignore[misc]
-            _DROP_PREACK, 2, self._key(answer_id), self.index, answer_id
-        )
+        await self.batch.eval(_DROP_PREACK, (self._key(answer_id), self.index), (answer_id,))
 
     async def begin(
         self, platform: str, token: Mapping[str, str], *, answer_id: str | None = None
     ) -> str:
         """Record (or adopt the pre-ack record of) an answer in progress."""
         answer_id = answer_id or hashlib.sha256(str(time.time_ns()).encode()).hexdigest()[:20]
-        expires = time.time() + self.ttl
-        async with self.redis.pipeline(transaction=True) as p:
-            p.hset(
-                self._key(answer_id),
-                mapping={"platform": platform, "token": json.dumps(dict(token)),
-                         "started": time.time()},
-            )
-            p.hdel(self._key(answer_id), "preack")
-            p.expire(self._key(answer_id), int(self.ttl * 20))
-            p.zadd(self.index, {answer_id: expires})
-            await p.execute()
+        now = time.time()
+        await self.batch.eval(_BEGIN, (self._key(answer_id), self.index), (
+            answer_id, platform, json.dumps(dict(token)), repr(now), now + self.ttl,
+            int(self.ttl * 20),
+        ))
         return answer_id
 
     async def update_token(self, answer_id: str, token: Mapping[str, str]) -> None:
         """Store a newer resume token (e.g. once the placeholder message exists)."""
-        await self.redis.hset(  # type: ignore[misc]
-            self._key(answer_id), "token", json.dumps(dict(token))
-        )
+        await self.batch.call("HSET", self._key(answer_id), "token", json.dumps(dict(token)))
 
     async def extend(self, answer_id: str) -> None:
         # XX: only while the record exists (a janitor may have claimed it during a long stall).
-        await self.redis.zadd(self.index, {answer_id: time.time() + self.ttl}, xx=True)
+        await self.batch.call("ZADD", self.index, "XX", time.time() + self.ttl, answer_id)
 
     async def end(self, answer_id: str) -> None:
-        async with self.redis.pipeline(transaction=True) as p:
-            p.zrem(self.index, answer_id)
-            p.delete(self._key(answer_id))
-            await p.execute()
+        await self.batch.eval(_END, (self._key(answer_id), self.index), (answer_id,))
 
     async def expire_now(self, answer_id: str) -> None:
         """Hand an answer over at once (shutdown without time to tell the user ourselves)."""

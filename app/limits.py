@@ -92,6 +92,14 @@ if wcap > 0 then save(KEYS[2], wt - 1, wts, wcap, wrate) end
 return {0, 0}
 """
 
+# KEYS: the month's usage hash. ARGV: the speaker's field, tokens, TTL. Returns the new total.
+_ADD_USAGE = """
+local total = redis.call('HINCRBY', KEYS[1], 'total', ARGV[2])
+redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return total
+"""
+
 
 @dataclass(frozen=True)
 class Refusal:
@@ -167,7 +175,6 @@ class AbuseLimiter:
         self._redis = store.redis
         self._settings = settings
         self._clock = clock
-        self._take = self._redis.register_script(_TAKE)
         # (route, "platform:workspace") -> tokens this month, as last seen; feeds /metrics.
         self._seen: dict[tuple[str, str], int] = {}
         self._seen_month = ""
@@ -216,7 +223,7 @@ class AbuseLimiter:
             return None
         month = month_of(now)
         key = self._usage_key(route.name, msg.key.platform, msg.key.workspace, month)
-        raw = await self._redis.hget(key, "total")  # type: ignore[misc]
+        raw = await self._store.batch.call("HGET", key, "total")
         used = _int(raw)
         self._remember(month, route.name, f"{msg.key.platform}:{msg.key.workspace}", used)
         if used < quota:
@@ -237,7 +244,7 @@ class AbuseLimiter:
         for rate in (user_rate, ws_rate):
             # Capacity: one minute's worth (at least one question); refill: rate per minute.
             args += [max(1.0, rate), rate / 60_000.0] if rate > 0 else [0, 0]
-        res = await self._take(keys=self._bucket_keys(msg), args=args)
+        res = await self._store.batch.eval(_TAKE, self._bucket_keys(msg), args)
         code, wait_ms = int(res[0]), int(res[1])
         if code == 0:
             return None
@@ -269,20 +276,18 @@ class AbuseLimiter:
         member = json.dumps([route.name, msg.key.platform, msg.key.workspace])
         try:
             async with asyncio.timeout(_REDIS_DEADLINE):
-                async with self._redis.pipeline(transaction=True) as p:
-                    p.hincrby(key, "total", total_tokens)
-                    p.hincrby(key, "u:" + _clean_id(msg.speaker.id), total_tokens)
-                    p.expire(key, USAGE_TTL_SECONDS)
-                    res = await p.execute()
+                total = await self._store.batch.eval(
+                    _ADD_USAGE, (key,),
+                    ("u:" + _clean_id(msg.speaker.id), total_tokens, USAGE_TTL_SECONDS),
+                )
                 # A separate slot in Cluster: not part of the transaction above. The index only
                 # changes when a new (route, workspace) shows up, so it is written once per
                 # member every few minutes, not on every answer.
                 now = self._clock()
                 if now - self._indexed.get((index, member), -_INDEX_REFRESH) >= _INDEX_REFRESH:
-                    async with self._redis.pipeline(transaction=False) as p:
-                        p.sadd(index, member)
-                        p.expire(index, USAGE_TTL_SECONDS)
-                        await p.execute()
+                    await self._store.batch.run(
+                        ("SADD", index, member), ("EXPIRE", index, USAGE_TTL_SECONDS)
+                    )
                     if len(self._indexed) > 10_000:
                         self._indexed.clear()
                     self._indexed[(index, member)] = now
@@ -290,7 +295,7 @@ class AbuseLimiter:
             log.warning("usage.record_failed", error=type(e).__name__)
             return
         self._quotas[route.name] = route.config.monthly_token_quota
-        self._remember(month, route.name, f"{msg.key.platform}:{msg.key.workspace}", int(res[0]))
+        self._remember(month, route.name, f"{msg.key.platform}:{msg.key.workspace}", int(total))
 
     async def usage(self, *, month: str, route: str | None = None) -> list[UsageRow]:
         """Token totals per route, workspace and user for ``month`` (``YYYY-MM``), optionally of

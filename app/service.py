@@ -145,7 +145,8 @@ class Service:
         limiter = AbuseLimiter(store, settings)
         metrics.registry.register(QuotaCollector(limiter))
         inflight = InflightRegistry(
-            redis.client, prefix=settings.redis_key_prefix, ttl=settings.lock_ttl_seconds
+            redis.client, prefix=settings.redis_key_prefix, ttl=settings.lock_ttl_seconds,
+            batch=store.batch,
         )
         bridge = Bridge(
             inflight=inflight,
@@ -282,6 +283,7 @@ class Service:
             await runner.cleanup()
         self._runners.clear()
         await self.dify.aclose()
+        await self.bridge.store.batch.aclose()
         await self.redis.close()
         log.info("server.stopped")
 

@@ -19,6 +19,7 @@ import structlog
 from redis.asyncio import Redis
 
 from app.model import ThreadKey
+from app.redis_batch import RedisBatcher
 
 log = structlog.get_logger(__name__)
 
@@ -94,6 +95,22 @@ end
 return 0
 """
 
+# What the first stream event tells us, applied together (see save_stream_ids).
+_SAVE_IDS = """
+if ARGV[2] ~= '' then
+  redis.call('HSETNX', KEYS[1], 'created', ARGV[1])
+  redis.call('HSET', KEYS[1], 'conversation_id', ARGV[2], 'user', ARGV[3], 'route', ARGV[4],
+             'last_used', ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  redis.call('SET', KEYS[2], 1, 'EX', ARGV[5])
+end
+if ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[3], 'task_id', ARGV[6], 'route', ARGV[4])
+  redis.call('EXPIRE', KEYS[3], ARGV[7])
+end
+return 1
+"""
+
 _RELEASE = """
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
@@ -116,7 +133,7 @@ class ThreadLock:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisBatcher,
         queue_key: str,
         lease_key: str,
         *,
@@ -151,9 +168,7 @@ class ThreadLock:
 
     async def _lease(self) -> None:
         exp = self._now_ms() + int(self._ttl * 1000)
-        await self._redis.eval(  # type: ignore[misc]
-            _EXTEND, 2, *self._keys, self.token, exp, int(self._ttl * 10_000)
-        )
+        await self._redis.eval(_EXTEND, self._keys, (self.token, exp, int(self._ttl * 10_000)))
 
     async def _keep_alive(self) -> None:
         while True:
@@ -173,24 +188,15 @@ class ThreadLock:
         try:
             while True:
                 now = time.time()
-                args: tuple[Any, ...] = (
-                    _ACQUIRE, 2, *self._keys, self.token, int(now * 1000),
+                attempt: tuple[Any, ...] = (
+                    "EVAL", _ACQUIRE, 2, *self._keys, self.token, int(now * 1000),
                     1 if now < settle_until else 0, self._order,
                     int(now * 1000) + int(self._ttl * 1000), pexpire,
                 )
-                if before or self._each_try:
-                    async with self._redis.pipeline(transaction=False) as p:
-                        for cmd in before:
-                            p.execute_command(*cmd)
-                        p.eval(*args)
-                        for cmd in self._each_try:
-                            p.execute_command(*cmd)
-                        replies = await p.execute()
-                    res = replies[len(before)]
-                    self.replies = replies[len(before) + 1 :]
-                    before = ()
-                else:
-                    res = await self._redis.eval(*args)  # type: ignore[misc,arg-type]
+                replies = await self._redis.run(*before, attempt, *self._each_try)
+                res = replies[len(before)]
+                self.replies = replies[len(before) + 1 :]
+                before = ()
                 if res == 1:
                     return
                 if time.monotonic() > deadline:
@@ -210,7 +216,7 @@ class ThreadLock:
             self._keeper.cancel()
             self._keeper = None
         try:
-            await self._redis.eval(_RELEASE, 2, *self._keys, self.token)  # type: ignore[misc]
+            await self._redis.eval(_RELEASE, self._keys, (self.token,))
         except Exception as e:  # the lease expires by itself
             log.warning("lock.release_failed", error=type(e).__name__)
 
@@ -240,6 +246,8 @@ class RedisStore:
         lock_ttl: float = 30.0,
     ) -> None:
         self.redis = redis
+        #: The hot path's commands go through here (auto-pipelined under load).
+        self.batch = RedisBatcher(redis)
         self.prefix = prefix
         self.conversation_ttl = int(conversation_ttl)
         self.dedup_ttl = dedup_ttl
@@ -271,19 +279,13 @@ class RedisStore:
     ) -> None:
         """Store what the first stream event told us: the thread's conversation (as soon as it is
         known, so a quick follow-up continues it) and the running task (for Stop buttons)."""
-        now = time.time()
-        conv, task = self.k(thread, "conv"), self.k(thread, "task")
-        async with self.redis.pipeline(transaction=True) as p:
-            if conversation_id:
-                p.hsetnx(conv, "created", now)
-                p.hset(conv, mapping={"conversation_id": conversation_id, "user": user,
-                                      "route": route, "last_used": now})
-                p.expire(conv, self.conversation_ttl)
-                p.set(self.k(thread, "known"), 1, ex=self.conversation_ttl)
-            if task_id:
-                p.hset(task, mapping={"task_id": task_id, "route": route})
-                p.expire(task, _TASK_TTL)
-            await p.execute()
+        if not conversation_id and not task_id:
+            return
+        keys = (self.k(thread, "conv"), self.k(thread, "known"), self.k(thread, "task"))
+        await self.batch.eval(_SAVE_IDS, keys, (
+            repr(time.time()), conversation_id or "", user, route, self.conversation_ttl,
+            task_id or "", _TASK_TTL,
+        ))
 
     async def running_task(self, thread: ThreadKey) -> dict[str, str]:
         """The task streaming in ``thread`` now (``task_id``, ``route``), or an empty dict."""
@@ -297,22 +299,24 @@ class RedisStore:
     async def end_stream(self, thread: ThreadKey, *, touch: bool = False) -> str | None:
         """The stream is over: forget its task; returns the task id a Stop click named, if any.
         ``touch`` also refreshes the conversation's TTL and last-used time (a continued one)."""
-        async with self.redis.pipeline(transaction=False) as p:
-            p.delete(self.k(thread, "task"))
-            p.getdel(self.k(thread, "stopped"))
-            if touch:
-                self._touch(p, thread)
-            res = await p.execute()
+        commands: list[tuple[Any, ...]] = [
+            ("DEL", self.k(thread, "task")),
+            ("GETDEL", self.k(thread, "stopped")),
+        ]
+        if touch:
+            conv = self.k(thread, "conv")
+            # HSET before EXPIRE: a hash this creates (the conversation vanished meanwhile)
+            # expires.
+            commands += [
+                ("HSET", conv, "last_used", time.time()),
+                ("EXPIRE", conv, self.conversation_ttl),
+                ("EXPIRE", self.k(thread, "known"), self.conversation_ttl),
+            ]
+        res = await self.batch.run(*commands)
         return _s(res[1]) if res[1] is not None else None
 
     async def set_conversation_name(self, thread: ThreadKey, name: str) -> None:
-        await self.redis.hset(self.k(thread, "conv"), "name", name)  # type: ignore[misc]
-
-    def _touch(self, p: Any, thread: ThreadKey) -> None:
-        # HSET before EXPIRE: a hash this creates (the conversation vanished meanwhile) expires.
-        p.hset(self.k(thread, "conv"), "last_used", time.time())
-        p.expire(self.k(thread, "conv"), self.conversation_ttl)
-        p.expire(self.k(thread, "known"), self.conversation_ttl)
+        await self.batch.call("HSET", self.k(thread, "conv"), "name", name)
 
     async def forget(self, thread: ThreadKey) -> None:
         await self.redis.delete(self.k(thread, "conv"))
@@ -336,9 +340,9 @@ class RedisStore:
         owner = secrets.token_hex(8)
         for raw in event_keys:
             key = self._dedup_key(raw)
-            if await self.redis.set(key, owner, nx=True, ex=self.dedup_ttl):
+            if await self.batch.call("SET", key, owner, "NX", "EX", self.dedup_ttl):
                 continue
-            current = await self.redis.get(key)
+            current = await self.batch.call("GET", key)
             if current is None or _s(current) != owner:
                 # Stop here: claiming the later keys too would let two deliveries of one event
                 # (a retry racing the original) each take one key, and both give up.
@@ -364,7 +368,7 @@ class RedisStore:
         known = (("SET", self.k(thread, "known"), 1, "EX", self.conversation_ttl),)
         conv = (("HGETALL", self.k(thread, "conv")),)
         return ThreadLock(
-            self.redis,
+            self.batch,
             self.k(thread, "lockq"),
             self.k(thread, "lockl"),
             order=order,
