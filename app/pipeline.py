@@ -523,10 +523,11 @@ class Bridge:
                     changed = changed or ans.changed
                 if changed and (ans.text or ans.status):
                     push(_restore_partial(ans.text, restorer), ans.status)
-                    if not shown:
+                    if not shown and ans.text:
                         # Let the scheduler send the first words now, not after every read
                         # that is already waiting has been folded.
                         shown = True
+                        events.pace_reads(read_pace(scheduler.interval))
                         await asyncio.sleep(0)
         finally:
             await batches.aclose()
@@ -691,6 +692,13 @@ class _Record:
 
 def _restore(text: str, restorer: Restorer | None) -> str:
     return restorer.final(text) if restorer else text
+
+
+def read_pace(edit_interval: float) -> float:
+    """How often to read Dify's stream once the first words are shown: a few reads per edit
+    interval keep every edit fresh (at most this much older than eager reading) while most
+    per-token wake-ups are saved; capped so the end of an answer is never seen late."""
+    return min(0.25, edit_interval / 5)
 
 
 def _restore_partial(text: str, restorer: Restorer | None) -> str:

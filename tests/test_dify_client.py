@@ -148,6 +148,49 @@ async def test_a_question_streams_back_as_text_deltas_ending_with_message_end(
     assert sent.headers["Authorization"] == f"Bearer {KEY}"
 
 
+async def test_a_paced_stream_reads_a_few_times_per_interval_and_loses_no_word(
+    fake: FakeDify, aio_http: httpx.AsyncClient
+) -> None:
+    answer = "The quick brown fox jumps over the lazy dog, twice over."
+    fake.add_app(KEY, answer=answer, chunk_size=1, chunk_delay=0.01)  # ~0.6 s, 57 events
+    client = DifyClient(fake.base_url, KEY, http=aio_http, pace_reads=True)
+    stream = client.chat_stream(query="Hi", user=USER, conversation_id=None, inputs={})
+    batches: list[list[DifyEvent]] = []
+    async with aclosing(stream.batches()) as reads:
+        async for batch in reads:
+            batches.append(batch)
+            if len(batches) == 1:
+                stream.pace_reads(0.2)  # as the pipeline does once the first words are shown
+    events = [ev for b in batches for ev in b]
+
+    assert text_of(events) == answer
+    assert isinstance(events[-1], MessageEnd)
+    # Read as they land, 57 events 10 ms apart take dozens of reads; paced, a handful.
+    assert len(batches) <= 8, [len(b) for b in batches]
+    assert len(batches[0]) < 10  # the first words were not held back
+
+
+async def test_pacing_is_ignored_where_one_read_gives_one_event(
+    fake: FakeDify, http: httpx.AsyncClient
+) -> None:
+    # httpx's own transport hands over one HTTP chunk (one event) per read: pacing there would
+    # read 5 events a second and fall ever further behind Dify, so it stays off.
+    answer = "x" * 40
+    fake.add_app(KEY, answer=answer, chunk_size=1, chunk_delay=0.01)
+    stream = make_client(fake, http).chat_stream(
+        query="Hi", user=USER, conversation_id=None, inputs={}
+    )
+    started = time.monotonic()
+    events: list[DifyEvent] = []
+    async with aclosing(stream.batches()) as reads:
+        async for batch in reads:
+            events += batch
+            stream.pace_reads(1.0)
+
+    assert text_of(events) == answer
+    assert time.monotonic() - started < 5  # paced at 1 s per read, 40 reads would take 40 s
+
+
 async def test_second_question_in_thread_continues_the_conversation(
     fake: FakeDify, aio_http: httpx.AsyncClient
 ) -> None:

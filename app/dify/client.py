@@ -202,6 +202,22 @@ def _first_event_end(chunk: bytes) -> int:
     return min(ends) if ends else len(chunk)
 
 
+# What one read of the aiohttp transport hands over at most (httpx-aiohttp reads in 16 KB
+# chunks): a shorter read means the socket's buffer was drained.
+_READ_CHUNK = 16 * 1024
+
+
+class _Pace:
+    """How long a stream waits between network reads (0: read as data arrives)."""
+
+    __slots__ = ("drained", "enabled", "seconds")
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.seconds = 0.0
+        self.drained = True
+
+
 class EventStream:
     """One streamed Dify call: ``async for`` gives typed events one by one; :meth:`batches`
     gives them per network read, which saves a hop per event on the hot path.
@@ -210,15 +226,32 @@ class EventStream:
     the connection.
     """
 
-    __slots__ = ("_batches", "_buffer", "_index")
+    __slots__ = ("_batches", "_buffer", "_index", "_pace")
 
-    def __init__(self, batches: AsyncGenerator[list[DifyEvent], None]) -> None:
+    def __init__(self, batches: AsyncGenerator[list[DifyEvent], None], pace: _Pace) -> None:
         self._batches = batches
+        self._pace = pace
         self._buffer: list[DifyEvent] = []
         self._index = 0
 
     def batches(self) -> AsyncGenerator[list[DifyEvent], None]:
         return self._batches
+
+    def pace_reads(self, seconds: float) -> None:
+        """From now on, read the network at most every ``seconds``.
+
+        A caller that only shows the text once per edit interval calls this once the first
+        words are out: Dify sends an event per token, and reading each as it lands costs a
+        wake-up, a read and a decode per event. Reading a few times per edit interval gets the
+        same text into the same edits for a fraction of the CPU (the events wait in the
+        socket buffer meanwhile); the end of the answer is seen at most ``seconds`` later.
+
+        Only where one read returns everything buffered (the aiohttp transport, the default):
+        httpx's own transport returns one HTTP chunk (one event) per read, so pacing it would
+        slow the answer down instead, and this is a no-op there.
+        """
+        if self._pace.enabled:
+            self._pace.seconds = max(0.0, float(seconds))
 
     def __aiter__(self) -> EventStream:
         return self
@@ -252,7 +285,10 @@ class DifyClient:
         breaker: CircuitBreaker | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        pace_reads: bool = False,
     ) -> None:
+        """``pace_reads``: let callers pace their streams (:meth:`EventStream.pace_reads`);
+        only for an ``http`` client on the aiohttp transport."""
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https://")
         if (
@@ -286,6 +322,7 @@ class DifyClient:
         self._plain_headers = httpx.Headers(http.headers)
         self._plain_headers.update(self._headers)
         self._stream_urls: dict[str, httpx.URL] = {}
+        self._can_pace = pace_reads
 
     def _stream_url(self, path: str) -> httpx.URL:
         url = self._stream_urls.get(path)
@@ -319,7 +356,7 @@ class DifyClient:
             "files": [dict(f) for f in files],
             "auto_generate_name": bool(auto_generate_name),
         }
-        return EventStream(self._stream("/chat-messages", _encode(body)))
+        return self._event_stream("/chat-messages", _encode(body))
 
     def completion_stream(
         self,
@@ -339,7 +376,7 @@ class DifyClient:
             "response_mode": "streaming",
             "files": [dict(f) for f in files],
         }
-        return EventStream(self._stream("/completion-messages", _encode(body)))
+        return self._event_stream("/completion-messages", _encode(body))
 
     def workflow_stream(
         self,
@@ -355,9 +392,15 @@ class DifyClient:
             "response_mode": "streaming",
             "files": [dict(f) for f in files],
         }
-        return EventStream(self._stream("/workflows/run", _encode(body)))
+        return self._event_stream("/workflows/run", _encode(body))
 
-    async def _stream(self, path: str, body: bytes) -> AsyncGenerator[list[DifyEvent], None]:
+    def _event_stream(self, path: str, body: bytes) -> EventStream:
+        pace = _Pace(self._can_pace)
+        return EventStream(self._stream(path, body, pace), pace)
+
+    async def _stream(
+        self, path: str, body: bytes, pace: _Pace
+    ) -> AsyncGenerator[list[DifyEvent], None]:
         """The events of one streamed call, one list per network read (never empty)."""
         response, chunks, decoder, first, rest = await self._retrying(
             path, lambda: self._open(path, body)
@@ -366,6 +409,8 @@ class DifyClient:
         # fails mid-stream must still open it.
         progress = _Progress()
         see = progress.see
+        loop = asyncio.get_running_loop()
+        next_read = 0.0
         try:
             pending: list[DifyEvent] | None = first
             while pending is not None:
@@ -386,13 +431,22 @@ class DifyClient:
                     pending, rest = self._decode(decoder.feed, progress, rest), b""
                     if pending:
                         continue
-                pending = await self._next_events(chunks, decoder, progress)
+                if pace.seconds and pace.drained:
+                    wait = next_read - loop.time()
+                    if wait > 0.001:
+                        await asyncio.sleep(wait)
+                pending = await self._next_events(chunks, decoder, progress, pace)
+                next_read = loop.time() + pace.seconds
             raise self._fail(StreamIncomplete(progress=progress.snapshot()))
         finally:
             await _close(response)
 
     async def _next_events(
-        self, chunks: AsyncIterator[bytes], decoder: SSEDecoder, progress: _Progress
+        self,
+        chunks: AsyncIterator[bytes],
+        decoder: SSEDecoder,
+        progress: _Progress,
+        pace: _Pace,
     ) -> list[DifyEvent] | None:
         """Wait (at most ``idle`` seconds) for more events; None at EOF with nothing left."""
         while True:
@@ -411,6 +465,8 @@ class DifyClient:
                         progress=progress.snapshot(),
                     )
                 ) from e
+            # A full read may have left more in the buffer: read on before pacing again.
+            pace.drained = len(chunk) < _READ_CHUNK
             events = self._decode(decoder.feed, progress, chunk)
             if events:
                 return events
@@ -914,6 +970,7 @@ class DifyClientPool:
                 timeouts=self._timeouts,
                 retry=self._retry,
                 breaker=self.breaker(base_url, api_key),
+                pace_reads=self.transport == "aiohttp",
             )
             self._clients[k] = c
         return c
