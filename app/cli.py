@@ -33,7 +33,7 @@ async def _serve(args: argparse.Namespace) -> int:
     from app.service import Service
 
     settings = _settings_or_exit()
-    logs.configure(settings.log_level, settings.log_format.value)
+    logs.configure(settings.log_level, settings.log_format.value, cache=True)
     if not settings.secret("dify_api_key") and not _config_has_keys(settings):
         print(
             "dify-bridge: DIFY_API_KEY is not set. Set it to your Dify app's API key "

@@ -27,10 +27,15 @@ def _drop_color_message(_: Any, __: str, event_dict: MutableMapping[str, Any]) -
     return event_dict
 
 
-def configure(level: str = "INFO", fmt: str = "json", stream: TextIO | None = None) -> None:
+def configure(
+    level: str = "INFO", fmt: str = "json", stream: TextIO | None = None, *, cache: bool = False
+) -> None:
     """Configure structlog and route stdlib logging (aiohttp, slack-bolt) through it.
 
-    Everything goes to ``stream`` (default: stderr)."""
+    Everything goes to ``stream`` (default: stderr). ``cache``: the service configures once
+    and for good, so each module's logger is built on first use and kept (a disabled level
+    then costs nothing per call; uncached, every call rebuilds the bound logger). Left off
+    where logging may be reconfigured later in the same process (tests)."""
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -51,7 +56,7 @@ def configure(level: str = "INFO", fmt: str = "json", stream: TextIO | None = No
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=cache,
     )
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(

@@ -290,7 +290,7 @@ async def part_scale(n: int) -> None:
 async def main() -> None:
     from app import logs
 
-    logs.configure("WARNING", "console")
+    logs.configure("WARNING", "console", cache=True)  # as `dify-bridge serve` does
     ap = argparse.ArgumentParser()
     ap.add_argument("--part", choices=["cpu", "latency", "scale", "all"], default="all")
     ap.add_argument("--rounds", type=int, default=5)
