@@ -13,9 +13,10 @@ another; this process sends the signed events and serves the fake Slack Web API
 per-channel limits and records every call.
 
 Reports: 429s received (target 0), chat.update calls per answer, time from the event to the first
-visible answer text (p50/p99), the HTTP ack time (p99 target under 20 ms), and CPU per answer
-next to the floor of the core benchmark (a bare aiohttp loop reading and JSON-decoding the same
-Dify stream).
+visible answer text (p50/p99), the HTTP ack time (p99 target under 20 ms) next to its floor (the
+same burst against a bare aiohttp server that only checks the signature, bench/_ack_server.py),
+and CPU per answer next to the floor of the core benchmark (a bare aiohttp loop reading and
+JSON-decoding the same Dify stream).
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def mention_body(i: int, channel: str, ts: str) -> str:
 async def serve(env_json: str) -> None:
     """The bridge process: dify-bridge with the Slack adapter; prints its base URL."""
     env = json.loads(env_json)
-    configure_logs("WARNING", "json")
+    configure_logs("WARNING", "json", cache=True)  # as `dify-bridge serve` does
     svc = await Service.create(load_settings(env), adapters=["slack"])
     await svc.start("127.0.0.1", 0)
     sys.stdout.write(svc.base_url + "\n")
@@ -139,6 +140,47 @@ def raw_request(host: str, body: str) -> bytes:
     return (
         f"POST /slack/events HTTP/1.1\r\nHost: {host}\r\n{head}Content-Length: {len(data)}\r\n\r\n"
     ).encode() + data
+
+
+async def burst(host: str, port: int, raws: list[bytes]) -> list[float]:
+    """Send every request at once on its own open connection; each one's time to the ack."""
+    conns = [await asyncio.open_connection(host, port) for _ in raws]
+    acks: list[float] = []
+
+    async def deliver(n: int) -> None:
+        reader, writer = conns[n]
+        t = time.monotonic()
+        writer.write(raws[n])
+        status = await reader.readline()
+        acks.append(time.monotonic() - t)
+        assert b" 200 " in status, status
+        writer.close()
+
+    await asyncio.gather(*(deliver(n) for n in range(len(raws))))
+    return acks
+
+
+async def ack_floor(mentions: int, rounds: int = 3) -> tuple[float, float]:
+    """Median p50/p99 ack of the same burst against a bare aiohttp server that only checks the
+    signature (bench/_ack_server.py): what this machine allows before any bridge work."""
+    proc, url = await spawn_async([sys.executable, "bench/_ack_server.py", SECRET])
+    host, port = url.removeprefix("http://").split(":")
+    p50s, p99s = [], []
+    try:
+        for _ in range(rounds):
+            base = time.time()
+            raws = [
+                raw_request(host, mention_body(i, "C0FLOOR", f"{int(base)}.{i:06d}"))
+                for i in range(mentions)
+            ]
+            acks = await burst(host, int(port), raws)
+            p50s.append(pct(acks, 50))
+            p99s.append(pct(acks, 99))
+            await asyncio.sleep(0.3)
+    finally:
+        proc.terminate()
+        proc.wait(5)
+    return statistics.median(p50s), statistics.median(p99s)
 
 
 def cpu_seconds(proc: psutil.Process) -> float:
@@ -172,6 +214,7 @@ async def run(mentions: int, channels: int, events: int, chunk: int, delay: floa
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
             floor = statistics.median([await floor_cpu(dify_url, 20, http) for _ in range(3)])
+            floor_ack50, floor_ack99 = await ack_floor(mentions)
             # Slack keeps connections open: open them first, and send pre-built raw requests so
             # the ack figure is the bridge's time, not this process building HTTP requests.
             host, port = base_url.removeprefix("http://").split(":")
@@ -253,7 +296,11 @@ async def run(mentions: int, channels: int, events: int, chunk: int, delay: floa
             f"event -> first visible text: p50 {pct(latencies, 50) * 1000:.0f} ms, "
             f"p99 {pct(latencies, 99) * 1000:.0f} ms"
         )
-    print(f"HTTP ack: p50 {pct(acks, 50) * 1000:.1f} ms, p99 {pct(acks, 99) * 1000:.1f} ms")
+    print(
+        f"HTTP ack: p50 {pct(acks, 50) * 1000:.1f} ms, p99 {pct(acks, 99) * 1000:.1f} ms "
+        f"(target < 20); bare aiohttp floor, same burst: p50 {floor_ack50 * 1000:.1f} ms, "
+        f"p99 {floor_ack99 * 1000:.1f} ms; p99 ratio {pct(acks, 99) / floor_ack99:.2f}"
+    )
     print(
         f"bridge CPU per answer: {cpu * 1000:.1f} ms (floor {floor * 1000:.2f} ms, "
         f"ratio {cpu / floor:.1f})"
