@@ -103,10 +103,17 @@ class InflightRegistry:
     async def preack(self, platform: str, event_id: str, token: Mapping[str, str]) -> None:
         """Record an event the adapter will answer, before it acks (a crash after the ack then
         still leaves someone to tell the user). Never overwrites a record that exists."""
+        await self.preack_nowait(platform, event_id, token)
+
+    def preack_nowait(
+        self, platform: str, event_id: str, token: Mapping[str, str]
+    ) -> asyncio.Future[list[Any]]:
+        """:meth:`preack` queued on the spot (no task, nothing awaited): for an HTTP handler
+        that acks right after."""
         answer_id = self.id_for(platform, event_id)
-        await self.batch.eval(_PREACK, (self._key(answer_id), self.index), (
-            answer_id, platform, json.dumps(dict(token)), time.time() + self.ttl,
-            int(self.ttl * 20),
+        return self.batch.submit((
+            "EVAL", _PREACK, 2, self._key(answer_id), self.index, answer_id, platform,
+            json.dumps(dict(token)), time.time() + self.ttl, int(self.ttl * 20),
         ))
 
     async def drop_preack(self, answer_id: str) -> None:

@@ -47,6 +47,12 @@ class RedisBatcher:
         in the next batch; returns their replies, or raises the first error among them."""
         if not commands:
             return []
+        return await self.submit(*commands)
+
+    def submit(self, *commands: Command) -> asyncio.Future[list[Any]]:
+        """Queue ``commands`` for the next batch without waiting: a future of their replies.
+        For a write that must be on its way before the caller returns (e.g. before an HTTP
+        ack) without a task of its own."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[Any]] = loop.create_future()
         self._queue.append((commands, fut))
@@ -58,7 +64,7 @@ class RedisBatcher:
             # in the turn is here, and sends it at once (no further hop).
             self._scheduled = True
             self._track(loop.create_task(self._flush_at_end_of_turn()))
-        return await fut
+        return fut
 
     async def call(self, *command: Any) -> Any:
         """One command's reply (``await batcher.call("GET", key)``)."""

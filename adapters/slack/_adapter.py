@@ -11,14 +11,13 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
 from aiohttp import web
-from redis.exceptions import RedisError
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
@@ -299,10 +298,9 @@ class SlackAdapter:
         token = _answerable(payload)
         if token is None:
             return
-        spawn(
-            _logged(inflight.preack("slack", str(payload.get("event_id", "")), token)),
-            name="slack-preack",
-        )
+        inflight.preack_nowait(
+            "slack", str(payload.get("event_id", "")), token
+        ).add_done_callback(_log_preack_failure)
 
     async def _dispatcher(self) -> None:
         """Start bolt dispatches one per event-loop turn.
@@ -336,11 +334,12 @@ class SlackAdapter:
         return await to_aiohttp_response(await self.oauth_flow.handle_callback(bolt_req))
 
 
-async def _logged(write: Awaitable[None]) -> None:
-    try:
-        await write
-    except RedisError as e:
-        log.warning("slack.preack_failed", error=type(e).__name__)
+def _log_preack_failure(fut: asyncio.Future[Any]) -> None:
+    if fut.cancelled():
+        return
+    err = fut.exception()
+    if err is not None:
+        log.warning("slack.preack_failed", error=type(err).__name__)
 
 
 def _answerable(payload: Any) -> dict[str, str] | None:
