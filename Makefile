@@ -23,7 +23,9 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/bench_core.py
+	$(BIN)/python bench/bench_slack.py
+	$(BIN)/python bench/bench_teams.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache

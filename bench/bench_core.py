@@ -143,12 +143,38 @@ async def floor_round(url: str, n: int, conc: int, session: aiohttp.ClientSessio
     return (time.process_time() - t) / n
 
 
-async def bridge_round(svc: Service, n: int, conc: int) -> tuple[float, list[float]]:
+async def floor_first_event(url: str, n: int, gap: float) -> list[float]:
+    """One stream at a time, ``gap`` seconds apart: from the server's stamp to a bare aiohttp
+    client holding the first event decoded (the latency floor of this machine and loop)."""
+    lats: list[float] = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(n):
+            await asyncio.sleep(gap)
+            async with session.post(
+                f"{url}/chat-messages",
+                json={"query": "q", "user": "u", "inputs": {}, "response_mode": "streaming"},
+                headers={"Authorization": "Bearer app-bench"},
+            ) as r:
+                first = True
+                async for line in r.content:
+                    if line.startswith(b"data: "):
+                        ev = json.loads(line[6:])
+                        if first:
+                            lats.append(time.time() - float(ev["answer"].split("|", 1)[0]))
+                            first = False
+    return lats
+
+
+async def bridge_round(
+    svc: Service, n: int, conc: int, gap: float = 0.0
+) -> tuple[float, list[float]]:
     sem = asyncio.Semaphore(conc)
     latencies: list[float] = []
 
     async def one(i: int) -> None:
         async with sem:
+            if gap:
+                await asyncio.sleep(gap)
             reply = BenchReply()
             await svc.bridge.handle(message(i), reply, LIMITS)
             if reply.failed:
@@ -199,17 +225,26 @@ async def part_cpu(rounds: int, n: int, conc: int) -> None:
         proc.terminate()
 
 
-async def part_latency_idle(n: int) -> None:
-    """Latency with one answer at a time (no queueing behind other streams)."""
+async def part_latency_idle(n: int, gap: float = 0.25) -> None:
+    """Latency with one answer at a time (no queueing behind other streams), each question
+    ``gap`` seconds after the last answer, as questions come in; next to a bare aiohttp
+    client's time to its first event under the same gaps. (A process that has been idle a
+    few hundred ms wakes more slowly than a busy one: on the 2-vCPU machine the floor itself
+    goes from ~0.3 ms back to back to ~2 ms after 250 ms of idle.)"""
     proc, url = start_server(400, 5, 0.0)
     svc = await make_service(url)
     try:
         await bridge_round(svc, 10, 1)
-        _, lats = await bridge_round(svc, n, 1)
+        _, lats = await bridge_round(svc, n, 1, gap)
+        floor = [x * 1000 for x in await floor_first_event(url, n, gap)]
         lat_ms = [x * 1000 for x in lats]
         print(
-            f"added latency, one stream at a time: p50 {pct(lat_ms, 50):.2f} ms, "
-            f"p99 {pct(lat_ms, 99):.2f} ms ({n} answers)"
+            f"added latency, one stream at a time ({gap * 1000:.0f} ms apart): "
+            f"p50 {pct(lat_ms, 50):.2f} ms, p99 {pct(lat_ms, 99):.2f} ms ({n} answers); "
+            f"bare aiohttp client, same gaps: p50 {pct(floor, 50):.2f} ms, "
+            f"p99 {pct(floor, 99):.2f} ms; bridge minus floor: "
+            f"p50 {pct(lat_ms, 50) - pct(floor, 50):.2f} ms, "
+            f"p99 {pct(lat_ms, 99) - pct(floor, 99):.2f} ms"
         )
     finally:
         await svc.stop(grace=1)
