@@ -53,6 +53,34 @@ def _s(d: Any, *path: str) -> str:
     return cur if isinstance(cur, str) else ""
 
 
+async def _rewrite_clicked(
+    api: SlackApi,
+    channel: str,
+    body: dict[str, Any],
+    rewrite: Callable[[list[Any]], list[Any]],
+    *,
+    failure: str,
+) -> None:
+    """Replace the blocks of the message whose button was clicked with ``rewrite(blocks)``; a
+    failure only costs the visual change (logged as ``failure``), never the click's effect."""
+    raw_message = body.get("message")
+    message: dict[str, Any] = raw_message if isinstance(raw_message, dict) else {}
+    blocks = message.get("blocks")
+    ts = _s(message, "ts")
+    if not isinstance(blocks, list) or not ts:
+        return
+    try:
+        await api.call(
+            "chat.update",
+            channel=channel,
+            ts=ts,
+            text=_s(message, "text") or " ",
+            blocks=rewrite(blocks),
+        )
+    except BridgeError as e:
+        log.info(failure, code=getattr(e, "code", "ratelimited"))
+
+
 class SlackHandlers:
     """The adapter's behaviour behind bolt's listeners, one method per kind of request."""
 
@@ -376,21 +404,12 @@ class SlackHandlers:
             log.warning("slack.feedback_failed", error=type(e).__name__)
             await self._tell(body, "I couldn't record your feedback. Please try again later.")
             return
-        raw_message = body.get("message")
-        message: dict[str, Any] = raw_message if isinstance(raw_message, dict) else {}
-        blocks = message.get("blocks")
-        ts = _s(message, "ts")
-        if isinstance(blocks, list) and ts:
-            try:
-                await self.api(context.bot_token).call(
-                    "chat.update",
-                    channel=key.channel,
-                    ts=ts,
-                    text=_s(message, "text") or " ",
-                    blocks=B.feedback_done_blocks(blocks, rating, _s(body, "user", "id")),
-                )
-            except BridgeError as e:
-                log.info("slack.feedback_ack_failed", code=getattr(e, "code", "ratelimited"))
+        user_id = _s(body, "user", "id")
+        await _rewrite_clicked(
+            self.api(context.bot_token), key.channel, body,
+            lambda blocks: B.feedback_done_blocks(blocks, rating, user_id),
+            failure="slack.feedback_ack_failed",
+        )
 
     async def on_suggestion(
         self, ack: Ack, body: dict[str, Any], context: AsyncBoltContext
@@ -455,18 +474,7 @@ class SlackHandlers:
         except BridgeError as e:
             log.info("slack.reset_note_failed", code=getattr(e, "code", "ratelimited"))
             await self._tell(body, RESET_DONE)
-        raw_message = body.get("message")
-        message: dict[str, Any] = raw_message if isinstance(raw_message, dict) else {}
-        blocks = message.get("blocks")
-        ts = _s(message, "ts")
-        if isinstance(blocks, list) and ts:
-            try:
-                await api.call(
-                    "chat.update",
-                    channel=key.channel,
-                    ts=ts,
-                    text=_s(message, "text") or " ",
-                    blocks=B.without_reset_button(blocks),
-                )
-            except BridgeError as e:
-                log.info("slack.reset_button_update_failed", code=getattr(e, "code", "ratelimited"))
+        await _rewrite_clicked(
+            api, key.channel, body, B.without_reset_button,
+            failure="slack.reset_button_update_failed",
+        )
