@@ -67,6 +67,17 @@ async def answer_number(connector: FakeBotConnector, conversation_id: str, n: in
     return answers(connector, conversation_id)[n - 1]
 
 
+async def ask_in_channel(
+    bot: Any, connector: FakeBotConnector, text: str
+) -> tuple[dict[str, Any], str, Call]:
+    """Mention the bot in a new channel thread: (the root activity, its conversation id, the
+    finished first answer)."""
+    root = connector.channel_mention(text)
+    await connector.deliver(bot.base_url, root)
+    conv = root["conversation"]["id"]
+    return root, conv, await answer_number(connector, conv, 1)
+
+
 def new_topic_button(c: Call) -> dict[str, Any] | None:
     """The "New topic" Action.Submit on a message's Adaptive Card, if it has one."""
     for attachment in c.body.get("attachments") or []:
@@ -120,10 +131,7 @@ async def test_a_completion_route_answers_every_message_in_a_thread_on_its_own(
         user_input_form=[{"paragraph": {"variable": "query", "label": "Query", "required": True}}],
     )
     bot = await teams_bot(make_service, connector, app, mode="completion")
-    root = connector.channel_mention("Write a haiku about tea")
-    await connector.deliver(bot.base_url, root)
-    conv = root["conversation"]["id"]
-    first = await answer_number(connector, conv, 1)
+    root, conv, first = await ask_in_channel(bot, connector, "Write a haiku about tea")
     await connector.deliver(bot.base_url, connector.channel_reply(root["id"], "and about coffee"))
     second = await answer_number(connector, conv, 2)
     sent = calls(fake_dify, app, "/completion-messages")
@@ -247,10 +255,7 @@ async def test_the_first_answer_in_a_thread_names_the_dify_conversation_and_the_
     make_service: Any, connector: FakeBotConnector, fake_dify: Any, dify_app: Any
 ) -> None:
     bot = await teams_bot(make_service, connector, dify_app)
-    root = connector.channel_mention("Onboarding checklist for new hires")
-    await connector.deliver(bot.base_url, root)
-    conv = root["conversation"]["id"]
-    first = await answer_number(connector, conv, 1)
+    root, conv, first = await ask_in_channel(bot, connector, "Onboarding checklist for new hires")
     await connector.deliver(bot.base_url, connector.channel_reply(root["id"], "and contractors?"))
     second = await answer_number(connector, conv, 2)
     assert "Dify conversation: “Onboarding checklist for new hires”" in first.text
@@ -265,10 +270,7 @@ async def test_typing_a_reset_word_in_a_channel_thread_starts_a_new_dify_convers
     make_service: Any, connector: FakeBotConnector, fake_dify: Any, dify_app: Any
 ) -> None:
     bot = await teams_bot(make_service, connector, dify_app)
-    root = connector.channel_mention("Topic one")
-    await connector.deliver(bot.base_url, root)
-    conv = root["conversation"]["id"]
-    await answer_number(connector, conv, 1)
+    root, conv, _ = await ask_in_channel(bot, connector, "Topic one")
     await connector.deliver(bot.base_url, connector.channel_reply(root["id"], "new topic"))
     reset = await answer_number(connector, conv, 2)
     assert "new conversation" in reset.text
@@ -289,10 +291,7 @@ async def test_clicking_new_topic_under_a_channel_answer_starts_a_new_dify_conve
     make_service: Any, connector: FakeBotConnector, fake_dify: Any, dify_app: Any
 ) -> None:
     bot = await teams_bot(make_service, connector, dify_app)
-    root = connector.channel_mention("Who approves travel?")
-    await connector.deliver(bot.base_url, root)
-    conv = root["conversation"]["id"]
-    final = await answer_number(connector, conv, 1)
+    root, conv, final = await ask_in_channel(bot, connector, "Who approves travel?")
     button = new_topic_button(final)
     assert button is not None
     # The button rides on the answer itself, beside the feedback buttons.
@@ -353,9 +352,7 @@ async def test_with_reset_button_off_the_answer_has_no_new_topic_button(
     make_service: Any, connector: FakeBotConnector, fake_dify: Any, dify_app: Any
 ) -> None:
     bot = await teams_bot(make_service, connector, dify_app, reset_button=False)
-    root = connector.channel_mention("Who is on call?")
-    await connector.deliver(bot.base_url, root)
-    final = await answer_number(connector, root["conversation"]["id"], 1)
+    *_, final = await ask_in_channel(bot, connector, "Who is on call?")
     assert "You said: Who is on call?" in final.text
     assert final.body["channelData"] == {"feedbackLoop": {"type": "default"}}
     assert new_topic_button(final) is None
