@@ -5,8 +5,9 @@ spends well over 100 µs of CPU on every round trip (pool checkout, packing, rep
 the retry wrapper) but about a fifth of that per command inside a pipeline, and a burst of
 single commands also queues on the connection pool. Sending whatever was queued during one
 loop turn as a single non-transactional pipeline keeps the per-command cost low when it
-matters and costs nothing measurable when idle (a batch of one still goes out at the end of
-the same loop turn).
+matters (about 46 µs against 150-190 µs per command on the 2-vCPU machine, 200 callers at
+once). When idle, a lone command is sent as it is, one loop turn later; the hop through a task
+costs some 50-100 µs of CPU more than a direct call there.
 
 Only independent commands are batched: a caller that needs several commands applied together
 sends them as one Lua script (``EVAL``), which Redis runs atomically whatever it is batched
