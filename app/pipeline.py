@@ -15,13 +15,14 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import structlog
 from redis.exceptions import RedisError
 
+from app.admission import StartGate, no_gate
 from app.answer_cache import AnswerCache
 from app.answer_cache import plan as plan_cache
 from app.answer_extras import chat_extras, hint, stream_error
@@ -95,6 +96,8 @@ class _Turn:
     new_conversation: bool = False
     # A Stop click named this answer's task.
     stopped: bool = False
+    # Gives the answer's place in the start gate back (once its first words are shown).
+    leave_gate: Callable[[], None] = no_gate
 
 
 class Bridge:
@@ -124,6 +127,8 @@ class Bridge:
         self.inflight = inflight
         self._active: set[asyncio.Task[None]] = set()
         self._accepting = True
+        # A burst of answers starts a bounded number at a time (see app/admission.py).
+        self.starts = StartGate()
         self.params = ParamsCache(dify)
         self.answer_cache = AnswerCache(store.redis, store.prefix)
         self.preflight = Preflight(
@@ -218,7 +223,9 @@ class Bridge:
             platform=platform, event_id=msg.event_id, thread=msg.key.log_id, ref=ref
         )
         self.metrics.events.labels(platform).inc()
+        leave = no_gate
         try:
+            leave = await self.starts.enter()
             if not self._accepting:
                 await reply.fail(
                     "The assistant is restarting. Please ask again in a few seconds.", ref=ref
@@ -243,7 +250,7 @@ class Bridge:
             # makes Slack's retry a duplicate elsewhere) still leaves someone to tell the user.
             with span("bridge.answer", platform=platform, thread=msg.key.log_id, ref=ref):
                 async with self._recorded(msg, reply) as record:
-                    await self._answer(msg, reply, limits, ref, record)
+                    await self._answer(msg, reply, limits, ref, record, leave)
         except asyncio.CancelledError:
             # Shutdown ran out of grace: say so rather than leave a frozen placeholder.
             with contextlib.suppress(Exception):
@@ -257,6 +264,7 @@ class Bridge:
             self.metrics.errors.labels("internal").inc()
             await _safe_fail(reply, INTERNAL, ref)
         finally:
+            leave()
             structlog.contextvars.unbind_contextvars("platform", "event_id", "thread", "ref")
 
     async def _answer(
@@ -266,6 +274,7 @@ class Bridge:
         limits: PlatformLimits,
         ref: str,
         record: _Record,
+        leave_gate: Callable[[], None],
     ) -> None:
         route = self.router.resolve(msg.key)
         if route is None:
@@ -295,7 +304,7 @@ class Bridge:
             return
         msg, started = ready.msg, ready.started
         turn = _Turn(msg, reply, limits, route, ready.prepared, ref, ready.inputs,
-                     notices=ready.notices, params=ready.params)
+                     notices=ready.notices, params=ready.params, leave_gate=leave_gate)
         if await self._from_cache(turn, started):
             return
         if not started:
@@ -528,6 +537,7 @@ class Bridge:
                         # that is already waiting has been folded.
                         shown = True
                         events.pace_reads(read_pace(scheduler.interval))
+                        turn.leave_gate()
                         await asyncio.sleep(0)
         finally:
             await batches.aclose()

@@ -332,3 +332,23 @@ async def test_a_stream_that_goes_silent_midway_ends_with_the_text_so_far_and_a_
     assert reply.error is not None
     assert reply.error.startswith("Half of")  # what was shown stays...
     assert "took too long" in reply.error  # ...followed by what happened
+
+
+async def test_with_one_start_place_a_long_answer_does_not_hold_back_the_next_question(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    # The start gate is held until the first words are shown, not until the answer ends.
+    from app.admission import StartGate
+
+    long = "A long, slow answer. " * 10
+    dify_app.answer = lambda query, conv: long if query == "first question" else "Short one."
+    dify_app.chunk_size = 5
+    dify_app.chunk_delay = 0.05  # the long answer streams for ~2 s
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key})
+    svc.bridge.starts = StartGate(limit=1, hold=30)
+    first = asyncio.ensure_future(ask(svc, message(new_thread(), "first question")))
+    await asyncio.sleep(0.3)
+    second = await asyncio.wait_for(ask(svc, message(new_thread(), "second question")), 15)
+    assert not first.done()  # the second answer finished while the first still streams
+    assert second.final == "Short one."
+    assert (await first).final == long
