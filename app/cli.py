@@ -49,6 +49,11 @@ async def _serve(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     service.install_signal_handlers(stop)
     await service.start(args.host, args.port)
+    if settings.gc_tuning:
+        from app import gcpolicy
+
+        frozen = gcpolicy.settle_after_start()
+        log.info("gc.tuned", frozen_objects=frozen, thresholds=list(gcpolicy.THRESHOLDS))
     await stop.wait()
     log.info("shutdown.requested", grace_seconds=settings.shutdown_grace_seconds)
     await service.stop()

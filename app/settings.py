@@ -234,6 +234,11 @@ class Settings(BaseSettings):
         description="Event loop: `auto` (uvloop where installed, else asyncio's), `uvloop` or "
         "`asyncio`. Read at start.",
     )
+    gc_tuning: bool = Field(
+        True,
+        description="Freeze start-up objects and collect garbage less often once serving "
+        "(fewer, shorter pauses under load); `false` keeps Python's defaults.",
+    )
     dify_transport: Literal["aiohttp", "httpx"] = Field(
         "aiohttp", description="HTTP stack under httpx: `aiohttp` (httpx-aiohttp) or `httpx`."
     )

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import random
 import socket
 import sys
 import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -189,6 +191,33 @@ async def test_pacing_is_ignored_where_one_read_gives_one_event(
 
     assert text_of(events) == answer
     assert time.monotonic() - started < 5  # paced at 1 s per read, 40 reads would take 40 s
+
+
+async def test_a_finished_answer_leaves_nothing_for_the_garbage_collector(
+    fake: FakeDify, http: httpx.AsyncClient
+) -> None:
+    # With a thousand answers streaming, every object left in a reference cycle waits for a
+    # collection that walks them all (pauses of 50-200 ms). An answer's responses, streamed
+    # and plain, must be freed the moment they are done with, by reference counting alone.
+    fake.add_app(KEY, answer="Hello there, all of you.", chunk_size=4)
+    client = make_client(fake, http)
+    seen: list[weakref.ref[httpx.Response]] = []
+
+    async def keep(response: httpx.Response) -> None:
+        seen.append(weakref.ref(response))
+
+    http.event_hooks["response"].append(keep)
+    gc.collect()
+    gc.disable()
+    try:
+        events = await ask(client)
+        await client.conversations(user=USER, limit=5)
+        alive = [ref() for ref in seen if ref() is not None]
+    finally:
+        gc.enable()
+    assert text_of(events) == "Hello there, all of you."
+    assert len(seen) == 2
+    assert alive == []
 
 
 async def test_second_question_in_thread_continues_the_conversation(
