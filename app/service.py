@@ -266,9 +266,13 @@ class Service:
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking work, let streaming answers finish within the grace period, close."""
         self.bridge.stop_accepting()
-        for task in (self._watch, self._janitor, self._check):
-            if task is not None:
-                task.cancel()
+        background = [t for t in (self._watch, self._janitor, self._check) if t is not None]
+        for task in background:
+            task.cancel()
+        if background:
+            # Waited for before Redis closes: a sweep cut off mid-command by the close left
+            # redis-py's send task pending, and the process hung at exit.
+            await asyncio.wait(background, timeout=5)
         left = await self.bridge.drain(
             self.settings.shutdown_grace_seconds if grace is None else grace
         )
