@@ -31,6 +31,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from app import gcpolicy  # noqa: E402
 from app.loop import name as loop_name  # noqa: E402
 from app.model import IncomingMessage, Kind, PlatformLimits, ReplyExtras, Speaker, ThreadKey  # noqa: E402
 from app.service import Service  # noqa: E402
@@ -101,6 +102,7 @@ async def make_service(dify_url: str) -> Service:
         "BREAKER_FAILURES": "1000",
         "USER_RATE_PER_MINUTE": "0",
         "WORKSPACE_RATE_PER_MINUTE": "0",
+        "GC_TUNING": os.environ.get("GC_TUNING", "true"),
     }
     svc = await Service.create(
         load_settings(env),
@@ -108,6 +110,8 @@ async def make_service(dify_url: str) -> Service:
         adapters=[],
         env=env,
     )
+    if svc.settings.gc_tuning:  # as `dify-bridge serve` does once started (GC_TUNING=false: off)
+        gcpolicy.settle_after_start()
     return svc
 
 

@@ -39,6 +39,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from app import gcpolicy  # noqa: E402
 from app.logs import configure as configure_logs  # noqa: E402
 from app.service import Service  # noqa: E402
 from app.settings import load_settings  # noqa: E402
@@ -114,6 +115,8 @@ async def serve(env_json: str) -> None:
     configure_logs("WARNING", "json", cache=True)  # as `dify-bridge serve` does
     svc = await Service.create(load_settings(env), adapters=["slack"])
     await svc.start("127.0.0.1", 0)
+    if svc.settings.gc_tuning:  # as `dify-bridge serve` does once started
+        gcpolicy.settle_after_start()
     sys.stdout.write(svc.base_url + "\n")
     sys.stdout.flush()
     stop = asyncio.Event()
@@ -208,6 +211,7 @@ async def run(mentions: int, channels: int, events: int, chunk: int, delay: floa
         "SLACK_BOT_TOKEN": TOKEN,
         "SLACK_SIGNING_SECRET": SECRET,
         "SLACK_API_URL": fake.api_url,
+        "GC_TUNING": os.environ.get("GC_TUNING", "true"),
     }
     bridge, base_url = await spawn_async([sys.executable, __file__, "--serve", json.dumps(env)])
     bridge_ps = psutil.Process(bridge.pid)

@@ -34,6 +34,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from app import gcpolicy  # noqa: E402
 from app.logs import configure as configure_logs  # noqa: E402
 from app.service import Service  # noqa: E402
 from app.settings import load_settings  # noqa: E402
@@ -98,6 +99,8 @@ async def run(threads: int, events: int, chunk: int, delay: float, dump: str | N
     os.environ["MICROSOFT_TOKEN_URL"] = env["MICROSOFT_TOKEN_URL"]
     svc = await Service.create(load_settings(env), adapters=["teams"], env=env)
     await svc.start("127.0.0.1", 0)
+    if svc.settings.gc_tuning:  # as `dify-bridge serve` does once started
+        gcpolicy.settle_after_start()
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
             floor = statistics.median([await floor_cpu(dify_url, 20, http) for _ in range(3)])
