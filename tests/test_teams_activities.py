@@ -149,3 +149,46 @@ def test_timestamp_orders_questions_and_missing_tenant_is_tolerated() -> None:
 )
 def test_local_mode_recognises_only_this_machine(url: str, ok: bool) -> None:
     assert is_loopback_url(url) is ok
+
+
+def test_outgoing_activities_are_built_without_garbage_for_the_collector() -> None:
+    # msrest's Model.serialize() builds a serializer per call that refers to itself: with many
+    # answers streaming, those cycles piled up for the garbage collector to walk. The shared
+    # serializer must give the very same JSON and leave nothing behind.
+    import gc
+
+    from botbuilder.schema import Activity, ChannelAccount, ConversationAccount
+
+    from adapters.teams import _sdk
+
+    conv = {"id": "19:abc@thread.tacv2;messageid=1", "conversationType": "channel",
+            "tenantId": TENANT_ID, "isGroup": True}
+    expected = Activity(
+        from_property=ChannelAccount(id=BOT_ID, name="Dify"),
+        recipient=ChannelAccount(id="29:user", name="Ada"),
+        conversation=ConversationAccount(
+            id=conv["id"], conversation_type="channel", tenant_id=TENANT_ID, is_group=True
+        ),
+        channel_id=_sdk.MSTEAMS,
+        reply_to_id="1",
+    ).serialize()
+    card = {"contentType": _sdk.ADAPTIVE_CARD, "content": {"type": "AdaptiveCard", "body": []}}
+
+    gc.collect()
+    gc.disable()
+    try:
+        base = _sdk.base_activity(
+            bot=(BOT_ID, "Dify"), user=("29:user", "Ada"), conversation=conv, reply_to_id="1"
+        )
+        activity = _sdk.build_activity(
+            base, type=_sdk.MESSAGE, text="Hello", attachments=[card], suggested=["More?"]
+        )
+        left_in_cycles = gc.collect()
+    finally:
+        gc.enable()
+    assert base == expected
+    assert activity["attachments"][0]["contentType"] == _sdk.ADAPTIVE_CARD
+    assert activity["suggestedActions"]["actions"][0] == {
+        "type": "imBack", "title": "More?", "value": "More?"
+    }
+    assert left_in_cycles == 0
