@@ -95,6 +95,7 @@ async def run(threads: int, events: int, chunk: int, delay: float, dump: str | N
         "MICROSOFT_APP_TENANT_ID": TENANT_ID,
         "MICROSOFT_TOKEN_URL": f"{service_url}botframework.com/oauth2/v2.0/token",
         "TEAMS_OPENID_METADATA_URL": f"{service_url}v1/.well-known/openidconfiguration",
+        "GC_TUNING": os.environ.get("GC_TUNING", "true"),
     }
     os.environ["MICROSOFT_TOKEN_URL"] = env["MICROSOFT_TOKEN_URL"]
     svc = await Service.create(load_settings(env), adapters=["teams"], env=env)
