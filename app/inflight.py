@@ -83,7 +83,7 @@ class InflightRegistry:
         # Per-answer writes share the store's auto-pipelining (one round trip per loop turn).
         self.batch = batch or RedisBatcher(redis)
         self.ttl = ttl
-        # One hash tag for every in-flight key: the MULTI blocks below stay in one Cluster slot.
+        # One hash tag for every in-flight key: the scripts below stay in one Cluster slot.
         self.index = f"{prefix}:{{inflight}}"
         self._prefix = prefix
         self._resumers: dict[str, Resumer] = {}
