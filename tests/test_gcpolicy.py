@@ -6,53 +6,36 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
-import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from app import gcpolicy
 from tests.conftest import base_env
+from tests.test_replicas import start_replica, wait_for
 
 
-async def serve_until_healthy(env: dict[str, str]) -> list[dict[str, Any]]:
-    """Start a real `serve`, wait until /healthz answers, stop it; its log events in order."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", "0",
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    events: list[dict[str, Any]] = []
+async def serve_until_healthy(env: dict[str, str], log: Path) -> list[dict[str, Any]]:
+    """Start a real `serve`, wait until /healthz answers, stop it; its log events after start."""
+    replica = await start_replica(env, str(log))
     try:
-        deadline = time.monotonic() + 30
-        port = None
-        while port is None and time.monotonic() < deadline:
-            line = await asyncio.wait_for(proc.stderr.readline(), 30)
-            if not line:
-                break
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                continue
-            if events[-1].get("event") == "server.started":
-                port = int(events[-1]["port"])
-        assert port is not None, events
         # The health check is served only once `serve` has gone past the point where it tunes
         # the collector, so every line about it is in the log by now.
-        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/healthz") as r:
+        url = f"http://127.0.0.1:{replica.port}/healthz"
+        async with aiohttp.ClientSession() as s, s.get(url) as r:
             assert r.status == 200
     finally:
-        proc.terminate()
-        while line := await asyncio.wait_for(proc.stderr.readline(), 30):
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                continue
+        replica.proc.terminate()
         # SIGTERM ends the process promptly and cleanly (it once hung at exit when the
         # in-flight janitor was cut off mid-command by the Redis close).
-        assert await asyncio.wait_for(proc.wait(), 30) == 0
-    return events
+        assert await asyncio.wait_for(replica.proc.wait(), 30) == 0
+    await wait_for(lambda: log.exists() and '"server.stopped"' in log.read_text())
+    return logged_events(log)
+
+
+def logged_events(log: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
 
 
 def serve_env(redis_url: str, dify_url: str, prefix: str, **extra: str) -> dict[str, str]:
@@ -62,9 +45,10 @@ def serve_env(redis_url: str, dify_url: str, prefix: str, **extra: str) -> dict[
 
 
 async def test_a_serving_process_freezes_what_start_up_built_and_collects_less_often(
-    redis_url: str, fake_dify: Any, prefix: str
+    redis_url: str, fake_dify: Any, prefix: str, tmp_path: Path
 ) -> None:
-    events = await serve_until_healthy(serve_env(redis_url, fake_dify.base_url, prefix))
+    env = serve_env(redis_url, fake_dify.base_url, prefix)
+    events = await serve_until_healthy(env, tmp_path / "serve.log")
     tuned = [e for e in events if e.get("event") == "gc.tuned"]
     assert len(tuned) == 1
     # Importing the web stack alone leaves tens of thousands of objects behind.
@@ -73,9 +57,9 @@ async def test_a_serving_process_freezes_what_start_up_built_and_collects_less_o
 
 
 async def test_gc_tuning_false_keeps_pythons_defaults(
-    redis_url: str, fake_dify: Any, prefix: str
+    redis_url: str, fake_dify: Any, prefix: str, tmp_path: Path
 ) -> None:
     env = serve_env(redis_url, fake_dify.base_url, prefix, GC_TUNING="false")
-    events = await serve_until_healthy(env)
-    assert any(e.get("event") == "server.started" for e in events)
+    events = await serve_until_healthy(env, tmp_path / "serve.log")
+    assert any(e.get("event") == "shutdown.requested" for e in events)
     assert not [e for e in events if e.get("event") == "gc.tuned"]
