@@ -531,14 +531,17 @@ class Bridge:
                         log.info("dify.first_token", ms=int((ans.first_text_at - started) * 1000))
                     changed = changed or ans.changed
                 if changed and (ans.text or ans.status):
-                    push(_restore_partial(ans.text, restorer), ans.status)
                     if not shown and ans.text:
-                        # Let the scheduler send the first words now, not after every read
-                        # that is already waiting has been folded.
+                        # The first words go out now, before the reads already waiting are
+                        # taken in and folded.
                         shown = True
                         events.pace_reads(read_pace(scheduler.interval))
                         turn.leave_gate()
-                        await asyncio.sleep(0)
+                        await scheduler.show_first(
+                            _restore_partial(ans.text, restorer), ans.status
+                        )
+                    else:
+                        push(_restore_partial(ans.text, restorer), ans.status)
         finally:
             await batches.aclose()
             for result in await asyncio.gather(*writes, return_exceptions=True):

@@ -49,6 +49,67 @@ async def test_first_text_is_shown_at_once() -> None:
     await sched.close()
 
 
+async def test_the_first_words_go_out_before_the_caller_reads_on() -> None:
+    rec = Recorder()
+    sched = EditScheduler(rec, interval=5.0)
+    await sched.show_first("Hello")
+    # Sent from the caller's own task: no worker, no loop turn in between.
+    assert rec.sent == ["Hello"]
+    sched.push("Hello, world")  # later text waits for the interval, as always
+    await asyncio.sleep(0.02)
+    assert rec.sent == ["Hello"]
+    await sched.close()
+    assert sched.edits == 1
+
+
+async def test_a_first_edit_refused_with_429_is_retried_after_retry_after() -> None:
+    rec = Recorder(fail_first=1, retry_after=0.05)
+    sched = EditScheduler(rec, interval=0.01)
+    await sched.show_first("partial")
+    assert rec.sent == [] and sched.rate_limited == 1
+    await asyncio.sleep(0.15)
+    assert rec.sent == ["partial"]
+    await sched.close()
+
+
+async def test_the_first_words_wait_for_an_empty_budget_like_any_edit() -> None:
+    budget = EditBudget(60, burst=1)
+    assert budget.try_take() == 0  # someone else in the workspace took the only token
+    rec = Recorder()
+    sched = EditScheduler(rec, interval=0.01, budget=budget)
+    await sched.show_first("Hello")
+    assert rec.sent == []  # not sent inline: the worker waits for the next token
+    await asyncio.sleep(1.2)  # one token per second
+    assert rec.sent == ["Hello"]
+    await sched.close()
+
+
+async def test_text_pushed_while_the_first_edit_is_in_flight_never_overlaps_it() -> None:
+    rec = Recorder()
+    sched = EditScheduler(rec, interval=0.0)
+
+    async def push_meanwhile() -> None:
+        await asyncio.sleep(0.001)  # while show_first's edit is in flight (5 ms)
+        sched.push("Hello, world")
+
+    await asyncio.gather(sched.show_first("Hello"), push_meanwhile())
+    await asyncio.sleep(0.05)
+    await sched.close()
+    assert rec.sent == ["Hello", "Hello, world"]
+    assert rec.max_in_flight == 1
+
+
+async def test_close_waits_for_a_first_edit_in_flight() -> None:
+    rec = Recorder()
+    sched = EditScheduler(rec, interval=0.0)
+    first = asyncio.create_task(sched.show_first("Hello"))
+    await asyncio.sleep(0.001)
+    assert rec.in_flight == 1
+    await sched.close()
+    assert rec.in_flight == 0 and rec.sent == ["Hello"]
+    await first
+
+
 async def test_a_fast_stream_is_coalesced_into_few_edits_with_only_the_latest_text() -> None:
     rec = Recorder()
     sched = EditScheduler(rec, interval=0.1)
