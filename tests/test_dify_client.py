@@ -46,6 +46,7 @@ from app.dify import (
     WorkflowStarted,
     make_http_client,
 )
+from app.dify.client import _Pace
 from tests.fakes.dify import FakeConversation, FakeDify, Fault
 
 KEY = "app-test-key"
@@ -170,6 +171,41 @@ async def test_a_paced_stream_reads_a_few_times_per_interval_and_loses_no_word(
     # Read as they land, 57 events 10 ms apart take dozens of reads; paced, a handful.
     assert len(batches) <= 8, [len(b) for b in batches]
     assert len(batches[0]) < 10  # the first words were not held back
+
+
+async def test_a_paced_stream_arriving_in_large_reads_is_read_as_it_comes(
+    fake: FakeDify, aio_http: httpx.AsyncClient
+) -> None:
+    # Ten 5 KB events 30 ms apart: each read is large, so pausing a second after each would
+    # only hold the text back (and leave the process idle) without saving a read.
+    answer = "".join(chr(ord("a") + i) * 5000 for i in range(10))
+    fake.add_app(KEY, answer=answer, chunk_size=5000, chunk_delay=0.03)
+    client = DifyClient(fake.base_url, KEY, http=aio_http, pace_reads=True)
+    stream = client.chat_stream(query="Hi", user=USER, conversation_id=None, inputs={})
+    started = time.monotonic()
+    events: list[DifyEvent] = []
+    async with aclosing(stream.batches()) as reads:
+        async for batch in reads:
+            events += batch
+            stream.pace_reads(1.0)
+
+    assert text_of(events) == answer
+    assert time.monotonic() - started < 2  # paused after every read: about 10 s
+
+
+def test_pauses_start_after_two_small_reads_and_end_when_a_read_fills_the_buffer() -> None:
+    pace = _Pace(enabled=True)
+    pace.saw(300)
+    assert not pace.engaged  # one small read: maybe just a burst's first bytes
+    pace.saw(9000)
+    pace.saw(300)
+    assert not pace.engaged  # not two in a row
+    pace.saw(300)
+    assert pace.engaged  # tokens trickling in: pause between reads
+    pace.saw(6000)
+    assert pace.engaged  # what a pause gathered: still pacing
+    pace.saw(16 * 1024)
+    assert not pace.engaged  # a full read: Dify sends faster than the pace reads
 
 
 async def test_pacing_is_ignored_where_one_read_gives_one_event(

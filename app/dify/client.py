@@ -219,20 +219,38 @@ def _first_event_end(chunk: bytes) -> int:
     return min(ends) if ends else len(chunk)
 
 
-# What one read of the aiohttp transport hands over at most (httpx-aiohttp reads in 16 KB
-# chunks): a shorter read means the socket's buffer was drained.
+# Paced reads start once two reads in a row were smaller than _PACE_BELOW: events trickle in
+# (an LLM's tokens, a few hundred bytes each) and a pause lets the next read take in several.
+# Reads that are large from the start mean the stream arrives faster than a pace would take
+# it in: pausing would only hold the text back and leave the process idle between reads, which
+# costs more CPU than the reads it saves (a waking process runs on cold caches; measured here:
+# 2 KB answers sent at once as 400 events, 50 at a time, 5.6 ms of CPU per answer paced
+# against 4.5 ms unpaced). A paced read that fills _READ_CHUNK (the buffer held more) means the
+# same, and ends the pacing.
+_PACE_BELOW = 4 * 1024
+# What one read of the aiohttp transport hands over at most (httpx-aiohttp reads in 16 KB).
 _READ_CHUNK = 16 * 1024
 
 
 class _Pace:
     """How long a stream waits between network reads (0: read as data arrives)."""
 
-    __slots__ = ("drained", "enabled", "seconds")
+    __slots__ = ("enabled", "engaged", "seconds", "small_reads")
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self.seconds = 0.0
-        self.drained = True
+        self.engaged = False  # pausing between reads now (see _PACE_BELOW)
+        self.small_reads = 0
+
+    def saw(self, read: int) -> None:
+        """Note a read of ``read`` bytes: start or end the pauses."""
+        if self.engaged:
+            if read >= _READ_CHUNK:
+                self.engaged, self.small_reads = False, 0
+            return
+        self.small_reads = self.small_reads + 1 if read < _PACE_BELOW else 0
+        self.engaged = self.small_reads >= 2
 
 
 class EventStream:
@@ -262,6 +280,7 @@ class EventStream:
         wake-up, a read and a decode per event. Reading a few times per edit interval gets the
         same text into the same edits for a fraction of the CPU (the events wait in the
         socket buffer meanwhile); the end of the answer is seen at most ``seconds`` later.
+        Only while reads are small: a stream arriving in large reads is read as it comes.
 
         Only where one read returns everything buffered (the aiohttp transport, the default):
         httpx's own transport returns one HTTP chunk (one event) per read, so pacing it would
@@ -448,7 +467,7 @@ class DifyClient:
                     pending, rest = self._decode(decoder.feed, progress, rest), b""
                     if pending:
                         continue
-                if pace.seconds and pace.drained:
+                if pace.seconds and pace.engaged:
                     wait = next_read - loop.time()
                     if wait > 0.001:
                         await asyncio.sleep(wait)
@@ -487,8 +506,7 @@ class DifyClient:
                         progress=progress.snapshot(),
                     )
                 ) from e
-            # A full read may have left more in the buffer: read on before pacing again.
-            pace.drained = len(chunk) < _READ_CHUNK
+            pace.saw(len(chunk))
             events = self._decode(decoder.feed, progress, chunk)
             if events:
                 return events
