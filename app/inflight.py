@@ -40,11 +40,19 @@ INTERRUPTED = (
 
 Resumer = Callable[[Mapping[str, str], str], Awaitable[None]]
 
+# Pre-ack records, every one queued in a loop turn in one script (a burst of mentions then costs
+# one command, not one each, while its acks are still being written). KEYS[1] is the index, then
+# one hash per record; ARGV[1] the hashes' TTL, then id, platform, token, lease expiry per record.
+# A record that exists is never overwritten.
 _PREACK = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'platform', ARGV[2], 'token', ARGV[3], 'preack', '1')
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('ZADD', KEYS[2], 'NX', ARGV[4], ARGV[1])
+for i = 2, #KEYS do
+  local a = (i - 2) * 4 + 2
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    redis.call('HSET', KEYS[i], 'platform', ARGV[a + 1], 'token', ARGV[a + 2], 'preack', '1')
+    redis.call('EXPIRE', KEYS[i], ARGV[1])
+    redis.call('ZADD', KEYS[1], 'NX', ARGV[a + 3], ARGV[a])
+  end
+end
 return 1
 """
 
@@ -87,6 +95,7 @@ class InflightRegistry:
         self.index = f"{prefix}:{{inflight}}"
         self._prefix = prefix
         self._resumers: dict[str, Resumer] = {}
+        self._preacks: list[tuple[tuple[str, str, str, float], asyncio.Future[None]]] = []
 
     def register_resumer(self, platform: str, resumer: Resumer) -> None:
         """``resumer(token, text)`` edits a placeholder from its resume token (adapters)."""
@@ -107,14 +116,40 @@ class InflightRegistry:
 
     def preack_nowait(
         self, platform: str, event_id: str, token: Mapping[str, str]
-    ) -> asyncio.Future[list[Any]]:
+    ) -> asyncio.Future[None]:
         """:meth:`preack` queued on the spot (no task, nothing awaited): for an HTTP handler
-        that acks right after."""
+        that acks right after. Every record queued in one loop turn goes out as one script."""
+        loop = asyncio.get_running_loop()
         answer_id = self.id_for(platform, event_id)
-        return self.batch.submit((
-            "EVAL", _PREACK, 2, self._key(answer_id), self.index, answer_id, platform,
-            json.dumps(dict(token)), time.time() + self.ttl, int(self.ttl * 20),
-        ))
+        fut: asyncio.Future[None] = loop.create_future()
+        self._preacks.append(
+            ((answer_id, platform, json.dumps(dict(token)), time.time() + self.ttl), fut)
+        )
+        if len(self._preacks) == 1:
+            loop.call_soon(self._send_preacks)
+        return fut
+
+    def _send_preacks(self) -> None:
+        queued, self._preacks = self._preacks, []
+        keys = [self._key(record[0]) for record, _ in queued]
+        args = [arg for record, _ in queued for arg in record]
+        sent = self.batch.submit(
+            ("EVAL", _PREACK, 1 + len(keys), self.index, *keys, int(self.ttl * 20), *args)
+        )
+
+        def settle(done: asyncio.Future[list[Any]]) -> None:
+            err = None if done.cancelled() else done.exception()
+            for _, fut in queued:
+                if fut.done():
+                    continue
+                if done.cancelled():
+                    fut.cancel()
+                elif err is not None:
+                    fut.set_exception(err)
+                else:
+                    fut.set_result(None)
+
+        sent.add_done_callback(settle)
 
     async def drop_preack(self, answer_id: str) -> None:
         """Forget a pre-ack record nobody adopted (a duplicate delivery, a refused message)."""

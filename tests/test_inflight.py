@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest_asyncio
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from adapters.console import CONSOLE_LIMITS, MemoryReply
 from app.inflight import INTERRUPTED, InflightRegistry
@@ -59,6 +60,43 @@ async def test_two_janitors_never_close_the_same_answer_twice(redis: Redis) -> N
     counts = await asyncio.gather(*(r.sweep() for r in regs))
     assert sum(counts) == 10
     assert sorted(t["activity"] for t, _ in platform.replaced) == [str(i) for i in range(10)]
+
+
+async def test_a_burst_of_mentions_is_recorded_before_its_acks_in_one_redis_command(
+    redis: Redis,
+) -> None:
+    prefix = "t" + uuid.uuid4().hex[:8]
+    reg = InflightRegistry(redis, prefix=prefix, ttl=0.3)
+    platform = Platform()
+    reg.register_resumer("slack", platform.resume)
+    # An answer already running for one of the events: its record is not overwritten.
+    running = await reg.begin(
+        "slack", {"channel": "C1", "ts": "running"}, answer_id=reg.id_for("slack", "Ev3")
+    )
+    sent_before = reg.batch.batches_sent
+    futures = [
+        reg.preack_nowait("slack", f"Ev{i}", {"channel": "C1", "ts": f"1.{i}"}) for i in range(50)
+    ]
+    await asyncio.gather(*futures)
+    assert reg.batch.batches_sent == sent_before + 1  # fifty records, one command
+    for i in range(50):
+        assert await redis.zscore(reg.index, reg.id_for("slack", f"Ev{i}")) is not None
+    assert await redis.hget(f"{reg.index}:{running}", "preack") is None
+    # Nobody adopted them (the replica died after its acks): every user hears so, once.
+    await asyncio.sleep(0.4)
+    assert await reg.sweep(limit=100) == 50
+    assert sorted(t["ts"] for t, _ in platform.replaced) == sorted(
+        ["running"] + [f"1.{i}" for i in range(50) if i != 3]
+    )
+
+
+async def test_a_failed_preack_write_is_reported_to_every_caller() -> None:
+    client = client_from_url("redis://127.0.0.1:1/0")  # nothing listens there
+    reg = InflightRegistry(client, prefix="t" + uuid.uuid4().hex[:8])
+    futures = [reg.preack_nowait("slack", f"Ev{i}", {"ts": str(i)}) for i in range(3)]
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    await client.aclose()
+    assert all(isinstance(r, RedisError) for r in results), results
 
 
 async def test_a_live_answer_keeps_its_lease_and_is_removed_when_done(redis: Redis) -> None:
