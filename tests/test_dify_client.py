@@ -46,7 +46,7 @@ from app.dify import (
     WorkflowStarted,
     make_http_client,
 )
-from app.dify.client import _Pace
+from app.dify.client import EventStream, _Pace
 from tests.fakes.dify import FakeConversation, FakeDify, Fault
 
 KEY = "app-test-key"
@@ -173,6 +173,19 @@ async def test_a_paced_stream_reads_a_few_times_per_interval_and_loses_no_word(
     assert len(batches[0]) < 10  # the first words were not held back
 
 
+async def read_asking_for_pace(
+    stream: EventStream, seconds: float
+) -> tuple[list[DifyEvent], float]:
+    """Every event of ``stream``, asking for paced reads after each read; and how long it took."""
+    started = time.monotonic()
+    events: list[DifyEvent] = []
+    async with aclosing(stream.batches()) as reads:
+        async for batch in reads:
+            events += batch
+            stream.pace_reads(seconds)
+    return events, time.monotonic() - started
+
+
 async def test_a_paced_stream_arriving_in_large_reads_is_read_as_it_comes(
     fake: FakeDify, aio_http: httpx.AsyncClient
 ) -> None:
@@ -181,16 +194,12 @@ async def test_a_paced_stream_arriving_in_large_reads_is_read_as_it_comes(
     answer = "".join(chr(ord("a") + i) * 5000 for i in range(10))
     fake.add_app(KEY, answer=answer, chunk_size=5000, chunk_delay=0.03)
     client = DifyClient(fake.base_url, KEY, http=aio_http, pace_reads=True)
-    stream = client.chat_stream(query="Hi", user=USER, conversation_id=None, inputs={})
-    started = time.monotonic()
-    events: list[DifyEvent] = []
-    async with aclosing(stream.batches()) as reads:
-        async for batch in reads:
-            events += batch
-            stream.pace_reads(1.0)
+    events, seconds = await read_asking_for_pace(
+        client.chat_stream(query="Hi", user=USER, conversation_id=None, inputs={}), 1.0
+    )
 
     assert text_of(events) == answer
-    assert time.monotonic() - started < 2  # paused after every read: about 10 s
+    assert seconds < 2  # paused after every read: about 10 s
 
 
 def test_pauses_start_after_two_small_reads_and_end_when_a_read_fills_the_buffer() -> None:
@@ -215,18 +224,15 @@ async def test_pacing_is_ignored_where_one_read_gives_one_event(
     # read 5 events a second and fall ever further behind Dify, so it stays off.
     answer = "x" * 40
     fake.add_app(KEY, answer=answer, chunk_size=1, chunk_delay=0.01)
-    stream = make_client(fake, http).chat_stream(
-        query="Hi", user=USER, conversation_id=None, inputs={}
+    events, seconds = await read_asking_for_pace(
+        make_client(fake, http).chat_stream(
+            query="Hi", user=USER, conversation_id=None, inputs={}
+        ),
+        1.0,
     )
-    started = time.monotonic()
-    events: list[DifyEvent] = []
-    async with aclosing(stream.batches()) as reads:
-        async for batch in reads:
-            events += batch
-            stream.pace_reads(1.0)
 
     assert text_of(events) == answer
-    assert time.monotonic() - started < 5  # paced at 1 s per read, 40 reads would take 40 s
+    assert seconds < 5  # paced at 1 s per read, 40 reads would take 40 s
 
 
 async def test_a_finished_answer_leaves_nothing_for_the_garbage_collector(
