@@ -157,6 +157,11 @@ class EditScheduler:
     def interval(self) -> float:
         return self._interval
 
+    @property
+    def _due(self) -> float:
+        """When the next edit may go: an interval after the last, and not before a Retry-After."""
+        return max(self._last_sent + self._interval, self._not_before)
+
     def push(self, text: str, status: str | None = None) -> None:
         """Make ``text`` (the whole answer so far) the next thing to show."""
         if self._closing.is_set():
@@ -179,7 +184,7 @@ class EditScheduler:
             self._worker is not None
             or self._sent is not None
             or self._closing.is_set()
-            or self._clock() < max(self._last_sent + self._interval, self._not_before)
+            or self._clock() < self._due
             or (self._budget is not None and self._budget.try_take() > 0)
         ):
             self.push(text, status)
@@ -229,8 +234,7 @@ class EditScheduler:
             await self._wake.wait()
             if self._closing.is_set():
                 return
-            due = max(self._last_sent + self._interval, self._not_before)
-            if await self._wait_or_close(due - self._clock()):
+            if await self._wait_or_close(self._due - self._clock()):
                 return
             if self._budget is not None and not await self._budget.acquire(
                 wait=self._wait_or_close
