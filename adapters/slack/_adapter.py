@@ -8,7 +8,6 @@ OAuth variables are set. Socket Mode (``SLACK_APP_TOKEN``) needs no public URL.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -26,7 +25,6 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.oauth.async_oauth_flow import AsyncOAuthFlow
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_bolt.request.async_request import AsyncBoltRequest
-from slack_sdk.signature import SignatureVerifier
 
 from adapters.slack import _blocks as B
 from adapters.slack._auth import (
@@ -35,6 +33,7 @@ from adapters.slack._auth import (
     SignedStateStore,
     SingleTeamAuthorize,
 )
+from adapters.slack._edge import Refused, check_shape, check_signature, decode, read_body
 from adapters.slack._handlers import SlackHandlers
 from adapters.slack._webapi import SlackApi, make_client
 from app.errors import PlatformError
@@ -88,8 +87,7 @@ class SlackAdapter:
         self._api_url = s.slack_api_url if s.slack_api_url.endswith("/") else s.slack_api_url + "/"
         self._max_body = s.max_body_bytes
         self._signing_secret = s.secret("slack_signing_secret") or ""
-        # Socket Mode alone has no signing secret and no HTTP route to verify.
-        self._verifier = SignatureVerifier(self._signing_secret or "unused")
+        self._secret_bytes = self._signing_secret.encode()
         self._app_token = s.secret("slack_app_token")
         base_client = make_client(token=None, base_url=self._api_url, session=session)
         self._single: SingleTeamAuthorize | None = None
@@ -241,59 +239,53 @@ class SlackAdapter:
 
     # ------------------------------------------------------------------ HTTP routes
 
-    async def _body(self, request: web.Request) -> str | web.Response:
-        if request.content_length is not None and request.content_length > self._max_body:
-            return web.Response(status=413, text="request body too large")
-        raw = await request.content.read(self._max_body + 1)
-        if len(raw) > self._max_body:
-            return web.Response(status=413, text="request body too large")
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return web.Response(status=400, text="request body is not UTF-8")
-
     async def _events(self, request: web.Request) -> web.StreamResponse:
         """Events API, interactivity and slash commands: verify, ack, then let bolt dispatch.
 
         Slack needs nothing but a 2xx from us (we never answer in the ack body), so after the
-        signature check the request is acknowledged at once and bolt runs in the background.
-        A burst of events then acks in well under a millisecond each instead of queueing behind
-        bolt's middleware and the answers it starts. ``url_verification`` and ``ssl_check``
-        do need bolt's answer and go through it before the response.
+        checks of :mod:`._edge` the request is acknowledged at once and bolt runs in the
+        background. A burst of events then acks in well under a millisecond each instead of
+        queueing behind bolt's middleware and the answers it starts. ``url_verification`` and
+        ``ssl_check`` do need bolt's answer and go through it before the response.
         """
-        body = await self._body(request)
-        if isinstance(body, web.Response):
-            return body
+        raw = await read_body(request, self._max_body)
+        if isinstance(raw, Refused):
+            return _refused(raw)
         headers = request.headers
-        if not self._verifier.is_valid(
-            body=body,
-            timestamp=headers.get("X-Slack-Request-Timestamp", ""),
-            signature=headers.get("X-Slack-Signature", ""),
-        ):
-            return web.Response(status=401, text="invalid request signature")
+        refused = check_signature(
+            self._secret_bytes,
+            raw,
+            headers.get("X-Slack-Request-Timestamp"),
+            headers.get("X-Slack-Signature"),
+        )
+        if refused is not None:
+            return _refused(refused)
+        body = decode(raw)
+        if isinstance(body, Refused):
+            return _refused(body)
+        payload, refused = check_shape(body, request.content_type)
+        if refused is not None:
+            return _refused(refused)
         bolt_req = partial(
             AsyncBoltRequest, body=body, query=request.query_string, headers=dict(headers)
         )
         if _needs_bolt_answer(body):
             return await to_aiohttp_response(await self.bolt.async_dispatch(bolt_req()))
-        self._record_before_ack(body)
+        if payload is not None:
+            self._record_before_ack(payload)
         if self._worker is None:  # not started (or stopping): no queue to wait in
             spawn(self._dispatch(bolt_req), name="slack-dispatch")
         else:
             self._queue.put_nowait(bolt_req)
         return web.Response(status=200)
 
-    def _record_before_ack(self, body: str) -> None:
+    def _record_before_ack(self, payload: dict[str, Any]) -> None:
         """Start the Redis record of an event that will surely be answered (mentions, DMs)
         before the ack: if this replica dies between the ack and the answer, another one tells
         the user (Slack does not retry an acked event). The write is started, not awaited: an
         await here would let answers already running delay every ack of a burst."""
         inflight = self._ctx.bridge.inflight
-        if inflight is None or not body.startswith("{"):
-            return
-        try:
-            payload = json.loads(body)
-        except ValueError:
+        if inflight is None:
             return
         token = _answerable(payload)
         if token is None:
@@ -332,6 +324,12 @@ class SlackAdapter:
             body="", query=request.query_string, headers=dict(request.headers)
         )
         return await to_aiohttp_response(await self.oauth_flow.handle_callback(bolt_req))
+
+
+def _refused(refused: Refused) -> web.Response:
+    # One plain line per refused request; the reason is ours, never the request's content.
+    log.warning("slack.request_refused", status=refused.status, reason=refused.reason)
+    return refused.response()
 
 
 def _log_preack_failure(fut: asyncio.Future[Any]) -> None:
