@@ -119,7 +119,7 @@ async def test_a_body_over_the_limit_gets_413_and_is_never_processed(
     slack_bot: Any, chunked: bool
 ) -> None:
     bot = await slack_bot({"MAX_BODY_BYTES": "20000"})
-    ev, body = padded_mention(bot, "too big", 30_000)
+    _ev, body = padded_mention(bot, "too big", 30_000)
     status, _ = await raw_post(
         bot.events_url, body.encode(), signed(body), writes=3, chunked=chunked
     )
@@ -178,7 +178,7 @@ async def test_odd_signature_headers_get_401_with_one_plain_log_line(
     headers = signed(body)
     edit(headers)
     # Raw bytes: aiohttp's client would refuse to send a non-ASCII header value itself.
-    wire = {k: v for k, v in headers.items()}
+    wire = dict(headers)
     with capture_logs() as logs:
         status, text = await raw_post_latin1(bot.events_url, body.encode(), wire)
         await bot.idle()

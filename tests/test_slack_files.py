@@ -83,3 +83,54 @@ async def test_file_produced_by_dify_is_uploaded_into_the_thread(slack_bot):
     assert up.channel == CHANNEL and up.thread_ts == ev["ts"]
     msgs = bot.fake.thread(CHANNEL, ev["ts"])
     assert any(m.files == [up.id] for m in msgs), "the file shows in the thread"
+
+
+async def test_a_file_pointing_outside_slack_never_gets_the_bot_token(slack_bot):
+    bot = await slack_bot()
+    # Someone else's server, named by a crafted event as the file's url_private.
+    seen: list[str | None] = []
+
+    async def grab(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.Response(body=PNG, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/{name}", grab)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        f = bot.fake.host_file(bot.team, "chart.png", "image/png", PNG).to_event()
+        # Same address, another port: another origin.
+        f["url_private"] = f["url_private_download"] = f"http://127.0.0.1:{port}/chart.png"
+        ev = bot.mention("what does this chart show?")
+        ev["files"] = [f]
+        await bot.send(ev)
+        (msg,) = await bot.final(CHANNEL, ev["ts"])
+    finally:
+        await runner.cleanup()
+    assert seen == [], "the other host was never even asked"
+    text = msg.visible_text()
+    assert "didn't open “chart.png”" in text and "not stored in Slack" in text
+    assert not bot.dify.messages, "the question waits for a file the bot can read"
+
+
+def test_the_token_goes_only_to_slack_file_hosts_and_the_configured_api_host():
+    from adapters.slack._files import token_may_go_to
+
+    api = "http://127.0.0.1:8123/api/"
+    assert token_may_go_to("https://files.slack.com/files-pri/T1-F1/a.png", api)
+    assert token_may_go_to("https://files.slack-gov.com/files-pri/T1-F1/a.png", api)
+    assert token_may_go_to("http://127.0.0.1:8123/files-pri/F1/a.png", api)
+    for url in (
+        "http://files.slack.com/files-pri/T1-F1/a.png",  # not HTTPS
+        "https://files.slack.com.evil.io/a.png",
+        "https://evilslack.com/a.png",
+        "https://files.slack.com:8443/a.png",
+        "http://127.0.0.1:8124/files-pri/F1/a.png",
+        "https://user@/a.png",
+        "https://[::1/a.png",
+    ):
+        assert not token_may_go_to(url, api), url

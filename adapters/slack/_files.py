@@ -2,6 +2,12 @@
 
 Slack answers a file download made without the ``files:read`` scope with **200 and an HTML login
 page**, so the content type of the response is checked, not only the status.
+
+The bot token goes only to Slack's own file hosts (``https://files.slack.com`` and the other
+``*.slack.com`` / ``*.slack-gov.com`` hosts) and to the host of the configured ``SLACK_API_URL``
+(a proxy or a test double). A file whose URL names any other host is refused with a plain
+message in the thread and never fetched: an event that points ``url_private`` elsewhere would
+otherwise hand the token to that host. aiohttp drops the header on a redirect to another origin.
 """
 
 from __future__ import annotations
@@ -63,10 +69,37 @@ def _clip_mime(mime: str, filetype: str) -> str:
     return "audio/webm" if filetype == "webm" else "audio/mp4"
 
 
+_SLACK_FILE_DOMAINS = ("slack.com", "slack-gov.com")
+
+
+def token_may_go_to(url: str, api_url: str) -> bool:
+    """True if ``url`` is on one of Slack's file hosts (HTTPS) or the configured API host."""
+    try:
+        target, api = urlsplit(url), urlsplit(api_url)
+        port, api_port = target.port, api.port
+    except ValueError:
+        return False
+    host = (target.hostname or "").lower()
+    if not host:
+        return False
+    if (target.scheme, host, port) == (api.scheme, (api.hostname or "").lower(), api_port):
+        return True
+    return (
+        target.scheme == "https"
+        and port in (None, 443)
+        and any(host == d or host.endswith("." + d) for d in _SLACK_FILE_DOMAINS)
+    )
+
+
 def attachments_from_event(
-    files: tuple[dict[str, Any], ...], *, token: str | None, session: aiohttp.ClientSession
+    files: tuple[dict[str, Any], ...],
+    *,
+    token: str | None,
+    session: aiohttp.ClientSession,
+    api_url: str,
 ) -> tuple[Attachment, ...]:
-    """Turn a message's ``files`` into :class:`Attachment` s whose ``fetch`` downloads them."""
+    """Turn a message's ``files`` into :class:`Attachment` s whose ``fetch`` downloads them
+    (or, for a file on a host that is not Slack's, refuses to)."""
     out: list[Attachment] = []
     for f in files:
         if _str(f, "mode") in _SKIPPED_MODES:
@@ -88,10 +121,27 @@ def attachments_from_event(
                 size=size,
                 url=url,
                 is_audio=clip or mime.startswith("audio/"),
-                fetch=_fetcher(url, name, mime, size, token, session),
+                fetch=(
+                    _fetcher(url, name, mime, size, token, session)
+                    if token_may_go_to(url, api_url)
+                    else _foreign(url, name)
+                ),
             )
         )
     return tuple(out)
+
+
+def _foreign(url: str, name: str) -> Callable[[], Awaitable[bytes]]:
+    async def refuse() -> bytes:
+        host = urlsplit(url).hostname or "?"
+        log.warning("slack.file_host_refused", host=host[:100])
+        raise UserFacingError(
+            f"I didn't open “{name}”: it is not stored in Slack, and I only download files "
+            "from Slack itself.",
+            kind="file",
+        )
+
+    return refuse
 
 
 def _fetcher(

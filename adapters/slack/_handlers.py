@@ -237,7 +237,9 @@ class SlackHandlers:
         event_id = _s(body, "event_id") or f"{trig.channel}:{trig.ts}"
         # One mention comes as app_mention *and* message: same channel+ts, different ids.
         dedup_keys = (f"slack:{team}:{trig.channel}:{trig.ts}",)
-        attachments = attachments_from_event(trig.files, token=token, session=self._session)
+        attachments = attachments_from_event(
+            trig.files, token=token, session=self._session, api_url=self._api_url
+        )
         if attachments:
             try:
                 attachments = await prefetch(attachments)
