@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests import test_slack_support as _support
 from tests.test_slack_support import CHANNEL, SECRET, payload
 
@@ -76,3 +78,39 @@ async def test_slash_command_never_pings_the_whole_channel(slack_bot):
     question = bot.fake.bot_messages(CHANNEL)[0]
     assert "<!channel>" not in question.text and "@channel" in question.text
     await bot.final(CHANNEL, question.ts)
+
+
+async def test_a_replayed_slash_command_posts_one_question_and_one_answer(slack_bot):
+    bot = await slack_bot()
+    body, headers, _ = _command(bot, "who approves my leave?")
+    # The same signed request three times within Slack's five minutes: twice at once, once later.
+    statuses = [r.status for r in await asyncio.gather(*(bot.post(body, headers) for _ in "ab"))]
+    await bot.fake.wait_for(lambda: bot.fake.bot_messages(CHANNEL))
+    question = bot.fake.bot_messages(CHANNEL)[0]
+    await bot.final(CHANNEL, question.ts)
+    statuses.append((await bot.post(body, headers)).status)
+    await bot.idle()
+    assert statuses == [200, 200, 200], "Slack hears the same ack every time"
+    echoes = [m for m in bot.fake.bot_messages(CHANNEL) if "asked:" in m.text]
+    assert len(echoes) == 1, "one 'asked:' echo"
+    assert len(bot.answers(CHANNEL, question.ts)) == 1
+    assert len(bot.dify.messages) == 1
+
+
+async def test_a_replayed_suggestion_click_asks_once(slack_bot):
+    bot = await slack_bot()
+    bot.dify.suggested_questions = ["Who is on call?"]
+    ev = bot.mention("the pager is silent")
+    await bot.send(ev)
+    (answer,) = await bot.final(CHANNEL, ev["ts"])
+    button = next(b for b in answer.buttons() if b["action_id"].startswith("dify_suggest"))
+    body, headers = bot.fake.interaction(
+        bot.fake.block_action(bot.team, answer, button), secret=SECRET
+    )
+    for _ in range(3):
+        assert (await bot.post(body, headers)).status == 200
+    await bot.final(CHANNEL, ev["ts"], count=3)
+    await bot.idle()
+    asked = [m for m in bot.answers(CHANNEL, ev["ts"]) if "asked: Who is on call?" in m.text]
+    assert len(asked) == 1
+    assert len(bot.answers(CHANNEL, ev["ts"])) == 3, "answer, echo, answer to the suggestion"

@@ -6,6 +6,8 @@ and action listeners call ``ack()`` first thing. Everything after the ack may ta
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 import structlog
+from redis.exceptions import RedisError
 from slack_bolt.context.async_context import AsyncBoltContext
 
 from adapters.slack import _blocks as B
@@ -79,6 +82,10 @@ async def _rewrite_clicked(
         )
     except BridgeError as e:
         log.info(failure, code=getattr(e, "code", "ratelimited"))
+
+
+def _digest(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 class SlackHandlers:
@@ -280,6 +287,20 @@ class SlackHandlers:
         except BridgeError as e:
             log.warning("slack.refusal_undeliverable", code=getattr(e, "code", "ratelimited"))
 
+    async def _first_delivery(self, kind: str, *parts: str) -> bool:
+        """False if this very request was handled before: a replay of a signed request within
+        Slack's five minutes, or a redelivery. Checked before anything visible is posted; the
+        pipeline's own de-duplication comes too late for what a handler posts first."""
+        key = ":".join((PLATFORM, kind, *parts))
+        try:
+            fresh = await self._store.claim(key)
+        except RedisError as e:  # the pipeline reports Redis trouble to the user
+            log.warning("slack.replay_check_failed", error=type(e).__name__)
+            return True
+        if not fresh:
+            log.info("slack.replay_ignored", kind=kind)
+        return fresh
+
     async def on_other_event(self) -> None:
         """Events we subscribe to only indirectly (joins, edits, ...): acknowledged and dropped."""
         return None
@@ -292,7 +313,8 @@ class SlackHandlers:
         user, channel = _s(body, "user_id"), _s(body, "channel_id")
         team = context.team_id or _s(body, "team_id")
         response_url = _s(body, "response_url")
-        trigger = _s(body, "trigger_id") or f"{channel}:{time.time()}"
+        trigger_id = _s(body, "trigger_id")
+        trigger = trigger_id or f"{channel}:{time.time()}"
         ephemeral = ResponseUrlReply(self._session, response_url) if response_url else None
         if not (user and channel and team):
             return
@@ -303,6 +325,9 @@ class SlackHandlers:
                     f"Ask a question after the command, e.g. `{_s(body, 'command') or '/ask'} "
                     "how do I reset my password?`"
                 )
+            return
+        # trigger_id is unique per invocation; without one (never from Slack), the body itself.
+        if not await self._first_delivery("cmd", team, trigger_id or _digest(body)):
             return
         token = context.bot_token
         api = self.api(token)
@@ -423,9 +448,14 @@ class SlackHandlers:
         user = _s(body, "user", "id")
         if key is None or not isinstance(question, str) or not question.strip() or not user:
             return
+        action_ts = _s(action, "action_ts")
+        if not await self._first_delivery(
+            "suggestion", key.channel, action_ts or _digest(body), user
+        ):
+            return
+        action_ts = action_ts or f"{time.time():.6f}"
         token = context.bot_token
         api = self.api(token)
-        action_ts = _s(action, "action_ts") or f"{time.time():.6f}"
         received = ts_to_time(action_ts) or time.time()
         try:
             # Show in the thread who asked what, as if they had typed it.
@@ -457,6 +487,9 @@ class SlackHandlers:
         if key is None:
             return
         user = _s(body, "user", "id")
+        action_ts = _s(self._action(body), "action_ts")
+        if not await self._first_delivery("reset", key.channel, action_ts or _digest(body), user):
+            return
         try:
             await self._bridge.reset(thread=key)
         except Exception as e:  # Redis away: nothing changed, say so
