@@ -247,3 +247,22 @@ async def test_the_first_answer_names_the_dify_conversation_and_follow_ups_do_no
     await bot.send(follow)
     answers = await bot.final(CHANNEL, ev["ts"], count=2, timeout=15)
     assert "Dify conversation:" not in json.dumps(answers[-1].blocks, ensure_ascii=False)
+
+
+async def test_an_answer_that_opens_with_a_code_block_still_notifies_with_words(slack_bot):
+    bot = await slack_bot()
+    bot.dify.answer = "```python\nprint('hello')\n```\nThat prints hello."
+    bot.dify.chunk_size = 3  # the first words Slack sees are just "```"
+    bot.dify.chunk_delay = 0.05
+    ev = bot.mention("how do I print?")
+    await bot.send(ev)
+    (answer,) = await bot.final(CHANNEL, ev["ts"])
+    assert "That prints hello." in answer.visible_text()
+    posts = bot.fake.calls_to("chat.postMessage", ok_only=True)
+    edits = bot.fake.calls_to("chat.update", ok_only=True)
+    assert posts
+    for call in posts + edits:
+        text = call.params.get("text") or ""
+        # What a notification or a screen reader gets: words, never a blank or a bare fence.
+        assert any(ch.isalnum() for ch in text), text
+    assert "That prints hello." in answer.text, "the final fallback is the answer itself"

@@ -7,6 +7,7 @@ a click on any replica works without a Redis lookup. Values are JSON, at most 2,
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from app import render
@@ -40,12 +41,27 @@ def split(md: str, *, final: bool = True) -> list[str]:
     return parts or [md]
 
 
-def fallback_text(md: str, *, final: bool = True) -> str:
-    """The ``text`` field: shown in notifications and by clients that cannot draw blocks."""
+# The `text` of a message whose Markdown has nothing readable yet (an answer that starts with a
+# code fence or a table, still streaming): notifications and screen readers read this, so it is
+# never empty or a lone space.
+WRITING_FALLBACK = "The assistant is writing an answer…"
+ANSWER_FALLBACK = "The assistant's answer (open the message to see it)."
+_MARKUP = re.compile(r"[`*_~#>|=\-─\s]+")
+
+
+def fallback_text(md: str, *, final: bool = True, default: str | None = None) -> str:
+    """The ``text`` field: shown in notifications and by clients that cannot draw blocks.
+
+    Never blank: when the Markdown renders to nothing readable, its words without markup, else
+    ``default`` (else a sentence saying an answer is being written or is in the message)."""
     text = render.to_slack_mrkdwn(md, final=final) if md.strip() else ""
+    if not _MARKUP.sub("", text):
+        text = _MARKUP.sub(" ", md).strip() or default or (
+            ANSWER_FALLBACK if final else WRITING_FALLBACK
+        )
     if len(text) > FALLBACK_LIMIT:
         text = text[: FALLBACK_LIMIT - 1] + "…"
-    return text or " "
+    return text
 
 
 def answer_blocks(md: str) -> list[Block]:

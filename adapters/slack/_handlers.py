@@ -77,7 +77,7 @@ async def _rewrite_clicked(
             "chat.update",
             channel=channel,
             ts=ts,
-            text=_s(message, "text") or " ",
+            text=_s(message, "text") or B.ANSWER_FALLBACK,
             blocks=rewrite(blocks),
         )
     except BridgeError as e:

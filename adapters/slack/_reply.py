@@ -156,7 +156,7 @@ class SlackReply:
         payloads = [(B.fallback_text(p, final=False), B.answer_blocks(p)) for p in parts[:-1]]
         payloads.append(
             (
-                B.fallback_text(parts[-1] or status or "…", final=False),
+                B.fallback_text(parts[-1], final=False, default=status),
                 self._streaming_blocks(parts[-1], status),
             )
         )
