@@ -1,8 +1,18 @@
-"""The adapter's own accounting of Slack's per-method limits (deterministic clock)."""
+"""Slack's per-method limits as the adapter keeps them: per process (deterministic clock) and
+shared by replicas through Redis (two budget objects on one Redis stand for two replicas)."""
 
 from __future__ import annotations
 
-from adapters.slack._budget import ChannelPacer, UpdateBudget
+import asyncio
+import uuid
+from typing import Any
+
+import pytest_asyncio
+from redis.asyncio import Redis
+
+from adapters.slack._budget import POST_BURST, POST_RATE, ChannelPacer, SlackBudgets, UpdateBudget
+from app.budgets import SharedBudgets
+from app.store import RedisStore
 
 
 class Clock:
@@ -13,36 +23,84 @@ class Clock:
         return self.now
 
 
-def test_answers_open_messages_only_while_their_final_edit_stays_affordable() -> None:
+async def test_answers_open_messages_only_while_their_final_edit_stays_affordable() -> None:
     clock = Clock()
     b = UpdateBudget(45, interim_share=0.7, clock=clock)  # 31 for interim use
-    opened = sum(b.try_open() for _ in range(100))
+    opened = sum([await b.try_open() for _ in range(100)])
     assert opened == 31, "the rest keep to the status line and post their final text"
     # Interim edits have no room left: every reservation may still need its final edit.
-    assert not b.try_interim()
+    assert not await b.try_interim()
     # Finals may use the whole minute.
-    assert all(b.take_final() == 0 for _ in range(31))
+    assert all([await b.take_final() == 0 for _ in range(31)])
     for _ in range(31):
         b.release()
-    assert sum(b.take_final() == 0 for _ in range(20)) == 14  # 45 per minute in total
-    assert b.take_final() > 0
+    assert sum([await b.take_final() == 0 for _ in range(20)]) == 14  # 45 per minute in total
+    assert await b.take_final() > 0
     clock.now += 60
-    assert b.take_final() == 0, "the window slides"
+    assert await b.take_final() == 0, "the window slides"
 
 
-def test_interim_edits_leave_room_for_the_reserved_finals() -> None:
+async def test_interim_edits_leave_room_for_the_reserved_finals() -> None:
     clock = Clock()
     b = UpdateBudget(10, interim_share=0.5, clock=clock)  # 5 for interim use
-    assert b.try_open() and b.try_open()
-    assert [b.try_interim() for _ in range(5)] == [True, True, True, False, False]
-    assert b.take_final() == 0 and b.take_final() == 0
+    assert await b.try_open() and await b.try_open()
+    assert [await b.try_interim() for _ in range(5)] == [True, True, True, False, False]
+    assert await b.take_final() == 0 and await b.take_final() == 0
 
 
-def test_channel_pacer_allows_a_short_burst_then_one_post_per_second() -> None:
+async def test_channel_pacer_allows_a_short_burst_then_paces_with_a_margin() -> None:
     clock = Clock()
-    p = ChannelPacer(rate=1.0, burst=3.0, clock=clock)
-    assert [p.take("C1") for _ in range(3)] == [0, 0, 0]
-    assert p.take("C1") > 0.9
-    assert p.take("C2") == 0, "channels are paced separately"
-    clock.now += 1.0
-    assert p.take("C1") == 0
+    p = ChannelPacer(clock=clock)
+    assert POST_RATE < 1.0 and POST_BURST < 3.0, "slower than Slack's ~1/s and burst of ~3"
+    assert [await p.take("C1") for _ in range(2)] == [0, 0]
+    assert await p.take("C1") > 1.0
+    assert await p.take("C2") == 0, "channels are paced separately"
+    clock.now += 1 / POST_RATE
+    assert await p.take("C1") == 0
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def two_replicas(redis_url: str) -> Any:
+    """Two replicas' budgets (each its own connection) on one Redis, under a fresh prefix."""
+    prefix = "t" + uuid.uuid4().hex[:10]
+    clients = [Redis.from_url(redis_url), Redis.from_url(redis_url)]
+    stores = [RedisStore(c, prefix=prefix) for c in clients]
+    yield [SlackBudgets(shared=SharedBudgets(s)) for s in stores]
+    for c in clients:
+        await c.aclose()
+
+
+async def test_replicas_share_one_channel_bucket(two_replicas: Any) -> None:
+    a, b = two_replicas
+    waits = await asyncio.gather(
+        *(r.posts("T1").take("C1") for r in (a, b, a, b, a, b))
+    )
+    assert sorted(w == 0 for w in waits).count(True) == int(POST_BURST), "one burst for both"
+    assert all(0 < w <= 1 / POST_RATE + 0.05 for w in waits if w), "each waits about a slot"
+    assert await a.posts("T1").take("C2") == 0, "another channel has its own bucket"
+    assert await b.posts("T2").take("C1") == 0, "another workspace too"
+
+
+async def test_replicas_share_the_workspace_update_minute_and_its_reservations(
+    two_replicas: Any,
+) -> None:
+    a, b = two_replicas
+    ua, ub = a.updates("T1"), b.updates("T1")  # 45 a minute, 31 for interim use
+    opened = [await (ua if n % 2 else ub).try_open(f"answer{n}") for n in range(40)]
+    assert sum(opened) == 31, "both replicas' answers count against one share"
+    assert not await ua.try_interim("answer1") and not await ub.try_interim("answer2")
+    for n in range(31):
+        (ua if n % 2 else ub).release(f"answer{n}")
+    await asyncio.sleep(0.05)  # releases are sent without waiting for the answer
+    finals = [await (ua if n % 2 else ub).take_final() for n in range(46)]
+    assert finals[:45] == [0] * 45 and finals[45] > 0, "45 edits a minute in all"
+
+
+async def test_a_replica_without_redis_still_paces_on_its_own(redis_url: str) -> None:
+    broken = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    budgets = SlackBudgets(shared=SharedBudgets(RedisStore(broken, prefix="x"), deadline=0.3))
+    try:
+        waits = [await budgets.posts("T1").take("C1") for _ in range(3)]
+    finally:
+        await broken.aclose()
+    assert waits[:2] == [0, 0] and waits[2] > 0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import uuid
 
 from tests import test_slack_support as _support
 from tests.fakes.dify import Fault
@@ -266,3 +268,24 @@ async def test_an_answer_that_opens_with_a_code_block_still_notifies_with_words(
         # What a notification or a screen reader gets: words, never a blank or a bare fence.
         assert any(ch.isalnum() for ch in text), text
     assert "That prints hello." in answer.text, "the final fallback is the answer itself"
+
+
+async def test_a_busy_channel_across_two_replicas_draws_no_429(slack_bot):
+    # Two replicas behind one load balancer share Redis; Slack counts the channel's posts once.
+    prefix = "t" + uuid.uuid4().hex[:10]
+    one = await slack_bot({"REDIS_KEY_PREFIX": prefix})
+    two = await slack_bot({"REDIS_KEY_PREFIX": prefix})
+    one.dify.answer = "Short answer."
+    events = [one.mention(f"question {n}", user=f"U0P{n:04d}") for n in range(8)]
+    statuses = await asyncio.gather(
+        *((one if n % 2 else two).send(ev) for n, ev in enumerate(events))
+    )
+    assert set(statuses) == {200}
+    for ev in events:
+        (answer,) = await one.final(CHANNEL, ev["ts"], timeout=30)
+        assert answer.visible_text().strip() == "Short answer."
+    posts = one.fake.calls_to("chat.postMessage")
+    assert not one.fake.ratelimited, [(c.method, c.params.get("channel")) for c in posts]
+    times = sorted(c.time for c in posts)
+    # Paced, not bunched: Slack's burst of three is never used up at once.
+    assert all(b - a > 0.5 for a, b in itertools.pairwise(times[2:]))

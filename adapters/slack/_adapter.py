@@ -158,6 +158,7 @@ class SlackAdapter:
                 return
             except PlatformError as e:  # deleted meanwhile: say it in the thread instead
                 log.info("slack.resume_update_failed", code=getattr(e, "code", ""))
+        await self.handlers.budgets.wait_post(team, channel)
         await api.call("chat.postMessage", channel=channel, thread_ts=thread_ts, text=text)
 
     async def _bot_token(self, team: str) -> str | None:

@@ -26,6 +26,7 @@ from adapters.slack._normalize import Ignore, classify, slack_to_plain, ts_to_ti
 from adapters.slack._reply import ReplyOptions, SlackReply
 from adapters.slack._webapi import SlackApi, SlackCallError, make_client
 from app import render_slack
+from app.budgets import SharedBudgets
 from app.errors import BridgeError, PlatformRateLimited, UserFacingError
 from app.model import IncomingMessage, Kind, PlatformLimits, Speaker, ThreadKey
 from app.pipeline import RESET_DONE, new_ref
@@ -108,7 +109,7 @@ class SlackHandlers:
         self._session = session
         self._metrics = metrics
         self._people: dict[tuple[str, str], tuple[float, Speaker]] = {}
-        self.budgets = SlackBudgets()
+        self.budgets = SlackBudgets(shared=SharedBudgets(store))
 
     # ------------------------------------------------------------------ helpers
 
@@ -276,6 +277,7 @@ class SlackHandlers:
             return
         ref = new_ref()
         log.warning("slack.message_refused", kind=err.kind, ref=ref, thread=key.log_id)
+        await self.budgets.wait_post(key.workspace, key.channel)
         try:
             await api.call(
                 "chat.postMessage",
@@ -332,6 +334,7 @@ class SlackHandlers:
         token = context.bot_token
         api = self.api(token)
         echo = _SPECIAL_MENTION.sub(lambda m: f"@{m.group(1)}", raw)  # never ping @channel
+        await self.budgets.wait_post(team, channel)
         try:
             posted = await api.call(
                 "chat.postMessage", channel=channel, text=f"<@{user}> asked: {echo}"[:3900]
@@ -457,6 +460,7 @@ class SlackHandlers:
         token = context.bot_token
         api = self.api(token)
         received = ts_to_time(action_ts) or time.time()
+        await self.budgets.wait_post(key.workspace, key.channel)
         try:
             # Show in the thread who asked what, as if they had typed it.
             posted = await api.call(
@@ -498,6 +502,7 @@ class SlackHandlers:
             return
         api = self.api(context.bot_token)
         # Everyone in the thread shares its conversation: tell them all, in the thread.
+        await self.budgets.wait_post(key.workspace, key.channel)
         try:
             await api.call(
                 "chat.postMessage",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from dataclasses import dataclass
 
 import aiohttp
@@ -105,6 +106,8 @@ class SlackReply:
         self._updates = updates
         self._posts = posts
         self._reserved = False
+        # Names this answer's reservation in the workspace's shared chat.update budget.
+        self._holder = secrets.token_hex(8)
         self._streams = streams
         self._appends = appends
 
@@ -130,7 +133,7 @@ class SlackReply:
         if await self._set_status(placeholder):
             self._status_task = asyncio.create_task(self._refresh_status())
             return
-        self._reserve(force=True)
+        await self._reserve(force=True)
         payload = [(B.fallback_text(placeholder), self._streaming_blocks("", placeholder))]
         for attempt in range(3):
             try:
@@ -150,7 +153,7 @@ class SlackReply:
             return
         if self._native and await self._stream_update(text):
             return
-        if not self._ts and not self._reserve():
+        if not self._ts and not await self._reserve():
             return  # the status line shows progress; the text comes with a later edit
         parts = B.split(text, final=False) if text.strip() else [""]
         payloads = [(B.fallback_text(p, final=False), B.answer_blocks(p)) for p in parts[:-1]]
@@ -230,30 +233,30 @@ class SlackReply:
     def _streaming_blocks(self, md: str, status: str | None) -> list[B.Block]:
         return B.streaming_blocks(md, status, stop_button=self._opt.stop_button)
 
-    def _reserve(self, *, force: bool = False) -> bool:
+    async def _reserve(self, *, force: bool = False) -> bool:
         """Hold the right to one final chat.update for this answer (see :mod:`._budget`)."""
         if self._reserved or self._updates is None:
             return True
         if force:
-            self._updates.force_open()
-        elif not self._updates.try_open():
+            self._updates.force_open(self._holder)
+        elif not await self._updates.try_open(self._holder):
             return False
         self._reserved = True
         return True
 
     def _unreserve(self) -> None:
         if self._reserved and self._updates is not None:
-            self._updates.release()
+            self._updates.release(self._holder)
         self._reserved = False
 
-    def _edit_allowed(self, *, final: bool) -> None:
+    async def _edit_allowed(self, *, final: bool) -> None:
         if self._updates is None:
             return
         if not final:
-            if not self._updates.try_interim():
+            if not await self._updates.try_interim(self._holder):
                 raise _Skip
             return
-        wait = self._updates.take_final()
+        wait = await self._updates.take_final()
         if wait > 0:
             # Our own accounting says the workspace's minute is spent: back off without a 429.
             raise PlatformRateLimited(wait, method="chat.update")
@@ -269,7 +272,7 @@ class SlackReply:
             if i < len(self._ts):
                 if self._shown[i] == key:
                     continue
-                self._edit_allowed(final=final)
+                await self._edit_allowed(final=final)
                 try:
                     await self._api.call(
                         "chat.update",
@@ -302,7 +305,7 @@ class SlackReply:
     async def _post(self, text: str, blocks: list[B.Block], *, final: bool = True) -> str:
         if self._posts is not None:
             waited = 0.0
-            while (wait := self._posts.take(self._channel)) > 0:
+            while (wait := await self._posts.take(self._channel)) > 0:
                 if not final:
                     raise _Skip
                 if waited >= _FINAL_POST_MAX_WAIT:
@@ -350,7 +353,9 @@ class SlackReply:
             return False
         try:
             if self._stream_ts is None:
-                if self._ts or (self._streams is not None and not self._streams.try_take()):
+                if self._ts or (
+                    self._streams is not None and not await self._streams.try_take()
+                ):
                     # A placeholder message exists (streams start a new one), or the
                     # workspace's stream starts are spent (Tier 2): edits instead.
                     await self._leave_native()
@@ -370,7 +375,7 @@ class SlackReply:
                 self._stop_status()
                 return True
             delta = text[len(self._streamed) :]
-            if delta and (self._appends is None or self._appends.try_take()):
+            if delta and (self._appends is None or await self._appends.try_take()):
                 await self._api.call(
                     "chat.appendStream",
                     channel=self._channel,

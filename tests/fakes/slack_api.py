@@ -28,7 +28,8 @@ team, time, token, error, thread, visible), ``ratelimited``, ``messages``, ``sta
 
 Rate limits (on by default, ``fake.enforce_limits = False`` to turn off): Tier 2 = 20/min,
 Tier 3 = 50/min, Tier 4 = 100/min per (team, method) in a sliding 60 s window; ``chat.postMessage``
-1/s per channel with a burst of 5 (token bucket) and 300/min per workspace. Over a limit: HTTP 429,
+1/s per channel with a burst of 3 (``fake.channel_posts``, a token bucket counted on arrival) and
+300/min per workspace. Over a limit: HTTP 429,
 ``Retry-After`` (whole seconds) and ``{"ok": false, "error": "ratelimited"}``.
 
 Sizes: ``msg_too_long`` for ``text`` over 4,000 characters, ``markdown`` blocks over 12,000
@@ -75,7 +76,7 @@ METHOD_TIERS: dict[str, int] = {
     "oauth.v2.access": TIER4,
 }
 POST_PER_CHANNEL_RATE = 1.0  # per second
-POST_PER_CHANNEL_BURST = 5.0
+POST_PER_CHANNEL_BURST = 3.0  # "short bursts"
 POST_PER_WORKSPACE = 300  # per minute
 
 TEXT_LIMIT = 4000
@@ -216,6 +217,30 @@ class HostedFile:
         }
 
 
+class ChannelPostLimit:
+    """``chat.postMessage`` per channel, as Slack keeps it: a token bucket of ``rate`` posts per
+    second and a short ``burst``, counted at arrival (Slack's clock, not the caller's)."""
+
+    def __init__(
+        self, rate: float = POST_PER_CHANNEL_RATE, burst: float = POST_PER_CHANNEL_BURST
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
+
+    def _level(self, channel: tuple[str, str], now: float) -> float:
+        tokens, last = self._buckets.get(channel, (self.burst, now))
+        return min(self.burst, tokens + (now - last) * self.rate)
+
+    def check(self, channel: tuple[str, str], now: float) -> float | None:
+        """Seconds until ``channel`` may post again, or None if it may now."""
+        tokens = self._level(channel, now)
+        return None if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
+    def take(self, channel: tuple[str, str], now: float) -> None:
+        self._buckets[channel] = (self._level(channel, now) - 1.0, now)
+
+
 class FakeSlack:
     """The fake Slack: Web API, file hosting, response_url, OAuth and Socket Mode, one server."""
 
@@ -242,7 +267,7 @@ class FakeSlack:
         self._sockets: list[web.WebSocketResponse] = []
         self._socket_ready = asyncio.Event()
         self._windows: dict[tuple[str, str], deque[float]] = defaultdict(deque)
-        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
+        self.channel_posts = ChannelPostLimit()
         self._last_us = 0
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -525,17 +550,13 @@ class FakeSlack:
             return None
         now = time.monotonic()
         if method == "chat.postMessage":
-            channel = str(params.get("channel", ""))
-            key = (team, f"post:{channel}")
-            tokens, last = self._buckets.get(key, (POST_PER_CHANNEL_BURST, now))
-            tokens = min(POST_PER_CHANNEL_BURST, tokens + (now - last) * POST_PER_CHANNEL_RATE)
-            if tokens < 1.0:
-                self._buckets[key] = (tokens, now)
-                return (1.0 - tokens) / POST_PER_CHANNEL_RATE
-            wait = self._window(team, method, POST_PER_WORKSPACE, now)
+            channel = (team, str(params.get("channel", "")))
+            wait = self.channel_posts.check(channel, now)
+            if wait is None:
+                wait = self._window(team, method, POST_PER_WORKSPACE, now)
             if wait is not None:
                 return wait
-            self._buckets[key] = (tokens - 1.0, now)
+            self.channel_posts.take(channel, now)
             return None
         per_min = METHOD_TIERS.get(method)
         if per_min is None:
