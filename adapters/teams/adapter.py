@@ -27,6 +27,7 @@ from adapters.teams.auth import SigningKeys, TokenValidator, Unauthorized, is_lo
 from adapters.teams.connector import BotConnector, TenantPacer
 from adapters.teams.reply import EditReply, Runtime, StreamReply
 from adapters.teams.tokens import TokenSource
+from app.budgets import SharedBudgets
 from app.context import AdapterContext
 from app.errors import PlatformError
 from app.model import IncomingMessage, Kind, PlatformLimits, Speaker, ThreadKey
@@ -171,7 +172,7 @@ class TeamsAdapter:
             tokens=tokens,
             metrics=self.ctx.metrics,
             allow_service_url=is_loopback_url if self.local else _any_https_or_verified,
-            pacer=TenantPacer.for_rps(self.tenant_rps),
+            pacer=TenantPacer.for_rps(self.tenant_rps, shared=SharedBudgets(self.ctx.store)),
         )
         self._downloader = files.Downloader(
             session=self._session,

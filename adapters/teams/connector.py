@@ -21,6 +21,7 @@ import aiohttp
 import structlog
 
 from adapters.teams.tokens import TokenSource
+from app.budgets import SharedBudgets
 from app.errors import PlatformError, PlatformRateLimited
 from app.metrics import Metrics
 
@@ -51,21 +52,33 @@ class TenantPacer:
 
     Teams allows an app 30 requests/s per tenant in all; the core's edit budget paces edits only,
     while placeholders, stream updates and split parts are posts. ``burst + rate`` bounds any
-    one-second window, so the defaults stay under 30. Per process: with several replicas, divide
-    (``TEAMS_TENANT_RPS``, default 28).
+    one-second window, so the defaults stay under 30 (``TEAMS_TENANT_RPS``, default 28).
+
+    With ``shared`` the bucket is the tenant's, in Redis, drawn from by every replica (one script
+    per call, batched; see :mod:`app.budgets`); without it, or while Redis does not answer, it
+    is this process's. Urgent calls going first is decided per process.
     """
 
-    def __init__(self, rate: float = 20.0, burst: float = 8.0) -> None:
+    def __init__(
+        self, rate: float = 20.0, burst: float = 8.0, *, shared: SharedBudgets | None = None
+    ) -> None:
         self.rate = rate
         self.burst = burst
         self._buckets: dict[str, list[float]] = {}  # tenant -> [tokens, updated]
         self._urgent: dict[str, int] = {}  # tenant -> urgent calls waiting
+        self._shared = shared
 
     @classmethod
-    def for_rps(cls, rps: float) -> TenantPacer:
+    def for_rps(cls, rps: float, *, shared: SharedBudgets | None = None) -> TenantPacer:
         """A pacer that never lets more than ``rps`` calls into any one-second window."""
         burst = max(1.0, rps * 0.25)
-        return cls(rate=max(rps / 2, rps - burst), burst=burst)
+        return cls(rate=max(rps / 2, rps - burst), burst=burst, shared=shared)
+
+    async def _take_shared(self, tenant: str) -> float | None:
+        if self._shared is None:
+            return None
+        key = self._shared.key("teams", tenant, "requests")
+        return await self._shared.take(key, rate=self.rate, burst=self.burst)
 
     async def wait(self, tenant: str, *, urgent: bool = False) -> None:
         """Take a slot; interim edits (not ``urgent``) let waiting urgent calls go first."""
@@ -81,9 +94,16 @@ class TenantPacer:
                     bucket = self._buckets[tenant] = [self.burst, now]
                 bucket[0] = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
                 bucket[1] = now
-                if bucket[0] >= 1.0 and (urgent or not self._urgent.get(tenant)):
-                    bucket[0] -= 1.0
-                    return
+                if urgent or not self._urgent.get(tenant):
+                    shared = await self._take_shared(tenant)
+                    if shared == 0:
+                        return
+                    if shared is not None:
+                        await asyncio.sleep(shared)
+                        continue
+                    if bucket[0] >= 1.0:
+                        bucket[0] -= 1.0
+                        return
                 await asyncio.sleep(max(1.0 - bucket[0], 0.5) / self.rate)
         finally:
             if urgent:
