@@ -43,23 +43,29 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 """
 
-# KEYS: the bucket. ARGV: tokens per ms, burst. Returns 0 (a token taken) or ms until one is
-# free (nothing written then).
+# KEYS: token buckets. ARGV: tokens per ms and burst of each, in KEYS' order. A token is taken
+# from every bucket or from none. Returns 0 (taken) or ms until all have one (nothing written).
 BUCKET = SERVER_NOW + """
-local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local b = redis.call('HMGET', KEYS[1], 't', 'ts')
-local tokens, ts = tonumber(b[1]), tonumber(b[2])
-if tokens == nil or ts == nil then tokens, ts = burst, now end
-if now > ts then
-  tokens = math.min(burst, tokens + (now - ts) * rate)
-  ts = now
+local levels, wait = {}, 0
+for i, key in ipairs(KEYS) do
+  local rate, burst = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local b = redis.call('HMGET', key, 't', 'ts')
+  local tokens, ts = tonumber(b[1]), tonumber(b[2])
+  if tokens == nil or ts == nil then tokens, ts = burst, now end
+  if now > ts then
+    tokens = math.min(burst, tokens + (now - ts) * rate)
+    ts = now
+  end
+  if tokens < 1 then wait = math.max(wait, math.ceil((1 - tokens) / rate)) end
+  levels[i] = {tokens, ts, rate, burst}
 end
-if tokens >= 1 then
-  redis.call('HSET', KEYS[1], 't', tostring(tokens - 1), 'ts', tostring(ts))
-  redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate) + 1000)
-  return 0
+if wait > 0 then return math.max(1, wait) end
+for i, key in ipairs(KEYS) do
+  local l = levels[i]
+  redis.call('HSET', key, 't', tostring(l[1] - 1), 'ts', tostring(l[2]))
+  redis.call('PEXPIRE', key, math.ceil(l[4] / l[3]) + 1000)
 end
-return math.max(1, math.ceil((1 - tokens) / rate))
+return 0
 """
 
 # KEYS: the window (sorted set of call times). ARGV: window ms, calls allowed, a unique member.
@@ -126,7 +132,15 @@ class SharedBudgets:
     async def take(self, key: str, *, rate: float, burst: float) -> float | None:
         """A token from the bucket ``key`` (``rate`` per second, up to ``burst``): 0 when
         granted, else seconds until one is free; None when Redis cannot tell."""
-        res = await self.run(BUCKET, (key,), (rate / 1000.0, burst))
+        return await self.take_all(((key, rate, burst),))
+
+    async def take_all(self, buckets: Sequence[tuple[str, float, float]]) -> float | None:
+        """A token from each of ``buckets`` (key, rate per second, burst; keys of one hash tag),
+        or from none: 0 when granted, else seconds until all have one; None as in :meth:`take`."""
+        args: list[float] = []
+        for _, rate, burst in buckets:
+            args += [rate / 1000.0, burst]
+        res = await self.run(BUCKET, [b[0] for b in buckets], args)
         return None if res is None else int(res) / 1000.0
 
     async def window(self, key: str, *, calls: int, seconds: float = 60.0) -> float | None:

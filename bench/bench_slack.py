@@ -4,6 +4,8 @@ Run (from the repo root, Redis on 127.0.0.1:6379 or REDIS_URL)::
 
     .venv/bin/python bench/bench_slack.py                    # 100 mentions, 25 channels
     .venv/bin/python bench/bench_slack.py --mentions 100 --channels 1
+    .venv/bin/python bench/bench_slack.py --busy             # 10 per channel: 1, then 3 replicas
+    .venv/bin/python bench/bench_slack.py --channels 10 --replicas 3
 
 Three processes: dify-bridge (the Slack adapter on the core server, request signatures checked)
 runs alone in a child process whose CPU time is measured; a Dify-compatible SSE server
@@ -12,8 +14,14 @@ another; this process sends the signed events and serves the fake Slack Web API
 (tests/fakes/slack_api.py), which enforces Slack's documented per-method, per-workspace and
 per-channel limits and records every call.
 
+With ``--replicas N`` the bridge runs as N processes on one Redis (the mentions are spread over
+them as a load balancer would) and the CPU figure is theirs together. ``--busy`` is the busy-channel
+shape: 100 mentions in 10 channels (10 per channel, Slack allows about one post per second per
+channel), first with one replica, then with three.
+
 Reports: 429s received (target 0), chat.update calls per answer, time from the event to the first
-visible answer text (p50/p99), the HTTP ack time (p99 target under 20 ms) next to its floor (the
+visible sign of work (the thread's status line or a message, p50/p99) and to the first visible
+answer text (p50/p99), the HTTP ack time (p99 target under 20 ms) next to its floor (the
 same burst against a bare aiohttp server that only checks the signature, bench/_ack_server.py),
 and CPU per answer next to the floor of the core benchmark (a bare aiohttp loop reading and
 JSON-decoding the same Dify stream).
@@ -191,7 +199,9 @@ def cpu_seconds(proc: psutil.Process) -> float:
     return float(t.user + t.system)
 
 
-async def run(mentions: int, channels: int, events: int, chunk: int, delay: float) -> None:
+async def run(
+    mentions: int, channels: int, events: int, chunk: int, delay: float, replicas: int = 1
+) -> None:
     sse, dify_url = spawn(
         [sys.executable, "bench/_sse_server.py", str(events), str(chunk), str(delay)]
     )
@@ -200,7 +210,7 @@ async def run(mentions: int, channels: int, events: int, chunk: int, delay: floa
     fake.add_team(TEAM, token=TOKEN, bot_user_id=BOT_USER)
     env = {
         "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-        "REDIS_KEY_PREFIX": "bench" + uuid.uuid4().hex[:6],
+        "REDIS_KEY_PREFIX": "bench" + uuid.uuid4().hex[:6],  # one prefix: replicas share budgets
         "DIFY_BASE_URL": dify_url,
         "DIFY_API_KEY": "app-bench",
         "LOG_LEVEL": "WARNING",
@@ -213,22 +223,28 @@ async def run(mentions: int, channels: int, events: int, chunk: int, delay: floa
         "SLACK_API_URL": fake.api_url,
         "GC_TUNING": os.environ.get("GC_TUNING", "true"),
     }
-    bridge, base_url = await spawn_async([sys.executable, __file__, "--serve", json.dumps(env)])
-    bridge_ps = psutil.Process(bridge.pid)
+    bridges = [
+        await spawn_async([sys.executable, __file__, "--serve", json.dumps(env)])
+        for _ in range(replicas)
+    ]
+    bridge_ps = [psutil.Process(b.pid) for b, _ in bridges]
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
             floor = statistics.median([await floor_cpu(dify_url, 20, http) for _ in range(3)])
             floor_ack50, floor_ack99 = await ack_floor(mentions)
             # Slack keeps connections open: open them first, and send pre-built raw requests so
             # the ack figure is the bridge's time, not this process building HTTP requests.
-            host, port = base_url.removeprefix("http://").split(":")
-            conns = [await asyncio.open_connection(host, int(port)) for _ in range(mentions)]
+            addrs = [url.removeprefix("http://").split(":") for _, url in bridges]
+            conns = [
+                await asyncio.open_connection(addrs[i % replicas][0], int(addrs[i % replicas][1]))
+                for i in range(mentions)
+            ]
             base = time.time()
             requests = []
             for i in range(mentions):
                 channel, ts = f"C{i % channels:08d}", f"{int(base)}.{i:06d}"
                 body = mention_body(i, channel, ts)
-                requests.append((channel, ts, raw_request(host, body)))
+                requests.append((channel, ts, raw_request(addrs[i % replicas][0], body)))
             sent_at: dict[str, float] = {}
             acks: list[float] = []
 
@@ -242,7 +258,7 @@ async def run(mentions: int, channels: int, events: int, chunk: int, delay: floa
                 assert b" 200 " in status, status
                 writer.close()
 
-            cpu0 = cpu_seconds(bridge_ps)
+            cpu0 = sum(cpu_seconds(p) for p in bridge_ps)
             wall0 = time.monotonic()
             await asyncio.gather(*(deliver(n, r[1], r[2]) for n, r in enumerate(requests)))
             # Done when every thread shows its final answer (the thumbs under it).
@@ -262,20 +278,28 @@ async def run(mentions: int, channels: int, events: int, chunk: int, delay: floa
                 await asyncio.sleep(0.1)
             wall = time.monotonic() - wall0
             await asyncio.sleep(0.5)
-            cpu = (cpu_seconds(bridge_ps) - cpu0) / mentions
+            cpu = (sum(cpu_seconds(p) for p in bridge_ps) - cpu0) / mentions
     finally:
-        bridge.send_signal(signal.SIGTERM)
-        bridge.wait(15)
+        for bridge, _ in bridges:
+            bridge.send_signal(signal.SIGTERM)
+        for bridge, _ in bridges:
+            bridge.wait(15)
         sse.terminate()
         sse.wait(5)
         await fake.close()
 
     first_text: dict[str, float] = {}
+    first_sign: dict[str, float] = {}
     updates: dict[str, int] = {}
     posts: dict[str, int] = {}
+    for st in fake.statuses:
+        if st["status"]:
+            first_sign.setdefault(st["thread_ts"], st["time"])
     for c in fake.calls:
         if c.error or not c.thread:
             continue
+        if c.method in ("chat.postMessage", "chat.startStream"):
+            first_sign[c.thread] = min(first_sign.get(c.thread, c.time), c.time)
         if c.visible:
             first_text.setdefault(c.thread, c.time)
         if c.method == "chat.update":
@@ -283,18 +307,27 @@ async def run(mentions: int, channels: int, events: int, chunk: int, delay: floa
         if c.method == "chat.postMessage":
             posts[c.thread] = posts.get(c.thread, 0) + 1
     latencies = [first_text[ts] - at for ts, at in sent_at.items() if ts in first_text]
+    signs = [first_sign[ts] - at for ts, at in sent_at.items() if ts in first_sign]
     per_answer = [updates.get(ts, 0) for ts in sent_at]
     answered = sum(1 for ts in sent_at if ts in first_text)
     print(
-        f"mentions answered: {answered}/{mentions} in {channels} channel(s), {wall:.1f} s "
+        f"mentions answered: {answered}/{mentions} in {channels} channel(s) "
+        f"({mentions / channels:.0f} per channel), {replicas} replica(s), {wall:.1f} s "
         f"(answers ~{events * delay:.0f} s, {events} events of {chunk} chars)"
     )
-    print(f"429s received: {len(fake.ratelimited)} (target 0)")
+    limited = sorted({c.method for c in fake.ratelimited})
+    print(f"429s received: {len(fake.ratelimited)} (target 0) {', '.join(limited)}".rstrip())
     print(
         f"chat.update per answer: mean {statistics.mean(per_answer):.2f}, "
         f"min {min(per_answer)}, max {max(per_answer)}; chat.postMessage per answer: "
         f"mean {statistics.mean([posts.get(ts, 0) for ts in sent_at]):.2f}"
     )
+    if signs:
+        print(
+            f"event -> first visible sign of work (status line or message): "
+            f"p50 {pct(signs, 50) * 1000:.0f} ms, p99 {pct(signs, 99) * 1000:.0f} ms "
+            f"({len(signs)}/{mentions})"
+        )
     if latencies:
         print(
             f"event -> first visible text: p50 {pct(latencies, 50) * 1000:.0f} ms, "
@@ -318,6 +351,12 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200, help="Dify events (tokens) per answer")
     ap.add_argument("--chunk", type=int, default=5, help="characters per event")
     ap.add_argument("--delay", type=float, default=0.02, help="seconds between events")
+    ap.add_argument("--replicas", type=int, default=1, help="bridge processes on one Redis")
+    ap.add_argument(
+        "--busy",
+        action="store_true",
+        help="100 mentions in 10 channels, with 1 replica and then with 3",
+    )
     ap.add_argument("--serve", help=argparse.SUPPRESS)  # internal: run the bridge process
     args = ap.parse_args()
     if args.serve:
@@ -325,7 +364,14 @@ def main() -> None:
 
         loop.run(serve(args.serve))  # the bridge on the loop the service would use
         return
-    asyncio.run(run(args.mentions, args.channels, args.events, args.chunk, args.delay))
+    if args.busy:
+        for replicas in (1, 3):
+            asyncio.run(run(100, 10, args.events, args.chunk, args.delay, replicas))
+            print()
+        return
+    asyncio.run(
+        run(args.mentions, args.channels, args.events, args.chunk, args.delay, args.replicas)
+    )
 
 
 if __name__ == "__main__":

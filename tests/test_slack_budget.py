@@ -55,7 +55,7 @@ async def test_channel_pacer_allows_a_short_burst_then_paces_with_a_margin() -> 
     assert [await p.take("C1") for _ in range(2)] == [0, 0]
     assert await p.take("C1") > 1.0
     assert await p.take("C2") == 0, "channels are paced separately"
-    clock.now += 1 / POST_RATE
+    clock.now += 1 / POST_RATE + 1e-6
     assert await p.take("C1") == 0
 
 
@@ -104,3 +104,15 @@ async def test_a_replica_without_redis_still_paces_on_its_own(redis_url: str) ->
     finally:
         await broken.aclose()
     assert waits[:2] == [0, 0] and waits[2] > 0
+
+
+async def test_the_workspace_posts_no_faster_than_slack_allows_it_in_all_channels(
+    two_replicas: Any,
+) -> None:
+    from adapters.slack._budget import WORKSPACE_POST_BURST, WORKSPACE_POST_RATE
+
+    a, b = two_replicas
+    waits = [await (a if n % 2 else b).posts("T1").take(f"C{n}") for n in range(12)]
+    assert waits[: int(WORKSPACE_POST_BURST)] == [0] * int(WORKSPACE_POST_BURST)
+    assert all(0 < w <= 1 / WORKSPACE_POST_RATE + 0.01 for w in waits[10:])
+    assert WORKSPACE_POST_BURST + 60 * WORKSPACE_POST_RATE < 300, "under Slack's minute"

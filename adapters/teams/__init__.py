@@ -58,7 +58,8 @@ def create(ctx: AdapterContext) -> TeamsAdapter | None:
 
 
 def _tenant_rps(raw: object) -> float:
-    """``TEAMS_TENANT_RPS``: this replica's share of Teams' 30 requests/s per tenant."""
+    """``TEAMS_TENANT_RPS``: requests per second to one tenant from all replicas together
+    (Teams allows 30 per app; the budget is kept in Redis)."""
     if raw is None or raw == "":
         return DEFAULT_TENANT_RPS
     try:
