@@ -106,13 +106,15 @@ async def test_a_replica_without_redis_still_paces_on_its_own(redis_url: str) ->
     assert waits[:2] == [0, 0] and waits[2] > 0
 
 
-async def test_the_workspace_posts_no_faster_than_slack_allows_it_in_all_channels(
+async def test_the_workspace_posts_no_more_than_slack_allows_in_a_minute(
     two_replicas: Any,
 ) -> None:
-    from adapters.slack._budget import WORKSPACE_POST_BURST, WORKSPACE_POST_RATE
+    from adapters.slack._budget import WORKSPACE_POSTS_PER_MINUTE as CAP
 
     a, b = two_replicas
-    waits = [await (a if n % 2 else b).posts("T1").take(f"C{n}") for n in range(12)]
-    assert waits[: int(WORKSPACE_POST_BURST)] == [0] * int(WORKSPACE_POST_BURST)
-    assert all(0 < w <= 1 / WORKSPACE_POST_RATE + 0.01 for w in waits[10:])
-    assert WORKSPACE_POST_BURST + 60 * WORKSPACE_POST_RATE < 300, "under Slack's minute"
+    waits = await asyncio.gather(
+        *((a if n % 2 else b).posts("T1").take(f"C{n}") for n in range(CAP + 2))
+    )
+    assert sorted(waits)[:CAP] == [0] * CAP, "a minute's worth goes at once, in any channels"
+    assert all(50 < w <= 60 for w in sorted(waits)[CAP:]), "the rest waits for the minute"
+    assert CAP < 300, "under Slack's several hundred a minute"

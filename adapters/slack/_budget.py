@@ -35,10 +35,36 @@ WINDOW = 60.0
 # second earlier than our clock said (queues, network) still finds a token there.
 POST_RATE = 0.9
 POST_BURST = 2.0
-# And "several hundred per minute" for the whole workspace (we take 300): 250 a minute, bursts of
-# 10, so no minute ever sees more than 260.
-WORKSPACE_POST_RATE = 250 / 60
-WORKSPACE_POST_BURST = 10.0
+# And "several hundred per minute" for the whole workspace (we take 300): at most 250 in any
+# sliding minute.
+WORKSPACE_POSTS_PER_MINUTE = 250
+
+# KEYS: the channel's token bucket, the workspace's minute of posts (sorted set of times).
+# ARGV: channel tokens per ms, channel burst, workspace posts per minute, a unique member.
+# Both are taken or neither. Returns 0 (taken) or ms until both allow a post.
+_POST = SERVER_NOW + """
+local rate, burst, per_minute = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local b = redis.call('HMGET', KEYS[1], 't', 'ts')
+local tokens, ts = tonumber(b[1]), tonumber(b[2])
+if tokens == nil or ts == nil then tokens, ts = burst, now end
+if now > ts then
+  tokens = math.min(burst, tokens + (now - ts) * rate)
+  ts = now
+end
+local wait = 0
+if tokens < 1 then wait = math.ceil((1 - tokens) / rate) end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 60000)
+if redis.call('ZCARD', KEYS[2]) >= per_minute then
+  local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  wait = math.max(wait, 60000 - (now - tonumber(first[2])))
+end
+if wait > 0 then return math.max(1, wait) end
+redis.call('HSET', KEYS[1], 't', tostring(tokens - 1), 'ts', tostring(ts))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate) + 1000)
+redis.call('ZADD', KEYS[2], now, ARGV[4])
+redis.call('PEXPIRE', KEYS[2], 61000)
+return 0
+"""
 # A reservation (an answer's right to its final chat.update) lapses unless renewed by the
 # answer's edits: a replica that dies mid-answer does not hold the workspace's minute for ever.
 RESERVATION_SECONDS = 600.0
@@ -252,18 +278,13 @@ class ChannelPacer:
         one is free."""
         if self._shared is not None:
             s = self._shared
-            wait = await s.take_all(
-                (
-                    (s.key("slack", self._team, "post", channel), self.rate, self.burst),
-                    (
-                        s.key("slack", self._team, "post"),
-                        WORKSPACE_POST_RATE,
-                        WORKSPACE_POST_BURST,
-                    ),
-                )
+            res = await s.run(
+                _POST,
+                (s.key("slack", self._team, "post", channel), s.key("slack", self._team, "posts")),
+                (self.rate / 1000.0, self.burst, WORKSPACE_POSTS_PER_MINUTE, s.unique()),
             )
-            if wait is not None:
-                return wait
+            if res is not None:
+                return int(res) / 1000.0
         return self.take_here(channel)
 
     def take_here(self, channel: str) -> float:
