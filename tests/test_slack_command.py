@@ -114,3 +114,15 @@ async def test_a_replayed_suggestion_click_asks_once(slack_bot):
     asked = [m for m in bot.answers(CHANNEL, ev["ts"]) if "asked: Who is on call?" in m.text]
     assert len(asked) == 1
     assert len(bot.answers(CHANNEL, ev["ts"])) == 3, "answer, echo, answer to the suggestion"
+
+
+async def test_a_slash_command_question_that_mentions_a_payload_is_answered(slack_bot):
+    # bolt reads any form body containing the word "payload" as an interactivity payload.
+    bot = await slack_bot()
+    body, headers, _ = _command(bot, "what is the max payload size?")
+    assert (await bot.post(body, headers)).status == 200
+    await bot.fake.wait_for(lambda: bot.fake.bot_messages(CHANNEL))
+    question = bot.fake.bot_messages(CHANNEL)[0]
+    assert question.text == "<@U0USER> asked: what is the max payload size?"
+    (answer,) = await bot.final(CHANNEL, question.ts)
+    assert answer.visible_text().strip() == "You said: what is the max payload size?"

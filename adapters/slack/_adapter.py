@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from slack_bolt.authorization.async_authorize import AsyncAuthorize
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.oauth.async_oauth_flow import AsyncOAuthFlow
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
+from slack_bolt.request.async_internals import build_async_context
 from slack_bolt.request.async_request import AsyncBoltRequest
 
 from adapters.slack import _blocks as B
@@ -264,16 +265,14 @@ class SlackAdapter:
         body = decode(raw)
         if isinstance(body, Refused):
             return _refused(body)
-        payload, refused = check_shape(body, request.content_type)
-        if refused is not None:
-            return _refused(refused)
-        bolt_req = partial(
-            AsyncBoltRequest, body=body, query=request.query_string, headers=dict(headers)
-        )
+        shape = check_shape(body, request.content_type)
+        if isinstance(shape, Refused):
+            return _refused(shape)
+        bolt_req = partial(_bolt_request, body, request.query_string, dict(headers), shape.form)
         if _needs_bolt_answer(body):
             return await to_aiohttp_response(await self.bolt.async_dispatch(bolt_req()))
-        if payload is not None:
-            self._record_before_ack(payload)
+        if shape.event is not None:
+            self._record_before_ack(shape.event)
         if self._worker is None:  # not started (or stopping): no queue to wait in
             spawn(self._dispatch(bolt_req), name="slack-dispatch")
         else:
@@ -325,6 +324,16 @@ class SlackAdapter:
             body="", query=request.query_string, headers=dict(request.headers)
         )
         return await to_aiohttp_response(await self.oauth_flow.handle_callback(bolt_req))
+
+
+def _bolt_request(
+    body: str, query: str, headers: dict[str, str | Sequence[str]], form: dict[str, str] | None
+) -> AsyncBoltRequest:
+    req = AsyncBoltRequest(body=body, query=query, headers=headers)
+    if form is not None:  # a form bolt misreads as an empty payload (see _edge.check_shape)
+        req.body = form
+        req.context = build_async_context(AsyncBoltContext({}), form)
+    return req
 
 
 def _refused(refused: Refused) -> web.Response:

@@ -103,36 +103,49 @@ def check_signature(
     return None
 
 
-def check_shape(body: str, content_type: str) -> tuple[dict[str, Any] | None, Refused | None]:
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What :func:`check_shape` learnt. ``event``: a JSON body, parsed (the caller need not parse
+    it again). ``form``: the fields of a form that bolt would misread (see there), else None."""
+
+    event: dict[str, Any] | None = None
+    form: dict[str, str] | None = None
+
+
+def check_shape(body: str, content_type: str) -> Shape | Refused:
     """Check the parts of a verified body that bolt parses (as bolt decides: JSON when the content
     type says so or the body starts with ``{``, else a form with an optional ``payload``).
 
-    A JSON body is returned parsed, so the caller need not parse it again; forms are only checked.
+    bolt takes any form whose text contains ``payload`` for an interactivity payload and, finding
+    no such field, reads it as empty: a slash command asking about a "payload" was lost. Such a
+    form's fields are returned, so the caller can hand bolt the right body.
     """
     if content_type == "application/json" or body.startswith("{"):
         try:
             data = json.loads(body)
         except ValueError:
-            return None, Refused(400, "request body is not valid JSON")
+            return Refused(400, "request body is not valid JSON")
         if not isinstance(data, dict):
-            return None, Refused(400, "request body is not a JSON object")
+            return Refused(400, "request body is not a JSON object")
         if data.get("type") == "event_callback" or "event" in data:
             ev = data.get("event")
             if not isinstance(ev, dict):
-                return None, Refused(400, "event is not an object")
+                return Refused(400, "event is not an object")
             if not isinstance(ev.get("type"), str):
-                return None, Refused(400, "event has no type")
-        return data, None
+                return Refused(400, "event has no type")
+        return Shape(event=data)
     if "payload" in body:
-        payload = dict(parse_qsl(body, keep_blank_values=True)).get("payload")
-        if payload is not None:
-            try:
-                data = json.loads(payload)
-            except ValueError:
-                return None, Refused(400, "payload is not valid JSON")
-            if not isinstance(data, dict):
-                return None, Refused(400, "payload is not a JSON object")
-    return None, None
+        fields = dict(parse_qsl(body, keep_blank_values=True))
+        payload = fields.get("payload")
+        if payload is None:
+            return Shape(form=fields)
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            return Refused(400, "payload is not valid JSON")
+        if not isinstance(data, dict):
+            return Refused(400, "payload is not a JSON object")
+    return Shape()
 
 
 def decode(raw: bytes) -> str | Refused:
