@@ -118,3 +118,31 @@ async def test_the_workspace_posts_no_more_than_slack_allows_in_a_minute(
     assert sorted(waits)[:CAP] == [0] * CAP, "a minute's worth goes at once, in any channels"
     assert all(50 < w <= 60 for w in sorted(waits)[CAP:]), "the rest waits for the minute"
     assert CAP < 300, "under Slack's several hundred a minute"
+
+
+async def test_the_fake_slack_refuses_a_fourth_post_in_a_second_with_retry_after() -> None:
+    # What our pacing is measured against: Slack's one post a second per channel, burst of three.
+    from slack_sdk.errors import SlackApiError
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from tests.fakes.slack_api import FakeSlack
+
+    fake = FakeSlack()
+    await fake.start()
+    team = fake.add_team("T1")
+    client = AsyncWebClient(token=team.bot_token, base_url=fake.api_url)
+    try:
+        for n in range(3):
+            await client.chat_postMessage(channel="C1", text=f"post {n}")
+        await client.chat_postMessage(channel="C2", text="another channel")
+        try:
+            await client.chat_postMessage(channel="C1", text="one too many")
+            raise AssertionError("the fourth post in a second was accepted")
+        except SlackApiError as e:
+            assert e.response.status_code == 429
+            assert e.response["error"] == "ratelimited"
+            assert int(e.response.headers["Retry-After"]) >= 1
+        await asyncio.sleep(1.05)
+        await client.chat_postMessage(channel="C1", text="after a second")
+    finally:
+        await fake.close()
