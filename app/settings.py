@@ -325,8 +325,8 @@ class Settings(BaseSettings):
     )
     teams_tenant_rps: float = Field(
         28.0, ge=0.5, le=1000,
-        description="Bot Connector calls per second per tenant from this process (Teams allows "
-        "30 per app per tenant: divide between replicas).",
+        description="Bot Connector calls per second per tenant from all replicas together (Teams "
+        "allows 30 per app per tenant; shared through Redis).",
     )
     teams_openid_metadata_url: str = Field(
         "https://login.botframework.com/v1/.well-known/openidconfiguration",
