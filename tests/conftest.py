@@ -171,3 +171,23 @@ async def _no_stray_tasks() -> AsyncIterator[None]:
         t.cancel()
     if stray:
         await asyncio.wait(stray, timeout=5)
+
+
+@pytest.fixture(autouse=True)
+def _referees_agree(request: pytest.FixtureRequest) -> Any:
+    """Fail a test in which Dify's OpenAPI or slack_sdk refused something a fake received.
+
+    The fakes answer such a request as the platform would (see ``tests/fakes/referees.py``), but
+    the code under test may swallow that answer; this names the problem on the test that caused
+    it. A test that sends an invalid request on purpose is marked ``referee_refuses``.
+    """
+    from tests.fakes import referees
+
+    referees.VIOLATIONS.clear()
+    yield
+    found = list(referees.VIOLATIONS)
+    referees.VIOLATIONS.clear()
+    if request.node.get_closest_marker("referee_refuses"):
+        assert found, "marked referee_refuses, but no referee refused anything"
+        return
+    assert not found, "a platform's own definition refused what we sent:\n" + "\n".join(found)

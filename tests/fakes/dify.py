@@ -108,6 +108,8 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from tests.fakes import referees
+
 MODES = ("chat", "advanced-chat", "agent-chat", "completion", "workflow")
 CHAT_MODES = ("chat", "advanced-chat", "agent-chat")
 _UUID_RE = re.compile(
@@ -461,11 +463,15 @@ class _Gen:
 class FakeDify:
     """The fake server; see the module docstring."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, referee: bool = True) -> None:
         self.host = host
         self.port = port
         self.apps: dict[str, FakeApp] = {}
         self.requests: list[RecordedRequest] = []
+        # Dify's OpenAPI document judges every request (tests/fakes/referees.py); what it
+        # refuses gets Dify's 400 invalid_param and is kept here and in referees.VIOLATIONS.
+        self.referee = referees.dify_spec() if referee else None
+        self.spec_violations: list[str] = []
         self._runner: web.AppRunner | None = None
         self._closing = False
         self.base_url = ""
@@ -540,6 +546,7 @@ class FakeDify:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         body: Any = None
+        raw = b""
         if request.content_type == "application/json" and request.can_read_body:
             raw = await request.read()
             try:
@@ -579,9 +586,28 @@ class FakeDify:
                 raise _HTTPFail(401, "unauthorized", "Access token is invalid")
             request[_APP] = app
             app.requests.append(rec)
+            self._referee(request, raw)
             return await handler(request)
         except _HTTPFail as e:
             return _error_response(e.status, e.code, e.message, e.headers)
+
+    def _referee(self, request: web.Request, raw: bytes) -> None:
+        if self.referee is None:
+            return
+        path = request.path.removeprefix("/v1")
+        problem = self.referee.problem(
+            request.method,
+            path,
+            query=dict(request.query),
+            headers=dict(request.headers),
+            content_type=request.content_type,
+            body=raw or None,
+        )
+        if problem is not None:
+            line = f"Dify {request.method} {path}: {problem}"
+            self.spec_violations.append(line)
+            referees.VIOLATIONS.append(line)
+            raise _HTTPFail(400, "invalid_param", problem)
 
     async def _endpoint_fault(self, request: web.Request, name: str) -> web.StreamResponse | None:
         app: FakeApp = request[_APP]

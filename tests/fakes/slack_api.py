@@ -54,6 +54,8 @@ from urllib.parse import urlencode
 
 from aiohttp import WSMsgType, web
 
+from tests.fakes import referees
+
 TIER2, TIER3, TIER4 = 20, 50, 100
 
 # method -> calls per minute per workspace (sliding 60 s window). Slack's own tier table.
@@ -219,8 +221,12 @@ class HostedFile:
 class FakeSlack:
     """The fake Slack: Web API, file hosting, response_url, OAuth and Socket Mode, one server."""
 
-    def __init__(self, *, enforce_limits: bool = True) -> None:
+    def __init__(self, *, enforce_limits: bool = True, referee: bool = True) -> None:
         self.enforce_limits = enforce_limits
+        # slack_sdk's method signatures and Block Kit models judge every call
+        # (tests/fakes/referees.py); what they refuse is answered invalid_arguments.
+        self.referee = referee
+        self.referee_violations: list[str] = []
         self.teams: dict[str, Team] = {}
         self._by_token: dict[str, Team] = {}
         self.app_tokens: set[str] = set()
@@ -597,7 +603,20 @@ class FakeSlack:
         call = Call(method, params, team.id if team else None, time.time(), token)
         self.calls.append(call)
         try:
-            status, body, headers = self._dispatch(method, params, token, team, call)
+            problems = referees.slack_call_problems(method, params) if self.referee else []
+            if problems:
+                # What Slack answers for arguments it cannot use; the referee's reasons ride
+                # along as Slack's own response_metadata.messages do.
+                self.referee_violations.extend(problems)
+                referees.VIOLATIONS.extend(f"Slack {p}" for p in problems)
+                status, headers = 200, {}
+                body = {
+                    "ok": False,
+                    "error": "invalid_arguments",
+                    "response_metadata": {"messages": problems},
+                }
+            else:
+                status, body, headers = self._dispatch(method, params, token, team, call)
         except Exception as e:  # a bug in the fake must show up in the test, not hang it
             status, body, headers = 500, {"ok": False, "error": f"fake_error:{e!r}"}, {}
         call.status = status
