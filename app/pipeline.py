@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from app.admission import StartGate, no_gate
 from app.answer_cache import AnswerCache
 from app.answer_cache import plan as plan_cache
+from app.answer_deadline import StreamDeadline
 from app.answer_extras import chat_extras, hint, stream_error
 from app.answer_fold import Answer, fold, workflow_answer
 from app.appcheck import AppParams, ParamsCache
@@ -34,7 +35,9 @@ from app.dify.errors import (
     CircuitOpen,
     ConversationNotFound,
     DifyError,
+    DifyTimeout,
     StreamIncomplete,
+    StreamProgress,
 )
 from app.dify.events import DifyEvent
 from app.errors import UserFacingError
@@ -517,37 +520,73 @@ class Bridge:
         push = scheduler.push
         batches = events.batches()
         shown = False
+        deadline = StreamDeadline(
+            first_content=route.config.first_content_timeout
+            or self.settings.dify_first_content_timeout,
+            answer=route.config.answer_timeout or self.settings.dify_answer_timeout,
+        )
+        saw = deadline.saw
         try:
-            # One network read at a time: the events of a read are folded, then shown once.
-            async for batch in batches:
-                changed = False
-                for ev in batch:
-                    if not (saved_task and saved_conversation):
-                        saved_task, saved_conversation = self._note_ids(
-                            turn, ev, ans, writes, saved_task, saved_conversation
-                        )
-                    if fold(ev, ans) and ans.first_text_at is not None:
-                        ttft.observe(ans.first_text_at - started)
-                        log.info("dify.first_token", ms=int((ans.first_text_at - started) * 1000))
-                    changed = changed or ans.changed
-                if changed and (ans.text or ans.status):
-                    if not shown and ans.text:
-                        # The first words go out now, before the reads already waiting are
-                        # taken in and folded.
-                        shown = True
-                        events.pace_reads(read_pace(scheduler.interval))
-                        turn.leave_gate()
-                        await scheduler.show_first(
-                            _restore_partial(ans.text, restorer), ans.status
-                        )
-                    else:
-                        push(_restore_partial(ans.text, restorer), ans.status)
+            async with deadline:
+                # One network read at a time: the events of a read are folded, then shown once.
+                async for batch in batches:
+                    changed = False
+                    for ev in batch:
+                        saw(ev)
+                        if not (saved_task and saved_conversation):
+                            saved_task, saved_conversation = self._note_ids(
+                                turn, ev, ans, writes, saved_task, saved_conversation
+                            )
+                        if fold(ev, ans) and ans.first_text_at is not None:
+                            waited = ans.first_text_at - started
+                            ttft.observe(waited)
+                            log.info("dify.first_token", ms=int(waited * 1000))
+                        changed = changed or ans.changed
+                    if changed and (ans.text or ans.status):
+                        if not shown and ans.text:
+                            # The first words go out now, before the reads already waiting are
+                            # taken in and folded.
+                            shown = True
+                            events.pace_reads(read_pace(scheduler.interval))
+                            turn.leave_gate()
+                            await scheduler.show_first(
+                                _restore_partial(ans.text, restorer), ans.status
+                            )
+                        else:
+                            push(_restore_partial(ans.text, restorer), ans.status)
+        except DifyTimeout as e:
+            if e.phase not in ("first_content", "answer"):
+                raise
+            await self._stop_overdue(client, turn, ans, e.phase)
+            raise DifyTimeout(phase=e.phase, progress=StreamProgress(
+                conversation_id=ans.conversation_id, message_id=ans.message_id,
+                task_id=ans.task_id, partial_text=ans.text,
+            )) from None
         finally:
             await batches.aclose()
             for result in await asyncio.gather(*writes, return_exceptions=True):
                 if isinstance(result, BaseException):
                     log.warning("store.write_failed", error=type(result).__name__)
         return ans
+
+    async def _stop_overdue(
+        self, client: DifyClient, turn: _Turn, ans: Answer, phase: str
+    ) -> None:
+        """An answer outran its deadline: stop the Dify task so it stops spending tokens.
+
+        Dify's pings carry no task id, so a stream that sent nothing but pings cannot be stopped
+        by id: closing the connection (the caller does) is all there is, and the log says so.
+        """
+        log.warning("answer.deadline", phase=phase, task_known=bool(ans.task_id),
+                    chars=len(ans.text))
+        if not ans.task_id:
+            return
+        try:
+            async with asyncio.timeout(5):
+                await client.stop(ans.task_id, user=turn.msg.key.dify_user(),
+                                  mode=turn.route.config.dify.mode.value)
+        except (DifyError, TimeoutError, ValueError) as e:
+            log.warning("dify.stop_failed", error=type(e).__name__)
 
     def _note_ids(
         self,

@@ -63,7 +63,8 @@ API
     :class:`FakeMessage`), ``uploads`` (id -> :class:`FakeUpload`), ``running`` (task ids of
     live streams), ``stopped`` (task ids stopped via the API), ``delete_conversation(id)``,
     ``conversation(id)``, ``wait_running(timeout)`` (waits until a stream is live, returns
-    its task id).
+    its task id), ``hung`` (task ids of ``Fault.pings`` streams whose client left: Dify's task
+    runs on until stopped through the API).
 
 ``Fault`` helpers
     ``Fault.http(status, code, message, retry_after=None)`` Dify error body instead of a stream;
@@ -72,7 +73,9 @@ API
     complete, as Dify finishes generating after a client disconnect);
     ``Fault.garbage(body, content_type="text/html", status=200)``;
     ``Fault.stall(after_chunks, seconds)`` silence mid-stream; ``Fault.slow_first_byte(seconds)``;
-    ``Fault.keep_open()`` terminal event sent, connection left open.
+    ``Fault.keep_open()`` terminal event sent, connection left open;
+    ``Fault.pings(after_chunks=0, interval=0.05)`` nothing but pings after some text, until the
+    task is stopped through the API or the client leaves (a hung model).
 
 Conversations are scoped to (app, user) exactly as Dify does: another user's or an unknown id
 gives 404 ``not_found`` "Conversation Not Exists.". Messages are persisted, so ``GET /messages``
@@ -191,6 +194,13 @@ class Fault:
     @staticmethod
     def keep_open() -> Fault:
         return Fault("keep_open")
+
+    @staticmethod
+    def pings(after_chunks: int = 0, interval: float = 0.05) -> Fault:
+        """After ``after_chunks`` text events, nothing but ``event: ping`` every ``interval``
+        seconds, until the task is stopped through the API or the client goes away (a hung
+        model: Dify keeps pinging until its own 20-minute limit)."""
+        return Fault("pings", after_chunks=after_chunks, seconds=interval)
 
 
 @dataclass
@@ -335,6 +345,8 @@ class FakeApp:
         self.uploads: dict[str, FakeUpload] = {}
         self.running: dict[str, tuple[str, asyncio.Event]] = {}
         self.stopped: list[str] = []
+        # Tasks of Fault.pings streams whose client left: still running in "Dify" until stopped.
+        self.hung: dict[str, tuple[str, asyncio.Event]] = {}
         self.requests: list[RecordedRequest] = []
         self._running_changed = asyncio.Event()
 
@@ -1090,7 +1102,9 @@ class FakeDify:
         sent_text = 0
         partial: list[str] = []
         mid = (
-            fault if fault is not None and fault.kind in ("stall", "error_event", "drop") else None
+            fault
+            if fault is not None and fault.kind in ("stall", "error_event", "drop", "pings")
+            else None
         )
         try:
             for kind, payload in self._plan(gen):
@@ -1166,6 +1180,20 @@ class FakeDify:
             if request.transport is not None:
                 request.transport.abort()
             return True
+        if fault.kind == "pings":
+            try:
+                while not gen.stop.is_set() and not self._closing and not _closing(request):
+                    await resp.write(PING)
+                    await asyncio.sleep(fault.seconds)
+            except (ConnectionError, asyncio.CancelledError):
+                # The client left; the hung task lives on in Dify until it is stopped.
+                gen.app.hung[gen.task_id] = (gen.user, gen.stop)
+                raise
+            if not gen.stop.is_set():
+                gen.app.hung[gen.task_id] = (gen.user, gen.stop)
+            elif not self._closing and not _closing(request):
+                await self._finish_stopped(resp, gen, partial, fault.after_chunks)
+            return True
         return False
 
     async def _finish_stopped(
@@ -1205,13 +1233,14 @@ class FakeDify:
         body = self._body(request)
         user = self._user(body.get("user"))
         task_id = request.match_info["task_id"]
-        running = app.running.get(task_id)
+        running = app.running.get(task_id) or app.hung.get(task_id)
         # Dify silently ignores a stop from another user but still answers success.
         if running is not None and (
             running[0] == user or app.mode in ("advanced-chat", "workflow")
         ):
             running[1].set()
             app.stopped.append(task_id)
+            app.hung.pop(task_id, None)
         return web.json_response({"result": "success"})
 
     def _find_message(self, app: FakeApp, message_id: str, user: str | None) -> FakeMessage:

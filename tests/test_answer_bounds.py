@@ -1,0 +1,112 @@
+"""Answers that would never end, or never stop growing, end in the thread with a clear note:
+a Dify that only pings, an answer that streams past its deadline, a connection dropped
+mid-answer, an answer too large for the thread. Console replies, real Redis, fake Dify on the
+wire."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from adapters.console import CONSOLE_LIMITS, MemoryReply
+from tests.fakes.dify import Fault
+from tests.test_pipeline import ask, message, new_thread
+
+
+async def _until(predicate: Any, timeout: float = 3.0) -> None:  # noqa: ASYNC109 - test helper
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 - the fake's state has no event to wait on
+            await asyncio.sleep(0.02)
+
+
+# ---------------------------------------------------------------------- item 5: deadlines
+
+
+async def test_a_dify_that_only_pings_is_given_up_on_and_the_thread_is_told(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    dify_app.faults.append(Fault.pings(after_chunks=0, interval=0.05))
+    svc = await make_service({
+        "DIFY_API_KEY": dify_app.api_key, "DIFY_MAX_RETRIES": "0",
+        # Pings every 50 ms satisfy both of the client's own timeouts...
+        "DIFY_FIRST_EVENT_TIMEOUT": "0.5", "DIFY_IDLE_TIMEOUT": "0.5",
+        # ...but not the first-content deadline.
+        "DIFY_FIRST_CONTENT_TIMEOUT": "0.6",
+    })
+    started = time.monotonic()
+    reply = await ask(svc, message(new_thread(), "are you there?"))
+    assert time.monotonic() - started < 5
+    assert reply.final is None
+    assert reply.error is not None
+    assert "did not start answering in time, so I stopped it" in reply.error
+    assert reply.ref
+    # Pings carry no task id, so the bridge can only hang up; Dify's hung task runs on.
+    await _until(lambda: bool(dify_app.hung))
+    assert not [r for r in fake_dify.requests_to("/stop") if r.api_key == dify_app.api_key]
+
+
+async def test_an_answer_that_streams_past_its_deadline_is_stopped_in_dify_and_keeps_its_text(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    dify_app.answer = "The first words arrive, then the model hangs forever."
+    dify_app.chunk_size = 5
+    dify_app.faults.append(Fault.pings(after_chunks=3, interval=0.05))
+    yaml = """
+routes:
+  - name: slow-app
+    answer_timeout: 0.8
+    dify: {api_key_env: DIFY_API_KEY}
+"""
+    svc = await make_service(
+        {"DIFY_API_KEY": dify_app.api_key, "DIFY_IDLE_TIMEOUT": "0.5"}, bridge_yaml=yaml
+    )
+    t = new_thread()
+    reply = await ask(svc, message(t, "tell me everything"))
+    assert reply.final is None and reply.error is not None
+    assert reply.error.startswith("The first words")  # what was shown stays...
+    assert "took too long, so I stopped it here" in reply.error  # ...with what happened
+    # The Dify task was stopped through Dify's stop API, as the thread's user.
+    stops = [r for r in fake_dify.requests_to("/stop") if r.api_key == dify_app.api_key]
+    assert len(stops) == 1
+    assert stops[0].path.startswith("/chat-messages/")
+    assert stops[0].json == {"user": t.dify_user()}
+    assert dify_app.stopped and not dify_app.hung
+
+
+async def test_the_deadlines_count_pings_for_nothing_but_real_events_for_the_first_content(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    # A chatflow starts with a ping and workflow events: those are real progress, so a slow
+    # but working app is not cut off by the first-content deadline.
+    dify_app.mode = "advanced-chat"
+    dify_app.answer = "Slow but steady."
+    dify_app.chunk_size = 4
+    dify_app.chunk_delay = 0.15
+    yaml = """
+routes:
+  - name: flow
+    first_content_timeout: 0.3
+    dify: {api_key_env: DIFY_API_KEY, mode: advanced-chat}
+"""
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key}, bridge_yaml=yaml)
+    reply = await ask(svc, message(new_thread(), "go"))
+    assert reply.error is None
+    assert reply.final == "Slow but steady."
+
+
+async def test_a_stop_click_after_a_deadline_finds_nothing_left_running(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    dify_app.answer = "Some words and then nothing but pings."
+    dify_app.chunk_size = 5
+    dify_app.faults.append(Fault.pings(after_chunks=2, interval=0.05))
+    svc = await make_service({
+        "DIFY_API_KEY": dify_app.api_key, "DIFY_ANSWER_TIMEOUT": "0.6",
+    })
+    t = new_thread()
+    reply = MemoryReply()
+    svc.bridge.submit(message(t, "q"), reply, CONSOLE_LIMITS)
+    await asyncio.wait_for(reply.done.wait(), 5)
+    assert reply.error is not None and "stopped it here" in reply.error
+    assert await svc.bridge.stop(thread=t) is False  # the answer's task is gone from the store
