@@ -140,6 +140,9 @@ class ReplyExtras:
     suggested: list[str] = field(default_factory=list)
     files: list[OutFile] = field(default_factory=list)
     stopped: bool = False
+    # The answer is known to be incomplete (its stream broke off and Dify could not confirm
+    # the end): a notice says so, and there is no message id, hence no feedback buttons.
+    partial: bool = False
     notices: list[str] = field(default_factory=list)
     # Route the answer came from, so buttons (feedback, suggestions, stop) find the Dify app again.
     route: str | None = None

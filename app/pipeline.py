@@ -30,7 +30,7 @@ from app.answer_extras import chat_extras, hint, stream_error
 from app.answer_fold import Answer, fold, workflow_answer
 from app.appcheck import AppParams, ParamsCache
 from app.attachments import upload_files
-from app.dify.client import DifyClient, DifyClientPool, EventStream
+from app.dify.client import DifyClient, DifyClientPool, EventStream, StoredMessage
 from app.dify.errors import (
     CircuitOpen,
     ConversationNotFound,
@@ -65,6 +65,10 @@ log = structlog.get_logger(__name__)
 
 EXPIRED_NOTICE = "The earlier context of this thread had expired, so I started a new conversation."
 STOPPED_NOTICE = "Stopped. This is what had arrived so far."
+PARTIAL_NOTICE = (
+    "⚠️ The connection to the assistant broke off before this answer was finished, so it may "
+    "be incomplete. Ask again for the whole answer."
+)
 BUSY_THREAD = (
     "An earlier question in this thread is still being answered. Please try again in a minute."
 )
@@ -612,24 +616,33 @@ class Bridge:
         return saved_task or bool(task), saved_conversation or bool(conv)
 
     async def _recover(self, client: DifyClient, turn: _Turn, e: StreamIncomplete) -> Answer:
-        """The stream ended without a closing event: ask Dify for the stored answer first."""
-        log.warning("dify.stream_incomplete", have_chars=len(e.partial_text or ""))
-        recovered: str | None = None
+        """The stream ended without a closing event: ask Dify for the stored answer first.
+
+        Dify's copy is the whole answer only when it ended normally and holds more than had
+        arrived (:meth:`StoredMessage.completes`); otherwise the longer of the two texts is
+        shown as partial. With nothing to show, the failure is reported as such."""
+        seen = e.partial_text or ""
+        log.warning("dify.stream_incomplete", have_chars=len(seen))
+        stored: StoredMessage | None = None
         if e.conversation_id and e.message_id:
             try:
-                recovered = await client.recover_answer(
+                stored = await client.stored_message(
                     conversation_id=e.conversation_id,
                     message_id=e.message_id,
                     user=turn.msg.key.dify_user(),
                 )
             except DifyError as err:
                 log.warning("dify.recover_failed", error=type(err).__name__)
-        if recovered:
-            log.info("dify.recovered", chars=len(recovered))
-            return Answer(
-                text=recovered, conversation_id=e.conversation_id, message_id=e.message_id
-            )
-        raise e
+        conv, mid = e.conversation_id, e.message_id
+        if stored is not None and stored.completes(seen):
+            log.info("dify.recovered", chars=len(stored.answer))
+            return Answer(text=stored.answer, conversation_id=conv, message_id=mid)
+        text = stored.answer if stored is not None and len(stored.answer) > len(seen) else seen
+        if not text.strip():
+            raise e
+        log.warning("dify.recovered_partial", chars=len(text),
+                    dify_status=stored.status if stored else None)
+        return Answer(text=text, partial=True, conversation_id=conv, message_id=mid)
 
     async def _finish(
         self,
@@ -653,7 +666,11 @@ class Bridge:
             notices=list(turn.notices),
             route=route.name,
         )
-        if turn.stopped or answer.workflow_status == "stopped":
+        if answer.partial:
+            # No feedback on (nor follow-ups to) an answer that may be missing its end.
+            extras.partial, extras.dify_message_id = True, None
+            extras.notices.append(PARTIAL_NOTICE)
+        elif turn.stopped or answer.workflow_status == "stopped":
             extras.stopped = True
             extras.notices.append(STOPPED_NOTICE)
         else:
@@ -670,7 +687,8 @@ class Bridge:
             budget=budget,
             on_ratelimited=self.metrics.ratelimited.labels(msg.key.platform).inc,
         )
-        if turn.cache_question and not extras.stopped and not extras.files and text.strip():
+        if (turn.cache_question and not extras.stopped and not extras.partial
+                and not extras.files and text.strip()):
             try:
                 await self.answer_cache.put(route.name, turn.cache_question, text,
                                             extras.sources, route.config.answer_cache_ttl)
@@ -682,7 +700,8 @@ class Bridge:
             if self.limiter is not None:
                 await self.limiter.record_usage(msg, route, total)
         self.metrics.latency.observe(time.monotonic() - started)
-        self.metrics.answers.labels(msg.key.platform, "stopped" if extras.stopped else "ok").inc()
+        outcome = "partial" if extras.partial else "stopped" if extras.stopped else "ok"
+        self.metrics.answers.labels(msg.key.platform, outcome).inc()
         log.info("answer.finished", chars=len(text), sources=len(extras.sources))
 
     async def _chat_extras(

@@ -110,3 +110,70 @@ async def test_a_stop_click_after_a_deadline_finds_nothing_left_running(
     await asyncio.wait_for(reply.done.wait(), 5)
     assert reply.error is not None and "stopped it here" in reply.error
     assert await svc.bridge.stop(thread=t) is False  # the answer's task is gone from the store
+
+
+# ---------------------------------------------------------------------- item 6: partial answers
+
+
+PARTIAL = "may be incomplete"
+
+
+async def test_an_answer_dify_finished_after_a_dropped_connection_is_shown_whole_with_buttons(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    dify_app.answer = "A complete answer that Dify finished and stored after the drop."
+    dify_app.chunk_size = 5
+    dify_app.faults.append(Fault.drop(after_chunks=2, stored="complete"))
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key})
+    reply = await ask(svc, message(new_thread(), "q"))
+    assert reply.error is None
+    assert reply.final == dify_app.answer
+    assert reply.extras is not None and not reply.extras.partial
+    assert reply.extras.dify_message_id  # feedback buttons have their message id
+    assert not any(PARTIAL in n for n in reply.extras.notices)
+
+
+async def test_an_answer_cut_off_while_dify_was_still_writing_it_is_shown_as_partial(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    dify_app.answer = "Only the start of this answer ever arrives anywhere at all."
+    dify_app.chunk_size = 5
+    dify_app.suggested_questions = ["More?"]
+    dify_app.faults.append(Fault.drop(after_chunks=3, stored="partial"))
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key})
+    reply = await ask(svc, message(new_thread(), "q"))
+    assert reply.error is None
+    assert reply.final == "Only the start "  # what had arrived, nothing invented
+    assert reply.extras is not None and reply.extras.partial
+    assert any(PARTIAL in n for n in reply.extras.notices)  # a visible note...
+    assert reply.extras.dify_message_id is None  # ...no feedback buttons...
+    assert reply.extras.suggested == []  # ...and no follow-up suggestions
+    assert not [r for r in fake_dify.requests_to("/suggested") if r.api_key == dify_app.api_key]
+
+
+async def test_an_answer_whose_generation_failed_after_the_drop_is_shown_as_partial(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    dify_app.answer = "Some text, then the model failed behind the scenes."
+    dify_app.chunk_size = 5
+    dify_app.faults.append(Fault.drop(after_chunks=4, stored="error"))
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key})
+    reply = await ask(svc, message(new_thread(), "q"))
+    assert reply.final == "Some text, then the "
+    assert reply.extras is not None and reply.extras.partial
+    assert reply.extras.dify_message_id is None
+
+
+async def test_a_drop_where_dify_stored_nothing_shows_what_arrived_as_partial(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    # Dify saves a chat answer only when it ends: a generation that died with the connection
+    # leaves an empty answer behind.
+    dify_app.answer = "Words that made it before the line went dead."
+    dify_app.chunk_size = 6
+    dify_app.faults.append(Fault.drop(after_chunks=2, stored="none"))
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key})
+    reply = await ask(svc, message(new_thread(), "q"))
+    assert reply.final == "Words that m"
+    assert reply.extras is not None and reply.extras.partial
+    assert any(PARTIAL in n for n in reply.extras.notices)

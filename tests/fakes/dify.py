@@ -69,8 +69,10 @@ API
 ``Fault`` helpers
     ``Fault.http(status, code, message, retry_after=None)`` Dify error body instead of a stream;
     ``Fault.error_event(after_chunks, code="completion_request_error", status=400, message=...)``;
-    ``Fault.drop(after_chunks)`` abrupt close, no terminal event (the message is still stored
-    complete, as Dify finishes generating after a client disconnect);
+    ``Fault.drop(after_chunks, stored="complete")`` abrupt close, no terminal event; ``stored``
+    says what ``GET /messages`` shows afterwards: ``complete`` (Dify finished generating after
+    the disconnect), ``partial`` (status normal, the text so far), ``error`` (status error with
+    ``error`` set) or ``none`` (an empty answer);
     ``Fault.garbage(body, content_type="text/html", status=200)``;
     ``Fault.stall(after_chunks, seconds)`` silence mid-stream; ``Fault.slow_first_byte(seconds)``;
     ``Fault.keep_open()`` terminal event sent, connection left open;
@@ -158,6 +160,7 @@ class Fault:
     seconds: float = 0.0
     body: bytes = b""
     content_type: str = ""
+    stored: str = "complete"
 
     @staticmethod
     def http(status: int, code: str, message: str, retry_after: float | None = None) -> Fault:
@@ -175,8 +178,16 @@ class Fault:
         )
 
     @staticmethod
-    def drop(after_chunks: int) -> Fault:
-        return Fault("drop", after_chunks=after_chunks)
+    def drop(after_chunks: int, stored: str = "complete") -> Fault:
+        """Close the connection abruptly; ``stored`` is what ``GET /messages`` then shows:
+        ``complete`` (Dify finished generating after the disconnect: the whole answer, status
+        normal), ``partial`` (the text so far, status normal: a generation still under way),
+        ``error`` (the text so far, status error, ``error`` set: it failed after the
+        disconnect) or ``none`` (an empty answer: Dify saves the answer only at the end, and
+        the generation died with the connection)."""
+        if stored not in ("complete", "partial", "error", "none"):
+            raise ValueError(f"unknown stored outcome {stored!r}")
+        return Fault("drop", after_chunks=after_chunks, stored=stored)
 
     @staticmethod
     def garbage(body: bytes | str, content_type: str = "text/html", status: int = 200) -> Fault:
@@ -1176,7 +1187,13 @@ class FakeDify:
             await resp.write_eof()
             return True
         if fault.kind == "drop":
-            self._store_final(gen)
+            if fault.stored == "complete":
+                self._store_final(gen)
+            elif gen.message is not None:
+                gen.message.answer = "" if fault.stored == "none" else partial
+                if fault.stored == "error":
+                    gen.message.status = "error"
+                    gen.message.error = "[openai] Connection error"
             if request.transport is not None:
                 request.transport.abort()
             return True
