@@ -28,6 +28,7 @@ from app.answer_cache import plan as plan_cache
 from app.answer_deadline import StreamDeadline
 from app.answer_extras import chat_extras, hint, stream_error
 from app.answer_fold import Answer, fold, workflow_answer
+from app.answer_size import AnswerSize, cut_notice
 from app.appcheck import AppParams, ParamsCache
 from app.attachments import upload_files
 from app.dify.client import DifyClient, DifyClientPool, EventStream, StoredMessage
@@ -530,6 +531,14 @@ class Bridge:
             answer=route.config.answer_timeout or self.settings.dify_answer_timeout,
         )
         saw = deadline.saw
+        size = self._size(turn)
+
+        def visible(text: str) -> str:
+            # Cut before restoring: a 5 MB answer is not restored whole on every edit.
+            if len(text) > 2 * size.stream_chars:
+                text = text[: 2 * size.stream_chars]
+            return size.streaming(_restore_partial(text, restorer))
+
         try:
             async with deadline:
                 # One network read at a time: the events of a read are folded, then shown once.
@@ -553,11 +562,9 @@ class Bridge:
                             shown = True
                             events.pace_reads(read_pace(scheduler.interval))
                             turn.leave_gate()
-                            await scheduler.show_first(
-                                _restore_partial(ans.text, restorer), ans.status
-                            )
+                            await scheduler.show_first(visible(ans.text), ans.status)
                         else:
-                            push(_restore_partial(ans.text, restorer), ans.status)
+                            push(visible(ans.text), ans.status)
         except DifyTimeout as e:
             if e.phase not in ("first_content", "answer"):
                 raise
@@ -657,7 +664,8 @@ class Bridge:
         text = answer.text
         if route.config.dify.mode is AppMode.WORKFLOW:
             text = workflow_answer(text, answer.outputs, route.config.dify.output_variable)
-        text = _restore(text, restorer)
+        full_text = _restore(text, restorer)
+        text, cut = self._size(turn).final(full_text)
         extras = ReplyExtras(
             dify_message_id=answer.message_id,
             conversation_id=answer.conversation_id,
@@ -675,6 +683,11 @@ class Bridge:
             extras.notices.append(STOPPED_NOTICE)
         else:
             await self._chat_extras(client, turn, answer, extras)
+        if cut:
+            attach = turn.limits.attaches_files
+            log.info("answer.too_long", chars=len(full_text), shown=len(text), attached=attach)
+            extras.full_text_file = full_text if attach else None
+            extras.notices.append(cut_notice(self._size(turn).max_messages, attached=attach))
         if not text.strip() and not extras.files:
             text = "(The assistant returned an empty answer.)"
 
@@ -725,6 +738,13 @@ class Bridge:
             except RedisError as e:
                 log.warning("store.write_failed", error=type(e).__name__)
 
+    def _size(self, turn: _Turn) -> AnswerSize:
+        """How much of an answer the thread shows (see app/answer_size.py)."""
+        most = turn.route.config.max_messages_per_answer or self.settings.max_messages_per_answer
+        # The last message also carries the error or the notices: keep a little room.
+        return AnswerSize(max_chars=max(1, turn.limits.max_message_chars - 200),
+                          max_messages=most)
+
     async def _fail(self, turn: _Turn, partial: str, e: DifyError) -> None:
         kind = type(e).__name__
         self.metrics.errors.labels(kind).inc()
@@ -737,6 +757,9 @@ class Bridge:
             hint=hint(e),
         )
         text = turn.route.config.fallback_text if isinstance(e, CircuitOpen) else e.user_message
+        partial, cut = self._size(turn).final(partial)
+        if cut:  # a failure message has no file: what fits, then the reason
+            partial += "\n\n…"
         message = f"{partial}\n\n⚠️ {text}" if partial.strip() else text
         await _safe_fail(turn.reply, message, turn.ref)
 

@@ -177,3 +177,49 @@ async def test_a_drop_where_dify_stored_nothing_shows_what_arrived_as_partial(
     assert reply.final == "Words that m"
     assert reply.extras is not None and reply.extras.partial
     assert any(PARTIAL in n for n in reply.extras.notices)
+
+
+# ---------------------------------------------------------------------- item 7: huge answers
+
+
+def _huge(total_chars: int) -> str:
+    para = "A paragraph of a very long answer that goes on and on about everything. " * 4
+    out = []
+    n = 0
+    i = 0
+    while n < total_chars:
+        line = f"{i}. {para}\n\n"
+        out.append(line)
+        n += len(line)
+        i += 1
+    return "".join(out)
+
+
+async def test_a_huge_answer_in_one_event_is_cut_to_the_message_cap_with_a_note(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    # 5 MB in one SSE event, as once flooded a thread with 40+ messages.
+    dify_app.answer = _huge(5_000_000)
+    dify_app.chunk_size = 10**7
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key, "MAX_MESSAGES_PER_ANSWER": "3"})
+    reply = await ask(svc, message(new_thread(), "tell me everything"))
+    assert reply.error is None and reply.final is not None and reply.extras is not None
+    cap = 3 * CONSOLE_LIMITS.max_message_chars
+    assert all(len(u) <= cap for u in reply.updates)  # never more than the cap on screen
+    assert 2 * CONSOLE_LIMITS.max_message_chars < len(reply.final) <= cap
+    assert dify_app.answer.startswith(reply.final.rstrip()[:1000])
+    # The console cannot attach a file: the answer is cut, and says so.
+    assert reply.extras.full_text_file is None
+    assert any("longer than 3 messages, so it was cut here" in n for n in reply.extras.notices)
+    assert reply.extras.dify_message_id  # a complete answer: feedback still works
+
+
+async def test_an_answer_that_fits_is_left_alone(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    dify_app.answer = _huge(150_000)
+    dify_app.chunk_size = 10**6
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key, "MAX_MESSAGES_PER_ANSWER": "3"})
+    reply = await ask(svc, message(new_thread(), "q"))
+    assert reply.final == dify_app.answer.strip() or reply.final == dify_app.answer
+    assert reply.extras is not None and not any("cut" in n for n in reply.extras.notices)
