@@ -544,8 +544,10 @@ class Bridge:
                 # One network read at a time: the events of a read are folded, then shown once.
                 async for batch in batches:
                     changed = False
+                    if not deadline.content_started:
+                        for ev in batch:
+                            saw(ev)
                     for ev in batch:
-                        saw(ev)
                         if not (saved_task and saved_conversation):
                             saved_task, saved_conversation = self._note_ids(
                                 turn, ev, ans, writes, saved_task, saved_conversation

@@ -223,3 +223,18 @@ async def test_an_answer_that_fits_is_left_alone(
     reply = await ask(svc, message(new_thread(), "q"))
     assert reply.final == dify_app.answer.strip() or reply.final == dify_app.answer
     assert reply.extras is not None and not any("cut" in n for n in reply.extras.notices)
+
+
+def test_a_cut_answer_splits_back_into_at_most_the_cap_and_never_breaks_a_code_block() -> None:
+    from app.answer_size import AnswerSize
+    from app.render import split_markdown
+
+    code = "```python\n" + "\n".join(f"print({i})" for i in range(3000)) + "\n```\n\n"
+    text = ("Some prose before the code. " * 40 + "\n\n" + code) * 20
+    size = AnswerSize(max_chars=5000, max_messages=4)
+    shown, cut = size.final(text)
+    assert cut
+    parts = split_markdown(shown, 5000)
+    assert len(parts) <= 4
+    assert all(p.count("```") % 2 == 0 for p in parts)
+    assert size.final("short")[0] == "short" and not size.final("short")[1]
