@@ -643,15 +643,17 @@ class Bridge:
             except DifyError as err:
                 log.warning("dify.recover_failed", error=type(err).__name__)
         conv, mid = e.conversation_id, e.message_id
+        # The tokens were spent even though message_end (which carries them) never arrived.
+        usage = {"total_tokens": stored.total_tokens} if stored and stored.total_tokens else {}
         if stored is not None and stored.completes(seen):
             log.info("dify.recovered", chars=len(stored.answer))
-            return Answer(text=stored.answer, conversation_id=conv, message_id=mid)
+            return Answer(text=stored.answer, conversation_id=conv, message_id=mid, usage=usage)
         text = stored.answer if stored is not None and len(stored.answer) > len(seen) else seen
         if not text.strip():
             raise e
         log.warning("dify.recovered_partial", chars=len(text),
                     dify_status=stored.status if stored else None)
-        return Answer(text=text, partial=True, conversation_id=conv, message_id=mid)
+        return Answer(text=text, partial=True, conversation_id=conv, message_id=mid, usage=usage)
 
     async def _finish(
         self,

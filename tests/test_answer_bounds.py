@@ -238,3 +238,22 @@ def test_a_cut_answer_splits_back_into_at_most_the_cap_and_never_breaks_a_code_b
     assert len(parts) <= 4
     assert all(p.count("```") % 2 == 0 for p in parts)
     assert size.final("short")[0] == "short" and not size.final("short")[1]
+
+
+async def test_the_tokens_of_an_answer_recovered_after_a_drop_are_still_counted(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    # message_end (which carries the usage) never arrived: Dify's stored message has the count.
+    from app.limits import month_of
+
+    dify_app.answer = "A complete answer that Dify finished and stored after the drop."
+    dify_app.chunk_size = 5
+    dify_app.faults.append(Fault.drop(after_chunks=2, stored="complete"))
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key})
+    reply = await ask(svc, message(new_thread(), "count me", speaker="U9"))
+    assert reply.final == dify_app.answer
+    stored = next(m for m in dify_app.messages.values() if m.query == "count me")
+    rows = await svc.bridge.limiter.usage(month=month_of(time.time()))
+    assert [(r.user, r.tokens) for r in rows if r.user == "U9"] == [
+        ("U9", stored.message_tokens + stored.answer_tokens)
+    ]

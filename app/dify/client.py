@@ -90,6 +90,9 @@ class StoredMessage:
     answer: str
     status: str
     error: str | None = None
+    # Dify's token count of the message (``total_tokens``, else ``message_tokens`` +
+    # ``answer_tokens``; newer Dify versions list them), 0 when not given.
+    total_tokens: int = 0
 
     @property
     def ended_normally(self) -> bool:
@@ -918,6 +921,7 @@ class DifyClient:
                     answer=answer if isinstance(answer, str) else "",
                     status=status if isinstance(status, str) else "normal",
                     error=error if isinstance(error, str) and error else None,
+                    total_tokens=_tokens(item),
                 )
         return None
 
@@ -952,6 +956,16 @@ class DifyClient:
         if not isinstance(data, list):
             raise DifyProtocolError("expected a 'data' list from Dify", code="protocol_error")
         return [d for d in data if isinstance(d, dict)]
+
+
+def _tokens(item: Mapping[str, Any]) -> int:
+    """A stored message's token count (0 when Dify does not list one)."""
+
+    def count(name: str) -> int:
+        v = item.get(name)
+        return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+    return count("total_tokens") or count("message_tokens") + count("answer_tokens")
 
 
 def _never(msg: str) -> NoReturn:  # pragma: no cover - exhaustiveness helper

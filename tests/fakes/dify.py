@@ -227,6 +227,9 @@ class FakeMessage:
     feedback: dict[str, Any] | None = None
     retriever_resources: list[dict[str, Any]] = field(default_factory=list)
     created_at: int = field(default_factory=lambda: int(time.time()))
+    # Set when the answer is saved at its end, as Dify does (0 while none is saved).
+    message_tokens: int = 0
+    answer_tokens: int = 0
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -243,6 +246,9 @@ class FakeMessage:
             "retriever_resources": self.retriever_resources,
             "agent_thoughts": [],
             "created_at": self.created_at,
+            "message_tokens": self.message_tokens,
+            "answer_tokens": self.answer_tokens,
+            "total_tokens": self.message_tokens + self.answer_tokens,
         }
 
 
@@ -1166,6 +1172,9 @@ class FakeDify:
         if gen.message is not None and gen.message.status == "normal":
             text = gen.app.replace_with if gen.app.replace_with is not None else gen.answer
             gen.message.answer = text
+            usage = gen.usage(max(1, -(-len(gen.answer) // max(1, int(gen.app.chunk_size)))))
+            gen.message.message_tokens = usage["prompt_tokens"]
+            gen.message.answer_tokens = usage["completion_tokens"]
 
     async def _mid_fault(
         self, request: web.Request, resp: web.StreamResponse, gen: _Gen, fault: Fault, partial: str
