@@ -4,6 +4,7 @@ silently, and a retried write never counts twice. Real Redis servers, stopped an
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import time
 import uuid
@@ -29,6 +30,7 @@ def own_redis() -> Iterator[RestartableRedis]:
     r.start()
     yield r
     r.stop()
+    shutil.rmtree(r.dir, ignore_errors=True)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
