@@ -54,6 +54,8 @@ class Answer:
     workflow_status: str | None = None
     first_text_at: float | None = None
     changed: bool = False
+    # Known to be incomplete (a broken stream whose end Dify could not confirm).
+    partial: bool = False
 
 
 def fold(ev: DifyEvent, ans: Answer) -> bool:

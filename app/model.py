@@ -140,6 +140,12 @@ class ReplyExtras:
     suggested: list[str] = field(default_factory=list)
     files: list[OutFile] = field(default_factory=list)
     stopped: bool = False
+    # The answer is known to be incomplete (its stream broke off and Dify could not confirm
+    # the end): a notice says so, and there is no message id, hence no feedback buttons.
+    partial: bool = False
+    # The whole answer as Markdown, when the text given to ``finish`` was cut to fit the thread
+    # and the platform attaches files: the reply puts it in the thread as a file.
+    full_text_file: str | None = None
     notices: list[str] = field(default_factory=list)
     # Route the answer came from, so buttons (feedback, suggestions, stop) find the Dify app again.
     route: str | None = None
@@ -180,6 +186,9 @@ class PlatformLimits:
     # Edits per minute shared by every answer in one workspace (Slack chat.update is ~50/min).
     workspace_edits_per_minute: float
     placeholder: str = "Thinking…"
+    # The reply can put a file in the thread: an answer too long for the thread's messages
+    # then comes whole as a file (ReplyExtras.full_text_file) instead of being cut.
+    attaches_files: bool = False
 
 
 class Adapter(Protocol):

@@ -287,6 +287,9 @@ class Service:
             await runner.cleanup()
         self._runners.clear()
         await self.dify.aclose()
+        if self.bridge.limiter is not None:
+            # Token usage is billing data: what still waits for Redis gets a last chance.
+            await self.bridge.limiter.aclose(timeout=5.0)
         await self.bridge.store.batch.aclose()
         await self.redis.close()
         log.info("server.stopped")

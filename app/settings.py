@@ -166,6 +166,11 @@ class RouteConfig(_Strict):
     reset_button: bool = True
     suggested_questions: bool = True
     show_sources: bool = True
+    # Bounds on one answer; unset means the environment's DIFY_FIRST_CONTENT_TIMEOUT,
+    # DIFY_ANSWER_TIMEOUT and MAX_MESSAGES_PER_ANSWER.
+    first_content_timeout: Annotated[float, Field(gt=0, le=86400)] | None = None
+    answer_timeout: Annotated[float, Field(gt=0, le=86400)] | None = None
+    max_messages_per_answer: Annotated[int, Field(ge=1, le=100)] | None = None
 
 
 class BridgeFile(_Strict):
@@ -285,6 +290,23 @@ class Settings(BaseSettings):
     )
     shutdown_grace_seconds: float = Field(
         25.0, ge=0, description="On SIGTERM, how long streaming answers may take to finish."
+    )
+    # --- Bounds on one answer (a Dify that only pings, a huge answer); routes may override.
+    dify_first_content_timeout: float = Field(
+        180.0, gt=0,
+        description="Seconds from the question to Dify's first event that is not a keep-alive "
+        "ping (text, a workflow step, an agent thought); then the Dify task is stopped and the "
+        "thread is told.",
+    )
+    dify_answer_timeout: float = Field(
+        900.0, gt=0,
+        description="Longest time one answer may stream; then the Dify task is stopped and the "
+        "text so far is shown, marked as cut off.",
+    )
+    max_messages_per_answer: int = Field(
+        10, ge=1, le=100,
+        description="Chat messages one answer may fill; the rest goes as a file where the "
+        "platform allows (Slack), else the answer is cut with a note.",
     )
 
     # --- Slack

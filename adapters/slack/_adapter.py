@@ -71,6 +71,8 @@ SLACK_LIMITS = PlatformLimits(
     min_edit_interval=1.5,
     workspace_edits_per_minute=6000.0,
     placeholder="Thinking…",
+    # An answer longer than the messages it may fill comes whole as a file (files.upload*).
+    attaches_files=True,
 )
 
 

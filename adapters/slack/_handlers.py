@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
@@ -327,7 +328,8 @@ class SlackHandlers:
                 kind=Kind.COMMAND,
                 starts_thread=True,
             )
-            self._bridge.submit(msg, ephemeral, self._limits)
+            # A response_url reply cannot attach a file: an over-long answer is cut instead.
+            self._bridge.submit(msg, ephemeral, replace(self._limits, attaches_files=False))
             return
         key = ThreadKey(PLATFORM, team, channel, ts)
         route = self._route(key)

@@ -20,7 +20,7 @@ import structlog
 
 from adapters.slack import _blocks as B
 from adapters.slack._budget import ChannelPacer, MethodWindow, UpdateBudget
-from adapters.slack._files import upload_out_files
+from adapters.slack._files import upload_out_files, upload_text
 from adapters.slack._webapi import SlackApi, SlackCallError
 from app.errors import PlatformError, PlatformRateLimited
 from app.model import ReplyExtras
@@ -181,6 +181,13 @@ class SlackReply:
             payloads[-1] = (last_text, last_blocks + tail)
             await self._sync(payloads, final=True)
         self._unreserve()
+        if extras.full_text_file is not None and not await upload_text(
+            self._api, self._session, extras.full_text_file, name="answer.md",
+            channel=self._channel, thread_ts=self._thread_ts,
+        ):
+            await self._post_quietly(
+                "I couldn't attach the whole answer as a file; the part above is all I can show."
+            )
         if extras.files:
             failed = await upload_out_files(
                 self._api,
