@@ -47,6 +47,7 @@ from app.model import (
     PlatformLimits,
     Reply,
     ReplyExtras,
+    ShowsSteps,
     ThreadKey,
 )
 from app.preflight import Preflight
@@ -517,6 +518,7 @@ class Bridge:
         push = scheduler.push
         batches = events.batches()
         shown = False
+        steps_view = turn.reply if isinstance(turn.reply, ShowsSteps) else None
         try:
             # One network read at a time: the events of a read are folded, then shown once.
             async for batch in batches:
@@ -530,6 +532,8 @@ class Bridge:
                         ttft.observe(ans.first_text_at - started)
                         log.info("dify.first_token", ms=int((ans.first_text_at - started) * 1000))
                     changed = changed or ans.changed
+                if changed and steps_view is not None and ans.steps:
+                    steps_view.show_steps(tuple(ans.steps))
                 if changed and (ans.text or ans.status):
                     if not shown and ans.text:
                         # The first words go out now, before the reads already waiting are
@@ -621,6 +625,9 @@ class Bridge:
             await self._chat_extras(client, turn, answer, extras)
         if not text.strip() and not extras.files:
             text = "(The assistant returned an empty answer.)"
+
+        if answer.steps and isinstance(turn.reply, ShowsSteps):
+            turn.reply.show_steps(tuple(answer.steps))
 
         async def finish() -> None:
             with span("platform.finish", platform=msg.key.platform, chars=len(text)):

@@ -34,6 +34,22 @@ Tier 3 = 50/min, Tier 4 = 100/min per (team, method) in a sliding 60 s window; `
 Sizes: ``msg_too_long`` for ``text`` over 4,000 characters, ``markdown`` blocks over 12,000
 characters together, or a single section text over 3,000 (``invalid_blocks``); more than 50 blocks
 is ``invalid_blocks``.
+
+slack_sdk is the referee for arguments and Block Kit: a call whose arguments do not fit the
+matching ``AsyncWebClient`` method's signature (a required one missing, an unknown one given)
+answers ``invalid_arguments``, blocks and streaming chunks that slack_sdk's models reject answer
+``invalid_blocks`` / ``invalid_chunks``; each case is also kept in ``fake.contract_errors`` so a
+test can assert there were none.
+
+The agent messaging experience (``features.agent_view``): ``assistant.threads.setStatus``
+(``statuses``; ``loading_messages`` ≤ 10), ``assistant.threads.setSuggestedPrompts`` (``prompts``;
+≤ 4 prompts; with a ``thread_ts`` in an agent-view DM Slack "silently fails": recorded with
+``shown=False``), ``assistant.threads.setTitle`` (``titles``), native streaming with
+``markdown_text``, ``task_update`` / ``plan_update`` / ``markdown_text`` / ``blocks`` chunks
+(``Message.tasks``, ``Message.plan_title``), ``stopStream`` blocks (feedback buttons). Slack's
+refusals last until lifted: ``refuse(method, error)`` (e.g. ``feature_not_enabled`` for
+``chat.startStream``), ``allow(method)``. Event builders: ``home_opened_event``,
+``context_changed_event``, ``thread_started_event``.
 """
 
 from __future__ import annotations
@@ -43,6 +59,7 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import inspect
 import itertools
 import json
 import time
@@ -53,6 +70,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import WSMsgType, web
+from slack_sdk.errors import SlackObjectFormationError
+from slack_sdk.models.blocks import Block
+from slack_sdk.models.messages.chunk import Chunk
+from slack_sdk.web.async_client import AsyncWebClient
 
 TIER2, TIER3, TIER4 = 20, 50, 100
 
@@ -66,6 +87,8 @@ METHOD_TIERS: dict[str, int] = {
     "chat.appendStream": TIER4,
     "chat.stopStream": TIER2,
     "assistant.threads.setStatus": 600,  # "Special"
+    "assistant.threads.setSuggestedPrompts": TIER4,
+    "assistant.threads.setTitle": TIER4,
     "conversations.replies": TIER3,
     "users.info": TIER4,
     "files.info": TIER4,
@@ -82,6 +105,76 @@ TEXT_LIMIT = 4000
 MARKDOWN_LIMIT = 12000
 SECTION_LIMIT = 3000
 MAX_BLOCKS = 50
+MAX_PROMPTS = 4
+MAX_LOADING_MESSAGES = 10
+TASK_STATUSES = frozenset({"pending", "in_progress", "complete", "error"})
+# Methods the fake serves without a slack_sdk method to check against (or before auth).
+_UNCHECKED = frozenset({"oauth.v2.access", "apps.connections.open"})
+
+
+def sdk_arguments_error(method: str, params: dict[str, Any]) -> str | None:
+    """Why ``params`` do not fit slack_sdk's ``AsyncWebClient`` method for ``method``, or None.
+
+    Required keyword arguments must be there; any other must be one the method names. Methods
+    the SDK does not wrap are not checked.
+    """
+    fn = getattr(AsyncWebClient, method.replace(".", "_"), None)
+    if fn is None or method in _UNCHECKED:
+        return None
+    sig = inspect.signature(fn)
+    named = {
+        n: p for n, p in sig.parameters.items()
+        if n != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    }
+    missing = [n for n, p in named.items() if p.default is p.empty and n not in params]
+    if missing:
+        return f"{method}: missing required argument(s) {missing}"
+    unknown = sorted(set(params) - set(named))
+    if unknown:
+        return f"{method}: argument(s) {unknown} are not in slack_sdk's {fn.__name__}()"
+    return None
+
+
+def block_kit_error(blocks: list[Any]) -> str | None:
+    """Why slack_sdk's Block Kit models reject ``blocks`` (required fields, limits), or None."""
+    for i, b in enumerate(blocks):
+        if not isinstance(b, dict) or "type" not in b:
+            return f"block {i} is not an object with a type"
+        try:
+            parsed = Block.parse(b)
+            if parsed is None:
+                return f"block {i}: unknown type {b['type']!r}"
+            parsed.to_dict()  # runs the models' validators (lengths, counts, required parts)
+        except (SlackObjectFormationError, TypeError, ValueError, KeyError) as e:
+            return f"block {i} ({b.get('type')}): {e}"
+    return None
+
+
+def chunks_error(chunks: Any) -> str | None:
+    """Why streaming ``chunks`` do not fit slack_sdk's chunk models, or None."""
+    if not isinstance(chunks, list):
+        return "chunks must be a list"
+    for i, c in enumerate(chunks):
+        if not isinstance(c, dict):
+            return f"chunk {i} is not an object"
+        try:
+            parsed = Chunk.parse(c)
+        except TypeError as e:  # a required field missing
+            return f"chunk {i} ({c.get('type')}): {e}"
+        if parsed is None:
+            return f"chunk {i}: unknown type {c.get('type')!r}"
+        unknown = set(c) - set(parsed.attributes)
+        if unknown:
+            return f"chunk {i} ({c['type']}): unknown field(s) {sorted(unknown)}"
+        if c["type"] == "task_update" and c.get("status") not in TASK_STATUSES:
+            return f"chunk {i}: status {c.get('status')!r} not in {sorted(TASK_STATUSES)}"
+        if c["type"] == "markdown_text" and len(str(c.get("text", ""))) > MARKDOWN_LIMIT:
+            return f"chunk {i}: markdown_text over {MARKDOWN_LIMIT} characters"
+        if c["type"] == "blocks":
+            err = block_kit_error(list(c.get("blocks") or []))
+            if err:
+                return f"chunk {i}: {err}"
+    return None
 
 
 def sign(secret: str, body: str, timestamp: int | None = None) -> dict[str, str]:
@@ -105,6 +198,8 @@ class Team:
     bot_id: str
     app_id: str = "A0FAKEAPP"
     enterprise_id: str | None = None
+    # The app's manifest has features.agent_view (DMs are agent threads).
+    agent_view: bool = True
 
 
 @dataclass
@@ -138,6 +233,10 @@ class Message:
     markdown: str = ""  # accumulated native-stream text
     files: list[str] = field(default_factory=list)
     deleted: bool = False
+    # Native streaming: task cards by id (the latest task_update of each), the plan's title.
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    plan_title: str = ""
+    task_display_mode: str = "timeline"
 
     def visible_text(self) -> str:
         """What a person reads: the markdown of the stream, else block text, else ``text``."""
@@ -168,6 +267,15 @@ class Message:
             if b.get("type") == "actions":
                 out.extend(e for e in b.get("elements", []) if e.get("type") == "button")
         return out
+
+    def feedback_buttons(self) -> dict[str, Any] | None:
+        """The ``feedback_buttons`` element of a ``context_actions`` block, if any."""
+        for b in self.blocks:
+            if b.get("type") == "context_actions":
+                for e in b.get("elements", []):
+                    if e.get("type") == "feedback_buttons":
+                        return dict(e)
+        return None
 
 
 @dataclass
@@ -236,6 +344,10 @@ class FakeSlack:
         self.oauth_codes: dict[str, Team] = {}
         self.oauth_client: tuple[str, str] | None = None
         self.statuses: list[dict[str, Any]] = []
+        self.prompts: list[dict[str, Any]] = []
+        self.titles: dict[tuple[str, str], str] = {}
+        self.refusals: dict[str, str] = {}
+        self.contract_errors: list[str] = []
         self.ratelimited: list[Call] = []
         self.ws_acks: dict[str, dict[str, Any]] = {}
         self._ack_events: dict[str, asyncio.Event] = {}
@@ -354,6 +466,13 @@ class FakeSlack:
         for _ in range(times):
             self.faults.append(Fault(method, error, st, retry_after, team))
 
+    def refuse(self, method: str, error: str = "feature_not_enabled") -> None:
+        """Slack refuses ``method`` (every call, every team) with ``error`` until :meth:`allow`."""
+        self.refusals[method] = error
+
+    def allow(self, method: str) -> None:
+        self.refusals.pop(method, None)
+
     def new_ts(self) -> str:
         """Strictly increasing message ts (seconds.microseconds), like Slack's."""
         self._last_us = max(int(time.time() * 1_000_000), self._last_us + 1)
@@ -405,6 +524,28 @@ class FakeSlack:
             "event_context": "4-" + uuid.uuid4().hex[:20],
         }
         return json.dumps(body)
+
+    def home_opened_event(
+        self, team: Team, user: str, channel: str, *, tab: str = "messages"
+    ) -> dict[str, Any]:
+        """``app_home_opened``: someone opened the app's Messages (or Home) tab."""
+        return {"type": "app_home_opened", "user": user, "channel": channel, "tab": tab,
+                "event_ts": self.new_ts()}
+
+    def context_changed_event(
+        self, team: Team, user: str, entities: list[dict[str, Any]] | None
+    ) -> dict[str, Any]:
+        """``app_context_changed`` (agent view only): what ``user`` looks at, most relevant
+        first (``context: {}`` when nothing). Slack's example shows no ``user``; ours has one."""
+        ctx: dict[str, Any] = {"entities": entities} if entities else {}
+        return {"type": "app_context_changed", "user": user, "context": ctx,
+                "event_ts": self.new_ts()}
+
+    def thread_started_event(self, team: Team, user: str, channel: str) -> dict[str, Any]:
+        """Legacy ``assistant_view``: ``assistant_thread_started`` with its thread."""
+        return {"type": "assistant_thread_started", "event_ts": self.new_ts(),
+                "assistant_thread": {"user_id": user, "channel_id": channel,
+                                     "thread_ts": self.new_ts(), "context": {}}}
 
     def event(
         self,
@@ -664,6 +805,14 @@ class FakeSlack:
                     else {}
                 )
                 return f.status, {"ok": False, "error": f.error}, headers
+        refusal = self.refusals.get(method)
+        if refusal is not None:
+            return 200, {"ok": False, "error": refusal}, {}
+        contract = sdk_arguments_error(method, params)
+        if contract is not None:
+            self.contract_errors.append(contract)
+            return 200, {"ok": False, "error": "invalid_arguments",
+                         "response_metadata": {"messages": [f"[ERROR] {contract}"]}}, {}
         wait = self._limited(team.id, method, params)
         if wait is not None:
             return (
@@ -728,6 +877,10 @@ class FakeSlack:
             return "msg_too_long"
         if not text and not blocks:
             return "no_text"
+        err = block_kit_error(blocks)
+        if err:
+            self.contract_errors.append(err)
+            return "invalid_blocks"
         return None
 
     def _find(self, channel: str, ts: str) -> Message | None:
@@ -819,6 +972,32 @@ class FakeSlack:
             return 200, {"ok": False, "error": "user_not_in_channel"}
         return 200, {"ok": True, "message_ts": self.new_ts()}
 
+    def _stream_chunks(self, p: dict[str, Any], m: Message | None) -> tuple[str, str | None]:
+        """Apply ``markdown_text`` and ``chunks`` of a stream call: (markdown added, error)."""
+        text = p.get("markdown_text")
+        if text is not None and not isinstance(text, str):
+            return "", "invalid_arguments"
+        md = text or ""
+        if len(md) > MARKDOWN_LIMIT:
+            return "", "msg_too_long"
+        chunks = p.get("chunks")
+        if chunks is None:
+            return md, None
+        err = chunks_error(chunks)
+        if err:
+            self.contract_errors.append(err)
+            return "", "invalid_chunks"
+        for c in chunks:
+            if c["type"] == "markdown_text":
+                md += str(c["text"])
+            elif m is not None and c["type"] == "task_update":
+                m.tasks[str(c["id"])] = dict(c)
+            elif m is not None and c["type"] == "plan_update":
+                m.plan_title = str(c["title"])
+            elif m is not None and c["type"] == "blocks":
+                m.blocks = [*m.blocks, *c["blocks"]]
+        return md, None
+
     def _m_chat_startStream(self, p: dict[str, Any], team: Team) -> tuple[int, dict[str, Any]]:
         channel = str(p.get("channel", ""))
         err = self._channel_error(channel)
@@ -831,9 +1010,9 @@ class FakeSlack:
                 return 200, {"ok": False, "error": "missing_recipient_user_id"}
             if not p.get("recipient_team_id"):
                 return 200, {"ok": False, "error": "missing_recipient_team_id"}
-        text = str(p.get("markdown_text") or "")
-        if len(text) > MARKDOWN_LIMIT:
-            return 200, {"ok": False, "error": "msg_too_long"}
+        mode = p.get("task_display_mode", "timeline")
+        if mode not in ("timeline", "plan"):
+            return 200, {"ok": False, "error": "invalid_arguments"}
         m = Message(
             ts=self.new_ts(),
             channel=channel,
@@ -842,8 +1021,12 @@ class FakeSlack:
             bot_id=team.bot_id,
             user=team.bot_user_id,
             streaming=True,
-            markdown=text,
+            task_display_mode=str(mode),
         )
+        md, err = self._stream_chunks(p, m)
+        if err:
+            return 200, {"ok": False, "error": err}
+        m.markdown = md
         self.messages[channel].append(m)
         return 200, {"ok": True, "channel": channel, "ts": m.ts}
 
@@ -854,8 +1037,13 @@ class FakeSlack:
             return 200, {"ok": False, "error": "message_not_found"}
         if not m.streaming:
             return 200, {"ok": False, "error": "message_not_in_streaming_state"}
-        delta = str(p.get("markdown_text") or "")
-        if len(delta) > MARKDOWN_LIMIT or len(m.markdown) + len(delta) > MARKDOWN_LIMIT * 4:
+        if p.get("markdown_text") is None and p.get("chunks") is None:
+            return 200, {"ok": False, "error": "invalid_arguments"}
+        delta, err = self._stream_chunks(p, m)
+        if err:
+            return 200, {"ok": False, "error": err}
+        if len(m.markdown) + len(delta) > MARKDOWN_LIMIT:
+            # One streamed message renders as one markdown block: 12,000 characters.
             return 200, {"ok": False, "error": "msg_too_long"}
         m.markdown += delta
         m.edits += 1
@@ -874,12 +1062,25 @@ class FakeSlack:
             return 200, {"ok": False, "error": "message_not_found"}
         if not m.streaming:
             return 200, {"ok": False, "error": "message_not_in_streaming_state"}
-        m.markdown += str(p.get("markdown_text") or "")
         blocks = p.get("blocks")
-        if isinstance(blocks, list):
-            if len(blocks) > MAX_BLOCKS:
+        if blocks is not None:
+            if not isinstance(blocks, list) or len(blocks) > MAX_BLOCKS:
                 return 200, {"ok": False, "error": "invalid_blocks"}
-            m.blocks = blocks
+            err = block_kit_error(blocks)
+            if err:
+                self.contract_errors.append(err)
+                return 200, {"ok": False, "error": "invalid_blocks"}
+        status = p.get("session_status")
+        if status is not None and status not in ("active", "processing", "suspended", "closed"):
+            return 200, {"ok": False, "error": "invalid_arguments"}
+        delta, err = self._stream_chunks(p, m)
+        if err:
+            return 200, {"ok": False, "error": err}
+        if len(m.markdown) + len(delta) > MARKDOWN_LIMIT:
+            return 200, {"ok": False, "error": "msg_too_long"}
+        m.markdown += delta
+        if isinstance(blocks, list):
+            m.blocks = [*m.blocks, *blocks]
         m.streaming = False
         m.text = m.markdown
         return 200, {"ok": True, "channel": channel, "ts": ts, "message": self._msg_json(m)}
@@ -893,14 +1094,59 @@ class FakeSlack:
             return 200, {"ok": False, "error": err}
         if not p.get("thread_ts") or "status" not in p:
             return 200, {"ok": False, "error": "invalid_arguments"}
+        loading = p.get("loading_messages")
+        if loading is not None and (
+            not isinstance(loading, list) or len(loading) > MAX_LOADING_MESSAGES
+        ):
+            return 200, {"ok": False, "error": "invalid_arguments"}
         self.statuses.append(
             {
                 "channel": channel,
                 "thread_ts": p["thread_ts"],
                 "status": p["status"],
+                "loading_messages": loading,
                 "time": time.time(),
             }
         )
+        return 200, {"ok": True}
+
+    def _m_assistant_threads_setSuggestedPrompts(
+        self, p: dict[str, Any], team: Team
+    ) -> tuple[int, dict[str, Any]]:
+        channel = str(p.get("channel_id", ""))
+        err = self._channel_error(channel)
+        if err:
+            return 200, {"ok": False, "error": err}
+        prompts = p.get("prompts")
+        if (
+            not isinstance(prompts, list)
+            or not 1 <= len(prompts) <= MAX_PROMPTS
+            or not all(
+                isinstance(x, dict) and isinstance(x.get("title"), str) and x["title"]
+                and isinstance(x.get("message"), str) and x["message"]
+                for x in prompts
+            )
+        ):
+            return 200, {"ok": False, "error": "invalid_arguments"}
+        thread_ts = p.get("thread_ts")
+        # Agent apps: prompts belong to the Messages tab; with a thread_ts the call "silently
+        # fails" (ok, but nothing shows).
+        shown = not (team.agent_view and channel.startswith("D") and thread_ts)
+        self.prompts.append({"channel": channel, "thread_ts": thread_ts, "title": p.get("title"),
+                             "prompts": prompts, "shown": shown, "time": time.time()})
+        return 200, {"ok": True}
+
+    def _m_assistant_threads_setTitle(
+        self, p: dict[str, Any], team: Team
+    ) -> tuple[int, dict[str, Any]]:
+        channel = str(p.get("channel_id", ""))
+        err = self._channel_error(channel)
+        if err:
+            return 200, {"ok": False, "error": err}
+        title = p.get("title")
+        if not p.get("thread_ts") or not isinstance(title, str) or not title:
+            return 200, {"ok": False, "error": "invalid_arguments"}
+        self.titles[(channel, str(p["thread_ts"]))] = title
         return 200, {"ok": True}
 
     def _m_conversations_replies(self, p: dict[str, Any], team: Team) -> tuple[int, dict[str, Any]]:
