@@ -618,6 +618,25 @@ class FakeSlack:
             ],
         }
 
+    def feedback_click(
+        self, team: Team, message: Message, *, positive: bool, user: str = "U0USER"
+    ) -> dict[str, Any]:
+        """The ``block_actions`` payload of a click on a ``feedback_buttons`` element: the
+        action's ``value`` is the clicked button's value."""
+        element = message.feedback_buttons()
+        if element is None:
+            raise AssertionError("the message has no feedback buttons")
+        button = element["positive_button" if positive else "negative_button"]
+        payload = self.block_action(team, message, {"action_id": element["action_id"]}, user=user)
+        payload["actions"] = [{
+            "type": "feedback_buttons",
+            "action_id": element["action_id"],
+            "block_id": "dify_feedback",
+            "value": button["value"],
+            "action_ts": f"{time.time():.6f}",
+        }]
+        return payload
+
     # ------------------------------------------------------------------ assertions helpers
 
     def thread(self, channel: str, thread_ts: str) -> list[Message]:
