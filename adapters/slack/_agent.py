@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from adapters.slack._budget import MethodWindow
 from adapters.slack._webapi import SlackApi
 from app.errors import BridgeError
 
@@ -39,6 +41,9 @@ _MESSAGE = 2000
 # The tab's prompts are set again at most this often per DM (app_home_opened fires on every
 # visit; setSuggestedPrompts is Tier 4 per workspace).
 PROMPTS_EVERY = 600.0
+# setSuggestedPrompts and setTitle are Tier 4 (100+/min per workspace): stay under it.
+PROMPTS_PER_MINUTE = 90
+TITLES_PER_MINUTE = 90
 VIEWING_TTL = 3600
 _VIEWING_MAX = 500
 
@@ -92,9 +97,17 @@ def describe_viewing(context: Any) -> str:
 class AgentView:
     """Prompts and viewing context of the agent experience, shared by every Slack listener."""
 
-    def __init__(self, *, store: RedisStore, params: ParamsCache) -> None:
+    def __init__(
+        self,
+        *,
+        store: RedisStore,
+        params: ParamsCache,
+        window: Callable[[str], MethodWindow] | None = None,
+    ) -> None:
         self._store = store
         self._params = params
+        # The workspace's setSuggestedPrompts budget; a burst of tab openings skips the extra.
+        self._window = window
         self._offered: dict[tuple[str, str, str], tuple[float, str]] = {}
 
     async def prompts_for(self, route: Route) -> Prompts | None:
@@ -125,6 +138,9 @@ class AgentView:
         if prompts is None:
             return False
         if seen is not None and seen[0] > now and seen[1] == prompts.digest:
+            return False
+        if self._window is not None and not self._window(team).try_take():
+            log.info("slack.prompts_skipped", reason="tier_budget")
             return False
         if len(self._offered) > 50_000:
             self._offered = {k: v for k, v in self._offered.items() if v[0] > now}

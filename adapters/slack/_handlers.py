@@ -16,7 +16,12 @@ import structlog
 from slack_bolt.context.async_context import AsyncBoltContext
 
 from adapters.slack import _blocks as B
-from adapters.slack._agent import AgentView, describe_viewing
+from adapters.slack._agent import (
+    PROMPTS_PER_MINUTE,
+    TITLES_PER_MINUTE,
+    AgentView,
+    describe_viewing,
+)
 from adapters.slack._budget import APPENDS_PER_MINUTE, STREAMS_PER_MINUTE, SlackBudgets
 from adapters.slack._ephemeral import ResponseUrlReply
 from adapters.slack._files import attachments_from_event, prefetch
@@ -107,7 +112,13 @@ class SlackHandlers:
         self.budgets = SlackBudgets()
         # Where Slack refused native streaming lately (answers there use edits meanwhile).
         self.refusals = Refusals()
-        self.agent = AgentView(store=store, params=bridge.params)
+        self.agent = AgentView(
+            store=store,
+            params=bridge.params,
+            window=lambda team: self.budgets.window(
+                team, "assistant.threads.setSuggestedPrompts", PROMPTS_PER_MINUTE
+            ),
+        )
 
     # ------------------------------------------------------------------ helpers
 
@@ -165,6 +176,9 @@ class SlackHandlers:
             streams=self.budgets.window(key.workspace, "streams", STREAMS_PER_MINUTE),
             appends=self.budgets.window(key.workspace, "chat.appendStream", APPENDS_PER_MINUTE),
             refusals=self.refusals,
+            titles=self.budgets.window(
+                key.workspace, "assistant.threads.setTitle", TITLES_PER_MINUTE
+            ),
         )
 
     async def _speaker(self, api: SlackApi, team: str, user: str, route: Route | None) -> Speaker:

@@ -80,6 +80,7 @@ class SlackReply:
         streams: MethodWindow | None = None,
         appends: MethodWindow | None = None,
         refusals: Refusals | None = None,
+        titles: MethodWindow | None = None,
     ) -> None:
         self._api = api
         self._session = session
@@ -94,6 +95,7 @@ class SlackReply:
         self._ts: list[str] = []
         self._shown: list[str] = []
         self._refusals = refusals
+        self._titles = titles
         refused = refusals.refused(team, is_dm) if refusals is not None else None
         self._native = options.native_streaming and refused is None
         self._stream: NativeStream | None = None
@@ -454,6 +456,9 @@ class SlackReply:
 
     async def _set_title(self, title: str) -> None:
         """The thread's title in the agent view's Messages tab (best effort)."""
+        if self._titles is not None and not self._titles.try_take():
+            log.info("slack.title_skipped", reason="tier_budget")
+            return
         try:
             await self._api.call(
                 "assistant.threads.setTitle",

@@ -779,8 +779,17 @@ class FakeSlack:
             m = self._find(channel, str(p.get("ts", "")))
             call.thread = (m.thread_ts or m.ts) if m is not None else None
         blocks = p.get("blocks") if isinstance(p.get("blocks"), list) else []
-        call.visible = bool(p.get("markdown_text")) or any(
-            isinstance(b, dict) and b.get("type") == "markdown" and b.get("text") for b in blocks
+        chunks = p.get("chunks") if isinstance(p.get("chunks"), list) else []
+        call.visible = (
+            bool(p.get("markdown_text"))
+            or any(
+                isinstance(b, dict) and b.get("type") == "markdown" and b.get("text")
+                for b in blocks
+            )
+            or any(
+                isinstance(c, dict) and c.get("type") == "markdown_text" and c.get("text")
+                for c in chunks
+            )
         )
 
     async def _record(self, request: web.Request) -> web.Response:
