@@ -290,6 +290,16 @@ async def test_a_refusal_in_the_middle_of_a_stream_loses_no_text(slack_bot):
     assert bot.fake.calls_to("chat.update", ok_only=True), "the streamed message is edited on"
 
 
+async def test_a_refused_stop_still_delivers_the_whole_answer_with_buttons(slack_bot):
+    bot = await slack_bot(bridge_yaml=_routes())
+    ev = _dm(bot, "last words")
+    bot.fake.fail_next("chat.stopStream", "not_allowed", times=2)
+    await bot.send(ev)
+    (answer,) = await bot.final(DM, ev["ts"])
+    assert answer.visible_text().strip() == "You said: last words"
+    assert "dify_like" in [b["action_id"] for b in answer.buttons()]
+
+
 async def test_channels_edit_by_default_and_stream_when_the_route_says_always(slack_bot):
     bot = await slack_bot(bridge_yaml=_routes())
     ev = bot.mention("channel question")

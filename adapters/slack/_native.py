@@ -178,7 +178,11 @@ class NativeStream:
             chunk = task_chunk(s)
             if self._steps_sent.get(chunk["id"]) != chunk:
                 out.append(chunk)
-        return out[-_MAX_CHUNKS:]
+        out = out[-_MAX_CHUNKS:]
+        if out and self._display == "plan" and not self._steps_sent:
+            # The plan block's heading, with its first task.
+            out.insert(0, {"type": "plan_update", "title": "Working on it"})
+        return out
 
     def _mark_sent(self, chunks: list[dict[str, Any]]) -> None:
         for c in chunks:
@@ -197,8 +201,6 @@ class NativeStream:
     async def _start(self, md: str, chunks: list[dict[str, Any]]) -> bool:
         if self._streams is not None and not self._streams.try_take():
             return False
-        if self._display == "plan" and not self._steps_sent and chunks:
-            chunks = [{"type": "plan_update", "title": "Working on it"}, *chunks]
         data = await self._api.call(
             "chat.startStream",
             channel=self._channel,
