@@ -13,7 +13,10 @@ import json
 import time
 from typing import Any
 
+import pytest
 import yaml
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
 from app.settings import RouteConfig
 from tests import test_slack_support as _support
@@ -364,6 +367,18 @@ async def test_a_route_can_pass_what_the_user_is_viewing_to_dify(slack_bot, dify
     assert _chats(bot)[-1].json["inputs"] == {"viewing": "channel:C0SALES"}
 
 
+async def test_context_stamped_on_the_message_itself_wins(slack_bot, dify_app):
+    dify_app.user_input_form = [{"text-input": {"variable": "viewing", "label": "Viewing",
+                                                "required": False, "max_length": 256}}]
+    bot = await slack_bot(bridge_yaml=_routes(inputs={"viewing": "viewing"}))
+    ev = _dm(bot, "what is this channel about?", app_context={"entities": [
+        {"type": "slack#/types/channel_id", "value": "C0DESIGN"},
+        {"type": "slack#/types/user_id", "value": "U0ANN"}]})
+    await bot.send(ev)
+    await bot.final(DM, ev["ts"])
+    assert _chats(bot)[-1].json["inputs"] == {"viewing": "channel:C0DESIGN, user:U0ANN"}
+
+
 async def test_what_the_user_views_is_not_kept_unless_a_route_asks_for_it(slack_bot):
     bot = await slack_bot(bridge_yaml=_routes())
     ctx = bot.fake.context_changed_event(bot.team, USER, [
@@ -380,6 +395,35 @@ async def test_what_the_user_views_is_not_kept_unless_a_route_asks_for_it(slack_
 
 
 # ------------------------------------------------------------------ the fake is checked too
+
+
+async def test_the_fake_slack_refuses_at_the_wire_what_slack_sdk_would_not_send(fake_slack):
+    team = fake_slack.add_team("T0WIRE")
+    client = AsyncWebClient(token=team.bot_token, base_url=fake_slack.api_url)
+    # An argument slack_sdk's method does not have: invalid_arguments, and noted.
+    with pytest.raises(SlackApiError) as refused:
+        await client.api_call("chat.startStream", json={
+            "channel": "D1", "thread_ts": "1.2", "markdown": "typo"})
+    assert refused.value.response["error"] == "invalid_arguments"
+    assert "markdown" in fake_slack.contract_errors[-1]
+    # A task card with a status Slack does not know.
+    with pytest.raises(SlackApiError) as refused:
+        await client.chat_startStream(channel="D1", thread_ts="1.2", chunks=[
+            {"type": "task_update", "id": "t", "title": "x", "status": "done"}])
+    assert refused.value.response["error"] == "invalid_chunks"
+    # Prompts with a thread in an agent DM: ok, but nothing shows ("silently fails").
+    await client.assistant_threads_setSuggestedPrompts(
+        channel_id="D1", thread_ts="1.2", prompts=[{"title": "a", "message": "b"}])
+    assert fake_slack.prompts[-1]["shown"] is False
+    # Refusals last until lifted.
+    fake_slack.refuse("assistant.threads.setTitle", "feature_not_enabled")
+    for _ in range(2):
+        with pytest.raises(SlackApiError) as refused:
+            await client.assistant_threads_setTitle(channel_id="D1", thread_ts="1.2", title="t")
+        assert refused.value.response["error"] == "feature_not_enabled"
+    fake_slack.allow("assistant.threads.setTitle")
+    await client.assistant_threads_setTitle(channel_id="D1", thread_ts="1.2", title="t")
+    assert fake_slack.titles[("D1", "1.2")] == "t"
 
 
 def test_the_fake_slack_checks_arguments_against_slack_sdk() -> None:
