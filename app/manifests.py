@@ -72,6 +72,7 @@ SLACK_LIFECYCLE_EVENTS: tuple[str, ...] = ("app_uninstalled", "tokens_revoked")
 SLACK_AGENT_EVENTS: dict[str, str] = {
     "app_home_opened": "offer the Dify app's suggested questions when the Messages tab opens",
     "app_context_changed": "know what the user is looking at (routes mapping the `viewing` input)",
+    "agent_session_stopped": "stop the Dify answer when someone clicks Slack's Stop button",
 }
 AGENT_DESCRIPTION_MAX = 300
 AGENT_PROMPTS_MAX = 4

@@ -74,7 +74,8 @@ def test_shipped_slack_manifest_asks_only_for_the_scopes_the_features_need() -> 
                       "files:read", "files:write", "users:read", "users:read.email"}
     assert set(m["settings"]["event_subscriptions"]["bot_events"]) == {
         "app_mention", "message.im", "message.mpim", "message.channels", "message.groups",
-        "app_home_opened", "app_context_changed", "app_uninstalled", "tokens_revoked"}
+        "app_home_opened", "app_context_changed", "agent_session_stopped", "app_uninstalled",
+        "tokens_revoked"}
     # No reactions, no user scopes, no admin scopes.
     assert "user" not in m["oauth_config"]["scopes"]
 

@@ -85,8 +85,11 @@ async def test_a_dm_is_answered_in_its_own_thread_with_status_stream_and_title(s
     (start,) = bot.fake.calls_to("chat.startStream")
     assert start.params["thread_ts"] == ev["ts"] and "recipient_user_id" not in start.params
     assert not bot.fake.calls_to("chat.update")
-    # The thread is titled with Dify's name for the conversation.
-    assert bot.fake.titles[(DM, ev["ts"])] == "what is our travel policy for conferences?"[:47]
+    # The thread is an agent session: processing (Slack's Stop button) while Dify works, active
+    # once the stream stopped, titled with Dify's name for the conversation.
+    session = bot.fake.sessions[(DM, ev["ts"])]
+    assert session["history"] == ["processing", "active"]
+    assert session["title"] == "what is our travel policy for conferences?"[:47]
     _clean(bot.fake)
 
 
@@ -108,7 +111,43 @@ async def test_a_reply_in_the_dm_thread_continues_its_conversation_a_new_message
     assert convs[0] in (None, "") and convs[1] and convs[2] in (None, "")
     assert len(bot.dify.conversations) == 2
     # Only the first answer of each conversation sets a title.
-    assert set(bot.fake.titles) == {(DM, first["ts"]), (DM, other["ts"])}
+    assert len(bot.fake.calls_to("agents.sessions.rename")) == 2
+    assert bot.fake.sessions[(DM, first["ts"])]["title"] == "hello"
+
+
+async def test_slacks_own_stop_button_stops_the_dify_answer(slack_bot):
+    bot = await slack_bot(bridge_yaml=_routes())
+    bot.dify.answer = "A long story that goes on and on. " * 40
+    bot.dify.chunk_size = 8
+    bot.dify.chunk_delay = 0.05
+    ev = _dm(bot, "tell me a long story")
+    await bot.send(ev)
+    await bot.fake.wait_for(lambda: bot.fake.calls_to("chat.startStream", ok_only=True))
+    await bot.send(bot.fake.session_stopped_event(bot.team, USER, DM, ev["ts"]))
+
+    (answer,) = await bot.final(DM, ev["ts"], timeout=20)
+    assert "Stopped" in answer.context_text()
+    assert len(answer.visible_text()) < len(bot.dify.answer)
+    assert any(r.path.endswith("/stop") for r in bot.dify_requests())
+    assert bot.fake.sessions[(DM, ev["ts"])]["status"] == "active"
+
+
+async def test_an_app_that_is_no_agent_answers_without_sessions_and_titles_the_thread(
+    slack_bot,
+):
+    bot = await slack_bot(bridge_yaml=_routes())
+    bot.team.agent_view = False
+    try:
+        first = _dm(bot, "first question")
+        await bot.send(first)
+        await bot.final(DM, first["ts"])
+        second = _dm(bot, "second question")
+        await bot.send(second)
+        await bot.final(DM, second["ts"])
+    finally:
+        bot.team.agent_view = True
+    assert [c.error for c in bot.fake.calls_to("agents.sessions.setStatus")] == ["not_an_agent"]
+    assert bot.fake.titles[(DM, first["ts"])] == "first question"
 
 
 # ------------------------------------------------------------------ suggested prompts

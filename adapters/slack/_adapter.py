@@ -180,6 +180,7 @@ class SlackAdapter:
         app.event("app_home_opened")(h.on_home_opened)
         app.event("app_context_changed")(h.on_context_changed)
         app.event("assistant_thread_started")(h.on_thread_started)
+        app.event("agent_session_stopped")(h.on_session_stopped)
         # Anything else we receive is acknowledged, so Slack never retries or disables the app.
         app.event(re.compile(r".*"))(h.on_other_event)
         app.command(command)(h.on_command)

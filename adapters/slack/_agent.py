@@ -44,6 +44,9 @@ PROMPTS_EVERY = 600.0
 # setSuggestedPrompts and setTitle are Tier 4 (100+/min per workspace): stay under it.
 PROMPTS_PER_MINUTE = 90
 TITLES_PER_MINUTE = 90
+# agents.sessions.setStatus: two calls per answer (processing, then active) in a tier we assume
+# to be Tier 4.
+SESSIONS_PER_MINUTE = 45
 VIEWING_TTL = 3600
 _VIEWING_MAX = 500
 

@@ -18,6 +18,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from adapters.slack import _blocks as B
 from adapters.slack._agent import (
     PROMPTS_PER_MINUTE,
+    SESSIONS_PER_MINUTE,
     TITLES_PER_MINUTE,
     AgentView,
     describe_viewing,
@@ -112,6 +113,8 @@ class SlackHandlers:
         self.budgets = SlackBudgets()
         # Where Slack refused native streaming lately (answers there use edits meanwhile).
         self.refusals = Refusals()
+        # Where Slack refused agent sessions lately (the app is not declared an agent).
+        self.session_refusals = Refusals()
         self.agent = AgentView(
             store=store,
             params=bridge.params,
@@ -176,6 +179,9 @@ class SlackHandlers:
             streams=self.budgets.window(key.workspace, "streams", STREAMS_PER_MINUTE),
             appends=self.budgets.window(key.workspace, "chat.appendStream", APPENDS_PER_MINUTE),
             refusals=self.refusals,
+            session_refusals=self.session_refusals,
+            # A session costs two calls (processing, then active or stopStream): half the tier.
+            sessions=self.budgets.window(key.workspace, "agents.sessions", SESSIONS_PER_MINUTE),
             titles=self.budgets.window(
                 key.workspace, "assistant.threads.setTitle", TITLES_PER_MINUTE
             ),
@@ -354,6 +360,32 @@ class SlackHandlers:
         await self.agent.offer_prompts(
             self.api(context.bot_token), route, team=team, channel=channel, thread_ts=thread_ts
         )
+
+    async def on_session_stopped(
+        self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
+        """Slack's own Stop button of an agent session: stop the Dify answer in that thread
+        (Slack already stopped its streams; the answer ends with what had arrived)."""
+        team = context.team_id or _s(body, "team_id") or context.enterprise_id or ""
+        channel, thread_ts = _s(event, "channel"), _s(event, "thread_ts")
+        if not (team and channel and thread_ts):
+            log.debug("slack.ignored", reason="agent_session_stopped_without_thread")
+            return
+        try:
+            stopped = await self._bridge.stop(thread=ThreadKey(PLATFORM, team, channel, thread_ts))
+        except BridgeError as e:
+            log.warning("slack.stop_failed", error=type(e).__name__)
+            stopped = False
+        if not stopped:
+            # Nothing runs any more (it just finished): the session must still leave
+            # "processing", which Slack does not do by itself.
+            try:
+                await self.api(context.bot_token).call(
+                    "agents.sessions.setStatus", channel_id=channel, thread_ts=thread_ts,
+                    status="active",
+                )
+            except BridgeError as e:
+                log.info("slack.agent_session_failed", code=getattr(e, "code", "ratelimited"))
 
     async def on_context_changed(
         self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext

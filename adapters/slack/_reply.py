@@ -23,6 +23,7 @@ from adapters.slack import _blocks as B
 from adapters.slack._budget import ChannelPacer, MethodWindow, UpdateBudget
 from adapters.slack._files import upload_out_files
 from adapters.slack._native import NativeStream, Refusals
+from adapters.slack._session import AgentSession
 from adapters.slack._webapi import SlackApi, SlackCallError
 from app.errors import PlatformError, PlatformRateLimited
 from app.model import ReplyExtras, Step
@@ -81,6 +82,8 @@ class SlackReply:
         appends: MethodWindow | None = None,
         refusals: Refusals | None = None,
         titles: MethodWindow | None = None,
+        session_refusals: Refusals | None = None,
+        sessions: MethodWindow | None = None,
     ) -> None:
         self._api = api
         self._session = session
@@ -96,6 +99,14 @@ class SlackReply:
         self._shown: list[str] = []
         self._refusals = refusals
         self._titles = titles
+        # DMs with an agent app are agent sessions (Slack's own Stop button, titles).
+        self._agent_session = (
+            AgentSession(api, team=team, channel=channel, thread_ts=thread_ts,
+                         refusals=session_refusals, window=sessions)
+            if is_dm and session_refusals is not None
+            else None
+        )
+        self._session_begun = False
         refused = refusals.refused(team, is_dm) if refusals is not None else None
         self._native = options.native_streaming and refused is None
         self._stream: NativeStream | None = None
@@ -132,6 +143,9 @@ class SlackReply:
     async def start(self, placeholder: str) -> None:
         # Progress on the thread's status line costs no message and no chat.update: the first
         # text then arrives as a new message. Without status support, a placeholder message.
+        if self._agent_session is not None:
+            await self._agent_session.begin()
+            self._session_begun = self._agent_session.open
         if await self._set_status(placeholder):
             self._status_task = asyncio.create_task(self._refresh_status())
             return
@@ -179,7 +193,13 @@ class SlackReply:
             suggested=self._opt.suggested_questions,
             reset=self._opt.reset_button,
         )
-        if not (self._native and await self._native_finish(text, extras)):
+        streamed = self._native and await self._native_finish(text, extras)
+        if self._agent_session is not None:
+            if streamed:
+                self._agent_session.ended_by_stream()
+            else:
+                await self._agent_session.end()
+        if not streamed:
             parts = B.split(text)
             payloads = [(B.fallback_text(p), B.answer_blocks(p)) for p in parts]
             last_text, last_blocks = payloads[-1]
@@ -207,6 +227,8 @@ class SlackReply:
         self._stop_status()
         if self._status_on:
             await self._clear_status()
+        if self._agent_session is not None:
+            await self._agent_session.end()
         text = f"{message}\n\n(Reference: {ref})"
         parts = B.split(message) if message.strip() else [""]
         payloads = [(B.fallback_text(p), B.answer_blocks(p)) for p in parts[:-1]]
@@ -455,9 +477,13 @@ class SlackReply:
         return True
 
     async def _set_title(self, title: str) -> None:
-        """The thread's title in the agent view's Messages tab (best effort)."""
+        """The thread's title in the agent view's Messages tab (best effort): the agent
+        session's title where there is one, else the assistant thread's."""
         if self._titles is not None and not self._titles.try_take():
             log.info("slack.title_skipped", reason="tier_budget")
+            return
+        session = self._agent_session
+        if session is not None and self._session_begun and await session.rename(title):
             return
         try:
             await self._api.call(

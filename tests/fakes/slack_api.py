@@ -44,12 +44,15 @@ test can assert there were none.
 The agent messaging experience (``features.agent_view``): ``assistant.threads.setStatus``
 (``statuses``; ``loading_messages`` ≤ 10), ``assistant.threads.setSuggestedPrompts`` (``prompts``;
 ≤ 4 prompts; with a ``thread_ts`` in an agent-view DM Slack "silently fails": recorded with
-``shown=False``), ``assistant.threads.setTitle`` (``titles``), native streaming with
+``shown=False``), ``assistant.threads.setTitle`` (``titles``), agent sessions
+(``agents.sessions.setStatus`` / ``rename``: ``sessions``; ``not_an_agent`` for a team with
+``agent_view=False``), native streaming with
 ``markdown_text``, ``task_update`` / ``plan_update`` / ``markdown_text`` / ``blocks`` chunks
 (``Message.tasks``, ``Message.plan_title``), ``stopStream`` blocks (feedback buttons). Slack's
 refusals last until lifted: ``refuse(method, error)`` (e.g. ``feature_not_enabled`` for
 ``chat.startStream``), ``allow(method)``. Event builders: ``home_opened_event``,
-``context_changed_event``, ``thread_started_event``.
+``context_changed_event``, ``thread_started_event``, ``session_stopped_event`` (Slack's Stop
+button: the thread's live streams end).
 """
 
 from __future__ import annotations
@@ -89,6 +92,9 @@ METHOD_TIERS: dict[str, int] = {
     "assistant.threads.setStatus": 600,  # "Special"
     "assistant.threads.setSuggestedPrompts": TIER4,
     "assistant.threads.setTitle": TIER4,
+    # No tier is documented for agent sessions: we assume Tier 4.
+    "agents.sessions.setStatus": TIER4,
+    "agents.sessions.rename": TIER4,
     "conversations.replies": TIER3,
     "users.info": TIER4,
     "files.info": TIER4,
@@ -108,6 +114,7 @@ MAX_BLOCKS = 50
 MAX_PROMPTS = 4
 MAX_LOADING_MESSAGES = 10
 TASK_STATUSES = frozenset({"pending", "in_progress", "complete", "error"})
+SESSION_STATUSES = frozenset({"processing", "active", "suspended", "closed"})
 # Methods the fake serves without a slack_sdk method to check against (or before auth).
 _UNCHECKED = frozenset({"oauth.v2.access", "apps.connections.open"})
 
@@ -346,6 +353,8 @@ class FakeSlack:
         self.statuses: list[dict[str, Any]] = []
         self.prompts: list[dict[str, Any]] = []
         self.titles: dict[tuple[str, str], str] = {}
+        # Agent sessions by (channel, thread_ts): {"status", "title", "history": [statuses]}.
+        self.sessions: dict[tuple[str, str], dict[str, Any]] = {}
         self.refusals: dict[str, str] = {}
         self.contract_errors: list[str] = []
         self.ratelimited: list[Call] = []
@@ -539,6 +548,17 @@ class FakeSlack:
         first (``context: {}`` when nothing). Slack's example shows no ``user``; ours has one."""
         ctx: dict[str, Any] = {"entities": entities} if entities else {}
         return {"type": "app_context_changed", "user": user, "context": ctx,
+                "event_ts": self.new_ts()}
+
+    def session_stopped_event(self, team: Team, user: str, channel: str, thread_ts: str
+                              ) -> dict[str, Any]:
+        """Someone clicked Slack's Stop button of an agent session: Slack stops the app's live
+        streams in that thread (listed in ``streaming_message_ts``) and sends this event."""
+        stopped = [m.ts for m in self.thread(channel, thread_ts) if m.streaming]
+        for ts in stopped:
+            self.expire_stream(channel, ts)
+        return {"type": "agent_session_stopped", "user": user, "channel": channel,
+                "thread_ts": thread_ts, "streaming_message_ts": stopped,
                 "event_ts": self.new_ts()}
 
     def thread_started_event(self, team: Team, user: str, channel: str) -> dict[str, Any]:
@@ -1111,7 +1131,45 @@ class FakeSlack:
             m.blocks = [*m.blocks, *blocks]
         m.streaming = False
         m.text = m.markdown
+        session = self.sessions.get((channel, str(m.thread_ts)))
+        if session is not None:  # stopStream moves the thread's session on (default: active)
+            self._session_status(session, str(status or "active"))
         return 200, {"ok": True, "channel": channel, "ts": ts, "message": self._msg_json(m)}
+
+    @staticmethod
+    def _session_status(session: dict[str, Any], status: str) -> None:
+        session["status"] = status
+        session["history"].append(status)
+
+    def _m_agents_sessions_setStatus(
+        self, p: dict[str, Any], team: Team
+    ) -> tuple[int, dict[str, Any]]:
+        channel, thread_ts = str(p.get("channel_id", "")), p.get("thread_ts")
+        err = self._channel_error(channel)
+        if err:
+            return 200, {"ok": False, "error": err}
+        status = p.get("status")
+        if status not in SESSION_STATUSES or not thread_ts:
+            return 200, {"ok": False, "error": "invalid_arguments"}
+        if not team.agent_view:
+            return 200, {"ok": False, "error": "not_an_agent"}
+        session = self.sessions.setdefault(
+            (channel, str(thread_ts)), {"status": None, "title": p.get("title"), "history": []})
+        self._session_status(session, str(status))
+        return 200, {"ok": True, "status": status, "title": session["title"]}
+
+    def _m_agents_sessions_rename(
+        self, p: dict[str, Any], team: Team
+    ) -> tuple[int, dict[str, Any]]:
+        channel, thread_ts = str(p.get("channel_id", "")), str(p.get("thread_ts") or "")
+        session = self.sessions.get((channel, thread_ts))
+        if session is None:
+            return 200, {"ok": False, "error": "session_not_found"}
+        title = p.get("title")
+        if not isinstance(title, str) or not 0 < len(title) <= 200:
+            return 200, {"ok": False, "error": "invalid_arguments"}
+        session["title"] = title
+        return 200, {"ok": True, "title": title}
 
     def _m_assistant_threads_setStatus(
         self, p: dict[str, Any], team: Team
