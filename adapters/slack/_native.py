@@ -157,20 +157,11 @@ class NativeStream:
         self._base = 0  # where the current message's part of the text starts
         self._prefix = ""  # what the current message shows before text[_base:] (a reopened fence)
         self._steps_sent: dict[str, dict[str, Any]] = {}
-        self.finished = False
 
     @property
     def message_ts(self) -> list[str]:
         """Every message this answer streamed into, oldest first."""
         return [*self._done, *([self._ts] if self._ts else [])]
-
-    @property
-    def live(self) -> str | None:
-        return self._ts
-
-    def accepts(self, text: str) -> bool:
-        """False when ``text`` no longer continues what was streamed (Dify replaced the answer)."""
-        return defuse(text).startswith(self._text)
 
     def _step_chunks(self, steps: Sequence[Step]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -296,7 +287,6 @@ class NativeStream:
             self._text, delta, chunks = text, "", []
         await self._stop(delta, chunks, blocks[:50])
         self._text = text
-        self.finished = True
         return True
 
     async def stop_quietly(self) -> None:
