@@ -107,6 +107,9 @@ class IncomingMessage:
     # nothing written earlier can be on its way in the same thread, so the thread lock need not
     # wait for one.
     starts_thread: bool = False
+    # What the person is looking at in their client (Slack agent view: app_context_changed),
+    # e.g. "channel:C0123"; only filled when a route maps the ``viewing`` input.
+    viewing: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +152,31 @@ class ReplyExtras:
     notices: list[str] = field(default_factory=list)
     # Route the answer came from, so buttons (feedback, suggestions, stop) find the Dify app again.
     route: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One thing Dify does on the way to an answer (a tool call, a workflow node, retrieval).
+
+    ``state``: ``running``, ``done`` or ``failed``. ``detail`` is a short line (the tool's
+    input); ``output`` what it returned, shortened (a tool's observation).
+    """
+
+    id: str
+    title: str
+    state: str = "running"
+    detail: str = ""
+    output: str = ""
+
+
+@runtime_checkable
+class ShowsSteps(Protocol):
+    """A reply that can show Dify's steps one by one (Slack's task cards), not only the latest
+    as a status line. The pipeline hands over the steps before each ``update`` and ``finish``;
+    the reply shows them with its next call to the platform."""
+
+    def show_steps(self, steps: tuple[Step, ...]) -> None:
+        """Remember ``steps`` (all of them so far, oldest first) for the next update."""
 
 
 @runtime_checkable

@@ -51,6 +51,7 @@ from app.model import (
     PlatformLimits,
     Reply,
     ReplyExtras,
+    ShowsSteps,
     ThreadKey,
 )
 from app.preflight import Preflight
@@ -539,6 +540,7 @@ class Bridge:
                 text = text[: 2 * size.stream_chars]
             return size.streaming(_restore_partial(text, restorer))
 
+        steps_view = turn.reply if isinstance(turn.reply, ShowsSteps) else None
         try:
             async with deadline:
                 # One network read at a time: the events of a read are folded, then shown once.
@@ -557,6 +559,8 @@ class Bridge:
                             ttft.observe(waited)
                             log.info("dify.first_token", ms=int(waited * 1000))
                         changed = changed or ans.changed
+                    if changed and steps_view is not None and ans.steps:
+                        steps_view.show_steps(tuple(ans.steps))
                     if changed and (ans.text or ans.status):
                         if not shown and ans.text:
                             # The first words go out now, before the reads already waiting are
@@ -694,6 +698,9 @@ class Bridge:
             extras.notices.append(cut_notice(self._size(turn).max_messages, attached=attach))
         if not text.strip() and not extras.files:
             text = "(The assistant returned an empty answer.)"
+
+        if answer.steps and isinstance(turn.reply, ShowsSteps):
+            turn.reply.show_steps(tuple(answer.steps))
 
         async def finish() -> None:
             with span("platform.finish", platform=msg.key.platform, chars=len(text)):

@@ -60,7 +60,13 @@ InputSource = Literal[
     "platform",
     "permalink",
     "history",
+    # Slack agent view: what the user is looking at (app_context_changed), e.g. "channel:C0123".
+    "viewing",
 ]
+
+# Slack native streaming (chat.startStream/appendStream/stopStream): "dm" streams in direct
+# messages (the agent view) and edits in channels; "always" streams everywhere; "off" edits.
+NativeStreaming = Literal["dm", "always", "off"]
 
 
 class _Strict(BaseModel):
@@ -150,8 +156,12 @@ class RouteConfig(_Strict):
     edit_interval: Annotated[float, Field(ge=0.2, le=60)] = 1.5
     # Slack/Teams: keep answering in a thread the bot is part of without a new mention.
     continue_in_thread: bool = True
-    # Slack: use chat.startStream/appendStream/stopStream instead of chat.update edits.
-    native_streaming: bool = False
+    # Slack: where answers use native streaming instead of chat.update edits (true = "always",
+    # false = "off" are accepted too). Slack refusing it falls back to edits on its own.
+    native_streaming: NativeStreaming = "dm"
+    # Slack native streaming: Dify's steps as cards between the text ("timeline") or grouped in
+    # one plan block ("plan").
+    task_display: Literal["timeline", "plan"] = "timeline"
     # Words that start a fresh Dify conversation in the same thread.
     reset_words: tuple[str, ...] = ("reset", "new topic")
     # Earlier thread messages passed to Dify when ``inputs`` maps ``history``.
@@ -171,6 +181,14 @@ class RouteConfig(_Strict):
     first_content_timeout: Annotated[float, Field(gt=0, le=86400)] | None = None
     answer_timeout: Annotated[float, Field(gt=0, le=86400)] | None = None
     max_messages_per_answer: Annotated[int, Field(ge=1, le=100)] | None = None
+
+    @field_validator("native_streaming", mode="before")
+    @classmethod
+    def _streaming_bool(cls, v: Any) -> Any:
+        # Before "dm" existed the switch was a boolean.
+        if isinstance(v, bool):
+            return "always" if v else "off"
+        return v
 
 
 class BridgeFile(_Strict):

@@ -4,6 +4,13 @@ Run (from the repo root, Redis on 127.0.0.1:6379 or REDIS_URL)::
 
     .venv/bin/python bench/bench_slack.py                    # 100 mentions, 25 channels
     .venv/bin/python bench/bench_slack.py --mentions 100 --channels 1
+    .venv/bin/python bench/bench_slack.py --mode native      # Slack's native streaming
+
+``--mode edits`` (default) answers with ``chat.postMessage`` + ``chat.update``; ``--mode native``
+routes every channel to native streaming (``native_streaming: always``: ``chat.startStream`` /
+``appendStream`` / ``stopStream``, Tier 2 / 4 / 2 per workspace), where answers beyond the stream
+tier go to edits. ``--dms`` sends each question as a DM to the agent (its own thread in its own
+DM) instead of a mention: native streaming by default, edits with ``--mode edits``.
 
 Three processes: dify-bridge (the Slack adapter on the core server, request signatures checked)
 runs alone in a child process whose CPU time is measured; a Dify-compatible SSE server
@@ -29,9 +36,11 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import psutil
@@ -95,6 +104,8 @@ def mention_body(i: int, channel: str, ts: str) -> str:
         "team": TEAM,
         "event_ts": ts,
     }
+    if channel.startswith("D"):  # a DM to the agent: a message.im, no mention
+        event.update(type="message", channel_type="im", text=f"question number {i}?")
     return json.dumps(
         {
             "token": "unused",
@@ -191,7 +202,18 @@ def cpu_seconds(proc: psutil.Process) -> float:
     return float(t.user + t.system)
 
 
-async def run(mentions: int, channels: int, events: int, chunk: int, delay: float) -> None:
+def _finished(m: Any) -> bool:
+    """The final answer is shown: thumbs under an edited answer, feedback buttons under a
+    streamed one."""
+    return m.feedback_buttons() is not None or any(
+        b.get("action_id") == "dify_like" for b in m.buttons()
+    )
+
+
+async def run(
+    mentions: int, channels: int, events: int, chunk: int, delay: float, mode: str = "edits",
+    dms: bool = False,
+) -> None:
     sse, dify_url = spawn(
         [sys.executable, "bench/_sse_server.py", str(events), str(chunk), str(delay)]
     )
@@ -214,6 +236,19 @@ async def run(mentions: int, channels: int, events: int, chunk: int, delay: floa
         "SLACK_API_URL": fake.api_url,
         "GC_TUNING": os.environ.get("GC_TUNING", "true"),
     }
+    config = None
+    if mode == "native" and not dms:
+        config = tempfile.NamedTemporaryFile(  # noqa: SIM115 - removed in the finally below
+            "w", suffix=".yaml", delete=False)
+        config.write("routes:\n  - name: bench\n    native_streaming: always\n")
+        config.close()
+        env["BRIDGE_CONFIG"] = config.name
+    if mode == "edits" and dms:
+        config = tempfile.NamedTemporaryFile(  # noqa: SIM115 - removed in the finally below
+            "w", suffix=".yaml", delete=False)
+        config.write("routes:\n  - name: bench\n    native_streaming: off\n")
+        config.close()
+        env["BRIDGE_CONFIG"] = config.name
     bridge, base_url = await spawn_async([sys.executable, __file__, "--serve", json.dumps(env)])
     bridge_ps = psutil.Process(bridge.pid)
     try:
@@ -227,7 +262,9 @@ async def run(mentions: int, channels: int, events: int, chunk: int, delay: floa
             base = time.time()
             requests = []
             for i in range(mentions):
-                channel, ts = f"C{i % channels:08d}", f"{int(base)}.{i:06d}"
+                channel, ts = (
+                    f"D{i:08d}" if dms else f"C{i % channels:08d}", f"{int(base)}.{i:06d}"
+                )
                 body = mention_body(i, channel, ts)
                 requests.append((channel, ts, raw_request(host, body)))
             sent_at: dict[str, float] = {}
@@ -252,11 +289,7 @@ async def run(mentions: int, channels: int, events: int, chunk: int, delay: floa
                 done = sum(
                     1
                     for ch, ts in {(r[0], r[1]) for r in requests}
-                    if any(
-                        b.get("action_id") == "dify_like"
-                        for m in fake.bot_messages(ch, ts)
-                        for b in m.buttons()
-                    )
+                    if any(_finished(m) for m in fake.bot_messages(ch, ts))
                 )
                 if done == mentions:
                     break
@@ -270,10 +303,14 @@ async def run(mentions: int, channels: int, events: int, chunk: int, delay: floa
         sse.terminate()
         sse.wait(5)
         await fake.close()
+        if config is not None:
+            os.unlink(config.name)
 
     first_text: dict[str, float] = {}
     updates: dict[str, int] = {}
     posts: dict[str, int] = {}
+    streams: dict[str, int] = {}
+    appends: dict[str, int] = {}
     for c in fake.calls:
         if c.error or not c.thread:
             continue
@@ -283,14 +320,27 @@ async def run(mentions: int, channels: int, events: int, chunk: int, delay: floa
             updates[c.thread] = updates.get(c.thread, 0) + 1
         if c.method == "chat.postMessage":
             posts[c.thread] = posts.get(c.thread, 0) + 1
+        if c.method == "chat.startStream":
+            streams[c.thread] = streams.get(c.thread, 0) + 1
+        if c.method == "chat.appendStream":
+            appends[c.thread] = appends.get(c.thread, 0) + 1
     latencies = [first_text[ts] - at for ts, at in sent_at.items() if ts in first_text]
     per_answer = [updates.get(ts, 0) for ts in sent_at]
     answered = sum(1 for ts in sent_at if ts in first_text)
     print(
-        f"mentions answered: {answered}/{mentions} in {channels} channel(s), {wall:.1f} s "
-        f"(answers ~{events * delay:.0f} s, {events} events of {chunk} chars)"
+        f"mode {mode}: {'DMs' if dms else 'mentions'} answered: {answered}/{mentions} in "
+        f"{mentions if dms else channels} channel(s), "
+        f"{wall:.1f} s (answers ~{events * delay:.0f} s, {events} events of {chunk} chars)"
     )
     print(f"429s received: {len(fake.ratelimited)} (target 0)")
+    refused = [c for c in fake.calls if c.error and c.error != "ratelimited"]
+    print(f"other Slack errors: {len(refused)}; contract errors: {len(fake.contract_errors)}")
+    if mode == "native":
+        print(
+            f"answers streamed natively: {len(streams)}/{mentions} (chat.startStream is Tier 2 "
+            f"per workspace; the rest used edits); chat.appendStream per streamed answer: mean "
+            f"{statistics.mean(appends.get(t, 0) for t in streams) if streams else 0:.1f}"
+        )
     print(
         f"chat.update per answer: mean {statistics.mean(per_answer):.2f}, "
         f"min {min(per_answer)}, max {max(per_answer)}; chat.postMessage per answer: "
@@ -319,6 +369,10 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200, help="Dify events (tokens) per answer")
     ap.add_argument("--chunk", type=int, default=5, help="characters per event")
     ap.add_argument("--delay", type=float, default=0.02, help="seconds between events")
+    ap.add_argument("--mode", choices=("edits", "native"), default="edits",
+                    help="answer with message edits or Slack's native streaming")
+    ap.add_argument("--dms", action="store_true",
+                    help="direct messages to the agent (one DM each) instead of mentions")
     ap.add_argument("--serve", help=argparse.SUPPRESS)  # internal: run the bridge process
     args = ap.parse_args()
     if args.serve:
@@ -326,7 +380,10 @@ def main() -> None:
 
         loop.run(serve(args.serve))  # the bridge on the loop the service would use
         return
-    asyncio.run(run(args.mentions, args.channels, args.events, args.chunk, args.delay))
+    asyncio.run(
+        run(args.mentions, args.channels, args.events, args.chunk, args.delay, args.mode,
+            args.dms)
+    )
 
 
 if __name__ == "__main__":

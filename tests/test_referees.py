@@ -105,7 +105,7 @@ async def test_a_section_over_slack_s_3000_characters_is_refused(slack: Any) -> 
     body = await _call(
         fake, team.bot_token, "chat.postMessage", channel="C1", text="t", blocks=blocks
     )
-    assert body["error"] == "invalid_arguments"
+    assert body["error"] == "invalid_blocks"
     assert "cannot exceed 3000 characters" in body["response_metadata"]["messages"][0]
     assert fake.messages["C1"] == []
 
@@ -115,7 +115,7 @@ async def test_a_message_without_its_channel_is_refused(slack: Any) -> None:
     fake, team = slack
     body = await _call(fake, team.bot_token, "chat.postMessage", text="hello")
     assert body["error"] == "invalid_arguments"
-    assert "missing required argument(s) channel" in fake.referee_violations[-1]
+    assert "missing required argument(s) channel" in fake.contract_errors[-1]
 
 
 @pytest.mark.referee_refuses
@@ -123,7 +123,7 @@ async def test_an_argument_slack_sdk_does_not_name_is_refused(slack: Any) -> Non
     fake, team = slack
     body = await _call(fake, team.bot_token, "chat.update", channel="C1", ts="1.2", txt="typo")
     assert body["error"] == "invalid_arguments"
-    assert "not in slack_sdk's signature: txt" in fake.referee_violations[-1]
+    assert "not in slack_sdk's signature: txt" in fake.contract_errors[-1]
 
 
 @pytest.mark.referee_refuses
@@ -131,7 +131,7 @@ async def test_a_block_type_slack_sdk_does_not_know_is_refused(slack: Any) -> No
     fake, team = slack
     blocks = [{"type": "paragraph", "text": "hi"}]
     await _call(fake, team.bot_token, "chat.postMessage", channel="C1", text="t", blocks=blocks)
-    assert "does not know block type 'paragraph'" in fake.referee_violations[-1]
+    assert "does not know block type 'paragraph'" in fake.contract_errors[-1]
 
 
 async def test_a_valid_markdown_message_passes_every_referee(slack: Any) -> None:
@@ -145,4 +145,4 @@ async def test_a_valid_markdown_message_passes_every_referee(slack: Any) -> None
         blocks=[{"type": "markdown", "text": "**Hello**"}],
     )
     assert body["ok"] is True
-    assert fake.referee_violations == []
+    assert fake.contract_errors == []

@@ -179,11 +179,17 @@ class SlackAdapter:
         app.event("tokens_revoked")(self._on_uninstalled)
         app.event("app_mention")(h.on_message_event)
         app.event("message")(h.on_message_event)
+        app.event("app_home_opened")(h.on_home_opened)
+        app.event("app_context_changed")(h.on_context_changed)
+        app.event("assistant_thread_started")(h.on_thread_started)
+        app.event("agent_session_stopped")(h.on_session_stopped)
         # Anything else we receive is acknowledged, so Slack never retries or disables the app.
         app.event(re.compile(r".*"))(h.on_other_event)
         app.command(command)(h.on_command)
         app.action(B.ACTION_STOP)(h.on_stop)
-        app.action(re.compile(rf"^({B.ACTION_LIKE}|{B.ACTION_DISLIKE})$"))(h.on_feedback)
+        app.action(
+            re.compile(rf"^({B.ACTION_LIKE}|{B.ACTION_DISLIKE}|{B.ACTION_FEEDBACK})$")
+        )(h.on_feedback)
         app.action(re.compile(rf"^{B.ACTION_SUGGEST}_\d+$"))(h.on_suggestion)
         app.action(B.ACTION_RESET)(h.on_reset)
 

@@ -43,7 +43,8 @@ API
     Disabled."), ``user_input_form`` (Dify's form list; ``required`` variables are enforced on
     every call), ``file_upload`` (dict for /parameters; ``{"enabled": False}`` makes chat calls
     ignore ``files`` as Dify does), ``speech_to_text`` (bool), ``transcript`` (audio-to-text
-    text), ``opening_statement``, ``workflow_outputs`` (dict; default ``{output_variable:
+    text), ``opening_statement`` and ``opening_questions`` (/parameters ``suggested_questions``),
+    ``workflow_outputs`` (dict; default ``{output_variable:
     answer}``), ``output_variable`` (default "answer"), ``query_variable`` (default "query"),
     ``agent_thoughts`` (list of ``{"tool","tool_input","observation"}``: one tool round each),
     ``replace_with`` (str: send ``message_replace`` with this text before the end),
@@ -305,6 +306,7 @@ _KNOBS: dict[str, Any] = {
     "speech_to_text": False,
     "transcript": "This is a transcript.",
     "opening_statement": "",
+    "opening_questions": [],
     "workflow_outputs": None,
     "output_variable": "answer",
     "query_variable": "query",
@@ -347,6 +349,7 @@ class FakeApp:
         self.speech_to_text: bool
         self.transcript: str
         self.opening_statement: str
+        self.opening_questions: list[str]
         self.workflow_outputs: dict[str, Any] | None
         self.output_variable: str
         self.query_variable: str
@@ -1420,7 +1423,7 @@ class FakeDify:
         return web.json_response(
             {
                 "opening_statement": app.opening_statement,
-                "suggested_questions": [],
+                "suggested_questions": list(app.opening_questions),
                 "suggested_questions_after_answer": {
                     "enabled": app.suggested_questions is not None
                 },

@@ -10,7 +10,8 @@ platform's side instead, so that a fake and the code under test cannot agree on 
 * :func:`slack_call_problems` checks every Web API call the fake Slack receives against slack_sdk:
   the method exists in ``AsyncWebClient``, its required arguments are present, every argument is
   one slack_sdk's signature names, and ``blocks`` pass slack_sdk's Block Kit models and their
-  limits (``Block.parse(...).validate_json()``).
+  limits (``Block.parse(...).to_dict()`` runs the models' validators), and streaming ``chunks``
+  pass its chunk models.
 
 A fake that finds a problem answers the way the platform does (Dify: 400 ``invalid_param``;
 Slack: ``invalid_arguments``) and records the problem in :data:`VIOLATIONS`; the test session
@@ -175,7 +176,56 @@ def slack_call_problems(method: str, params: dict[str, Any]) -> list[str]:
     blocks = params.get("blocks")
     if blocks is not None:
         problems.extend(f"{method}: {p}" for p in block_kit_problems(blocks))
+    chunks = params.get("chunks")
+    if chunks is not None:
+        problems.extend(f"{method}: {p}" for p in chunk_problems(chunks))
     return problems
+
+
+def slack_refusal(method: str, params: dict[str, Any]) -> tuple[str, list[str]] | None:
+    """Slack's error code and the reasons for a call slack_sdk's definitions refuse, or None."""
+    problems = slack_call_problems(method, params)
+    if not problems:
+        return None
+    if any(": blocks" in p for p in problems):
+        return "invalid_blocks", problems
+    if any(": chunk" in p for p in problems):
+        return "invalid_chunks", problems
+    return "invalid_arguments", problems
+
+
+# Task card states and the markdown size Slack documents for streaming chunks.
+TASK_STATUSES = frozenset({"pending", "in_progress", "complete", "error"})
+MARKDOWN_LIMIT = 12_000
+
+
+def chunk_problems(chunks: Any) -> list[str]:
+    """Streaming ``chunks`` that slack_sdk's chunk models (and Slack's documented states) refuse."""
+    from slack_sdk.models.messages.chunk import Chunk
+
+    if not isinstance(chunks, list):
+        return ["chunks must be a list"]
+    for i, c in enumerate(chunks):
+        if not isinstance(c, dict):
+            return [f"chunk {i} is not an object"]
+        try:
+            parsed = Chunk.parse(c)
+        except TypeError as e:  # a required field missing
+            return [f"chunk {i} ({c.get('type')}): {e}"]
+        if parsed is None:
+            return [f"chunk {i}: unknown type {c.get('type')!r}"]
+        unknown = set(c) - set(parsed.attributes)
+        if unknown:
+            return [f"chunk {i} ({c['type']}): unknown field(s) {sorted(unknown)}"]
+        if c["type"] == "task_update" and c.get("status") not in TASK_STATUSES:
+            return [f"chunk {i}: status {c.get('status')!r} not in {sorted(TASK_STATUSES)}"]
+        if c["type"] == "markdown_text" and len(str(c.get("text", ""))) > MARKDOWN_LIMIT:
+            return [f"chunk {i}: markdown_text over {MARKDOWN_LIMIT} characters"]
+        if c["type"] == "blocks":
+            inner = block_kit_problems(list(c.get("blocks") or []))
+            if inner:
+                return [f"chunk {i}: {inner[0]}"]
+    return []
 
 
 def block_kit_problems(blocks: Any) -> list[str]:
@@ -195,7 +245,8 @@ def block_kit_problems(blocks: Any) -> list[str]:
             problems.append(f"blocks[{i}]: slack_sdk does not know block type {raw.get('type')!r}")
             continue
         try:
-            block.validate_json()
+            # to_dict() runs the models' validators (lengths, counts, required parts).
+            block.to_dict()
         except (SlackObjectFormationError, KeyError, TypeError, ValueError) as e:
             problems.append(f"blocks[{i}] ({raw.get('type')}): {e}")
     return problems
