@@ -34,6 +34,7 @@ from app.settings import (
     load_bridge_file,
     mask,
     resolve_routes,
+    routing_file,
 )
 
 Status = Literal["OK", "FAIL", "SKIP"]
@@ -70,14 +71,13 @@ def safe_url(url: str) -> str:
 
 def load_routes(settings: Settings, file: str | None = None) -> tuple[list[Route], str]:
     """Routes as the service would resolve them; raises :class:`ConfigError`."""
-    path = Path(file or settings.bridge_config)
-    if not path.exists() and file is None:
+    found = file or routing_file(settings)
+    if found is None:
         bridge = BridgeFile()
-        source = f"{path} (absent: one default route)"
-    else:
-        bridge = load_bridge_file(path)
-        source = str(path)
-    return resolve_routes(settings, bridge, file=str(path)), source
+        source = f"{settings.bridge_config or 'BRIDGE_CONFIG'} (absent: one default route)"
+        return resolve_routes(settings, bridge), source
+    bridge = load_bridge_file(found)
+    return resolve_routes(settings, bridge, file=found), found
 
 
 # ----------------------------------------------------------------------------------------- Redis
@@ -244,7 +244,7 @@ def _inputs_check(name: str, index: int, route: Route, params: dict[str, Any]) -
 
 # ----------------------------------------------------------------------------------------- Slack
 
-_SLACK_AUTH_HINTS = {
+SLACK_AUTH_HINTS = {
     "invalid_auth": "SLACK_BOT_TOKEN is wrong: copy the Bot User OAuth Token (xoxb-...)",
     "not_authed": "set SLACK_BOT_TOKEN",
     "token_revoked": "the app was uninstalled or the token revoked: reinstall the app",
@@ -283,7 +283,7 @@ async def check_slack(
     if body.get("ok") is not True:
         error = str(body.get("error"))
         return [Check("FAIL", "slack auth", f"auth.test failed: {error}",
-                      _SLACK_AUTH_HINTS.get(error, "check SLACK_BOT_TOKEN"))]
+                      SLACK_AUTH_HINTS.get(error, "check SLACK_BOT_TOKEN"))]
     checks = [Check("OK", "slack auth", f"bot {body.get('user', '?')} in workspace "
                     f"{body.get('team', '?')} ({body.get('team_id', '?')})")]
     checks.append(_scope_check(resp.headers.get("x-oauth-scopes"), routes))
@@ -339,7 +339,7 @@ async def _slack_transport_check(client: httpx.AsyncClient, settings: Settings) 
 
 # ----------------------------------------------------------------------------------------- Teams
 
-_AAD_HINTS = {
+AAD_HINTS = {
     "AADSTS7000215": "the client secret is wrong: copy the secret's Value (not its ID) into "
     "MICROSOFT_APP_PASSWORD",
     "AADSTS7000222": "the client secret expired: create a new one in Entra ID",
@@ -391,7 +391,7 @@ async def check_teams(
     desc = str(body.get("error_description", "")).split("\n")[0].split(" Trace ID")[0][:200]
     code = desc.split(":", 1)[0] if desc.startswith("AADSTS") else ""
     return Check("FAIL", "teams token", f"login refused ({body.get('error', r.status_code)}): "
-                 f"{desc or 'no description'}", _AAD_HINTS.get(code, "check MICROSOFT_APP_ID, "
+                 f"{desc or 'no description'}", AAD_HINTS.get(code, "check MICROSOFT_APP_ID, "
                  "MICROSOFT_APP_PASSWORD and MICROSOFT_APP_TENANT_ID"))
 
 

@@ -213,9 +213,18 @@ class Settings(BaseSettings):
     redis_data_dir: str = Field(
         "var/redis", description="Where the embedded Redis keeps its data file."
     )
+    allow_embedded_redis: bool = Field(
+        False,
+        description="Allow the embedded Redis under Kubernetes (`KUBERNETES_SERVICE_HOST` set), "
+        "for a single replica only: replicas must share one Redis (`REDIS_URL`).",
+    )
     host: str = Field("0.0.0.0", description="Address the HTTP server binds.")  # noqa: S104
     port: int = Field(3000, ge=0, le=65535, description="HTTP port.")
-    bridge_config: str = Field("config/bridge.yaml", description="Routing YAML (optional).")
+    bridge_config: str = Field(
+        "config/bridge.yaml",
+        description="Routing YAML. Unset: this file if it exists, else one default route. Set: "
+        "the file must exist (a missing one is refused). Empty: no file, one default route.",
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_format: LogFormat = Field(LogFormat.JSON, description="`json` or `console`.")
     otel_exporter_otlp_endpoint: str | None = Field(
@@ -414,6 +423,27 @@ def load_bridge_file(path: str | Path) -> BridgeFile:
         raise _format_validation(e, str(p)) from e
 
 
+def routing_file(settings: Settings) -> str | None:
+    """The routing file to read, or None for the one built-in default route.
+
+    A BRIDGE_CONFIG that was set must name a file that exists: replacing a mistyped path by the
+    default route would drop the admin's routes and redaction rules without a word.
+    """
+    path = settings.bridge_config
+    if not path:
+        return None
+    if Path(path).exists():
+        return path
+    if "bridge_config" in settings.model_fields_set:
+        raise ConfigError(
+            "the routing file does not exist: fix the path, or unset BRIDGE_CONFIG (or set it "
+            "empty) to run with the one default route",
+            file=path,
+            key="BRIDGE_CONFIG",
+        )
+    return None
+
+
 def resolve_routes(
     settings: Settings, bridge: BridgeFile, *, file: str = "", env: Mapping[str, str] | None = None
 ) -> list[Route]:
@@ -505,4 +535,5 @@ __all__ = [
     "load_settings",
     "mask",
     "resolve_routes",
+    "routing_file",
 ]

@@ -82,7 +82,7 @@ def base_env(redis_url: str, dify_url: str, prefix: str) -> dict[str, str]:
         "REDIS_KEY_PREFIX": prefix,
         "DIFY_BASE_URL": dify_url,
         "DIFY_API_KEY": TEST_APP_KEY,
-        "BRIDGE_CONFIG": "/nonexistent/bridge.yaml",
+        "BRIDGE_CONFIG": "",  # no routing file: the one default route
         "LOG_FORMAT": "console",
         "DIFY_MAX_RETRIES": "2",
         # Abuse limits have their own tests; elsewhere bursts from one user must go through.
