@@ -69,15 +69,18 @@ def safe_url(url: str) -> str:
 # ----------------------------------------------------------------------------- config + routes
 
 
-def load_routes(settings: Settings, file: str | None = None) -> tuple[list[Route], str]:
-    """Routes as the service would resolve them; raises :class:`ConfigError`."""
+def load_routes(
+    settings: Settings, file: str | None = None, *, problems: list[ConfigError] | None = None
+) -> tuple[list[Route], str]:
+    """Routes as the service would resolve them; raises :class:`ConfigError` (a missing key
+    goes to ``problems`` instead when given)."""
     found = file or routing_file(settings)
     if found is None:
         bridge = BridgeFile()
         source = f"{settings.bridge_config or 'BRIDGE_CONFIG'} (absent: one default route)"
-        return resolve_routes(settings, bridge), source
+        return resolve_routes(settings, bridge, problems=problems), source
     bridge = load_bridge_file(found)
-    return resolve_routes(settings, bridge, file=found), found
+    return resolve_routes(settings, bridge, file=found, problems=problems), found
 
 
 # ----------------------------------------------------------------------------------------- Redis

@@ -423,6 +423,12 @@ def load_bridge_file(path: str | Path) -> BridgeFile:
         raise _format_validation(e, str(p)) from e
 
 
+def _problem(problems: list[ConfigError] | None, error: ConfigError) -> None:
+    if problems is None:
+        raise error
+    problems.append(error)
+
+
 def routing_file(settings: Settings) -> str | None:
     """The routing file to read, or None for the one built-in default route.
 
@@ -445,12 +451,19 @@ def routing_file(settings: Settings) -> str | None:
 
 
 def resolve_routes(
-    settings: Settings, bridge: BridgeFile, *, file: str = "", env: Mapping[str, str] | None = None
+    settings: Settings,
+    bridge: BridgeFile,
+    *,
+    file: str = "",
+    env: Mapping[str, str] | None = None,
+    problems: list[ConfigError] | None = None,
 ) -> list[Route]:
     """Turn route configs into :class:`Route` objects with keys read from env vars or files.
 
     With no routes in the file, one default route answers every channel with the
-    ``DIFY_BASE_URL``/``DIFY_API_KEY`` app and redaction on.
+    ``DIFY_BASE_URL``/``DIFY_API_KEY`` app and redaction on. A key that cannot be read raises,
+    or, with ``problems`` given, is added there (the route keeps an empty key) so that every
+    missing variable can be reported at once.
     """
     environ = os.environ if env is None else env
     configs = list(bridge.routes) or [RouteConfig(name="default")]
@@ -461,29 +474,30 @@ def resolve_routes(
         if rc.dify.api_key_env:
             key = environ.get(rc.dify.api_key_env, "")
             if not key:
-                raise ConfigError(
+                _problem(problems, ConfigError(
                     f"environment variable {rc.dify.api_key_env} is not set (route {rc.name!r})",
                     file=file or None,
                     key=f"{key_path}.api_key_env",
-                )
+                ))
         elif rc.dify.api_key_file:
             try:
                 key = Path(rc.dify.api_key_file).read_text(encoding="utf-8").strip()
             except OSError as e:
-                raise ConfigError(
+                key = ""
+                _problem(problems, ConfigError(
                     f"cannot read key file {rc.dify.api_key_file}: {e.strerror}",
                     file=file or None,
                     key=f"{key_path}.api_key_file",
-                ) from e
+                ))
         else:
             key = settings.secret("dify_api_key") or ""
             if not key:
-                raise ConfigError(
+                _problem(problems, ConfigError(
                     f"DIFY_API_KEY is not set and route {rc.name!r} names no api_key_env/"
                     "api_key_file: set DIFY_API_KEY to your Dify app's API key (app-...)",
                     file=file or None,
                     key=f"{key_path}",
-                )
+                ))
         routes.append(Route(rc, base, key))
     return routes
 

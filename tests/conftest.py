@@ -21,6 +21,10 @@ from app.settings import BridgeFile, load_settings
 
 TEST_APP_KEY = "app-test"
 
+# A developer's .env must not leak into the tests: the commands (and the subprocesses started
+# here, which inherit this) read none unless a test says so (tests/test_operability.py).
+os.environ["DIFY_BRIDGE_ENV_FILE"] = ""
+
 
 def _local_redis_answers() -> bool:
     try:

@@ -1086,6 +1086,11 @@ class FakeSlack:
                 self._socket_ready.clear()
         return ws
 
+    async def drop_sockets(self) -> None:
+        """Close every Socket Mode connection from Slack's side (a network blip, a restart)."""
+        for ws in list(self._sockets):
+            await ws.close()
+
     async def wait_socket(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         await asyncio.wait_for(self._socket_ready.wait(), timeout)
 
