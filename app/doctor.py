@@ -25,7 +25,7 @@ import httpx
 
 from app.errors import ConfigError
 from app.manifests import needed_slack_scopes
-from app.redis_conn import client_from_url
+from app.redis_conn import client_from_url, embedded_refusal
 from app.settings import (
     AppMode,
     BridgeFile,
@@ -94,7 +94,13 @@ def _writable(directory: Path) -> bool:
     return os.access(probe, os.W_OK)
 
 
-async def check_redis(settings: Settings) -> Check:
+async def check_redis(settings: Settings, env: Mapping[str, str] | None = None) -> Check:
+    refusal = embedded_refusal(settings, os.environ if env is None else env)
+    if refusal is not None:
+        return Check("FAIL", "redis", "REDIS_URL is not set and this runs under Kubernetes: "
+                     "serve refuses to start an embedded Redis here", "set REDIS_URL (in the "
+                     "Secret) to a Redis all replicas share, or ALLOW_EMBEDDED_REDIS=true for "
+                     "exactly one replica (manifests/k8s/overlays/single-replica)")
     if not settings.redis_url:
         data_dir = Path(settings.redis_data_dir)
         if not await asyncio.to_thread(_writable, data_dir):
@@ -418,7 +424,7 @@ async def run_doctor(
     timeout = httpx.Timeout(request_timeout, connect=min(settings.dify_connect_timeout,
                                                          request_timeout))
     async with httpx.AsyncClient(timeout=timeout) as client:
-        jobs: list[Awaitable[Check | list[Check]]] = [check_redis(settings)]
+        jobs: list[Awaitable[Check | list[Check]]] = [check_redis(settings, environ)]
         jobs += [check_dify_route(client, i, r) for i, r in enumerate(routes)]
         jobs += [check_slack(client, settings, routes), check_teams(client, settings, environ)]
         for outcome in await asyncio.gather(*jobs):

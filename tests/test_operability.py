@@ -387,3 +387,16 @@ async def test_config_check_without_secrets_checks_the_file_and_routes(
     cfg.write_text(TWO_KEYS.replace("match:", "matchh:"))  # the syntax is still checked
     assert args.func(args) == 2
     assert "key routes.1.matchh: unknown key" in capsys.readouterr().err
+
+
+async def test_doctor_fails_on_the_embedded_redis_under_kubernetes(tmp_path: Path) -> None:
+    from app.doctor import check_redis
+    from app.settings import load_settings
+
+    settings = load_settings(env={"REDIS_DATA_DIR": str(tmp_path)})
+    check = await check_redis(settings, {"KUBERNETES_SERVICE_HOST": "10.0.0.1"})
+    assert check.status == "FAIL"
+    assert "ALLOW_EMBEDDED_REDIS=true" in check.fix and "REDIS_URL" in check.fix
+    allowed = load_settings(env={"REDIS_DATA_DIR": str(tmp_path), "ALLOW_EMBEDDED_REDIS": "1"})
+    assert (await check_redis(allowed, {"KUBERNETES_SERVICE_HOST": "10.0.0.1"})).status == "OK"
+    assert (await check_redis(settings, {})).status == "OK"  # not under Kubernetes
