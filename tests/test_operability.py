@@ -400,3 +400,19 @@ async def test_doctor_fails_on_the_embedded_redis_under_kubernetes(tmp_path: Pat
     allowed = load_settings(env={"REDIS_DATA_DIR": str(tmp_path), "ALLOW_EMBEDDED_REDIS": "1"})
     assert (await check_redis(allowed, {"KUBERNETES_SERVICE_HOST": "10.0.0.1"})).status == "OK"
     assert (await check_redis(settings, {})).status == "OK"  # not under Kubernetes
+
+
+async def test_the_start_up_check_names_an_unreachable_dify_url(make_service: Any) -> None:
+    from structlog.testing import capture_logs
+
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    with capture_logs() as logs:
+        await make_service({"DIFY_BASE_URL": url, "DIFY_MAX_RETRIES": "0",
+                            "STARTUP_CHECKS": "true"})
+        for _ in range(100):
+            if any(e["event"] == "route.problem" for e in logs):
+                break
+            await asyncio.sleep(0.05)
+    (problem,) = [e["problem"] for e in logs if e["event"] == "route.problem"]
+    assert f"cannot read the Dify app's info at {url}" in problem
+    assert f"cannot connect to Dify at {url}" in problem
