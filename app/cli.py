@@ -63,7 +63,9 @@ async def _serve(args: argparse.Namespace) -> int:
             frozen = gcpolicy.settle_after_start()
             log.info("gc.tuned", frozen_objects=frozen, thresholds=list(gcpolicy.THRESHOLDS))
         await stop.wait()
-        log.info("shutdown.requested", grace_seconds=settings.shutdown_grace_seconds)
+        log.info("shutdown.requested", grace_seconds=settings.shutdown_grace_seconds,
+                 detail="a second SIGTERM or Ctrl-C stops at once")
+        _stop_on_signals(service.hurry)
     except ConfigError as e:
         print(f"dify-bridge: configuration error: {e}", file=sys.stderr)
         return 2

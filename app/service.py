@@ -8,6 +8,7 @@ platform module.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import signal
@@ -89,6 +90,8 @@ class Service:
         self.adapters: list[Adapter] = []
         self.config_loaded = True
         self.health = Health()
+        # Set by a second SIGTERM/Ctrl-C: stop now, without waiting for streaming answers.
+        self.hurry = asyncio.Event()
         self.http: aiohttp.ClientSession | None = None
         self.app = build_app(self, include_admin=settings.admin_port is None)
         self._runners: list[web.AppRunner] = []
@@ -268,6 +271,21 @@ class Service:
                 if m is not None:
                     self.reload_config()
 
+    async def _drain(self, grace: float) -> int:
+        """Let streaming answers finish for ``grace`` seconds, or until told to hurry."""
+        draining = asyncio.ensure_future(self.bridge.drain(grace))
+        hurry = asyncio.ensure_future(self.hurry.wait())
+        await asyncio.wait({draining, hurry}, return_when=asyncio.FIRST_COMPLETED)
+        hurry.cancel()
+        if draining.done():
+            return draining.result()
+        log.warning("shutdown.hurried", detail="second stop signal: answers still streaming are "
+                    "interrupted now")
+        draining.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await draining
+        return await self.bridge.drain(0)
+
     def install_signal_handlers(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self.reload_config)
@@ -284,9 +302,7 @@ class Service:
             # Waited for before Redis closes: a sweep cut off mid-command by the close left
             # redis-py's send task pending, and the process hung at exit.
             await asyncio.wait(background, timeout=5)
-        left = await self.bridge.drain(
-            self.settings.shutdown_grace_seconds if grace is None else grace
-        )
+        left = await self._drain(self.settings.shutdown_grace_seconds if grace is None else grace)
         if left:
             log.warning("shutdown.unfinished_answers", count=left)
         for adapter in self.adapters:

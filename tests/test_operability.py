@@ -137,6 +137,40 @@ async def test_readiness_follows_slack_down_and_up_again(
     assert_no_traceback(proc)
 
 
+async def test_sigterm_lets_an_answer_finish_and_a_second_one_stops_at_once(
+    start: Start, base: dict[str, str], slack: FakeSlack, dify_app: Any
+) -> None:
+    import httpx
+
+    from tests.test_slack_support import payload
+
+    team = slack.add_team("T" + uuid.uuid4().hex[:6].upper())
+    dify_app.answer = "slowly " * 400
+    dify_app.chunk_size, dify_app.chunk_delay = 7, 0.05  # about 20 s of streaming
+    proc = await start({**base, "SLACK_API_URL": slack.api_url, "SLACK_BOT_TOKEN": team.bot_token,
+                        "SLACK_SIGNING_SECRET": "s3cret", "DIFY_API_KEY": dify_app.api_key,
+                        "SHUTDOWN_GRACE_SECONDS": "60"})
+    await proc.started()
+    m = slack.user_message(team, "C0OPS", f"<@{team.bot_user_id}> tell me slowly")
+    ev = payload("app_mention", text=m.text, user="U0USER", ts=m.ts, event_ts=m.ts,
+                 channel="C0OPS", team=team.id)
+    body, headers = slack.event(team, ev, secret="s3cret")  # noqa: S106 - the test secret
+    async with httpx.AsyncClient(timeout=5) as http:
+        r = await http.post(proc.url + "/slack/events", content=body, headers=headers)
+    assert r.status_code == 200
+    await dify_app.wait_running(timeout=10)
+    proc.proc.send_signal(signal.SIGTERM)
+    await proc.wait_event("shutdown.requested")
+    await asyncio.sleep(1.0)
+    assert proc.proc.returncode is None  # the answer is given its grace period
+    assert await proc.signal_and_wait(signal.SIGTERM) < 10  # the second signal: stop now
+    assert proc.proc.returncode == 0
+    await proc.wait_event("shutdown.hurried")
+    (reply,) = slack.bot_messages("C0OPS", m.ts)
+    assert "interrupted" in reply.visible_text()  # the user is told to ask again
+    assert_no_traceback(proc)
+
+
 # ---------------------------------------------------------------------------- Teams, item 2
 
 
