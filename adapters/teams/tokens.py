@@ -137,7 +137,7 @@ class TokenSource:
                 fix,
             )
             log.error("teams.token.rejected", status=status, error=error, code=aad or None,
-                      fix=fix)
+                      setting=self.last_problem[1], fix=fix)
             self._refused_until = time.monotonic() + REFUSED_BACKOFF
             raise PlatformError(
                 "the bot's Microsoft credentials were refused", code="token_refused"
