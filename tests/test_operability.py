@@ -171,6 +171,30 @@ async def test_sigterm_lets_an_answer_finish_and_a_second_one_stops_at_once(
     assert_no_traceback(proc)
 
 
+async def test_slack_rotating_the_socket_mode_connection_is_no_outage(
+    make_service: Any, slack: FakeSlack
+) -> None:
+    from structlog.testing import capture_logs
+
+    team = slack.add_team("T" + uuid.uuid4().hex[:6].upper())
+    svc = await make_service({"SLACK_API_URL": slack.api_url, "SLACK_BOT_TOKEN": team.bot_token,
+                              "SLACK_APP_TOKEN": slack.add_app_token()}, adapters=["slack"])
+    await slack.wait_socket()
+    opened = len(slack.calls_to("apps.connections.open"))
+    with capture_logs() as logs:
+        await slack.send_disconnect("refresh_requested")
+        await slack.wait_for(lambda: len(slack.calls_to("apps.connections.open")) > opened)
+        await slack.wait_socket()
+        for _ in range(100):
+            if any(e["event"] == "slack.socket_mode_connected" for e in logs):
+                break
+            await asyncio.sleep(0.05)
+    events = [e["event"] for e in logs]
+    assert "slack.socket_mode_refresh" in events and "slack.socket_mode_connected" in events
+    assert "slack.socket_mode_lost" not in events  # a planned rotation is not an alarm
+    assert not svc.health.is_down("slack socket mode")
+
+
 # ---------------------------------------------------------------------------- Teams, item 2
 
 

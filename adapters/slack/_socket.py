@@ -111,6 +111,8 @@ class SocketModeConnection:
                     "network",
                     "allow outbound WSS to *.slack.com (proxy, firewall)",
                 )
+            except Exception as e:  # anything else: keep trying rather than stay down for good
+                failure = (f"unexpected error while connecting ({type(e).__name__}: {e})", "", "")
             else:
                 log.info("slack.socket_mode_connected", attempt=attempt)
                 self._health.up(COMPONENT)
