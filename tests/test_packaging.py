@@ -5,6 +5,7 @@ No Docker engine is needed: the Dockerfile is read as text, `make` is asked what
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -18,8 +19,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def make_dry_run(target: str) -> list[str]:
     if shutil.which("make") is None:
         pytest.skip("no make here")
-    done = subprocess.run(["make", "-n", "-B", target], cwd=ROOT, capture_output=True,  # noqa: S603, S607
-                          text=True, timeout=30, check=True)
+    # Not the settings of a make that runs this test (`make test`): they add directory lines.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    done = subprocess.run(  # noqa: S603
+        ["make", "--no-print-directory", "-n", "-B", target],  # noqa: S607
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, check=True,
+    )
     return done.stdout.splitlines()
 
 
