@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import structlog
 from slack_bolt.adapter.socket_mode.async_internals import run_async_bolt_app
+from slack_sdk.proxy_env_variable_loader import load_http_proxy_from_env
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 
@@ -67,6 +68,8 @@ class SocketModeConnection:
         self._task: asyncio.Task[None] | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self.connected = asyncio.Event()
+        # HTTPS_PROXY / HTTP_PROXY, read as slack_sdk's own Socket Mode client reads them.
+        self._proxy = load_http_proxy_from_env()
 
     def start(self) -> None:
         self._health.pending(COMPONENT)
@@ -97,7 +100,8 @@ class SocketModeConnection:
             try:
                 url = await self._open_url()
                 self._ws = await asyncio.wait_for(
-                    self._session.ws_connect(url, heartbeat=HEARTBEAT, autoping=True),
+                    self._session.ws_connect(url, heartbeat=HEARTBEAT, autoping=True,
+                                             proxy=self._proxy),
                     CONNECT_TIMEOUT,
                 )
             except PlatformRateLimited as e:
