@@ -6,6 +6,7 @@ Each story runs the real process (tests/serve_process.py) against the fakes of t
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import socket
 import uuid
@@ -308,10 +309,14 @@ async def test_the_embedded_redis_dies_with_the_bridge_even_on_sigkill(
     proc = await start(env)
     await proc.started()
     (redis,) = redis_children(proc.proc.pid)
+    # redis-server shows its socket in its title: its run directory, which only a bridge that
+    # is not SIGKILLed can remove.
+    run_dir = next(Path(a.split(":", 1)[1]).parent for a in redis.cmdline() if ".sock" in a)
     proc.proc.kill()
     await proc.exited()
     _, alive = await asyncio.to_thread(psutil.wait_procs, [redis], 5)
     assert not alive, "redis-server outlived the bridge"
+    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------- the quick start
