@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from app.answer_extras import hint
 from app.dify.client import DifyClientPool
 from app.dify.errors import DifyError
 
@@ -246,8 +247,9 @@ async def check_routes(routes: Iterable[Route], pool: DifyClientPool) -> list[st
         try:
             info = await client.info()
         except DifyError as e:
-            problems.append(f"route {route.name!r}: cannot read the Dify app's info "
-                            f"({type(e).__name__}: {e.user_message})")
+            fix = hint(e, route.base_url) or e.user_message
+            problems.append(f"route {route.name!r}: cannot read the Dify app's info at "
+                            f"{route.base_url} ({type(e).__name__}): {fix}")
             return problems
         try:
             params = await client.parameters()

@@ -765,7 +765,7 @@ class Bridge:
             error=kind,
             status=getattr(e, "status", None),
             code=getattr(e, "code", ""),
-            hint=hint(e),
+            hint=hint(e, turn.route.base_url),
         )
         text = turn.route.config.fallback_text if isinstance(e, CircuitOpen) else e.user_message
         partial, cut = self._size(turn).final(partial)

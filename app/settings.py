@@ -236,9 +236,18 @@ class Settings(BaseSettings):
     redis_data_dir: str = Field(
         "var/redis", description="Where the embedded Redis keeps its data file."
     )
+    allow_embedded_redis: bool = Field(
+        False,
+        description="Allow the embedded Redis under Kubernetes (`KUBERNETES_SERVICE_HOST` set), "
+        "for a single replica only: replicas must share one Redis (`REDIS_URL`).",
+    )
     host: str = Field("0.0.0.0", description="Address the HTTP server binds.")  # noqa: S104
     port: int = Field(3000, ge=0, le=65535, description="HTTP port.")
-    bridge_config: str = Field("config/bridge.yaml", description="Routing YAML (optional).")
+    bridge_config: str = Field(
+        "config/bridge.yaml",
+        description="Routing YAML. Unset: this file if it exists, else one default route. Set: "
+        "the file must exist (a missing one is refused). Empty: no file, one default route.",
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_format: LogFormat = Field(LogFormat.JSON, description="`json` or `console`.")
     otel_exporter_otlp_endpoint: str | None = Field(
@@ -454,13 +463,47 @@ def load_bridge_file(path: str | Path) -> BridgeFile:
         raise _format_validation(e, str(p)) from e
 
 
+def _problem(problems: list[ConfigError] | None, error: ConfigError) -> None:
+    if problems is None:
+        raise error
+    problems.append(error)
+
+
+def routing_file(settings: Settings) -> str | None:
+    """The routing file to read, or None for the one built-in default route.
+
+    A BRIDGE_CONFIG that was set must name a file that exists: replacing a mistyped path by the
+    default route would drop the admin's routes and redaction rules without a word.
+    """
+    path = settings.bridge_config
+    if not path:
+        return None
+    if Path(path).exists():
+        return path
+    if "bridge_config" in settings.model_fields_set:
+        raise ConfigError(
+            "the routing file does not exist: fix the path, or unset BRIDGE_CONFIG (or set it "
+            "empty) to run with the one default route",
+            file=path,
+            key="BRIDGE_CONFIG",
+        )
+    return None
+
+
 def resolve_routes(
-    settings: Settings, bridge: BridgeFile, *, file: str = "", env: Mapping[str, str] | None = None
+    settings: Settings,
+    bridge: BridgeFile,
+    *,
+    file: str = "",
+    env: Mapping[str, str] | None = None,
+    problems: list[ConfigError] | None = None,
 ) -> list[Route]:
     """Turn route configs into :class:`Route` objects with keys read from env vars or files.
 
     With no routes in the file, one default route answers every channel with the
-    ``DIFY_BASE_URL``/``DIFY_API_KEY`` app and redaction on.
+    ``DIFY_BASE_URL``/``DIFY_API_KEY`` app and redaction on. A key that cannot be read raises,
+    or, with ``problems`` given, is added there (the route keeps an empty key) so that every
+    missing variable can be reported at once.
     """
     environ = os.environ if env is None else env
     configs = list(bridge.routes) or [RouteConfig(name="default")]
@@ -471,29 +514,30 @@ def resolve_routes(
         if rc.dify.api_key_env:
             key = environ.get(rc.dify.api_key_env, "")
             if not key:
-                raise ConfigError(
+                _problem(problems, ConfigError(
                     f"environment variable {rc.dify.api_key_env} is not set (route {rc.name!r})",
                     file=file or None,
                     key=f"{key_path}.api_key_env",
-                )
+                ))
         elif rc.dify.api_key_file:
             try:
                 key = Path(rc.dify.api_key_file).read_text(encoding="utf-8").strip()
             except OSError as e:
-                raise ConfigError(
+                key = ""
+                _problem(problems, ConfigError(
                     f"cannot read key file {rc.dify.api_key_file}: {e.strerror}",
                     file=file or None,
                     key=f"{key_path}.api_key_file",
-                ) from e
+                ))
         else:
             key = settings.secret("dify_api_key") or ""
             if not key:
-                raise ConfigError(
+                _problem(problems, ConfigError(
                     f"DIFY_API_KEY is not set and route {rc.name!r} names no api_key_env/"
                     "api_key_file: set DIFY_API_KEY to your Dify app's API key (app-...)",
                     file=file or None,
                     key=f"{key_path}",
-                )
+                ))
         routes.append(Route(rc, base, key))
     return routes
 
@@ -545,4 +589,5 @@ __all__ = [
     "load_settings",
     "mask",
     "resolve_routes",
+    "routing_file",
 ]

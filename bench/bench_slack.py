@@ -230,7 +230,7 @@ async def run(
         "BREAKER_FAILURES": "1000",
         "USER_RATE_PER_MINUTE": "0",
         "WORKSPACE_RATE_PER_MINUTE": "0",
-        "BRIDGE_CONFIG": "/nonexistent.yaml",
+        "BRIDGE_CONFIG": "",  # no routing file: the one default route
         "SLACK_BOT_TOKEN": TOKEN,
         "SLACK_SIGNING_SECRET": SECRET,
         "SLACK_API_URL": fake.api_url,

@@ -21,6 +21,13 @@ from app.settings import BridgeFile, load_settings
 
 TEST_APP_KEY = "app-test"
 
+# A developer's .env must not leak into the tests: the commands (and the subprocesses started
+# here, which inherit this) read none unless a test says so (tests/test_operability.py).
+os.environ["DIFY_BRIDGE_ENV_FILE"] = ""
+# CI may itself run in a Kubernetes pod, where serve refuses the embedded Redis; the tests that
+# are about that set the variable themselves.
+os.environ.pop("KUBERNETES_SERVICE_HOST", None)
+
 
 def _local_redis_answers() -> bool:
     try:
@@ -82,7 +89,7 @@ def base_env(redis_url: str, dify_url: str, prefix: str) -> dict[str, str]:
         "REDIS_KEY_PREFIX": prefix,
         "DIFY_BASE_URL": dify_url,
         "DIFY_API_KEY": TEST_APP_KEY,
-        "BRIDGE_CONFIG": "/nonexistent/bridge.yaml",
+        "BRIDGE_CONFIG": "",  # no routing file: the one default route
         "LOG_FORMAT": "console",
         "DIFY_MAX_RETRIES": "2",
         # Abuse limits have their own tests; elsewhere bursts from one user must go through.

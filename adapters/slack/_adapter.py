@@ -19,10 +19,10 @@ import aiohttp
 import structlog
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
-from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization.async_authorize import AsyncAuthorize
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.logger import messages as bolt_messages
 from slack_bolt.oauth.async_oauth_flow import AsyncOAuthFlow
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_bolt.request.async_request import AsyncBoltRequest
@@ -34,10 +34,13 @@ from adapters.slack._auth import (
     RedisInstallationStore,
     SignedStateStore,
     SingleTeamAuthorize,
+    auth_problem,
 )
 from adapters.slack._handlers import SlackHandlers
+from adapters.slack._socket import SocketModeConnection
 from adapters.slack._webapi import SlackApi, make_client
 from app.errors import PlatformError
+from app.health import Backoff
 from app.model import PlatformLimits
 from app.tasks import spawn
 
@@ -135,6 +138,7 @@ class SlackAdapter:
             # Socket Mode requests carry no signature; HTTP ones always do.
             request_verification_enabled=bool(self._signing_secret),
             name="dify-bridge",
+            logger=_bolt_logger(),
         )
         self.handlers = SlackHandlers(
             bridge=ctx.bridge,
@@ -145,7 +149,8 @@ class SlackAdapter:
             metrics=ctx.metrics,
         )
         self._register(s.slack_slash_command)
-        self._socket: AsyncSocketModeHandler | None = None
+        self._socket: SocketModeConnection | None = None
+        self._auth_task: asyncio.Task[None] | None = None
         self._queue: asyncio.Queue[Callable[[], AsyncBoltRequest]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
 
@@ -217,19 +222,32 @@ class SlackAdapter:
             app.router.add_get("/slack/oauth_redirect", self._oauth_redirect)
 
     async def start(self) -> None:
+        # Nothing here waits for Slack: a wrong token or an unreachable Slack must neither delay
+        # the start nor keep SIGTERM from ending the process. /readyz reports both meanwhile.
         self._worker = asyncio.create_task(self._dispatcher(), name="slack-dispatcher")
         if self._single is not None:
+            self._ctx.health.pending(AUTH_COMPONENT)
+            self._auth_task = asyncio.create_task(self._authorize_bot(), name="slack-auth")
+        if self._app_token:
+            self._socket = SocketModeConnection(
+                bolt=self.bolt, app_token=self._app_token, api_url=self._api_url,
+                session=self._session, health=self._ctx.health,
+            )
+            self._socket.start()
+
+    async def _authorize_bot(self) -> None:
+        """``auth.test`` with SLACK_BOT_TOKEN until it succeeds (backoff up to 30 s)."""
+        assert self._single is not None
+        backoff = Backoff()
+        while True:
             who = await self._single.warm()
             if who is not None:
+                self._ctx.health.up(AUTH_COMPONENT)
                 log.info("slack.ready", team=who.team_id, bot_user=who.bot_user_id)
-        if self._app_token:
-            self._socket = AsyncSocketModeHandler(
-                self.bolt,
-                app_token=self._app_token,
-                web_client=make_client(token=None, base_url=self._api_url, session=self._session),
-            )
-            await self._socket.connect_async()  # type: ignore[no-untyped-call]
-            log.info("slack.socket_mode_connected")
+                return
+            reason, setting, fix = auth_problem(self._single.last_error)
+            self._ctx.health.down(AUTH_COMPONENT, reason, setting=setting, fix=fix)
+            await backoff.sleep()
 
     async def stop(self) -> None:
         if self._worker is not None:
@@ -238,11 +256,11 @@ class SlackAdapter:
                 spawn(self._dispatch(self._queue.get_nowait()), name="slack-dispatch")
             self._worker.cancel()
             self._worker = None
+        if self._auth_task is not None:
+            self._auth_task.cancel()
+            self._auth_task = None
         if self._socket is not None:
-            try:
-                await asyncio.wait_for(self._socket.close_async(), 5.0)  # type: ignore[no-untyped-call]
-            except (TimeoutError, aiohttp.ClientError) as e:
-                log.warning("slack.socket_close_failed", error=type(e).__name__)
+            await self._socket.stop()
             self._socket = None
         if self._owns_session and not self._session.closed:
             await self._session.close()
@@ -372,6 +390,28 @@ def _answerable(payload: Any) -> dict[str, str] | None:
 def _needs_bolt_answer(body: str) -> bool:
     """Requests whose response body matters: the URL check and Slack's SSL check."""
     return "url_verification" in body[:200] or "ssl_check=" in body
+
+
+AUTH_COMPONENT = "slack bot token"
+
+# Bolt warns about a `token` it will not use whenever SLACK_BOT_TOKEN is in the environment,
+# because it reads that variable itself; ours goes through `authorize`, so the warning is noise.
+_BOLT_NOISE = frozenset(
+    {bolt_messages.warning_client_prioritized_and_token_skipped(),
+     bolt_messages.warning_token_skipped()}
+)
+
+
+class _DropBoltNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() not in _BOLT_NOISE
+
+
+def _bolt_logger() -> logging.Logger:
+    logger = logging.getLogger("slack_bolt.AsyncApp")
+    if not any(isinstance(f, _DropBoltNoise) for f in logger.filters):
+        logger.addFilter(_DropBoltNoise())
+    return logger
 
 
 def _quiet_sdk_loggers() -> None:

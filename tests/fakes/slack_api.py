@@ -1341,6 +1341,15 @@ class FakeSlack:
                 self._socket_ready.clear()
         return ws
 
+    async def drop_sockets(self) -> None:
+        """Close every Socket Mode connection from Slack's side (a network blip, a restart)."""
+        for ws in list(self._sockets):
+            await ws.close()
+
+    async def send_disconnect(self, reason: str = "refresh_requested") -> None:
+        """Slack's notice that it will close the connection (it rotates them every few hours)."""
+        await self._sockets[-1].send_json({"type": "disconnect", "reason": reason})
+
     async def wait_socket(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         await asyncio.wait_for(self._socket_ready.wait(), timeout)
 
