@@ -1,16 +1,23 @@
 # dify-bridge container: slim Python, non-root, read-only-root friendly.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# The dependencies first, in a layer of their own: it is rebuilt only when pyproject.toml
+# changes, never for a code change.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
+    && pip install --no-cache-dir --prefix=/install -r requirements.txt
+# Then the code alone (its dependencies are already installed above).
+COPY README.md ./
 COPY app ./app
 COPY adapters ./adapters
-RUN pip install --no-cache-dir --prefix=/install .
+RUN pip install --no-cache-dir --no-deps --prefix=/install .
 
 FROM python:3.11-slim
+# No BRIDGE_CONFIG here: unset, serve reads /app/config/bridge.yaml when it exists (mount it)
+# and otherwise answers with one default route; a BRIDGE_CONFIG that is set must exist.
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PORT=3000 \
-    BRIDGE_CONFIG=/app/config/bridge.yaml \
     REDIS_DATA_DIR=/data/redis
 COPY --from=build /install /usr/local
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin bridge \

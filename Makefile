@@ -2,18 +2,27 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# `make run` needs the runtime dependencies only; `make test` adds the test and lint tools.
+RUNTIME := $(VENV)/.runtime
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck bench clean
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
 
-run: $(STAMP)
-	@if [ -f .env ]; then set -a; . ./.env; set +a; fi; exec $(BIN)/dify-bridge serve
+$(RUNTIME): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e .
+	touch $(RUNTIME)
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(RUNTIME) $(STAMP)
+
+# dify-bridge reads .env from this directory itself (real environment variables win).
+run: $(RUNTIME)
+	exec $(BIN)/dify-bridge serve
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider

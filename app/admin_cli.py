@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     slack.add_argument("--socket-mode", action=argparse.BooleanOptionalAction, default=None,
                        help="Socket Mode on/off (default: on when SLACK_APP_TOKEN is set)")
     slack.add_argument("--command", help="slash command (default SLACK_SLASH_COMMAND)")
-    slack.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    slack.add_argument("--format", choices=("yaml", "json"), default="yaml",
+                       help="output format of the rendered manifest (default yaml)")
     slack.add_argument("--check", nargs="?", const=_CHECK_DEFAULT, metavar="FILE",
                        help="check the manifest locally instead of printing it")
     slack.add_argument("--push", action="store_true",
@@ -55,6 +56,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     config_cmds = config.add_subparsers(dest="config_command", required=True, metavar="{check}")
     check = config_cmds.add_parser("check", help="validate the routing YAML, print the routes")
     check.add_argument("file", nargs="?", help="routing YAML (default BRIDGE_CONFIG)")
+    check.add_argument("--no-secrets", action="store_true",
+                       help="check the file's syntax and routes only; do not read API keys")
     check.set_defaults(func=config_check)
 
     doc = subparsers.add_parser("doctor", help="check Redis, Dify, Slack and Teams settings")
@@ -244,6 +247,8 @@ def _redaction(route: Route) -> str:
 
 
 def _key(route: Route) -> str:
+    if not route.api_key:
+        return f"not read ({doctor.key_source(route)})"
     return f"{mask(route.api_key)} ({doctor.key_source(route)})"
 
 
@@ -257,17 +262,26 @@ def config_check(args: argparse.Namespace) -> int:
     settings = _settings()
     if settings is None:
         return 2
+    problems: list[ConfigError] = []
     try:
-        routes, source = doctor.load_routes(settings, args.file)
-        for i, r in enumerate(routes):
-            if r.config.redaction.mode is RedactionMode.PSEUDONYMIZE and not settings.secret(
-                    "redaction_key"):
-                raise ConfigError(
-                    f"route {r.name!r} pseudonymizes but REDACTION_KEY is not set: set it to a "
-                    "long random string (keep it stable across restarts)",
-                    file=args.file or settings.bridge_config, key=f"routes.{i}.redaction.mode")
+        routes, source = doctor.load_routes(settings, args.file, problems=problems)
     except ConfigError as e:
         _err(f"error: {e}")
+        return 2
+    for i, r in enumerate(routes):
+        if r.config.redaction.mode is RedactionMode.PSEUDONYMIZE and not settings.secret(
+                "redaction_key"):
+            problems.append(ConfigError(
+                f"route {r.name!r} pseudonymizes but REDACTION_KEY is not set: set it to a "
+                "long random string (keep it stable across restarts)",
+                file=args.file or settings.bridge_config, key=f"routes.{i}.redaction.mode"))
+    if problems and not args.no_secrets:
+        # Every missing variable at once, so one round of fixing is enough.
+        for p in problems:
+            _err(f"error: {p}")
+        if len(problems) > 1:
+            _err(f"{len(problems)} settings are missing: set them (e.g. in .env), or run "
+                 "`dify-bridge config check --no-secrets` to check only the file")
         return 2
     ordered = Router(routes).routes  # the order the service tries them in
     print(f"{source}: {len(routes)} route(s), most specific match first")

@@ -23,7 +23,7 @@ from app.dify.events import (
     WorkflowFinished,
     WorkflowPaused,
 )
-from app.model import OutFile, Source
+from app.model import OutFile, Source, Step
 
 # Node types whose start is worth a status line; others stay silent.
 NODE_STATUS = {
@@ -35,6 +35,9 @@ NODE_STATUS = {
     "agent": "Working on it: {title}…",
     "question-classifier": "Understanding the question…",
 }
+# Enough of a tool's input or output to recognise it on a task card, not to read it.
+_STEP_TEXT = 200
+_FAILED = frozenset({"failed", "exception", "stopped"})
 
 
 @dataclass
@@ -54,6 +57,32 @@ class Answer:
     workflow_status: str | None = None
     first_text_at: float | None = None
     changed: bool = False
+    # Known to be incomplete (a broken stream whose end Dify could not confirm).
+    partial: bool = False
+    # Dify's steps (tool calls, workflow nodes) in the order they began, for replies that show
+    # them one by one (app.model.ShowsSteps).
+    steps: list[Step] = field(default_factory=list)
+
+    def upsert_step(self, step: Step) -> None:
+        for i, s in enumerate(self.steps):
+            if s.id == step.id:
+                if s != step:
+                    self.steps[i] = step
+                    self.changed = True
+                return
+        self.steps.append(step)
+        self.changed = True
+
+    def end_steps(self, state: str) -> None:
+        """Every step still running ends as ``state`` (the answer is complete or failed)."""
+        for i, s in enumerate(self.steps):
+            if s.state == "running":
+                self.steps[i] = Step(s.id, s.title, state, s.detail, s.output)
+
+
+def _short(text: str | None) -> str:
+    t = " ".join((text or "").split())
+    return t if len(t) <= _STEP_TEXT else t[: _STEP_TEXT - 1] + "…"
 
 
 def fold(ev: DifyEvent, ans: Answer) -> bool:
@@ -76,14 +105,19 @@ def fold(ev: DifyEvent, ans: Answer) -> bool:
         if ev.tool:
             ans.status = f"Using tool: {ev.tool}"
             ans.changed = True
+            ans.upsert_step(Step(
+                f"thought-{ev.id}", f"Using {ev.tool.replace(';', ', ')}",
+                "done" if ev.observation else "running",
+                detail=_short(ev.tool_input), output=_short(ev.observation),
+            ))
     elif isinstance(ev, NodeEvent):
-        if ev.phase == "started" and ev.node_type in NODE_STATUS:
-            ans.status = NODE_STATUS[ev.node_type].format(title=ev.title or ev.node_type)
-            ans.changed = True
+        if ev.node_type in NODE_STATUS:
+            _node_step(ev, ans)
     elif isinstance(ev, MessageFile):
         if ev.belongs_to != "user" and ev.url:
             ans.files.append(OutFile(url=ev.url, type=ev.type))
     elif isinstance(ev, MessageEnd):
+        ans.end_steps("done")
         ans.usage = ev.usage
         ans.sources = sources(ev.retriever_resources)
         for f in ev.files or []:
@@ -96,11 +130,26 @@ def fold(ev: DifyEvent, ans: Answer) -> bool:
     elif isinstance(ev, WorkflowFinished):
         ans.workflow_status = ev.status
         ans.outputs = ev.outputs
+        ans.end_steps("failed" if ev.status in _FAILED else "done")
     elif isinstance(ev, StreamError):
         ans.error = ev
+        ans.end_steps("failed")
     elif isinstance(ev, WorkflowPaused):
         ans.workflow_status = "paused"
     return first
+
+
+def _node_step(ev: NodeEvent, ans: Answer) -> None:
+    """A workflow node worth a status line: its status line when it starts, a step always."""
+    status = NODE_STATUS[ev.node_type].format(title=ev.title or ev.node_type)
+    step_id = f"node-{ev.node_id}"
+    if ev.phase == "started":
+        ans.status = status
+        ans.changed = True
+        ans.upsert_step(Step(step_id, status.rstrip("…"), "running"))
+    elif ev.phase in ("finished", "succeeded", "failed", "exception"):
+        state = "failed" if (ev.status in _FAILED or ev.phase in _FAILED) else "done"
+        ans.upsert_step(Step(step_id, status.rstrip("…"), state))
 
 
 def sources(resources: list[dict[str, Any]]) -> list[Source]:

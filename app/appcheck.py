@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from app.answer_extras import hint
 from app.dify.client import DifyClientPool
 from app.dify.errors import DifyError
 
@@ -65,6 +66,9 @@ class AppParams:
     form: tuple[FormField, ...] = ()
     files: FileRules = FileRules()
     speech_to_text: bool = False
+    # What the app greets with in Dify's own chat UI: shown as suggested prompts in Slack.
+    opening_statement: str = ""
+    suggested_questions: tuple[str, ...] = ()
 
     def field(self, variable: str) -> FormField | None:
         return next((f for f in self.form if f.variable == variable), None)
@@ -143,7 +147,19 @@ def parse_parameters(raw: dict[str, Any]) -> AppParams:
         form=_form(raw.get("user_input_form")),
         files=_file_rules(raw.get("file_upload"), raw.get("system_parameters")),
         speech_to_text=_enabled(raw.get("speech_to_text")),
+        opening_statement=_text(raw.get("opening_statement")),
+        suggested_questions=tuple(
+            q for q in (_text(x) for x in _list(raw.get("suggested_questions"))) if q
+        ),
     )
+
+
+def _text(v: Any) -> str:
+    return v.strip() if isinstance(v, str) else ""
+
+
+def _list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else []
 
 
 class ParamsCache:
@@ -231,8 +247,9 @@ async def check_routes(routes: Iterable[Route], pool: DifyClientPool) -> list[st
         try:
             info = await client.info()
         except DifyError as e:
-            problems.append(f"route {route.name!r}: cannot read the Dify app's info "
-                            f"({type(e).__name__}: {e.user_message})")
+            fix = hint(e, route.base_url) or e.user_message
+            problems.append(f"route {route.name!r}: cannot read the Dify app's info at "
+                            f"{route.base_url} ({type(e).__name__}): {fix}")
             return problems
         try:
             params = await client.parameters()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from app.health import Health
 
 if TYPE_CHECKING:
     import aiohttp
@@ -23,3 +25,5 @@ class AdapterContext:
     store: RedisStore
     metrics: Metrics
     http: aiohttp.ClientSession | None = None
+    # Where the adapter says it cannot work (wrong token, unreachable): /readyz reads it.
+    health: Health = field(default_factory=Health)

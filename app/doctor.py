@@ -25,7 +25,7 @@ import httpx
 
 from app.errors import ConfigError
 from app.manifests import needed_slack_scopes
-from app.redis_conn import client_from_url
+from app.redis_conn import client_from_url, embedded_refusal
 from app.settings import (
     AppMode,
     BridgeFile,
@@ -34,6 +34,7 @@ from app.settings import (
     load_bridge_file,
     mask,
     resolve_routes,
+    routing_file,
 )
 
 Status = Literal["OK", "FAIL", "SKIP"]
@@ -68,16 +69,18 @@ def safe_url(url: str) -> str:
 # ----------------------------------------------------------------------------- config + routes
 
 
-def load_routes(settings: Settings, file: str | None = None) -> tuple[list[Route], str]:
-    """Routes as the service would resolve them; raises :class:`ConfigError`."""
-    path = Path(file or settings.bridge_config)
-    if not path.exists() and file is None:
+def load_routes(
+    settings: Settings, file: str | None = None, *, problems: list[ConfigError] | None = None
+) -> tuple[list[Route], str]:
+    """Routes as the service would resolve them; raises :class:`ConfigError` (a missing key
+    goes to ``problems`` instead when given)."""
+    found = file or routing_file(settings)
+    if found is None:
         bridge = BridgeFile()
-        source = f"{path} (absent: one default route)"
-    else:
-        bridge = load_bridge_file(path)
-        source = str(path)
-    return resolve_routes(settings, bridge, file=str(path)), source
+        source = f"{settings.bridge_config or 'BRIDGE_CONFIG'} (absent: one default route)"
+        return resolve_routes(settings, bridge, problems=problems), source
+    bridge = load_bridge_file(found)
+    return resolve_routes(settings, bridge, file=found, problems=problems), found
 
 
 # ----------------------------------------------------------------------------------------- Redis
@@ -91,7 +94,13 @@ def _writable(directory: Path) -> bool:
     return os.access(probe, os.W_OK)
 
 
-async def check_redis(settings: Settings) -> Check:
+async def check_redis(settings: Settings, env: Mapping[str, str] | None = None) -> Check:
+    refusal = embedded_refusal(settings, os.environ if env is None else env)
+    if refusal is not None:
+        return Check("FAIL", "redis", "REDIS_URL is not set and this runs under Kubernetes: "
+                     "serve refuses to start an embedded Redis here", "set REDIS_URL (in the "
+                     "Secret) to a Redis all replicas share, or ALLOW_EMBEDDED_REDIS=true for "
+                     "exactly one replica (manifests/k8s/overlays/single-replica)")
     if not settings.redis_url:
         data_dir = Path(settings.redis_data_dir)
         if not await asyncio.to_thread(_writable, data_dir):
@@ -244,7 +253,7 @@ def _inputs_check(name: str, index: int, route: Route, params: dict[str, Any]) -
 
 # ----------------------------------------------------------------------------------------- Slack
 
-_SLACK_AUTH_HINTS = {
+SLACK_AUTH_HINTS = {
     "invalid_auth": "SLACK_BOT_TOKEN is wrong: copy the Bot User OAuth Token (xoxb-...)",
     "not_authed": "set SLACK_BOT_TOKEN",
     "token_revoked": "the app was uninstalled or the token revoked: reinstall the app",
@@ -283,7 +292,7 @@ async def check_slack(
     if body.get("ok") is not True:
         error = str(body.get("error"))
         return [Check("FAIL", "slack auth", f"auth.test failed: {error}",
-                      _SLACK_AUTH_HINTS.get(error, "check SLACK_BOT_TOKEN"))]
+                      SLACK_AUTH_HINTS.get(error, "check SLACK_BOT_TOKEN"))]
     checks = [Check("OK", "slack auth", f"bot {body.get('user', '?')} in workspace "
                     f"{body.get('team', '?')} ({body.get('team_id', '?')})")]
     checks.append(_scope_check(resp.headers.get("x-oauth-scopes"), routes))
@@ -339,7 +348,7 @@ async def _slack_transport_check(client: httpx.AsyncClient, settings: Settings) 
 
 # ----------------------------------------------------------------------------------------- Teams
 
-_AAD_HINTS = {
+AAD_HINTS = {
     "AADSTS7000215": "the client secret is wrong: copy the secret's Value (not its ID) into "
     "MICROSOFT_APP_PASSWORD",
     "AADSTS7000222": "the client secret expired: create a new one in Entra ID",
@@ -391,7 +400,7 @@ async def check_teams(
     desc = str(body.get("error_description", "")).split("\n")[0].split(" Trace ID")[0][:200]
     code = desc.split(":", 1)[0] if desc.startswith("AADSTS") else ""
     return Check("FAIL", "teams token", f"login refused ({body.get('error', r.status_code)}): "
-                 f"{desc or 'no description'}", _AAD_HINTS.get(code, "check MICROSOFT_APP_ID, "
+                 f"{desc or 'no description'}", AAD_HINTS.get(code, "check MICROSOFT_APP_ID, "
                  "MICROSOFT_APP_PASSWORD and MICROSOFT_APP_TENANT_ID"))
 
 
@@ -415,7 +424,7 @@ async def run_doctor(
     timeout = httpx.Timeout(request_timeout, connect=min(settings.dify_connect_timeout,
                                                          request_timeout))
     async with httpx.AsyncClient(timeout=timeout) as client:
-        jobs: list[Awaitable[Check | list[Check]]] = [check_redis(settings)]
+        jobs: list[Awaitable[Check | list[Check]]] = [check_redis(settings, environ)]
         jobs += [check_dify_route(client, i, r) for i, r in enumerate(routes)]
         jobs += [check_slack(client, settings, routes), check_teams(client, settings, environ)]
         for outcome in await asyncio.gather(*jobs):

@@ -29,6 +29,7 @@ def build_inputs(route: Route, msg: IncomingMessage) -> dict[str, Any]:
         "platform": msg.key.platform,
         "permalink": msg.permalink or "",
         "history": "\n".join(msg.history[-limit:]) if limit else "",
+        "viewing": msg.viewing,
     }
     return {var: sources[src] for var, src in route.config.inputs.items()}
 

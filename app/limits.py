@@ -17,7 +17,9 @@ user in one hash per route+workspace per calendar month (UTC)::
     <prefix>:usage:{<tag>}:<YYYY-MM>   fields: total, u:<speaker id> ...
     <prefix>:usage:index:<YYYY-MM>     set of JSON [route, platform, workspace], for listing
 
-Keys live about 400 days, so ``dify-bridge usage`` can show last year's months too.
+Keys live about 400 days, so ``dify-bridge usage`` can show last year's months too. Each answer
+also leaves ``<prefix>:usage-seen:{<tag>}:<answer>`` for a day, so a retried write counts once;
+writes Redis cannot take at once wait in memory (:mod:`app.usage_writer`).
 """
 
 from __future__ import annotations
@@ -42,16 +44,15 @@ from redis.exceptions import RedisError
 from app.model import IncomingMessage
 from app.settings import Route, Settings
 from app.store import RedisStore
+from app.usage_writer import MAX_PENDING, UsageWrite, UsageWriter
 
 log = structlog.get_logger(__name__)
 
-USAGE_TTL_SECONDS = 400 * 86400
-# Re-add a (route, workspace) to the month's usage index at most this often per process.
-_INDEX_REFRESH = 600.0
 # One Dify answer never uses anywhere near this; a larger figure is garbage, not usage.
 _MAX_TOKENS_PER_ANSWER = 10_000_000
 _MAX_ID_CHARS = 256
-# Limits must never hold an answer up: a Redis slower than this lets the question through.
+# Limits must never hold an answer up: a Redis slower than this lets the question through
+# (and a usage write waits in memory for a later try).
 _REDIS_DEADLINE = 2.0
 _MONTH_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
@@ -92,13 +93,6 @@ if wcap > 0 then save(KEYS[2], wt - 1, wts, wcap, wrate) end
 return {0, 0}
 """
 
-# KEYS: the month's usage hash. ARGV: the speaker's field, tokens, TTL. Returns the new total.
-_ADD_USAGE = """
-local total = redis.call('HINCRBY', KEYS[1], 'total', ARGV[2])
-redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return total
-"""
 
 
 @dataclass(frozen=True)
@@ -170,6 +164,7 @@ class AbuseLimiter:
         settings: Settings,
         *,
         clock: Callable[[], float] = time.time,
+        max_pending_usage: int = MAX_PENDING,
     ) -> None:
         self._store = store
         self._redis = store.redis
@@ -179,8 +174,10 @@ class AbuseLimiter:
         self._seen: dict[tuple[str, str], int] = {}
         self._seen_month = ""
         self._quotas: dict[str, int] = {}
-        # (index key, member) -> when this process last added it to the month's usage index.
-        self._indexed: dict[tuple[str, str], float] = {}
+        self._writer = UsageWriter(
+            store.batch, deadline=_REDIS_DEADLINE, on_written=self._written,
+            max_pending=max_pending_usage,
+        )
 
     # ------------------------------------------------------------------ keys
 
@@ -262,7 +259,11 @@ class AbuseLimiter:
     # ------------------------------------------------------------------ usage
 
     async def record_usage(self, msg: IncomingMessage, route: Route, total_tokens: int) -> None:
-        """Add one answer's tokens to this month's count for the route, workspace and speaker."""
+        """Add one answer's tokens to this month's count for the route, workspace and speaker.
+
+        Billing data: a Redis that cannot take the write now gets it later
+        (:mod:`app.usage_writer`), and the answer's event id keeps a retry from counting twice.
+        """
         if (
             isinstance(total_tokens, bool)
             or not isinstance(total_tokens, int)
@@ -271,31 +272,35 @@ class AbuseLimiter:
             log.warning("usage.ignored", reason="tokens out of range")
             return
         month = month_of(self._clock())
-        key = self._usage_key(route.name, msg.key.platform, msg.key.workspace, month)
-        index = self._index_key(month)
-        member = json.dumps([route.name, msg.key.platform, msg.key.workspace])
-        try:
-            async with asyncio.timeout(_REDIS_DEADLINE):
-                total = await self._store.batch.eval(
-                    _ADD_USAGE, (key,),
-                    ("u:" + _clean_id(msg.speaker.id), total_tokens, USAGE_TTL_SECONDS),
-                )
-                # A separate slot in Cluster: not part of the transaction above. The index only
-                # changes when a new (route, workspace) shows up, so it is written once per
-                # member every few minutes, not on every answer.
-                now = self._clock()
-                if now - self._indexed.get((index, member), -_INDEX_REFRESH) >= _INDEX_REFRESH:
-                    await self._store.batch.run(
-                        ("SADD", index, member), ("EXPIRE", index, USAGE_TTL_SECONDS)
-                    )
-                    if len(self._indexed) > 10_000:
-                        self._indexed.clear()
-                    self._indexed[(index, member)] = now
-        except (RedisError, TimeoutError) as e:
-            log.warning("usage.record_failed", error=type(e).__name__)
-            return
+        platform, workspace = msg.key.platform, msg.key.workspace
+        tag = _tag(route.name, platform, workspace)
         self._quotas[route.name] = route.config.monthly_token_quota
-        self._remember(month, route.name, f"{msg.key.platform}:{msg.key.workspace}", int(total))
+        await self._writer.write(UsageWrite(
+            key=self._usage_key(route.name, platform, workspace, month),
+            seen_key=self._store.global_key(
+                "usage-seen", f"{{{tag}}}", _tag(platform, msg.event_id)
+            ),
+            field="u:" + _clean_id(msg.speaker.id),
+            tokens=total_tokens,
+            index=self._index_key(month),
+            member=json.dumps([route.name, platform, workspace]),
+            route=route.name,
+            workspace=f"{platform}:{workspace}",
+        ))
+
+    def _written(self, w: UsageWrite, total: int) -> None:
+        month = w.key.rsplit(":", 1)[1]
+        self._remember(month, w.route, w.workspace, total)
+
+    @property
+    def pending_usage(self) -> int:
+        """Usage writes waiting for Redis (a gauge on /metrics)."""
+        return len(self._writer.pending)
+
+    async def aclose(self, timeout: float = 5.0) -> int:  # noqa: ASYNC109 - a grace period
+        """At shutdown: write the usage still waiting for Redis (up to ``timeout`` seconds);
+        what cannot be written is logged as ``usage.lost``. Returns the writes lost."""
+        return await self._writer.aclose(timeout)
 
     async def usage(self, *, month: str, route: str | None = None) -> list[UsageRow]:
         """Token totals per route, workspace and user for ``month`` (``YYYY-MM``), optionally of
@@ -381,8 +386,15 @@ class QuotaCollector(Collector):
         for route, (tokens, ratio) in sorted(self._limiter.metric_samples().items()):
             used.add_metric([route], float(tokens))
             share.add_metric([route], ratio)
+        pending = GaugeMetricFamily(
+            "bridge_usage_writes_pending",
+            "Token usage writes waiting in memory for Redis (billing data; written when Redis "
+            "answers, logged as usage.lost if still waiting at shutdown)",
+        )
+        pending.add_metric([], float(self._limiter.pending_usage))
         yield used
         yield share
+        yield pending
 
 
 def _int(value: Any) -> int:

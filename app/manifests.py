@@ -39,9 +39,11 @@ RSC_CHANNEL_MESSAGES = "ChannelMessage.Read.Group"
 # adapter's OAuth install asks for the same set (BOT_SCOPES; a test keeps them equal).
 SLACK_SCOPES: dict[str, str] = {
     "app_mentions:read": "answer @mentions in channels",
-    "assistant:write": "show the thinking status in DMs (assistant.threads.setStatus)",
+    "assistant:write": "suggested prompts and thread titles in the agent DM "
+    "(assistant.threads.setSuggestedPrompts, setTitle)",
     "channels:history": "continue threads in public channels without a new mention",
-    "chat:write": "post and edit answers",
+    "chat:write": "post, edit and stream answers; the loading status "
+    "(assistant.threads.setStatus)",
     "commands": "the slash command",
     "files:read": "pass attached files to Dify",
     "files:write": "post files that Dify produced",
@@ -64,6 +66,16 @@ SLACK_EVENT_SCOPES: dict[str, str] = {
 
 # Need no scope; they let the bridge forget a workspace that uninstalled the app (OAuth installs).
 SLACK_LIFECYCLE_EVENTS: tuple[str, ...] = ("app_uninstalled", "tokens_revoked")
+
+# The agent messaging experience (features.agent_view): conversations in the Messages tab as
+# threads, loading states, suggested prompts, titles. Its events need no scope of their own.
+SLACK_AGENT_EVENTS: dict[str, str] = {
+    "app_home_opened": "offer the Dify app's suggested questions when the Messages tab opens",
+    "app_context_changed": "know what the user is looking at (routes mapping the `viewing` input)",
+    "agent_session_stopped": "stop the Dify answer when someone clicks Slack's Stop button",
+}
+AGENT_DESCRIPTION_MAX = 300
+AGENT_PROMPTS_MAX = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +129,11 @@ def default_slack_manifest(*, command: str = "/ask") -> dict[str, Any]:
                 "messages_tab_read_only_enabled": False,
             },
             "bot_user": {"display_name": "Dify Assistant", "always_online": True},
+            # The agent experience in DMs; suggested prompts come from the Dify app at run time.
+            "agent_view": {
+                "agent_description": "Answers questions with your organisation's Dify app, "
+                "right here or in any channel you mention it in.",
+            },
             "slash_commands": [
                 {
                     "command": command,
@@ -131,7 +148,7 @@ def default_slack_manifest(*, command: str = "/ask") -> dict[str, Any]:
         "settings": {
             "event_subscriptions": {
                 "request_url": url,
-                "bot_events": [*SLACK_EVENT_SCOPES, *SLACK_LIFECYCLE_EVENTS],
+                "bot_events": [*SLACK_EVENT_SCOPES, *SLACK_AGENT_EVENTS, *SLACK_LIFECYCLE_EVENTS],
             },
             "interactivity": {"is_enabled": True, "request_url": url},
             "org_deploy_enabled": False,
@@ -255,6 +272,44 @@ def _check_str(m: Any, path: tuple[str, ...], max_len: int, problems: list[Probl
                                 f"{min_len}-{max_len}", "shorten or lengthen it"))
 
 
+def _check_agent_view(m: dict[str, Any], events: list[Any], p: list[Problem]) -> None:
+    """``features.agent_view``: present (else DMs are plain IMs), well formed, its events on."""
+    ptr = "/features/agent_view"
+    agent = _get(m, "features", "agent_view")
+    if _get(m, "features", "assistant_view") is not None:
+        p.append(Problem("/features/assistant_view", "the assistant view is being deprecated by "
+                         "Slack (new apps can only use agent_view)",
+                         "replace it with features.agent_view (agent_description instead of "
+                         "assistant_description)", "warning"))
+    if agent is None:
+        p.append(Problem(ptr, "the agent messaging experience is off: a DM with the bot is a "
+                         "plain IM, without threads, loading states or suggested prompts",
+                         "add features.agent_view with an agent_description", "warning"))
+        return
+    if not isinstance(agent, dict):
+        p.append(Problem(ptr, "must be a mapping", "copy it from manifests/slack/manifest.yaml"))
+        return
+    _check_str(m, ("features", "agent_view", "agent_description"), AGENT_DESCRIPTION_MAX, p,
+               required=False)
+    prompts = agent.get("suggested_prompts")
+    if prompts is not None:
+        if not isinstance(prompts, list) or len(prompts) > AGENT_PROMPTS_MAX:
+            p.append(Problem(f"{ptr}/suggested_prompts", f"must be a list of at most "
+                             f"{AGENT_PROMPTS_MAX} prompts", "remove some (the bridge also offers "
+                             "the Dify app's suggested questions)"))
+        else:
+            for i, item in enumerate(prompts):
+                if not (isinstance(item, dict) and isinstance(item.get("title"), str)
+                        and isinstance(item.get("message"), str)):
+                    p.append(Problem(f"{ptr}/suggested_prompts/{i}", "needs a title and a "
+                                     "message (both strings)", "write {title: ..., message: ...}"))
+    for event, why in SLACK_AGENT_EVENTS.items():
+        if event not in events:
+            p.append(Problem("/settings/event_subscriptions/bot_events", f"event {event} is not "
+                             "subscribed", f"add {event} (to {why})",
+                             "error" if event == "app_home_opened" else "warning"))
+
+
 def check_slack_manifest(
     m: dict[str, Any], *, command: str | None = None, speaker_email: bool = False
 ) -> list[Problem]:
@@ -305,6 +360,7 @@ def check_slack_manifest(
         if event not in events:
             p.append(Problem("/settings/event_subscriptions/bot_events", f"event {event} is not "
                              "subscribed", f"add {event} so uninstalls are noticed", "warning"))
+    _check_agent_view(m, events, p)
     if _get(m, "settings", "interactivity", "is_enabled") is not True:
         p.append(Problem("/settings/interactivity/is_enabled", "interactivity is off: feedback "
                          "and suggestion buttons will fail", "set is_enabled: true"))

@@ -107,6 +107,9 @@ class IncomingMessage:
     # nothing written earlier can be on its way in the same thread, so the thread lock need not
     # wait for one.
     starts_thread: bool = False
+    # What the person is looking at in their client (Slack agent view: app_context_changed),
+    # e.g. "channel:C0123"; only filled when a route maps the ``viewing`` input.
+    viewing: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,9 +143,40 @@ class ReplyExtras:
     suggested: list[str] = field(default_factory=list)
     files: list[OutFile] = field(default_factory=list)
     stopped: bool = False
+    # The answer is known to be incomplete (its stream broke off and Dify could not confirm
+    # the end): a notice says so, and there is no message id, hence no feedback buttons.
+    partial: bool = False
+    # The whole answer as Markdown, when the text given to ``finish`` was cut to fit the thread
+    # and the platform attaches files: the reply puts it in the thread as a file.
+    full_text_file: str | None = None
     notices: list[str] = field(default_factory=list)
     # Route the answer came from, so buttons (feedback, suggestions, stop) find the Dify app again.
     route: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One thing Dify does on the way to an answer (a tool call, a workflow node, retrieval).
+
+    ``state``: ``running``, ``done`` or ``failed``. ``detail`` is a short line (the tool's
+    input); ``output`` what it returned, shortened (a tool's observation).
+    """
+
+    id: str
+    title: str
+    state: str = "running"
+    detail: str = ""
+    output: str = ""
+
+
+@runtime_checkable
+class ShowsSteps(Protocol):
+    """A reply that can show Dify's steps one by one (Slack's task cards), not only the latest
+    as a status line. The pipeline hands over the steps before each ``update`` and ``finish``;
+    the reply shows them with its next call to the platform."""
+
+    def show_steps(self, steps: tuple[Step, ...]) -> None:
+        """Remember ``steps`` (all of them so far, oldest first) for the next update."""
 
 
 @runtime_checkable
@@ -180,6 +214,9 @@ class PlatformLimits:
     # Edits per minute shared by every answer in one workspace (Slack chat.update is ~50/min).
     workspace_edits_per_minute: float
     placeholder: str = "Thinking…"
+    # The reply can put a file in the thread: an answer too long for the thread's messages
+    # then comes whole as a file (ReplyExtras.full_text_file) instead of being cut.
+    attaches_files: bool = False
 
 
 class Adapter(Protocol):

@@ -25,16 +25,20 @@ from redis.exceptions import RedisError
 from app.admission import StartGate, no_gate
 from app.answer_cache import AnswerCache
 from app.answer_cache import plan as plan_cache
+from app.answer_deadline import StreamDeadline
 from app.answer_extras import chat_extras, hint, stream_error
 from app.answer_fold import Answer, fold, workflow_answer
+from app.answer_size import AnswerSize, cut_notice
 from app.appcheck import AppParams, ParamsCache
 from app.attachments import upload_files
-from app.dify.client import DifyClient, DifyClientPool, EventStream
+from app.dify.client import DifyClient, DifyClientPool, EventStream, StoredMessage
 from app.dify.errors import (
     CircuitOpen,
     ConversationNotFound,
     DifyError,
+    DifyTimeout,
     StreamIncomplete,
+    StreamProgress,
 )
 from app.dify.events import DifyEvent
 from app.errors import UserFacingError
@@ -47,6 +51,7 @@ from app.model import (
     PlatformLimits,
     Reply,
     ReplyExtras,
+    ShowsSteps,
     ThreadKey,
 )
 from app.preflight import Preflight
@@ -62,6 +67,10 @@ log = structlog.get_logger(__name__)
 
 EXPIRED_NOTICE = "The earlier context of this thread had expired, so I started a new conversation."
 STOPPED_NOTICE = "Stopped. This is what had arrived so far."
+PARTIAL_NOTICE = (
+    "⚠️ The connection to the assistant broke off before this answer was finished, so it may "
+    "be incomplete. Ask again for the whole answer."
+)
 BUSY_THREAD = (
     "An earlier question in this thread is still being answered. Please try again in a minute."
 )
@@ -517,37 +526,84 @@ class Bridge:
         push = scheduler.push
         batches = events.batches()
         shown = False
+        deadline = StreamDeadline(
+            first_content=route.config.first_content_timeout
+            or self.settings.dify_first_content_timeout,
+            answer=route.config.answer_timeout or self.settings.dify_answer_timeout,
+        )
+        saw = deadline.saw
+        size = self._size(turn)
+
+        def visible(text: str) -> str:
+            # Cut before restoring: a 5 MB answer is not restored whole on every edit.
+            if len(text) > 2 * size.stream_chars:
+                text = text[: 2 * size.stream_chars]
+            return size.streaming(_restore_partial(text, restorer))
+
+        steps_view = turn.reply if isinstance(turn.reply, ShowsSteps) else None
         try:
-            # One network read at a time: the events of a read are folded, then shown once.
-            async for batch in batches:
-                changed = False
-                for ev in batch:
-                    if not (saved_task and saved_conversation):
-                        saved_task, saved_conversation = self._note_ids(
-                            turn, ev, ans, writes, saved_task, saved_conversation
-                        )
-                    if fold(ev, ans) and ans.first_text_at is not None:
-                        ttft.observe(ans.first_text_at - started)
-                        log.info("dify.first_token", ms=int((ans.first_text_at - started) * 1000))
-                    changed = changed or ans.changed
-                if changed and (ans.text or ans.status):
-                    if not shown and ans.text:
-                        # The first words go out now, before the reads already waiting are
-                        # taken in and folded.
-                        shown = True
-                        events.pace_reads(read_pace(scheduler.interval))
-                        turn.leave_gate()
-                        await scheduler.show_first(
-                            _restore_partial(ans.text, restorer), ans.status
-                        )
-                    else:
-                        push(_restore_partial(ans.text, restorer), ans.status)
+            async with deadline:
+                # One network read at a time: the events of a read are folded, then shown once.
+                async for batch in batches:
+                    changed = False
+                    if not deadline.content_started:
+                        for ev in batch:
+                            saw(ev)
+                    for ev in batch:
+                        if not (saved_task and saved_conversation):
+                            saved_task, saved_conversation = self._note_ids(
+                                turn, ev, ans, writes, saved_task, saved_conversation
+                            )
+                        if fold(ev, ans) and ans.first_text_at is not None:
+                            waited = ans.first_text_at - started
+                            ttft.observe(waited)
+                            log.info("dify.first_token", ms=int(waited * 1000))
+                        changed = changed or ans.changed
+                    if changed and steps_view is not None and ans.steps:
+                        steps_view.show_steps(tuple(ans.steps))
+                    if changed and (ans.text or ans.status):
+                        if not shown and ans.text:
+                            # The first words go out now, before the reads already waiting are
+                            # taken in and folded.
+                            shown = True
+                            events.pace_reads(read_pace(scheduler.interval))
+                            turn.leave_gate()
+                            await scheduler.show_first(visible(ans.text), ans.status)
+                        else:
+                            push(visible(ans.text), ans.status)
+        except DifyTimeout as e:
+            if e.phase not in ("first_content", "answer"):
+                raise
+            await self._stop_overdue(client, turn, ans, e.phase)
+            raise DifyTimeout(phase=e.phase, progress=StreamProgress(
+                conversation_id=ans.conversation_id, message_id=ans.message_id,
+                task_id=ans.task_id, partial_text=ans.text,
+            )) from None
         finally:
             await batches.aclose()
             for result in await asyncio.gather(*writes, return_exceptions=True):
                 if isinstance(result, BaseException):
                     log.warning("store.write_failed", error=type(result).__name__)
         return ans
+
+    async def _stop_overdue(
+        self, client: DifyClient, turn: _Turn, ans: Answer, phase: str
+    ) -> None:
+        """An answer outran its deadline: stop the Dify task so it stops spending tokens.
+
+        Dify's pings carry no task id, so a stream that sent nothing but pings cannot be stopped
+        by id: closing the connection (the caller does) is all there is, and the log says so.
+        """
+        log.warning("answer.deadline", phase=phase, task_known=bool(ans.task_id),
+                    chars=len(ans.text))
+        if not ans.task_id:
+            return
+        try:
+            async with asyncio.timeout(5):
+                await client.stop(ans.task_id, user=turn.msg.key.dify_user(),
+                                  mode=turn.route.config.dify.mode.value)
+        except (DifyError, TimeoutError, ValueError) as e:
+            log.warning("dify.stop_failed", error=type(e).__name__)
 
     def _note_ids(
         self,
@@ -573,24 +629,35 @@ class Bridge:
         return saved_task or bool(task), saved_conversation or bool(conv)
 
     async def _recover(self, client: DifyClient, turn: _Turn, e: StreamIncomplete) -> Answer:
-        """The stream ended without a closing event: ask Dify for the stored answer first."""
-        log.warning("dify.stream_incomplete", have_chars=len(e.partial_text or ""))
-        recovered: str | None = None
+        """The stream ended without a closing event: ask Dify for the stored answer first.
+
+        Dify's copy is the whole answer only when it ended normally and holds more than had
+        arrived (:meth:`StoredMessage.completes`); otherwise the longer of the two texts is
+        shown as partial. With nothing to show, the failure is reported as such."""
+        seen = e.partial_text or ""
+        log.warning("dify.stream_incomplete", have_chars=len(seen))
+        stored: StoredMessage | None = None
         if e.conversation_id and e.message_id:
             try:
-                recovered = await client.recover_answer(
+                stored = await client.stored_message(
                     conversation_id=e.conversation_id,
                     message_id=e.message_id,
                     user=turn.msg.key.dify_user(),
                 )
             except DifyError as err:
                 log.warning("dify.recover_failed", error=type(err).__name__)
-        if recovered:
-            log.info("dify.recovered", chars=len(recovered))
-            return Answer(
-                text=recovered, conversation_id=e.conversation_id, message_id=e.message_id
-            )
-        raise e
+        conv, mid = e.conversation_id, e.message_id
+        # The tokens were spent even though message_end (which carries them) never arrived.
+        usage = {"total_tokens": stored.total_tokens} if stored and stored.total_tokens else {}
+        if stored is not None and stored.completes(seen):
+            log.info("dify.recovered", chars=len(stored.answer))
+            return Answer(text=stored.answer, conversation_id=conv, message_id=mid, usage=usage)
+        text = stored.answer if stored is not None and len(stored.answer) > len(seen) else seen
+        if not text.strip():
+            raise e
+        log.warning("dify.recovered_partial", chars=len(text),
+                    dify_status=stored.status if stored else None)
+        return Answer(text=text, partial=True, conversation_id=conv, message_id=mid, usage=usage)
 
     async def _finish(
         self,
@@ -605,7 +672,8 @@ class Bridge:
         text = answer.text
         if route.config.dify.mode is AppMode.WORKFLOW:
             text = workflow_answer(text, answer.outputs, route.config.dify.output_variable)
-        text = _restore(text, restorer)
+        full_text = _restore(text, restorer)
+        text, cut = self._size(turn).final(full_text)
         extras = ReplyExtras(
             dify_message_id=answer.message_id,
             conversation_id=answer.conversation_id,
@@ -614,13 +682,25 @@ class Bridge:
             notices=list(turn.notices),
             route=route.name,
         )
-        if turn.stopped or answer.workflow_status == "stopped":
+        if answer.partial:
+            # No feedback on (nor follow-ups to) an answer that may be missing its end.
+            extras.partial, extras.dify_message_id = True, None
+            extras.notices.append(PARTIAL_NOTICE)
+        elif turn.stopped or answer.workflow_status == "stopped":
             extras.stopped = True
             extras.notices.append(STOPPED_NOTICE)
         else:
             await self._chat_extras(client, turn, answer, extras)
+        if cut:
+            attach = turn.limits.attaches_files
+            log.info("answer.too_long", chars=len(full_text), shown=len(text), attached=attach)
+            extras.full_text_file = full_text if attach else None
+            extras.notices.append(cut_notice(self._size(turn).max_messages, attached=attach))
         if not text.strip() and not extras.files:
             text = "(The assistant returned an empty answer.)"
+
+        if answer.steps and isinstance(turn.reply, ShowsSteps):
+            turn.reply.show_steps(tuple(answer.steps))
 
         async def finish() -> None:
             with span("platform.finish", platform=msg.key.platform, chars=len(text)):
@@ -631,7 +711,8 @@ class Bridge:
             budget=budget,
             on_ratelimited=self.metrics.ratelimited.labels(msg.key.platform).inc,
         )
-        if turn.cache_question and not extras.stopped and not extras.files and text.strip():
+        if (turn.cache_question and not extras.stopped and not extras.partial
+                and not extras.files and text.strip()):
             try:
                 await self.answer_cache.put(route.name, turn.cache_question, text,
                                             extras.sources, route.config.answer_cache_ttl)
@@ -643,7 +724,8 @@ class Bridge:
             if self.limiter is not None:
                 await self.limiter.record_usage(msg, route, total)
         self.metrics.latency.observe(time.monotonic() - started)
-        self.metrics.answers.labels(msg.key.platform, "stopped" if extras.stopped else "ok").inc()
+        outcome = "partial" if extras.partial else "stopped" if extras.stopped else "ok"
+        self.metrics.answers.labels(msg.key.platform, outcome).inc()
         log.info("answer.finished", chars=len(text), sources=len(extras.sources))
 
     async def _chat_extras(
@@ -667,6 +749,13 @@ class Bridge:
             except RedisError as e:
                 log.warning("store.write_failed", error=type(e).__name__)
 
+    def _size(self, turn: _Turn) -> AnswerSize:
+        """How much of an answer the thread shows (see app/answer_size.py)."""
+        most = turn.route.config.max_messages_per_answer or self.settings.max_messages_per_answer
+        # The last message also carries the error or the notices: keep a little room.
+        return AnswerSize(max_chars=max(1, turn.limits.max_message_chars - 200),
+                          max_messages=most)
+
     async def _fail(self, turn: _Turn, partial: str, e: DifyError) -> None:
         kind = type(e).__name__
         self.metrics.errors.labels(kind).inc()
@@ -676,9 +765,12 @@ class Bridge:
             error=kind,
             status=getattr(e, "status", None),
             code=getattr(e, "code", ""),
-            hint=hint(e),
+            hint=hint(e, turn.route.base_url),
         )
         text = turn.route.config.fallback_text if isinstance(e, CircuitOpen) else e.user_message
+        partial, cut = self._size(turn).final(partial)
+        if cut:  # a failure message has no file: what fits, then the reason
+            partial += "\n\n…"
         message = f"{partial}\n\n⚠️ {text}" if partial.strip() else text
         await _safe_fail(turn.reply, message, turn.ref)
 

@@ -40,9 +40,19 @@ async def readyz(request: web.Request) -> web.Response:
         "redis": await service.store.ping(),
         "config": service.config_loaded,
         "accepting": service.bridge_accepting,
+        # Every platform that is configured can work (token accepted, connection up).
+        "platforms": service.health.ok,
     }
     ok = all(checks.values())
-    return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
+    body: dict[str, object] = {"ready": ok, "checks": checks}
+    if not ok:
+        reasons = service.health.reasons()
+        if not checks["redis"]:
+            reasons.append("redis: does not answer PING (check REDIS_URL)")
+        if not checks["accepting"]:
+            reasons.append("shutting down")
+        body["reasons"] = reasons
+    return web.json_response(body, status=200 if ok else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:

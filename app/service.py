@@ -8,11 +8,12 @@ platform module.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import os
 import signal
 from collections.abc import Mapping, Sequence
 from importlib.metadata import entry_points
-from pathlib import Path
 
 import aiohttp
 import structlog
@@ -22,16 +23,24 @@ from app import tracing
 from app.context import AdapterContext
 from app.dify.client import DifyClientPool, DifyTimeouts, RetryPolicy
 from app.errors import ConfigError
+from app.health import Health
 from app.inflight import InflightRegistry
 from app.loop import name as loop_name
 from app.metrics import Metrics
 from app.model import Adapter
 from app.pipeline import Bridge
 from app.redact import RedactionService
-from app.redis_conn import RedisHandle, connect
+from app.redis_conn import RedisHandle, connect, embedded_refusal
 from app.routing import Router
 from app.server import build_admin_app, build_app
-from app.settings import BridgeFile, Route, Settings, load_bridge_file, resolve_routes
+from app.settings import (
+    BridgeFile,
+    Route,
+    Settings,
+    load_bridge_file,
+    resolve_routes,
+    routing_file,
+)
 from app.store import RedisStore
 
 log = structlog.get_logger(__name__)
@@ -45,17 +54,18 @@ def load_routes(
     *,
     env: Mapping[str, str] | None = None,
 ) -> list[Route]:
-    """Routes from BRIDGE_CONFIG (if the file exists) or the one default route.
+    """Routes from the routing file (see :func:`routing_file`) or the one default route.
 
     ``env`` is where ``api_key_env`` names are looked up (default: the process environment).
     """
-    path = "" if bridge_file is not None else settings.bridge_config
+    path = ""
     if bridge_file is None:
-        if Path(path).exists():
+        found = routing_file(settings)
+        if found is not None:
+            path = found
             bridge_file = load_bridge_file(path)
         else:
             bridge_file = BridgeFile()
-            path = ""
     return resolve_routes(settings, bridge_file, file=path, env=env)
 
 
@@ -79,6 +89,9 @@ class Service:
         self.dify = dify
         self.adapters: list[Adapter] = []
         self.config_loaded = True
+        self.health = Health()
+        # Set by a second SIGTERM/Ctrl-C: stop now, without waiting for streaming answers.
+        self.hurry = asyncio.Event()
         self.http: aiohttp.ClientSession | None = None
         self.app = build_app(self, include_admin=settings.admin_port is None)
         self._runners: list[web.AppRunner] = []
@@ -109,6 +122,9 @@ class Service:
     ) -> Service:
         """Build the service; raises :class:`ConfigError` with what to fix."""
         routes = load_routes(settings, bridge_file, env=env)
+        refusal = embedded_refusal(settings, os.environ if env is None else env)
+        if refusal is not None:
+            raise ConfigError(refusal, key="REDIS_URL")
         tracing.configure(settings.otel_exporter_otlp_endpoint)
         redis = await connect(
             settings.redis_url,
@@ -165,7 +181,8 @@ class Service:
 
     def _load_adapters(self, only: Sequence[str] | None) -> None:
         ctx = AdapterContext(
-            settings=self.settings, bridge=self.bridge, store=self.store, metrics=self.metrics
+            settings=self.settings, bridge=self.bridge, store=self.store, metrics=self.metrics,
+            health=self.health,
         )
         for ep in sorted(entry_points(group=ADAPTER_GROUP), key=lambda e: e.name):
             if only is not None and ep.name not in only:
@@ -186,21 +203,18 @@ class Service:
             log.info("adapter.enabled", adapter=ep.name)
 
     async def start(self, host: str | None = None, port: int | None = None) -> None:
+        host = host if host is not None else self.settings.host
+        port = port if port is not None else self.settings.port
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(
-            runner,
-            host if host is not None else self.settings.host,
-            port if port is not None else self.settings.port,
-        )
-        await site.start()
         self._runners.append(runner)
+        await _listen(runner, host, port, "PORT")
         self.port = _bound_port(runner)
         if self.settings.admin_port is not None:
             admin = web.AppRunner(build_admin_app(self), access_log=None, handle_signals=False)
             await admin.setup()
-            await web.TCPSite(admin, host or self.settings.host, self.settings.admin_port).start()
             self._runners.append(admin)
+            await _listen(admin, host, self.settings.admin_port, "ADMIN_PORT")
             self.admin_port = _bound_port(admin)
         for adapter in self.adapters:
             await adapter.start()
@@ -257,6 +271,21 @@ class Service:
                 if m is not None:
                     self.reload_config()
 
+    async def _drain(self, grace: float) -> int:
+        """Let streaming answers finish for ``grace`` seconds, or until told to hurry."""
+        draining = asyncio.ensure_future(self.bridge.drain(grace))
+        hurry = asyncio.ensure_future(self.hurry.wait())
+        await asyncio.wait({draining, hurry}, return_when=asyncio.FIRST_COMPLETED)
+        hurry.cancel()
+        if draining.done():
+            return draining.result()
+        log.warning("shutdown.hurried", detail="second stop signal: answers still streaming are "
+                    "interrupted now")
+        draining.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await draining
+        return await self.bridge.drain(0)
+
     def install_signal_handlers(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self.reload_config)
@@ -273,9 +302,7 @@ class Service:
             # Waited for before Redis closes: a sweep cut off mid-command by the close left
             # redis-py's send task pending, and the process hung at exit.
             await asyncio.wait(background, timeout=5)
-        left = await self.bridge.drain(
-            self.settings.shutdown_grace_seconds if grace is None else grace
-        )
+        left = await self._drain(self.settings.shutdown_grace_seconds if grace is None else grace)
         if left:
             log.warning("shutdown.unfinished_answers", count=left)
         for adapter in self.adapters:
@@ -287,9 +314,29 @@ class Service:
             await runner.cleanup()
         self._runners.clear()
         await self.dify.aclose()
+        if self.bridge.limiter is not None:
+            # Token usage is billing data: what still waits for Redis gets a last chance.
+            await self.bridge.limiter.aclose(timeout=5.0)
         await self.bridge.store.batch.aclose()
         await self.redis.close()
         log.info("server.stopped")
+
+
+async def _listen(runner: web.AppRunner, host: str, port: int, key: str) -> None:
+    """Bind; a port in use (or not ours to bind) is a one-line ConfigError naming it."""
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            why = "is already in use (another dify-bridge, or another server?)"
+        elif e.errno == errno.EACCES:
+            why = "may not be bound by this user (ports below 1024 need privileges)"
+        else:
+            why = f"cannot be bound ({e.strerror or e})"
+        raise ConfigError(
+            f"port {port} on {host} {why}: stop the other process or choose another port",
+            key=key,
+        ) from e
 
 
 def _bound_port(runner: web.AppRunner) -> int:

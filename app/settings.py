@@ -60,7 +60,13 @@ InputSource = Literal[
     "platform",
     "permalink",
     "history",
+    # Slack agent view: what the user is looking at (app_context_changed), e.g. "channel:C0123".
+    "viewing",
 ]
+
+# Slack native streaming (chat.startStream/appendStream/stopStream): "dm" streams in direct
+# messages (the agent view) and edits in channels; "always" streams everywhere; "off" edits.
+NativeStreaming = Literal["dm", "always", "off"]
 
 
 class _Strict(BaseModel):
@@ -150,8 +156,12 @@ class RouteConfig(_Strict):
     edit_interval: Annotated[float, Field(ge=0.2, le=60)] = 1.5
     # Slack/Teams: keep answering in a thread the bot is part of without a new mention.
     continue_in_thread: bool = True
-    # Slack: use chat.startStream/appendStream/stopStream instead of chat.update edits.
-    native_streaming: bool = False
+    # Slack: where answers use native streaming instead of chat.update edits (true = "always",
+    # false = "off" are accepted too). Slack refusing it falls back to edits on its own.
+    native_streaming: NativeStreaming = "dm"
+    # Slack native streaming: Dify's steps as cards between the text ("timeline") or grouped in
+    # one plan block ("plan").
+    task_display: Literal["timeline", "plan"] = "timeline"
     # Words that start a fresh Dify conversation in the same thread.
     reset_words: tuple[str, ...] = ("reset", "new topic")
     # Earlier thread messages passed to Dify when ``inputs`` maps ``history``.
@@ -166,6 +176,19 @@ class RouteConfig(_Strict):
     reset_button: bool = True
     suggested_questions: bool = True
     show_sources: bool = True
+    # Bounds on one answer; unset means the environment's DIFY_FIRST_CONTENT_TIMEOUT,
+    # DIFY_ANSWER_TIMEOUT and MAX_MESSAGES_PER_ANSWER.
+    first_content_timeout: Annotated[float, Field(gt=0, le=86400)] | None = None
+    answer_timeout: Annotated[float, Field(gt=0, le=86400)] | None = None
+    max_messages_per_answer: Annotated[int, Field(ge=1, le=100)] | None = None
+
+    @field_validator("native_streaming", mode="before")
+    @classmethod
+    def _streaming_bool(cls, v: Any) -> Any:
+        # Before "dm" existed the switch was a boolean.
+        if isinstance(v, bool):
+            return "always" if v else "off"
+        return v
 
 
 class BridgeFile(_Strict):
@@ -213,9 +236,18 @@ class Settings(BaseSettings):
     redis_data_dir: str = Field(
         "var/redis", description="Where the embedded Redis keeps its data file."
     )
+    allow_embedded_redis: bool = Field(
+        False,
+        description="Allow the embedded Redis under Kubernetes (`KUBERNETES_SERVICE_HOST` set), "
+        "for a single replica only: replicas must share one Redis (`REDIS_URL`).",
+    )
     host: str = Field("0.0.0.0", description="Address the HTTP server binds.")  # noqa: S104
     port: int = Field(3000, ge=0, le=65535, description="HTTP port.")
-    bridge_config: str = Field("config/bridge.yaml", description="Routing YAML (optional).")
+    bridge_config: str = Field(
+        "config/bridge.yaml",
+        description="Routing YAML. Unset: this file if it exists, else one default route. Set: "
+        "the file must exist (a missing one is refused). Empty: no file, one default route.",
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_format: LogFormat = Field(LogFormat.JSON, description="`json` or `console`.")
     otel_exporter_otlp_endpoint: str | None = Field(
@@ -285,6 +317,23 @@ class Settings(BaseSettings):
     )
     shutdown_grace_seconds: float = Field(
         25.0, ge=0, description="On SIGTERM, how long streaming answers may take to finish."
+    )
+    # --- Bounds on one answer (a Dify that only pings, a huge answer); routes may override.
+    dify_first_content_timeout: float = Field(
+        180.0, gt=0,
+        description="Seconds from the question to Dify's first event that is not a keep-alive "
+        "ping (text, a workflow step, an agent thought); then the Dify task is stopped and the "
+        "thread is told.",
+    )
+    dify_answer_timeout: float = Field(
+        900.0, gt=0,
+        description="Longest time one answer may stream; then the Dify task is stopped and the "
+        "text so far is shown, marked as cut off.",
+    )
+    max_messages_per_answer: int = Field(
+        10, ge=1, le=100,
+        description="Chat messages one answer may fill; the rest goes as a file where the "
+        "platform allows (Slack), else the answer is cut with a note.",
     )
 
     # --- Slack
@@ -414,13 +463,47 @@ def load_bridge_file(path: str | Path) -> BridgeFile:
         raise _format_validation(e, str(p)) from e
 
 
+def _problem(problems: list[ConfigError] | None, error: ConfigError) -> None:
+    if problems is None:
+        raise error
+    problems.append(error)
+
+
+def routing_file(settings: Settings) -> str | None:
+    """The routing file to read, or None for the one built-in default route.
+
+    A BRIDGE_CONFIG that was set must name a file that exists: replacing a mistyped path by the
+    default route would drop the admin's routes and redaction rules without a word.
+    """
+    path = settings.bridge_config
+    if not path:
+        return None
+    if Path(path).exists():
+        return path
+    if "bridge_config" in settings.model_fields_set:
+        raise ConfigError(
+            "the routing file does not exist: fix the path, or unset BRIDGE_CONFIG (or set it "
+            "empty) to run with the one default route",
+            file=path,
+            key="BRIDGE_CONFIG",
+        )
+    return None
+
+
 def resolve_routes(
-    settings: Settings, bridge: BridgeFile, *, file: str = "", env: Mapping[str, str] | None = None
+    settings: Settings,
+    bridge: BridgeFile,
+    *,
+    file: str = "",
+    env: Mapping[str, str] | None = None,
+    problems: list[ConfigError] | None = None,
 ) -> list[Route]:
     """Turn route configs into :class:`Route` objects with keys read from env vars or files.
 
     With no routes in the file, one default route answers every channel with the
-    ``DIFY_BASE_URL``/``DIFY_API_KEY`` app and redaction on.
+    ``DIFY_BASE_URL``/``DIFY_API_KEY`` app and redaction on. A key that cannot be read raises,
+    or, with ``problems`` given, is added there (the route keeps an empty key) so that every
+    missing variable can be reported at once.
     """
     environ = os.environ if env is None else env
     configs = list(bridge.routes) or [RouteConfig(name="default")]
@@ -431,29 +514,30 @@ def resolve_routes(
         if rc.dify.api_key_env:
             key = environ.get(rc.dify.api_key_env, "")
             if not key:
-                raise ConfigError(
+                _problem(problems, ConfigError(
                     f"environment variable {rc.dify.api_key_env} is not set (route {rc.name!r})",
                     file=file or None,
                     key=f"{key_path}.api_key_env",
-                )
+                ))
         elif rc.dify.api_key_file:
             try:
                 key = Path(rc.dify.api_key_file).read_text(encoding="utf-8").strip()
             except OSError as e:
-                raise ConfigError(
+                key = ""
+                _problem(problems, ConfigError(
                     f"cannot read key file {rc.dify.api_key_file}: {e.strerror}",
                     file=file or None,
                     key=f"{key_path}.api_key_file",
-                ) from e
+                ))
         else:
             key = settings.secret("dify_api_key") or ""
             if not key:
-                raise ConfigError(
+                _problem(problems, ConfigError(
                     f"DIFY_API_KEY is not set and route {rc.name!r} names no api_key_env/"
                     "api_key_file: set DIFY_API_KEY to your Dify app's API key (app-...)",
                     file=file or None,
                     key=f"{key_path}",
-                )
+                ))
         routes.append(Route(rc, base, key))
     return routes
 
@@ -505,4 +589,5 @@ __all__ = [
     "load_settings",
     "mask",
     "resolve_routes",
+    "routing_file",
 ]

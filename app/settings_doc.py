@@ -42,7 +42,8 @@ def markdown() -> str:
 
 def env_example() -> str:
     out = [
-        "# dify-bridge environment. Copy to .env; `make run` reads it. Generated from",
+        "# dify-bridge environment. Copy to .env: every dify-bridge command run in this",
+        "# directory reads it (variables set in the environment win). Generated from",
         "# app/settings.py by `python -m app.settings_doc env`: edit the model, not this list.",
     ]
     group = ""

@@ -12,13 +12,12 @@ import json
 import sys
 import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any, TextIO
 
 from app.errors import ConfigError
 from app.limits import AbuseLimiter, UsageRow, month_of, parse_month
 from app.redis_conn import connect
-from app.settings import Settings, load_bridge_file, load_settings
+from app.settings import Settings, load_bridge_file, load_settings, routing_file
 from app.store import RedisStore
 
 
@@ -42,8 +41,8 @@ def _month_arg(value: str) -> str:
 
 def _quotas(settings: Settings) -> dict[str, int]:
     """Route name -> monthly quota, from the routing file if there is one (no API keys needed)."""
-    path = Path(settings.bridge_config)
-    if not path.exists():
+    path = routing_file(settings)
+    if path is None:
         return {}
     return {r.name: r.monthly_token_quota for r in load_bridge_file(path).routes}
 

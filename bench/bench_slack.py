@@ -4,8 +4,15 @@ Run (from the repo root, Redis on 127.0.0.1:6379 or REDIS_URL)::
 
     .venv/bin/python bench/bench_slack.py                    # 100 mentions, 25 channels
     .venv/bin/python bench/bench_slack.py --mentions 100 --channels 1
+    .venv/bin/python bench/bench_slack.py --mode native      # Slack's native streaming
     .venv/bin/python bench/bench_slack.py --busy             # 10 per channel: 1, then 3 replicas
     .venv/bin/python bench/bench_slack.py --channels 10 --replicas 3
+
+``--mode edits`` (default) answers with ``chat.postMessage`` + ``chat.update``; ``--mode native``
+routes every channel to native streaming (``native_streaming: always``: ``chat.startStream`` /
+``appendStream`` / ``stopStream``, Tier 2 / 4 / 2 per workspace), where answers beyond the stream
+tier go to edits. ``--dms`` sends each question as a DM to the agent (its own thread in its own
+DM) instead of a mention: native streaming by default, edits with ``--mode edits``.
 
 Three processes: dify-bridge (the Slack adapter on the core server, request signatures checked)
 runs alone in a child process whose CPU time is measured; a Dify-compatible SSE server
@@ -20,8 +27,7 @@ shape: 100 mentions in 10 channels (10 per channel, Slack allows about one post 
 channel), first with one replica, then with three.
 
 Reports: 429s received (target 0), chat.update calls per answer, time from the event to the first
-visible sign of work (the thread's status line or a message, p50/p99) and to the first visible
-answer text (p50/p99), the HTTP ack time (p99 target under 20 ms) next to its floor (the
+visible answer text (p50/p99), the HTTP ack time (p99 target under 20 ms) next to its floor (the
 same burst against a bare aiohttp server that only checks the signature, bench/_ack_server.py),
 and CPU per answer next to the floor of the core benchmark (a bare aiohttp loop reading and
 JSON-decoding the same Dify stream).
@@ -37,9 +43,11 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import psutil
@@ -103,6 +111,8 @@ def mention_body(i: int, channel: str, ts: str) -> str:
         "team": TEAM,
         "event_ts": ts,
     }
+    if channel.startswith("D"):  # a DM to the agent: a message.im, no mention
+        event.update(type="message", channel_type="im", text=f"question number {i}?")
     return json.dumps(
         {
             "token": "unused",
@@ -199,13 +209,23 @@ def cpu_seconds(proc: psutil.Process) -> float:
     return float(t.user + t.system)
 
 
+def _finished(m: Any) -> bool:
+    """The final answer is shown: thumbs under an edited answer, feedback buttons under a
+    streamed one."""
+    return m.feedback_buttons() is not None or any(
+        b.get("action_id") == "dify_like" for b in m.buttons()
+    )
+
+
 async def run(
-    mentions: int, channels: int, events: int, chunk: int, delay: float, replicas: int = 1
+    mentions: int, channels: int, events: int, chunk: int, delay: float, mode: str = "edits",
+    dms: bool = False, replicas: int = 1,
 ) -> None:
     sse, dify_url = spawn(
         [sys.executable, "bench/_sse_server.py", str(events), str(chunk), str(delay)]
     )
-    fake = FakeSlack()  # enforces Slack's limits
+    # Enforces Slack's limits; the referee is for the tests, not for timings.
+    fake = FakeSlack(referee=False)
     await fake.start()
     fake.add_team(TEAM, token=TOKEN, bot_user_id=BOT_USER)
     env = {
@@ -217,12 +237,25 @@ async def run(
         "BREAKER_FAILURES": "1000",
         "USER_RATE_PER_MINUTE": "0",
         "WORKSPACE_RATE_PER_MINUTE": "0",
-        "BRIDGE_CONFIG": "/nonexistent.yaml",
+        "BRIDGE_CONFIG": "",  # no routing file: the one default route
         "SLACK_BOT_TOKEN": TOKEN,
         "SLACK_SIGNING_SECRET": SECRET,
         "SLACK_API_URL": fake.api_url,
         "GC_TUNING": os.environ.get("GC_TUNING", "true"),
     }
+    config = None
+    if mode == "native" and not dms:
+        config = tempfile.NamedTemporaryFile(  # noqa: SIM115 - removed in the finally below
+            "w", suffix=".yaml", delete=False)
+        config.write("routes:\n  - name: bench\n    native_streaming: always\n")
+        config.close()
+        env["BRIDGE_CONFIG"] = config.name
+    if mode == "edits" and dms:
+        config = tempfile.NamedTemporaryFile(  # noqa: SIM115 - removed in the finally below
+            "w", suffix=".yaml", delete=False)
+        config.write("routes:\n  - name: bench\n    native_streaming: off\n")
+        config.close()
+        env["BRIDGE_CONFIG"] = config.name
     bridges = [
         await spawn_async([sys.executable, __file__, "--serve", json.dumps(env)])
         for _ in range(replicas)
@@ -242,7 +275,9 @@ async def run(
             base = time.time()
             requests = []
             for i in range(mentions):
-                channel, ts = f"C{i % channels:08d}", f"{int(base)}.{i:06d}"
+                channel, ts = (
+                    f"D{i:08d}" if dms else f"C{i % channels:08d}", f"{int(base)}.{i:06d}"
+                )
                 body = mention_body(i, channel, ts)
                 requests.append((channel, ts, raw_request(addrs[i % replicas][0], body)))
             sent_at: dict[str, float] = {}
@@ -267,11 +302,7 @@ async def run(
                 done = sum(
                     1
                     for ch, ts in {(r[0], r[1]) for r in requests}
-                    if any(
-                        b.get("action_id") == "dify_like"
-                        for m in fake.bot_messages(ch, ts)
-                        for b in m.buttons()
-                    )
+                    if any(_finished(m) for m in fake.bot_messages(ch, ts))
                 )
                 if done == mentions:
                     break
@@ -287,11 +318,15 @@ async def run(
         sse.terminate()
         sse.wait(5)
         await fake.close()
+        if config is not None:
+            os.unlink(config.name)
 
     first_text: dict[str, float] = {}
     first_sign: dict[str, float] = {}
     updates: dict[str, int] = {}
     posts: dict[str, int] = {}
+    streams: dict[str, int] = {}
+    appends: dict[str, int] = {}
     for st in fake.statuses:
         if st["status"]:
             first_sign.setdefault(st["thread_ts"], st["time"])
@@ -306,17 +341,30 @@ async def run(
             updates[c.thread] = updates.get(c.thread, 0) + 1
         if c.method == "chat.postMessage":
             posts[c.thread] = posts.get(c.thread, 0) + 1
+        if c.method == "chat.startStream":
+            streams[c.thread] = streams.get(c.thread, 0) + 1
+        if c.method == "chat.appendStream":
+            appends[c.thread] = appends.get(c.thread, 0) + 1
     latencies = [first_text[ts] - at for ts, at in sent_at.items() if ts in first_text]
     signs = [first_sign[ts] - at for ts, at in sent_at.items() if ts in first_sign]
     per_answer = [updates.get(ts, 0) for ts in sent_at]
     answered = sum(1 for ts in sent_at if ts in first_text)
     print(
-        f"mentions answered: {answered}/{mentions} in {channels} channel(s) "
-        f"({mentions / channels:.0f} per channel), {replicas} replica(s), {wall:.1f} s "
-        f"(answers ~{events * delay:.0f} s, {events} events of {chunk} chars)"
+        f"mode {mode}: {'DMs' if dms else 'mentions'} answered: {answered}/{mentions} in "
+        f"{mentions if dms else channels} channel(s) "
+        f"({1 if dms else mentions / channels:.0f} per channel), {replicas} replica(s), "
+        f"{wall:.1f} s (answers ~{events * delay:.0f} s, {events} events of {chunk} chars)"
     )
     limited = sorted({c.method for c in fake.ratelimited})
     print(f"429s received: {len(fake.ratelimited)} (target 0) {', '.join(limited)}".rstrip())
+    refused = [c for c in fake.calls if c.error and c.error != "ratelimited"]
+    print(f"other Slack errors: {len(refused)}; contract errors: {len(fake.contract_errors)}")
+    if mode == "native":
+        print(
+            f"answers streamed natively: {len(streams)}/{mentions} (chat.startStream is Tier 2 "
+            f"per workspace; the rest used edits); chat.appendStream per streamed answer: mean "
+            f"{statistics.mean(appends.get(t, 0) for t in streams) if streams else 0:.1f}"
+        )
     print(
         f"chat.update per answer: mean {statistics.mean(per_answer):.2f}, "
         f"min {min(per_answer)}, max {max(per_answer)}; chat.postMessage per answer: "
@@ -351,6 +399,10 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200, help="Dify events (tokens) per answer")
     ap.add_argument("--chunk", type=int, default=5, help="characters per event")
     ap.add_argument("--delay", type=float, default=0.02, help="seconds between events")
+    ap.add_argument("--mode", choices=("edits", "native"), default="edits",
+                    help="answer with message edits or Slack's native streaming")
+    ap.add_argument("--dms", action="store_true",
+                    help="direct messages to the agent (one DM each) instead of mentions")
     ap.add_argument("--replicas", type=int, default=1, help="bridge processes on one Redis")
     ap.add_argument(
         "--busy",
@@ -366,11 +418,14 @@ def main() -> None:
         return
     if args.busy:
         for replicas in (1, 3):
-            asyncio.run(run(100, 10, args.events, args.chunk, args.delay, replicas))
+            asyncio.run(
+                run(100, 10, args.events, args.chunk, args.delay, args.mode, False, replicas)
+            )
             print()
         return
     asyncio.run(
-        run(args.mentions, args.channels, args.events, args.chunk, args.delay, args.replicas)
+        run(args.mentions, args.channels, args.events, args.chunk, args.delay, args.mode,
+            args.dms, args.replicas)
     )
 
 

@@ -89,7 +89,7 @@ async def run(threads: int, events: int, chunk: int, delay: float, dump: str | N
         "BREAKER_FAILURES": "1000",
         "USER_RATE_PER_MINUTE": "0",
         "WORKSPACE_RATE_PER_MINUTE": "0",
-        "BRIDGE_CONFIG": "/nonexistent.yaml",
+        "BRIDGE_CONFIG": "",  # no routing file: the one default route
         "MICROSOFT_APP_ID": BOT_APP_ID,
         "MICROSOFT_APP_PASSWORD": "s3cret",
         "MICROSOFT_APP_TENANT_ID": TENANT_ID,

@@ -59,7 +59,7 @@ async def main() -> None:
     env = dict(
         os.environ, REDIS_URL=redis.url, REDIS_KEY_PREFIX="soak", DIFY_BASE_URL=dify.base_url,
         DIFY_API_KEY="app-soak", SLACK_BOT_TOKEN=team.bot_token, SLACK_SIGNING_SECRET=SECRET,
-        SLACK_API_URL=slack.api_url, BRIDGE_CONFIG="/nonexistent", LOG_FORMAT="json",
+        SLACK_API_URL=slack.api_url, BRIDGE_CONFIG="", LOG_FORMAT="json",
         LOG_LEVEL="INFO", LOCK_TTL_SECONDS="5", USER_RATE_PER_MINUTE="0",
         WORKSPACE_RATE_PER_MINUTE="0", SHUTDOWN_GRACE_SECONDS="10",
     )

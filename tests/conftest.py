@@ -21,6 +21,13 @@ from app.settings import BridgeFile, load_settings
 
 TEST_APP_KEY = "app-test"
 
+# A developer's .env must not leak into the tests: the commands (and the subprocesses started
+# here, which inherit this) read none unless a test says so (tests/test_operability.py).
+os.environ["DIFY_BRIDGE_ENV_FILE"] = ""
+# CI may itself run in a Kubernetes pod, where serve refuses the embedded Redis; the tests that
+# are about that set the variable themselves.
+os.environ.pop("KUBERNETES_SERVICE_HOST", None)
+
 
 def _local_redis_answers() -> bool:
     try:
@@ -82,7 +89,7 @@ def base_env(redis_url: str, dify_url: str, prefix: str) -> dict[str, str]:
         "REDIS_KEY_PREFIX": prefix,
         "DIFY_BASE_URL": dify_url,
         "DIFY_API_KEY": TEST_APP_KEY,
-        "BRIDGE_CONFIG": "/nonexistent/bridge.yaml",
+        "BRIDGE_CONFIG": "",  # no routing file: the one default route
         "LOG_FORMAT": "console",
         "DIFY_MAX_RETRIES": "2",
         # Abuse limits have their own tests; elsewhere bursts from one user must go through.
@@ -171,3 +178,23 @@ async def _no_stray_tasks() -> AsyncIterator[None]:
         t.cancel()
     if stray:
         await asyncio.wait(stray, timeout=5)
+
+
+@pytest.fixture(autouse=True)
+def _referees_agree(request: pytest.FixtureRequest) -> Any:
+    """Fail a test in which Dify's OpenAPI or slack_sdk refused something a fake received.
+
+    The fakes answer such a request as the platform would (see ``tests/fakes/referees.py``), but
+    the code under test may swallow that answer; this names the problem on the test that caused
+    it. A test that sends an invalid request on purpose is marked ``referee_refuses``.
+    """
+    from tests.fakes import referees
+
+    referees.VIOLATIONS.clear()
+    yield
+    found = list(referees.VIOLATIONS)
+    referees.VIOLATIONS.clear()
+    if request.node.get_closest_marker("referee_refuses"):
+        assert found, "marked referee_refuses, but no referee refused anything"
+        return
+    assert not found, "a platform's own definition refused what we sent:\n" + "\n".join(found)

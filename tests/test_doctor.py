@@ -111,7 +111,7 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_url: str,
     login.tenants.add(TENANT)
     login.secrets_by_app[APP_ID] = password
     for k, v in {
-        "BRIDGE_CONFIG": str(tmp_path / "absent.yaml"),
+        "BRIDGE_CONFIG": "",
         "REDIS_URL": redis_url,
         "DIFY_BASE_URL": dify.base_url,
         "DIFY_API_KEY": key,
@@ -244,12 +244,12 @@ async def test_route_mode_and_unmapped_required_inputs_are_named_with_the_yaml_k
 
 
 async def test_unpublished_chatflow_says_to_publish(doctor: Doctor, env: pytest.MonkeyPatch,
-                                                    dify: FakeDify) -> None:
+                                                    dify: FakeDify, tmp_path: Path) -> None:
     app = dify.app(os.environ["DIFY_API_KEY"])
     app.mode = "advanced-chat"
     app.endpoint_faults["parameters"] = deque([Fault.http(
         400, "app_unavailable", "App unavailable, please check your app configurations.")])
-    cfg = Path(os.environ["BRIDGE_CONFIG"]).with_name("chatflow.yaml")
+    cfg = tmp_path / "chatflow.yaml"
     cfg.write_text("routes:\n  - name: flow\n    dify: {mode: advanced-chat}\n")
     env.setenv("BRIDGE_CONFIG", str(cfg))
     code, lines, _ = await doctor()

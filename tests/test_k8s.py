@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "manifests/k8s"
 BASE = K8S / "base"
 TRY_REDIS = K8S / "overlays/try-redis"
+SINGLE = K8S / "overlays/single-replica"
 
 
 def docs(path: Path) -> list[dict[str, Any]]:
@@ -64,7 +65,7 @@ def port_number(container: dict[str, Any], port: int | str) -> int:
 
 def test_every_manifest_parses_and_names_its_kind() -> None:
     files = sorted(f for f in K8S.rglob("*.yaml") if f.name != "bridge.yaml")  # routes, not k8s
-    assert len(files) == 8
+    assert len(files) == 10
     for f in files:
         for d in docs(f):
             assert d.get("apiVersion") and d.get("kind"), f
@@ -73,9 +74,10 @@ def test_every_manifest_parses_and_names_its_kind() -> None:
 
 
 def test_kustomizations_reference_only_files_that_exist() -> None:
-    for directory in (BASE, TRY_REDIS):
+    for directory in (BASE, TRY_REDIS, SINGLE):
         k = kustomization(directory)
-        for ref in k.get("resources", []) + [p["path"] for p in k.get("patches", [])]:
+        for ref in k.get("resources", []) + [p["path"] for p in k.get("patches", [])
+                                             if "path" in p]:
             assert (directory / ref).exists(), f"{directory}: {ref}"
         for gen in k.get("configMapGenerator", []):
             for f in gen["files"]:
@@ -139,7 +141,6 @@ def test_pod_runs_non_root_with_a_read_only_root_and_writable_scratch_dirs() -> 
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]  # noqa: S108 - the pod's scratch mount
-    assert "emptyDir" in volumes[mounts[env_of(c)["REDIS_DATA_DIR"]]]
     assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
 
 
@@ -225,6 +226,39 @@ def test_kustomize_builds_the_try_redis_overlay() -> None:
     dep = find(items, "Deployment", "dify-bridge")
     env = {e["name"]: e.get("value") for e in bridge_container(dep)["env"]}
     assert env["REDIS_URL"] == "redis://dify-bridge-redis:6379/0"
+    (url,) = [e for e in bridge_container(dep)["env"] if e["name"] == "REDIS_URL"]
+    assert "valueFrom" not in url  # the overlay's value replaces the base's secretKeyRef
     assert env["PORT"] == "3000"  # the patch adds, it does not replace
     redis = find(items, "Service", "dify-bridge-redis")
     assert redis["spec"]["selector"]["app.kubernetes.io/name"] == "dify-bridge"
+
+
+def test_the_base_does_not_start_without_a_shared_redis_url() -> None:
+    c = bridge_container(find(resources(BASE), "Deployment", "dify-bridge"))
+    (entry,) = [e for e in c["env"] if e["name"] == "REDIS_URL"]
+    ref = entry["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "dify-bridge-secrets", "key": "REDIS_URL"}  # not optional
+    assert "REDIS_DATA_DIR" not in env_of(c) and "ALLOW_EMBEDDED_REDIS" not in env_of(c)
+
+
+def test_the_single_replica_overlay_is_the_one_place_for_the_embedded_redis() -> None:
+    items = build(SINGLE)
+    assert {d["kind"] for d in items} == {"Deployment", "Service", "ConfigMap"}  # no HPA, PDB
+    dep = find(items, "Deployment", "dify-bridge")
+    assert dep["spec"]["replicas"] == 1
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}  # never two pods, even in a rollout
+    c = bridge_container(dep)
+    env = {e["name"]: e for e in c["env"]}
+    assert "REDIS_URL" not in env
+    assert env["ALLOW_EMBEDDED_REDIS"]["value"] == "true"
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    (mount,) = [m for m in c["volumeMounts"]
+                if m["mountPath"] == env["REDIS_DATA_DIR"]["value"]]
+    assert "emptyDir" in volumes[mount["name"]]
+    from app.redis_conn import embedded_refusal
+    from app.settings import load_settings
+
+    pod_env = {k: str(v.get("value")) for k, v in env.items() if "value" in v}
+    in_cluster = {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}
+    assert embedded_refusal(load_settings(env=pod_env), in_cluster) is None
+    assert embedded_refusal(load_settings(env={}), in_cluster)  # without the overlay: refused

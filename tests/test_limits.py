@@ -220,8 +220,10 @@ async def test_questions_are_let_through_when_redis_is_unreachable() -> None:
         limiter = AbuseLimiter(RedisStore(dead, prefix="x"), settings(user=1), clock=Clock())
         started = time.monotonic()
         assert await limiter.check(msg(), route(quota=10)) is None
-        await limiter.record_usage(msg(), route(quota=10), 5)  # logged, not raised
+        await limiter.record_usage(msg(), route(quota=10), 5)  # queued for later, not raised
         assert time.monotonic() - started < 5
+        assert limiter.pending_usage == 1
+        assert await limiter.aclose(timeout=0.2) == 1  # still down at shutdown: logged as lost
     finally:
         await dead.aclose()
 

@@ -74,7 +74,8 @@ def test_shipped_slack_manifest_asks_only_for_the_scopes_the_features_need() -> 
                       "files:read", "files:write", "users:read", "users:read.email"}
     assert set(m["settings"]["event_subscriptions"]["bot_events"]) == {
         "app_mention", "message.im", "message.mpim", "message.channels", "message.groups",
-        "app_uninstalled", "tokens_revoked"}
+        "app_home_opened", "app_context_changed", "agent_session_stopped", "app_uninstalled",
+        "tokens_revoked"}
     # No reactions, no user scopes, no admin scopes.
     assert "user" not in m["oauth_config"]["scopes"]
 
@@ -169,6 +170,41 @@ def test_unneeded_scopes_are_a_warning_not_an_error() -> None:
     problems = check_slack_manifest(m, command="/ask")
     assert pointers(problems) == set()
     assert [p.message for p in problems] == ["scope reactions:write is not used by dify-bridge"]
+
+
+def test_shipped_manifest_turns_on_the_agent_experience_with_its_events() -> None:
+    m = load_manifest_file(SLACK_FILE)
+    agent = m["features"]["agent_view"]
+    assert 0 < len(agent["agent_description"]) <= 300
+    assert "assistant_view" not in m["features"]
+    events = m["settings"]["event_subscriptions"]["bot_events"]
+    assert {"app_home_opened", "app_context_changed", "message.im"} <= set(events)
+    # Prompts, titles: assistant:write; loading status and streaming: chat:write.
+    scopes = set(m["oauth_config"]["scopes"]["bot"])
+    assert {"assistant:write", "chat:write", "im:history"} <= scopes
+
+
+def test_manifest_without_the_agent_view_is_told_how_to_turn_it_on() -> None:
+    m = _good_slack()
+    del m["features"]["agent_view"]
+    problems = check_slack_manifest(m, command="/ask")
+    assert [p.severity for p in problems] == ["warning"]
+    assert problems[0].pointer == "/features/agent_view" and "agent_view" in problems[0].fix
+
+
+def test_agent_view_mistakes_are_named_by_the_check() -> None:
+    m = _good_slack()
+    m["features"]["agent_view"]["agent_description"] = "x" * 301
+    m["features"]["agent_view"]["suggested_prompts"] = [{"title": "Hi"}]
+    m["features"]["assistant_view"] = {"assistant_description": "old"}
+    m["settings"]["event_subscriptions"]["bot_events"].remove("app_home_opened")
+    problems = check_slack_manifest(m, command="/ask")
+    errors = {p.pointer: p.message for p in problems if p.severity == "error"}
+    assert "300" in errors["/features/agent_view/agent_description"]
+    assert "title and a message" in errors["/features/agent_view/suggested_prompts/0"]
+    assert "app_home_opened" in errors["/settings/event_subscriptions/bot_events"]
+    warnings = {p.pointer for p in problems if p.severity == "warning"}
+    assert "/features/assistant_view" in warnings
 
 
 def test_routes_that_pass_the_speakers_email_need_the_email_scope() -> None:

@@ -86,7 +86,7 @@ async def test_redis_restarted_mid_answer_the_answer_finishes_and_service_recove
     dify_app.chunk_delay = 0.03
     settings = load_settings({
         "REDIS_URL": own_redis.url, "DIFY_API_KEY": dify_app.api_key,
-        "DIFY_BASE_URL": fake_dify.base_url, "BRIDGE_CONFIG": "/nonexistent",
+        "DIFY_BASE_URL": fake_dify.base_url, "BRIDGE_CONFIG": "",
         "USER_RATE_PER_MINUTE": "0", "WORKSPACE_RATE_PER_MINUTE": "0",
     })
     svc = await Service.create(settings, adapters=[])

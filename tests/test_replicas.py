@@ -129,7 +129,7 @@ async def cluster(fake_dify: Any, dify_app: Any, redis_url: str) -> AsyncIterato
         SLACK_BOT_TOKEN=team.bot_token,
         SLACK_SIGNING_SECRET=SECRET,
         SLACK_API_URL=fake.api_url,
-        BRIDGE_CONFIG="/nonexistent",
+        BRIDGE_CONFIG="",
         LOG_FORMAT="json",
         LOG_LEVEL="INFO",
         LOCK_TTL_SECONDS="3",

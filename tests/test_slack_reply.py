@@ -117,7 +117,10 @@ routes:
     assert bot.fake.calls_to("chat.stopStream")
     assert not bot.fake.calls_to("chat.update"), "no edits: the stream carried the text"
     assert bot.fake.statuses and bot.fake.statuses[0]["status"], "progress shown at once"
-    assert [b["action_id"] for b in msg.buttons()][:2] == ["dify_like", "dify_dislike"]
+    # Agent answers end with Slack's own feedback buttons, not a row of thumbs buttons.
+    feedback = msg.feedback_buttons()
+    assert feedback is not None and feedback["action_id"] == "dify_feedback"
+    assert not bot.fake.contract_errors
 
 
 async def test_expired_native_stream_falls_back_to_edits(slack_bot):

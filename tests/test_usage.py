@@ -138,7 +138,7 @@ async def test_usage_as_json_for_one_route(
 async def test_a_quiet_month_says_so_and_this_month_is_the_default(
     redis_url: str, seeded: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for k, v in _env(redis_url, seeded, "/nonexistent/bridge.yaml").items():
+    for k, v in _env(redis_url, seeded, "").items():
         monkeypatch.setenv(k, v)
     out = io.StringIO()
     assert await run_usage(argparse.Namespace(month=None, route=None, json=False), out=out) == 0

@@ -18,10 +18,10 @@ import aiohttp
 import structlog
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
-from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization.async_authorize import AsyncAuthorize
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.logger import messages as bolt_messages
 from slack_bolt.oauth.async_oauth_flow import AsyncOAuthFlow
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_bolt.request.async_internals import build_async_context
@@ -33,11 +33,14 @@ from adapters.slack._auth import (
     RedisInstallationStore,
     SignedStateStore,
     SingleTeamAuthorize,
+    auth_problem,
 )
 from adapters.slack._edge import Refused, check_shape, check_signature, decode, read_body
 from adapters.slack._handlers import SlackHandlers
+from adapters.slack._socket import SocketModeConnection
 from adapters.slack._webapi import SlackApi, make_client
 from app.errors import PlatformError
+from app.health import Backoff
 from app.model import PlatformLimits
 from app.tasks import spawn
 
@@ -71,6 +74,8 @@ SLACK_LIMITS = PlatformLimits(
     min_edit_interval=1.5,
     workspace_edits_per_minute=6000.0,
     placeholder="Thinking…",
+    # An answer longer than the messages it may fill comes whole as a file (files.upload*).
+    attaches_files=True,
 )
 
 
@@ -132,6 +137,7 @@ class SlackAdapter:
             # Socket Mode requests carry no signature; HTTP ones always do.
             request_verification_enabled=bool(self._signing_secret),
             name="dify-bridge",
+            logger=_bolt_logger(),
         )
         self.handlers = SlackHandlers(
             bridge=ctx.bridge,
@@ -142,7 +148,8 @@ class SlackAdapter:
             metrics=ctx.metrics,
         )
         self._register(s.slack_slash_command)
-        self._socket: AsyncSocketModeHandler | None = None
+        self._socket: SocketModeConnection | None = None
+        self._auth_task: asyncio.Task[None] | None = None
         self._queue: asyncio.Queue[Callable[[], AsyncBoltRequest]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
 
@@ -177,11 +184,17 @@ class SlackAdapter:
         app.event("tokens_revoked")(self._on_uninstalled)
         app.event("app_mention")(h.on_message_event)
         app.event("message")(h.on_message_event)
+        app.event("app_home_opened")(h.on_home_opened)
+        app.event("app_context_changed")(h.on_context_changed)
+        app.event("assistant_thread_started")(h.on_thread_started)
+        app.event("agent_session_stopped")(h.on_session_stopped)
         # Anything else we receive is acknowledged, so Slack never retries or disables the app.
         app.event(re.compile(r".*"))(h.on_other_event)
         app.command(command)(h.on_command)
         app.action(B.ACTION_STOP)(h.on_stop)
-        app.action(re.compile(rf"^({B.ACTION_LIKE}|{B.ACTION_DISLIKE})$"))(h.on_feedback)
+        app.action(
+            re.compile(rf"^({B.ACTION_LIKE}|{B.ACTION_DISLIKE}|{B.ACTION_FEEDBACK})$")
+        )(h.on_feedback)
         app.action(re.compile(rf"^{B.ACTION_SUGGEST}_\d+$"))(h.on_suggestion)
         app.action(B.ACTION_RESET)(h.on_reset)
 
@@ -209,19 +222,32 @@ class SlackAdapter:
             app.router.add_get("/slack/oauth_redirect", self._oauth_redirect)
 
     async def start(self) -> None:
+        # Nothing here waits for Slack: a wrong token or an unreachable Slack must neither delay
+        # the start nor keep SIGTERM from ending the process. /readyz reports both meanwhile.
         self._worker = asyncio.create_task(self._dispatcher(), name="slack-dispatcher")
         if self._single is not None:
+            self._ctx.health.pending(AUTH_COMPONENT)
+            self._auth_task = asyncio.create_task(self._authorize_bot(), name="slack-auth")
+        if self._app_token:
+            self._socket = SocketModeConnection(
+                bolt=self.bolt, app_token=self._app_token, api_url=self._api_url,
+                session=self._session, health=self._ctx.health,
+            )
+            self._socket.start()
+
+    async def _authorize_bot(self) -> None:
+        """``auth.test`` with SLACK_BOT_TOKEN until it succeeds (backoff up to 30 s)."""
+        assert self._single is not None
+        backoff = Backoff()
+        while True:
             who = await self._single.warm()
             if who is not None:
+                self._ctx.health.up(AUTH_COMPONENT)
                 log.info("slack.ready", team=who.team_id, bot_user=who.bot_user_id)
-        if self._app_token:
-            self._socket = AsyncSocketModeHandler(
-                self.bolt,
-                app_token=self._app_token,
-                web_client=make_client(token=None, base_url=self._api_url, session=self._session),
-            )
-            await self._socket.connect_async()  # type: ignore[no-untyped-call]
-            log.info("slack.socket_mode_connected")
+                return
+            reason, setting, fix = auth_problem(self._single.last_error)
+            self._ctx.health.down(AUTH_COMPONENT, reason, setting=setting, fix=fix)
+            await backoff.sleep()
 
     async def stop(self) -> None:
         if self._worker is not None:
@@ -230,11 +256,11 @@ class SlackAdapter:
                 spawn(self._dispatch(self._queue.get_nowait()), name="slack-dispatch")
             self._worker.cancel()
             self._worker = None
+        if self._auth_task is not None:
+            self._auth_task.cancel()
+            self._auth_task = None
         if self._socket is not None:
-            try:
-                await asyncio.wait_for(self._socket.close_async(), 5.0)  # type: ignore[no-untyped-call]
-            except (TimeoutError, aiohttp.ClientError) as e:
-                log.warning("slack.socket_close_failed", error=type(e).__name__)
+            await self._socket.stop()
             self._socket = None
         if self._owns_session and not self._session.closed:
             await self._session.close()
@@ -372,6 +398,28 @@ def _answerable(payload: Any) -> dict[str, str] | None:
 def _needs_bolt_answer(body: str) -> bool:
     """Requests whose response body matters: the URL check and Slack's SSL check."""
     return "url_verification" in body[:200] or "ssl_check=" in body
+
+
+AUTH_COMPONENT = "slack bot token"
+
+# Bolt warns about a `token` it will not use whenever SLACK_BOT_TOKEN is in the environment,
+# because it reads that variable itself; ours goes through `authorize`, so the warning is noise.
+_BOLT_NOISE = frozenset(
+    {bolt_messages.warning_client_prioritized_and_token_skipped(),
+     bolt_messages.warning_token_skipped()}
+)
+
+
+class _DropBoltNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() not in _BOLT_NOISE
+
+
+def _bolt_logger() -> logging.Logger:
+    logger = logging.getLogger("slack_bolt.AsyncApp")
+    if not any(isinstance(f, _DropBoltNoise) for f in logger.filters):
+        logger.addFilter(_DropBoltNoise())
+    return logger
 
 
 def _quiet_sdk_loggers() -> None:

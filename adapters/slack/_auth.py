@@ -162,6 +162,8 @@ class SingleTeamAuthorize(AsyncAuthorize):
         self._api = api
         self._result: AuthorizeResult | None = None
         self._lock = asyncio.Lock()
+        # Slack's error code of the last failed auth.test ("transport": not reachable).
+        self.last_error = ""
 
     @property
     def result(self) -> AuthorizeResult | None:
@@ -175,7 +177,10 @@ class SingleTeamAuthorize(AsyncAuthorize):
             try:
                 data = await self._api.call("auth.test")
             except Exception as e:
-                log.error("slack.auth_test_failed", error=getattr(e, "code", type(e).__name__))
+                self.last_error = str(getattr(e, "code", "") or type(e).__name__)
+                _, setting, fix = auth_problem(self.last_error)
+                log.error("slack.auth_test_failed", error=self.last_error, setting=setting,
+                          fix=fix)
                 return None
             self._result = AuthorizeResult(
                 enterprise_id=data.get("enterprise_id") or None,
@@ -200,6 +205,17 @@ class SingleTeamAuthorize(AsyncAuthorize):
         actor_user_id: str | None = None,
     ) -> AuthorizeResult | None:
         return self._result or await self.warm()
+
+
+def auth_problem(code: str) -> tuple[str, str, str]:
+    """(reason, setting, fix) for a failed ``auth.test`` of SLACK_BOT_TOKEN."""
+    from app.doctor import SLACK_AUTH_HINTS
+
+    if code == "transport" or code.startswith("http_5"):
+        return (f"Slack cannot be reached ({code})", "SLACK_API_URL",
+                "check outbound HTTPS to slack.com (proxy, firewall, DNS)")
+    return (f"Slack refused SLACK_BOT_TOKEN (auth.test: {code})", "SLACK_BOT_TOKEN",
+            SLACK_AUTH_HINTS.get(code, "check SLACK_BOT_TOKEN (the Bot User OAuth Token, xoxb-…)"))
 
 
 class CachedInstallationAuthorize(AsyncAuthorize):

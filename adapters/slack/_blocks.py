@@ -27,6 +27,9 @@ ACTION_LIKE = "dify_like"
 ACTION_DISLIKE = "dify_dislike"
 ACTION_SUGGEST = "dify_suggest"  # + "_<n>": action ids must be unique within a message
 ACTION_RESET = "dify_new_topic"
+# Slack's feedback_buttons element (agent messages): one action id, the rating in the value.
+ACTION_FEEDBACK = "dify_feedback"
+FEEDBACK_BLOCK = "dify_feedback"
 RESET_BLOCK = "dify_topic"
 
 
@@ -144,6 +147,34 @@ def final_extras_blocks(
             }
         )
     return [b for b in blocks if b.get("type") != "actions" or b.get("elements")]
+
+
+def feedback_buttons_block(message_id: str, route: str | None) -> Block:
+    """Slack's thumbs for AI answers: a ``context_actions`` block with ``feedback_buttons``.
+
+    Each button's value carries the Dify message id, the route and the rating, so the click
+    handler needs no lookup (slack_sdk ``FeedbackButtonObject``: text ≤ 75, value ≤ 2,000).
+    """
+    def button(text: str, label: str, rating: str) -> Block:
+        value = {"m": message_id, "r": route or "", "v": rating}
+        return {
+            "text": {"type": "plain_text", "text": text, "emoji": True},
+            "accessibility_label": label,
+            "value": json.dumps(value, separators=(",", ":"))[:_VALUE_LIMIT],
+        }
+
+    return {
+        "type": "context_actions",
+        "block_id": FEEDBACK_BLOCK,
+        "elements": [
+            {
+                "type": "feedback_buttons",
+                "action_id": ACTION_FEEDBACK,
+                "positive_button": button("👍", "Good answer", "like"),
+                "negative_button": button("👎", "Bad answer", "dislike"),
+            }
+        ],
+    }
 
 
 def error_blocks(partial_and_message: str, ref: str) -> list[Block]:

@@ -264,23 +264,54 @@ async def upload_out_files(
             if len(data) > MAX_FILE_BYTES or not data:
                 failed.append(name)
                 continue
-            ticket = await api.call("files.getUploadURLExternal", filename=name, length=len(data))
-            upload_url, file_id = ticket.get("upload_url"), ticket.get("file_id")
-            if not isinstance(upload_url, str) or not isinstance(file_id, str):
+            if not await _upload(api, session, name, data, channel=channel, thread_ts=thread_ts):
                 failed.append(name)
-                continue
-            async with session.post(
-                upload_url, data=data, timeout=aiohttp.ClientTimeout(total=120)
-            ) as up:
-                if up.status != 200:
-                    raise aiohttp.ClientResponseError(up.request_info, up.history, status=up.status)
-            await api.call(
-                "files.completeUploadExternal",
-                files=[{"id": file_id, "title": name}],
-                channel_id=channel,
-                thread_ts=thread_ts,
-            )
         except Exception as e:  # one file failing must not lose the answer
             log.warning("slack.file_upload_failed", error=type(e).__name__)
             failed.append(name)
     return failed
+
+
+async def upload_text(
+    api: SlackApi,
+    session: aiohttp.ClientSession,
+    text: str,
+    *,
+    name: str,
+    channel: str,
+    thread_ts: str,
+) -> bool:
+    """Put ``text`` into the thread as a file (an answer too long for its messages)."""
+    try:
+        return await _upload(
+            api, session, name, text.encode("utf-8"), channel=channel, thread_ts=thread_ts
+        )
+    except Exception as e:  # the answer itself is already shown; the caller says what failed
+        log.warning("slack.file_upload_failed", error=type(e).__name__)
+        return False
+
+
+async def _upload(
+    api: SlackApi,
+    session: aiohttp.ClientSession,
+    name: str,
+    data: bytes,
+    *,
+    channel: str,
+    thread_ts: str,
+) -> bool:
+    """getUploadURLExternal, POST the bytes, completeUploadExternal into the thread."""
+    ticket = await api.call("files.getUploadURLExternal", filename=name, length=len(data))
+    upload_url, file_id = ticket.get("upload_url"), ticket.get("file_id")
+    if not isinstance(upload_url, str) or not isinstance(file_id, str):
+        return False
+    async with session.post(upload_url, data=data, timeout=aiohttp.ClientTimeout(total=120)) as up:
+        if up.status != 200:
+            raise aiohttp.ClientResponseError(up.request_info, up.history, status=up.status)
+    await api.call(
+        "files.completeUploadExternal",
+        files=[{"id": file_id, "title": name}],
+        channel_id=channel,
+        thread_ts=thread_ts,
+    )
+    return True

@@ -11,6 +11,7 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
@@ -19,9 +20,17 @@ from redis.exceptions import RedisError
 from slack_bolt.context.async_context import AsyncBoltContext
 
 from adapters.slack import _blocks as B
+from adapters.slack._agent import (
+    PROMPTS_PER_MINUTE,
+    SESSIONS_PER_MINUTE,
+    TITLES_PER_MINUTE,
+    AgentView,
+    describe_viewing,
+)
 from adapters.slack._budget import APPENDS_PER_MINUTE, STREAMS_PER_MINUTE, SlackBudgets
 from adapters.slack._ephemeral import ResponseUrlReply
 from adapters.slack._files import attachments_from_event, prefetch
+from adapters.slack._native import Refusals
 from adapters.slack._normalize import Ignore, classify, slack_to_plain, ts_to_time
 from adapters.slack._reply import ReplyOptions, SlackReply
 from adapters.slack._webapi import SlackApi, SlackCallError, make_client
@@ -30,6 +39,7 @@ from app.budgets import SharedBudgets
 from app.errors import BridgeError, PlatformRateLimited, UserFacingError
 from app.model import IncomingMessage, Kind, PlatformLimits, Speaker, ThreadKey
 from app.pipeline import RESET_DONE, new_ref
+from app.tasks import spawn
 
 if TYPE_CHECKING:
     from app.metrics import Metrics
@@ -110,6 +120,17 @@ class SlackHandlers:
         self._metrics = metrics
         self._people: dict[tuple[str, str], tuple[float, Speaker]] = {}
         self.budgets = SlackBudgets(shared=SharedBudgets(store))
+        # Where Slack refused native streaming lately (answers there use edits meanwhile).
+        self.refusals = Refusals()
+        # Where Slack refused agent sessions lately (the app is not declared an agent).
+        self.session_refusals = Refusals()
+        self.agent = AgentView(
+            store=store,
+            params=bridge.params,
+            window=lambda team: self.budgets.window(
+                team, "assistant.threads.setSuggestedPrompts", PROMPTS_PER_MINUTE
+            ),
+        )
 
     # ------------------------------------------------------------------ helpers
 
@@ -136,6 +157,8 @@ class SlackHandlers:
     ) -> SlackReply:
         """``one_shot``: the answer keeps no Dify conversation (no "New topic" to offer)."""
         cfg = route.config if route is not None else None
+        is_dm = key.channel.startswith("D")
+        streaming = cfg.native_streaming if cfg is not None else "dm"
         origin = None
         if route is not None:
             # Dify's relative file URLs (/files/...) hang off the API's origin, not /v1.
@@ -148,7 +171,9 @@ class SlackHandlers:
             team=key.workspace,
             user=user,
             options=ReplyOptions(
-                native_streaming=bool(cfg and cfg.native_streaming),
+                # Streams are replies to a person's message: not under the slash command's echo.
+                native_streaming=streaming == "always" or (streaming == "dm" and is_dm),
+                task_display=cfg.task_display if cfg else "timeline",
                 feedback_buttons=cfg.feedback_buttons if cfg else True,
                 suggested_questions=cfg.suggested_questions if cfg else True,
                 # Completion and workflow apps answer each message on its own: nothing to reset.
@@ -157,11 +182,18 @@ class SlackHandlers:
                 ),
             ),
             dify_origin=origin,
-            is_dm=key.channel.startswith("D"),
+            is_dm=is_dm,
             updates=self.budgets.updates(key.workspace),
             posts=self.budgets.posts(key.workspace),
             streams=self.budgets.window(key.workspace, "streams", STREAMS_PER_MINUTE),
             appends=self.budgets.window(key.workspace, "chat.appendStream", APPENDS_PER_MINUTE),
+            refusals=self.refusals,
+            session_refusals=self.session_refusals,
+            # A session costs two calls (processing, then active or stopStream): half the tier.
+            sessions=self.budgets.window(key.workspace, "agents.sessions", SESSIONS_PER_MINUTE),
+            titles=self.budgets.window(
+                key.workspace, "assistant.threads.setTitle", TITLES_PER_MINUTE
+            ),
         )
 
     async def _speaker(self, api: SlackApi, team: str, user: str, route: Route | None) -> Speaker:
@@ -265,8 +297,26 @@ class SlackHandlers:
             received_at=ts_to_time(trig.ts),
             history=history,
             starts_thread=trig.thread_ts == trig.ts,
+            viewing=await self._viewing(event, team, trig.user, trig.channel, route),
         )
         self._bridge.submit(msg, self._reply(key, token, trig.user, route), self._limits)
+        if trig.kind is Kind.DIRECT and trig.thread_ts == trig.ts:
+            # A new thread in the agent DM: the tab's prompts, if not set lately.
+            spawn(self.agent.offer_prompts(api, route, team=team, channel=trig.channel),
+                  name="slack-prompts")
+
+    async def _viewing(
+        self, event: dict[str, Any], team: str, user: str, channel: str, route: Route | None
+    ) -> str:
+        """What the person is looking at, for routes that map the ``viewing`` input."""
+        if route is None or "viewing" not in route.config.inputs.values():
+            return ""
+        stamped = event.get("app_context")
+        if isinstance(stamped, dict):
+            line = describe_viewing(stamped)
+            if line:
+                return line
+        return await self.agent.viewing(team, user, channel)
 
     async def _refuse(
         self, api: SlackApi, key: ThreadKey, claim: tuple[str, ...], err: UserFacingError
@@ -302,6 +352,82 @@ class SlackHandlers:
         if not fresh:
             log.info("slack.replay_ignored", kind=kind)
         return fresh
+
+    # ------------------------------------------------------------------ agent view
+
+    async def on_home_opened(
+        self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
+        """The Messages tab opened (agent view): offer the Dify app's suggested questions."""
+        if _s(event, "tab") != "messages":
+            return
+        team = context.team_id or _s(body, "team_id") or context.enterprise_id or ""
+        channel = _s(event, "channel")
+        if not (team and channel):
+            log.debug("slack.ignored", reason="app_home_opened_without_channel")
+            return
+        route = self._route(ThreadKey(PLATFORM, team, channel, ""))
+        await self.agent.offer_prompts(
+            self.api(context.bot_token), route, team=team, channel=channel
+        )
+
+    async def on_thread_started(
+        self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
+        """Legacy assistant_view: a new assistant thread gets the prompts of its own."""
+        thread = event.get("assistant_thread")
+        if not isinstance(thread, dict):
+            return
+        team = context.team_id or _s(body, "team_id") or ""
+        channel, thread_ts = _s(thread, "channel_id"), _s(thread, "thread_ts")
+        if not (team and channel and thread_ts):
+            return
+        route = self._route(ThreadKey(PLATFORM, team, channel, thread_ts))
+        await self.agent.offer_prompts(
+            self.api(context.bot_token), route, team=team, channel=channel, thread_ts=thread_ts
+        )
+
+    async def on_session_stopped(
+        self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
+        """Slack's own Stop button of an agent session: stop the Dify answer in that thread
+        (Slack already stopped its streams; the answer ends with what had arrived)."""
+        team = context.team_id or _s(body, "team_id") or context.enterprise_id or ""
+        channel, thread_ts = _s(event, "channel"), _s(event, "thread_ts")
+        if not (team and channel and thread_ts):
+            log.debug("slack.ignored", reason="agent_session_stopped_without_thread")
+            return
+        try:
+            stopped = await self._bridge.stop(thread=ThreadKey(PLATFORM, team, channel, thread_ts))
+        except BridgeError as e:
+            log.warning("slack.stop_failed", error=type(e).__name__)
+            stopped = False
+        if not stopped:
+            # Nothing runs any more (it just finished): the session must still leave
+            # "processing", which Slack does not do by itself.
+            try:
+                await self.api(context.bot_token).call(
+                    "agents.sessions.setStatus", channel_id=channel, thread_ts=thread_ts,
+                    status="active",
+                )
+            except BridgeError as e:
+                log.info("slack.agent_session_failed", code=getattr(e, "code", "ratelimited"))
+
+    async def on_context_changed(
+        self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
+        """``app_context_changed``: remembered only when a route passes it to Dify."""
+        if not any(
+            "viewing" in r.config.inputs.values() and r.config.match.platform in (None, PLATFORM)
+            for r in self._bridge.router.routes
+        ):
+            return
+        team = context.team_id or _s(body, "team_id") or context.enterprise_id or ""
+        who = _s(event, "user") or context.user_id or _s(event, "channel")
+        if not (team and who):
+            log.debug("slack.ignored", reason="app_context_changed_without_user")
+            return
+        await self.agent.remember_viewing(team, who, event.get("context"))
 
     async def on_other_event(self) -> None:
         """Events we subscribe to only indirectly (joins, edits, ...): acknowledged and dropped."""
@@ -357,7 +483,8 @@ class SlackHandlers:
                 kind=Kind.COMMAND,
                 starts_thread=True,
             )
-            self._bridge.submit(msg, ephemeral, self._limits)
+            # A response_url reply cannot attach a file: an over-long answer is cut instead.
+            self._bridge.submit(msg, ephemeral, replace(self._limits, attaches_files=False))
             return
         key = ThreadKey(PLATFORM, team, channel, ts)
         route = self._route(key)
@@ -422,8 +549,11 @@ class SlackHandlers:
         message_id = value.get("m")
         if key is None or not isinstance(message_id, str) or not message_id:
             return
+        native = action.get("action_id") == B.ACTION_FEEDBACK
         rating: Literal["like", "dislike"] = (
-            "like" if action.get("action_id") == B.ACTION_LIKE else "dislike"
+            "like"
+            if (value.get("v") == "like" if native else action.get("action_id") == B.ACTION_LIKE)
+            else "dislike"
         )
         try:
             await self._bridge.feedback(thread=key, message_id=message_id, rating=rating)
@@ -434,6 +564,8 @@ class SlackHandlers:
             log.warning("slack.feedback_failed", error=type(e).__name__)
             await self._tell(body, "I couldn't record your feedback. Please try again later.")
             return
+        if native:
+            return  # Slack's feedback buttons show the choice themselves
         user_id = _s(body, "user", "id")
         await _rewrite_clicked(
             self.api(context.bot_token), key.channel, body,

@@ -12,6 +12,7 @@ meanwhile is posted anew.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import secrets
 from dataclasses import dataclass
@@ -21,10 +22,12 @@ import structlog
 
 from adapters.slack import _blocks as B
 from adapters.slack._budget import ChannelPacer, MethodWindow, UpdateBudget
-from adapters.slack._files import upload_out_files
+from adapters.slack._files import upload_out_files, upload_text
+from adapters.slack._native import NativeStream, Refusals
+from adapters.slack._session import AgentSession
 from adapters.slack._webapi import SlackApi, SlackCallError
 from app.errors import PlatformError, PlatformRateLimited
-from app.model import ReplyExtras
+from app.model import ReplyExtras, Step
 
 log = structlog.get_logger(__name__)
 
@@ -33,20 +36,12 @@ STATUS_REFRESH_SECONDS = 90.0
 # How long fail() waits out rate limits before giving up: the error must land.
 _FAIL_MAX_WAIT = 30.0
 _GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
+# The stream ended under us (Slack expires streams after ~5 minutes): finish with edits.
 _NOT_STREAMING = frozenset({"message_not_in_streaming_state", "streaming_state_conflict"})
 _POST_MAX_WAIT = 10.0
 # A final text waits its turn in a busy channel (Slack: ~1 post per second per channel) rather
 # than draw a 429 it might not recover from; bounded so a stuck clock cannot park an answer.
 _FINAL_POST_MAX_WAIT = 300.0
-
-
-def _defuse(md: str) -> str:
-    """Stop ``<!channel>``, ``<!here>`` and ``<@U…>`` in streamed answer text from notifying anyone.
-
-    A zero-width space after ``<`` keeps the text readable. It only inserts after ``<``, so the
-    defused text of a longer answer still starts with that of a shorter one (deltas stay deltas).
-    """
-    return md.replace("<!", "<\u200b!").replace("<@", "<\u200b@") if "<" in md else md
 
 
 class _Skip(Exception):
@@ -58,6 +53,8 @@ class ReplyOptions:
     """Per-route switches that shape the answer (from the route's config)."""
 
     native_streaming: bool = False
+    # Native streaming: Dify's steps as "timeline" cards or one "plan" block.
+    task_display: str = "timeline"
     feedback_buttons: bool = True
     suggested_questions: bool = True
     stop_button: bool = True
@@ -84,6 +81,10 @@ class SlackReply:
         posts: ChannelPacer | None = None,
         streams: MethodWindow | None = None,
         appends: MethodWindow | None = None,
+        refusals: Refusals | None = None,
+        titles: MethodWindow | None = None,
+        session_refusals: Refusals | None = None,
+        sessions: MethodWindow | None = None,
     ) -> None:
         self._api = api
         self._session = session
@@ -97,9 +98,20 @@ class SlackReply:
         # One entry per Slack message of this answer: its ts and what it shows now.
         self._ts: list[str] = []
         self._shown: list[str] = []
-        self._native = options.native_streaming
-        self._stream_ts: str | None = None
-        self._streamed = ""
+        self._refusals = refusals
+        self._titles = titles
+        # DMs with an agent app are agent sessions (Slack's own Stop button, titles).
+        self._agent_session = (
+            AgentSession(api, team=team, channel=channel, thread_ts=thread_ts,
+                         refusals=session_refusals, window=sessions)
+            if is_dm and session_refusals is not None
+            else None
+        )
+        self._session_begun = False
+        refused = refusals.refused(team, is_dm) if refusals is not None else None
+        self._native = options.native_streaming and refused is None
+        self._stream: NativeStream | None = None
+        self._steps: tuple[Step, ...] = ()
         self._status_task: asyncio.Task[None] | None = None
         self._status_on = False
         self._status_text = ""
@@ -120,6 +132,10 @@ class SlackReply:
             "ts": self._ts[0] if self._ts else "",
         }
 
+    def show_steps(self, steps: tuple[Step, ...]) -> None:
+        # Shown as task cards by native streaming; the status line covers the edit path.
+        self._steps = steps
+
     @property
     def message_ts(self) -> list[str]:
         """The ts of every message this answer occupies (first is the placeholder)."""
@@ -130,6 +146,9 @@ class SlackReply:
     async def start(self, placeholder: str) -> None:
         # Progress on the thread's status line costs no message and no chat.update: the first
         # text then arrives as a new message. Without status support, a placeholder message.
+        if self._agent_session is not None:
+            await self._agent_session.begin()
+            self._session_begun = self._agent_session.open
         if await self._set_status(placeholder):
             self._status_task = asyncio.create_task(self._refresh_status())
             return
@@ -146,12 +165,12 @@ class SlackReply:
                 await asyncio.sleep(e.retry_after)
 
     async def update(self, text: str, *, status: str | None = None) -> None:
-        nothing_shown = not self._ts and self._stream_ts is None
+        nothing_shown = not self._ts and (self._stream is None or not self._stream.message_ts)
         if nothing_shown and status and self._status_on and status != self._status_text:
             await self._set_status(status)
         if nothing_shown and not text.strip():
             return
-        if self._native and await self._stream_update(text):
+        if self._native and await self._native_update(text):
             return
         if not self._ts and not await self._reserve():
             return  # the status line shows progress; the text comes with a later edit
@@ -177,13 +196,28 @@ class SlackReply:
             suggested=self._opt.suggested_questions,
             reset=self._opt.reset_button,
         )
-        if not (self._native and await self._stream_finish(text, tail)):
+        streamed = self._native and await self._native_finish(text, extras)
+        if self._agent_session is not None:
+            if streamed:
+                self._agent_session.ended_by_stream()
+            else:
+                await self._agent_session.end()
+        if not streamed:
             parts = B.split(text)
             payloads = [(B.fallback_text(p), B.answer_blocks(p)) for p in parts]
             last_text, last_blocks = payloads[-1]
             payloads[-1] = (last_text, last_blocks + tail)
             await self._sync(payloads, final=True)
         self._unreserve()
+        if extras.full_text_file is not None and not await upload_text(
+            self._api, self._session, extras.full_text_file, name="answer.md",
+            channel=self._channel, thread_ts=self._thread_ts,
+        ):
+            await self._post_quietly(
+                "I couldn't attach the whole answer as a file; the part above is all I can show."
+            )
+        if self._is_dm and extras.conversation_name:
+            await self._set_title(extras.conversation_name)
         if extras.files:
             failed = await upload_out_files(
                 self._api,
@@ -203,6 +237,8 @@ class SlackReply:
         self._stop_status()
         if self._status_on:
             await self._clear_status()
+        if self._agent_session is not None:
+            await self._agent_session.end()
         text = f"{message}\n\n(Reference: {ref})"
         parts = B.split(message) if message.strip() else [""]
         payloads = [(B.fallback_text(p), B.answer_blocks(p)) for p in parts[:-1]]
@@ -210,7 +246,7 @@ class SlackReply:
         waited = 0.0
         while True:
             try:
-                if self._stream_ts is not None:
+                if self._stream is not None and self._stream.message_ts:
                     # The streamed message (partial answer) becomes the error message.
                     await self._leave_native()
                 await self._sync(payloads, final=True)
@@ -345,95 +381,93 @@ class SlackReply:
             }
         )
 
-    async def _stream_update(self, text: str) -> bool:
-        """Show ``text`` through the native stream; False means "use edits instead"."""
-        text = _defuse(text)
-        if len(text) > B.PART_LIMIT or (self._stream_ts and not text.startswith(self._streamed)):
-            await self._leave_native()
-            return False
-        try:
-            if self._stream_ts is None:
-                if self._ts or (
-                    self._streams is not None and not await self._streams.try_take()
-                ):
-                    # A placeholder message exists (streams start a new one), or the
-                    # workspace's stream starts are spent (Tier 2): edits instead.
-                    await self._leave_native()
-                    return False
-                data = await self._api.call(
-                    "chat.startStream",
-                    channel=self._channel,
-                    thread_ts=self._thread_ts,
-                    markdown_text=text or None,
-                    **self._recipient(),
-                )
-                ts = data.get("ts")
-                if not isinstance(ts, str):
-                    raise PlatformError("chat.startStream returned no ts", code="no_ts")
-                self._stream_ts, self._streamed = ts, text
-                self._status_on = False  # Slack clears the status when the app replies
-                self._stop_status()
-                return True
-            delta = text[len(self._streamed) :]
-            if delta and (self._appends is None or await self._appends.try_take()):
-                await self._api.call(
-                    "chat.appendStream",
-                    channel=self._channel,
-                    ts=self._stream_ts,
-                    markdown_text=delta,
-                )
-                self._streamed = text
-            return True
-        except SlackCallError as e:
-            log.info("slack.native_stream_unavailable", code=e.code)
-            await self._leave_native()
-            return False
-
-    async def _stream_finish(self, text: str, tail: list[B.Block]) -> bool:
-        text = _defuse(text)
-        if self._stream_ts is None and (self._ts or not await self._stream_update(text)):
-            return False
-        if len(text) > B.PART_LIMIT or not text.startswith(self._streamed):
-            await self._leave_native()
-            return False
-        delta = text[len(self._streamed) :]
-        try:
-            await self._api.call(
-                "chat.stopStream",
+    def _native_stream(self) -> NativeStream:
+        if self._stream is None:
+            self._stream = NativeStream(
+                self._api,
                 channel=self._channel,
-                ts=self._stream_ts,
-                markdown_text=delta or None,
-                blocks=tail or None,
+                thread_ts=self._thread_ts,
+                recipient=self._recipient(),
+                task_display=self._opt.task_display,
+                streams=self._streams,
+                appends=self._appends,
             )
-        except SlackCallError as e:
-            if e.code not in _NOT_STREAMING:
-                raise
+        return self._stream
+
+    async def _native_update(self, text: str) -> bool:
+        """Show ``text`` through the native stream; False means "use edits from now on"."""
+        if self._ts and (self._stream is None or not self._stream.message_ts):
+            # A placeholder message exists (streams start a new one): edits instead.
             await self._leave_native()
             return False
-        self._streamed = text
-        self._stream_ts = None
+        stream = self._native_stream()
+        try:
+            shown = await stream.show(text, self._steps)
+        except SlackCallError as e:
+            self._refused(e)
+            shown = False
+        if not shown:
+            await self._leave_native()
+            return False
+        if stream.message_ts:
+            self._status_on = False  # Slack clears the status when the app replies
+            self._stop_status()
+        return True
+
+    async def _native_finish(self, text: str, extras: ReplyExtras) -> bool:
+        if self._ts and (self._stream is None or not self._stream.message_ts):
+            await self._leave_native()
+            return False
+        stream = self._native_stream()
+        linked = [s for s in extras.sources if s.url]
+        rest = dataclasses.replace(extras, sources=[s for s in extras.sources if not s.url])
+        # The feedback buttons of agent messages; suggestions and "New topic" as before.
+        tail = B.final_extras_blocks(
+            rest,
+            feedback=False,
+            suggested=self._opt.suggested_questions,
+            reset=self._opt.reset_button,
+        )
+        if self._opt.feedback_buttons and extras.dify_message_id:
+            tail.insert(0, B.feedback_buttons_block(extras.dify_message_id, extras.route))
+        try:
+            done = await stream.finish(text, self._steps, linked, tail)
+        except SlackCallError as e:
+            self._refused(e)
+            done = False
+        if not done:
+            await self._leave_native()
+            return False
         self._native = False
         return True
 
-    async def _end_stream(self) -> None:
-        ts, self._stream_ts = self._stream_ts, None
-        if ts is None:
+    def _refused(self, e: SlackCallError) -> None:
+        """Slack would not stream here: remember it (for later answers) unless it was passing
+        trouble or the stream merely expired."""
+        if e.retryable or e.code in _NOT_STREAMING or self._refusals is None:
+            log.info("slack.native_stream_unavailable", code=e.code)
             return
-        try:
-            await self._api.call("chat.stopStream", channel=self._channel, ts=ts)
-        except SlackCallError as e:
-            log.info("slack.stop_stream_failed", code=e.code)
+        if self._refusals.refuse(self._team, self._is_dm, e.code):
+            log.warning(
+                "slack.native_streaming_refused",
+                code=e.code,
+                hint="answers use message edits; turn on the app's agent features "
+                "(features.agent_view, scope chat:write) or set native_streaming: off",
+            )
 
     async def _leave_native(self) -> None:
-        """Continue with chat.update edits; a live stream is closed and becomes message one."""
+        """Continue with chat.update edits; streamed messages become the messages edited."""
         self._native = False
-        ts = self._stream_ts
-        if ts is None:
+        stream = self._stream
+        if stream is None or not stream.message_ts:
             return
-        await self._end_stream()
-        # The stream died (~5 min) or the text was replaced: the streamed message is edited now.
-        self._ts.insert(0, ts)
-        self._shown.insert(0, "streamed")
+        await stream.stop_quietly()
+        # The stream died (~5 min), Slack refused a call, or the text was replaced: the
+        # streamed messages are edited from now on (their text is rewritten, none is lost).
+        streamed = [ts for ts in stream.message_ts if ts not in self._ts]
+        self._ts[:0] = streamed
+        self._shown[:0] = ["streamed"] * len(streamed)
+        self._stream = None
 
     # ---------------------------------------------------------------- assistant status
 
@@ -451,6 +485,25 @@ class SlackReply:
         self._status_on = bool(status)
         self._status_text = status
         return True
+
+    async def _set_title(self, title: str) -> None:
+        """The thread's title in the agent view's Messages tab (best effort): the agent
+        session's title where there is one, else the assistant thread's."""
+        if self._titles is not None and not await self._titles.try_take():
+            log.info("slack.title_skipped", reason="tier_budget")
+            return
+        session = self._agent_session
+        if session is not None and self._session_begun and await session.rename(title):
+            return
+        try:
+            await self._api.call(
+                "assistant.threads.setTitle",
+                channel_id=self._channel,
+                thread_ts=self._thread_ts,
+                title=title[:100],
+            )
+        except (SlackCallError, PlatformRateLimited) as e:
+            log.info("slack.title_unavailable", code=getattr(e, "code", "ratelimited"))
 
     async def _clear_status(self) -> None:
         await self._set_status("")

@@ -30,6 +30,7 @@ from adapters.teams.tokens import TokenSource
 from app.budgets import SharedBudgets
 from app.context import AdapterContext
 from app.errors import PlatformError
+from app.health import Backoff
 from app.model import IncomingMessage, Kind, PlatformLimits, Speaker, ThreadKey
 from app.pipeline import RESET_DONE
 from app.tasks import spawn
@@ -37,6 +38,9 @@ from app.tasks import spawn
 log = structlog.get_logger(__name__)
 
 FEEDBACK_TIMEOUT = 10.0
+CREDENTIALS_HEALTH = "teams credentials"
+# A cached token is returned without a request; near its expiry this refreshes it.
+TOKEN_RECHECK_SECONDS = 120.0
 # Dify needs a question; a message that is only a file gets this one.
 FILE_ONLY_QUESTION = "Please look at the attached file."
 RESET_FAILED = "Sorry, I could not start a new conversation just now. Please try again."
@@ -90,6 +94,8 @@ class TeamsAdapter:
         self._validator: TokenValidator | None = None
         self._runtime: Runtime | None = None
         self._downloader: files.Downloader | None = None
+        self._tokens: TokenSource | None = None
+        self._token_watch: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ Adapter protocol
     def mount(self, app: web.Application) -> None:
@@ -97,6 +103,11 @@ class TeamsAdapter:
 
     async def start(self) -> None:
         self._ready()
+        if not self.local:
+            # Credentials that cannot get a token make every answer fail: say so in /readyz
+            # from the start instead of at the first message.
+            self.ctx.health.pending(CREDENTIALS_HEALTH)
+            self._token_watch = asyncio.create_task(self._watch_token(), name="teams-token")
         if self.local:
             log.warning(
                 "teams.LOCAL_MODE_NO_AUTHENTICATION",
@@ -105,7 +116,31 @@ class TeamsAdapter:
                 "only. For the Bot Framework Emulator and tests; never expose this publicly.",
             )
 
+    async def _watch_token(self) -> None:
+        """Get a token now and again every few minutes; report to /readyz when none can be had."""
+        tokens = self._tokens
+        assert tokens is not None
+        backoff = Backoff(first=2.0, cap=60.0)
+        while True:
+            try:
+                await tokens.check()
+            except PlatformError as e:
+                reason, setting, fix = tokens.last_problem
+                self.ctx.health.down(CREDENTIALS_HEALTH, reason, setting=setting, fix=fix)
+                delay = backoff.next()
+                if e.code != "token_refused":  # a refusal was logged with its fix already
+                    log.warning("teams.token_unavailable", reason=reason, setting=setting,
+                                fix=fix, retry_in=round(delay, 1))
+                await asyncio.sleep(delay)
+                continue
+            self.ctx.health.up(CREDENTIALS_HEALTH)
+            backoff.reset()
+            await asyncio.sleep(TOKEN_RECHECK_SECONDS)
+
     async def stop(self) -> None:
+        if self._token_watch is not None:
+            self._token_watch.cancel()
+            self._token_watch = None
         if self._own_session and self._session is not None:
             await self._session.close()
         self._session = None
@@ -154,7 +189,7 @@ class TeamsAdapter:
         else:
             self._session = aiohttp.ClientSession()
             self._own_session = True
-        tokens = TokenSource(
+        tokens = self._tokens = TokenSource(
             session=self._session,
             app_id=self.app_id,
             password=self._password,

@@ -50,6 +50,8 @@ class TokenSource:
         self._expires = 0.0
         self._refused_until = 0.0
         self._lock = asyncio.Lock()
+        # (reason, setting, fix) of the last failed fetch, for /readyz.
+        self.last_problem = ("", "", "")
 
     def _default_url(self) -> str:
         if self.app_type == "UserAssignedMSI":
@@ -75,6 +77,17 @@ class TokenSource:
                     await self._fetch()
         return f"Bearer {self._token}"
 
+    async def check(self) -> None:
+        """Make sure a token can be had now (the readiness probe); raises PlatformError.
+
+        Unlike :meth:`header` it asks again even within the pause after a refusal: the probe
+        keeps its own, slower pace."""
+        if not self.app_id:
+            return
+        async with self._lock:
+            if self._token is None or time.monotonic() > self._expires:
+                await self._fetch()
+
     async def _fetch(self) -> None:
         timeout = aiohttp.ClientTimeout(total=15)
         try:
@@ -98,6 +111,13 @@ class TokenSource:
                 async with self._session.post(self.token_url, data=form, timeout=timeout) as resp:
                     status, data = resp.status, await _json(resp)
         except (aiohttp.ClientError, TimeoutError) as e:
+            self.last_problem = (
+                f"the Microsoft token endpoint {self.token_url} cannot be reached "
+                f"({type(e).__name__})",
+                "MICROSOFT_TOKEN_URL" if "login.microsoftonline.com" not in self.token_url
+                else "network",
+                "allow outbound HTTPS to login.microsoftonline.com (proxy, firewall, DNS)",
+            )
             raise PlatformError(
                 f"cannot reach the Microsoft token endpoint ({type(e).__name__})",
                 code="token_unreachable",
@@ -106,13 +126,18 @@ class TokenSource:
         token = data.get("access_token")
         if status != 200 or not isinstance(token, str) or not token:
             # Entra's error code (AADSTS...) says what to fix and holds no secret.
-            log.error(
-                "teams.token.rejected",
-                status=status,
-                error=str(data.get("error", "")),
-                hint="check MICROSOFT_APP_ID, MICROSOFT_APP_PASSWORD, MICROSOFT_APP_TENANT_ID "
-                "and MICROSOFT_APP_TYPE",
+            error = str(data.get("error", "")) or f"HTTP {status}"
+            desc = str(data.get("error_description", ""))
+            aad = desc.split(":", 1)[0].strip() if desc.startswith("AADSTS") else ""
+            fix = aad_hint(aad)
+            self.last_problem = (
+                f"Entra ID refused the bot's credentials ({error}{', ' + aad if aad else ''})",
+                "MICROSOFT_APP_PASSWORD" if aad.startswith("AADSTS7000") else
+                "MICROSOFT_APP_ID / MICROSOFT_APP_PASSWORD / MICROSOFT_APP_TENANT_ID",
+                fix,
             )
+            log.error("teams.token.rejected", status=status, error=error, code=aad or None,
+                      setting=self.last_problem[1], fix=fix)
             self._refused_until = time.monotonic() + REFUSED_BACKOFF
             raise PlatformError(
                 "the bot's Microsoft credentials were refused", code="token_refused"
@@ -123,6 +148,14 @@ class TokenSource:
             lifetime = 3600.0
         self._token = token
         self._expires = time.monotonic() + max(30.0, lifetime - REFRESH_MARGIN)
+        self._refused_until = 0.0
+
+
+def aad_hint(code: str) -> str:
+    from app.doctor import AAD_HINTS
+
+    return AAD_HINTS.get(code, "check MICROSOFT_APP_ID, MICROSOFT_APP_PASSWORD, "
+                         "MICROSOFT_APP_TENANT_ID and MICROSOFT_APP_TYPE")
 
 
 async def _json(resp: aiohttp.ClientResponse) -> dict[str, Any]:

@@ -82,6 +82,32 @@ class DifyTimeouts:
     request: float = 30.0
 
 
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """One answer as ``GET /messages`` shows it: ``status`` is ``normal`` or ``error``, and
+    ``error`` says what failed."""
+
+    answer: str
+    status: str
+    error: str | None = None
+    # Dify's token count of the message (``total_tokens``, else ``message_tokens`` +
+    # ``answer_tokens``; newer Dify versions list them), 0 when not given.
+    total_tokens: int = 0
+
+    @property
+    def ended_normally(self) -> bool:
+        """Dify holds a normal, error-free, non-empty answer. Dify writes a message's answer
+        when its generation ends (also on a stop), so this is Dify's finished text, unless a
+        generation that is still running already shows what it has so far."""
+        return self.status == "normal" and self.error is None and bool(self.answer)
+
+    def completes(self, seen: str) -> bool:
+        """Whether this is the whole answer of a stream that broke after ``seen`` arrived: it
+        ended normally and holds more than had arrived. A copy no longer than what arrived may
+        be a generation still under way; it is not taken for the whole answer."""
+        return self.ended_normally and len(self.answer) > len(seen)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Retries before the first event. A ``Retry-After`` above ``max_retry_after`` is not waited."""
@@ -878,10 +904,11 @@ class DifyClient:
             "DELETE", f"/conversations/{conversation_id}", json={"user": _check_user(user)}
         )
 
-    async def recover_answer(
+    async def stored_message(
         self, *, conversation_id: str, message_id: str, user: str
-    ) -> str | None:
-        """After a broken stream: the stored answer if Dify finished it normally, else None."""
+    ) -> StoredMessage | None:
+        """After a broken stream: what Dify has stored of the answer (``GET /messages``), or
+        None when the conversation or the message is not there."""
         _check_id("message_id", message_id)
         try:
             items = await self.messages(conversation_id=conversation_id, user=user, limit=100)
@@ -889,11 +916,23 @@ class DifyClient:
             return None
         for item in items:
             if item.get("id") == message_id:
-                answer = item.get("answer")
-                if item.get("status", "normal") == "normal" and isinstance(answer, str) and answer:
-                    return answer
-                return None
+                answer, status, error = item.get("answer"), item.get("status"), item.get("error")
+                return StoredMessage(
+                    answer=answer if isinstance(answer, str) else "",
+                    status=status if isinstance(status, str) else "normal",
+                    error=error if isinstance(error, str) and error else None,
+                    total_tokens=_tokens(item),
+                )
         return None
+
+    async def recover_answer(
+        self, *, conversation_id: str, message_id: str, user: str
+    ) -> str | None:
+        """After a broken stream: the stored answer if Dify finished it normally, else None."""
+        stored = await self.stored_message(
+            conversation_id=conversation_id, message_id=message_id, user=user
+        )
+        return stored.answer if stored is not None and stored.ended_normally else None
 
     # --------------------------------------------------------------- helpers
 
@@ -917,6 +956,16 @@ class DifyClient:
         if not isinstance(data, list):
             raise DifyProtocolError("expected a 'data' list from Dify", code="protocol_error")
         return [d for d in data if isinstance(d, dict)]
+
+
+def _tokens(item: Mapping[str, Any]) -> int:
+    """A stored message's token count (0 when Dify does not list one)."""
+
+    def count(name: str) -> int:
+        v = item.get(name)
+        return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+    return count("total_tokens") or count("message_tokens") + count("answer_tokens")
 
 
 def _never(msg: str) -> NoReturn:  # pragma: no cover - exhaustiveness helper
@@ -1033,6 +1082,7 @@ __all__ = [
     "DifyTimeouts",
     "EventStream",
     "RetryPolicy",
+    "StoredMessage",
     "Transport",
     "counts_as_failure",
     "make_http_client",

@@ -186,8 +186,14 @@ class DifyProtocolError(DifyError):
     default_user_message = "The assistant sent an answer that could not be read. Please try again."
 
 
+TimeoutPhase = Literal["connect", "first_event", "idle", "request", "first_content", "answer"]
+# The bridge's own bounds on one answer (app/answer_deadline.py): Dify's task is stopped then.
+_STOPPED_PHASES = frozenset({"first_content", "answer"})
+
+
 class DifyTimeout(DifyError):
-    """No connection, no first event, or too long a silence between events."""
+    """No connection, no first event, too long a silence between events, or (phases
+    ``first_content`` and ``answer``) an answer that outran the bridge's own deadlines."""
 
     default_retryable = True
     default_user_message = "The assistant took too long to answer. Please try again."
@@ -196,16 +202,27 @@ class DifyTimeout(DifyError):
         self,
         message: str = "",
         *,
-        phase: Literal["connect", "first_event", "idle", "request"],
+        phase: TimeoutPhase,
         progress: StreamProgress | None = None,
     ) -> None:
         self.phase = phase
         super().__init__(
             message or f"timed out ({phase})",
             code=f"timeout_{phase}",
-            retryable=phase != "idle",
+            retryable=phase not in ("idle", *_STOPPED_PHASES),
             progress=progress,
         )
+
+    @property
+    def user_message(self) -> str:
+        if self.phase == "first_content":
+            return (
+                "The assistant did not start answering in time, so I stopped it. "
+                "Please try again."
+            )
+        if self.phase == "answer":
+            return "The answer took too long, so I stopped it here. Please try again."
+        return self.default_user_message
 
 
 class DifyConnectionError(DifyError):

@@ -43,7 +43,8 @@ API
     Disabled."), ``user_input_form`` (Dify's form list; ``required`` variables are enforced on
     every call), ``file_upload`` (dict for /parameters; ``{"enabled": False}`` makes chat calls
     ignore ``files`` as Dify does), ``speech_to_text`` (bool), ``transcript`` (audio-to-text
-    text), ``opening_statement``, ``workflow_outputs`` (dict; default ``{output_variable:
+    text), ``opening_statement`` and ``opening_questions`` (/parameters ``suggested_questions``),
+    ``workflow_outputs`` (dict; default ``{output_variable:
     answer}``), ``output_variable`` (default "answer"), ``query_variable`` (default "query"),
     ``agent_thoughts`` (list of ``{"tool","tool_input","observation"}``: one tool round each),
     ``replace_with`` (str: send ``message_replace`` with this text before the end),
@@ -63,16 +64,21 @@ API
     :class:`FakeMessage`), ``uploads`` (id -> :class:`FakeUpload`), ``running`` (task ids of
     live streams), ``stopped`` (task ids stopped via the API), ``delete_conversation(id)``,
     ``conversation(id)``, ``wait_running(timeout)`` (waits until a stream is live, returns
-    its task id).
+    its task id), ``hung`` (task ids of ``Fault.pings`` streams whose client left: Dify's task
+    runs on until stopped through the API).
 
 ``Fault`` helpers
     ``Fault.http(status, code, message, retry_after=None)`` Dify error body instead of a stream;
     ``Fault.error_event(after_chunks, code="completion_request_error", status=400, message=...)``;
-    ``Fault.drop(after_chunks)`` abrupt close, no terminal event (the message is still stored
-    complete, as Dify finishes generating after a client disconnect);
+    ``Fault.drop(after_chunks, stored="complete")`` abrupt close, no terminal event; ``stored``
+    says what ``GET /messages`` shows afterwards: ``complete`` (Dify finished generating after
+    the disconnect), ``partial`` (status normal, the text so far), ``error`` (status error with
+    ``error`` set) or ``none`` (an empty answer);
     ``Fault.garbage(body, content_type="text/html", status=200)``;
     ``Fault.stall(after_chunks, seconds)`` silence mid-stream; ``Fault.slow_first_byte(seconds)``;
-    ``Fault.keep_open()`` terminal event sent, connection left open.
+    ``Fault.keep_open()`` terminal event sent, connection left open;
+    ``Fault.pings(after_chunks=0, interval=0.05)`` nothing but pings after some text, until the
+    task is stopped through the API or the client leaves (a hung model).
 
 Conversations are scoped to (app, user) exactly as Dify does: another user's or an unknown id
 gives 404 ``not_found`` "Conversation Not Exists.". Messages are persisted, so ``GET /messages``
@@ -107,6 +113,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+
+from tests.fakes import referees
 
 MODES = ("chat", "advanced-chat", "agent-chat", "completion", "workflow")
 CHAT_MODES = ("chat", "advanced-chat", "agent-chat")
@@ -155,6 +163,7 @@ class Fault:
     seconds: float = 0.0
     body: bytes = b""
     content_type: str = ""
+    stored: str = "complete"
 
     @staticmethod
     def http(status: int, code: str, message: str, retry_after: float | None = None) -> Fault:
@@ -172,8 +181,16 @@ class Fault:
         )
 
     @staticmethod
-    def drop(after_chunks: int) -> Fault:
-        return Fault("drop", after_chunks=after_chunks)
+    def drop(after_chunks: int, stored: str = "complete") -> Fault:
+        """Close the connection abruptly; ``stored`` is what ``GET /messages`` then shows:
+        ``complete`` (Dify finished generating after the disconnect: the whole answer, status
+        normal), ``partial`` (the text so far, status normal: a generation still under way),
+        ``error`` (the text so far, status error, ``error`` set: it failed after the
+        disconnect) or ``none`` (an empty answer: Dify saves the answer only at the end, and
+        the generation died with the connection)."""
+        if stored not in ("complete", "partial", "error", "none"):
+            raise ValueError(f"unknown stored outcome {stored!r}")
+        return Fault("drop", after_chunks=after_chunks, stored=stored)
 
     @staticmethod
     def garbage(body: bytes | str, content_type: str = "text/html", status: int = 200) -> Fault:
@@ -192,6 +209,13 @@ class Fault:
     def keep_open() -> Fault:
         return Fault("keep_open")
 
+    @staticmethod
+    def pings(after_chunks: int = 0, interval: float = 0.05) -> Fault:
+        """After ``after_chunks`` text events, nothing but ``event: ping`` every ``interval``
+        seconds, until the task is stopped through the API or the client goes away (a hung
+        model: Dify keeps pinging until its own 20-minute limit)."""
+        return Fault("pings", after_chunks=after_chunks, seconds=interval)
+
 
 @dataclass
 class FakeMessage:
@@ -206,6 +230,9 @@ class FakeMessage:
     feedback: dict[str, Any] | None = None
     retriever_resources: list[dict[str, Any]] = field(default_factory=list)
     created_at: int = field(default_factory=lambda: int(time.time()))
+    # Set when the answer is saved at its end, as Dify does (0 while none is saved).
+    message_tokens: int = 0
+    answer_tokens: int = 0
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -222,6 +249,9 @@ class FakeMessage:
             "retriever_resources": self.retriever_resources,
             "agent_thoughts": [],
             "created_at": self.created_at,
+            "message_tokens": self.message_tokens,
+            "answer_tokens": self.answer_tokens,
+            "total_tokens": self.message_tokens + self.answer_tokens,
         }
 
 
@@ -276,6 +306,7 @@ _KNOBS: dict[str, Any] = {
     "speech_to_text": False,
     "transcript": "This is a transcript.",
     "opening_statement": "",
+    "opening_questions": [],
     "workflow_outputs": None,
     "output_variable": "answer",
     "query_variable": "query",
@@ -318,6 +349,7 @@ class FakeApp:
         self.speech_to_text: bool
         self.transcript: str
         self.opening_statement: str
+        self.opening_questions: list[str]
         self.workflow_outputs: dict[str, Any] | None
         self.output_variable: str
         self.query_variable: str
@@ -335,6 +367,8 @@ class FakeApp:
         self.uploads: dict[str, FakeUpload] = {}
         self.running: dict[str, tuple[str, asyncio.Event]] = {}
         self.stopped: list[str] = []
+        # Tasks of Fault.pings streams whose client left: still running in "Dify" until stopped.
+        self.hung: dict[str, tuple[str, asyncio.Event]] = {}
         self.requests: list[RecordedRequest] = []
         self._running_changed = asyncio.Event()
 
@@ -461,11 +495,15 @@ class _Gen:
 class FakeDify:
     """The fake server; see the module docstring."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, referee: bool = True) -> None:
         self.host = host
         self.port = port
         self.apps: dict[str, FakeApp] = {}
         self.requests: list[RecordedRequest] = []
+        # Dify's OpenAPI document judges every request (tests/fakes/referees.py); what it
+        # refuses gets Dify's 400 invalid_param and is kept here and in referees.VIOLATIONS.
+        self.referee = referees.dify_spec() if referee else None
+        self.spec_violations: list[str] = []
         self._runner: web.AppRunner | None = None
         self._closing = False
         self.base_url = ""
@@ -540,6 +578,7 @@ class FakeDify:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         body: Any = None
+        raw = b""
         if request.content_type == "application/json" and request.can_read_body:
             raw = await request.read()
             try:
@@ -579,9 +618,28 @@ class FakeDify:
                 raise _HTTPFail(401, "unauthorized", "Access token is invalid")
             request[_APP] = app
             app.requests.append(rec)
+            self._referee(request, raw)
             return await handler(request)
         except _HTTPFail as e:
             return _error_response(e.status, e.code, e.message, e.headers)
+
+    def _referee(self, request: web.Request, raw: bytes) -> None:
+        if self.referee is None:
+            return
+        path = request.path.removeprefix("/v1")
+        problem = self.referee.problem(
+            request.method,
+            path,
+            query=dict(request.query),
+            headers=dict(request.headers),
+            content_type=request.content_type,
+            body=raw or None,
+        )
+        if problem is not None:
+            line = f"Dify {request.method} {path}: {problem}"
+            self.spec_violations.append(line)
+            referees.VIOLATIONS.append(line)
+            raise _HTTPFail(400, "invalid_param", problem)
 
     async def _endpoint_fault(self, request: web.Request, name: str) -> web.StreamResponse | None:
         app: FakeApp = request[_APP]
@@ -1090,7 +1148,9 @@ class FakeDify:
         sent_text = 0
         partial: list[str] = []
         mid = (
-            fault if fault is not None and fault.kind in ("stall", "error_event", "drop") else None
+            fault
+            if fault is not None and fault.kind in ("stall", "error_event", "drop", "pings")
+            else None
         )
         try:
             for kind, payload in self._plan(gen):
@@ -1141,6 +1201,9 @@ class FakeDify:
         if gen.message is not None and gen.message.status == "normal":
             text = gen.app.replace_with if gen.app.replace_with is not None else gen.answer
             gen.message.answer = text
+            usage = gen.usage(max(1, -(-len(gen.answer) // max(1, int(gen.app.chunk_size)))))
+            gen.message.message_tokens = usage["prompt_tokens"]
+            gen.message.answer_tokens = usage["completion_tokens"]
 
     async def _mid_fault(
         self, request: web.Request, resp: web.StreamResponse, gen: _Gen, fault: Fault, partial: str
@@ -1162,9 +1225,29 @@ class FakeDify:
             await resp.write_eof()
             return True
         if fault.kind == "drop":
-            self._store_final(gen)
+            if fault.stored == "complete":
+                self._store_final(gen)
+            elif gen.message is not None:
+                gen.message.answer = "" if fault.stored == "none" else partial
+                if fault.stored == "error":
+                    gen.message.status = "error"
+                    gen.message.error = "[openai] Connection error"
             if request.transport is not None:
                 request.transport.abort()
+            return True
+        if fault.kind == "pings":
+            try:
+                while not gen.stop.is_set() and not self._closing and not _closing(request):
+                    await resp.write(PING)
+                    await asyncio.sleep(fault.seconds)
+            except (ConnectionError, asyncio.CancelledError):
+                # The client left; the hung task lives on in Dify until it is stopped.
+                gen.app.hung[gen.task_id] = (gen.user, gen.stop)
+                raise
+            if not gen.stop.is_set():
+                gen.app.hung[gen.task_id] = (gen.user, gen.stop)
+            elif not self._closing and not _closing(request):
+                await self._finish_stopped(resp, gen, partial, fault.after_chunks)
             return True
         return False
 
@@ -1205,13 +1288,14 @@ class FakeDify:
         body = self._body(request)
         user = self._user(body.get("user"))
         task_id = request.match_info["task_id"]
-        running = app.running.get(task_id)
+        running = app.running.get(task_id) or app.hung.get(task_id)
         # Dify silently ignores a stop from another user but still answers success.
         if running is not None and (
             running[0] == user or app.mode in ("advanced-chat", "workflow")
         ):
             running[1].set()
             app.stopped.append(task_id)
+            app.hung.pop(task_id, None)
         return web.json_response({"result": "success"})
 
     def _find_message(self, app: FakeApp, message_id: str, user: str | None) -> FakeMessage:
@@ -1339,7 +1423,7 @@ class FakeDify:
         return web.json_response(
             {
                 "opening_statement": app.opening_statement,
-                "suggested_questions": [],
+                "suggested_questions": list(app.opening_questions),
                 "suggested_questions_after_answer": {
                     "enabled": app.suggested_questions is not None
                 },

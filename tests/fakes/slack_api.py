@@ -35,6 +35,25 @@ Tier 3 = 50/min, Tier 4 = 100/min per (team, method) in a sliding 60 s window; `
 Sizes: ``msg_too_long`` for ``text`` over 4,000 characters, ``markdown`` blocks over 12,000
 characters together, or a single section text over 3,000 (``invalid_blocks``); more than 50 blocks
 is ``invalid_blocks``.
+
+slack_sdk is the referee for arguments and Block Kit (``tests/fakes/referees.py``): a call whose
+arguments do not fit the matching ``AsyncWebClient`` method's signature (a required one missing,
+an unknown one given) answers ``invalid_arguments``, blocks and streaming chunks that slack_sdk's
+models reject answer ``invalid_blocks`` / ``invalid_chunks``; each case is also kept in
+``fake.contract_errors`` (and fails the test, see ``tests/conftest.py``).
+
+The agent messaging experience (``features.agent_view``): ``assistant.threads.setStatus``
+(``statuses``; ``loading_messages`` ≤ 10), ``assistant.threads.setSuggestedPrompts`` (``prompts``;
+≤ 4 prompts; with a ``thread_ts`` in an agent-view DM Slack "silently fails": recorded with
+``shown=False``), ``assistant.threads.setTitle`` (``titles``), agent sessions
+(``agents.sessions.setStatus`` / ``rename``: ``sessions``; ``not_an_agent`` for a team with
+``agent_view=False``), native streaming with
+``markdown_text``, ``task_update`` / ``plan_update`` / ``markdown_text`` / ``blocks`` chunks
+(``Message.tasks``, ``Message.plan_title``), ``stopStream`` blocks (feedback buttons). Slack's
+refusals last until lifted: ``refuse(method, error)`` (e.g. ``feature_not_enabled`` for
+``chat.startStream``), ``allow(method)``. Event builders: ``home_opened_event``,
+``context_changed_event``, ``thread_started_event``, ``session_stopped_event`` (Slack's Stop
+button: the thread's live streams end).
 """
 
 from __future__ import annotations
@@ -55,6 +74,8 @@ from urllib.parse import urlencode
 
 from aiohttp import WSMsgType, web
 
+from tests.fakes import referees
+
 TIER2, TIER3, TIER4 = 20, 50, 100
 
 # method -> calls per minute per workspace (sliding 60 s window). Slack's own tier table.
@@ -67,6 +88,11 @@ METHOD_TIERS: dict[str, int] = {
     "chat.appendStream": TIER4,
     "chat.stopStream": TIER2,
     "assistant.threads.setStatus": 600,  # "Special"
+    "assistant.threads.setSuggestedPrompts": TIER4,
+    "assistant.threads.setTitle": TIER4,
+    # No tier is documented for agent sessions: we assume Tier 4.
+    "agents.sessions.setStatus": TIER4,
+    "agents.sessions.rename": TIER4,
     "conversations.replies": TIER3,
     "users.info": TIER4,
     "files.info": TIER4,
@@ -83,8 +109,9 @@ TEXT_LIMIT = 4000
 MARKDOWN_LIMIT = 12000
 SECTION_LIMIT = 3000
 MAX_BLOCKS = 50
-
-
+MAX_PROMPTS = 4
+MAX_LOADING_MESSAGES = 10
+SESSION_STATUSES = frozenset({"processing", "active", "suspended", "closed"})
 def sign(secret: str, body: str, timestamp: int | None = None) -> dict[str, str]:
     """Headers Slack sends with a request: ``v0=`` HMAC-SHA256 of ``v0:{ts}:{body}``."""
     ts = str(int(time.time()) if timestamp is None else timestamp)
@@ -106,6 +133,8 @@ class Team:
     bot_id: str
     app_id: str = "A0FAKEAPP"
     enterprise_id: str | None = None
+    # The app's manifest has features.agent_view (DMs are agent threads).
+    agent_view: bool = True
 
 
 @dataclass
@@ -139,6 +168,10 @@ class Message:
     markdown: str = ""  # accumulated native-stream text
     files: list[str] = field(default_factory=list)
     deleted: bool = False
+    # Native streaming: task cards by id (the latest task_update of each), the plan's title.
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    plan_title: str = ""
+    task_display_mode: str = "timeline"
 
     def visible_text(self) -> str:
         """What a person reads: the markdown of the stream, else block text, else ``text``."""
@@ -169,6 +202,15 @@ class Message:
             if b.get("type") == "actions":
                 out.extend(e for e in b.get("elements", []) if e.get("type") == "button")
         return out
+
+    def feedback_buttons(self) -> dict[str, Any] | None:
+        """The ``feedback_buttons`` element of a ``context_actions`` block, if any."""
+        for b in self.blocks:
+            if b.get("type") == "context_actions":
+                for e in b.get("elements", []):
+                    if e.get("type") == "feedback_buttons":
+                        return dict(e)
+        return None
 
 
 @dataclass
@@ -244,8 +286,12 @@ class ChannelPostLimit:
 class FakeSlack:
     """The fake Slack: Web API, file hosting, response_url, OAuth and Socket Mode, one server."""
 
-    def __init__(self, *, enforce_limits: bool = True) -> None:
+    def __init__(self, *, enforce_limits: bool = True, referee: bool = True) -> None:
         self.enforce_limits = enforce_limits
+        # slack_sdk's method signatures and Block Kit and chunk models judge every call
+        # (tests/fakes/referees.py); what they refuse is answered as Slack would and kept in
+        # contract_errors.
+        self.referee = referee
         self.teams: dict[str, Team] = {}
         self._by_token: dict[str, Team] = {}
         self.app_tokens: set[str] = set()
@@ -261,6 +307,12 @@ class FakeSlack:
         self.oauth_codes: dict[str, Team] = {}
         self.oauth_client: tuple[str, str] | None = None
         self.statuses: list[dict[str, Any]] = []
+        self.prompts: list[dict[str, Any]] = []
+        self.titles: dict[tuple[str, str], str] = {}
+        # Agent sessions by (channel, thread_ts): {"status", "title", "history": [statuses]}.
+        self.sessions: dict[tuple[str, str], dict[str, Any]] = {}
+        self.refusals: dict[str, str] = {}
+        self.contract_errors: list[str] = []
         self.ratelimited: list[Call] = []
         self.ws_acks: dict[str, dict[str, Any]] = {}
         self._ack_events: dict[str, asyncio.Event] = {}
@@ -379,6 +431,13 @@ class FakeSlack:
         for _ in range(times):
             self.faults.append(Fault(method, error, st, retry_after, team))
 
+    def refuse(self, method: str, error: str = "feature_not_enabled") -> None:
+        """Slack refuses ``method`` (every call, every team) with ``error`` until :meth:`allow`."""
+        self.refusals[method] = error
+
+    def allow(self, method: str) -> None:
+        self.refusals.pop(method, None)
+
     def new_ts(self) -> str:
         """Strictly increasing message ts (seconds.microseconds), like Slack's."""
         self._last_us = max(int(time.time() * 1_000_000), self._last_us + 1)
@@ -430,6 +489,39 @@ class FakeSlack:
             "event_context": "4-" + uuid.uuid4().hex[:20],
         }
         return json.dumps(body)
+
+    def home_opened_event(
+        self, team: Team, user: str, channel: str, *, tab: str = "messages"
+    ) -> dict[str, Any]:
+        """``app_home_opened``: someone opened the app's Messages (or Home) tab."""
+        return {"type": "app_home_opened", "user": user, "channel": channel, "tab": tab,
+                "event_ts": self.new_ts()}
+
+    def context_changed_event(
+        self, team: Team, user: str, entities: list[dict[str, Any]] | None
+    ) -> dict[str, Any]:
+        """``app_context_changed`` (agent view only): what ``user`` looks at, most relevant
+        first (``context: {}`` when nothing). Slack's example shows no ``user``; ours has one."""
+        ctx: dict[str, Any] = {"entities": entities} if entities else {}
+        return {"type": "app_context_changed", "user": user, "context": ctx,
+                "event_ts": self.new_ts()}
+
+    def session_stopped_event(self, team: Team, user: str, channel: str, thread_ts: str
+                              ) -> dict[str, Any]:
+        """Someone clicked Slack's Stop button of an agent session: Slack stops the app's live
+        streams in that thread (listed in ``streaming_message_ts``) and sends this event."""
+        stopped = [m.ts for m in self.thread(channel, thread_ts) if m.streaming]
+        for ts in stopped:
+            self.expire_stream(channel, ts)
+        return {"type": "agent_session_stopped", "user": user, "channel": channel,
+                "thread_ts": thread_ts, "streaming_message_ts": stopped,
+                "event_ts": self.new_ts()}
+
+    def thread_started_event(self, team: Team, user: str, channel: str) -> dict[str, Any]:
+        """Legacy ``assistant_view``: ``assistant_thread_started`` with its thread."""
+        return {"type": "assistant_thread_started", "event_ts": self.new_ts(),
+                "assistant_thread": {"user_id": user, "channel_id": channel,
+                                     "thread_ts": self.new_ts(), "context": {}}}
 
     def event(
         self,
@@ -501,6 +593,25 @@ class FakeSlack:
                 }
             ],
         }
+
+    def feedback_click(
+        self, team: Team, message: Message, *, positive: bool, user: str = "U0USER"
+    ) -> dict[str, Any]:
+        """The ``block_actions`` payload of a click on a ``feedback_buttons`` element: the
+        action's ``value`` is the clicked button's value."""
+        element = message.feedback_buttons()
+        if element is None:
+            raise AssertionError("the message has no feedback buttons")
+        button = element["positive_button" if positive else "negative_button"]
+        payload = self.block_action(team, message, {"action_id": element["action_id"]}, user=user)
+        payload["actions"] = [{
+            "type": "feedback_buttons",
+            "action_id": element["action_id"],
+            "block_id": "dify_feedback",
+            "value": button["value"],
+            "action_ts": f"{time.time():.6f}",
+        }]
+        return payload
 
     # ------------------------------------------------------------------ assertions helpers
 
@@ -640,8 +751,17 @@ class FakeSlack:
             m = self._find(channel, str(p.get("ts", "")))
             call.thread = (m.thread_ts or m.ts) if m is not None else None
         blocks = p.get("blocks") if isinstance(p.get("blocks"), list) else []
-        call.visible = bool(p.get("markdown_text")) or any(
-            isinstance(b, dict) and b.get("type") == "markdown" and b.get("text") for b in blocks
+        chunks = p.get("chunks") if isinstance(p.get("chunks"), list) else []
+        call.visible = (
+            bool(p.get("markdown_text"))
+            or any(
+                isinstance(b, dict) and b.get("type") == "markdown" and b.get("text")
+                for b in blocks
+            )
+            or any(
+                isinstance(c, dict) and c.get("type") == "markdown_text" and c.get("text")
+                for c in chunks
+            )
         )
 
     async def _record(self, request: web.Request) -> web.Response:
@@ -685,6 +805,19 @@ class FakeSlack:
                     else {}
                 )
                 return f.status, {"ok": False, "error": f.error}, headers
+        refusal = self.refusals.get(method)
+        if refusal is not None:
+            return 200, {"ok": False, "error": refusal}, {}
+        refused = referees.slack_refusal(method, params) if self.referee else None
+        if refused is not None:
+            # What Slack answers for arguments it cannot use; the referee's reasons ride along
+            # as Slack's own response_metadata.messages do.
+            error, problems = refused
+            self.contract_errors.extend(problems)
+            referees.VIOLATIONS.extend(f"Slack {p}" for p in problems)
+            messages = [f"[ERROR] {p}" for p in problems]
+            body = {"ok": False, "error": error, "response_metadata": {"messages": messages}}
+            return 200, body, {}
         wait = self._limited(team.id, method, params)
         if wait is not None:
             return (
@@ -840,6 +973,28 @@ class FakeSlack:
             return 200, {"ok": False, "error": "user_not_in_channel"}
         return 200, {"ok": True, "message_ts": self.new_ts()}
 
+    def _stream_chunks(self, p: dict[str, Any], m: Message | None) -> tuple[str, str | None]:
+        """Apply ``markdown_text`` and ``chunks`` of a stream call: (markdown added, error)."""
+        text = p.get("markdown_text")
+        if text is not None and not isinstance(text, str):
+            return "", "invalid_arguments"
+        md = text or ""
+        if len(md) > MARKDOWN_LIMIT:
+            return "", "msg_too_long"
+        chunks = p.get("chunks")
+        if chunks is None:
+            return md, None
+        for c in chunks:
+            if c["type"] == "markdown_text":
+                md += str(c["text"])
+            elif m is not None and c["type"] == "task_update":
+                m.tasks[str(c["id"])] = dict(c)
+            elif m is not None and c["type"] == "plan_update":
+                m.plan_title = str(c["title"])
+            elif m is not None and c["type"] == "blocks":
+                m.blocks = [*m.blocks, *c["blocks"]]
+        return md, None
+
     def _m_chat_startStream(self, p: dict[str, Any], team: Team) -> tuple[int, dict[str, Any]]:
         channel = str(p.get("channel", ""))
         err = self._channel_error(channel)
@@ -852,9 +1007,9 @@ class FakeSlack:
                 return 200, {"ok": False, "error": "missing_recipient_user_id"}
             if not p.get("recipient_team_id"):
                 return 200, {"ok": False, "error": "missing_recipient_team_id"}
-        text = str(p.get("markdown_text") or "")
-        if len(text) > MARKDOWN_LIMIT:
-            return 200, {"ok": False, "error": "msg_too_long"}
+        mode = p.get("task_display_mode", "timeline")
+        if mode not in ("timeline", "plan"):
+            return 200, {"ok": False, "error": "invalid_arguments"}
         m = Message(
             ts=self.new_ts(),
             channel=channel,
@@ -863,8 +1018,12 @@ class FakeSlack:
             bot_id=team.bot_id,
             user=team.bot_user_id,
             streaming=True,
-            markdown=text,
+            task_display_mode=str(mode),
         )
+        md, err = self._stream_chunks(p, m)
+        if err:
+            return 200, {"ok": False, "error": err}
+        m.markdown = md
         self.messages[channel].append(m)
         return 200, {"ok": True, "channel": channel, "ts": m.ts}
 
@@ -875,8 +1034,13 @@ class FakeSlack:
             return 200, {"ok": False, "error": "message_not_found"}
         if not m.streaming:
             return 200, {"ok": False, "error": "message_not_in_streaming_state"}
-        delta = str(p.get("markdown_text") or "")
-        if len(delta) > MARKDOWN_LIMIT or len(m.markdown) + len(delta) > MARKDOWN_LIMIT * 4:
+        if p.get("markdown_text") is None and p.get("chunks") is None:
+            return 200, {"ok": False, "error": "invalid_arguments"}
+        delta, err = self._stream_chunks(p, m)
+        if err:
+            return 200, {"ok": False, "error": err}
+        if len(m.markdown) + len(delta) > MARKDOWN_LIMIT:
+            # One streamed message renders as one markdown block: 12,000 characters.
             return 200, {"ok": False, "error": "msg_too_long"}
         m.markdown += delta
         m.edits += 1
@@ -895,15 +1059,61 @@ class FakeSlack:
             return 200, {"ok": False, "error": "message_not_found"}
         if not m.streaming:
             return 200, {"ok": False, "error": "message_not_in_streaming_state"}
-        m.markdown += str(p.get("markdown_text") or "")
         blocks = p.get("blocks")
+        if blocks is not None and (not isinstance(blocks, list) or len(blocks) > MAX_BLOCKS):
+            return 200, {"ok": False, "error": "invalid_blocks"}
+        status = p.get("session_status")
+        if status is not None and status not in ("active", "processing", "suspended", "closed"):
+            return 200, {"ok": False, "error": "invalid_arguments"}
+        delta, err = self._stream_chunks(p, m)
+        if err:
+            return 200, {"ok": False, "error": err}
+        if len(m.markdown) + len(delta) > MARKDOWN_LIMIT:
+            return 200, {"ok": False, "error": "msg_too_long"}
+        m.markdown += delta
         if isinstance(blocks, list):
-            if len(blocks) > MAX_BLOCKS:
-                return 200, {"ok": False, "error": "invalid_blocks"}
-            m.blocks = blocks
+            m.blocks = [*m.blocks, *blocks]
         m.streaming = False
         m.text = m.markdown
+        session = self.sessions.get((channel, str(m.thread_ts)))
+        if session is not None:  # stopStream moves the thread's session on (default: active)
+            self._session_status(session, str(status or "active"))
         return 200, {"ok": True, "channel": channel, "ts": ts, "message": self._msg_json(m)}
+
+    @staticmethod
+    def _session_status(session: dict[str, Any], status: str) -> None:
+        session["status"] = status
+        session["history"].append(status)
+
+    def _m_agents_sessions_setStatus(
+        self, p: dict[str, Any], team: Team
+    ) -> tuple[int, dict[str, Any]]:
+        channel, thread_ts = str(p.get("channel_id", "")), p.get("thread_ts")
+        err = self._channel_error(channel)
+        if err:
+            return 200, {"ok": False, "error": err}
+        status = p.get("status")
+        if status not in SESSION_STATUSES or not thread_ts:
+            return 200, {"ok": False, "error": "invalid_arguments"}
+        if not team.agent_view:
+            return 200, {"ok": False, "error": "not_an_agent"}
+        session = self.sessions.setdefault(
+            (channel, str(thread_ts)), {"status": None, "title": p.get("title"), "history": []})
+        self._session_status(session, str(status))
+        return 200, {"ok": True, "status": status, "title": session["title"]}
+
+    def _m_agents_sessions_rename(
+        self, p: dict[str, Any], team: Team
+    ) -> tuple[int, dict[str, Any]]:
+        channel, thread_ts = str(p.get("channel_id", "")), str(p.get("thread_ts") or "")
+        session = self.sessions.get((channel, thread_ts))
+        if session is None:
+            return 200, {"ok": False, "error": "session_not_found"}
+        title = p.get("title")
+        if not isinstance(title, str) or not 0 < len(title) <= 200:
+            return 200, {"ok": False, "error": "invalid_arguments"}
+        session["title"] = title
+        return 200, {"ok": True, "title": title}
 
     def _m_assistant_threads_setStatus(
         self, p: dict[str, Any], team: Team
@@ -914,14 +1124,59 @@ class FakeSlack:
             return 200, {"ok": False, "error": err}
         if not p.get("thread_ts") or "status" not in p:
             return 200, {"ok": False, "error": "invalid_arguments"}
+        loading = p.get("loading_messages")
+        if loading is not None and (
+            not isinstance(loading, list) or len(loading) > MAX_LOADING_MESSAGES
+        ):
+            return 200, {"ok": False, "error": "invalid_arguments"}
         self.statuses.append(
             {
                 "channel": channel,
                 "thread_ts": p["thread_ts"],
                 "status": p["status"],
+                "loading_messages": loading,
                 "time": time.time(),
             }
         )
+        return 200, {"ok": True}
+
+    def _m_assistant_threads_setSuggestedPrompts(
+        self, p: dict[str, Any], team: Team
+    ) -> tuple[int, dict[str, Any]]:
+        channel = str(p.get("channel_id", ""))
+        err = self._channel_error(channel)
+        if err:
+            return 200, {"ok": False, "error": err}
+        prompts = p.get("prompts")
+        if (
+            not isinstance(prompts, list)
+            or not 1 <= len(prompts) <= MAX_PROMPTS
+            or not all(
+                isinstance(x, dict) and isinstance(x.get("title"), str) and x["title"]
+                and isinstance(x.get("message"), str) and x["message"]
+                for x in prompts
+            )
+        ):
+            return 200, {"ok": False, "error": "invalid_arguments"}
+        thread_ts = p.get("thread_ts")
+        # Agent apps: prompts belong to the Messages tab; with a thread_ts the call "silently
+        # fails" (ok, but nothing shows).
+        shown = not (team.agent_view and channel.startswith("D") and thread_ts)
+        self.prompts.append({"channel": channel, "thread_ts": thread_ts, "title": p.get("title"),
+                             "prompts": prompts, "shown": shown, "time": time.time()})
+        return 200, {"ok": True}
+
+    def _m_assistant_threads_setTitle(
+        self, p: dict[str, Any], team: Team
+    ) -> tuple[int, dict[str, Any]]:
+        channel = str(p.get("channel_id", ""))
+        err = self._channel_error(channel)
+        if err:
+            return 200, {"ok": False, "error": err}
+        title = p.get("title")
+        if not p.get("thread_ts") or not isinstance(title, str) or not title:
+            return 200, {"ok": False, "error": "invalid_arguments"}
+        self.titles[(channel, str(p["thread_ts"]))] = title
         return 200, {"ok": True}
 
     def _m_conversations_replies(self, p: dict[str, Any], team: Team) -> tuple[int, dict[str, Any]]:
@@ -1106,6 +1361,15 @@ class FakeSlack:
             if not self._sockets:
                 self._socket_ready.clear()
         return ws
+
+    async def drop_sockets(self) -> None:
+        """Close every Socket Mode connection from Slack's side (a network blip, a restart)."""
+        for ws in list(self._sockets):
+            await ws.close()
+
+    async def send_disconnect(self, reason: str = "refresh_requested") -> None:
+        """Slack's notice that it will close the connection (it rotates them every few hours)."""
+        await self._sockets[-1].send_json({"type": "disconnect", "reason": reason})
 
     async def wait_socket(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         await asyncio.wait_for(self._socket_ready.wait(), timeout)

@@ -1,0 +1,148 @@
+"""The referees: Dify's own OpenAPI and slack_sdk's own definitions judge what the fakes receive.
+
+Every other test runs with them on (``tests/conftest.py`` fails a test whose requests they
+refused); these stories show that they do refuse what the platforms would.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.fakes import referees
+from tests.fakes.slack_api import FakeSlack
+
+SHARED_SPEC = Path(__file__).resolve().parents[2] / "shared" / "specs" / "openapi_service.json"
+
+
+def test_the_spec_in_the_repo_is_the_one_the_project_was_given() -> None:
+    if not SHARED_SPEC.exists():
+        pytest.skip(f"no {SHARED_SPEC} beside this checkout to compare with")
+    assert referees.SPEC_PATH.read_bytes() == SHARED_SPEC.read_bytes(), (
+        f"{SHARED_SPEC} changed: copy it to {referees.SPEC_PATH} and run the tests"
+    )
+
+
+@pytest.mark.referee_refuses
+async def test_a_chat_message_without_a_user_is_refused_as_dify_would(
+    fake_dify: Any, dify_app: Any
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        resp = await http.post(
+            fake_dify.base_url + "/chat-messages",
+            json={"query": "hi", "inputs": {}, "response_mode": "streaming"},
+            headers={"Authorization": f"Bearer {dify_app.api_key}"},
+        )
+        body = await resp.json()
+    assert resp.status == 400
+    assert body["code"] == "invalid_param"
+    assert "'user' is a required property" in body["message"]
+    assert any("POST /chat-messages" in v for v in fake_dify.spec_violations)
+
+
+@pytest.mark.referee_refuses
+async def test_a_query_of_the_wrong_type_is_refused(fake_dify: Any, dify_app: Any) -> None:
+    async with aiohttp.ClientSession() as http:
+        resp = await http.post(
+            fake_dify.base_url + "/chat-messages",
+            json={"query": 42, "inputs": {}, "user": "u1", "response_mode": "streaming"},
+            headers={"Authorization": f"Bearer {dify_app.api_key}"},
+        )
+    assert resp.status == 400
+    assert "42 is not of type 'string'" in referees.VIOLATIONS[-1]
+
+
+@pytest.mark.referee_refuses
+async def test_an_endpoint_dify_does_not_have_is_named(fake_dify: Any, dify_app: Any) -> None:
+    async with aiohttp.ClientSession() as http:
+        resp = await http.get(
+            fake_dify.base_url + "/chat-history",
+            headers={"Authorization": f"Bearer {dify_app.api_key}"},
+        )
+    assert resp.status == 400
+    assert "Path not found" in referees.VIOLATIONS[-1]
+
+
+async def test_a_wrong_key_is_dify_s_401_not_a_referee_matter(fake_dify: Any) -> None:
+    async with aiohttp.ClientSession() as http:
+        resp = await http.post(
+            fake_dify.base_url + "/chat-messages",
+            json={"query": "hi"},
+            headers={"Authorization": "Bearer app-nobody"},
+        )
+    assert resp.status == 401
+    assert referees.VIOLATIONS == []
+
+
+@pytest.fixture
+async def slack() -> Any:
+    fake = FakeSlack()
+    await fake.start()
+    team = fake.add_team("T0REF")
+    yield fake, team
+    await fake.close()
+
+
+async def _call(fake: FakeSlack, token: str, method: str, **params: Any) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http:
+        resp = await http.post(
+            fake.api_url + method,
+            data=json.dumps(params),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        result: dict[str, Any] = await resp.json()
+        return result
+
+
+@pytest.mark.referee_refuses
+async def test_a_section_over_slack_s_3000_characters_is_refused(slack: Any) -> None:
+    fake, team = slack
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "x" * 3001}}]
+    body = await _call(
+        fake, team.bot_token, "chat.postMessage", channel="C1", text="t", blocks=blocks
+    )
+    assert body["error"] == "invalid_blocks"
+    assert "cannot exceed 3000 characters" in body["response_metadata"]["messages"][0]
+    assert fake.messages["C1"] == []
+
+
+@pytest.mark.referee_refuses
+async def test_a_message_without_its_channel_is_refused(slack: Any) -> None:
+    fake, team = slack
+    body = await _call(fake, team.bot_token, "chat.postMessage", text="hello")
+    assert body["error"] == "invalid_arguments"
+    assert "missing required argument(s) channel" in fake.contract_errors[-1]
+
+
+@pytest.mark.referee_refuses
+async def test_an_argument_slack_sdk_does_not_name_is_refused(slack: Any) -> None:
+    fake, team = slack
+    body = await _call(fake, team.bot_token, "chat.update", channel="C1", ts="1.2", txt="typo")
+    assert body["error"] == "invalid_arguments"
+    assert "not in slack_sdk's signature: txt" in fake.contract_errors[-1]
+
+
+@pytest.mark.referee_refuses
+async def test_a_block_type_slack_sdk_does_not_know_is_refused(slack: Any) -> None:
+    fake, team = slack
+    blocks = [{"type": "paragraph", "text": "hi"}]
+    await _call(fake, team.bot_token, "chat.postMessage", channel="C1", text="t", blocks=blocks)
+    assert "does not know block type 'paragraph'" in fake.contract_errors[-1]
+
+
+async def test_a_valid_markdown_message_passes_every_referee(slack: Any) -> None:
+    fake, team = slack
+    body = await _call(
+        fake,
+        team.bot_token,
+        "chat.postMessage",
+        channel="C1",
+        text="Hello",
+        blocks=[{"type": "markdown", "text": "**Hello**"}],
+    )
+    assert body["ok"] is True
+    assert fake.contract_errors == []
