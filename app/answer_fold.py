@@ -12,11 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.dify.events import (
+    AgentLog,
     AgentThought,
     DifyEvent,
+    HumanInputFormTimeout,
+    HumanInputRequired,
     MessageEnd,
     MessageFile,
     NodeEvent,
+    ReasoningChunk,
     StreamError,
     TextDelta,
     TextReplace,
@@ -34,7 +38,9 @@ NODE_STATUS = {
     "code": "Running {title}…",
     "agent": "Working on it: {title}…",
     "question-classifier": "Understanding the question…",
+    "human-input": "Waiting for an answer to {title}…",
 }
+THINKING = "Thinking…"
 
 
 @dataclass
@@ -54,6 +60,11 @@ class Answer:
     workflow_status: str | None = None
     first_text_at: float | None = None
     changed: bool = False
+    # Human Input: the forms the run paused on, and what happened to forms while it ran.
+    forms: list[HumanInputRequired] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    # The route shows "Thinking…" while the model reasons (never the reasoning itself).
+    thinking_status: bool = False
 
 
 def fold(ev: DifyEvent, ans: Answer) -> bool:
@@ -100,6 +111,21 @@ def fold(ev: DifyEvent, ans: Answer) -> bool:
         ans.error = ev
     elif isinstance(ev, WorkflowPaused):
         ans.workflow_status = "paused"
+    elif isinstance(ev, ReasoningChunk):
+        # Reasoning is never answer text; at most a status line while it lasts.
+        if ans.thinking_status and not ev.is_final and ans.status != THINKING:
+            ans.status = THINKING
+            ans.changed = True
+    elif isinstance(ev, AgentLog):
+        if ev.label and ev.status != "success":
+            ans.status = f"Working on it: {ev.label[:80]}"
+            ans.changed = True
+    elif isinstance(ev, HumanInputRequired):
+        ans.forms.append(ev)
+    elif isinstance(ev, HumanInputFormTimeout):
+        ans.notices.append(
+            f"The form “{ev.node_title or 'approval'}” expired without an answer."
+        )
     return first
 
 
