@@ -141,7 +141,8 @@ class FormStore:
         parts = [_s(x) for x in res]
         if parts[0] == "ok":
             return Claim(True)
-        return Claim(False, *(parts + ["", ""])[:3])
+        status, by_name, title = [*parts, "", ""][:3]
+        return Claim(False, status, by_name, title)
 
     async def release(self, form_key: str, by_id: str) -> None:
         await self._redis.eval(_RELEASE, 1, self.key(form_key), by_id)  # type: ignore[misc]

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
@@ -25,6 +26,7 @@ from app.answer_extras import chat_extras, stream_error
 from app.answer_fold import Answer, fold, workflow_answer
 from app.dify.client import DifyClient
 from app.dify.errors import DifyError
+from app.dify.events import DifyEvent
 from app.errors import UserFacingError
 from app.form_store import FormStore, PendingForm
 from app.forms import (
@@ -67,6 +69,15 @@ BUSY = "The form was answered, but an earlier answer in this thread is still run
     "The rest will not appear here; please check the result in Dify."
 STORAGE_DOWN = "The assistant's storage is not reachable right now. Please try again in a minute."
 INTERNAL = "Something went wrong on our side while continuing after the form."
+
+
+@dataclass(slots=True)
+class _Events:
+    """A re-attached run: the events of the first read (Dify's ping once subscribed) and the
+    rest of the stream."""
+
+    first: list[DifyEvent]
+    batches: AsyncGenerator[list[DifyEvent], None]
 
 
 class GroupDirectory(Protocol):
@@ -195,11 +206,24 @@ class HumanLoop:
                 action_title=claim.action_title,
             )) or FormResult(Outcome.UNKNOWN, UNKNOWN_FORM, form)
         client = self._bridge.client_for(route)
+        # Listen before answering: Dify relays a resumed run's events only to those already
+        # subscribed, and its worker may resume the run before our submit call returns.
+        try:
+            batches = client.run_events(p.run_id, user=p.user).batches()
+            first = await anext(batches)
+        except (DifyError, ValueError) as e:
+            await self._release(form.key, by.id)
+            log.warning("forms.attach_failed", error=type(e).__name__)
+            if isinstance(e, DifyError) and e.status == 404:
+                return FormResult(Outcome.UNKNOWN, UNKNOWN_FORM, form)
+            return FormResult(Outcome.UNAVAILABLE, getattr(e, "user_message", INTERNAL), form)
         try:
             await client.submit_form(p.token, inputs=sent, action=action.id, user=p.user)
         except DifyError as e:
+            await batches.aclose()
             return await self._refused(p, by, e)
         except ValueError as e:  # a token or value our client refuses to send
+            await batches.aclose()
             await self._release(form.key, by.id)
             log.warning("forms.submit_refused_locally", error=str(e)[:200])
             return FormResult(Outcome.UNKNOWN, UNKNOWN_FORM, form)
@@ -209,7 +233,7 @@ class HumanLoop:
         result = FormResult(Outcome.ACCEPTED, describe_choice(result), form, by.shown,
                             action.title, dict(inputs))
         self._bridge.track(spawn(
-            self._continue(p, route, reply, limits, by, prepared.restorer),
+            self._continue(p, route, reply, limits, prepared.restorer, _Events(first, batches)),
             name=f"form-resume-{thread.log_id}",
         ))
         return result
@@ -269,8 +293,8 @@ class HumanLoop:
         route: Route,
         reply: Reply,
         limits: PlatformLimits,
-        by: Responder,
         restorer: Restorer | None,
+        events: _Events,
     ) -> None:
         from app.pipeline import new_ref
 
@@ -282,7 +306,7 @@ class HumanLoop:
             await reply.start(limits.placeholder)
             async with self._bridge.store.lock(p.thread, order=time.time(), mark_known=True,
                                                settle=0.0):
-                await self._follow(p, route, reply, limits, by, restorer, ref)
+                await self._follow(p, route, reply, limits, restorer, ref, events)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(_safe_fail(reply, INTERRUPTED, ref)), 5)
@@ -298,6 +322,7 @@ class HumanLoop:
             log.error("forms.resume_crashed", error=type(e).__name__, exc_info=e)
             await _safe_fail(reply, INTERNAL, ref)
         finally:
+            await events.batches.aclose()
             structlog.contextvars.unbind_contextvars("platform", "thread", "ref", "route")
 
     async def _follow(
@@ -306,9 +331,9 @@ class HumanLoop:
         route: Route,
         reply: Reply,
         limits: PlatformLimits,
-        by: Responder,
         restorer: Restorer | None,
         ref: str,
+        events: _Events,
     ) -> None:
         bridge = self._bridge
         platform = p.thread.platform
@@ -336,18 +361,18 @@ class HumanLoop:
         def shown(text: str) -> str:
             return restorer.partial(text) if restorer else text
 
+        def take(batch: list[Any]) -> None:
+            changed = False
+            for ev in batch:
+                fold(ev, ans)
+                changed = changed or ans.changed
+            if changed and (ans.text or ans.status):
+                scheduler.push(shown(ans.text), ans.status)
+
         try:
-            batches = client.run_events(p.run_id, user=p.user).batches()
-            try:
-                async for batch in batches:
-                    changed = False
-                    for ev in batch:
-                        fold(ev, ans)
-                        changed = changed or ans.changed
-                    if changed and (ans.text or ans.status):
-                        scheduler.push(shown(ans.text), ans.status)
-            finally:
-                await batches.aclose()
+            take(events.first)
+            async for batch in events.batches:
+                take(batch)
         except DifyError as e:
             await scheduler.close()
             partial = (e.progress.partial_text if e.progress else "") or ans.text

@@ -152,8 +152,8 @@ class Reply(Protocol):
     """The handle the pipeline drives for one answer. Adapters implement it.
 
     Calls arrive in order: ``start`` once, ``update`` any number of times, then exactly one of
-    ``finish``, ``ask`` or ``fail`` (``fail`` may also come without ``start``). The edit scheduler guarantees
-    at most one call in flight per reply. ``update`` and ``finish`` may raise
+    ``finish``, ``ask`` or ``fail`` (``fail`` may also come without ``start``). The edit
+    scheduler guarantees at most one call in flight per reply. ``update`` and ``finish`` may raise
     :class:`app.errors.PlatformRateLimited` so the scheduler slows down and retries; a message that
     vanished (deleted, ``message_not_found``) is the handle's own business: post a new one.
     """

@@ -103,6 +103,16 @@ def _check_id(name: str, value: str) -> str:
     return value
 
 
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_.~-]{1,512}$")
+
+
+def _check_token(value: str) -> str:
+    """A form token goes into the URL path: URL-safe characters only (no / ? # %)."""
+    if not isinstance(value, str) or not _TOKEN_RE.match(value):
+        raise ValueError("form_token must be a URL-safe token")
+    return value
+
+
 def _encode(body: dict[str, Any]) -> bytes:
     """The request body, encoded once (retries resend the same bytes)."""
     try:
@@ -831,7 +841,7 @@ class DifyClient:
         """Answer a paused Human Input form (``POST /form/human_input/{token}``); Dify then
         resumes the run: follow it with :meth:`run_events`. Every input of the form must be a
         key of ``inputs`` (send ``""`` for an empty paragraph)."""
-        _check_id("form_token", form_token)
+        _check_token(form_token)
         if not isinstance(action, str) or not action:
             raise ValueError("action must be the id of one of the form's actions")
         body = {"inputs": dict(inputs), "action": action, "user": _check_user(user)}
@@ -844,7 +854,7 @@ class DifyClient:
 
     async def get_form(self, form_token: str) -> dict[str, Any]:
         """A paused form again (``user_actions`` here, ``actions`` in the stream event)."""
-        _check_id("form_token", form_token)
+        _check_token(form_token)
         return self._as_dict(await self._request("GET", f"/form/human_input/{form_token}"))
 
     async def parameters(self) -> dict[str, Any]:

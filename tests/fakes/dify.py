@@ -108,6 +108,8 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from tests.fakes import dify_hitl
+
 MODES = ("chat", "advanced-chat", "agent-chat", "completion", "workflow")
 CHAT_MODES = ("chat", "advanced-chat", "agent-chat")
 _UUID_RE = re.compile(
@@ -286,6 +288,8 @@ _KNOBS: dict[str, Any] = {
     "keep_open_seconds": 30.0,
     "gzip": False,
     "workflow_error": "Node LLM run failed: model timeout",
+    # Human Input (advanced-chat, workflow): see tests/fakes/dify_hitl.py.
+    "human_input": None,
 }
 
 
@@ -328,6 +332,7 @@ class FakeApp:
         self.keep_open_seconds: float
         self.gzip: bool
         self.workflow_error: str
+        self.human_input: dict[str, Any] | None
         self.faults: deque[Fault] = deque()
         self.endpoint_faults: dict[str, deque[Fault]] = {}
         self.conversations: dict[str, FakeConversation] = {}
@@ -466,6 +471,9 @@ class FakeDify:
         self.port = port
         self.apps: dict[str, FakeApp] = {}
         self.requests: list[RecordedRequest] = []
+        # Requests that broke Dify's OpenAPI (checked on the Human Input endpoints).
+        self.spec_violations: list[str] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self._closing = False
         self.base_url = ""
@@ -491,6 +499,7 @@ class FakeDify:
         r.add_get("/v1/info", self._info)
         r.add_post("/v1/files/upload", self._upload)
         r.add_post("/v1/audio-to-text", self._audio)
+        dify_hitl.install(self, r)
         self._runner = web.AppRunner(
             webapp, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
         )
@@ -506,6 +515,8 @@ class FakeDify:
 
     async def close(self) -> None:
         self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
         for app in self.apps.values():
             for _, ev in app.running.values():
                 ev.set()
@@ -522,8 +533,17 @@ class FakeDify:
 
     def add_app(self, api_key: str, *, mode: str = "chat", name: str = "Fake app", **knobs: Any):
         app = FakeApp(api_key, mode=mode, name=name, **knobs)
+        dify_hitl.state(app)
         self.apps[api_key] = app
         return app
+
+    async def submit_elsewhere(self, app: FakeApp, token: str, action: str) -> None:
+        """A Human Input form is answered outside the bridge (Dify's own web form)."""
+        await dify_hitl.submit_elsewhere(self, app, token, action)
+
+    async def expire_form(self, app: FakeApp, token: str) -> None:
+        """A Human Input form's timeout fires (``human_input_form_timeout``)."""
+        await dify_hitl.expire_form(self, app, token)
 
     def app(self, api_key: str) -> FakeApp:
         return self.apps[api_key]
@@ -1093,7 +1113,8 @@ class FakeDify:
             fault if fault is not None and fault.kind in ("stall", "error_event", "drop") else None
         )
         try:
-            for kind, payload in self._plan(gen):
+            steps = dify_hitl.plan(self, gen) if dify_hitl.applies(app) else self._plan(gen)
+            for kind, payload in steps:
                 if (
                     kind in ("text", "end_of_text")
                     and mid is not None
