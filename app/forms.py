@@ -248,7 +248,11 @@ def check_values(form: HumanForm, values: dict[str, str]) -> tuple[dict[str, Any
             if not v:
                 return {}, f"Please choose a value for “{f.label}”."
             if v not in f.options:
-                return {}, f"“{v}” is not one of the choices for “{f.label}”."
+                # A platform may cut long option values (Slack: 150 characters).
+                cut = [o for o in f.options if o.startswith(v)] if len(v) >= 100 else []
+                if len(cut) != 1:
+                    return {}, f"“{v}” is not one of the choices for “{f.label}”."
+                v = cut[0]
         out[f.name] = v
     return out, ""
 

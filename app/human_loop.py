@@ -131,9 +131,8 @@ class HumanLoop:
             forms.append(form)
             log.info("forms.shown", form=form.form_id, answerable=form.answerable,
                      fields=len(form.fields), actions=len(form.actions))
-        extras = ReplyExtras(
-            conversation_id=answer.conversation_id, notices=list(notices), route=route.name
-        )
+        # No conversation id: a half-answer offers no "New topic" or feedback buttons.
+        extras = ReplyExtras(notices=list(notices), route=route.name)
         platform = thread.platform
 
         async def ask() -> None:

@@ -19,10 +19,12 @@ import aiohttp
 import structlog
 
 from adapters.slack import _blocks as B
+from adapters.slack import _forms as F
 from adapters.slack._budget import ChannelPacer, MethodWindow, UpdateBudget
 from adapters.slack._files import upload_out_files
 from adapters.slack._webapi import SlackApi, SlackCallError
 from app.errors import PlatformError, PlatformRateLimited
+from app.forms import HumanForm
 from app.model import ReplyExtras
 
 log = structlog.get_logger(__name__)
@@ -195,6 +197,22 @@ class SlackReply:
                     f"I couldn't attach {len(failed)} file(s) the assistant produced: "
                     + ", ".join(failed)
                 )
+
+    async def ask(self, text: str, forms: list[HumanForm], extras: ReplyExtras) -> None:
+        """The answer so far, then one message per form (inputs and buttons)."""
+        self._stop_status()
+        payloads: list[tuple[str, list[B.Block]]] = []
+        if text.strip():
+            payloads += [(B.fallback_text(p), B.answer_blocks(p)) for p in B.split(text)]
+        for i, form in enumerate(forms):
+            notes = extras.notices if i == 0 else []
+            payloads.append((F.fallback(form), F.form_blocks(form, notes)))
+        if self._stream_ts is not None:
+            await self._leave_native()
+        await self._sync(payloads, final=True)
+        self._unreserve()
+        if self._status_on:
+            await self._clear_status()
 
     async def fail(self, message: str, *, ref: str) -> None:
         self._stop_status()
