@@ -360,18 +360,36 @@ class HumanLoop:
         def shown(text: str) -> str:
             return restorer.partial(text) if restorer else text
 
+        store = bridge.store
+        writes: list[asyncio.Task[None]] = []
+
         def take(batch: list[Any]) -> None:
             changed = False
             for ev in batch:
+                if ans.task_id is None and ev.task_id and ev.event != "ping":
+                    # The resumed run's task, for the Stop button (any replica).
+                    ans.task_id = ev.task_id
+                    writes.append(asyncio.create_task(store.save_stream_ids(
+                        p.thread, route=route.name, user=p.user, task_id=ev.task_id)))
                 fold(ev, ans)
                 changed = changed or ans.changed
             if changed and (ans.text or ans.status):
                 scheduler.push(shown(ans.text), ans.status)
 
         try:
-            take(events.first)
-            async for batch in events.batches:
-                take(batch)
+            try:
+                take(events.first)
+                async for batch in events.batches:
+                    take(batch)
+            finally:
+                for w in await asyncio.gather(*writes, return_exceptions=True):
+                    if isinstance(w, BaseException):
+                        log.warning("store.write_failed", error=type(w).__name__)
+                try:
+                    stop_request = await store.end_stream(p.thread)
+                except RedisError as e:
+                    log.warning("store.write_failed", step="end_stream", error=type(e).__name__)
+                    stop_request = None
         except DifyError as e:
             await scheduler.close()
             partial = (e.progress.partial_text if e.progress else "") or ans.text
@@ -409,8 +427,9 @@ class HumanLoop:
             notices=list(ans.notices),
             route=route.name,
         )
-        if ans.workflow_status == "stopped":
+        if ans.workflow_status == "stopped" or (stop_request and stop_request == ans.task_id):
             extras.stopped = True
+            extras.notices.append("Stopped. This is what had arrived so far.")
         elif mode.is_chat and ans.message_id:
             extras.suggested, _ = await chat_extras(
                 client, user=p.user, message_id=ans.message_id,
