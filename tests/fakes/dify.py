@@ -56,8 +56,11 @@ API
     pops one. ``endpoint_faults[name]`` (or ``fail_endpoint(name, fault)``): faults for other
     endpoints, ``name`` one of
     ``stop``, ``feedbacks``, ``suggested``, ``messages``, ``conversations``, ``parameters``,
-    ``info``, ``files/upload``, ``audio-to-text`` (only ``http``, ``garbage`` and
-    ``slow_first_byte`` make sense there).
+    ``info``, ``files/upload``, ``audio-to-text``, ``form`` (a Human Input submit; only
+    ``http``, ``garbage`` and ``slow_first_byte`` make sense there).
+    ``human_input`` (dict): the run pauses on a Human Input form; the form endpoints, the
+    re-attach stream and the test helpers are in ``tests/fakes/dify_hitl.py``. Requests to them
+    are checked against Dify's OpenAPI; breaches land in ``FakeDify.spec_violations``.
     State: ``requests`` (this app's calls only: handy with a session-wide fake),
     ``conversations`` (id -> :class:`FakeConversation`), ``messages`` (id ->
     :class:`FakeMessage`), ``uploads`` (id -> :class:`FakeUpload`), ``running`` (task ids of
