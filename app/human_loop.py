@@ -182,9 +182,13 @@ class HumanLoop:
         inputs, problem = check_values(form, click.values)
         if problem:
             return FormResult(Outcome.INVALID, problem, form)
-        prepared = await self._bridge.redaction.prepare(
-            route.config.redaction, "", thread, extra=inputs
-        )
+        try:
+            prepared = await self._bridge.redaction.prepare(
+                route.config.redaction, "", thread, extra=inputs
+            )
+        except RedisError as e:  # the pseudonym vault lives in Redis
+            log.warning("forms.redaction_unavailable", error=type(e).__name__)
+            return FormResult(Outcome.UNAVAILABLE, STORAGE_DOWN, form)
         if prepared.blocked:
             return FormResult(Outcome.INVALID, self._bridge.redaction.block_message(prepared), form)
         sent = {k: prepared.extra.get(k, v) for k, v in inputs.items()}

@@ -8,7 +8,6 @@ import asyncio
 import io
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -344,4 +343,31 @@ async def test_the_console_prompts_for_the_fields_and_the_action(
     assert "bot> Action reject with newsletter: published." in text
 
 
-ReadLine = Callable[[str], Awaitable[str]]
+async def test_a_workflow_app_pauses_and_resumes_the_same_way(
+    make_service: Any, fake_dify: Any
+) -> None:
+    app = fake_dify.add_app("app-" + uuid.uuid4().hex[:12], mode="workflow",
+                            human_input=dict(APPROVAL))
+    svc = await make_service({"DIFY_API_KEY": app.api_key}, bridge_yaml=route_yaml("workflow"))
+    t = thread()
+    first = await paused(svc, t)
+    assert first.final == "Here is the draft summary. "
+    (form,) = first.forms
+    result, nxt = await click(svc, t, form.key, "reject", {"channel": "blog"})
+    assert result.outcome is Outcome.ACCEPTED
+    await asyncio.wait_for(nxt.done.wait(), 10)
+    assert nxt.final == "Action reject with blog: published."
+    assert app.form_submissions[0]["user"] == t.dify_user()
+
+
+async def test_form_values_pass_the_routes_redaction(make_service: Any, hitl_app: Any) -> None:
+    svc = await make_service({"DIFY_API_KEY": hitl_app.api_key}, bridge_yaml=route_yaml())
+    t = thread()
+    (form,) = (await paused(svc, t)).forms
+    result, nxt = await click(svc, t, form.key, "approve",
+                              {"comment": "mail ann.lee@example.com", "channel": "blog"})
+    assert result.outcome is Outcome.ACCEPTED
+    await asyncio.wait_for(nxt.done.wait(), 10)
+    sent = hitl_app.form_submissions[0]["inputs"]["comment"]
+    assert "ann.lee@example.com" not in sent and sent.startswith("mail ")
+
