@@ -26,7 +26,7 @@ from app.answer_extras import chat_extras, stream_error
 from app.answer_fold import Answer, fold, workflow_answer
 from app.dify.client import DifyClient
 from app.dify.errors import DifyError
-from app.dify.events import DifyEvent
+from app.dify.events import DifyEvent, WorkflowFinished
 from app.errors import UserFacingError
 from app.form_store import FormStore, PendingForm
 from app.forms import (
@@ -230,6 +230,10 @@ class HumanLoop:
             await self._release(form.key, by.id)
             log.warning("forms.submit_refused_locally", error=str(e)[:200])
             return FormResult(Outcome.UNKNOWN, UNKNOWN_FORM, form)
+        if any(isinstance(ev, WorkflowFinished) and ev.status == "paused" for ev in first):
+            # A Dify that counts a paused run as finished answered our early attach with its
+            # stored state only: listen again now that the run goes on.
+            batches, first = await _reattach(client, p, batches)
         await self._close(form.key, "decided", by_name=by.shown, action_title=action.title)
         log.info("forms.submitted", form=form.form_id, action=action.id)
         result = FormResult(Outcome.ACCEPTED, "", form, by.shown, action.title, dict(inputs))
@@ -451,6 +455,33 @@ class HumanLoop:
         bridge.metrics.latency.observe(time.monotonic() - started)
         bridge.metrics.answers.labels(platform, "ok").inc()
         log.info("forms.resumed_answer_finished", chars=len(text))
+
+
+async def _reattach(
+    client: DifyClient, p: PendingForm, old: AsyncGenerator[list[DifyEvent], None]
+) -> tuple[AsyncGenerator[list[DifyEvent], None], list[DifyEvent]]:
+    """Listen to the run again after the submit, a few times while Dify still calls it paused;
+    give up with an empty stream (the stored answer is read at the end)."""
+    await old.aclose()
+    for attempt in range(4):
+        if attempt:
+            await asyncio.sleep(0.5 * attempt)
+        try:
+            batches = client.run_events(p.run_id, user=p.user).batches()
+            first = await anext(batches)
+        except DifyError as e:
+            log.warning("forms.reattach_failed", error=type(e).__name__)
+            break
+        if not any(isinstance(ev, WorkflowFinished) and ev.status == "paused" for ev in first):
+            return batches, first
+        await batches.aclose()
+    return _no_events(), []
+
+
+async def _no_events() -> AsyncGenerator[list[DifyEvent], None]:
+    """A stream that ended at once (the continuation then reads the stored answer)."""
+    return
+    yield []  # pragma: no cover - makes this an async generator
 
 
 async def _stored_answer(client: DifyClient, ans: Answer, p: PendingForm) -> str:

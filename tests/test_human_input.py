@@ -276,6 +276,19 @@ async def test_a_run_finished_before_we_reattached_is_read_from_dify(
     assert nxt.final == "Action approve with blog: published.", nxt.events
 
 
+async def test_a_dify_that_treats_a_paused_run_as_finished_is_listened_to_again(
+    make_service: Any, hitl_app: Any
+) -> None:
+    hitl_app.human_input = {**APPROVAL, "paused_is_finished": True}
+    svc = await make_service({"DIFY_API_KEY": hitl_app.api_key}, bridge_yaml=route_yaml())
+    t = thread()
+    (form,) = (await paused(svc, t)).forms
+    result, nxt = await click(svc, t, form.key, "approve", {"channel": "blog"})
+    assert result.outcome is Outcome.ACCEPTED
+    await asyncio.wait_for(nxt.done.wait(), 10)
+    assert nxt.final == "Action approve with blog: published."
+
+
 async def test_a_form_whose_timeout_fired_in_dify_is_expired(
     make_service: Any, fake_dify: Any, hitl_app: Any
 ) -> None:

@@ -19,11 +19,13 @@ Knob ``human_input`` (dict): ``title``, ``content`` (Markdown), ``inputs`` (Dify
 ``callable(action_id, inputs) -> str``: the rest of the answer), ``pauses`` (forms in a row,
 default 1), ``email_only`` (``form_token`` null), ``expires_in`` (seconds, default 3600),
 ``resume_delay`` (seconds, default 0.3), ``finish_before_reply`` (the resumed run is over before
-the submit is answered), ``reasoning`` (text sent as ``reasoning_chunk`` in the
-resumed run), ``timeout_text`` (what the run says after a timeout).
-Test helpers on :class:`FakeApp`: ``runs``, ``forms`` (token -> :class:`FakeForm`),
-``form_submissions``; ``await app.submit_elsewhere(token, action)`` (as Dify's own UI would),
-``await app.expire_form(token)`` (the node's timeout fires: ``human_input_form_timeout``).
+the submit is answered), ``paused_is_finished`` (a paused run counts as finished: re-attaching
+to it gives its stored state only; unconfirmed in Dify, the bridge copes either way),
+``reasoning`` (text sent as ``reasoning_chunk`` in the resumed run), ``timeout_text`` (what the
+run says after a timeout).
+Test helpers: ``app.runs``, ``app.forms`` (token -> :class:`FakeForm`), ``app.form_submissions``;
+``await fake.submit_elsewhere(app, token, action)`` (as Dify's own web form would),
+``await fake.expire_form(app, token)`` (the node's timeout fires: ``human_input_form_timeout``).
 """
 
 from __future__ import annotations
@@ -362,6 +364,8 @@ async def submit_form(fake: FakeDify, request: web.Request) -> web.StreamRespons
                                 f"Invalid value for select input '{f['output_variable_name']}': "
                                 f"{value!r} is not an option")
     form.status, form.action, form.inputs = "submitted", action, dict(inputs)
+    run_ = form.run
+    run_.status = "queued"  # the resume is queued for a worker: no longer paused
     form.submitted_by = body["user"]
     state(app).submissions.append({"token": token, "action": action, "inputs": dict(inputs),
                                    "user": body["user"]})
@@ -387,8 +391,9 @@ async def run_events(fake: FakeDify, request: web.Request) -> web.StreamResponse
     run = state(app).runs.get(run_id)
     if run is None or run.gen.user != user:
         raise _HTTPFail(404, "not_found", "Workflow run not found")
-    if run.finished_at is not None:
-        ev = fake._wf_finished(run.gen, "succeeded", None)
+    paused_finished = run.status == "paused" and _spec(app).get("paused_is_finished")
+    if run.finished_at is not None or paused_finished:
+        ev = fake._wf_finished(run.gen, "paused" if paused_finished else "succeeded", None)
         ev = {"event": "workflow_finished", "task_id": run.id, "workflow_run_id": run.id,
               "data": ev["data"]}
         return web.Response(text=f"data: {json.dumps(ev)}\n\n",
