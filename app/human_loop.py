@@ -129,6 +129,7 @@ class HumanLoop:
                     log.warning("forms.save_failed", error=type(e).__name__)
                     form = _blocked(form, NOT_SAVED)
             forms.append(form)
+            self._bridge.metrics.forms.labels(thread.platform, "shown").inc()
             log.info("forms.shown", form=form.form_id, answerable=form.answerable,
                      fields=len(form.fields), actions=len(form.actions))
         # No conversation id: a half-answer offers no "New topic" or feedback buttons.
@@ -156,6 +157,19 @@ class HumanLoop:
     ) -> FormResult:
         """Answer a form from the thread; on ACCEPTED the rest of the run streams into
         ``reply`` in the background."""
+        result = await self._answer(thread, click, reply, limits, groups)
+        self._bridge.metrics.forms.labels(thread.platform, result.outcome.value).inc()
+        log.info("forms.click", outcome=result.outcome.value)
+        return result
+
+    async def _answer(
+        self,
+        thread: ThreadKey,
+        click: FormAnswer,
+        reply: Reply,
+        limits: PlatformLimits,
+        groups: GroupDirectory | None,
+    ) -> FormResult:
         try:
             p = await self.store.get(click.key)
         except RedisError as e:
