@@ -116,6 +116,9 @@ def fold(ev: DifyEvent, ans: Answer) -> bool:
         if ans.thinking_status and not ev.is_final and ans.status != THINKING:
             ans.status = THINKING
             ans.changed = True
+        elif ev.is_final and ans.status == THINKING:
+            ans.status = None  # the reasoning is over: no stale "Thinking…" under the text
+            ans.changed = True
     elif isinstance(ev, AgentLog):
         if ev.label and ev.status != "success":
             ans.status = f"Working on it: {ev.label[:80]}"

@@ -75,6 +75,9 @@ def test_reasoning_never_becomes_answer_text_and_is_thinking_only_when_asked() -
     shown = Answer(thinking_status=True)
     fold(chunk, shown)
     assert shown.text == "" and shown.status == "Thinking…" and shown.changed
+    fold(parse_event({"event": "reasoning_chunk", "task_id": "t",
+                      "data": {"reasoning": "", "is_final": True}}), shown)
+    assert shown.status is None, "no stale status once the reasoning is over"
 
 
 def test_agent_logs_and_node_starts_keep_the_status_line_moving() -> None:
