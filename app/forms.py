@@ -257,12 +257,12 @@ def check_values(form: HumanForm, values: dict[str, str]) -> tuple[dict[str, Any
     return out, ""
 
 
-def describe_choice(result: FormResult) -> str:
-    """"Approve" chosen by Ann (comment: looks good): the line the form message shows."""
-    line = f"{result.decided_by or 'Someone'} chose “{result.action_title}”"
-    shown = [(k, v) for k, v in result.values.items() if v]
-    if shown and result.form is not None:
-        labels = {f.name: f.label for f in result.form.fields}
+def describe_choice(form: HumanForm, by: str, action_title: str, values: dict[str, Any]) -> str:
+    """"Ann chose “Approve” (Comment: looks good)": the line the decided form shows."""
+    line = f"{by or 'Someone'} chose “{action_title}”"
+    labels = {f.name: f.label for f in form.fields}
+    shown = [(k, str(v)) for k, v in values.items() if v]
+    if shown:
         line += " (" + "; ".join(f"{labels.get(k, k)}: {v[:200]}" for k, v in shown) + ")"
     return line + "."
 

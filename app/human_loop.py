@@ -250,9 +250,8 @@ class HumanLoop:
             batches, first = await _reattach(client, p, batches)
         await self._close(form.key, "decided", by_name=by.shown, action_title=action.title)
         log.info("forms.submitted", form=form.form_id, action=action.id)
-        result = FormResult(Outcome.ACCEPTED, "", form, by.shown, action.title, dict(inputs))
-        result = FormResult(Outcome.ACCEPTED, describe_choice(result), form, by.shown,
-                            action.title, dict(inputs))
+        result = FormResult(Outcome.ACCEPTED, describe_choice(form, by.shown, action.title, inputs),
+                            form, by.shown, action.title, dict(inputs))
         self._bridge.track(spawn(
             self._continue(p, route, reply, limits, prepared.restorer, _Events(first, batches)),
             name=f"form-resume-{thread.log_id}",

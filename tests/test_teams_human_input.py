@@ -160,3 +160,33 @@ def test_a_click_value_is_read_only_when_it_is_a_form_of_ours() -> None:
     assert compose.parse_form_click({"difyBridge": "newTopic"}) is None
     assert compose.parse_form_click({"difyBridge": "form", "f": "", "a": "x"}) is None
     assert compose.parse_form_click("garbage") is None
+
+
+async def test_a_form_answered_in_dify_or_expired_says_so_on_the_card(
+    make_service: Any, connector: FakeBotConnector, fake_dify: Any
+) -> None:
+    app = hitl_app(fake_dify)
+    bot = await teams_bot(make_service, connector, app)
+    cards: dict[str, Call] = {}
+    roots = {}
+    for text in ("publish the post", "publish another post"):
+        root = connector.channel_mention(text)
+        await connector.deliver(bot.base_url, root)
+        conv = root["conversation"]["id"]
+        await connector.wait_for(lambda f, c=conv: bool(form_cards(f, c)), within=10)
+        cards[text], roots[text] = form_cards(connector, conv)[0], root
+    first, second = list(app.forms)
+    await fake_dify.submit_elsewhere(app, first, "approve")
+    await fake_dify.expire_form(app, second)
+    for text, expected in (("publish the post", "already answered elsewhere"),
+                           ("publish another post", "This form expired")):
+        posted, root = cards[text], roots[text]
+        card = card_of(posted)
+        assert card is not None
+        await connector.deliver(bot.base_url, connector.card_click(
+            submit(card, "Approve", {"field:channel": "blog"}), reply_to=posted.response["id"],
+            conversation=root["conversation"]))
+        await connector.wait_for(lambda f, p=posted, e=expected: any(
+            c.method == "PUT" and c.activity_id == p.response["id"] and e in str(card_of(c))
+            for c in f.sent()), within=10)
+    assert app.form_submissions == []
