@@ -40,7 +40,15 @@ from app.forms import (
     form_from_event,
 )
 from app.inflight import INTERRUPTED
-from app.model import PlatformLimits, Reply, ReplyExtras, ThreadKey
+from app.model import (
+    IncomingMessage,
+    Kind,
+    PlatformLimits,
+    Reply,
+    ReplyExtras,
+    Speaker,
+    ThreadKey,
+)
 from app.redact import Restorer
 from app.settings import AppMode, Route
 from app.store import LockTimeout
@@ -322,11 +330,16 @@ class HumanLoop:
         structlog.contextvars.bind_contextvars(
             platform=p.thread.platform, thread=p.thread.log_id, ref=ref, route=route.name
         )
+        # Recorded like any answer, so a replica dying mid-stream leaves no frozen placeholder.
+        origin = IncomingMessage(key=p.thread, event_id=f"form:{p.form.key}",
+                                 speaker=Speaker(id=p.asker), text="", kind=Kind.THREAD_REPLY)
         try:
-            await reply.start(limits.placeholder)
-            async with self._bridge.store.lock(p.thread, order=time.time(), mark_known=True,
-                                               settle=0.0):
-                await self._follow(p, route, reply, limits, restorer, ref, events)
+            async with self._bridge.recorded(origin, reply) as record:
+                await reply.start(limits.placeholder)
+                await record.refresh()  # now with the placeholder's id
+                async with self._bridge.store.lock(p.thread, order=time.time(),
+                                                   mark_known=True, settle=0.0):
+                    await self._follow(p, route, reply, limits, restorer, ref, events)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(_safe_fail(reply, INTERRUPTED, ref)), 5)

@@ -155,6 +155,11 @@ class Bridge:
         self._active.add(task)
         task.add_done_callback(self._active.discard)
 
+    def recorded(self, msg: IncomingMessage, reply: Reply) -> Any:
+        """The in-flight record of an answer that starts without a platform message (a run
+        resumed after a form): another replica closes it if this one dies."""
+        return self._recorded(msg, reply)
+
     async def answer_form(
         self,
         thread: ThreadKey,

@@ -4,10 +4,12 @@ answered through another (or after a restart), and the first click wins everywhe
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
 from pathlib import Path
 from typing import Any
 
+from app.inflight import INTERRUPTED
 from tests import test_replicas as _replicas
 from tests.test_human_input import APPROVAL
 from tests.test_replicas import Cluster, start_replica, wait_for
@@ -85,3 +87,25 @@ async def test_a_form_survives_a_restart_of_every_replica(
     await wait_for(lambda: any("Published everywhere." in m.visible_text()
                                for m in cluster.fake.bot_messages(CHANNEL, ev["ts"])))
     assert len(app.form_submissions) == 1
+
+
+async def test_a_resumed_answer_cut_off_by_a_killed_replica_is_closed_by_another(
+    cluster: Cluster, fake_dify: Any, tmp_path: Path
+) -> None:
+    app = setup(cluster, fake_dify, tmp_path)
+    app.human_input = {**APPROVAL, "after": "slowly " * 300}
+    app.chunk_size, app.chunk_delay = 7, 0.05
+    await cluster.start(2)
+    shower, victim = cluster.replicas
+    ev = cluster.mention("publish the post")
+    await cluster.send(shower, ev, event_id="Ev" + uuid.uuid4().hex[:10])
+    await wait_for(lambda: form_of(cluster, ev["ts"]) is not None)
+    assert await click(cluster, victim, form_of(cluster, ev["ts"]), "Approve", "U0ANN") == 200
+    await wait_for(lambda: any("slowly" in m.visible_text()
+                               for m in cluster.fake.bot_messages(CHANNEL, ev["ts"])))
+    victim.proc.send_signal(signal.SIGKILL)
+    await victim.proc.wait()
+    # The survivor's janitor closes the resumed answer like any other cut-off answer.
+    await wait_for(lambda: any(INTERRUPTED in m.text
+                               for m in cluster.fake.bot_messages(CHANNEL, ev["ts"])),
+                   timeout=25)
