@@ -242,7 +242,8 @@ def check_values(form: HumanForm, values: dict[str, str]) -> tuple[dict[str, Any
     reason naming the field that is wrong."""
     out: dict[str, Any] = {}
     for f in form.fields:
-        v = values.get(f.name)
+        # A field the platform did not send at all keeps Dify's default; one sent empty is "".
+        v = values.get(f.name, f.default)
         v = v.strip() if isinstance(v, str) else ""
         if f.kind == "select":
             if not v:

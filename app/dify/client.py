@@ -852,11 +852,6 @@ class DifyClient:
             files=None, budget=self._t.request,
         )
 
-    async def get_form(self, form_token: str) -> dict[str, Any]:
-        """A paused form again (``user_actions`` here, ``actions`` in the stream event)."""
-        _check_token(form_token)
-        return self._as_dict(await self._request("GET", f"/form/human_input/{form_token}"))
-
     async def parameters(self) -> dict[str, Any]:
         """The app's input form, file upload settings and feature switches."""
         return self._as_dict(await self._request("GET", "/parameters"))
