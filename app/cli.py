@@ -118,7 +118,13 @@ def _config_has_keys(settings: Settings) -> bool:
 
 
 async def _chat(args: argparse.Namespace) -> int:
-    from adapters.console import CONSOLE_LIMITS, TerminalReply, console_message, new_session
+    from adapters.console import (
+        CONSOLE_LIMITS,
+        TerminalReply,
+        answer_forms,
+        console_message,
+        new_session,
+    )
     from app.service import Service
 
     settings = _settings_or_exit()
@@ -141,8 +147,12 @@ async def _chat(args: argparse.Namespace) -> int:
             if not line.strip():
                 continue
             seq += 1
-            await service.bridge.handle(
-                console_message(line, session=session, seq=seq), TerminalReply(), CONSOLE_LIMITS
+            msg = console_message(line, session=session, seq=seq)
+            reply = TerminalReply()
+            await service.bridge.handle(msg, reply, CONSOLE_LIMITS)
+            # A run paused on Human Input forms: answer them here, then see the rest.
+            await answer_forms(
+                service.bridge, msg.key, reply, lambda prompt: asyncio.to_thread(input, prompt)
             )
     finally:
         await service.stop(grace=5)

@@ -144,6 +144,22 @@ class RouteMatch(_Strict):
         )
 
 
+class HumanInputConfig(_Strict):
+    """Who may answer the Human Input forms (approvals) a route's Dify app shows in a thread."""
+
+    # anyone in the thread; the person who asked (and anyone in ``allowed``); only ``allowed``.
+    answer_by: Literal["anyone", "asker", "listed"] = "anyone"
+    # Platform user ids (Slack U..., Teams AAD object ids), e-mail addresses, or Slack user
+    # group ids (S...), matched exactly.
+    allowed: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _listed_needs_names(self) -> HumanInputConfig:
+        if self.answer_by == "listed" and not self.allowed:
+            raise ValueError("answer_by: listed needs at least one entry in allowed")
+        return self
+
+
 class RouteConfig(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     match: RouteMatch = RouteMatch()
@@ -181,6 +197,12 @@ class RouteConfig(_Strict):
     first_content_timeout: Annotated[float, Field(gt=0, le=86400)] | None = None
     answer_timeout: Annotated[float, Field(gt=0, le=86400)] | None = None
     max_messages_per_answer: Annotated[int, Field(ge=1, le=100)] | None = None
+
+    # Human Input forms: who may answer them in the thread.
+    human_input: HumanInputConfig = HumanInputConfig()
+    # While the model reasons (Dify ``reasoning_chunk``), show "Thinking…" on the status line;
+    # the reasoning itself is never shown.
+    thinking_status: bool = False
 
     @field_validator("native_streaming", mode="before")
     @classmethod
@@ -578,6 +600,7 @@ __all__ = [
     "BridgeFile",
     "ConfigError",
     "DifyAppConfig",
+    "HumanInputConfig",
     "InputSource",
     "RedactionConfig",
     "RedactionMode",
