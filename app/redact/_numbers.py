@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 
 from app.redact import _checksums as ck
-from app.redact import _phone
+from app.redact import _phone, _phone_cues
 from app.redact._scan import P_ID, P_IP, P_PHONE, Raw, first_digit
 from app.redact._scan import is_word as _is_word
 
@@ -54,6 +54,11 @@ _PHONE_WORDS = ("call", "phone", "tel", "mobile", "cell", "fax", "contact", "rea
                 "sms", "whatsapp", "line", "number", "dial", "電話", "携帯", "連絡", "番号",
                 "电话", "手机", "联系", "โทร", "เบอร์", "ติดต่อ")  # fmt: skip
 _SSN_WORDS = ("ssn", "social security", "社会保障")
+# Key names for a person's own numbers, which no "_id"/"_no" suffix makes a record number.
+_PERSONAL_KEYS = ("card", "phone", "tel", "mobile", "cell", "fax", "national", "resident",
+                  "citizen", "ssn", "nino", "insurance", "passport", "tax", "mynumber",
+                  "my_number", "kojin", "personal", "iban", "sfz", "shenfen", "identity",
+                  "contact")  # fmt: skip
 
 
 def _ends_with_word(low: str, words: tuple[str, ...]) -> bool:
@@ -76,7 +81,9 @@ def _reference_label(before: str) -> bool:
     if s.endswith(_ID_KEYS) and any(c in before[len(s) :] for c in ":="):
         key = next(k for k in _ID_KEYS if s.endswith(k))
         if len(s) > len(key) and s[-len(key) - 1].isascii() and s[-len(key) - 1].isalnum():
-            return True
+            # "national_id", "card_no", "phoneNo" name the person's own numbers, not records.
+            stem = s[max(0, len(s) - len(key) - 24) : len(s) - len(key)].lower()
+            return not any(w in stem for w in _PERSONAL_KEYS)
     low = s.lower()
     if _ends_with_word(low, _REF_WORDS):
         return True
@@ -98,7 +105,9 @@ def _time_label(before: str) -> bool:
 
 def _version_label(before: str) -> bool:
     s = before.rstrip(" \t:=")
-    return s.endswith(("==", ">=", "<=", "~=", "@")) or _ends_with_word(s.lower(), _VERSION_WORDS)
+    # No "@": "user@10.0.0.5" and "postgres://u:p@10.0.0.5" name hosts; a package pinned to a
+    # four-part version is rare enough to redact.
+    return s.endswith(("==", ">=", "<=", "~=")) or _ends_with_word(s.lower(), _VERSION_WORDS)
 
 
 def _mentions(window: str, words: tuple[str, ...]) -> bool:
@@ -120,10 +129,11 @@ _HAN = re.compile("[\u4e00-\u9fff]")
 class _Ctx:
     """Per-message facts that several candidates need; computed lazily, once."""
 
-    __slots__ = ("_order", "t")
+    __slots__ = ("_order", "regions", "t")
 
-    def __init__(self, t: str) -> None:
+    def __init__(self, t: str, regions: tuple[str, ...] = ()) -> None:
         self.t = t
+        self.regions = regions
         self._order: tuple[str, ...] | None = None
 
     def before(self, pos: int, width: int = 40) -> str:
@@ -143,6 +153,17 @@ class _Ctx:
             else:
                 self._order = _phone.DEFAULT_ORDER
         return self._order
+
+    def cue_regions(self, a: int, b: int, plain: bool) -> tuple[str, ...]:
+        """Regions whose national plans ``t[a:b]`` may be tried in, from its context: phone
+        words around it, countries named near it, the route's ``phone_regions``. Digits with
+        no separator ("0612345678") need a phone word: alone they are as likely an id."""
+        t = self.t
+        words = _phone_cues.phone_word_regions(t[max(0, a - 48) : a] + " " + t[b : b + 32])
+        if words is None and plain:
+            return ()
+        countries = _phone_cues.country_regions(t[max(0, a - 160) : b + 80])
+        return tuple(dict.fromkeys((*countries, *self.regions, *(words or ()))))
 
 
 def _th_or_corporate(digits: str, near: str, prev: str) -> str:
@@ -181,13 +202,14 @@ def _classify(ctx: _Ctx, a: int, b: int) -> Raw | None:
     nxt = t[b] if b < len(t) else ""
 
     # China resident id ends with the check character X.
-    if n == 17 and plain and nxt in "Xx" and not _is_word(t[b + 1 : b + 2] or " "):
+    cn_groups = plain or (groups in ([6, 8, 3], [6, 4, 4, 3]) and seps <= {" ", "-"})
+    if n == 17 and cn_groups and nxt in "Xx" and not _is_word(t[b + 1 : b + 2] or " "):
         if ck.cn_resident_id_ok(digits + "X"):
             return ("CN_RESIDENT_ID", a, b + 1, P_ID)
         return None
     if nxt and _is_word(nxt) and not (nxt in "xe" and s[0] in "+(0123456789"):
         return None
-    if n == 18 and (plain or groups == [6, 8, 4]) and ck.cn_resident_id_ok(digits):
+    if n == 18 and (plain or groups in ([6, 8, 4], [6, 4, 4, 4])) and ck.cn_resident_id_ok(digits):
         return ("CN_RESIDENT_ID", a, b, P_ID)
 
     before = ctx.before(a)
@@ -237,6 +259,7 @@ def _phone_at(
     t = ctx.t
     if n > 15:
         return None
+    ok = False
     if s[0] == "+":
         ok = n >= 8 and _phone.valid_international(digits)
     elif digits.startswith("00") and not plain and n >= 10:
@@ -253,8 +276,11 @@ def _phone_at(
         or (plain and n == 10 and _mentions(ctx.before(a, 48), _PHONE_WORDS))
     ):
         ok = _phone.valid_nanp(digits)
-    else:
-        return None
+    # "(123) 456-7890" is written the US way: a wrong US number, not some other country's.
+    if not ok and s[0] != "+" and not digits.startswith("00") and not _NANP_SHAPE.fullmatch(s):
+        # Not one of the six plans tried everywhere: any country's, when the context says so.
+        regions = ctx.cue_regions(a, b, plain)
+        ok = bool(regions) and _phone.valid_in_regions(s, regions)
     if not ok:
         return None
     m = _EXTENSION.match(t, b)
@@ -285,8 +311,11 @@ def _candidates(t: str, start: int) -> Iterator[re.Match[str]]:
         yield from _NUM.finditer(t, loose.start(), loose.end())
 
 
-def numbers(t: str) -> Iterator[Raw]:
-    """Digit runs: cards, national ids, SSNs, phone numbers. Validators run only on candidates."""
+def numbers(t: str, regions: tuple[str, ...] = ()) -> Iterator[Raw]:
+    """Digit runs: cards, national ids, SSNs, phone numbers. Validators run only on candidates.
+
+    ``regions``: the route's ``phone_regions``, whose national numbers count as phones when
+    written with separators ("612 34 56 78" for ES), or after a phone word."""
     ctx: _Ctx | None = None
     start = first_digit(t)
     if start == -1:
@@ -305,6 +334,9 @@ def numbers(t: str) -> Iterator[Raw]:
             s, b = s[:-1], b - 1
         if s.startswith("(") and ")" not in s:
             s, a = s[1:], a + 1
+        # "（4111111111111111）": brackets around the whole number, not a "(415)" area code.
+        if s.startswith("(") and s.endswith(")") and s.count("(") == 1 and s.count(")") == 1:
+            s, a, b = s[1:-1], a + 1, b - 1
         prev = t[a - 1] if a > 0 else ""
         glued = (_is_word(prev) and prev != "T") or prev == "#"
         glued = glued or (prev == "T" and a > 1 and _is_word(t[a - 2]))
@@ -323,7 +355,7 @@ def numbers(t: str) -> Iterator[Raw]:
             a, s = a + space + 1, s[space + 1 :]
             prev = " "
         if ctx is None:
-            ctx = _Ctx(t)
+            ctx = _Ctx(t, regions)
         if prev != "T" and not s.startswith("+") and _reference_label(ctx.before(a, 32)):
             continue
         found = _classify(ctx, a, b)

@@ -56,18 +56,34 @@ _AUTH_WORDS = ("bearer", "basic", "token")
 # Words that, before ":" or "=", announce a secret value. Weak ones also name ordinary things
 # ("max_tokens: 1500"), so their values must look random to count. Each is found by a root
 # (``str.find`` in the lower-cased text), then the whole word is matched there.
+# The word for "password" in the languages our users write: German, French, Spanish,
+# Portuguese, Dutch, Japanese, Chinese, Korean, Thai.
 _KEY_ROOTS = ("pass", "pwd", "secret", "token", "api", "access", "private", "auth", "credential",
-              "session", "cookie")  # fmt: skip
-_KEY_ROOTS_CJK = ("パスワード", "暗証番号", "密码", "口令", "รหัสผ่าน")
+              "session", "cookie", "kennwort", "mot de passe", "mot-de-passe", "contrase",
+              "clave", "senha", "palavra", "wachtwoord")  # fmt: skip
+_KEY_ROOTS_CJK = ("パスワード", "暗証番号", "密码", "密碼", "口令", "비밀번호", "암호", "รหัสผ่าน")
 _KEY_WORD = re.compile(
-    r"(?P<strong>password|passwd|passphrase|secret(?![_\-]?key)|pwd|pass|パスワード|暗証番号|密码|口令|"
-    r"รหัสผ่าน)|token|api[_\-]?key|apikey|access[_\-]?key|secret[_\-]?key|private[_\-]?key|auth|"
+    r"(?P<strong>password|passwort|passwd|passphrase|passcode|secret(?![_\-]?key)|pwd|pass|"
+    r"kennwort|mot[ \-]de[ \-]passe|contraseña|contrasena|clave|senha|palavra[ \-]passe|"
+    r"wachtwoord|パスワード|暗証番号|密码|密碼|口令|비밀번호|암호|รหัสผ่าน)"
+    r"|token|api[_\-]?key|apikey|access[_\-]?key|secret[_\-]?key|private[_\-]?key|auth|"
     r"credentials?|session[_\-]?id|cookie"
 )
+# "is" in prose, in the same languages; after these only values that do not read as words count.
+_PROSE_OPS = frozenset(["is", "was", "IS", "ist", "lautet", "war", "est", "es", "era", "é", "è",
+                        "är", "는", "은", "为", "為"])  # fmt: skip
 _AFTER_KEY = re.compile(
-    r"[\"']?\s*(?P<op>[:=]|=>|->|\s(?:is|was|IS)\s|は|是|คือ)\s*"
+    r"[\"']?\s*(?P<op>[:=]|=>|->|\s(?:is|was|IS|ist|lautet|war|est|es|era|é|è|är)\s|は|是|为|為"
+    r"|คือ|는|은|(?=[「『]))\s*"
     r"(?:\"(?P<v1>[^\"\r\n]{1,256})\"|'(?P<v2>[^'\r\n]{1,256})'"
+    r"|「(?P<v4>[^」\r\n]{1,256})」|『(?P<v5>[^』\r\n]{1,256})』|“(?P<v6>[^”\r\n]{1,256})”"
     r"|(?P<v3>[^\s\"'`,;&<>()\[\]{}\u0080-\U0010ffff]{1,256}))"
+)
+# "Passwort für den Share: …", "password for the VPN: …": a few words between the word and
+# the colon (no digits, no punctuation: a sentence that merely mentions passwords has them).
+_FILLER = re.compile(
+    r"(?:[ \t]+[^\s\d:=.,;!?\"'`()\[\]{}]{1,20}){1,4}?"
+    r"(?=[ \t]*:|[ \t]+(?:is|ist|lautet|est|es|é|è|är)[ \t])"
 )
 _NOT_A_VALUE = frozenset(
     [
@@ -157,9 +173,9 @@ def secrets(t: str) -> Iterator[Raw]:
     ascii_only = t.isascii()
     # After "is"/"was" only random-looking values count, and those contain a digit.
     has_op = ":" in t or "=" in t
-    has_op = has_op or ((" is " in t or " was " in t or " IS " in t) and first_digit(t) != -1)
+    has_op = has_op or (first_digit(t) != -1 and any(w in t for w in _PROSE_GATE))
     if not ascii_only:
-        has_op = has_op or "は" in t or "是" in t or "คือ" in t
+        has_op = has_op or any(w in t for w in _CJK_GATE)
     if not has_op and "earer" not in t and "asic" not in t and "oken" not in t:
         return
     low = _lower(t)
@@ -185,6 +201,11 @@ def secrets(t: str) -> Iterator[Raw]:
             i = low.find(root, i + 1)
 
 
+_PROSE_GATE = (" is ", " was ", " IS ", " ist ", " lautet ", " war ", " est ", " es ", " era ",
+               " é ", " è ", " är ")  # fmt: skip
+_CJK_GATE = ("は", "是", "为", "為", "คือ", "는", "은", "「", "『", "“")
+
+
 def _assignment(t: str, low: str, i: int) -> Iterator[Raw]:
     kw = _KEY_WORD.match(low, i)
     if kw is None:
@@ -196,17 +217,26 @@ def _assignment(t: str, low: str, i: int) -> Iterator[Raw]:
         if prev.isascii() and prev.isalpha() and not (prev.islower() and t[i].isupper()):
             return
     m = _AFTER_KEY.match(t, i + len(word))
+    filler = False
+    if m is None and strong:
+        f = _FILLER.match(t, i + len(word))
+        if f is None or f.end() - i - len(word) > 40:
+            return
+        m = _AFTER_KEY.match(t, f.end())
+        filler = True
     if m is None:
         return
-    name = "v1" if m.group("v1") is not None else "v2" if m.group("v2") is not None else "v3"
+    name = next(g for g in ("v1", "v2", "v4", "v5", "v6", "v3") if m.group(g) is not None)
     start, end = m.start(name), m.end(name)
     op = m.group("op").strip()
+    if filler:
+        op = "is"  # a sentence, not a key: the value must not read as a word
     if name == "v3":
         if op != "=" and end < len(t) and t[end] == "&":
             # "&" ends a value only in a query string (a=1&b=2); "Tr0ub4dor&3" is one password.
             tail = _VALUE_AFTER_AMP.match(t, end)
             end = tail.end() if tail else end
-        if op in ("is", "was", "IS"):
+        if op in _PROSE_OPS:
             while end > start + 1 and t[end - 1] in ".,?":
                 end -= 1  # the end of the sentence, not of the password
     if _is_value(t[start:end], name, t[end : end + 8], op, strong):
@@ -225,7 +255,7 @@ def _is_value(v: str, name: str, after: str, op: str, strong: bool) -> bool:
     if not strong:
         # Weak words name ordinary things too ("max_tokens: 1500"): the value must look random.
         return _looks_random(v)
-    if op in ("is", "was", "IS"):
+    if op in _PROSE_OPS:
         # "the password is required" is prose; "the password is Tr0ub4dor" is not.
         return len(v) >= 6 and any(not c.isalpha() for c in v)
     return len(v) >= 3
