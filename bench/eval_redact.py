@@ -144,7 +144,9 @@ def report(path: str, s: Scores, errors: int, per_type_targets: bool) -> bool:
     )
     leaks = s.leaks()
     ok_all &= leaks == 0
-    print(f"checksum-validated values left in the output: {leaks} {'ok' if not leaks else 'MISSED'}")
+    print(
+        f"checksum-validated values left in the output: {leaks} {'ok' if not leaks else 'MISSED'}"
+    )
     print(f"hard negatives left untouched: {s.clean_negatives}/{s.negatives}\n")
     return ok_all
 

@@ -406,7 +406,9 @@ def positive(entity: str, lang: str) -> dict[str, object]:
     ents = [{"type": entity, "start": len(pre) + a, "end": len(pre) + b}]
     host = re.match(r"(?:\d{1,3}\.){3}\d{1,3}", v[b + 1 :]) if entity == "URL_CREDENTIALS" else None
     if host is not None:  # an IP address as the host is an entity of its own
-        ents.append({"type": "IP_ADDRESS", "start": len(pre) + b + 1, "end": len(pre) + b + 1 + host.end()})
+        ents.append(
+            {"type": "IP_ADDRESS", "start": len(pre) + b + 1, "end": len(pre) + b + 1 + host.end()}
+        )
     return {"lang": lang, "kind": "positive", "text": text, "entities": ents}
 
 

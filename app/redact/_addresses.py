@@ -23,13 +23,17 @@ _DOMAIN = re.compile(
 # File name extensions that are no top-level domain (IANA root zone): "icon@2x.png",
 # "logo@3x.webp" and "report@final.pdf" are file names. (.zip, .mov, .app, .py, .md are real
 # TLDs, so they stay addresses.)
-_FILE_EXTENSIONS = frozenset(
-    "png jpg jpeg gif svg webp bmp ico tif tiff heic avif psd pdf txt json yaml yml xml html htm "
-    "css scss less js mjs cjs jsx tsx ts map lock log csv tsv xls xlsx doc docx ppt pptx odt ods "
-    "wav ogg webm avi mkv flac woff woff2 ttf otf eot gz tgz bz2 xz rar tar jar war exe dll "
-    "dylib bin dmg deb rpm apk ipa iso img bak tmp swp ini cfg conf toml env lottie sketch kt "
-    "java class swift go rb php cpp hpp vue svelte sql sqlite db parquet proto wasm".split()
-)
+_EXTENSIONS = (
+    "png", "jpg", "jpeg", "gif", "svg", "webp", "bmp", "ico", "tif", "tiff", "heic", "avif",
+    "psd", "pdf", "txt", "json", "yaml", "yml", "xml", "html", "htm", "css", "scss", "less", "js",
+    "mjs", "cjs", "jsx", "tsx", "ts", "map", "lock", "log", "csv", "tsv", "xls", "xlsx", "doc",
+    "docx", "ppt", "pptx", "odt", "ods", "wav", "ogg", "webm", "avi", "mkv", "flac", "woff",
+    "woff2", "ttf", "otf", "eot", "gz", "tgz", "bz2", "xz", "rar", "tar", "jar", "war", "exe",
+    "dll", "dylib", "bin", "dmg", "deb", "rpm", "apk", "ipa", "iso", "img", "bak", "tmp", "swp",
+    "ini", "cfg", "conf", "toml", "env", "lottie", "sketch", "kt", "java", "class", "swift", "go",
+    "rb", "php", "cpp", "hpp", "vue", "svelte", "sql", "sqlite", "db", "parquet", "proto", "wasm",
+)  # fmt: skip
+_FILE_EXTENSIONS = frozenset(_EXTENSIONS)
 
 
 def emails(t: str) -> Iterator[Raw]:

@@ -34,7 +34,7 @@ def _parser() -> _Parser:
     p.add_argument(
         "--jsonl",
         action="store_true",
-        help="whole messages, one JSON string per line (or an object with a \"text\" key), so a "
+        help='whole messages, one JSON string per line (or an object with a "text" key), so a '
         "message may hold line breaks; each result is printed as a JSON string (or, with --json, "
         "an object)",
     )

@@ -21,7 +21,9 @@ _DIGITS = re.compile(r"\d\d(?:(?P<s>[ \-]?)\d\d(?P=s)\d\d|\d{4})[ \-]?(?P<suffix
 _FIRST = frozenset("ABCEGHJKLMNOPRSTWXYZ")
 _SECOND = frozenset("ABCEGHJKLMNPRSTWXYZ")
 _NEVER = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
-_LABEL = re.compile(r"(?i)\b(?:ni|nino|nin|national insurance)(?:\s*(?:no\.?|number|#))?\s*[:=]?\s*$")
+_LABEL = re.compile(
+    r"(?i)\b(?:ni|nino|nin|national insurance)(?:\s*(?:no\.?|number|#))?\s*[:=]?\s*$"
+)
 
 
 def prefix_ok(prefix: str) -> bool:

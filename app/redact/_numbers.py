@@ -42,6 +42,9 @@ _REF_WORDS = (
     "reference", "ref", "case", "incident", "build", "issue", "job", "run", "po", "sku", "item",
     "product", "serial", "model", "part", "account no", "注文", "受注", "発注", "伝票",
     "問い合わせ", "予約", "請求書", "お問合せ", "订单", "单号", "工单", "快递", "เลขที่คำสั่งซื้อ",
+    # product and barcode numbers: a JAN/EAN code may pass a national id's check digit
+    "商品コード", "jan", "ean", "gtin", "upc", "barcode", "バーコード", "品番", "型番", "条码",
+    "商品编码", "货号", "บาร์โค้ด", "รหัสสินค้า",
 )  # fmt: skip
 _REF_SUFFIXES = ("no", "number", "num", "id", "code", "番号", "号")
 # Identifier-style keys in code and JSON: user_id, orderId, item_count, "size": ...
@@ -54,6 +57,11 @@ _PHONE_WORDS = ("call", "phone", "tel", "mobile", "cell", "fax", "contact", "rea
                 "sms", "whatsapp", "line", "number", "dial", "電話", "携帯", "連絡", "番号",
                 "电话", "手机", "联系", "โทร", "เบอร์", "ติดต่อ")  # fmt: skip
 _SSN_WORDS = ("ssn", "social security", "社会保障")
+_CARD_WORDS = ("card", "visa", "カード", "クレジット", "卡", "karte", "carte", "tarjeta", "cartão",
+               "cartao", "carta", "บัตร", "카드")  # fmt: skip
+_ID_CARD_WORDS = ("id card", "identity card", "บัตรประชาชน", "บัตรประจำตัว", "マイナンバーカード",
+                  "個人番号カード", "身份证", "carte d'identité", "tarjeta de identidad",
+                  "personalausweis", "주민등록")  # fmt: skip
 # Key names for a person's own numbers, which no "_id"/"_no" suffix makes a record number.
 _PERSONAL_KEYS = ("card", "phone", "tel", "mobile", "cell", "fax", "national", "resident",
                   "citizen", "ssn", "nino", "insurance", "passport", "tax", "mynumber",
@@ -154,15 +162,19 @@ class _Ctx:
                 self._order = _phone.DEFAULT_ORDER
         return self._order
 
+    def phone_words(self, a: int, b: int) -> tuple[str, ...] | None:
+        """Regions of the phone words just around ``t[a:b]``, ``None`` if there are none."""
+        t = self.t
+        return _phone_cues.phone_word_regions(t[max(0, a - 48) : a] + " " + t[b : b + 32])
+
     def cue_regions(self, a: int, b: int, plain: bool) -> tuple[str, ...]:
         """Regions whose national plans ``t[a:b]`` may be tried in, from its context: phone
         words around it, countries named near it, the route's ``phone_regions``. Digits with
         no separator ("0612345678") need a phone word: alone they are as likely an id."""
-        t = self.t
-        words = _phone_cues.phone_word_regions(t[max(0, a - 48) : a] + " " + t[b : b + 32])
+        words = self.phone_words(a, b)
         if words is None and plain:
             return ()
-        countries = _phone_cues.country_regions(t[max(0, a - 160) : b + 80])
+        countries = _phone_cues.country_regions(self.t[max(0, a - 160) : b + 80])
         return tuple(dict.fromkeys((*countries, *self.regions, *(words or ()))))
 
 
@@ -237,6 +249,18 @@ def _classify(ctx: _Ctx, a: int, b: int) -> Raw | None:
     )
     if 13 <= n <= 19 and card_shape and ck.card_prefix_ok(digits) and ck.luhn_ok(digits):
         return ("CREDIT_CARD", a, b, P_ID)
+    # An old 13-digit Visa, or a number read out in fours ("4148 5253 8885 9"): only where the
+    # message speaks of a card, as 13 digits are also ids and barcodes.
+    dictated = len(seps) == 1 and seps <= {" ", "-"} and groups[:3] == [4, 4, 4]
+    if (
+        n == 13
+        and digits[0] == "4"
+        and (plain or dictated)
+        and ck.luhn_ok(digits)
+        and _mentions(t[max(0, a - 60) : b + 30], _CARD_WORDS)
+        and not _mentions(t[max(0, a - 60) : b + 30], _ID_CARD_WORDS)
+    ):
+        return ("CREDIT_CARD", a, b, P_ID)
     grouped_444 = groups == [4, 4, 4] and len(seps) == 1 and seps <= {" ", "-"}
     if n == 12 and (plain or grouped_444) and ck.my_number_ok(digits):
         return ("JP_MY_NUMBER", a, b, P_ID)
@@ -262,6 +286,10 @@ def _phone_at(
     ok = False
     if s[0] == "+":
         ok = n >= 8 and _phone.valid_international(digits)
+        if not ok and n >= 8 and ctx.phone_words(a, b) is not None:
+            # "Mobile: +44 7700 900123": ranges the metadata does not know as assigned yet (or
+            # keeps for drama) are still phone numbers when the message says so.
+            ok = _phone.possible_international(s)
     elif digits.startswith("00") and not plain and n >= 10:
         ok = _phone.valid_international(digits[2:])
     elif digits[0] == "0":
@@ -376,6 +404,9 @@ def numbers(t: str, regions: tuple[str, ...] = ()) -> Iterator[Raw]:
             ndig.append(ndig[-1] + len(t[cuts[k - 1] : cuts[k] - 1].translate(_SEPS)))
         i = 0
         while i < len(cuts) - 1:
+            if i == 1 and s.startswith(("+", "00")):
+                i += 1  # what follows "+44 " is that country's number, not another's
+                continue
             for j in range(len(cuts) - 1, i, -1):
                 if i == 0 and j == len(cuts) - 1:
                     continue

@@ -16,6 +16,7 @@ from phonenumbers import (
     NumberParseException,
     PhoneMetadata,
     PhoneNumber,
+    is_possible_number,
     is_valid_number,
     is_valid_number_for_region,
     parse,
@@ -143,3 +144,12 @@ def valid_in_regions(written: str, regions: tuple[str, ...]) -> bool:
         if is_valid_number_for_region(num, region):
             return True
     return False
+
+
+def possible_international(written: str) -> bool:
+    """``written`` ("+44 7700 900123") has a known country code and a length that country
+    uses, whether or not the range is assigned."""
+    try:
+        return bool(is_possible_number(parse(written, None)))
+    except NumberParseException:
+        return False

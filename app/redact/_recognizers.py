@@ -12,4 +12,13 @@ from app.redact._numbers import numbers
 from app.redact._scan import Raw
 from app.redact._secrets import secrets, url_credentials
 
-__all__ = ["Raw", "emails", "ibans", "ipv6_addresses", "ninos", "numbers", "secrets", "url_credentials"]
+__all__ = [
+    "Raw",
+    "emails",
+    "ibans",
+    "ipv6_addresses",
+    "ninos",
+    "numbers",
+    "secrets",
+    "url_credentials",
+]
