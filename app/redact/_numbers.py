@@ -112,6 +112,8 @@ def _time_label(before: str) -> bool:
 
 
 def _version_label(before: str) -> bool:
+    if before.endswith(("==", ">=", "<=", "~=")):
+        return True
     s = before.rstrip(" \t:=")
     # No "@": "user@10.0.0.5" and "postgres://u:p@10.0.0.5" name hosts; a package pinned to a
     # four-part version is rare enough to redact.
@@ -305,7 +307,8 @@ def _phone_at(
     ):
         ok = _phone.valid_nanp(digits)
     # "(123) 456-7890" is written the US way: a wrong US number, not some other country's.
-    if not ok and s[0] != "+" and not digits.startswith("00") and not _NANP_SHAPE.fullmatch(s):
+    us_way = s[0] == "(" and _NANP_SHAPE.fullmatch(s) is not None
+    if not ok and s[0] != "+" and not digits.startswith("00") and not us_way:
         # Not one of the six plans tried everywhere: any country's, when the context says so.
         regions = ctx.cue_regions(a, b, plain)
         ok = bool(regions) and _phone.valid_in_regions(s, regions)
