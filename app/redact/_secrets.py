@@ -76,6 +76,12 @@ _KEY_ROOTS = ("pass", "pwd", "secret", "token", "api", "access", "private", "aut
               "clave", "senha", "palavra", "wachtwoord", "wifi", "wi-fi", "code wi", "wlan",
               "wpa", "psk")  # fmt: skip
 _KEY_ROOTS_CJK = ("パスワード", "暗証番号", "密码", "密碼", "口令", "비밀번호", "암호", "รหัสผ่าน")
+# One scan for all roots: with this many, ``re``'s alternation beats a ``str.find`` per root.
+# Longest first, so "mot de passe" is found whole and not as its "pass".
+_ROOTS_ASCII = re.compile("|".join(re.escape(r) for r in sorted(_KEY_ROOTS, key=len)[::-1]))
+_ROOTS_ANY = re.compile(
+    "|".join(re.escape(r) for r in sorted(_KEY_ROOTS + _KEY_ROOTS_CJK, key=len)[::-1])
+)
 _KEY_WORD = re.compile(
     r"(?P<strong>password|passwort|passwd|passphrase|passcode|secret(?![_\-]?key)|pwd|pass|"
     r"kennwort|mot[ \-]de[ \-]passe|contraseña|contrasena|clave|senha|palavra[ \-]passe|"
@@ -224,15 +230,8 @@ def secrets(t: str) -> Iterator[Raw]:
             i = low.find(word, i + 1)
     if not has_op:
         return
-    roots = _KEY_ROOTS if ascii_only else _KEY_ROOTS + _KEY_ROOTS_CJK
-    seen: set[int] = set()
-    for root in roots:
-        i = low.find(root)
-        while i != -1:
-            if i not in seen:
-                seen.add(i)
-                yield from _assignment(t, low, i)
-            i = low.find(root, i + 1)
+    for m in (_ROOTS_ASCII if ascii_only else _ROOTS_ANY).finditer(low):
+        yield from _assignment(t, low, m.start())
 
 
 _CJK_GATE = ("は", "是", "为", "為", "คือ", "는", "은", "「", "『", "“")
