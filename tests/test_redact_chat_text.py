@@ -82,6 +82,7 @@ PHONES_WITH_A_CUE = [
     ("2125550147 is my cell, not the office", "2125550147"),
     ("my colleague in Spain: 612 34 56 78", "612 34 56 78"),
     ("Mobile: +44 7700 900123", "+44 7700 900123"),
+    ("Mon numéro est le 06 12 34 56 78", "06 12 34 56 78"),
     ("โทร 081 234 5678 ได้เลย", "081 234 5678"),
 ]
 
@@ -103,6 +104,14 @@ NOT_PHONES = [
     "call (123) 456-7890 now",  # written the US way, and no US number
     "my colleague in Spain: 612345678",  # no separator and no phone word: as likely an id
     "Mobile: +44 12",
+    # order, invoice and customer numbers labelled in the languages whose phone words are known
+    "Numéro de commande : 06 12 34 56 78",
+    "Bestellnummer: 0171 1234567",
+    "Meine Kundennummer ist 0171 1234567",
+    "Mi número de pedido es 612 34 56 78",
+    "Número do pedido: 11 91234-5678",
+    "주문번호: 010-1234-5678",
+    "Rechnung Nr. 0301234567",
 ]
 
 

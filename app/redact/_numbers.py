@@ -45,8 +45,17 @@ _REF_WORDS = (
     # product and barcode numbers: a JAN/EAN code may pass a national id's check digit
     "商品コード", "jan", "ean", "gtin", "upc", "barcode", "バーコード", "品番", "型番", "条码",
     "商品编码", "货号", "บาร์โค้ด", "รหัสสินค้า",
+    # the same records in the other languages whose phone words are known
+    "commande", "facture", "dossier", "référence", "série", "colis", "bestellung",
+    "bestellnummer", "rechnung", "rechnungsnummer", "auftrag", "auftragsnummer", "kundennummer",
+    "vorgang", "vorgangsnummer", "sendungsnummer", "seriennummer", "pedido", "factura",
+    "referencia", "encomenda", "fatura", "referência", "ordine", "fattura", "주문", "송장",
+    "운송장", "예약",
 )  # fmt: skip
-_REF_SUFFIXES = ("no", "number", "num", "id", "code", "番号", "号")
+_REF_SUFFIXES = ("no", "number", "num", "id", "code", "番号", "号", "nr", "nº", "n°", "numéro",
+                 "numero", "número", "nummer", "번호")  # fmt: skip
+# "order number is", "le numéro de commande est": the verb between a label and its value.
+_LABEL_VERBS = (" is", " es", " est", " ist", " é", " è", " lautet", "は", "是", "คือ", "는", "은")
 # Identifier-style keys in code and JSON: user_id, orderId, item_count, "size": ...
 _ID_KEYS = ("_id", "Id", "_no", "_num", "_count", "Count", "_size", "Size", "_bytes", "_seq",
             "_offset", "_nonce")  # fmt: skip
@@ -93,13 +102,29 @@ def _reference_label(before: str) -> bool:
             stem = s[max(0, len(s) - len(key) - 24) : len(s) - len(key)].lower()
             return not any(w in stem for w in _PERSONAL_KEYS)
     low = s.lower()
+    if low.endswith(_LABEL_VERBS):
+        low = low[: low.rfind(next(v for v in _LABEL_VERBS if low.endswith(v)))].rstrip(_LABEL_TAIL)
     if _ends_with_word(low, _REF_WORDS):
         return True
     if not low.endswith(_REF_SUFFIXES):
         return False
     for suffix in _REF_SUFFIXES:
         if _ends_with_word(low, (suffix,)):
-            return _ends_with_word(low[: -len(suffix)].rstrip(_LABEL_TAIL), _REF_WORDS)
+            head = low[: -len(suffix)].rstrip(_LABEL_TAIL)
+            # "numéro de commande", "número do pedido": the record word after the number word
+            return _ends_with_word(head, _REF_WORDS)
+    return _mentions_record_after_number(low)
+
+
+_OF = re.compile(r"(?:numéro|numero|número|nummer|number|n°|nº|no\.?)\s+(?:de|do|da|del|of|der)\s+")
+
+
+def _mentions_record_after_number(low: str) -> bool:
+    """"numéro de commande", "número do pedido", "number of the order": a record, not a phone."""
+    for m in _OF.finditer(low, max(0, len(low) - 40)):
+        tail = low[m.end() :].split()
+        if tail and tail[-1] in _REF_WORDS and len(tail) <= 2:
+            return True
     return False
 
 
