@@ -120,7 +120,7 @@ _OF = re.compile(r"(?:numéro|numero|número|nummer|number|n°|nº|no\.?)\s+(?:d
 
 
 def _mentions_record_after_number(low: str) -> bool:
-    """"numéro de commande", "número do pedido", "number of the order": a record, not a phone."""
+    """``numéro de commande``, ``número do pedido``, ``number of the order``: a record."""
     for m in _OF.finditer(low, max(0, len(low) - 40)):
         tail = low[m.end() :].split()
         if tail and tail[-1] in _REF_WORDS and len(tail) <= 2:
