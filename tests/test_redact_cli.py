@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import sys
+
+import pytest
 
 from app.redact import run_cli
 from app.settings import RedactionConfig, RedactionMode
@@ -106,3 +109,14 @@ def test_a_routes_phone_regions_apply_in_the_cli() -> None:
     out = io.StringIO()
     run_cli(["--route", "spain"], routes=routes, stdin=io.StringIO(text), stdout=out, stderr=err)
     assert out.getvalue() == "cliente [PHONE]\n"
+
+
+def test_the_dify_bridge_command_passes_jsonl_through(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.cli import build_parser
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps("a\nbob@example.com") + "\n"))
+    args = build_parser().parse_args(["redact", "--jsonl"])
+    assert args.func(args) == 0
+    assert json.loads(capsys.readouterr().out) == "a\n[EMAIL]"
