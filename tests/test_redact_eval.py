@@ -45,10 +45,13 @@ def generated() -> Scores:
     return score(load(SETS["generated"]))
 
 
-@pytest.mark.parametrize("entity", [t for t in ENTITY_TYPES if t != "PHONE"])
+# UK_NINO came after the generated set (its generator no longer reproduces it byte for byte, so
+# it is not regenerated): the hand-written set and test_redact_chat_text.py cover it.
+@pytest.mark.parametrize("entity", [t for t in ENTITY_TYPES if t not in ("PHONE", "UK_NINO")])
 def test_every_checksum_and_strict_format_type_meets_the_targets_on_the_generated_set(
     generated: Scores, entity: str
 ) -> None:
+    assert generated.gold[entity] >= 200, entity
     assert generated.recall(entity) >= 0.99, (entity, generated.errors.get(entity))
     assert generated.precision(entity) >= 0.98, (entity, generated.errors.get(entity))
 
