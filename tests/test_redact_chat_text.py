@@ -251,7 +251,13 @@ def test_password_options_on_a_pasted_command_line_are_secrets(text: str, value:
 
 
 @pytest.mark.parametrize(
-    "text", ["mysql -u root -p -h db", "mysql -uroot -p$MYSQL_PWD", "redis-cli -a <password>"]
+    "text",
+    [
+        "mysql -u root -p -h db",
+        "mysql -uroot -p$MYSQL_PWD",
+        "redis-cli -a <password>",
+        "see mongodb://db.example.com/app, then ssh -p 2222 bastion",  # not the mongo shell
+    ],
 )
 def test_prompted_or_variable_passwords_on_a_command_line_are_left_alone(text: str) -> None:
     assert [k for k, _ in kinds(text) if k == "SECRET"] == []
@@ -281,6 +287,9 @@ def test_an_aws_secret_key_pasted_after_its_key_id_is_a_secret() -> None:
     key_id, secret = "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
     text = f"found in the wiki: {key_id} / {secret} – how do I revoke it?"
     assert kinds(text) == [("SECRET", key_id), ("SECRET", secret)]
+    # a Git SHA-1 is 40 characters too, but hex in one case
+    text = f"{key_id} was committed in 3f2a9c1e4b5d4f7a8b9c0d1e2f3a4b5c6d7e8f90"
+    assert kinds(text) == [("SECRET", key_id)]
 
 
 # --------------------------------------------------------------------------- links and hosts
@@ -361,6 +370,8 @@ def test_record_keys_still_hide_ids_that_happen_to_pass_a_check_digit() -> None:
 def test_a_product_barcode_is_not_a_national_id() -> None:
     assert kinds("商品コード 4901234567894 のJANコード") == []
     assert kinds("barcode 4901234567894") == []
+    assert kinds("JANコード: 4901234567894") == []
+    assert kinds("EAN-13 4901234567894") == []
 
 
 def test_a_13_digit_visa_number_counts_only_where_a_card_is_mentioned() -> None:

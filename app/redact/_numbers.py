@@ -43,7 +43,8 @@ _REF_WORDS = (
     "product", "serial", "model", "part", "account no", "注文", "受注", "発注", "伝票",
     "問い合わせ", "予約", "請求書", "お問合せ", "订单", "单号", "工单", "快递", "เลขที่คำสั่งซื้อ",
     # product and barcode numbers: a JAN/EAN code may pass a national id's check digit
-    "商品コード", "jan", "ean", "gtin", "upc", "barcode", "バーコード", "品番", "型番", "条码",
+    "商品コード", "janコード", "jan", "ean", "ean-13", "ean13", "gtin", "upc", "barcode",
+    "バーコード", "品番", "型番", "条码",
     "商品编码", "货号", "บาร์โค้ด", "รหัสสินค้า",
     # the same records in the other languages whose phone words are known
     "commande", "facture", "dossier", "référence", "série", "colis", "bestellung",

@@ -68,7 +68,7 @@ _AUTH_VALUE = re.compile(r"\s+([A-Za-z0-9\-._~+/]{16,2048}=*)")
 _AUTH_WORDS = ("bearer", "basic", "token")
 # Words that, before ":" or "=", announce a secret value. Weak ones also name ordinary things
 # ("max_tokens: 1500"), so their values must look random to count. Each is found by a root
-# (``str.find`` in the lower-cased text), then the whole word is matched there.
+# (one regex scan of the lower-cased text), then the whole word is matched there.
 # The word for "password" in the languages our users write: German, French, Spanish,
 # Portuguese, Dutch, Japanese, Chinese, Korean, Thai.
 _KEY_ROOTS = ("pass", "pwd", "secret", "token", "api", "access", "private", "auth", "credential",
@@ -185,7 +185,11 @@ def _tokens(t: str) -> Iterator[Raw]:
 def _aws_secret(t: str, after: int) -> Iterator[Raw]:
     """The secret access key that people paste right after the key id ("AKIA… / wJalr…")."""
     m = _AWS_SECRET.search(t, after, after + 160)
-    if m is not None and _looks_random(m.group()) and not _PLACEHOLDER_RUN.search(m.group()):
+    if m is None or _PLACEHOLDER_RUN.search(m.group()):
+        return
+    v = m.group()
+    # Mixed case: base64, not the hex of a Git SHA-1 that happens to be 40 characters too.
+    if _looks_random(v) and any(c.isupper() for c in v) and any(c.islower() for c in v):
         yield ("SECRET", m.start(), m.end(), P_SECRET)
 
 
@@ -315,6 +319,8 @@ _CLI_TOOLS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("--pass", re.compile(r"(?:^|\s)--pass(?:word|wd)?[ \t]+(\S+)")),
 )
 _COMMAND_END = re.compile(r"[\r\n|;&`]")
+# The tool as a command: "mysql", "mysqldump", "mongosh", "/usr/bin/mysql", not "mongodb://".
+_TOOL_END = re.compile(r"[a-z]*[ \t]")
 
 
 def command_line_passwords(t: str) -> Iterator[Raw]:
@@ -324,6 +330,11 @@ def command_line_passwords(t: str) -> Iterator[Raw]:
         while i != -1:
             stop = _COMMAND_END.search(t, i)
             end_of_command = stop.start() if stop else len(t)
+            if tool[0] != "-" and (
+                _TOOL_END.match(t, i + len(tool)) is None or (i > 0 and _is_word(t[i - 1]))
+            ):
+                i = t.find(tool, i + 1)
+                continue
             for m in option.finditer(t, i + len(tool) if tool[0] != "-" else max(0, i - 1),
                                      end_of_command):  # fmt: skip
                 v, a = m.group(1).rstrip(".,"), m.start(1)
