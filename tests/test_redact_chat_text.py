@@ -230,6 +230,9 @@ def test_passwords_given_in_other_languages_are_secrets(text: str, value: str) -
         "Passwort vergessen? Hier klicken",
         '-v "$PWD/config:/app/config:ro"',
         "senha forte",
+        "PASS src/v2/app.test.js (3.1 s)",
+        "pass test_case12 and move on",
+        "Passwort /etc/secrets/db2.txt liegt dort",
     ],
 )
 def test_sentences_about_passwords_are_not_secrets(text: str) -> None:

@@ -112,6 +112,9 @@ _FILLER = re.compile(
 # Only a value that cannot be a word counts (letters and digits, at least six characters).
 _BARE = re.compile(r"[ \t]+(?P<v3>[^\s\"'`,;<>()\[\]{}\u0080-\U0010ffff]{6,256})")
 _PROSE_AFTER = re.compile(r"[ \t]+[^\W\d_]")
+# Words that also mean something else with a token after them ("PASS src/v2/app.test.js" in a
+# test run, "secret santa2024"): their value needs a colon or "is".
+_NOT_BARE = frozenset(["pass", "pwd", "secret", "psk", "clave"])
 _NOT_A_VALUE = frozenset(
     [
         "password",
@@ -260,7 +263,7 @@ def _assignment(t: str, low: str, i: int) -> Iterator[Raw]:
         f = _FILLER.match(t, j)
         m = _AFTER_KEY.match(t, f.end()) if f is not None else None
         mode = "prose"
-        if m is None:
+        if m is None and word not in _NOT_BARE:
             m = _BARE.match(t, j)
             mode = "bare"
     if m is None:
@@ -278,8 +281,10 @@ def _assignment(t: str, low: str, i: int) -> Iterator[Raw]:
             while end > start + 1 and t[end - 1] in ".,?":
                 end -= 1  # the end of the sentence, not of the password
     v = t[start:end]
-    if mode == "bare" and not (any(c.isdigit() for c in v) and any(c.isalpha() for c in v)):
-        return
+    if mode == "bare" and (
+        not (any(c.isdigit() for c in v) and any(c.isalpha() for c in v)) or "/" in v
+    ):
+        return  # a path or a plain word after the word is not its value
     # "Passwort: bitte beim Admin erfragen": a plain word that a sentence goes on from.
     if name == "v3" and v.isalpha() and _PROSE_AFTER.match(t, end):
         return
