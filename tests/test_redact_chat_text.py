@@ -209,6 +209,8 @@ PASSWORDS = [
     ("Code Wi-Fi invités : Soleil2025", "Soleil2025"),
     ("WLAN-Schlüssel: Fr1tzBox!", "Fr1tzBox!"),
     ("Wachtwoord: Geheim123", "Geheim123"),
+    ("export PGPASSWORD='Zz9!long-pass'", "Zz9!long-pass"),
+    ("APPSECRET=Qw3rty-9uiop", "Qw3rty-9uiop"),
 ]
 
 
@@ -233,6 +235,8 @@ def test_passwords_given_in_other_languages_are_secrets(text: str, value: str) -
         "PASS src/v2/app.test.js (3.1 s)",
         "pass test_case12 and move on",
         "Passwort /etc/secrets/db2.txt liegt dort",
+        "COMPASS=north",
+        "BYPASS = enabled",
     ],
 )
 def test_sentences_about_passwords_are_not_secrets(text: str) -> None:

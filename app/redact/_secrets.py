@@ -241,6 +241,7 @@ def secrets(t: str) -> Iterator[Raw]:
         yield from _assignment(t, low, m.start())
 
 
+_GLUED_WORDS = frozenset(["password", "passwd", "passphrase", "secret"])
 _CJK_GATE = ("は", "是", "为", "為", "คือ", "는", "은", "「", "『", "“")
 
 
@@ -253,7 +254,10 @@ def _assignment(t: str, low: str, i: int) -> Iterator[Raw]:
         prev = t[i - 1]
         # "bypass = 3" is not a key; "db_password", "dbPassword", "mysql.password" are.
         # ("WiFi密码" is: a CJK word after a Latin one is a new word.)
-        if prev.isascii() and prev.isalpha() and not (prev.islower() and t[i].isupper()):
+        camel = prev.islower() and t[i].isupper()
+        # "PGPASSWORD", "APPSECRET": upper-case environment variables glue a prefix on.
+        shouting = prev.isupper() and word in _GLUED_WORDS and t[i : i + len(word)].isupper()
+        if prev.isascii() and prev.isalpha() and not (camel or shouting):
             return
     j = i + len(word)
     m = _AFTER_KEY.match(t, j)
