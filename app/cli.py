@@ -174,6 +174,7 @@ def _redact(args: argparse.Namespace) -> int:
             print(f"dify-bridge: configuration error: {e}", file=sys.stderr)
             return 2
     argv = (["--route", args.route] if args.route else []) + (["--json"] if args.json else [])
+    argv += ["--jsonl"] if args.jsonl else []
     code: int = run_cli(argv, routes=routes, stdin=sys.stdin, stdout=sys.stdout, stderr=sys.stderr)
     return code
 
@@ -200,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("redact", help="redact stdin line by line, as the bridge would")
     p.add_argument("--route", default=None, help="use this route's redaction rules")
     p.add_argument("--json", action="store_true", help="one JSON object per line with entities")
+    p.add_argument(
+        "--jsonl",
+        action="store_true",
+        help="whole (multi-line) messages in, one JSON string per line; results out the same way",
+    )
     p.set_defaults(func=_redact)
 
     for module in ("app.admin_cli", "app.usage"):

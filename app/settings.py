@@ -80,6 +80,10 @@ class RedactionConfig(_Strict):
     entities: tuple[str, ...] = (ENTITY_ALL,)
     # Tell the asker briefly that something was redacted.
     notify: bool = True
+    # Countries whose national phone numbers this route's users write (ISO 3166 alpha-2, e.g.
+    # [FR, ES]): such numbers count as phones with separators ("06 12 34 56 78") or after a
+    # phone word, without a "+". JP, US/CA, GB, DE, CN and TH are always known.
+    phone_regions: tuple[str, ...] = ()
 
     @field_validator("entities")
     @classmethod
@@ -93,6 +97,23 @@ class RedactionConfig(_Strict):
                 f"unknown entity type(s) {unknown}; known: {', '.join(sorted(known))}"
             )
         return tuple(e.upper() for e in v)
+
+    @field_validator("phone_regions", mode="before")
+    @classmethod
+    def _known_regions(cls, v: Any) -> Any:
+        from app.redact import supported_phone_region  # lazy: app.redact imports this module
+
+        if isinstance(v, str):
+            v = [v]
+        if not isinstance(v, (list, tuple)):
+            return v
+        unknown = [r for r in v if not (isinstance(r, str) and supported_phone_region(r))]
+        if unknown:
+            raise ValueError(
+                f"unknown phone region(s) {unknown}; use ISO 3166 two-letter country codes "
+                "such as FR, ES, BR, KR"
+            )
+        return tuple(dict.fromkeys(r.strip().upper() for r in v))
 
 
 class DifyAppConfig(_Strict):
