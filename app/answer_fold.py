@@ -12,11 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.dify.events import (
+    AgentLog,
     AgentThought,
     DifyEvent,
+    HumanInputFormTimeout,
+    HumanInputRequired,
     MessageEnd,
     MessageFile,
     NodeEvent,
+    ReasoningChunk,
     StreamError,
     TextDelta,
     TextReplace,
@@ -34,10 +38,12 @@ NODE_STATUS = {
     "code": "Running {title}…",
     "agent": "Working on it: {title}…",
     "question-classifier": "Understanding the question…",
+    "human-input": "Waiting for an answer to {title}…",
 }
 # Enough of a tool's input or output to recognise it on a task card, not to read it.
 _STEP_TEXT = 200
 _FAILED = frozenset({"failed", "exception", "stopped"})
+THINKING = "Thinking…"
 
 
 @dataclass
@@ -62,6 +68,11 @@ class Answer:
     # Dify's steps (tool calls, workflow nodes) in the order they began, for replies that show
     # them one by one (app.model.ShowsSteps).
     steps: list[Step] = field(default_factory=list)
+    # Human Input: the forms the run paused on, and what happened to forms while it ran.
+    forms: list[HumanInputRequired] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    # The route shows "Thinking…" while the model reasons (never the reasoning itself).
+    thinking_status: bool = False
 
     def upsert_step(self, step: Step) -> None:
         for i, s in enumerate(self.steps):
@@ -136,6 +147,24 @@ def fold(ev: DifyEvent, ans: Answer) -> bool:
         ans.end_steps("failed")
     elif isinstance(ev, WorkflowPaused):
         ans.workflow_status = "paused"
+    elif isinstance(ev, ReasoningChunk):
+        # Reasoning is never answer text; at most a status line while it lasts.
+        if ans.thinking_status and not ev.is_final and ans.status != THINKING:
+            ans.status = THINKING
+            ans.changed = True
+        elif ev.is_final and ans.status == THINKING:
+            ans.status = None  # the reasoning is over: no stale "Thinking…" under the text
+            ans.changed = True
+    elif isinstance(ev, AgentLog):
+        if ev.label and ev.status != "success":
+            ans.status = f"Working on it: {ev.label[:80]}"
+            ans.changed = True
+    elif isinstance(ev, HumanInputRequired):
+        ans.forms.append(ev)
+    elif isinstance(ev, HumanInputFormTimeout):
+        ans.notices.append(
+            f"The form “{ev.node_title or 'approval'}” expired without an answer."
+        )
     return first
 
 

@@ -118,7 +118,13 @@ def _config_has_keys(settings: Settings) -> bool:
 
 
 async def _chat(args: argparse.Namespace) -> int:
-    from adapters.console import CONSOLE_LIMITS, TerminalReply, console_message, new_session
+    from adapters.console import (
+        CONSOLE_LIMITS,
+        TerminalReply,
+        answer_forms,
+        console_message,
+        new_session,
+    )
     from app.service import Service
 
     settings = _settings_or_exit()
@@ -141,8 +147,12 @@ async def _chat(args: argparse.Namespace) -> int:
             if not line.strip():
                 continue
             seq += 1
-            await service.bridge.handle(
-                console_message(line, session=session, seq=seq), TerminalReply(), CONSOLE_LIMITS
+            msg = console_message(line, session=session, seq=seq)
+            reply = TerminalReply()
+            await service.bridge.handle(msg, reply, CONSOLE_LIMITS)
+            # A run paused on Human Input forms: answer them here, then see the rest.
+            await answer_forms(
+                service.bridge, msg.key, reply, lambda prompt: asyncio.to_thread(input, prompt)
             )
     finally:
         await service.stop(grace=5)
@@ -164,6 +174,7 @@ def _redact(args: argparse.Namespace) -> int:
             print(f"dify-bridge: configuration error: {e}", file=sys.stderr)
             return 2
     argv = (["--route", args.route] if args.route else []) + (["--json"] if args.json else [])
+    argv += ["--jsonl"] if args.jsonl else []
     code: int = run_cli(argv, routes=routes, stdin=sys.stdin, stdout=sys.stdout, stderr=sys.stderr)
     return code
 
@@ -190,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("redact", help="redact stdin line by line, as the bridge would")
     p.add_argument("--route", default=None, help="use this route's redaction rules")
     p.add_argument("--json", action="store_true", help="one JSON object per line with entities")
+    p.add_argument(
+        "--jsonl",
+        action="store_true",
+        help="whole (multi-line) messages in, one JSON string per line; results out the same way",
+    )
     p.set_defaults(func=_redact)
 
     for module in ("app.admin_cli", "app.usage"):

@@ -56,6 +56,12 @@ class Metrics:
             "bridge_abuse_limited", "Questions refused by abuse limits", ["scope"], registry=r
         )
 
+        self.forms = Counter(
+            "bridge_human_input_forms",
+            "Dify Human Input forms: shown, and clicks by outcome (accepted, expired, ...)",
+            ["platform", "outcome"], registry=r,
+        )
+
     def platform_calls(self, platform: str, method: str, outcome: str) -> None:
         self.platform_calls_total.labels(platform, method, outcome).inc()
 

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from app.forms import HumanForm
+
 
 class Kind(StrEnum):
     """How the message reached the bot; routes may treat them differently."""
@@ -184,8 +186,8 @@ class Reply(Protocol):
     """The handle the pipeline drives for one answer. Adapters implement it.
 
     Calls arrive in order: ``start`` once, ``update`` any number of times, then exactly one of
-    ``finish`` or ``fail`` (``fail`` may also come without ``start``). The edit scheduler guarantees
-    at most one call in flight per reply. ``update`` and ``finish`` may raise
+    ``finish``, ``ask`` or ``fail`` (``fail`` may also come without ``start``). The edit
+    scheduler guarantees at most one call in flight per reply. ``update`` and ``finish`` may raise
     :class:`app.errors.PlatformRateLimited` so the scheduler slows down and retries; a message that
     vanished (deleted, ``message_not_found``) is the handle's own business: post a new one.
     """
@@ -203,6 +205,12 @@ class Reply(Protocol):
     async def fail(self, message: str, *, ref: str) -> None:
         """Replace progress with a readable error; ``ref`` is the id that appears in the logs.
         ``message`` may carry partial answer text already shown, followed by the error."""
+
+    async def ask(self, text: str, forms: list[HumanForm], extras: ReplyExtras) -> None:
+        """The run paused on Human Input forms: show the answer so far (``text``, may be empty)
+        and each form with its content, fields and one button per action (a form whose
+        ``blocked`` is set is shown with that explanation instead of inputs and buttons).
+        A click comes back through the adapter as ``Bridge.answer_form``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,8 @@ from app.dify.errors import (
 )
 from app.dify.events import DifyEvent
 from app.errors import UserFacingError
+from app.forms import FormAnswer, FormResult
+from app.human_loop import GroupDirectory, HumanLoop
 from app.inflight import INTERRUPTED, InflightRegistry
 from app.inputs import is_reset, too_long
 from app.metrics import Metrics
@@ -140,6 +142,7 @@ class Bridge:
         self.starts = StartGate()
         self.params = ParamsCache(dify)
         self.answer_cache = AnswerCache(store.redis, store.prefix)
+        self.forms = HumanLoop(self)
         self.preflight = Preflight(
             params=self.params, redaction=redaction, metrics=metrics,
             client_for=self.client_for, max_chars=settings.max_message_chars,
@@ -155,6 +158,29 @@ class Bridge:
         self._active.add(task)
         task.add_done_callback(self._active.discard)
         return task
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        """Count a background answer (a run resumed after a form) as active: drain waits."""
+        self._active.add(task)
+        task.add_done_callback(self._active.discard)
+
+    def recorded(self, msg: IncomingMessage, reply: Reply) -> Any:
+        """The in-flight record of an answer that starts without a platform message (a run
+        resumed after a form): another replica closes it if this one dies."""
+        return self._recorded(msg, reply)
+
+    async def answer_form(
+        self,
+        thread: ThreadKey,
+        click: FormAnswer,
+        reply: Reply,
+        limits: PlatformLimits,
+        *,
+        groups: GroupDirectory | None = None,
+    ) -> FormResult:
+        """A click on a Human Input form's button (see app/human_loop.py): on ACCEPTED the rest
+        of the run streams into ``reply``; otherwise ``reply`` is left untouched."""
+        return await self.forms.answer(thread, click, reply, limits, groups=groups)
 
     @property
     def active_count(self) -> int:
@@ -478,6 +504,14 @@ class Bridge:
             err = stream_error(answer.error)
             await self._fail(turn, _restore(answer.text, turn.prepared.restorer), err)
             return
+        if answer.workflow_status == "paused" and answer.forms:
+            await self.forms.paused(
+                thread=msg.key, route=route, reply=reply, answer=answer,
+                text=_restore(answer.text, turn.prepared.restorer),
+                notices=[*turn.notices, *answer.notices], user=user, asker=msg.speaker.id,
+                budget=budget,
+            )
+            return
         await self._finish(client, turn, answer, started, budget)
 
     async def _stream(
@@ -514,7 +548,7 @@ class Bridge:
         else:
             wf_inputs = {**turn.inputs, route.config.dify.query_variable: query}
             events = client.workflow_stream(user=user, inputs=wf_inputs, files=turn.files)
-        ans = Answer()
+        ans = Answer(thinking_status=route.config.thinking_status)
         turn.new_conversation = mode.is_chat and conversation_id is None and not turn.one_shot
         # One-shot turns never store a conversation: pretend it is already saved.
         saved_conversation = conversation_id is not None or turn.one_shot or not mode.is_chat

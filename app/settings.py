@@ -80,6 +80,10 @@ class RedactionConfig(_Strict):
     entities: tuple[str, ...] = (ENTITY_ALL,)
     # Tell the asker briefly that something was redacted.
     notify: bool = True
+    # Countries whose national phone numbers this route's users write (ISO 3166 alpha-2, e.g.
+    # [FR, ES]): such numbers count as phones with separators ("06 12 34 56 78") or after a
+    # phone word, without a "+". JP, US/CA, GB, DE, CN and TH are always known.
+    phone_regions: tuple[str, ...] = ()
 
     @field_validator("entities")
     @classmethod
@@ -93,6 +97,23 @@ class RedactionConfig(_Strict):
                 f"unknown entity type(s) {unknown}; known: {', '.join(sorted(known))}"
             )
         return tuple(e.upper() for e in v)
+
+    @field_validator("phone_regions", mode="before")
+    @classmethod
+    def _known_regions(cls, v: Any) -> Any:
+        from app.redact import supported_phone_region  # lazy: app.redact imports this module
+
+        if isinstance(v, str):
+            v = [v]
+        if not isinstance(v, (list, tuple)):
+            return v
+        unknown = [r for r in v if not (isinstance(r, str) and supported_phone_region(r))]
+        if unknown:
+            raise ValueError(
+                f"unknown phone region(s) {unknown}; use ISO 3166 two-letter country codes "
+                "such as FR, ES, BR, KR"
+            )
+        return tuple(dict.fromkeys(r.strip().upper() for r in v))
 
 
 class DifyAppConfig(_Strict):
@@ -144,6 +165,22 @@ class RouteMatch(_Strict):
         )
 
 
+class HumanInputConfig(_Strict):
+    """Who may answer the Human Input forms (approvals) a route's Dify app shows in a thread."""
+
+    # anyone in the thread; the person who asked (and anyone in ``allowed``); only ``allowed``.
+    answer_by: Literal["anyone", "asker", "listed"] = "anyone"
+    # Platform user ids (Slack U..., Teams AAD object ids), e-mail addresses, or Slack user
+    # group ids (S...), matched exactly.
+    allowed: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _listed_needs_names(self) -> HumanInputConfig:
+        if self.answer_by == "listed" and not self.allowed:
+            raise ValueError("answer_by: listed needs at least one entry in allowed")
+        return self
+
+
 class RouteConfig(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     match: RouteMatch = RouteMatch()
@@ -181,6 +218,12 @@ class RouteConfig(_Strict):
     first_content_timeout: Annotated[float, Field(gt=0, le=86400)] | None = None
     answer_timeout: Annotated[float, Field(gt=0, le=86400)] | None = None
     max_messages_per_answer: Annotated[int, Field(ge=1, le=100)] | None = None
+
+    # Human Input forms: who may answer them in the thread.
+    human_input: HumanInputConfig = HumanInputConfig()
+    # While the model reasons (Dify ``reasoning_chunk``), show "Thinking…" on the status line;
+    # the reasoning itself is never shown.
+    thinking_status: bool = False
 
     @field_validator("native_streaming", mode="before")
     @classmethod
@@ -578,6 +621,7 @@ __all__ = [
     "BridgeFile",
     "ConfigError",
     "DifyAppConfig",
+    "HumanInputConfig",
     "InputSource",
     "RedactionConfig",
     "RedactionMode",

@@ -21,6 +21,7 @@ import argparse
 import base64
 import json
 import random
+import re
 import string
 from collections.abc import Callable
 from pathlib import Path
@@ -402,8 +403,13 @@ def positive(entity: str, lang: str) -> dict[str, object]:
     v, a, b = value_for(entity, lang)
     pre = template.split("{v}")[0]
     text = template.replace("{v}", v)
-    return {"lang": lang, "kind": "positive", "text": text,
-            "entities": [{"type": entity, "start": len(pre) + a, "end": len(pre) + b}]}  # fmt: skip
+    ents = [{"type": entity, "start": len(pre) + a, "end": len(pre) + b}]
+    host = re.match(r"(?:\d{1,3}\.){3}\d{1,3}", v[b + 1 :]) if entity == "URL_CREDENTIALS" else None
+    if host is not None:  # an IP address as the host is an entity of its own
+        ents.append(
+            {"type": "IP_ADDRESS", "start": len(pre) + b + 1, "end": len(pre) + b + 1 + host.end()}
+        )
+    return {"lang": lang, "kind": "positive", "text": text, "entities": ents}
 
 
 def multi() -> dict[str, object]:

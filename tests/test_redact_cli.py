@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import sys
+
+import pytest
 
 from app.redact import run_cli
 from app.settings import RedactionConfig, RedactionMode
@@ -63,3 +66,57 @@ def test_bad_arguments_print_usage_and_exit_2() -> None:
 
 def test_help_exits_0() -> None:
     assert run(["--help"], "")[0] == 0
+
+
+def test_jsonl_mode_takes_whole_multi_line_messages() -> None:
+    key = (
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX\n"
+        "-----END RSA PRIVATE KEY-----"
+    )
+    trace = 'Traceback (most recent call last):\n  File "app.py", line 3\nValueError: a@b.example'
+    stdin = "\n".join(json.dumps(m) for m in (key + "\nwhy does this fail?", trace)) + "\n"
+    code, out, err = run(["--jsonl"], stdin)
+    assert code == 0 and err == ""
+    assert [json.loads(line) for line in out.splitlines()] == [
+        "[SECRET]\nwhy does this fail?",
+        'Traceback (most recent call last):\n  File "app.py", line 3\nValueError: [EMAIL]',
+    ]
+
+
+def test_jsonl_mode_with_json_gives_offsets_into_each_message() -> None:
+    message = "line one\nmail bob@example.com"
+    code, out, _ = run(["--jsonl", "--json"], json.dumps({"text": message, "id": 7}) + "\n\n")
+    assert code == 0
+    obj = json.loads(out)
+    assert obj["text"] == "line one\nmail [EMAIL]"
+    spans = [message[e["start"] : e["end"]] for e in obj["entities"]]
+    assert spans == ["bob@example.com"]
+
+
+def test_jsonl_mode_names_the_line_that_is_not_a_message() -> None:
+    code, out, err = run(["--jsonl"], '"ok bob@example.com"\nnot json\n"never reached"\n')
+    assert code == 1
+    assert out == '"ok [EMAIL]"\n'
+    assert "line 2 is not a JSON string" in err
+
+
+def test_a_routes_phone_regions_apply_in_the_cli() -> None:
+    routes = {**ROUTES, "spain": RedactionConfig(phone_regions=("ES",))}
+    out, err = io.StringIO(), io.StringIO()
+    text = "cliente 612 34 56 78\n"
+    assert run_cli([], routes=routes, stdin=io.StringIO(text), stdout=out, stderr=err) == 0
+    assert out.getvalue() == text
+    out = io.StringIO()
+    run_cli(["--route", "spain"], routes=routes, stdin=io.StringIO(text), stdout=out, stderr=err)
+    assert out.getvalue() == "cliente [PHONE]\n"
+
+
+def test_the_dify_bridge_command_passes_jsonl_through(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.cli import build_parser
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps("a\nbob@example.com") + "\n"))
+    args = build_parser().parse_args(["redact", "--jsonl"])
+    assert args.func(args) == 0
+    assert json.loads(capsys.readouterr().out) == "a\n[EMAIL]"

@@ -58,7 +58,7 @@ FOUND = [
     ("ID：2001:db8::8a2e:370:7334", "IP_ADDRESS", "2001:db8::8a2e:370:7334"),
     # links with credentials
     ("DATABASE_URL=postgres://admin:s3cr3t@db.example.com/app", "URL_CREDENTIALS", "admin:s3cr3t"),
-    ("redis://:hunter2@cache:6379/0", "URL_CREDENTIALS", "hunter2"),
+    ("redis://:hunter2@cache:6379/0", "URL_CREDENTIALS", ":hunter2"),
 ]
 
 SECRETS = [

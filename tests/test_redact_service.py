@@ -228,3 +228,30 @@ async def test_inputs_and_query_share_placeholders_and_secrets_in_between_are_ma
     assert p.query == "mail <EMAIL_1>, token [SECRET], call <PHONE_1>"
     assert p.extra == {"speaker_email": "<EMAIL_1>", "history": "earlier: <EMAIL_2>"}
     assert p.found == {"EMAIL": 3, "PHONE": 1, "SECRET": 1}
+
+
+async def test_a_routes_phone_regions_reach_the_message_and_the_notice(
+    service: RedactionService,
+) -> None:
+    query = "Kundin in Madrid: 612 34 56 78, NINO AB 12 34 56 C"
+    plain = await service.prepare(RedactionConfig(), "Kundin: 612 34 56 78", thread(30))
+    assert plain.query == "Kundin: 612 34 56 78"
+    spain = RedactionConfig(phone_regions=("ES",))
+    p = await service.prepare(spain, "Kundin: 612 34 56 78", thread(31))
+    assert p.query == "Kundin: [PHONE]"
+    # a country named in the message is a cue too, whatever the route says
+    p = await service.prepare(RedactionConfig(), query, thread(32))
+    assert p.query == "Kundin in Madrid: [PHONE], NINO [UK_NINO]"
+    assert service.notice(p) == (
+        "I removed 1 phone number and 1 UK National Insurance number before sending your message."
+    )
+
+
+async def test_a_national_insurance_number_keeps_its_placeholder_however_it_is_spaced(
+    service: RedactionService,
+) -> None:
+    t = thread(33)
+    first = await service.prepare(PSEUDO, "NINO: AB 12 34 56 C", t)
+    second = await service.prepare(PSEUDO, "same person, AB123456C, and JG103759A", t)
+    assert first.query == "NINO: <UK_NINO_1>"
+    assert second.query == "same person, <UK_NINO_1>, and <UK_NINO_2>"

@@ -38,10 +38,12 @@ async def test_a_chat_message_without_a_user_is_refused_as_dify_would(
             headers={"Authorization": f"Bearer {dify_app.api_key}"},
         )
         body = await resp.json()
-    assert resp.status == 400
-    assert body["code"] == "invalid_param"
-    assert "'user' is a required property" in body["message"]
-    assert any("POST /chat-messages" in v for v in fake_dify.spec_violations)
+    # The fake answers in Dify's own words; the referee names the rule from Dify's spec.
+    assert (resp.status, body["message"]) == (400, "Arg user must be provided.")
+    assert any(
+        "POST /chat-messages" in v and "'user' is a required property" in v
+        for v in fake_dify.spec_violations
+    )
 
 
 @pytest.mark.referee_refuses
@@ -52,7 +54,7 @@ async def test_a_query_of_the_wrong_type_is_refused(fake_dify: Any, dify_app: An
             json={"query": 42, "inputs": {}, "user": "u1", "response_mode": "streaming"},
             headers={"Authorization": f"Bearer {dify_app.api_key}"},
         )
-    assert resp.status == 400
+        await resp.read()
     assert "42 is not of type 'string'" in referees.VIOLATIONS[-1]
 
 
@@ -63,7 +65,7 @@ async def test_an_endpoint_dify_does_not_have_is_named(fake_dify: Any, dify_app:
             fake_dify.base_url + "/chat-history",
             headers={"Authorization": f"Bearer {dify_app.api_key}"},
         )
-    assert resp.status == 400
+    assert resp.status == 404
     assert "Path not found" in referees.VIOLATIONS[-1]
 
 

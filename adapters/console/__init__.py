@@ -11,10 +11,15 @@ import asyncio
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
+from app.forms import FormAnswer, FormResult, HumanForm, Outcome, Responder
 from app.model import IncomingMessage, Kind, PlatformLimits, ReplyExtras, Speaker, ThreadKey
+
+if TYPE_CHECKING:
+    from app.pipeline import Bridge
 
 CONSOLE_LIMITS = PlatformLimits(
     max_message_chars=100_000,
@@ -35,6 +40,7 @@ class MemoryReply:
     extras: ReplyExtras | None = None
     error: str | None = None
     ref: str | None = None
+    forms: list[HumanForm] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self, placeholder: str) -> None:
@@ -54,6 +60,11 @@ class MemoryReply:
         self.events.append(("fail", message))
         self.done.set()
 
+    async def ask(self, text: str, forms: list[HumanForm], extras: ReplyExtras) -> None:
+        self.final, self.extras, self.forms = text, extras, list(forms)
+        self.events.append(("ask", text))
+        self.done.set()
+
     @property
     def updates(self) -> list[str]:
         return [str(v) for k, v in self.events if k == "update"]
@@ -65,6 +76,9 @@ class TerminalReply:
     def __init__(self, out: TextIO = sys.stdout) -> None:
         self._out = out
         self._shown = ""
+        #: Forms the answer paused on (see :func:`answer_forms`); set by ``ask``.
+        self.forms: list[HumanForm] = []
+        self.done = asyncio.Event()
 
     def _show(self, text: str) -> None:
         if text.startswith(self._shown):
@@ -95,11 +109,78 @@ class TerminalReply:
         self._out.write("".join(lines))
         self._out.flush()
         self._shown = ""
+        self.done.set()
 
     async def fail(self, message: str, *, ref: str) -> None:
         self._out.write(f"\n[error] {message} (ref {ref})\n")
         self._out.flush()
         self._shown = ""
+        self.done.set()
+
+    async def ask(self, text: str, forms: list[HumanForm], extras: ReplyExtras) -> None:
+        if text.strip():
+            self._show(text)
+        out = ["\n"]
+        for n in extras.notices:
+            out.append(f"  note: {n}\n")
+        for form in forms:
+            out.append(f"\n== {form.title} ==\n")
+            if form.content:
+                out.append(form.content + "\n")
+            if form.blocked:
+                out.append(f"  ({form.blocked})\n")
+        self._out.write("".join(out))
+        self._out.flush()
+        self._shown = ""
+        self.forms = [f for f in forms if f.answerable]
+        self.done.set()
+
+
+async def answer_forms(
+    bridge: Bridge,
+    thread: ThreadKey,
+    reply: TerminalReply,
+    read: Callable[[str], Awaitable[str]],
+    *,
+    user: str = "console-user",
+    out: TextIO = sys.stdout,
+) -> None:
+    """The console's form prompt: while the answer waits on forms, ask for each field and the
+    action, send the choice, and show the rest of the answer (which may ask again)."""
+    while reply.forms:
+        form = reply.forms.pop(0)
+        values: dict[str, str] = {}
+        for f in form.fields:
+            hint = f" [{'/'.join(f.options)}]" if f.options else ""
+            default = f" (default: {f.default})" if f.default else ""
+            got = (await read(f"{f.label}{hint}{default}: ")).strip()
+            values[f.name] = got or f.default
+        choices = ", ".join(f"{i}={a.title}" for i, a in enumerate(form.actions, start=1))
+        while True:
+            picked = (await read(f"Choose {choices}: ")).strip()
+            action = None
+            if picked.isdigit() and 1 <= int(picked) <= len(form.actions):
+                action = form.actions[int(picked) - 1]
+            action = action or next(
+                (a for a in form.actions if picked.lower() in (a.id.lower(), a.title.lower())),
+                None,
+            )
+            if action is not None:
+                break
+            out.write("  (pick one of the numbers shown)\n")
+        nxt = TerminalReply(out)
+        result: FormResult = await bridge.answer_form(
+            thread, FormAnswer(form.key, action.id, values, Responder(user, user)), nxt,
+            CONSOLE_LIMITS,
+        )
+        out.write(f"  [{result.message}]\n")
+        out.flush()
+        if result.outcome is Outcome.INVALID:
+            reply.forms.insert(0, form)  # still open: ask again
+            continue
+        if result.outcome is Outcome.ACCEPTED:
+            await nxt.done.wait()
+            reply.forms.extend(nxt.forms)
 
 
 def console_message(

@@ -28,6 +28,7 @@ from slack_bolt.request.async_internals import build_async_context
 from slack_bolt.request.async_request import AsyncBoltRequest
 
 from adapters.slack import _blocks as B
+from adapters.slack import _forms as F
 from adapters.slack._auth import (
     CachedInstallationAuthorize,
     RedisInstallationStore,
@@ -197,6 +198,9 @@ class SlackAdapter:
         )(h.on_feedback)
         app.action(re.compile(rf"^{B.ACTION_SUGGEST}_\d+$"))(h.on_suggestion)
         app.action(B.ACTION_RESET)(h.on_reset)
+        app.action(re.compile(rf"^{F.ACTION_FORM}_\d+$"))(h.on_form)
+        # Typing in a form's inputs sends nothing (no dispatch_action); selects do: ack them.
+        app.action(F.FIELD_ACTION)(h.on_form_field)
 
     async def _on_uninstalled(self, context: AsyncBoltContext) -> None:
         """The app was removed from a workspace: forget its installation and cached token."""

@@ -13,6 +13,7 @@ import structlog
 
 from adapters.slack import _blocks as B
 from app.errors import PlatformRateLimited
+from app.forms import HumanForm
 from app.model import ReplyExtras
 
 log = structlog.get_logger(__name__)
@@ -66,3 +67,13 @@ class ResponseUrlReply:
 
     async def fail(self, message: str, *, ref: str) -> None:
         await self._send(B.fallback_text(message), B.error_blocks(message, ref))
+
+    async def ask(self, text: str, forms: list[HumanForm], extras: ReplyExtras) -> None:
+        # A private reply has no thread to keep the form in: say where it can be answered.
+        names = ", ".join(f"“{f.title}”" for f in forms)
+        note = (
+            f"The assistant now waits for an answer to {names}, which cannot be given in a "
+            "private reply: please answer it in Dify, or ask in a channel the app is in."
+        )
+        md = f"{B.split(text)[0]}\n\n{note}" if text.strip() else note
+        await self._send(B.fallback_text(md), B.answer_blocks(md))

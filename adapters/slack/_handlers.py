@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from slack_bolt.context.async_context import AsyncBoltContext
 
 from adapters.slack import _blocks as B
+from adapters.slack import _forms as F
 from adapters.slack._agent import (
     PROMPTS_PER_MINUTE,
     SESSIONS_PER_MINUTE,
@@ -37,6 +38,7 @@ from adapters.slack._webapi import SlackApi, SlackCallError, make_client
 from app import render_slack
 from app.budgets import SharedBudgets
 from app.errors import BridgeError, PlatformRateLimited, UserFacingError
+from app.forms import FormAnswer, FormResult, Outcome, Responder
 from app.model import IncomingMessage, Kind, PlatformLimits, Speaker, ThreadKey
 from app.pipeline import RESET_DONE, new_ref
 from app.tasks import spawn
@@ -52,6 +54,7 @@ log = structlog.get_logger(__name__)
 PLATFORM = "slack"
 _CANT_POST = frozenset({"not_in_channel", "channel_not_found", "is_archived", "restricted_action"})
 _PEOPLE_TTL = 600.0
+_GROUPS_TTL = 300.0
 _SPECIAL_MENTION = re.compile(r"<!([a-z]+)(?:\^[^|>]*)?(?:\|[^>]*)?>")
 
 Ack = Callable[..., Awaitable[Any]]
@@ -119,6 +122,7 @@ class SlackHandlers:
         self._session = session
         self._metrics = metrics
         self._people: dict[tuple[str, str], tuple[float, Speaker]] = {}
+        self._groups: dict[tuple[str, str], tuple[float, frozenset[str]]] = {}
         self.budgets = SlackBudgets(shared=SharedBudgets(store))
         # Where Slack refused native streaming lately (answers there use edits meanwhile).
         self.refusals = Refusals()
@@ -650,3 +654,89 @@ class SlackHandlers:
             api, key.channel, body, B.without_reset_button,
             failure="slack.reset_button_update_failed",
         )
+
+    # ------------------------------------------------------------------ Human Input forms
+
+    async def on_form(self, ack: Ack, body: dict[str, Any], context: AsyncBoltContext) -> None:
+        """A button of a Dify Human Input form: send the choice (and the typed values), show
+        who chose what on the form, stream the rest of the answer into the thread."""
+        await ack()
+        key = self._action_thread(body, context)
+        picked = F.parse_click(self._action(body).get("value"))
+        user = _s(body, "user", "id")
+        if key is None or picked is None or not user:
+            return
+        token = context.bot_token
+        api = self.api(token)
+        route = self._route(key)
+        who = Speaker(id=user)
+        if route is not None and route.config.human_input.answer_by != "anyone" and any(
+            "@" in a for a in route.config.human_input.allowed
+        ):
+            who = await self._speaker_with_email(api, key.workspace, user)
+        click = FormAnswer(
+            key=picked[0], action_id=picked[1], values=F.state_values(body),
+            by=Responder(id=user, name=f"<@{user}>", email=who.email),
+        )
+        try:
+            result = await self._bridge.answer_form(
+                key, click, self._reply(key, token, user, route), self._limits,
+                groups=_SlackGroups(self, api, key.workspace),
+            )
+        except Exception as e:  # the click must get an answer, never a silent failure
+            log.warning("slack.form_failed", error=type(e).__name__)
+            await self._tell(body, "I couldn't send your answer. Please try again in a minute.")
+            return
+        log.info("slack.form_answered", outcome=result.outcome.value)
+        if result.closed:
+            await _rewrite_clicked(
+                api, key.channel, body, lambda blocks: F.closed_blocks(blocks, result),
+                failure="slack.form_update_failed",
+            )
+        if result.outcome is not Outcome.ACCEPTED:
+            await self._tell(body, _for_clicker(result))
+
+    async def on_form_field(self, ack: Ack) -> None:
+        """A form field's own interaction (none by default): acknowledged, nothing to do."""
+        await ack()
+
+    async def _speaker_with_email(self, api: SlackApi, team: str, user: str) -> Speaker:
+        try:
+            data = await api.call("users.info", user=user)
+        except BridgeError as e:
+            log.info("slack.users_info_failed", code=getattr(e, "code", "ratelimited"))
+            return Speaker(id=user)
+        u = data.get("user") if isinstance(data.get("user"), dict) else {}
+        return Speaker(id=user, email=_s(u, "profile", "email") or None)
+
+    async def group_members(self, api: SlackApi, team: str, group: str) -> frozenset[str]:
+        """Members of a Slack user group (``usergroups.users.list``), cached a few minutes."""
+        hit = self._groups.get((team, group))
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        data = await api.call("usergroups.users.list", usergroup=group)
+        users = data.get("users")
+        members = frozenset(u for u in users if isinstance(u, str)) if isinstance(
+            users, list) else frozenset()
+        if len(self._groups) > 10_000:
+            self._groups.clear()
+        self._groups[(team, group)] = (time.monotonic() + _GROUPS_TTL, members)
+        return members
+
+
+class _SlackGroups:
+    """``human_input.allowed`` entries that are Slack user groups (ids starting with S)."""
+
+    def __init__(self, handlers: SlackHandlers, api: SlackApi, team: str) -> None:
+        self._h, self._api, self._team = handlers, api, team
+
+    async def member_of(self, group: str, user_id: str) -> bool:
+        if not (group.startswith("S") and group[1:].isalnum()):
+            return False
+        return user_id in await self._h.group_members(self._api, self._team, group)
+
+
+def _for_clicker(result: FormResult) -> str:
+    if result.outcome is Outcome.ALREADY_DECIDED:
+        return f"{result.message} Your choice was not sent."
+    return result.message

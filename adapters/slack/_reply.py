@@ -21,12 +21,14 @@ import aiohttp
 import structlog
 
 from adapters.slack import _blocks as B
+from adapters.slack import _forms as F
 from adapters.slack._budget import ChannelPacer, MethodWindow, UpdateBudget
 from adapters.slack._files import upload_out_files, upload_text
 from adapters.slack._native import NativeStream, Refusals
 from adapters.slack._session import AgentSession
 from adapters.slack._webapi import SlackApi, SlackCallError
 from app.errors import PlatformError, PlatformRateLimited
+from app.forms import HumanForm
 from app.model import ReplyExtras, Step
 
 log = structlog.get_logger(__name__)
@@ -232,6 +234,25 @@ class SlackReply:
                     f"I couldn't attach {len(failed)} file(s) the assistant produced: "
                     + ", ".join(failed)
                 )
+
+    async def ask(self, text: str, forms: list[HumanForm], extras: ReplyExtras) -> None:
+        """The answer so far, then one message per form (inputs and buttons)."""
+        self._stop_status()
+        payloads: list[tuple[str, list[B.Block]]] = []
+        if text.strip():
+            payloads += [(B.fallback_text(p), B.answer_blocks(p)) for p in B.split(text)]
+        for i, form in enumerate(forms):
+            notes = extras.notices if i == 0 else []
+            payloads.append((F.fallback(form), F.form_blocks(form, notes)))
+        if self._stream is not None and self._stream.message_ts:
+            await self._leave_native()
+        await self._sync(payloads, final=True)
+        self._unreserve()
+        if self._status_on:
+            await self._clear_status()
+        if self._agent_session is not None:
+            # The run waits for a person, not for us: Slack's Stop button would stop nothing.
+            await self._agent_session.end()
 
     async def fail(self, message: str, *, ref: str) -> None:
         self._stop_status()

@@ -30,6 +30,7 @@ from adapters.teams.tokens import TokenSource
 from app.budgets import SharedBudgets
 from app.context import AdapterContext
 from app.errors import PlatformError
+from app.forms import FormAnswer, FormResult, Outcome, Responder
 from app.health import Backoff
 from app.model import IncomingMessage, Kind, PlatformLimits, Speaker, ThreadKey
 from app.pipeline import RESET_DONE
@@ -279,6 +280,11 @@ class TeamsAdapter:
         if inb.from_id == inb.recipient_id or (self.app_id and inb.from_id == f"28:{self.app_id}"):
             log.debug("teams.ignored", why="own message")
             return
+        form_click = compose.parse_form_click(inb.value)
+        if form_click is not None:
+            # A button of a Dify Human Input form card (Action.Submit with the inputs).
+            await self._on_form_click(inb, rt, *form_click)
+            return
         if compose.is_reset_click(inb.value):
             # A card button click: Teams sends it as a message without text or mention.
             await self._on_reset_click(inb, rt)
@@ -377,6 +383,46 @@ class TeamsAdapter:
         place = replace(acts.place(inb), reply_to_id=inb.reply_to_id or inb.id)
         spawn(self._say(EditReply(rt, place, key), text), name=f"teams-reset-{key.log_id}")
 
+    # ------------------------------------------------------------------ Human Input forms
+    async def _on_form_click(
+        self, inb: acts.Inbound, rt: Runtime, form_key: str, action: str, values: dict[str, str]
+    ) -> None:
+        """Answer the form in the background (the 200 goes out at once); a redelivered click
+        is dropped by its activity id."""
+        try:
+            if not await self.ctx.store.claim(f"teams:{_event_id(inb)}"):
+                log.info("teams.form_click_duplicate")
+                return
+        except RedisError as e:
+            log.warning("teams.form_click_dedup_failed", error=type(e).__name__)
+        spawn(self._answer_form(inb, rt, form_key, action, values),
+              name=f"teams-form-{_short(inb.conversation_id)}")
+
+    async def _answer_form(
+        self, inb: acts.Inbound, rt: Runtime, form_key: str, action: str, values: dict[str, str]
+    ) -> None:
+        key = acts.thread_key(inb)
+        place = acts.place(inb)
+        # The rest of the answer: in 1:1 chats streamed, elsewhere edits, like any answer.
+        reply = StreamReply(rt, place, key) if place.personal else EditReply(rt, place, key)
+        note = EditReply(rt, replace(place, reply_to_id=inb.reply_to_id or inb.id), key)
+        click = FormAnswer(form_key, action, values, Responder(
+            id=inb.aad_object_id or inb.from_id, name=inb.from_name or "Someone"))
+        try:
+            result = await self.ctx.bridge.answer_form(key, click, reply, self.limits)
+        except Exception as e:  # the clicker always hears back
+            log.warning("teams.form_failed", error=type(e).__name__)
+            await self._say(note, "I couldn't send your answer. Please try again in a minute.")
+            return
+        log.info("teams.form_answered", outcome=result.outcome.value)
+        if result.closed and result.form is not None and inb.reply_to_id:
+            try:
+                await note.show_card(inb.reply_to_id, compose.closed_form_part(result.form, result))
+            except PlatformError as e:
+                log.info("teams.form_card_update_failed", code=e.code)
+        if result.outcome is not Outcome.ACCEPTED:
+            await self._say(note, _for_clicker(inb.from_name, result))
+
     async def _say(self, reply: EditReply, text: str) -> None:
         try:
             await reply.say(text)
@@ -446,6 +492,14 @@ class TeamsAdapter:
     def _feedback_enabled(self, route_name: str | None) -> bool:
         route = self.ctx.bridge.router.by_name(route_name) if route_name else None
         return route.config.feedback_buttons if route is not None else True
+
+
+def _for_clicker(name: str, result: FormResult) -> str:
+    """Teams has no message only the clicker sees: name them in the thread."""
+    text = result.message
+    if result.outcome is Outcome.ALREADY_DECIDED:
+        text += " Your choice was not sent."
+    return f"{name}: {text}" if name else text
 
 
 def _feedback_text(raw: Any) -> str | None:

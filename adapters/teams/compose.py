@@ -11,12 +11,14 @@ Citations: one root ``schema.org/Message`` entity, at most 20 claims, names <= 8
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
 
 from adapters.teams import _sdk
 from app import render
+from app.forms import FormResult, HumanForm, Outcome
 from app.model import OutFile, ReplyExtras, Source
 
 PART_LIMIT = 20_000
@@ -204,3 +206,110 @@ def _file_link(f: OutFile, origin: str | None) -> str:
 def _file_label(url: str) -> str:
     tail = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
     return tail or "file"
+
+
+# ------------------------------------------------------------------- Human Input forms
+
+# A form's buttons: ``Action.Submit`` whose click comes back as a message activity with this
+# ``value`` plus every input's value under its id (``field:<variable>``).
+FORM_VALUE = "form"
+FIELD_PREFIX = "field:"
+_FORM_STYLES = {"primary": "positive"}  # Adaptive Cards: default | positive | destructive
+
+
+def form_part(form: HumanForm, notices: list[str] | None = None) -> Part:
+    """A Dify Human Input form as an Adaptive Card (inputs and one button per action)."""
+    return Part(text="", attachments=[_card(_form_body(form, notices or []), _form_actions(form))])
+
+
+def closed_form_part(form: HumanForm, result: FormResult) -> Part:
+    """The form once decided (who chose what) or closed (why): no inputs, no buttons."""
+    line = result.message
+    if result.outcome is Outcome.ALREADY_DECIDED and result.decided_by:
+        line = f"Decided by {result.decided_by}" + (
+            f": “{result.action_title}”." if result.action_title else ".")
+    icon = "✅" if result.outcome in (Outcome.ACCEPTED, Outcome.ALREADY_DECIDED) else "ℹ️"
+    body = _form_head(form, [])
+    body.append({"type": "TextBlock", "text": f"{icon} {line}", "wrap": True,
+                 "weight": "Bolder"})
+    return Part(text="", attachments=[_card(body, [])])
+
+
+def parse_form_click(value: Any) -> tuple[str, str, dict[str, str]] | None:
+    """(form key, action id, field values) of a click on a form's button, else None."""
+    if not isinstance(value, dict) or value.get("difyBridge") != FORM_VALUE:
+        return None
+    key, action = value.get("f"), value.get("a")
+    if not (isinstance(key, str) and key and isinstance(action, str) and action):
+        return None
+    values = {
+        k[len(FIELD_PREFIX):]: str(v)[:10_000] for k, v in value.items()
+        if isinstance(k, str) and k.startswith(FIELD_PREFIX) and isinstance(v, str | int | float)
+    }
+    return key, action, values
+
+
+def _form_head(form: HumanForm, notices: list[str]) -> list[dict[str, Any]]:
+    body: list[dict[str, Any]] = [
+        {"type": "TextBlock", "text": _clip(form.title, 200), "weight": "Bolder",
+         "size": "Medium", "wrap": True},
+    ]
+    if form.content:
+        # TextBlocks take a Markdown subset (bold, italic, lists, links): enough for a form.
+        body.append({"type": "TextBlock", "text": form.content[:20_000], "wrap": True})
+    body += [{"type": "TextBlock", "text": f"_{_one_line(n)}_", "wrap": True,
+              "isSubtle": True} for n in notices]
+    return body
+
+
+def _form_body(form: HumanForm, notices: list[str]) -> list[dict[str, Any]]:
+    body = _form_head(form, notices)
+    if not form.answerable:
+        body.append({"type": "TextBlock", "text": f"📧 {form.blocked}", "wrap": True})
+        return body
+    for f in form.fields:
+        fid = FIELD_PREFIX + f.name
+        if f.kind == "select":
+            field: dict[str, Any] = {
+                "type": "Input.ChoiceSet", "id": fid, "label": f.label, "style": "compact",
+                "isRequired": True, "errorMessage": f"Please choose a value for {f.label}.",
+                "choices": [{"title": o[:200], "value": o} for o in f.options],
+            }
+        else:
+            field = {"type": "Input.Text", "id": fid, "label": f.label,
+                     "isMultiline": f.multiline}
+        if f.default:
+            field["value"] = f.default
+        body.append(field)
+    if form.expires_at:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(form.expires_at))
+        body.append({"type": "TextBlock", "isSubtle": True, "wrap": True,
+                     "text": f"Answer by {{{{DATE({stamp}, SHORT)}}}} {{{{TIME({stamp})}}}}."})
+    return body
+
+
+def _form_actions(form: HumanForm) -> list[dict[str, Any]]:
+    if not form.answerable:
+        return []
+    out = []
+    for a in form.actions:
+        action: dict[str, Any] = {
+            "type": "Action.Submit", "title": _clip(a.title, 100),
+            "data": {"difyBridge": FORM_VALUE, "f": form.key, "a": a.id},
+        }
+        if a.style in _FORM_STYLES:
+            action["style"] = _FORM_STYLES[a.style]
+        out.append(action)
+    return out
+
+
+def _card(body: list[dict[str, Any]], actions: list[dict[str, Any]]) -> dict[str, Any]:
+    content: dict[str, Any] = {
+        "type": "AdaptiveCard",
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "version": "1.5",
+        "body": body,
+    }
+    if actions:
+        content["actions"] = actions
+    return {"contentType": _sdk.ADAPTIVE_CARD, "content": content}

@@ -33,6 +33,7 @@ from adapters.teams.connector import (
     StreamRejected,
 )
 from app.errors import PlatformError, PlatformRateLimited
+from app.forms import HumanForm
 from app.model import ReplyExtras, ThreadKey
 from app.tasks import spawn
 
@@ -144,6 +145,32 @@ class EditReply:
         text = compose.error_text(message, ref)
         await _patient(lambda: self._show(text))
 
+    async def ask(self, text: str, forms: list[HumanForm], extras: ReplyExtras) -> None:
+        """The answer so far (in the progress message), then each form as a card."""
+        await self._settle()
+        parts = [compose.Part(text=compose.plain(text), entities=[dict(compose.AI_LABEL)])
+                 ] if text.strip() else []
+        parts += [compose.form_part(f, extras.notices if i == 0 else [])
+                  for i, f in enumerate(forms)]
+        # Like _deliver: a retry after a 429 never posts a part twice.
+        while self._delivered < len(parts):
+            i = self._delivered
+            if i == 0 and self.message_id is not None:
+                try:
+                    await self._put(self.message_id, parts[0])
+                except MessageGone:
+                    self.message_id = None
+                    continue
+            else:
+                posted = await self._post(parts[i])
+                if i == 0:
+                    self.message_id = posted
+            self._delivered += 1
+
+    async def show_card(self, activity_id: str, part: compose.Part) -> None:
+        """Replace one of the bot's messages (a form card once it was decided)."""
+        await _patient(lambda: self._put(activity_id, part))
+
     async def say(self, text: str) -> None:
         """One short message of the bot's own (not an answer), e.g. after a button click."""
         await _patient(lambda: self._show(compose.plain(text)))
@@ -251,6 +278,7 @@ class StreamReply(EditReply):
         self._last_status: str | None = None
         self._text = ""
         self._streamed = ""  # the last text the stream showed
+        self._text_shown = False  # ask(): the stream's final message showed the text
 
     async def start(self, placeholder: str) -> None:
         self._started = time.monotonic()
@@ -318,6 +346,23 @@ class StreamReply(EditReply):
             self._delivered = 1
             self._last_id = self.message_id
         await self._deliver(parts, extras)
+
+    async def ask(self, text: str, forms: list[HumanForm], extras: ReplyExtras) -> None:
+        if self.mode == "cancelled":
+            return
+        if self.mode == "stream" and self.stream_id is not None:
+            # The stream ends with the text so far; the forms follow as cards of their own.
+            shown = compose.plain(text) if text.strip() else "The assistant needs an answer:"
+            try:
+                await self._close_stream(compose.Part(text=shown))
+                self._text_shown = True
+            except StreamRejected as e:
+                self._on_rejected(e)
+                if self.mode == "cancelled":
+                    return
+            self.message_id = None  # the cards are new messages, the streamed one stays
+        self.mode = "edit"
+        await super().ask("" if self._text_shown else text, forms, extras)
 
     async def fail(self, message: str, *, ref: str) -> None:
         if self.mode == "stream" and self.stream_id is not None:

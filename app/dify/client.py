@@ -129,6 +129,16 @@ def _check_id(name: str, value: str) -> str:
     return value
 
 
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_.~-]{1,512}$")
+
+
+def _check_token(value: str) -> str:
+    """A form token goes into the URL path: URL-safe characters only (no / ? # %)."""
+    if not isinstance(value, str) or not _TOKEN_RE.match(value):
+        raise ValueError("form_token must be a URL-safe token")
+    return value
+
+
 def _encode(body: dict[str, Any]) -> bytes:
     """The request body, encoded once (retries resend the same bytes)."""
     try:
@@ -456,16 +466,29 @@ class DifyClient:
         }
         return self._event_stream("/workflows/run", _encode(body))
 
-    def _event_stream(self, path: str, body: bytes) -> EventStream:
+    def run_events(self, workflow_run_id: str, *, user: str) -> EventStream:
+        """Re-attach to a chatflow/workflow run (``GET /workflow/{id}/events``), e.g. after a
+        Human Input form was submitted. ``user`` must be the one that started the run.
+
+        The stream ends at the run's next terminal event (``workflow_paused`` again, or
+        ``message_end`` / ``workflow_finished``). A run that already finished answers one
+        ``workflow_finished`` and nothing else: Dify relays live events only (pub/sub), so
+        whoever attaches late reads the answer from the stored messages instead.
+        """
+        _check_id("workflow_run_id", workflow_run_id)
+        query = urlencode({"user": _check_user(user)})
+        return self._event_stream(f"/workflow/{workflow_run_id}/events?{query}", None, "GET")
+
+    def _event_stream(self, path: str, body: bytes | None, method: str = "POST") -> EventStream:
         pace = _Pace(self._can_pace)
-        return EventStream(self._stream(path, body, pace), pace)
+        return EventStream(self._stream(path, body, pace, method), pace)
 
     async def _stream(
-        self, path: str, body: bytes, pace: _Pace
+        self, path: str, body: bytes | None, pace: _Pace, method: str = "POST"
     ) -> AsyncGenerator[list[DifyEvent], None]:
         """The events of one streamed call, one list per network read (never empty)."""
         response, chunks, decoder, first, rest = await self._retrying(
-            path, lambda: self._open(path, body)
+            path, lambda: self._open(path, body, method)
         )
         # The breaker hears about this attempt when the stream ends: a Dify that always
         # fails mid-stream must still open it.
@@ -555,7 +578,7 @@ class DifyClient:
         return err
 
     async def _open(
-        self, path: str, body: bytes
+        self, path: str, body: bytes | None, method: str = "POST"
     ) -> tuple[
         httpx.Response, AsyncGenerator[bytes, None], SSEDecoder, list[DifyEvent], bytes
     ]:
@@ -563,10 +586,11 @@ class DifyClient:
         # Built directly rather than with ``build_request``, which costs three times as much
         # (URL parsing and header merging on every call); the headers were merged once.
         request = httpx.Request(
-            "POST",
-            self._stream_url(path),
+            method,
+            # Re-attach URLs carry a run id and user: not worth caching.
+            self._stream_url(path) if body is not None else httpx.URL(self.base_url + path),
             content=body,
-            headers=self._stream_headers,
+            headers=self._stream_headers if body is not None else self._plain_headers,
             extensions={"timeout": self._stream_timeout_ext},
         )
         response: httpx.Response | None = None
@@ -836,6 +860,23 @@ class DifyClient:
             raise
         data = self._as_dict(obj).get("data")
         return [q for q in data if isinstance(q, str)] if isinstance(data, list) else []
+
+    async def submit_form(
+        self, form_token: str, *, inputs: Mapping[str, Any], action: str, user: str
+    ) -> None:
+        """Answer a paused Human Input form (``POST /form/human_input/{token}``); Dify then
+        resumes the run: follow it with :meth:`run_events`. Every input of the form must be a
+        key of ``inputs`` (send ``""`` for an empty paragraph)."""
+        _check_token(form_token)
+        if not isinstance(action, str) or not action:
+            raise ValueError("action must be the id of one of the form's actions")
+        body = {"inputs": dict(inputs), "action": action, "user": _check_user(user)}
+        # Not retried: a submit that reached Dify but whose answer was lost must not be sent
+        # again (the second would meet "already submitted" and hide the first one's success).
+        await self._request_once(
+            "POST", f"/form/human_input/{form_token}", json=body, params=None, data=None,
+            files=None, budget=self._t.request,
+        )
 
     async def parameters(self) -> dict[str, Any]:
         """The app's input form, file upload settings and feature switches."""

@@ -17,9 +17,14 @@ quirk), workflow ``text_chunk`` (data.text)
 ``node_*``, ``iteration_*``, ``loop_*``      :class:`NodeEvent`
 ``workflow_finished``                        :class:`WorkflowFinished`
 ``workflow_paused``                          :class:`WorkflowPaused`
+``human_input_required``                     :class:`HumanInputRequired`
+``human_input_form_filled``                  :class:`HumanInputFormFilled`
+``human_input_form_timeout``                 :class:`HumanInputFormTimeout`
+``reasoning_chunk``                          :class:`ReasoningChunk`
+``agent_log``                                :class:`AgentLog`
 ``error``                                    :class:`StreamError`
 ``ping``                                     :class:`Ping`
-anything else (tts, agent_log, reasoning…)   :class:`Other`
+anything else (tts, ...)                     :class:`Other`
 ==========================================  =====================
 
 The classes are slotted but not frozen: they are created once per wire event on the hot path, and
@@ -127,6 +132,49 @@ class WorkflowPaused(DifyEvent):
 
 
 @dataclass(slots=True, kw_only=True)
+class HumanInputRequired(DifyEvent):
+    """A Human Input node paused the run on a form (``data`` of the wire event, kept whole:
+    :mod:`app.forms` reads it). One per paused form, before the ``workflow_paused``."""
+
+    form_id: str
+    form_token: str | None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True, kw_only=True)
+class HumanInputFormFilled(DifyEvent):
+    """A paused form was answered (here or elsewhere) and the run goes on."""
+
+    node_title: str
+    action_id: str
+    action_text: str
+
+
+@dataclass(slots=True, kw_only=True)
+class HumanInputFormTimeout(DifyEvent):
+    """A paused form expired unanswered; the run takes the node's timeout branch (or ends)."""
+
+    node_title: str
+    expiration_time: int
+
+
+@dataclass(slots=True, kw_only=True)
+class ReasoningChunk(DifyEvent):
+    """The model's reasoning (``reasoning_format: separated``): never part of the answer."""
+
+    reasoning: str
+    is_final: bool
+
+
+@dataclass(slots=True, kw_only=True)
+class AgentLog(DifyEvent):
+    """One step of an Agent node (workflow/chatflow): progress only."""
+
+    label: str
+    status: str
+
+
+@dataclass(slots=True, kw_only=True)
 class StreamError(DifyEvent):
     """An ``error`` event: generation failed after the stream started. Always the last event."""
 
@@ -164,13 +212,18 @@ def is_terminal(event: DifyEvent) -> bool:
 
 __all__ = [
     "TERMINAL",
+    "AgentLog",
     "AgentThought",
     "DifyEvent",
+    "HumanInputFormFilled",
+    "HumanInputFormTimeout",
+    "HumanInputRequired",
     "MessageEnd",
     "MessageFile",
     "NodeEvent",
     "Other",
     "Ping",
+    "ReasoningChunk",
     "StreamError",
     "TextDelta",
     "TextReplace",

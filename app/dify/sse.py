@@ -17,13 +17,18 @@ from typing import Any
 
 from app.dify.errors import DifyProtocolError
 from app.dify.events import (
+    AgentLog,
     AgentThought,
     DifyEvent,
+    HumanInputFormFilled,
+    HumanInputFormTimeout,
+    HumanInputRequired,
     MessageEnd,
     MessageFile,
     NodeEvent,
     Other,
     Ping,
+    ReasoningChunk,
     StreamError,
     TextDelta,
     TextReplace,
@@ -193,6 +198,52 @@ def _workflow_paused(obj: dict[str, Any], ev: str) -> DifyEvent:
     return WorkflowPaused(**_env(obj, ev))
 
 
+def _human_input_required(obj: dict[str, Any], ev: str) -> DifyEvent:
+    data = _dict(obj.get("data"))
+    return HumanInputRequired(
+        form_id=_text(data.get("form_id")),
+        # null: the form is delivered by e-mail only and the Service API cannot answer it.
+        form_token=_str(data.get("form_token")) or None,
+        data=data,
+        **_env(obj, ev),
+    )
+
+
+def _form_filled(obj: dict[str, Any], ev: str) -> DifyEvent:
+    data = _dict(obj.get("data"))
+    return HumanInputFormFilled(
+        node_title=_text(data.get("node_title")),
+        action_id=_text(data.get("action_id")),
+        action_text=_text(data.get("action_text")),
+        **_env(obj, ev),
+    )
+
+
+def _form_timeout(obj: dict[str, Any], ev: str) -> DifyEvent:
+    data = _dict(obj.get("data"))
+    return HumanInputFormTimeout(
+        node_title=_text(data.get("node_title")),
+        expiration_time=_int(data.get("expiration_time")),
+        **_env(obj, ev),
+    )
+
+
+def _reasoning(obj: dict[str, Any], ev: str) -> DifyEvent:
+    data = _dict(obj.get("data"))
+    return ReasoningChunk(
+        reasoning=_text(data.get("reasoning")),
+        is_final=data.get("is_final") is True,
+        **_env(obj, ev),
+    )
+
+
+def _agent_log(obj: dict[str, Any], ev: str) -> DifyEvent:
+    data = _dict(obj.get("data"))
+    return AgentLog(
+        label=_text(data.get("label")), status=_text(data.get("status")), **_env(obj, ev)
+    )
+
+
 def _error(obj: dict[str, Any], ev: str) -> DifyEvent:
     return StreamError(
         code=_text(obj.get("code")) or "unknown_error",
@@ -220,6 +271,11 @@ _PARSERS: dict[str, _Parser] = {
     "workflow_started": _workflow_started,
     "workflow_finished": _workflow_finished,
     "workflow_paused": _workflow_paused,
+    "human_input_required": _human_input_required,
+    "human_input_form_filled": _form_filled,
+    "human_input_form_timeout": _form_timeout,
+    "reasoning_chunk": _reasoning,
+    "agent_log": _agent_log,
     "error": _error,
     "ping": _ping,
 }

@@ -8,10 +8,12 @@ Public interface (the pipeline, logging and CLI use only these names):
   (redact / pseudonymize / block / off) and restore ``<EMAIL_1>`` placeholders in answers.
 - :func:`scrub_processor`: structlog processor.
 - :func:`run_cli`: ``dify-bridge redact``.
+- :func:`supported_phone_region`: validates a route's ``phone_regions``.
 """
 
 from app.redact._cli import run_cli
 from app.redact._logs import scrub_processor
+from app.redact._phone_cues import supported_region as supported_phone_region
 from app.redact._redactor import Redactor, get_redactor
 from app.redact._restore import Restorer
 from app.redact._service import Prepared, RedactionService
@@ -27,4 +29,5 @@ __all__ = [
     "get_redactor",
     "run_cli",
     "scrub_processor",
+    "supported_phone_region",
 ]

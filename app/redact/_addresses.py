@@ -20,6 +20,22 @@ _DOMAIN = re.compile(
 )
 
 
+# File name extensions that are no top-level domain (IANA root zone): "icon@2x.png",
+# "logo@3x.webp" and "report@final.pdf" are file names. (.zip, .mov, .app, .py, .md are real
+# TLDs, so they stay addresses.)
+_EXTENSIONS = (
+    "png", "jpg", "jpeg", "gif", "svg", "webp", "bmp", "ico", "tif", "tiff", "heic", "avif",
+    "psd", "pdf", "txt", "json", "yaml", "yml", "xml", "html", "htm", "css", "scss", "less", "js",
+    "mjs", "cjs", "jsx", "tsx", "ts", "map", "lock", "log", "csv", "tsv", "xls", "xlsx", "doc",
+    "docx", "ppt", "pptx", "odt", "ods", "wav", "ogg", "webm", "avi", "mkv", "flac", "woff",
+    "woff2", "ttf", "otf", "eot", "gz", "tgz", "bz2", "xz", "rar", "tar", "jar", "war", "exe",
+    "dll", "dylib", "bin", "dmg", "deb", "rpm", "apk", "ipa", "iso", "img", "bak", "tmp", "swp",
+    "ini", "cfg", "conf", "toml", "env", "lottie", "sketch", "kt", "java", "class", "swift", "go",
+    "rb", "php", "cpp", "hpp", "vue", "svelte", "sql", "sqlite", "db", "parquet", "proto", "wasm",
+)  # fmt: skip
+_FILE_EXTENSIONS = frozenset(_EXTENSIONS)
+
+
 def emails(t: str) -> Iterator[Raw]:
     """Addresses around each ``@``: a left scan for the local part, a regex for the domain."""
     i = t.find("@")
@@ -33,12 +49,22 @@ def emails(t: str) -> Iterator[Raw]:
         # "https://user@host" names an account on a host, not a mailbox.
         if j < i and not t.endswith("//", 0, j):
             m = _DOMAIN.match(t, i + 1)
-            if m is not None:
+            if m is not None and _mailbox(t, m):
                 yield ("EMAIL", j, m.end(), P_EMAIL)
                 last_end = m.end()
                 i = t.find("@", last_end)
                 continue
         i = t.find("@", i + 1)
+
+
+def _mailbox(t: str, m: re.Match[str]) -> bool:
+    """The domain after an ``@`` names a mail host: not a file name, not an scp target."""
+    domain = m.group()
+    if domain[domain.rfind(".") + 1 :].lower() in _FILE_EXTENSIONS:
+        return False
+    # "git@github.com:org/repo.git" is an SSH remote (a colon right before a path).
+    end = m.end()
+    return not (t.startswith(":", end) and end + 1 < len(t) and _is_word(t[end + 1]))
 
 
 # --------------------------------------------------------------------------- IP addresses

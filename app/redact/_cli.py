@@ -1,4 +1,4 @@
-"""``dify-bridge redact [--route NAME] [--json]``: try a route's rules on text from stdin."""
+"""``dify-bridge redact [--route NAME] [--json] [--jsonl]``: try a route's rules on stdin."""
 
 from __future__ import annotations
 
@@ -30,6 +30,13 @@ def _parser() -> _Parser:
         description="Read messages from stdin, one per line, and print them as the route would "
         "send them to Dify. Pseudonymize mode numbers placeholders across all lines, as one "
         "thread would; nothing is stored.",
+    )
+    p.add_argument(
+        "--jsonl",
+        action="store_true",
+        help='whole messages, one JSON string per line (or an object with a "text" key), so a '
+        "message may hold line breaks; each result is printed as a JSON string (or, with --json, "
+        "an object)",
     )
     p.add_argument("--route", metavar="NAME", help="use this route's redaction settings")
     p.add_argument(
@@ -66,7 +73,7 @@ def run_cli(
         stderr.write(f"dify-bridge redact: unknown route {args.route!r}; routes: {known}\n")
         return 2
     try:
-        redactor = get_redactor(cfg.entities)
+        redactor = get_redactor(cfg.entities, cfg.phone_regions)
     except ConfigError as e:
         stderr.write(f"dify-bridge redact: {e}\n")
         return 1
@@ -88,13 +95,27 @@ def run_cli(
         return replace(line, found, pseudo), found
 
     try:
-        for raw in stdin:
+        for number, raw in enumerate(stdin, 1):
             line = raw[:-1] if raw.endswith("\n") else raw
             line = line[:-1] if line.endswith("\r") else line
+            if args.jsonl:
+                if not line.strip():
+                    continue  # JSON Lines readers skip blank lines too
+                message = _message(line)
+                if message is None:
+                    stderr.write(
+                        f"dify-bridge redact: line {number} is not a JSON string or an object "
+                        'with a "text" string (with --jsonl each line is one message, e.g. '
+                        '"line one\\nline two")\n'
+                    )
+                    return 1
+                line = message
             text, found = sub(line)
             if args.json:
                 entities = [{"type": f.type, "start": f.start, "end": f.end} for f in found]
                 stdout.write(json.dumps({"text": text, "entities": entities}, ensure_ascii=False))
+            elif args.jsonl:
+                stdout.write(json.dumps(text, ensure_ascii=False))
             else:
                 stdout.write(text)
             stdout.write("\n")
@@ -103,6 +124,17 @@ def run_cli(
         return 1
     stdout.flush()
     return 0
+
+
+def _message(line: str) -> str | None:
+    """The message a ``--jsonl`` line holds: a JSON string, or an object's ``"text"``."""
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    if isinstance(value, dict):
+        value = value.get("text")
+    return value if isinstance(value, str) else None
 
 
 __all__ = ["run_cli"]

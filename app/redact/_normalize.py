@@ -25,6 +25,9 @@ for _cp in (0x2010, 0x2011, 0x2012, 0x2013, 0x2014, 0x2015, 0x2212, 0xFE63):
 for _cp in range(0x0E50, 0x0E5A):
     _FOLD[_cp] = _cp - 0x0E50 + 0x30
 _FOLD[0xFF61] = 0x2E  # ｡ half-width ideographic full stop
+# The full-width slash separates items in CJK text ("sato@example.jp／080-4421-9087"); as "/"
+# it would glue the number to the address before it like a path.
+_FOLD[0xFF0F] = 0x20
 
 # Runs of characters to fold; Japanese prose has few (full-width punctuation), so folding only
 # the runs is much cheaper than translating the whole text.

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 
 from app.redact import _checksums as ck
-from app.redact import _phone
+from app.redact import _phone, _phone_cues
 from app.redact._scan import P_ID, P_IP, P_PHONE, Raw, first_digit
 from app.redact._scan import is_word as _is_word
 
@@ -42,8 +42,21 @@ _REF_WORDS = (
     "reference", "ref", "case", "incident", "build", "issue", "job", "run", "po", "sku", "item",
     "product", "serial", "model", "part", "account no", "注文", "受注", "発注", "伝票",
     "問い合わせ", "予約", "請求書", "お問合せ", "订单", "单号", "工单", "快递", "เลขที่คำสั่งซื้อ",
+    # product and barcode numbers: a JAN/EAN code may pass a national id's check digit
+    "商品コード", "janコード", "jan", "ean", "ean-13", "ean13", "gtin", "upc", "barcode",
+    "バーコード", "品番", "型番", "条码",
+    "商品编码", "货号", "บาร์โค้ด", "รหัสสินค้า",
+    # the same records in the other languages whose phone words are known
+    "commande", "facture", "dossier", "référence", "série", "colis", "bestellung",
+    "bestellnummer", "rechnung", "rechnungsnummer", "auftrag", "auftragsnummer", "kundennummer",
+    "vorgang", "vorgangsnummer", "sendungsnummer", "seriennummer", "pedido", "factura",
+    "referencia", "encomenda", "fatura", "referência", "ordine", "fattura", "주문", "송장",
+    "운송장", "예약",
 )  # fmt: skip
-_REF_SUFFIXES = ("no", "number", "num", "id", "code", "番号", "号")
+_REF_SUFFIXES = ("no", "number", "num", "id", "code", "番号", "号", "nr", "nº", "n°", "numéro",
+                 "numero", "número", "nummer", "번호")  # fmt: skip
+# "order number is", "le numéro de commande est": the verb between a label and its value.
+_LABEL_VERBS = (" is", " es", " est", " ist", " é", " è", " lautet", "は", "是", "คือ", "는", "은")
 # Identifier-style keys in code and JSON: user_id, orderId, item_count, "size": ...
 _ID_KEYS = ("_id", "Id", "_no", "_num", "_count", "Count", "_size", "Size", "_bytes", "_seq",
             "_offset", "_nonce")  # fmt: skip
@@ -54,6 +67,16 @@ _PHONE_WORDS = ("call", "phone", "tel", "mobile", "cell", "fax", "contact", "rea
                 "sms", "whatsapp", "line", "number", "dial", "電話", "携帯", "連絡", "番号",
                 "电话", "手机", "联系", "โทร", "เบอร์", "ติดต่อ")  # fmt: skip
 _SSN_WORDS = ("ssn", "social security", "社会保障")
+_CARD_WORDS = ("card", "visa", "カード", "クレジット", "卡", "karte", "carte", "tarjeta", "cartão",
+               "cartao", "carta", "บัตร", "카드")  # fmt: skip
+_ID_CARD_WORDS = ("id card", "identity card", "บัตรประชาชน", "บัตรประจำตัว", "マイナンバーカード",
+                  "個人番号カード", "身份证", "carte d'identité", "tarjeta de identidad",
+                  "personalausweis", "주민등록")  # fmt: skip
+# Key names for a person's own numbers, which no "_id"/"_no" suffix makes a record number.
+_PERSONAL_KEYS = ("card", "phone", "tel", "mobile", "cell", "fax", "national", "resident",
+                  "citizen", "ssn", "nino", "insurance", "passport", "tax", "mynumber",
+                  "my_number", "kojin", "personal", "iban", "sfz", "shenfen", "identity",
+                  "contact")  # fmt: skip
 
 
 def _ends_with_word(low: str, words: tuple[str, ...]) -> bool:
@@ -76,15 +99,33 @@ def _reference_label(before: str) -> bool:
     if s.endswith(_ID_KEYS) and any(c in before[len(s) :] for c in ":="):
         key = next(k for k in _ID_KEYS if s.endswith(k))
         if len(s) > len(key) and s[-len(key) - 1].isascii() and s[-len(key) - 1].isalnum():
-            return True
+            # "national_id", "card_no", "phoneNo" name the person's own numbers, not records.
+            stem = s[max(0, len(s) - len(key) - 24) : len(s) - len(key)].lower()
+            return not any(w in stem for w in _PERSONAL_KEYS)
     low = s.lower()
+    if low.endswith(_LABEL_VERBS):
+        low = low[: low.rfind(next(v for v in _LABEL_VERBS if low.endswith(v)))].rstrip(_LABEL_TAIL)
     if _ends_with_word(low, _REF_WORDS):
         return True
     if not low.endswith(_REF_SUFFIXES):
         return False
     for suffix in _REF_SUFFIXES:
         if _ends_with_word(low, (suffix,)):
-            return _ends_with_word(low[: -len(suffix)].rstrip(_LABEL_TAIL), _REF_WORDS)
+            head = low[: -len(suffix)].rstrip(_LABEL_TAIL)
+            # "numéro de commande", "número do pedido": the record word after the number word
+            return _ends_with_word(head, _REF_WORDS)
+    return _mentions_record_after_number(low)
+
+
+_OF = re.compile(r"(?:numéro|numero|número|nummer|number|n°|nº|no\.?)\s+(?:de|do|da|del|of|der)\s+")
+
+
+def _mentions_record_after_number(low: str) -> bool:
+    """``numéro de commande``, ``número do pedido``, ``number of the order``: a record."""
+    for m in _OF.finditer(low, max(0, len(low) - 40)):
+        tail = low[m.end() :].split()
+        if tail and tail[-1] in _REF_WORDS and len(tail) <= 2:
+            return True
     return False
 
 
@@ -97,8 +138,12 @@ def _time_label(before: str) -> bool:
 
 
 def _version_label(before: str) -> bool:
+    if before.endswith(("==", ">=", "<=", "~=")):
+        return True
     s = before.rstrip(" \t:=")
-    return s.endswith(("==", ">=", "<=", "~=", "@")) or _ends_with_word(s.lower(), _VERSION_WORDS)
+    # No "@": "user@10.0.0.5" and "postgres://u:p@10.0.0.5" name hosts; a package pinned to a
+    # four-part version is rare enough to redact.
+    return s.endswith(("==", ">=", "<=", "~=")) or _ends_with_word(s.lower(), _VERSION_WORDS)
 
 
 def _mentions(window: str, words: tuple[str, ...]) -> bool:
@@ -120,10 +165,11 @@ _HAN = re.compile("[\u4e00-\u9fff]")
 class _Ctx:
     """Per-message facts that several candidates need; computed lazily, once."""
 
-    __slots__ = ("_order", "t")
+    __slots__ = ("_order", "regions", "t")
 
-    def __init__(self, t: str) -> None:
+    def __init__(self, t: str, regions: tuple[str, ...] = ()) -> None:
         self.t = t
+        self.regions = regions
         self._order: tuple[str, ...] | None = None
 
     def before(self, pos: int, width: int = 40) -> str:
@@ -143,6 +189,21 @@ class _Ctx:
             else:
                 self._order = _phone.DEFAULT_ORDER
         return self._order
+
+    def phone_words(self, a: int, b: int) -> tuple[str, ...] | None:
+        """Regions of the phone words just around ``t[a:b]``, ``None`` if there are none."""
+        t = self.t
+        return _phone_cues.phone_word_regions(t[max(0, a - 48) : a] + " " + t[b : b + 32])
+
+    def cue_regions(self, a: int, b: int, plain: bool) -> tuple[str, ...]:
+        """Regions whose national plans ``t[a:b]`` may be tried in, from its context: phone
+        words around it, countries named near it, the route's ``phone_regions``. Digits with
+        no separator ("0612345678") need a phone word: alone they are as likely an id."""
+        words = self.phone_words(a, b)
+        if words is None and plain:
+            return ()
+        countries = _phone_cues.country_regions(self.t[max(0, a - 160) : b + 80])
+        return tuple(dict.fromkeys((*countries, *self.regions, *(words or ()))))
 
 
 def _th_or_corporate(digits: str, near: str, prev: str) -> str:
@@ -181,13 +242,14 @@ def _classify(ctx: _Ctx, a: int, b: int) -> Raw | None:
     nxt = t[b] if b < len(t) else ""
 
     # China resident id ends with the check character X.
-    if n == 17 and plain and nxt in "Xx" and not _is_word(t[b + 1 : b + 2] or " "):
+    cn_groups = plain or (groups in ([6, 8, 3], [6, 4, 4, 3]) and seps <= {" ", "-"})
+    if n == 17 and cn_groups and nxt in "Xx" and not _is_word(t[b + 1 : b + 2] or " "):
         if ck.cn_resident_id_ok(digits + "X"):
             return ("CN_RESIDENT_ID", a, b + 1, P_ID)
         return None
     if nxt and _is_word(nxt) and not (nxt in "xe" and s[0] in "+(0123456789"):
         return None
-    if n == 18 and (plain or groups == [6, 8, 4]) and ck.cn_resident_id_ok(digits):
+    if n == 18 and (plain or groups in ([6, 8, 4], [6, 4, 4, 4])) and ck.cn_resident_id_ok(digits):
         return ("CN_RESIDENT_ID", a, b, P_ID)
 
     before = ctx.before(a)
@@ -215,6 +277,18 @@ def _classify(ctx: _Ctx, a: int, b: int) -> Raw | None:
     )
     if 13 <= n <= 19 and card_shape and ck.card_prefix_ok(digits) and ck.luhn_ok(digits):
         return ("CREDIT_CARD", a, b, P_ID)
+    # An old 13-digit Visa, or a number read out in fours ("4148 5253 8885 9"): only where the
+    # message speaks of a card, as 13 digits are also ids and barcodes.
+    dictated = len(seps) == 1 and seps <= {" ", "-"} and groups[:3] == [4, 4, 4]
+    if (
+        n == 13
+        and digits[0] == "4"
+        and (plain or dictated)
+        and ck.luhn_ok(digits)
+        and _mentions(t[max(0, a - 60) : b + 30], _CARD_WORDS)
+        and not _mentions(t[max(0, a - 60) : b + 30], _ID_CARD_WORDS)
+    ):
+        return ("CREDIT_CARD", a, b, P_ID)
     grouped_444 = groups == [4, 4, 4] and len(seps) == 1 and seps <= {" ", "-"}
     if n == 12 and (plain or grouped_444) and ck.my_number_ok(digits):
         return ("JP_MY_NUMBER", a, b, P_ID)
@@ -237,8 +311,13 @@ def _phone_at(
     t = ctx.t
     if n > 15:
         return None
+    ok = False
     if s[0] == "+":
         ok = n >= 8 and _phone.valid_international(digits)
+        if not ok and n >= 8 and ctx.phone_words(a, b) is not None:
+            # "Mobile: +44 7700 900123": ranges the metadata does not know as assigned yet (or
+            # keeps for drama) are still phone numbers when the message says so.
+            ok = _phone.possible_international(s)
     elif digits.startswith("00") and not plain and n >= 10:
         ok = _phone.valid_international(digits[2:])
     elif digits[0] == "0":
@@ -253,8 +332,12 @@ def _phone_at(
         or (plain and n == 10 and _mentions(ctx.before(a, 48), _PHONE_WORDS))
     ):
         ok = _phone.valid_nanp(digits)
-    else:
-        return None
+    # "(123) 456-7890" is written the US way: a wrong US number, not some other country's.
+    us_way = s[0] == "(" and _NANP_SHAPE.fullmatch(s) is not None
+    if not ok and s[0] != "+" and not digits.startswith("00") and not us_way:
+        # Not one of the six plans tried everywhere: any country's, when the context says so.
+        regions = ctx.cue_regions(a, b, plain)
+        ok = bool(regions) and _phone.valid_in_regions(s, regions)
     if not ok:
         return None
     m = _EXTENSION.match(t, b)
@@ -285,8 +368,11 @@ def _candidates(t: str, start: int) -> Iterator[re.Match[str]]:
         yield from _NUM.finditer(t, loose.start(), loose.end())
 
 
-def numbers(t: str) -> Iterator[Raw]:
-    """Digit runs: cards, national ids, SSNs, phone numbers. Validators run only on candidates."""
+def numbers(t: str, regions: tuple[str, ...] = ()) -> Iterator[Raw]:
+    """Digit runs: cards, national ids, SSNs, phone numbers. Validators run only on candidates.
+
+    ``regions``: the route's ``phone_regions``, whose national numbers count as phones when
+    written with separators ("612 34 56 78" for ES), or after a phone word."""
     ctx: _Ctx | None = None
     start = first_digit(t)
     if start == -1:
@@ -305,6 +391,9 @@ def numbers(t: str) -> Iterator[Raw]:
             s, b = s[:-1], b - 1
         if s.startswith("(") and ")" not in s:
             s, a = s[1:], a + 1
+        # "（4111111111111111）": brackets around the whole number, not a "(415)" area code.
+        if s.startswith("(") and s.endswith(")") and s.count("(") == 1 and s.count(")") == 1:
+            s, a, b = s[1:-1], a + 1, b - 1
         prev = t[a - 1] if a > 0 else ""
         glued = (_is_word(prev) and prev != "T") or prev == "#"
         glued = glued or (prev == "T" and a > 1 and _is_word(t[a - 2]))
@@ -323,7 +412,7 @@ def numbers(t: str) -> Iterator[Raw]:
             a, s = a + space + 1, s[space + 1 :]
             prev = " "
         if ctx is None:
-            ctx = _Ctx(t)
+            ctx = _Ctx(t, regions)
         if prev != "T" and not s.startswith("+") and _reference_label(ctx.before(a, 32)):
             continue
         found = _classify(ctx, a, b)
@@ -344,6 +433,9 @@ def numbers(t: str) -> Iterator[Raw]:
             ndig.append(ndig[-1] + len(t[cuts[k - 1] : cuts[k] - 1].translate(_SEPS)))
         i = 0
         while i < len(cuts) - 1:
+            if i == 1 and s.startswith(("+", "00")):
+                i += 1  # what follows "+44 " is that country's number, not another's
+                continue
             for j in range(len(cuts) - 1, i, -1):
                 if i == 0 and j == len(cuts) - 1:
                     continue

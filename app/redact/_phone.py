@@ -13,10 +13,13 @@ import re
 
 from phonenumbers import (
     COUNTRY_CODE_TO_REGION_CODE,
+    NumberParseException,
     PhoneMetadata,
     PhoneNumber,
+    is_possible_number,
     is_valid_number,
     is_valid_number_for_region,
+    parse,
 )
 
 # Regions with a "0" trunk prefix, and their country codes.
@@ -127,3 +130,26 @@ def valid_nanp(digits: str) -> bool:
 def valid_cn_mobile(digits: str) -> bool:
     """China mobile numbers are written without a trunk prefix: 1[3-9] and 11 digits."""
     return len(digits) == 11 and _valid(86, digits, "CN")
+
+
+def valid_in_regions(written: str, regions: tuple[str, ...]) -> bool:
+    """``written`` (digits and separators, no ``+``) is a valid national number in one of
+    ``regions``. The library's own parser handles each country's trunk prefix; it is slow
+    (~17 us a region), so callers ask only when the context names a phone or a country."""
+    for region in regions:
+        try:
+            num = parse(written, region)
+        except NumberParseException:
+            continue
+        if is_valid_number_for_region(num, region):
+            return True
+    return False
+
+
+def possible_international(written: str) -> bool:
+    """``written`` ("+44 7700 900123") has a known country code and a length that country
+    uses, whether or not the range is assigned."""
+    try:
+        return bool(is_possible_number(parse(written, None)))
+    except NumberParseException:
+        return False

@@ -7,8 +7,18 @@ starts from something cheap to find (``str.find`` of a marker, an ``@``, the fir
 """
 
 from app.redact._addresses import emails, ibans, ipv6_addresses
+from app.redact._nino import ninos
 from app.redact._numbers import numbers
 from app.redact._scan import Raw
 from app.redact._secrets import secrets, url_credentials
 
-__all__ = ["Raw", "emails", "ibans", "ipv6_addresses", "numbers", "secrets", "url_credentials"]
+__all__ = [
+    "Raw",
+    "emails",
+    "ibans",
+    "ipv6_addresses",
+    "ninos",
+    "numbers",
+    "secrets",
+    "url_credentials",
+]

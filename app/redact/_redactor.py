@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from app.errors import ConfigError
 from app.redact import _recognizers as rec
 from app.redact._normalize import fold
+from app.redact._phone_cues import supported_region
 from app.redact._types import ENTITY_TYPES, Finding
 
 _Recognizer = Callable[[str], Iterator[rec.Raw]]
@@ -20,6 +21,7 @@ _RECOGNIZERS: tuple[tuple[_Recognizer, frozenset[str]], ...] = (
     (rec.emails, frozenset({"EMAIL"})),
     (rec.ibans, frozenset({"IBAN"})),
     (rec.ipv6_addresses, frozenset({"IP_ADDRESS"})),
+    (rec.ninos, frozenset({"UK_NINO"})),
     (
         rec.numbers,
         frozenset(
@@ -58,6 +60,24 @@ def parse_entities(entities: Iterable[str]) -> frozenset[str]:
     return frozenset(wanted)
 
 
+def parse_regions(regions: Iterable[str]) -> tuple[str, ...]:
+    """Validate ``phone_regions`` (ISO 3166 alpha-2 codes with a numbering plan), upper-cased."""
+    if isinstance(regions, str):
+        regions = (regions,)
+    out: list[str] = []
+    for raw in regions:
+        code = str(raw).strip().upper()
+        if not supported_region(code):
+            raise ConfigError(
+                f"unknown phone region {raw!r}; use ISO 3166 two-letter country codes "
+                "such as FR, ES, BR, KR",
+                key="redaction.phone_regions",
+            )
+        if code not in out:
+            out.append(code)
+    return tuple(out)
+
+
 def marker(entity_type: str) -> str:
     """The typed marker that replaces a value in ``redact`` mode."""
     return f"[{entity_type}]"
@@ -70,11 +90,20 @@ class Redactor:
     thread-safe. Offsets always refer to the text the caller passed in.
     """
 
-    __slots__ = ("_recognizers", "entities")
+    __slots__ = ("_recognizers", "entities", "phone_regions")
 
-    def __init__(self, entities: Iterable[str] = ("ALL",)) -> None:
+    def __init__(
+        self, entities: Iterable[str] = ("ALL",), phone_regions: Iterable[str] = ()
+    ) -> None:
         self.entities: frozenset[str] = parse_entities(entities)
-        self._recognizers = tuple(fn for fn, types in _RECOGNIZERS if types & self.entities)
+        self.phone_regions: tuple[str, ...] = parse_regions(phone_regions)
+        self._recognizers = tuple(
+            partial(rec.numbers, regions=self.phone_regions)
+            if fn is rec.numbers and self.phone_regions
+            else fn
+            for fn, types in _RECOGNIZERS
+            if types & self.entities
+        )
 
     def find(self, text: str) -> list[Finding]:
         """Non-overlapping findings sorted by start; offsets into ``text``."""
@@ -126,10 +155,10 @@ def replace(text: str, findings: list[Finding], sub: Callable[[Finding], str]) -
 
 
 @lru_cache(maxsize=64)
-def _cached(entities: frozenset[str]) -> Redactor:
-    return Redactor(entities)
+def _cached(entities: frozenset[str], phone_regions: tuple[str, ...]) -> Redactor:
+    return Redactor(entities, phone_regions)
 
 
-def get_redactor(entities: Iterable[str] = ("ALL",)) -> Redactor:
-    """A shared :class:`Redactor` for this set of entity types (built once per set)."""
-    return _cached(parse_entities(entities))
+def get_redactor(entities: Iterable[str] = ("ALL",), phone_regions: Iterable[str] = ()) -> Redactor:
+    """A shared :class:`Redactor` for this set of entity types and phone regions (built once)."""
+    return _cached(parse_entities(entities), parse_regions(phone_regions))

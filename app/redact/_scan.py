@@ -7,7 +7,9 @@ import string
 Raw = tuple[str, int, int, int]
 """``(type, start, end, priority)``; the redactor resolves overlaps by priority."""
 
-P_SECRET, P_URLCRED, P_EMAIL, P_IBAN, P_ID, P_IP, P_PHONE = 100, 90, 80, 70, 60, 55, 50
+# Credentials in a link outrank a token inside them ("https://bot:glpat-…@host"): the
+# finding covers the whole user:password part.
+P_SECRET, P_URLCRED, P_EMAIL, P_IBAN, P_ID, P_IP, P_PHONE = 100, 102, 80, 70, 60, 55, 50
 
 
 def is_word(ch: str) -> bool:

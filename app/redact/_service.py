@@ -47,8 +47,8 @@ def canonical(entity_type: str, value: str) -> str:
     v = fold(value)
     if entity_type in ("EMAIL", "IP_ADDRESS"):
         return v.lower()
-    if entity_type == "IBAN":
-        return v.replace(" ", "").upper()
+    if entity_type in ("IBAN", "UK_NINO"):
+        return v.replace(" ", "").replace("-", "").upper()
     if entity_type in ("PHONE", "CREDIT_CARD", "US_SSN", "JP_MY_NUMBER", "JP_CORPORATE_NUMBER",
                        "CN_RESIDENT_ID", "TH_NATIONAL_ID"):  # fmt: skip
         return "".join(c for c in v if c.isdigit() or c in "+Xx").upper()
@@ -89,7 +89,7 @@ class RedactionService:
 
     def check(self, cfg: RedactionConfig, *, route: str = "") -> None:
         """Raise :class:`ConfigError` if ``cfg`` cannot work (startup check for every route)."""
-        get_redactor(cfg.entities)
+        get_redactor(cfg.entities, cfg.phone_regions)
         if cfg.mode is RedactionMode.PSEUDONYMIZE and self._vault is None:
             where = f"route {route!r} " if route else "a route "
             raise ConfigError(
@@ -111,7 +111,7 @@ class RedactionService:
         if cfg.mode is RedactionMode.OFF:
             return Prepared(query, dict(extra), {}, False, None, cfg.mode, cfg.notify)
         self.check(cfg)
-        redactor = get_redactor(cfg.entities)
+        redactor = get_redactor(cfg.entities, cfg.phone_regions)
         texts: dict[str | None, str] = {None: query, **{k: str(v) for k, v in extra.items()}}
         findings = {k: redactor.find(v) for k, v in texts.items()}
         found: Counter[str] = Counter(f.type for fs in findings.values() for f in fs)

@@ -57,8 +57,11 @@ API
     pops one. ``endpoint_faults[name]`` (or ``fail_endpoint(name, fault)``): faults for other
     endpoints, ``name`` one of
     ``stop``, ``feedbacks``, ``suggested``, ``messages``, ``conversations``, ``parameters``,
-    ``info``, ``files/upload``, ``audio-to-text`` (only ``http``, ``garbage`` and
-    ``slow_first_byte`` make sense there).
+    ``info``, ``files/upload``, ``audio-to-text``, ``form`` (a Human Input submit; only
+    ``http``, ``garbage`` and ``slow_first_byte`` make sense there).
+    ``human_input`` (dict): the run pauses on a Human Input form; the form endpoints, the
+    re-attach stream and the test helpers are in ``tests/fakes/dify_hitl.py``. Requests to them
+    are checked against Dify's OpenAPI; breaches land in ``FakeDify.spec_violations``.
     State: ``requests`` (this app's calls only: handy with a session-wide fake),
     ``conversations`` (id -> :class:`FakeConversation`), ``messages`` (id ->
     :class:`FakeMessage`), ``uploads`` (id -> :class:`FakeUpload`), ``running`` (task ids of
@@ -114,7 +117,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from tests.fakes import referees
+from tests.fakes import dify_hitl, referees
 
 MODES = ("chat", "advanced-chat", "agent-chat", "completion", "workflow")
 CHAT_MODES = ("chat", "advanced-chat", "agent-chat")
@@ -317,6 +320,8 @@ _KNOBS: dict[str, Any] = {
     "keep_open_seconds": 30.0,
     "gzip": False,
     "workflow_error": "Node LLM run failed: model timeout",
+    # Human Input (advanced-chat, workflow): see tests/fakes/dify_hitl.py.
+    "human_input": None,
 }
 
 
@@ -360,6 +365,7 @@ class FakeApp:
         self.keep_open_seconds: float
         self.gzip: bool
         self.workflow_error: str
+        self.human_input: dict[str, Any] | None
         self.faults: deque[Fault] = deque()
         self.endpoint_faults: dict[str, deque[Fault]] = {}
         self.conversations: dict[str, FakeConversation] = {}
@@ -404,6 +410,8 @@ class FakeApp:
 _REC = web.RequestKey("rec", RecordedRequest)
 _BODY = web.RequestKey("body", object)
 _APP = web.RequestKey("app", FakeApp)
+# Why Dify's OpenAPI refuses this request, for handlers that answer such a request themselves.
+SPEC_PROBLEM = web.RequestKey("spec_problem", str)
 
 
 class _HTTPFail(Exception):
@@ -501,9 +509,10 @@ class FakeDify:
         self.apps: dict[str, FakeApp] = {}
         self.requests: list[RecordedRequest] = []
         # Dify's OpenAPI document judges every request (tests/fakes/referees.py); what it
-        # refuses gets Dify's 400 invalid_param and is kept here and in referees.VIOLATIONS.
+        # refuses is kept here and in referees.VIOLATIONS (and fails the test).
         self.referee = referees.dify_spec() if referee else None
         self.spec_violations: list[str] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self._closing = False
         self.base_url = ""
@@ -529,6 +538,7 @@ class FakeDify:
         r.add_get("/v1/info", self._info)
         r.add_post("/v1/files/upload", self._upload)
         r.add_post("/v1/audio-to-text", self._audio)
+        dify_hitl.install(self, r)
         self._runner = web.AppRunner(
             webapp, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
         )
@@ -544,6 +554,8 @@ class FakeDify:
 
     async def close(self) -> None:
         self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
         for app in self.apps.values():
             for _, ev in app.running.values():
                 ev.set()
@@ -560,8 +572,17 @@ class FakeDify:
 
     def add_app(self, api_key: str, *, mode: str = "chat", name: str = "Fake app", **knobs: Any):
         app = FakeApp(api_key, mode=mode, name=name, **knobs)
+        dify_hitl.state(app)
         self.apps[api_key] = app
         return app
+
+    async def submit_elsewhere(self, app: FakeApp, token: str, action: str) -> None:
+        """A Human Input form is answered outside the bridge (Dify's own web form)."""
+        await dify_hitl.submit_elsewhere(self, app, token, action)
+
+    async def expire_form(self, app: FakeApp, token: str) -> None:
+        """A Human Input form's timeout fires (``human_input_form_timeout``)."""
+        await dify_hitl.expire_form(self, app, token)
 
     def app(self, api_key: str) -> FakeApp:
         return self.apps[api_key]
@@ -636,10 +657,12 @@ class FakeDify:
             body=raw or None,
         )
         if problem is not None:
+            # Noted, not answered: the handlers answer in Dify's own words (a missing user is
+            # "Arg user must be provided."), and the test fails on the note either way.
             line = f"Dify {request.method} {path}: {problem}"
             self.spec_violations.append(line)
             referees.VIOLATIONS.append(line)
-            raise _HTTPFail(400, "invalid_param", problem)
+            request[SPEC_PROBLEM] = problem
 
     async def _endpoint_fault(self, request: web.Request, name: str) -> web.StreamResponse | None:
         app: FakeApp = request[_APP]
@@ -1153,7 +1176,8 @@ class FakeDify:
             else None
         )
         try:
-            for kind, payload in self._plan(gen):
+            steps = dify_hitl.plan(self, gen) if dify_hitl.applies(app) else self._plan(gen)
+            for kind, payload in steps:
                 if (
                     kind in ("text", "end_of_text")
                     and mid is not None

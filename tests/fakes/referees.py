@@ -13,10 +13,11 @@ platform's side instead, so that a fake and the code under test cannot agree on 
   limits (``Block.parse(...).to_dict()`` runs the models' validators), and streaming ``chunks``
   pass its chunk models.
 
-A fake that finds a problem answers the way the platform does (Dify: 400 ``invalid_param``;
-Slack: ``invalid_arguments``) and records the problem in :data:`VIOLATIONS`; the test session
-fails any test that leaves one there (see ``tests/conftest.py``), so a regression is named even
-where the code under test would swallow the error.
+Every problem is recorded in :data:`VIOLATIONS`, and the test session fails any test that leaves
+one there (see ``tests/conftest.py``), so a regression is named even where the code under test
+would swallow the error. The fake Slack also answers such a call as Slack does
+(``invalid_arguments`` / ``invalid_blocks`` / ``invalid_chunks``); the fake Dify answers in Dify's
+own words where it knows them (a missing user is "Arg user must be provided.").
 """
 
 from __future__ import annotations

@@ -213,6 +213,49 @@ class Message:
         return None
 
 
+def _state_values(blocks: list[dict[str, Any]], typed: dict[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for b in blocks:
+        if b.get("type") != "input":
+            continue
+        el = b.get("element") or {}
+        block_id, action_id = b.get("block_id", ""), el.get("action_id", "")
+        if el.get("type") == "static_select":
+            want = typed.get(block_id)
+            opt = next((o for o in el.get("options", []) if o.get("value") == want), None)
+            values[block_id] = {action_id: {"type": "static_select",
+                                            "selected_option": opt or el.get("initial_option")}}
+        else:
+            value = typed.get(block_id, el.get("initial_value"))
+            values[block_id] = {action_id: {"type": el.get("type"), "value": value}}
+    return values
+
+
+def _input_error(b: dict[str, Any]) -> str | None:
+    """Block Kit's rules for an input block (the ones our forms could break)."""
+    label = b.get("label") or {}
+    el = b.get("element") or {}
+    if label.get("type") != "plain_text" or not 0 < len(str(label.get("text", ""))) <= 2000:
+        return "invalid_blocks"
+    if len(str(b.get("block_id", ""))) > 255 or len(str(el.get("action_id", ""))) > 255:
+        return "invalid_blocks"
+    kind = el.get("type")
+    if kind == "plain_text_input":
+        if len(str(el.get("initial_value", ""))) > 3000:
+            return "invalid_blocks"
+    elif kind == "static_select":
+        opts = el.get("options") or []
+        if not 0 < len(opts) <= 100:
+            return "invalid_blocks"
+        for o in opts:
+            if len(str((o.get("text") or {}).get("text", ""))) > 75 or \
+                    len(str(o.get("value", ""))) > 150:
+                return "invalid_blocks"
+    else:
+        return "invalid_blocks"
+    return None
+
+
 @dataclass
 class Fault:
     method: str
@@ -301,6 +344,8 @@ class FakeSlack:
         self.missing_channels: set[str] = set()
         self.not_in_channels: set[str] = set()
         self.users: dict[str, dict[str, Any]] = {}
+        # Slack user groups (id -> member user ids), for usergroups.users.list.
+        self.usergroups: dict[str, list[str]] = {}
         self.hosted: dict[str, HostedFile] = {}
         self.uploads: dict[str, UploadedFile] = {}
         self.responses: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -551,9 +596,27 @@ class FakeSlack:
         return self.form({"payload": json.dumps(payload)}, secret=secret)
 
     def block_action(
-        self, team: Team, message: Message, button: dict[str, Any], *, user: str = "U0USER"
+        self,
+        team: Team,
+        message: Message,
+        button: dict[str, Any],
+        *,
+        user: str = "U0USER",
+        inputs: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """The ``block_actions`` payload Slack sends when ``user`` clicks ``button``."""
+        """The ``block_actions`` payload Slack sends when ``user`` clicks ``button``.
+
+        ``inputs``: what the user typed or picked in the message's input blocks (by block id);
+        the payload's ``state.values`` then holds every input block of the message, as Slack
+        sends it (untouched inputs with their initial value, or null)."""
+        payload = self._block_action(team, message, button, user=user)
+        if any(b.get("type") == "input" for b in message.blocks):
+            payload["state"] = {"values": _state_values(message.blocks, inputs or {})}
+        return payload
+
+    def _block_action(
+        self, team: Team, message: Message, button: dict[str, Any], *, user: str
+    ) -> dict[str, Any]:
         return {
             "type": "block_actions",
             "user": {"id": user, "username": "someone", "name": "someone", "team_id": team.id},
@@ -878,6 +941,8 @@ class FakeSlack:
                 return "invalid_blocks"
             if b["type"] == "actions" and not b.get("elements"):
                 return "invalid_blocks"
+            if b["type"] == "input" and (err := _input_error(b)):
+                return err
         if md_total > MARKDOWN_LIMIT:
             return "msg_too_long"
         if not text and not blocks:
@@ -1199,6 +1264,14 @@ class FakeSlack:
         if u is None:
             return 200, {"ok": False, "error": "user_not_found"}
         return 200, {"ok": True, "user": {**u, "team_id": team.id, "is_bot": False}}
+
+    def _m_usergroups_users_list(
+        self, p: dict[str, Any], team: Team
+    ) -> tuple[int, dict[str, Any]]:
+        group = self.usergroups.get(str(p.get("usergroup", "")))
+        if group is None:
+            return 200, {"ok": False, "error": "no_such_subteam"}
+        return 200, {"ok": True, "users": list(group)}
 
     def _m_files_info(self, p: dict[str, Any], team: Team) -> tuple[int, dict[str, Any]]:
         f = self.hosted.get(str(p.get("file", "")))
