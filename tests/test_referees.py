@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from tests.fakes import referees
+from tests.fakes.dify import FakeDify
 from tests.fakes.slack_api import FakeSlack
 
 SHARED_SPEC = Path(__file__).resolve().parents[2] / "shared" / "specs" / "openapi_service.json"
@@ -42,8 +43,9 @@ def test_the_spec_in_the_repo_is_the_one_the_project_was_given() -> None:
 
 @pytest.mark.referee_refuses
 async def test_a_chat_message_without_a_user_is_refused_as_dify_would(
-    fake_dify: Any, dify_app: Any
+    own_dify: Any, dify_app: Any
 ) -> None:
+    fake_dify = own_dify
     async with aiohttp.ClientSession() as http:
         resp = await http.post(
             fake_dify.base_url + "/chat-messages",
@@ -60,7 +62,8 @@ async def test_a_chat_message_without_a_user_is_refused_as_dify_would(
 
 
 @pytest.mark.referee_refuses
-async def test_a_query_of_the_wrong_type_is_refused(fake_dify: Any, dify_app: Any) -> None:
+async def test_a_query_of_the_wrong_type_is_refused(own_dify: Any, dify_app: Any) -> None:
+    fake_dify = own_dify
     async with aiohttp.ClientSession() as http:
         resp = await http.post(
             fake_dify.base_url + "/chat-messages",
@@ -72,7 +75,8 @@ async def test_a_query_of_the_wrong_type_is_refused(fake_dify: Any, dify_app: An
 
 
 @pytest.mark.referee_refuses
-async def test_an_endpoint_dify_does_not_have_is_named(fake_dify: Any, dify_app: Any) -> None:
+async def test_an_endpoint_dify_does_not_have_is_named(own_dify: Any, dify_app: Any) -> None:
+    fake_dify = own_dify
     async with aiohttp.ClientSession() as http:
         resp = await http.get(
             fake_dify.base_url + "/chat-history",
@@ -82,7 +86,8 @@ async def test_an_endpoint_dify_does_not_have_is_named(fake_dify: Any, dify_app:
     assert "Path not found" in referees.VIOLATIONS[-1]
 
 
-async def test_a_wrong_key_is_dify_s_401_not_a_referee_matter(fake_dify: Any) -> None:
+async def test_a_wrong_key_is_dify_s_401_not_a_referee_matter(own_dify: Any) -> None:
+    fake_dify = own_dify
     async with aiohttp.ClientSession() as http:
         resp = await http.post(
             fake_dify.base_url + "/chat-messages",
@@ -91,6 +96,20 @@ async def test_a_wrong_key_is_dify_s_401_not_a_referee_matter(fake_dify: Any) ->
         )
     assert resp.status == 401
     assert referees.VIOLATIONS == []
+
+
+@pytest.fixture
+async def own_dify() -> Any:
+    """A fake Dify of this module's own, so the refusals here stay out of the session's fake."""
+    fake = FakeDify()
+    await fake.start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+def dify_app(own_dify: Any) -> Any:
+    return own_dify.add_app("app-referee", mode="chat")
 
 
 @pytest.fixture
