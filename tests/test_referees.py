@@ -20,19 +20,6 @@ from tests.fakes.slack_api import FakeSlack
 SHARED_SPEC = Path(__file__).resolve().parents[2] / "shared" / "specs" / "openapi_service.json"
 
 
-@pytest.fixture(autouse=True)
-def _forget_deliberate_notes(request: pytest.FixtureRequest) -> Any:
-    """The fake Dify lives for the whole session and keeps its notes: the ones these stories
-    provoke on purpose must not reach later stories that check the list is empty."""
-    if "fake_dify" not in request.fixturenames:
-        yield
-        return
-    fake = request.getfixturevalue("fake_dify")
-    before = len(fake.spec_violations)
-    yield
-    del fake.spec_violations[before:]
-
-
 def test_the_spec_in_the_repo_is_the_one_the_project_was_given() -> None:
     if not SHARED_SPEC.exists():
         pytest.skip(f"no {SHARED_SPEC} beside this checkout to compare with")
