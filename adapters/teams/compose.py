@@ -34,17 +34,41 @@ CITATION_ABSTRACT = 160
 # with no text and this ``value`` (Teams copies the action's ``data`` into it).
 RESET_VALUE: dict[str, str] = {"difyBridge": "newTopic"}
 RESET_TITLE = "New topic"
+RESET_ACTIONS: dict[str, Any] = {
+    "type": "ActionSet",
+    "actions": [{"type": "Action.Submit", "title": RESET_TITLE, "data": dict(RESET_VALUE)}],
+}
+# The "Stop" button of an answer being edited in place (1:1 streams have Teams' own Stop).
+STOP_VALUE: dict[str, str] = {"difyBridge": "stop"}
+STOP_TITLE = "Stop"
+MAX_CARD_BYTES = 60_000
 AI_LABEL: dict[str, Any] = {
     "type": "https://schema.org/Message",
     "@type": "Message",
     "@context": "https://schema.org",
     "additionalType": ["AIGeneratedContent"],
 }
+STOP_CARD: dict[str, Any] = {
+    "contentType": _sdk.ADAPTIVE_CARD,
+    "content": {
+        "type": "AdaptiveCard",
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "version": "1.5",
+        "body": [
+            {
+                "type": "ActionSet",
+                "actions": [
+                    {"type": "Action.Submit", "title": STOP_TITLE, "data": dict(STOP_VALUE)}
+                ],
+            }
+        ],
+    },
+}
 
 
 @dataclass(slots=True)
 class Part:
-    """One outgoing message of a (possibly split) answer."""
+    """One outgoing message of a (possibly split) answer: text and at most one card."""
 
     text: str
     attachments: list[dict[str, Any]] = field(default_factory=list)
@@ -53,13 +77,62 @@ class Part:
     suggested: list[str] = field(default_factory=list)
 
 
+def layout(part: Part) -> str | None:
+    """``attachmentLayout`` that keeps a part one message.
+
+    Teams shows a message's text and each attachment of a ``list`` layout as separate messages,
+    and refuses an update that would become several (400 BadSyntax "Activity resulted into
+    multiple skype activities"; the Agents Playground applies the same rule). A ``carousel`` is
+    one message, so text with its one card goes as a carousel."""
+    return "carousel" if part.attachments and part.text else None
+
+
 def interim(text: str, status: str | None = None) -> str:
-    """What a growing answer looks like while it streams (status line in italics below)."""
-    shown = render.to_teams_markdown(text) if text else ""
+    """What a growing answer looks like in an edited message (status line in italics below).
+
+    The same conversion as the final message (tables become the "see table below" marker whose
+    card comes with the final message), with half-written Markdown healed. Empty while nothing
+    visible has arrived (an answer starting with ``## `` or a table row): the placeholder stays."""
+    shown = render.to_teams_markdown(text, tables="card") if text else ""
     if status:
         line = f"_{_one_line(status)}_"
-        shown = f"{shown}\n\n{line}" if shown else line
-    return shown
+        shown = f"{shown}\n\n{line}" if shown.strip() else line
+    return shown if shown.strip() else ""
+
+
+def streamable(text: str) -> str:
+    """The part of a growing answer a 1:1 stream may show, rendered as the final message is.
+
+    Teams wants every streamed text to extend the previous one, and healing half-written
+    Markdown would rewrite the end. So only complete blocks (up to the last blank line outside a
+    code fence) are rendered; a complete block renders the same whatever follows it."""
+    cut = _stable_end(text)
+    if cut <= 0:
+        return ""
+    return render.to_teams_markdown(text[:cut], tables="card", final=True).rstrip()
+
+
+def _stable_end(text: str) -> int:
+    """Offset just after the last blank line that is not inside a fenced code block."""
+    fence = ""
+    best = 0
+    pos = 0
+    for line in text.splitlines(keepends=True):
+        pos += len(line)
+        if not line.endswith("\n"):
+            break  # the line is still being written
+        stripped = line.strip()
+        if fence:
+            if stripped.startswith(fence) and not stripped.strip(fence[0]):
+                fence = ""
+            continue
+        if stripped.startswith(("```", "~~~")):
+            mark = stripped[0]
+            fence = mark * (len(stripped) - len(stripped.lstrip(mark)))
+            continue
+        if not stripped:
+            best = pos
+    return best
 
 
 def plain(text: str) -> str:
@@ -80,7 +153,11 @@ def final_parts(
     reset: bool = False,
     file_origin: str | None = None,
 ) -> list[Part]:
-    """The final answer as one or more messages; buttons and sources ride on the last one.
+    """The final answer as one message (several only when it exceeds Teams' size limit).
+
+    One message is the text (Teams Markdown, ``[n]`` citation markers, AI label, feedback,
+    suggestions) plus at most one Adaptive Card holding every table and the "New topic" button,
+    sent as a carousel (see :func:`layout`). Buttons and sources ride on the last message.
 
     ``reset``: the route offers a "New topic" button; it is shown only under an answer that
     belongs to a Dify conversation (not under the reset confirmation or one-shot answers).
@@ -104,41 +181,68 @@ def final_parts(
     if citations:
         # The claims belong with the text holding their [n] markers.
         parts[-1].entities = [{**AI_LABEL, "citation": citations}]
-    cards = [
-        {"contentType": _sdk.ADAPTIVE_CARD, "content": render.teams_table_card(t)} for t in tables
-    ]
-    if cards and part_bytes(parts[-1]) + sum(_json_bytes(c) for c in cards) <= MAX_PART_BYTES:
-        parts[-1].attachments = cards
-    else:
-        # Too big together: each card in a message of its own (one card is at most ~48 KB).
-        parts += [Part(text="", attachments=[c], entities=[dict(AI_LABEL)]) for c in cards]
+    body: list[dict[str, Any]] = []
+    for t in tables:
+        body += render.teams_table_card(t)["body"]
+    if reset and extras.conversation_id:
+        body.append(RESET_ACTIONS)
+    cards = _pack(body)
+    if cards and part_bytes(parts[-1]) + _json_bytes(cards[0]) <= MAX_PART_BYTES:
+        parts[-1].attachments = [cards.pop(0)]
+    # Too big together: the rest in card-only messages (one card is at most ~60 KB).
+    parts += [Part(text="", attachments=[c], entities=[dict(AI_LABEL)]) for c in cards]
     last = parts[-1]
     if feedback and extras.dify_message_id:
         last.channel_data = {"feedbackLoop": {"type": "default"}}
     if suggestions and extras.suggested:
         last.suggested = [s[:200] for s in extras.suggested[:5] if s.strip()]
-    if reset and extras.conversation_id:
-        last.attachments = [*last.attachments, reset_card()]
     return parts
 
 
-def reset_card() -> dict[str, Any]:
-    """The "New topic" button as an attachment (an ActionSet, so the card body is never empty)."""
-    action = {"type": "Action.Submit", "title": RESET_TITLE, "data": dict(RESET_VALUE)}
+def _pack(body: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Card elements into as few cards as fit ``MAX_CARD_BYTES`` each, in order."""
+    cards: list[list[dict[str, Any]]] = []
+    size = 0
+    for element in body:
+        n = _json_bytes(element)
+        if not cards or size + n > MAX_CARD_BYTES:
+            cards.append([])
+            size = 0
+        cards[-1].append(element)
+        size += n
+    return [_card(b) for b in cards]
+
+
+def _card(body: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "contentType": _sdk.ADAPTIVE_CARD,
         "content": {
             "type": "AdaptiveCard",
             "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
             "version": "1.5",
-            "body": [{"type": "ActionSet", "actions": [action]}],
+            "body": body,
         },
     }
+
+
+def reset_card() -> dict[str, Any]:
+    """The "New topic" button alone as an attachment."""
+    return _card([RESET_ACTIONS])
+
+
+def stop_card() -> dict[str, Any]:
+    """The "Stop" button under an answer that is still being written (group chats, channels)."""
+    return STOP_CARD
 
 
 def is_reset_click(value: Any) -> bool:
     """The ``value`` of a click on the "New topic" button."""
     return isinstance(value, dict) and all(value.get(k) == v for k, v in RESET_VALUE.items())
+
+
+def is_stop_click(value: Any) -> bool:
+    """The ``value`` of a click on the "Stop" button."""
+    return isinstance(value, dict) and all(value.get(k) == v for k, v in STOP_VALUE.items())
 
 
 def _render_parts(md: str, tables: Literal["text", "card"], limit: int) -> list[str]:

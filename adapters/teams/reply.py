@@ -19,7 +19,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -126,7 +126,13 @@ class EditReply:
 
     async def update(self, text: str, *, status: str | None = None) -> None:
         await self._settle()
-        await self._show(compose.interim(text, status), urgent=False)
+        shown = compose.interim(text, status)
+        if not shown:
+            return  # nothing visible yet (an answer starting with "## "): keep the placeholder
+        # The growing answer and its Stop button: one message (a carousel, see compose.layout).
+        await self._show_part(
+            compose.Part(text=shown, attachments=[compose.stop_card()]), urgent=False
+        )
 
     async def finish(self, text: str, extras: ReplyExtras) -> None:
         await self._settle()
@@ -193,6 +199,7 @@ class EditReply:
             attachments=part.attachments or None,
             suggested=part.suggested or None,
             activity_id=activity_id,
+            attachment_layout=compose.layout(part),
         )
 
     async def _post(
@@ -224,11 +231,13 @@ class EditReply:
         )
 
     async def _show(self, text: str, *, urgent: bool = True) -> None:
-        """Make the answer's message show ``text``: edit it, or post it if there is none.
+        await self._show_part(compose.Part(text=text), urgent=urgent)
+
+    async def _show_part(self, part: compose.Part, *, urgent: bool = True) -> None:
+        """Make the answer's message show ``part``: edit it, or post it if there is none.
 
         ``urgent``: placeholders, errors and final text go before interim edits when the
         tenant's request budget is short."""
-        part = compose.Part(text=text)
         if self.message_id is not None:
             try:
                 await self._put(self.message_id, part, urgent=urgent)
@@ -300,7 +309,8 @@ class StreamReply(EditReply):
             return
         self._text = text
         if time.monotonic() - self._started > self.rt.stream_window:
-            await self._close_stream(compose.Part(text=compose.interim(text)))
+            shown = compose.interim(text) or self._streamed or compose.plain("…")
+            await self._close_stream(compose.Part(text=shown))
             return
         try:
             if not text:
@@ -308,14 +318,19 @@ class StreamReply(EditReply):
                     await self._send_stream("informative", status[:1000])
                     self._last_status = status
                 return
-            # Teams wants every streamed text to extend the previous one, so the stream carries
-            # Dify's Markdown as it grows (Teams renders it); healing half-written Markdown for
-            # display would rewrite the end. A rewrite (Dify's message_replace) waits for the
-            # final message, as does text beyond the streaming size cap.
-            if not text.startswith(self._streamed) or len(text) > compose.STREAM_TEXT_LIMIT:
+            # Teams wants every streamed text to extend the previous one: the stream shows the
+            # answer's complete blocks, rendered as the final message will be (never an empty
+            # or half-converted bubble). A rewrite (Dify's message_replace) waits for the final
+            # message, as does text beyond the streaming size cap.
+            shown = compose.streamable(text)
+            if (
+                len(shown) <= len(self._streamed)
+                or not shown.startswith(self._streamed)
+                or len(shown) > compose.STREAM_TEXT_LIMIT
+            ):
                 return
-            await self._send_stream("streaming", text)
-            self._streamed = text
+            await self._send_stream("streaming", shown)
+            self._streamed = shown
         except StreamRejected as e:
             self._on_rejected(e)
 
@@ -335,16 +350,20 @@ class StreamReply(EditReply):
             reset=self.rt.reset_enabled(extras.route),
             file_origin=self.rt.dify_origin(extras.route),
         )
+        first = parts[0]
         try:
-            await self._close_stream(parts[0])
+            # The final stream message carries no card: Teams would show each attachment of it
+            # as a message of its own. The card (tables, "New topic") follows in one edit of
+            # that same message, text and card together as a carousel (compose.layout).
+            await self._close_stream(replace(first, attachments=[]))
         except StreamRejected as e:
             self._on_rejected(e)
             if self.mode == "cancelled":
                 return
             self.message_id = None  # post the whole answer as new messages
         else:
-            self._delivered = 1
             self._last_id = self.message_id
+            self._delivered = 0 if first.attachments else 1
         await self._deliver(parts, extras)
 
     async def ask(self, text: str, forms: list[HumanForm], extras: ReplyExtras) -> None:
