@@ -192,6 +192,7 @@ class Playground:
         self.bot_calls: list[BotCall] = []
         self.to_bot: list[ToBot] = []
         self.raw_logs: list[dict[str, Any]] = []
+        self.raw_conversation: list[dict[str, Any]] = []
         self.changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._tmp = tempfile.mkdtemp(prefix="playground-")
@@ -311,6 +312,7 @@ class Playground:
                 self.changed.set()
 
     def _on_conversation(self, data: dict[str, Any]) -> None:
+        self.raw_conversation.append(data)
         message = data.get("message")
         if data.get("action") not in ("createMessage", "updateMessage") or not isinstance(
             message, dict

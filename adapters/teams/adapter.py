@@ -226,6 +226,7 @@ class TeamsAdapter:
             feedback_enabled=self._feedback_enabled,
             stream_window=self._stream_window,
             reset_enabled=self._reset_enabled,
+            reset_by_word=self._reset_by_word,
             dify_origin=self._dify_origin,
         )
         return self._runtime
@@ -459,6 +460,11 @@ class TeamsAdapter:
             and route.config.reset_button
             and route.config.dify.mode.is_chat
         )
+
+    def _reset_by_word(self, route_name: str | None) -> bool:
+        route = self.ctx.bridge.router.by_name(route_name) if route_name else None
+        words = route.config.reset_words if route is not None else ()
+        return compose.RESET_TITLE.lower() in {w.strip().lower() for w in words}
 
     def _dify_origin(self, route_name: str | None) -> str | None:
         route = self.ctx.bridge.router.by_name(route_name) if route_name else None

@@ -104,12 +104,13 @@ def streamable(text: str) -> str:
     """The part of a growing answer a 1:1 stream may show, rendered as the final message is.
 
     Teams wants every streamed text to extend the previous one, and healing half-written
-    Markdown would rewrite the end. So only complete blocks (up to the last blank line outside a
+    Markdown would rewrite the end. So only complete blocks (tables as aligned text, as in the
+    final 1:1 message) (up to the last blank line outside a
     code fence) are rendered; a complete block renders the same whatever follows it."""
     cut = _stable_end(text)
     if cut <= 0:
         return ""
-    return render.to_teams_markdown(text[:cut], tables="card", final=True).rstrip()
+    return render.to_teams_markdown(text[:cut], final=True).rstrip()
 
 
 def _stable_end(text: str) -> int:
@@ -152,18 +153,22 @@ def final_parts(
     suggestions: bool,
     reset: bool = False,
     file_origin: str | None = None,
+    personal: bool = False,
 ) -> list[Part]:
     """The final answer as one message (several only when it exceeds Teams' size limit).
 
-    One message is the text (Teams Markdown, ``[n]`` citation markers, AI label, feedback,
-    suggestions) plus at most one Adaptive Card holding every table and the "New topic" button,
-    sent as a carousel (see :func:`layout`). Buttons and sources ride on the last message.
+    Group chats and channels: the text (Teams Markdown, ``[n]`` citation markers, AI label,
+    feedback) plus at most one Adaptive Card holding every table and the "New topic" button,
+    sent as a carousel (see :func:`layout`). 1:1 chats (``personal``): the final message of a
+    stream can carry no card without Teams showing it as a second message, so tables are
+    aligned text and "New topic" is a suggested action (one of the route's reset words).
+    Buttons and sources ride on the last message.
 
     ``reset``: the route offers a "New topic" button; it is shown only under an answer that
     belongs to a Dify conversation (not under the reset confirmation or one-shot answers).
     ``file_origin``: the Dify API's origin; files Dify produces are links under the text, and
     Dify gives relative URLs (``/files/tools/...``) when its ``FILES_URL`` is not set."""
-    tables = render.extract_tables(text)
+    tables = [] if personal else render.extract_tables(text)
     table_mode: Literal["text", "card"] = "card" if tables else "text"
     notes = [f"_{_one_line(n)}_" for n in extras.notices if n.strip()]
     files = [_file_link(f, file_origin) for f in extras.files if f.url]
@@ -184,7 +189,7 @@ def final_parts(
     body: list[dict[str, Any]] = []
     for t in tables:
         body += render.teams_table_card(t)["body"]
-    if reset and extras.conversation_id:
+    if reset and extras.conversation_id and not personal:
         body.append(RESET_ACTIONS)
     cards = _pack(body)
     if cards and part_bytes(parts[-1]) + _json_bytes(cards[0]) <= MAX_PART_BYTES:
@@ -196,6 +201,8 @@ def final_parts(
         last.channel_data = {"feedbackLoop": {"type": "default"}}
     if suggestions and extras.suggested:
         last.suggested = [s[:200] for s in extras.suggested[:5] if s.strip()]
+    if reset and extras.conversation_id and personal:
+        last.suggested.append(RESET_TITLE)
     return parts
 
 

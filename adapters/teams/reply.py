@@ -19,7 +19,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -55,6 +55,8 @@ class Runtime:
     stream_window: float = 100.0
     # Whether a route shows the "New topic" button (route switch on and a chat-mode app).
     reset_enabled: Callable[[str | None], bool] = lambda _route: False
+    # Whether "New topic" is one of a route's reset words (1:1 offers it as a suggested action).
+    reset_by_word: Callable[[str | None], bool] = lambda _route: False
     # The Dify API origin of a route, for Dify's relative file URLs (``/files/tools/...``).
     dify_origin: Callable[[str | None], str | None] = lambda _route: None
 
@@ -136,15 +138,20 @@ class EditReply:
 
     async def finish(self, text: str, extras: ReplyExtras) -> None:
         await self._settle()
-        parts = compose.final_parts(
+        await self._deliver(self._final_parts(text, extras), extras)
+
+    def _final_parts(self, text: str, extras: ReplyExtras) -> list[compose.Part]:
+        personal = self.place.personal
+        route = extras.route
+        return compose.final_parts(
             text,
             extras,
-            feedback=self.rt.feedback_enabled(extras.route),
-            suggestions=self.place.personal,
-            reset=self.rt.reset_enabled(extras.route),
-            file_origin=self.rt.dify_origin(extras.route),
+            feedback=self.rt.feedback_enabled(route),
+            suggestions=personal,
+            reset=self.rt.reset_enabled(route) and (not personal or self.rt.reset_by_word(route)),
+            file_origin=self.rt.dify_origin(route),
+            personal=personal,
         )
-        await self._deliver(parts, extras)
 
     async def fail(self, message: str, *, ref: str) -> None:
         await self._settle()
@@ -342,28 +349,17 @@ class StreamReply(EditReply):
         if self.mode == "edit":
             await super().finish(text, extras)
             return
-        parts = compose.final_parts(
-            text,
-            extras,
-            feedback=self.rt.feedback_enabled(extras.route),
-            suggestions=True,
-            reset=self.rt.reset_enabled(extras.route),
-            file_origin=self.rt.dify_origin(extras.route),
-        )
-        first = parts[0]
+        parts = self._final_parts(text, extras)
         try:
-            # The final stream message carries no card: Teams would show each attachment of it
-            # as a message of its own. The card (tables, "New topic") follows in one edit of
-            # that same message, text and card together as a carousel (compose.layout).
-            await self._close_stream(replace(first, attachments=[]))
+            await self._close_stream(parts[0])
         except StreamRejected as e:
             self._on_rejected(e)
             if self.mode == "cancelled":
                 return
             self.message_id = None  # post the whole answer as new messages
         else:
+            self._delivered = 1
             self._last_id = self.message_id
-            self._delivered = 0 if first.attachments else 1
         await self._deliver(parts, extras)
 
     async def ask(self, text: str, forms: list[HumanForm], extras: ReplyExtras) -> None:
