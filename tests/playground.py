@@ -206,7 +206,7 @@ class Playground:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self, bot_url: str, *, timeout: float = 60.0) -> None:
+    async def start(self, bot_url: str, *, within: float = 60.0) -> None:
         cli = await asyncio.to_thread(install)
         node = shutil.which("node")
         if node is None:
@@ -233,7 +233,7 @@ class Playground:
                 cwd=self._tmp, env=env,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             )
-            listening = await self._wait_listening(timeout)
+            listening = await self._wait_listening(within)
             if listening == port:
                 break
             await self.stop_process()  # someone took the port meanwhile: try another
@@ -244,7 +244,7 @@ class Playground:
         self.port = port
         # No keep-alive: Node closes idle connections after 5 s, and a reused one then resets.
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
-        await self._wait_ping(timeout)
+        await self._wait_ping(within)
         async with self.http.get(f"{self.base_url}/_internal/v1/config") as r:
             config = (await r.json())["config"]
         self.personal_chat = config["personalChat"]["id"]
@@ -259,9 +259,9 @@ class Playground:
             asyncio.create_task(self._read(log_ws, self._on_log)),
         ]
 
-    async def _wait_listening(self, timeout: float) -> int | None:
+    async def _wait_listening(self, within: float) -> int | None:
         assert self.proc is not None and self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             try:
                 line = await asyncio.wait_for(
@@ -286,9 +286,9 @@ class Playground:
             self._out.append(line.decode(errors="replace").rstrip())
             del self._out[:-200]
 
-    async def _wait_ping(self, timeout: float) -> None:
+    async def _wait_ping(self, within: float) -> None:
         assert self.http is not None
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             with contextlib.suppress(aiohttp.ClientError):
                 async with self.http.get(f"{self.base_url}/_debug/ping") as r:
@@ -409,7 +409,8 @@ class Playground:
             body["mentions"] = [{"mentioned": {"id": BOT_ID}, "text": tag}]
         else:
             body["text"] = text
-        status, answer = await self._post(f"/_conversation/v1/conversations/{conversation}/messages", body)
+        path = f"/_conversation/v1/conversations/{conversation}/messages"
+        status, answer = await self._post(path, body)
         if status != 200 or not isinstance(answer, dict):
             raise AssertionError(f"the emulator refused the user's message: {status} {answer}")
         return answer

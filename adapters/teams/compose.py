@@ -11,6 +11,7 @@ Citations: one root ``schema.org/Message`` entity, at most 20 claims, names <= 8
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -104,13 +105,44 @@ def streamable(text: str) -> str:
     """The part of a growing answer a 1:1 stream may show, rendered as the final message is.
 
     Teams wants every streamed text to extend the previous one, and healing half-written
-    Markdown would rewrite the end. So only complete blocks (tables as aligned text, as in the
-    final 1:1 message) (up to the last blank line outside a
-    code fence) are rendered; a complete block renders the same whatever follows it."""
+    Markdown would rewrite the end. So the stream shows complete blocks (up to the last blank
+    line outside a code fence; tables as aligned text, as in the final 1:1 message), plus the
+    whole words of the block being written when it is plain prose or a plain list, whose
+    rendering cannot change as it grows. The caller still checks that the result extends what
+    was streamed."""
     cut = _stable_end(text)
+    tail = text[cut:]
+    words = _plain_words(tail)
+    if words:
+        cut += len(words)
     if cut <= 0:
         return ""
     return render.to_teams_markdown(text[:cut], final=True).rstrip()
+
+
+_LIST_MARK = re.compile(r"^(?:[-+] |\d{1,9}[.)] )")
+_NOT_PLAIN = frozenset("*_`~[]<>!\\|&#=")
+
+
+def _plain_words(tail: str) -> str:
+    """The complete words of an unfinished block, when it is plain prose (or a plain list):
+    no Markdown a later character could turn into something else; else ""."""
+    if any(c in _NOT_PLAIN for c in tail):
+        return ""
+    words = tail[: max(tail.rfind(" "), tail.rfind("\n"), 0)]
+    if not _plain_lines(words) and "\n" in words:
+        words = words[: words.rfind("\n")]  # a list item just being started
+    return words if _plain_lines(words) else ""
+
+
+def _plain_lines(words: str) -> bool:
+    if not words.strip():
+        return False
+    for line in words.split("\n"):
+        rest = _LIST_MARK.sub("", line, count=1)
+        if not rest or rest[0].isspace() or rest[0] in "-+":
+            return False  # indented code, a nested marker or a setext underline in the making
+    return True
 
 
 def _stable_end(text: str) -> int:
