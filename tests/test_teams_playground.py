@@ -182,15 +182,18 @@ def new_bot_messages(pg: Playground, conversation: str, seen: int) -> list[Shown
 
 
 async def answer_in(
-    pg: Playground, conversation: str, seen: int, needle: str, *, settle: float = 1.0
+    pg: Playground, conversation: str, seen: int, needle: str, *, settle: float = 1.5
 ) -> list[Shown]:
     """Wait until a new bot message in ``conversation`` shows ``needle``; then (after anything
     that would still follow: a second message, a late edit) the new bot messages."""
     await pg.wait_for(
         lambda: any(needle in m.text for m in new_bot_messages(pg, conversation, seen))
     )
-    await asyncio.sleep(settle)
-    return new_bot_messages(pg, conversation, seen)
+    while True:  # until nothing changes for ``settle`` seconds
+        before = [len(m.versions) for m in new_bot_messages(pg, conversation, seen)]
+        await asyncio.sleep(settle)
+        if before == [len(m.versions) for m in new_bot_messages(pg, conversation, seen)]:
+            return new_bot_messages(pg, conversation, seen)
 
 
 def accepted_everything(pg: Playground) -> None:
@@ -233,7 +236,9 @@ async def test_a_question_in_a_1to1_chat_streams_into_one_message(
     dify.chunk_delay = 0.12  # about 3 s of streaming: several stream updates
     seen = len(pg.bot_messages(pg.personal_chat))
     await pg.say(pg.personal_chat, "Tell me in four parts")
-    (answer,) = await answer_in(pg, pg.personal_chat, seen, "paragraph 4 of the answer")
+    # The last word has no space after it yet while streaming: only the final message shows it.
+    last_words = "paragraph 4 of the answer, with **bold** words."
+    (answer,) = await answer_in(pg, pg.personal_chat, seen, last_words)
     # Teams' informative "Thinking…" first, then the text growing, never empty or raw Markdown.
     assert answer.versions[0] == "Thinking…"
     grown = answer.versions[1:-1]
