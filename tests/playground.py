@@ -15,7 +15,8 @@ its web UI uses:
 Nothing of the package is committed; it is read from ``node_modules`` at run time.
 
 Also runnable: ``python -m tests.playground install`` (install only, prints the CLI path) and
-``python -m tests.playground run --bot http://127.0.0.1:3978/api/messages`` (``make playground``).
+``python -m tests.playground try`` (``make playground``: the bridge in local mode plus the
+Playground, to chat with the bot in a browser).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -482,30 +484,78 @@ class Playground:
                 await asyncio.wait_for(self.changed.wait(), min(remaining, 0.1))
 
 
+def try_it(port: int, playground_port: int) -> int:
+    """``make playground``: ``dify-bridge serve`` in local mode on 127.0.0.1:``port`` and the
+    Playground in front of it (it opens a browser tab, or prints its URL). Without
+    ``DIFY_BASE_URL`` the fake Dify answers ("You said: ..."). Ctrl-C stops everything."""
+    cli = install()
+    node = shutil.which("node") or "node"
+    children: list[subprocess.Popen[bytes]] = []
+
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)  # stop the children on SIGTERM as on Ctrl-C
+    env = {k: v for k, v in os.environ.items() if k != "MICROSOFT_APP_ID"}
+    env.update(TEAMS_ALLOW_UNAUTHENTICATED="true", NO_PROXY="127.0.0.1,localhost")
+    try:
+        if not env.get("DIFY_BASE_URL"):
+            fake = subprocess.Popen(
+                [sys.executable, "-m", "tests.fakes.dify", "--app", "app-playground",
+                 "--chunk-delay", "0.05"],
+                stdout=subprocess.PIPE,
+            )
+            children.append(fake)
+            assert fake.stdout is not None
+            env.update(DIFY_BASE_URL=fake.stdout.readline().decode().strip(),
+                       DIFY_API_KEY="app-playground")
+            print(f"No DIFY_BASE_URL: the fake Dify answers at {env['DIFY_BASE_URL']}")
+        children.append(subprocess.Popen(  # noqa: S603 - our own CLI
+            [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+        ))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        bot = f"http://127.0.0.1:{port}/api/messages"
+        print(f"dify-bridge answers at {bot}; starting the Playground (Ctrl-C to stop)")
+        return subprocess.call(  # noqa: S603 - the pinned Playground
+            [node, str(cli), "start", "--app-endpoint", bot, "--channel-id", "msteams",
+             "--port", str(playground_port),
+             "--service-url", f"http://127.0.0.1:{playground_port}/_connector",
+             "--disable-telemetry"],
+            env={**env, "TEAMSAPPTESTER_BROWSER": os.environ.get("TEAMSAPPTESTER_BROWSER", "")},
+        )
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for child in reversed(children):
+            child.terminate()
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="The Microsoft 365 Agents Playground")
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("install", help="install the pinned Playground; print its CLI path")
-    run = sub.add_parser("run", help="run the Playground against a bot (opens a browser tab)")
-    run.add_argument("--bot", default="http://127.0.0.1:3978/api/messages")
-    run.add_argument("--port", type=int, default=56150)
+    trying = sub.add_parser("try", help="run dify-bridge (local mode) and the Playground")
+    trying.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 3978))
+    trying.add_argument("--playground-port", type=int, default=56150)
     args = parser.parse_args(argv)
     try:
-        cli = install()
+        if args.cmd == "install":
+            print(install())
+            return
+        sys.exit(try_it(args.port, args.playground_port))
     except PlaygroundUnavailable as e:
         sys.exit(str(e))
-    if args.cmd == "install":
-        print(cli)
-        return
-    node = shutil.which("node") or "node"
-    os.execvp(  # noqa: S606 - hand the terminal to the Playground
-        node,
-        [
-            node, str(cli), "start", "--app-endpoint", args.bot, "--channel-id", "msteams",
-            "--port", str(args.port),
-            "--service-url", f"http://127.0.0.1:{args.port}/_connector", "--disable-telemetry",
-        ],
-    )
 
 
 if __name__ == "__main__":
