@@ -2,8 +2,9 @@
 
 Limits (shared/docs/platform-limits.md): a message may hold about 100 KB of UTF-16 with everything;
 we split text at ``PART_LIMIT`` characters (never inside a code block:
-``app.render.split_markdown``) so a part plus its cards and entities stays far below 80 KB. Teams'
-text Markdown has no tables, so tables travel as Adaptive Cards (schema 1.5) on the last part.
+``app.render.split_markdown``) so a part plus its card and entities stays far below 80 KB. Teams'
+text Markdown has no tables, so in group chats and channels tables travel in one Adaptive Card
+(schema 1.5) on the last part; each part is one Teams message (see :func:`layout`).
 Citations: one root ``schema.org/Message`` entity, at most 20 claims, names <= 80 and abstracts <=
 160 characters, with ``[n]`` markers in the text.
 """
