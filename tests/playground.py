@@ -203,6 +203,7 @@ class Playground:
         self.personal_chat = ""
         self.group_chat = ""
         self.channel = CHANNEL
+        self.bridge: Any = None  # the bot's process, when a test attaches it (its log)
 
     @property
     def base_url(self) -> str:

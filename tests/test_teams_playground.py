@@ -148,6 +148,7 @@ async def world(redis_url: str, fake_dify: Any) -> AsyncIterator[tuple[Bridge, P
         env.pop(k, None)
     bridge = await start_bridge(env)
     playground = Playground()
+    playground.bridge = bridge
     try:
         await playground.start(bridge.url)
     except PlaygroundUnavailable as e:
@@ -197,7 +198,13 @@ async def answer_in(
 
 
 def accepted_everything(pg: Playground) -> None:
+    """The emulator accepted every bot call, the bot every activity, and the bridge logged no
+    failed Bot Connector call and no crash."""
     assert pg.rejected() == [], pg.rejected()
+    bridge = pg.bridge
+    if bridge is not None:
+        bad = bridge.events("teams.call_failed") + bridge.events("answer.crashed")
+        assert bad == [], bad
 
 
 def chat_requests(app: Any) -> list[Any]:
