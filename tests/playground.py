@@ -497,8 +497,11 @@ def try_it(port: int, playground_port: int) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)  # stop the children on SIGTERM as on Ctrl-C
-    env = {k: v for k, v in os.environ.items() if k != "MICROSOFT_APP_ID"}
-    env.update(TEAMS_ALLOW_UNAUTHENTICATED="true", NO_PROXY="127.0.0.1,localhost")
+    # Local mode: no app id. Set empty rather than removed, since serve also reads .env and a
+    # real (even empty) environment variable wins over it.
+    env = dict(os.environ)
+    env.update(MICROSOFT_APP_ID="", TEAMS_ALLOW_UNAUTHENTICATED="true",
+               NO_PROXY="127.0.0.1,localhost")
     try:
         if not env.get("DIFY_BASE_URL"):
             fake = subprocess.Popen(

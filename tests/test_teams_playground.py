@@ -17,6 +17,7 @@ import itertools
 import json
 import os
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -98,9 +99,11 @@ class Bridge:
 
 
 async def start_bridge(env: dict[str, str]) -> Bridge:
+    # Run outside the checkout: a developer's .env there must not reach the test's bridge.
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", "0",
         env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        cwd=tempfile.gettempdir(),
     )
     assert proc.stderr is not None
     deadline = time.monotonic() + 30
@@ -143,9 +146,10 @@ async def world(redis_url: str, fake_dify: Any) -> AsyncIterator[tuple[Bridge, P
         "TEAMS_ALLOW_UNAUTHENTICATED": "true",
         "EDIT_INTERVAL": "0.5",
     }
-    for k in ("MICROSOFT_APP_ID", "MICROSOFT_APP_PASSWORD", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN",
+    for k in ("MICROSOFT_APP_PASSWORD", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN",
               "SLACK_SIGNING_SECRET", "MICROSOFT_TOKEN_URL"):
         env.pop(k, None)
+    env["MICROSOFT_APP_ID"] = ""  # local mode
     bridge = await start_bridge(env)
     playground = Playground()
     playground.bridge = bridge

@@ -542,6 +542,8 @@ def _for_clicker(name: str, result: FormResult) -> str:
     if result.outcome is Outcome.ALREADY_DECIDED:
         text += " Your choice was not sent."
     return f"{name}: {text}" if name else text
+
+
 def _invoke_message(text: str) -> web.Response:
     """A polite invoke response: 200 (never a 4xx, which Teams shows as an error) with a
     message Teams may show the user."""

@@ -250,24 +250,12 @@ def _pack(body: list[dict[str, Any]]) -> list[dict[str, Any]]:
             size = 0
         cards[-1].append(element)
         size += n
-    return [_card(b) for b in cards]
-
-
-def _card(body: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "contentType": _sdk.ADAPTIVE_CARD,
-        "content": {
-            "type": "AdaptiveCard",
-            "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-            "version": "1.5",
-            "body": body,
-        },
-    }
+    return [_card(b, []) for b in cards]
 
 
 def reset_card() -> dict[str, Any]:
     """The "New topic" button alone as an attachment."""
-    return _card([RESET_ACTIONS])
+    return _card([RESET_ACTIONS], [])
 
 
 def stop_card() -> dict[str, Any]:
