@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.runtime
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run test lint typecheck bench clean playground
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 # dify-bridge reads .env from this directory itself (real environment variables win).
 run: $(RUNTIME)
 	exec $(BIN)/dify-bridge serve
+
+# Try the Teams bot in Microsoft's Teams emulator (Microsoft 365 Agents Playground, npm, pinned):
+# the bridge in local mode on 127.0.0.1:3978, the Playground on http://localhost:56150.
+playground: $(STAMP)
+	@if [ -f .env ]; then set -a; . ./.env; set +a; fi; exec $(BIN)/python -m tests.playground try
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -321,6 +321,14 @@ async def test_clicking_new_topic_under_a_channel_answer_starts_a_new_dify_conve
     assert len(dify_app.conversations) == 2
 
 
+def new_topic_suggestion(c: Call) -> dict[str, Any] | None:
+    """The "New topic" suggested action of a 1:1 answer, if it has one."""
+    for action in (c.body.get("suggestedActions") or {}).get("actions") or []:
+        if action.get("title") == "New topic":
+            return dict(action)
+    return None
+
+
 async def test_clicking_new_topic_in_a_personal_chat_starts_a_new_dify_conversation(
     make_service: Any, connector: FakeBotConnector, fake_dify: Any, dify_app: Any
 ) -> None:
@@ -329,23 +337,29 @@ async def test_clicking_new_topic_in_a_personal_chat_starts_a_new_dify_conversat
     question = connector.personal("What is the VPN address?", chat=chat)
     await connector.deliver(bot.base_url, question)
     final = await answer_number(connector, chat, 1)
-    assert final.stream_type == "final"  # the end of Teams' stream carries the button
-    button = new_topic_button(final)
-    assert button is not None
-    click = connector.card_click(
-        button["data"], reply_to=final.response["id"], conversation=question["conversation"]
-    )
-    assert (await connector.deliver(bot.base_url, click))[0] == 200
+    # The end of Teams' stream can carry no card without becoming two messages: in 1:1 the
+    # button is a suggested action that sends one of the reset words.
+    assert final.stream_type == "final" and not final.body.get("attachments")
+    button = new_topic_suggestion(final)
+    assert button == {"type": "imBack", "title": "New topic", "value": "New topic"}
+    await connector.deliver(bot.base_url, connector.personal(button["value"], chat=chat))
     await connector.wait_for(
         lambda f: any(c.conversation_id == chat and "new conversation" in c.text
                       for c in f.sent("POST"))
     )
     await connector.deliver(bot.base_url, connector.personal("And the proxy?", chat=chat))
-    second = await answer_number(connector, chat, 2)
+    await connector.wait_for(
+        lambda f: any(c.stream_type == "final" and "And the proxy?" in c.text for c in f.sent()),
+        within=10,
+    )
+    second = next(c for c in connector.sent() if c.stream_type == "final"
+                  and "And the proxy?" in c.text)
     sent = calls(fake_dify, dify_app, "/chat-messages")
     assert sent[1].json["query"] == "And the proxy?" and sent[1].json["conversation_id"] == ""
     assert "Dify conversation: “And the proxy?”" in second.text
-    assert new_topic_button(second) is not None
+    assert new_topic_suggestion(second) is not None
+    # Exactly one message per answer in the chat (the stream's), plus the confirmation.
+    assert len(connector.shown(chat)) == 3
 
 
 async def test_with_reset_button_off_the_answer_has_no_new_topic_button(
@@ -359,7 +373,7 @@ async def test_with_reset_button_off_the_answer_has_no_new_topic_button(
     assert not final.body.get("attachments")
 
 
-def test_the_new_topic_button_rides_on_the_last_message_after_the_table_cards() -> None:
+def test_the_new_topic_button_shares_the_table_card_on_the_last_message() -> None:
     table = "| City | Hotel |\n|---|---|\n| Paris | 180 |\n"
     text = "Limits:\n\n" + "word " * 9000 + "\n\n" + table
     extras = ReplyExtras(dify_message_id="m1", conversation_id="c1")
@@ -367,11 +381,14 @@ def test_the_new_topic_button_rides_on_the_last_message_after_the_table_cards() 
     assert len(parts) >= 2
     *earlier, last = parts
     assert all(not p.attachments for p in earlier)
-    table_card, button_card = last.attachments
-    assert table_card["content"]["body"][0]["type"] == "Table"
-    (action,) = button_card["content"]["body"][0]["actions"]
+    # One card (table, then the button) so the message stays one message in Teams.
+    (card,) = last.attachments
+    table_element, actions = card["content"]["body"]
+    assert table_element["type"] == "Table"
+    (action,) = actions["actions"]
     assert action["type"] == "Action.Submit" and action["title"] == "New topic"
     assert compose.is_reset_click(action["data"])
+    assert compose.layout(last) == "carousel"
     # Without a Dify conversation (the reset confirmation itself) there is nothing to leave.
     confirmation = compose.final_parts("Okay.", ReplyExtras(), feedback=True, suggestions=False,
                                        reset=True)

@@ -166,9 +166,16 @@ async def test_tables_become_cards_and_sources_become_citations(
         for i in range(25)
     ]
     await ask(bot, connector, "Hotel limits?")
-    await connector.wait_for(lambda f: any(c.body.get("attachments") for c in f.sent()), within=10)
-    final = next(c for c in connector.sent() if c.body.get("attachments"))
-    card = final.body["attachments"][0]
+    await connector.wait_for(
+        lambda f: any(c.body.get("attachments") and c.body.get("entities") for c in f.sent()),
+        within=10,
+    )
+    final = next(
+        c for c in connector.sent() if c.body.get("attachments") and c.body.get("entities")
+    )
+    # One message: the text and one card (the table) as a carousel, never a list that splits.
+    (card,) = final.body["attachments"]
+    assert final.body["attachmentLayout"] == "carousel"
     assert card["contentType"] == "application/vnd.microsoft.card.adaptive"
     assert card["content"]["version"] == "1.5"
     assert card["content"]["body"][0]["type"] == "Table"
@@ -191,7 +198,10 @@ def test_many_big_tables_each_get_a_message_under_the_size_limit() -> None:
     parts = compose.final_parts(
         md, ReplyExtras(dify_message_id="m1"), feedback=True, suggestions=False
     )
-    assert sum(len(p.attachments) for p in parts) == 5
+    tables = [e for p in parts for a in p.attachments for e in a["content"]["body"]
+              if e["type"] == "Table"]
+    assert len(tables) == 5
+    assert all(len(p.attachments) <= 1 for p in parts)  # each part stays one message
     assert all(compose.part_bytes(p) < 80_000 for p in parts)
     assert "(see table below)" in parts[0].text and "|" not in parts[0].text
     # Buttons on the very last message only.

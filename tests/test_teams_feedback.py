@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -71,14 +72,40 @@ async def test_feedback_on_an_unknown_message_is_accepted_quietly(
 ) -> None:
     click = connector.feedback(reply_to="1:never-sent-by-us", reaction="like")
     status, body, _ = await connector.deliver(bot.base_url, click)
-    assert status == 200 and body == b""
+    # Never a 4xx (Teams would show the user an error): 200 with a message it may show.
+    assert status == 200
+    assert json.loads(body) == {
+        "statusCode": 200,
+        "type": "application/vnd.microsoft.activity.message",
+        "value": "Thanks! I could not tell which answer this feedback is for, so it was not "
+        "recorded.",
+    }
     assert not [r for r in fake_dify.requests_to("/feedbacks") if r.api_key == dify_app.api_key]
 
 
-async def test_malformed_feedback_is_refused(bot: Any, connector: FakeBotConnector) -> None:
+async def test_malformed_feedback_gets_a_polite_answer_not_an_error(
+    bot: Any, connector: FakeBotConnector
+) -> None:
     click = connector.feedback(reply_to="1:x", reaction="love")
-    status, _, _ = await connector.deliver(bot.base_url, click)
-    assert status == 400
+    status, body, _ = await connector.deliver(bot.base_url, click)
+    assert status == 200 and json.loads(body)["statusCode"] == 200
+
+
+async def test_feedback_without_reply_to_id_rates_the_threads_latest_answer(
+    bot: Any, connector: FakeBotConnector, dify_app: Any
+) -> None:
+    # The Agents Playground sends no replyToId; real Teams does. Neither may get a 400.
+    chat = "a:1NoReplyToIdChat"
+    activity = connector.personal("First", chat=chat)
+    await connector.deliver(bot.base_url, activity)
+    await connector.wait_for(lambda f: any(c.stream_type == "final" for c in f.calls), within=10)
+    click = connector.feedback(reply_to="", reaction="like", text="Spot on",
+                               conversation=activity["conversation"])
+    click.pop("replyToId")
+    status, body, _ = await connector.deliver(bot.base_url, click)
+    assert status == 200 and body == b""
+    (message,) = dify_app.messages.values()
+    assert message.feedback == {"rating": "like", "content": "Spot on"}
 
 
 async def test_follow_up_questions_appear_as_suggested_actions(
@@ -94,4 +121,6 @@ async def test_follow_up_questions_appear_as_suggested_actions(
             "value": "How do I reset my VPN token?",
         },
         {"type": "imBack", "title": "Who runs the helpdesk?", "value": "Who runs the helpdesk?"},
+        # The "New topic" button of a 1:1 chat: one of the route's reset words.
+        {"type": "imBack", "title": "New topic", "value": "New topic"},
     ]

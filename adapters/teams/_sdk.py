@@ -99,6 +99,7 @@ def build_activity(
     attachments: list[dict[str, Any]] | None = None,
     suggested: list[str] | None = None,
     activity_id: str | None = None,
+    attachment_layout: str | None = None,
 ) -> dict[str, Any]:
     """One outgoing activity: ``base`` plus content (schema field names, camelCase).
 
@@ -117,6 +118,8 @@ def build_activity(
             _serialize(Attachment(content_type=a["contentType"], content=a["content"]))
             for a in attachments
         ]
+        if attachment_layout:
+            body["attachmentLayout"] = attachment_layout
     if suggested:
         body["suggestedActions"] = _serialize(
             SuggestedActions(

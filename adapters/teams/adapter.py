@@ -42,9 +42,14 @@ FEEDBACK_TIMEOUT = 10.0
 CREDENTIALS_HEALTH = "teams credentials"
 # A cached token is returned without a request; near its expiry this refreshes it.
 TOKEN_RECHECK_SECONDS = 120.0
+FEEDBACK_LATEST = "teams:fb:latest"  # the thread's newest answer (feedback without replyToId)
 # Dify needs a question; a message that is only a file gets this one.
 FILE_ONLY_QUESTION = "Please look at the attached file."
 RESET_FAILED = "Sorry, I could not start a new conversation just now. Please try again."
+NOTHING_TO_STOP = "There is no answer to stop any more."
+FEEDBACK_UNPLACED = (
+    "Thanks! I could not tell which answer this feedback is for, so it was not recorded."
+)
 _IGNORED_TYPES = frozenset(
     {
         "conversationUpdate",
@@ -222,6 +227,7 @@ class TeamsAdapter:
             feedback_enabled=self._feedback_enabled,
             stream_window=self._stream_window,
             reset_enabled=self._reset_enabled,
+            reset_by_word=self._reset_by_word,
             dify_origin=self._dify_origin,
         )
         return self._runtime
@@ -288,6 +294,9 @@ class TeamsAdapter:
         if compose.is_reset_click(inb.value):
             # A card button click: Teams sends it as a message without text or mention.
             await self._on_reset_click(inb, rt)
+            return
+        if compose.is_stop_click(inb.value):
+            await self._on_stop_click(inb, rt)
             return
         key = acts.thread_key(inb)
         kind = await self._kind(inb, key)
@@ -423,6 +432,22 @@ class TeamsAdapter:
         if result.outcome is not Outcome.ACCEPTED:
             await self._say(note, _for_clicker(inb.from_name, result))
 
+    async def _on_stop_click(self, inb: acts.Inbound, rt: Runtime) -> None:
+        """The Stop button under an answer being written (group chats, channels): stop the
+        thread's running answer; it then ends with what was written and a "stopped" note."""
+        key = acts.thread_key(inb)
+        try:
+            stopped = await self.ctx.bridge.stop(thread=key)
+        except Exception as e:  # Redis or Dify down: say there is nothing stopped, never crash
+            log.warning("teams.stop_failed", error=type(e).__name__)
+            stopped = False
+        if stopped:
+            return
+        place = replace(acts.place(inb), reply_to_id=inb.reply_to_id or inb.id)
+        spawn(
+            self._say(EditReply(rt, place, key), NOTHING_TO_STOP), name=f"teams-stop-{key.log_id}"
+        )
+
     async def _say(self, reply: EditReply, text: str) -> None:
         try:
             await reply.say(text)
@@ -436,6 +461,11 @@ class TeamsAdapter:
             and route.config.reset_button
             and route.config.dify.mode.is_chat
         )
+
+    def _reset_by_word(self, route_name: str | None) -> bool:
+        route = self.ctx.bridge.router.by_name(route_name) if route_name else None
+        words = route.config.reset_words if route is not None else ()
+        return compose.RESET_TITLE.lower() in {w.strip().lower() for w in words}
 
     def _dify_origin(self, route_name: str | None) -> str | None:
         route = self.ctx.bridge.router.by_name(route_name) if route_name else None
@@ -451,28 +481,37 @@ class TeamsAdapter:
         raw_action = value.get("actionValue")
         action: dict[str, Any] = raw_action if isinstance(raw_action, dict) else {}
         reaction = action.get("reaction")
-        if reaction not in ("like", "dislike") or not inb.reply_to_id:
-            return web.json_response({"error": "bad feedback"}, status=400)
+        if reaction not in ("like", "dislike"):
+            log.info("teams.feedback_unreadable")
+            return _invoke_message(FEEDBACK_UNPLACED)
         comment = _feedback_text(action.get("feedback"))
         key = acts.thread_key(inb)
         try:
-            await asyncio.wait_for(
+            placed = await asyncio.wait_for(
                 self._send_feedback(key, inb.reply_to_id, reaction, comment), FEEDBACK_TIMEOUT
             )
         except Exception as e:
             # The click still succeeds in Teams; the log says why Dify did not get it.
             log.warning("teams.feedback_failed", error=type(e).__name__)
+            placed = True
+        if not placed:
+            return _invoke_message(FEEDBACK_UNPLACED)
         # Teams wants 200 with an empty body, or it shows an error to the user.
         return web.Response(status=200)
 
     async def _send_feedback(
-        self, key: ThreadKey, activity_id: str, reaction: str, comment: str | None
-    ) -> None:
+        self, key: ThreadKey, activity_id: str | None, reaction: str, comment: str | None
+    ) -> bool:
+        """Send the rating to Dify; False when the rated answer is unknown.
+
+        Real Teams names the rated message (``replyToId``); the Agents Playground does not, and
+        then the thread's latest answer is the one rated."""
         store = self.ctx.store
-        raw = await store.redis.get(store.k(key, f"teams:fb:{activity_id}"))
+        field = f"teams:fb:{activity_id}" if activity_id else FEEDBACK_LATEST
+        raw = await store.redis.get(store.k(key, field))
         if raw is None:
-            log.info("teams.feedback_unknown_message")
-            return
+            log.info("teams.feedback_unknown_message", named=bool(activity_id))
+            return False
         message_id = raw.decode() if isinstance(raw, bytes) else str(raw)
         await self.ctx.bridge.feedback(
             thread=key,
@@ -480,11 +519,15 @@ class TeamsAdapter:
             rating=cast(Literal["like", "dislike"], reaction),
             content=comment,
         )
+        return True
 
     async def _remember_feedback(self, key: ThreadKey, activity_id: str, dify_id: str) -> None:
         store = self.ctx.store
         ttl = int(self.ctx.settings.conversation_ttl_days * 86400)
-        await store.redis.set(store.k(key, f"teams:fb:{activity_id}"), dify_id, ex=ttl)
+        async with store.redis.pipeline(transaction=False) as pipe:
+            pipe.set(store.k(key, f"teams:fb:{activity_id}"), dify_id, ex=ttl)
+            pipe.set(store.k(key, FEEDBACK_LATEST), dify_id, ex=ttl)
+            await pipe.execute()
 
     async def _stop_answer(self, key: ThreadKey) -> bool:
         return await self.ctx.bridge.stop(thread=key)
@@ -500,6 +543,14 @@ def _for_clicker(name: str, result: FormResult) -> str:
     if result.outcome is Outcome.ALREADY_DECIDED:
         text += " Your choice was not sent."
     return f"{name}: {text}" if name else text
+
+
+def _invoke_message(text: str) -> web.Response:
+    """A polite invoke response: 200 (never a 4xx, which Teams shows as an error) with a
+    message Teams may show the user."""
+    return web.json_response(
+        {"statusCode": 200, "type": "application/vnd.microsoft.activity.message", "value": text}
+    )
 
 
 def _feedback_text(raw: Any) -> str | None:

@@ -2,8 +2,9 @@
 
 Limits (shared/docs/platform-limits.md): a message may hold about 100 KB of UTF-16 with everything;
 we split text at ``PART_LIMIT`` characters (never inside a code block:
-``app.render.split_markdown``) so a part plus its cards and entities stays far below 80 KB. Teams'
-text Markdown has no tables, so tables travel as Adaptive Cards (schema 1.5) on the last part.
+``app.render.split_markdown``) so a part plus its card and entities stays far below 80 KB. Teams'
+text Markdown has no tables, so in group chats and channels tables travel in one Adaptive Card
+(schema 1.5) on the last part; each part is one Teams message (see :func:`layout`).
 Citations: one root ``schema.org/Message`` entity, at most 20 claims, names <= 80 and abstracts <=
 160 characters, with ``[n]`` markers in the text.
 """
@@ -11,6 +12,7 @@ Citations: one root ``schema.org/Message`` entity, at most 20 claims, names <= 8
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -34,17 +36,41 @@ CITATION_ABSTRACT = 160
 # with no text and this ``value`` (Teams copies the action's ``data`` into it).
 RESET_VALUE: dict[str, str] = {"difyBridge": "newTopic"}
 RESET_TITLE = "New topic"
+RESET_ACTIONS: dict[str, Any] = {
+    "type": "ActionSet",
+    "actions": [{"type": "Action.Submit", "title": RESET_TITLE, "data": dict(RESET_VALUE)}],
+}
+# The "Stop" button of an answer being edited in place (1:1 streams have Teams' own Stop).
+STOP_VALUE: dict[str, str] = {"difyBridge": "stop"}
+STOP_TITLE = "Stop"
+MAX_CARD_BYTES = 60_000
 AI_LABEL: dict[str, Any] = {
     "type": "https://schema.org/Message",
     "@type": "Message",
     "@context": "https://schema.org",
     "additionalType": ["AIGeneratedContent"],
 }
+STOP_CARD: dict[str, Any] = {
+    "contentType": _sdk.ADAPTIVE_CARD,
+    "content": {
+        "type": "AdaptiveCard",
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "version": "1.5",
+        "body": [
+            {
+                "type": "ActionSet",
+                "actions": [
+                    {"type": "Action.Submit", "title": STOP_TITLE, "data": dict(STOP_VALUE)}
+                ],
+            }
+        ],
+    },
+}
 
 
 @dataclass(slots=True)
 class Part:
-    """One outgoing message of a (possibly split) answer."""
+    """One outgoing message of a (possibly split) answer: text and at most one card."""
 
     text: str
     attachments: list[dict[str, Any]] = field(default_factory=list)
@@ -53,13 +79,94 @@ class Part:
     suggested: list[str] = field(default_factory=list)
 
 
+def layout(part: Part) -> str | None:
+    """``attachmentLayout`` that keeps a part one message.
+
+    Teams shows a message's text and each attachment of a ``list`` layout as separate messages,
+    and refuses an update that would become several (400 BadSyntax "Activity resulted into
+    multiple skype activities"; the Agents Playground applies the same rule). A ``carousel`` is
+    one message, so text with its one card goes as a carousel."""
+    return "carousel" if part.attachments and part.text else None
+
+
 def interim(text: str, status: str | None = None) -> str:
-    """What a growing answer looks like while it streams (status line in italics below)."""
-    shown = render.to_teams_markdown(text) if text else ""
+    """What a growing answer looks like in an edited message (status line in italics below).
+
+    The same conversion as the final message (tables become the "see table below" marker whose
+    card comes with the final message), with half-written Markdown healed. Empty while nothing
+    visible has arrived (an answer starting with ``## `` or a table row): the placeholder stays."""
+    shown = render.to_teams_markdown(text, tables="card") if text else ""
     if status:
         line = f"_{_one_line(status)}_"
-        shown = f"{shown}\n\n{line}" if shown else line
-    return shown
+        shown = f"{shown}\n\n{line}" if shown.strip() else line
+    return shown if shown.strip() else ""
+
+
+def streamable(text: str) -> str:
+    """The part of a growing answer a 1:1 stream may show, rendered as the final message is.
+
+    Teams wants every streamed text to extend the previous one, and healing half-written
+    Markdown would rewrite the end. So the stream shows complete blocks (up to the last blank
+    line outside a code fence; tables as aligned text, as in the final 1:1 message), plus the
+    whole words of the block being written when it is plain prose or a plain list, whose
+    rendering cannot change as it grows. The caller still checks that the result extends what
+    was streamed."""
+    cut = _stable_end(text)
+    tail = text[cut:]
+    words = _plain_words(tail)
+    if words:
+        cut += len(words)
+    if cut <= 0:
+        return ""
+    return render.to_teams_markdown(text[:cut], final=True).rstrip()
+
+
+_LIST_MARK = re.compile(r"^(?:[-+] |\d{1,9}[.)] )")
+_NOT_PLAIN = frozenset("*_`~[]<>!\\|&#=")
+
+
+def _plain_words(tail: str) -> str:
+    """The complete words of an unfinished block, when it is plain prose (or a plain list):
+    no Markdown a later character could turn into something else; else ""."""
+    if any(c in _NOT_PLAIN for c in tail):
+        return ""
+    words = tail[: max(tail.rfind(" "), tail.rfind("\n"), 0)]
+    if not _plain_lines(words) and "\n" in words:
+        words = words[: words.rfind("\n")]  # a list item just being started
+    return words if _plain_lines(words) else ""
+
+
+def _plain_lines(words: str) -> bool:
+    if not words.strip():
+        return False
+    for line in words.split("\n"):
+        rest = _LIST_MARK.sub("", line, count=1)
+        if not rest or rest[0].isspace() or rest[0] in "-+":
+            return False  # indented code, a nested marker or a setext underline in the making
+    return True
+
+
+def _stable_end(text: str) -> int:
+    """Offset just after the last blank line that is not inside a fenced code block."""
+    fence = ""
+    best = 0
+    pos = 0
+    for line in text.splitlines(keepends=True):
+        pos += len(line)
+        if not line.endswith("\n"):
+            break  # the line is still being written
+        stripped = line.strip()
+        if fence:
+            if stripped.startswith(fence) and not stripped.strip(fence[0]):
+                fence = ""
+            continue
+        if stripped.startswith(("```", "~~~")):
+            mark = stripped[0]
+            fence = mark * (len(stripped) - len(stripped.lstrip(mark)))
+            continue
+        if not stripped:
+            best = pos
+    return best
 
 
 def plain(text: str) -> str:
@@ -79,14 +186,22 @@ def final_parts(
     suggestions: bool,
     reset: bool = False,
     file_origin: str | None = None,
+    personal: bool = False,
 ) -> list[Part]:
-    """The final answer as one or more messages; buttons and sources ride on the last one.
+    """The final answer as one message (several only when it exceeds Teams' size limit).
+
+    Group chats and channels: the text (Teams Markdown, ``[n]`` citation markers, AI label,
+    feedback) plus at most one Adaptive Card holding every table and the "New topic" button,
+    sent as a carousel (see :func:`layout`). 1:1 chats (``personal``): the final message of a
+    stream can carry no card without Teams showing it as a second message, so tables are
+    aligned text and "New topic" is a suggested action (one of the route's reset words).
+    Buttons and sources ride on the last message.
 
     ``reset``: the route offers a "New topic" button; it is shown only under an answer that
     belongs to a Dify conversation (not under the reset confirmation or one-shot answers).
     ``file_origin``: the Dify API's origin; files Dify produces are links under the text, and
     Dify gives relative URLs (``/files/tools/...``) when its ``FILES_URL`` is not set."""
-    tables = render.extract_tables(text)
+    tables = [] if personal else render.extract_tables(text)
     table_mode: Literal["text", "card"] = "card" if tables else "text"
     notes = [f"_{_one_line(n)}_" for n in extras.notices if n.strip()]
     files = [_file_link(f, file_origin) for f in extras.files if f.url]
@@ -104,41 +219,58 @@ def final_parts(
     if citations:
         # The claims belong with the text holding their [n] markers.
         parts[-1].entities = [{**AI_LABEL, "citation": citations}]
-    cards = [
-        {"contentType": _sdk.ADAPTIVE_CARD, "content": render.teams_table_card(t)} for t in tables
-    ]
-    if cards and part_bytes(parts[-1]) + sum(_json_bytes(c) for c in cards) <= MAX_PART_BYTES:
-        parts[-1].attachments = cards
-    else:
-        # Too big together: each card in a message of its own (one card is at most ~48 KB).
-        parts += [Part(text="", attachments=[c], entities=[dict(AI_LABEL)]) for c in cards]
+    body: list[dict[str, Any]] = []
+    for t in tables:
+        body += render.teams_table_card(t)["body"]
+    if reset and extras.conversation_id and not personal:
+        body.append(RESET_ACTIONS)
+    cards = _pack(body)
+    if cards and part_bytes(parts[-1]) + _json_bytes(cards[0]) <= MAX_PART_BYTES:
+        parts[-1].attachments = [cards.pop(0)]
+    # Too big together: the rest in card-only messages (one card is at most ~60 KB).
+    parts += [Part(text="", attachments=[c], entities=[dict(AI_LABEL)]) for c in cards]
     last = parts[-1]
     if feedback and extras.dify_message_id:
         last.channel_data = {"feedbackLoop": {"type": "default"}}
     if suggestions and extras.suggested:
         last.suggested = [s[:200] for s in extras.suggested[:5] if s.strip()]
-    if reset and extras.conversation_id:
-        last.attachments = [*last.attachments, reset_card()]
+    if reset and extras.conversation_id and personal:
+        last.suggested.append(RESET_TITLE)
     return parts
 
 
+def _pack(body: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Card elements into as few cards as fit ``MAX_CARD_BYTES`` each, in order."""
+    cards: list[list[dict[str, Any]]] = []
+    size = 0
+    for element in body:
+        n = _json_bytes(element)
+        if not cards or size + n > MAX_CARD_BYTES:
+            cards.append([])
+            size = 0
+        cards[-1].append(element)
+        size += n
+    return [_card(b, []) for b in cards]
+
+
 def reset_card() -> dict[str, Any]:
-    """The "New topic" button as an attachment (an ActionSet, so the card body is never empty)."""
-    action = {"type": "Action.Submit", "title": RESET_TITLE, "data": dict(RESET_VALUE)}
-    return {
-        "contentType": _sdk.ADAPTIVE_CARD,
-        "content": {
-            "type": "AdaptiveCard",
-            "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-            "version": "1.5",
-            "body": [{"type": "ActionSet", "actions": [action]}],
-        },
-    }
+    """The "New topic" button alone as an attachment."""
+    return _card([RESET_ACTIONS], [])
+
+
+def stop_card() -> dict[str, Any]:
+    """The "Stop" button under an answer that is still being written (group chats, channels)."""
+    return STOP_CARD
 
 
 def is_reset_click(value: Any) -> bool:
     """The ``value`` of a click on the "New topic" button."""
     return isinstance(value, dict) and all(value.get(k) == v for k, v in RESET_VALUE.items())
+
+
+def is_stop_click(value: Any) -> bool:
+    """The ``value`` of a click on the "Stop" button."""
+    return isinstance(value, dict) and all(value.get(k) == v for k, v in STOP_VALUE.items())
 
 
 def _render_parts(md: str, tables: Literal["text", "card"], limit: int) -> list[str]:

@@ -55,6 +55,8 @@ class Runtime:
     stream_window: float = 100.0
     # Whether a route shows the "New topic" button (route switch on and a chat-mode app).
     reset_enabled: Callable[[str | None], bool] = lambda _route: False
+    # Whether "New topic" is one of a route's reset words (1:1 offers it as a suggested action).
+    reset_by_word: Callable[[str | None], bool] = lambda _route: False
     # The Dify API origin of a route, for Dify's relative file URLs (``/files/tools/...``).
     dify_origin: Callable[[str | None], str | None] = lambda _route: None
 
@@ -126,19 +128,30 @@ class EditReply:
 
     async def update(self, text: str, *, status: str | None = None) -> None:
         await self._settle()
-        await self._show(compose.interim(text, status), urgent=False)
+        shown = compose.interim(text, status)
+        if not shown:
+            return  # nothing visible yet (an answer starting with "## "): keep the placeholder
+        # The growing answer and its Stop button: one message (a carousel, see compose.layout).
+        await self._show_part(
+            compose.Part(text=shown, attachments=[compose.stop_card()]), urgent=False
+        )
 
     async def finish(self, text: str, extras: ReplyExtras) -> None:
         await self._settle()
-        parts = compose.final_parts(
+        await self._deliver(self._final_parts(text, extras), extras)
+
+    def _final_parts(self, text: str, extras: ReplyExtras) -> list[compose.Part]:
+        personal = self.place.personal
+        route = extras.route
+        return compose.final_parts(
             text,
             extras,
-            feedback=self.rt.feedback_enabled(extras.route),
-            suggestions=self.place.personal,
-            reset=self.rt.reset_enabled(extras.route),
-            file_origin=self.rt.dify_origin(extras.route),
+            feedback=self.rt.feedback_enabled(route),
+            suggestions=personal,
+            reset=self.rt.reset_enabled(route) and (not personal or self.rt.reset_by_word(route)),
+            file_origin=self.rt.dify_origin(route),
+            personal=personal,
         )
-        await self._deliver(parts, extras)
 
     async def fail(self, message: str, *, ref: str) -> None:
         await self._settle()
@@ -193,6 +206,7 @@ class EditReply:
             attachments=part.attachments or None,
             suggested=part.suggested or None,
             activity_id=activity_id,
+            attachment_layout=compose.layout(part),
         )
 
     async def _post(
@@ -224,11 +238,13 @@ class EditReply:
         )
 
     async def _show(self, text: str, *, urgent: bool = True) -> None:
-        """Make the answer's message show ``text``: edit it, or post it if there is none.
+        await self._show_part(compose.Part(text=text), urgent=urgent)
+
+    async def _show_part(self, part: compose.Part, *, urgent: bool = True) -> None:
+        """Make the answer's message show ``part``: edit it, or post it if there is none.
 
         ``urgent``: placeholders, errors and final text go before interim edits when the
         tenant's request budget is short."""
-        part = compose.Part(text=text)
         if self.message_id is not None:
             try:
                 await self._put(self.message_id, part, urgent=urgent)
@@ -300,7 +316,8 @@ class StreamReply(EditReply):
             return
         self._text = text
         if time.monotonic() - self._started > self.rt.stream_window:
-            await self._close_stream(compose.Part(text=compose.interim(text)))
+            shown = compose.interim(text) or self._streamed or compose.plain("…")
+            await self._close_stream(compose.Part(text=shown))
             return
         try:
             if not text:
@@ -308,14 +325,19 @@ class StreamReply(EditReply):
                     await self._send_stream("informative", status[:1000])
                     self._last_status = status
                 return
-            # Teams wants every streamed text to extend the previous one, so the stream carries
-            # Dify's Markdown as it grows (Teams renders it); healing half-written Markdown for
-            # display would rewrite the end. A rewrite (Dify's message_replace) waits for the
-            # final message, as does text beyond the streaming size cap.
-            if not text.startswith(self._streamed) or len(text) > compose.STREAM_TEXT_LIMIT:
+            # Teams wants every streamed text to extend the previous one: the stream shows the
+            # answer's complete blocks, rendered as the final message will be (never an empty
+            # or half-converted bubble). A rewrite (Dify's message_replace) waits for the final
+            # message, as does text beyond the streaming size cap.
+            shown = compose.streamable(text)
+            if (
+                len(shown) <= len(self._streamed)
+                or not shown.startswith(self._streamed)
+                or len(shown) > compose.STREAM_TEXT_LIMIT
+            ):
                 return
-            await self._send_stream("streaming", text)
-            self._streamed = text
+            await self._send_stream("streaming", shown)
+            self._streamed = shown
         except StreamRejected as e:
             self._on_rejected(e)
 
@@ -327,14 +349,7 @@ class StreamReply(EditReply):
         if self.mode == "edit":
             await super().finish(text, extras)
             return
-        parts = compose.final_parts(
-            text,
-            extras,
-            feedback=self.rt.feedback_enabled(extras.route),
-            suggestions=True,
-            reset=self.rt.reset_enabled(extras.route),
-            file_origin=self.rt.dify_origin(extras.route),
-        )
+        parts = self._final_parts(text, extras)
         try:
             await self._close_stream(parts[0])
         except StreamRejected as e:

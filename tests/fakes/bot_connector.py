@@ -10,6 +10,13 @@ What it does, so tests read like Teams is on the other end:
   ``403 ContentStreamNotAllowed``.
 * Per-conversation throttling as documented (7/1 s, 8/2 s, 60/30 s, 1800/h) and the tenant-wide
   30 requests/s: ``429`` with ``Retry-After``. Rejected calls do not count, as on the real service.
+* Teams' one-message rule, as the Microsoft 365 Agents Playground 0.2.28 applies it
+  (``splitActivity``): a message's ``text`` and each attachment of a ``list`` layout are separate
+  messages (a ``carousel`` is one). A ``POST`` that becomes several creates them all and answers
+  ``202`` without an id; a ``PUT`` that would become several is refused with ``400 BadSyntax``
+  "Activity resulted into multiple skype activities"; the ``final`` message of a stream shows
+  each attachment as a message of its own. A message or edit with no text and no attachment is
+  refused with ``400 BadSyntax``. :meth:`shown` lists what the user sees.
 * A fault queue (:meth:`fail_next`) for one-off errors.
 * Inbound auth material: an OpenID metadata document, a JWKS and :meth:`sign` to mint activity
   JWTs (issuer ``https://api.botframework.com``) with the fake's own RSA key.
@@ -44,6 +51,12 @@ BOT_NAME = "DifyBot"
 TENANT_ID = "72f988bf-0000-4000-8000-00000000t001"
 ISSUER = "https://api.botframework.com"
 
+_EMPTY = {
+    "error": {
+        "code": "BadSyntax",
+        "message": "Activity must include non empty 'text' field or at least 1 attachment",
+    }
+}
 # Per app per tenant: 30 requests/s (platform-limits.md: "design for 30").
 TEAMS_TENANT_LIMITS: tuple[tuple[int, float], ...] = ((30, 1.0),)
 # Documented per-bot, per-thread limits: (requests, window seconds).
@@ -384,11 +397,21 @@ class FakeBotConnector:
             return early
         cid = request.match_info["cid"]
         info = _streaminfo(body)
+        if body.get("type") in ("message", "typing") and _empty(body) and (
+            info is None or info.get("streamType") != "informative"
+        ):
+            return await self._answer(request, "POST", body, 400, _EMPTY)
         if info is not None:
             return await self._stream_post(request, body, cid, info)
-        new_id = self._next_id()
-        self.messages[(cid, new_id)] = body
-        return await self._answer(request, "POST", body, 201, {"id": new_id})
+        shown = split_activity(body)
+        ids = []
+        for one in shown:
+            ids.append(self._next_id())
+            self.messages[(cid, ids[-1])] = one
+        if len(ids) == 1:
+            return await self._answer(request, "POST", body, 201, {"id": ids[0]})
+        # Several messages: Teams gives no id to edit (the Playground answers 202, no body).
+        return await self._answer(request, "POST", body, 202, {})
 
     async def _stream_post(
         self, request: web.Request, body: dict[str, Any], cid: str, info: dict[str, Any]
@@ -422,7 +445,15 @@ class FakeBotConnector:
                     err(403, "ContentStreamNotAllowed", "Content stream finished"),
                 )
             stream.ended = True
-            self.messages[(cid, str(stream_id))] = body
+            # The stream's message shows the text; each attachment becomes one more message.
+            first, *more = (
+                [{**body, "attachments": None}, *split_activity({**body, "text": None})]
+                if body.get("text") and body.get("attachments")
+                else split_activity({**body, "attachmentLayout": None})
+            )
+            self.messages[(cid, str(stream_id))] = first
+            for one in more:
+                self.messages[(cid, self._next_id())] = one
             return await self._answer(request, "POST", body, 201, {"id": stream_id})
         if body.get("type") != "typing":
             return await self._answer(
@@ -488,6 +519,21 @@ class FakeBotConnector:
                 404,
                 {"error": {"code": "ActivityNotFoundInConversation", "message": "not found"}},
             )
+        if _empty(body):
+            return await self._answer(request, "PUT", body, 400, _EMPTY)
+        if len(split_activity(body)) > 1:
+            return await self._answer(
+                request,
+                "PUT",
+                body,
+                400,
+                {
+                    "error": {
+                        "code": "BadSyntax",
+                        "message": "Activity resulted into multiple skype activities",
+                    }
+                },
+            )
         self.messages[(cid, aid)] = body
         return await self._answer(request, "PUT", body, 200, {"id": aid})
 
@@ -541,6 +587,10 @@ class FakeBotConnector:
             for c in self.calls
             if (method is None or c.method == method) and (not ok or 200 <= c.status < 300)
         ]
+
+    def shown(self, conversation_id: str) -> list[dict[str, Any]]:
+        """The bot's messages in a conversation as the user sees them now, oldest first."""
+        return [m for (cid, _), m in self.messages.items() if cid == conversation_id]
 
     def visible_text(self, conversation_id: str, activity_id: str) -> str:
         """What the user sees now in one message."""
@@ -743,6 +793,23 @@ class FakeBotConnector:
         if conversation is not None:
             body["conversation"] = copy.deepcopy(conversation)
         return body
+
+
+def split_activity(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The messages Teams shows for one activity: its text, then each attachment of a ``list``
+    layout on its own (a ``carousel`` stays one message). The Agents Playground's rule."""
+    if body.get("attachmentLayout") == "carousel":
+        return [body]
+    out: list[dict[str, Any]] = []
+    if body.get("text"):
+        out.append({**body, "attachments": None})
+    for a in body.get("attachments") or []:
+        out.append({**body, "text": None, "textFormat": None, "attachments": [a]})
+    return out
+
+
+def _empty(body: dict[str, Any]) -> bool:
+    return not body.get("text") and not body.get("attachments")
 
 
 def _streaminfo(body: dict[str, Any]) -> dict[str, Any] | None:
