@@ -67,7 +67,7 @@ def configure(
     root.setLevel(level)
     # Third-party loggers can include payloads at DEBUG; keep them at WARNING unless asked.
     noisy_loggers = (
-        "slack_bolt", "slack_sdk", "aiohttp.access", "botbuilder", "msrest", "httpx", "redis",
+        "slack_bolt", "slack_sdk", "aiohttp.access", "microsoft_agents", "httpx", "redis",
         "markdown_it",
     )
     for noisy in noisy_loggers:

@@ -112,10 +112,14 @@ def test_two_people_in_separate_personal_chats_never_share_a_thread() -> None:
     [
         (lambda b: b.pop("conversation"), "conversation must be an object"),
         (lambda b: b.update(serviceUrl="ftp://x"), "serviceUrl must be an http(s) URL"),
-        (lambda b: b.update(text=["x"]), "text must be a string"),
+        (lambda b: b.update(text=["x"]), "text: Input should be a valid string"),
         (lambda b: b["from"].pop("id"), "from.id is missing"),
         (lambda b: b.update(id="x" * 600), "id is too long"),
-        (lambda b: b.update(entities="nope"), "entities must be a list"),
+        (lambda b: b.update(entities="nope"), "entities: Value error"),
+        (lambda b: b.update(entities=[5]), "entities: Value error"),
+        (lambda b: b.update(conversation="19:x"), "conversation: Input should be a valid dict"),
+        (lambda b: b["conversation"].update(id=""), "conversation.id: String should have"),
+        (lambda b: b.update(timestamp="yesterday"), "timestamp: Input should be a valid"),
     ],
 )
 def test_malformed_activities_are_refused_with_the_field_named(mutate: Any, problem: str) -> None:
@@ -151,28 +155,22 @@ def test_local_mode_recognises_only_this_machine(url: str, ok: bool) -> None:
     assert is_loopback_url(url) is ok
 
 
-def test_outgoing_activities_are_built_without_garbage_for_the_collector() -> None:
-    # msrest's Model.serialize() builds a serializer per call that refers to itself: with many
-    # answers streaming, those cycles piled up for the garbage collector to walk. The shared
-    # serializer must give the very same JSON and leave nothing behind.
+def test_outgoing_activities_are_the_agents_sdk_models_on_the_wire() -> None:
+    # Built from the SDK's models and serialised as its ConnectorClient does; a streamed answer
+    # builds many of them, so none may leave reference cycles for the garbage collector.
     import gc
 
-    from botbuilder.schema import Activity, ChannelAccount, ConversationAccount
+    from microsoft_agents.activity import Activity
 
     from adapters.teams import _sdk
 
     conv = {"id": "19:abc@thread.tacv2;messageid=1", "conversationType": "channel",
             "tenantId": TENANT_ID, "isGroup": True}
-    expected = Activity(
-        from_property=ChannelAccount(id=BOT_ID, name="Dify"),
-        recipient=ChannelAccount(id="29:user", name="Ada"),
-        conversation=ConversationAccount(
-            id=conv["id"], conversation_type="channel", tenant_id=TENANT_ID, is_group=True
-        ),
-        channel_id=_sdk.MSTEAMS,
-        reply_to_id="1",
-    ).serialize()
     card = {"contentType": _sdk.ADAPTIVE_CARD, "content": {"type": "AdaptiveCard", "body": []}}
+    ai_label = {"type": "https://schema.org/Message", "@type": "Message",
+                "@context": "https://schema.org", "additionalType": ["AIGeneratedContent"]}
+    stream = {"type": "streaminfo", "streamType": "streaming", "streamSequence": 2,
+              "streamId": "s-1"}
 
     gc.collect()
     gc.disable()
@@ -181,14 +179,29 @@ def test_outgoing_activities_are_built_without_garbage_for_the_collector() -> No
             bot=(BOT_ID, "Dify"), user=("29:user", "Ada"), conversation=conv, reply_to_id="1"
         )
         activity = _sdk.build_activity(
-            base, type=_sdk.MESSAGE, text="Hello", attachments=[card], suggested=["More?"]
+            base, type=_sdk.MESSAGE, text="Hello", attachments=[card], suggested=["More?"],
+            entities=[ai_label, stream], channel_data={"feedbackLoop": {"type": "default"}},
         )
         left_in_cycles = gc.collect()
     finally:
         gc.enable()
-    assert base == expected
-    assert activity["attachments"][0]["contentType"] == _sdk.ADAPTIVE_CARD
-    assert activity["suggestedActions"]["actions"][0] == {
-        "type": "imBack", "title": "More?", "value": "More?"
-    }
     assert left_in_cycles == 0
+    assert activity == {
+        "type": "message",
+        "channelId": "msteams",
+        "from": {"id": BOT_ID, "name": "Dify"},
+        "recipient": {"id": "29:user", "name": "Ada"},
+        "conversation": conv,
+        "replyToId": "1",
+        "text": "Hello",
+        "textFormat": "markdown",
+        "attachments": [card],
+        "suggestedActions": {"actions": [{"type": "imBack", "title": "More?", "value": "More?"}]},
+        "entities": [ai_label, stream],
+        "channelData": {"feedbackLoop": {"type": "default"}},
+    }
+    # What Teams (and the SDK) reads back is what we meant to send.
+    again = Activity.model_validate(activity)
+    assert again.model_dump(by_alias=True, exclude_unset=True, exclude_none=True,
+                            mode="json") == activity
+

@@ -1,7 +1,8 @@
 """Microsoft Teams adapter: channel mentions, group and 1:1 chats, streamed answers, feedback.
 
-Runs on botbuilder-python 4.17.1 (schema and auth rules; see ``_sdk.py``, the only module that
-imports it) with its own aiohttp transport. ``create(ctx)`` is the entry point the core loads.
+Activities are the Microsoft 365 Agents SDK's models (``_sdk.py``, the only module that imports
+it); JWT validation, tokens and the Bot Connector calls are our own on aiohttp and PyJWT (README,
+Which SDK). ``create(ctx)`` is the entry point the core loads.
 """
 
 from __future__ import annotations

@@ -1,65 +1,106 @@
-"""Everything this adapter takes from the Bot Framework SDK, in one place.
+"""Everything this adapter takes from the Microsoft 365 Agents SDK, in one place.
 
-botbuilder-python 4.17.1 is archived (its successor is the Microsoft 365 Agents SDK,
-``microsoft-agents-hosting-aiohttp``). Keeping every import of it in this module means a move to
-the successor touches this file, not the adapter's logic.
+We use its activity models (``microsoft-agents-activity``, pydantic): every activity that comes
+in is validated by ``Activity.model_validate`` and every activity that goes out is built from its
+models and serialised by ``model_dump``, as the SDK's own ``ConnectorClient`` does. We do not use
+its hosting, connector, MSAL or streaming parts: each is weaker than what this adapter needs
+(README.md, Microsoft Teams, Which SDK). Keeping every import of the SDK here means an SDK
+upgrade touches this file, not the adapter's logic.
 
-What we use: the Bot Framework schema models to serialise outgoing activities exactly as the SDK
-does, and the authentication constants and endorsement rule of botframework-connector. What we do
-not use, and why (see README.md, Microsoft Teams): its HTTP stack. botframework-connector 4.17.1
-fetches signing keys and tokens with blocking ``requests``/``msal`` calls on the event loop, and
-its ``update_activity`` retries 429s silently in a worker thread, so the edit scheduler never sees
-``Retry-After``. Our own aiohttp client (``connector.py``) has no retry layer at all.
+The Bot Framework protocol constants below are the SDK's values (``AuthenticationConstants`` in
+``microsoft-agents-hosting-core``), copied so that the models are all we install.
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+import logging
+from typing import Any
 
-from botbuilder.schema import (
+from microsoft_agents.activity import (
     ActionTypes,
     Activity,
     ActivityTypes,
+    AIEntity,
     Attachment,
     CardAction,
     ChannelAccount,
+    Channels,
     ConversationAccount,
+    Entity,
+    Mention,
+    StreamInfo,
     SuggestedActions,
 )
-from botframework.connector.auth import AuthenticationConstants
-from botframework.connector.auth.endorsements_validator import EndorsementsValidator
-from botframework.connector.channels import Channels
-from msrest.serialization import Model, Serializer
+from pydantic import ValidationError
 
-MSTEAMS: str = Channels.ms_teams
-BOTFRAMEWORK_ISSUER: str = AuthenticationConstants.TO_BOT_FROM_CHANNEL_TOKEN_ISSUER
-DEFAULT_OPENID_METADATA_URL: str = AuthenticationConstants.TO_BOT_FROM_CHANNEL_OPENID_METADATA_URL
-LOGIN_URL_PREFIX: str = AuthenticationConstants.TO_CHANNEL_FROM_BOT_LOGIN_URL_PREFIX
-TOKEN_ENDPOINT_PATH: str = AuthenticationConstants.TO_CHANNEL_FROM_BOT_TOKEN_ENDPOINT_PATH
-MULTI_TENANT_AUTHORITY: str = AuthenticationConstants.DEFAULT_CHANNEL_AUTH_TENANT
-BOTFRAMEWORK_SCOPE: str = AuthenticationConstants.TO_CHANNEL_FROM_BOT_OAUTH_SCOPE
+MSTEAMS: str = Channels.ms_teams.value
+BOTFRAMEWORK_ISSUER = "https://api.botframework.com"
+DEFAULT_OPENID_METADATA_URL = "https://login.botframework.com/v1/.well-known/openidconfiguration"
+LOGIN_URL_PREFIX = "https://login.microsoftonline.com/"
+TOKEN_ENDPOINT_PATH = "/oauth2/v2.0/token"  # noqa: S105 (a URL path, not a secret)
+MULTI_TENANT_AUTHORITY = "botframework.com"
+BOTFRAMEWORK_SCOPE = "https://api.botframework.com"
 SIGNING_ALGORITHMS: tuple[str, ...] = ("RS256",)
 SERVICE_URL_CLAIM = "serviceurl"
 
-MESSAGE: str = ActivityTypes.message
-TYPING: str = ActivityTypes.typing
-INVOKE: str = ActivityTypes.invoke
+MESSAGE: str = ActivityTypes.message.value
+TYPING: str = ActivityTypes.typing.value
+INVOKE: str = ActivityTypes.invoke.value
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 
-# One msrest serializer for every schema model. ``Model.serialize()`` builds a new one per call,
-# and a serializer refers to itself through bound methods: a reference cycle per activity that
-# only the garbage collector frees (README, How it works).
-_SERIALIZER = Serializer(Activity._infer_class_models())  # type: ignore[no-untyped-call]
+# What the Bot Connector expects on the wire (and what the SDK's ConnectorClient sends): the
+# camelCase aliases, only the fields we set, no nulls.
+_DUMP: dict[str, Any] = {
+    "by_alias": True,
+    "exclude_unset": True,
+    "exclude_none": True,
+    "mode": "json",
+}
+# Typed entities serialise exactly as Teams documents them; the generic ``Entity`` would write
+# ``@type`` twice (also as ``atType``).
+_ENTITY_TYPES: dict[str, type[Entity]] = {
+    "streaminfo": StreamInfo,
+    "https://schema.org/Message": AIEntity,
+    "mention": Mention,
+}
+
+# The SDK logs every rejected activity at ERROR with a traceback; a bad request is the sender's
+# problem and is answered 400 with the field named (activities.parse), so keep that quiet.
+logging.getLogger("microsoft_agents.activity.activity").setLevel(logging.CRITICAL)
 
 
-def _serialize(model: Model) -> dict[str, Any]:
-    """What ``model.serialize()`` returns, through the shared serializer (as msrest does it)."""
-    return cast(dict[str, Any], _SERIALIZER._serialize(model))  # type: ignore[no-untyped-call]
+class InvalidActivity(ValueError):
+    """The SDK's model refused the body; the message names the first bad field."""
 
 
-def endorsed(channel_id: str, endorsements: list[str]) -> bool:
-    """The signing key must be endorsed for the channel the activity claims to come from."""
-    return bool(EndorsementsValidator.validate(channel_id, endorsements))
+def parse_activity(body: dict[str, Any]) -> Activity:
+    """An incoming activity validated by the SDK's model (raises :class:`InvalidActivity`)."""
+    try:
+        return Activity.model_validate(body)
+    except (ValidationError, ValueError, TypeError) as e:
+        raise InvalidActivity(_first_error(e)) from None
+
+
+def _first_error(e: Exception) -> str:
+    if isinstance(e, ValidationError) and e.errors():
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        return f"{where or 'activity'}: {err.get('msg', 'invalid')}"
+    return str(e) or "invalid activity"
+
+
+def dump(model: Activity | Entity | Attachment) -> dict[str, Any]:
+    """A model as wire JSON."""
+    out: dict[str, Any] = model.model_dump(**_DUMP)
+    return out
+
+
+def endorsed(channel_id: str, endorsements: list[str] | tuple[str, ...]) -> bool:
+    """The signing key must be endorsed for the channel the activity claims to come from.
+
+    Stricter than botframework-connector's ``EndorsementsValidator``, which lets an activity
+    without a ``channelId`` pass (and the Agents SDK checks no endorsement at all)."""
+    return bool(channel_id) and channel_id in endorsements
 
 
 def base_activity(
@@ -68,13 +109,11 @@ def base_activity(
     user: tuple[str, str] | None,
     conversation: dict[str, Any],
     reply_to_id: str | None,
-) -> dict[str, Any]:
-    """The addressing part of every activity of one reply, serialised by the SDK's schema models.
-
-    Built once per reply and copied per call: msrest serialisation costs ~0.4 ms, and a streamed
-    answer sends many activities to the same place.
-    """
-    activity = Activity(
+) -> Activity:
+    """The addressing part of every activity of one reply, validated once by the SDK's models
+    and copied per call (a streamed answer sends many activities to the same place)."""
+    return Activity(
+        type=MESSAGE,
         from_property=ChannelAccount(id=bot[0], name=bot[1]),
         recipient=ChannelAccount(id=user[0], name=user[1]) if user else None,
         conversation=ConversationAccount(
@@ -86,11 +125,10 @@ def base_activity(
         channel_id=MSTEAMS,
         reply_to_id=reply_to_id,
     )
-    return _serialize(activity)
 
 
 def build_activity(
-    base: dict[str, Any],
+    base: Activity,
     *,
     type: str,
     text: str | None = None,
@@ -101,33 +139,34 @@ def build_activity(
     activity_id: str | None = None,
     attachment_layout: str | None = None,
 ) -> dict[str, Any]:
-    """One outgoing activity: ``base`` plus content (schema field names, camelCase).
+    """One outgoing activity as wire JSON: ``base`` plus content, each part an SDK model.
 
-    ``entities`` are passed through as given: the schema's ``Entity`` model would drop every
-    field but ``type`` (streaminfo, citations and mentions all need theirs).
+    ``entities`` and ``attachments`` come in wire shape (camelCase) and are validated into the
+    SDK's typed entities and ``Attachment``; the addressing was validated by ``base_activity``.
     """
-    body = dict(base)
-    body["type"] = type
+    update: dict[str, Any] = {"type": type}
     if activity_id:
-        body["id"] = activity_id
+        update["id"] = activity_id
     if text is not None:
-        body["text"] = text
-        body["textFormat"] = "markdown"
+        update["text"] = text
+        update["text_format"] = "markdown"
     if attachments:
-        body["attachments"] = [
-            _serialize(Attachment(content_type=a["contentType"], content=a["content"]))
-            for a in attachments
-        ]
+        update["attachments"] = [Attachment.model_validate(a) for a in attachments]
         if attachment_layout:
-            body["attachmentLayout"] = attachment_layout
+            update["attachment_layout"] = attachment_layout
     if suggested:
-        body["suggestedActions"] = _serialize(
-            SuggestedActions(
-                actions=[CardAction(type=ActionTypes.im_back, title=q, value=q) for q in suggested]
-            )
+        update["suggested_actions"] = SuggestedActions(
+            actions=[
+                CardAction(type=ActionTypes.im_back, title=q, value=q) for q in suggested
+            ]
         )
     if channel_data:
-        body["channelData"] = channel_data
+        update["channel_data"] = channel_data
     if entities:
-        body["entities"] = entities
-    return body
+        update["entities"] = [_entity(e) for e in entities]
+    return dump(base.model_copy(update=update))
+
+
+def _entity(raw: dict[str, Any]) -> Entity:
+    cls = _ENTITY_TYPES.get(str(raw.get("type")), Entity)
+    return cls.model_validate(raw)

@@ -1,7 +1,8 @@
 """Incoming Teams activities: validated, classified, turned into thread keys and reply places.
 
-Nothing here talks to the network. ``parse`` refuses anything that is not a well-formed activity
-(the handler answers 400), so the rest of the adapter works with typed fields only.
+Nothing here talks to the network. ``parse`` validates the body with the Agents SDK's
+``Activity`` model and refuses anything that is not a well-formed activity (the handler answers
+400), so the rest of the adapter works with typed fields only.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
+from adapters.teams import _sdk
 from app.model import ThreadKey
 
 PERSONAL = "personal"
@@ -68,94 +69,90 @@ class Inbound:
         return root if sep and root else None
 
 
-def _str(obj: dict[str, Any], key: str, *, required: bool = True, where: str = "") -> str:
-    v = obj.get(key)
-    if v is None or v == "":
+def _id(value: str | None, name: str, *, required: bool = True) -> str:
+    if not value:
         if required:
-            raise BadActivity(f"{where}{key} is missing")
+            raise BadActivity(f"{name} is missing")
         return ""
-    if not isinstance(v, str):
-        raise BadActivity(f"{where}{key} must be a string")
-    if len(v) > _MAX_ID and key != "text":
-        raise BadActivity(f"{where}{key} is too long")
-    return v
-
-
-def _obj(obj: dict[str, Any], key: str) -> dict[str, Any]:
-    v = obj.get(key)
-    if not isinstance(v, dict):
-        raise BadActivity(f"{key} must be an object")
-    return v
+    if len(value) > _MAX_ID:
+        raise BadActivity(f"{name} is too long")
+    return value
 
 
 def parse(body: Any) -> Inbound:
-    """Validate a JSON body as a Bot Framework activity; raise :class:`BadActivity`."""
+    """Validate a JSON body as a Bot Framework activity; raise :class:`BadActivity`.
+
+    The SDK's ``Activity`` model checks the types of every field; what it leaves optional but
+    answering needs (who sent it, to whom, where to answer) is checked here."""
     if not isinstance(body, dict):
         raise BadActivity("the body must be a JSON object")
-    type_ = _str(body, "type")
-    conversation = _obj(body, "conversation")
-    sender = _obj(body, "from")
-    recipient = _obj(body, "recipient")
-    conv_id = _str(conversation, "id", where="conversation.")
-    service_url = _str(body, "serviceUrl")
+    try:
+        a = _sdk.parse_activity(body)
+    except _sdk.InvalidActivity as e:
+        raise BadActivity(str(e)) from None
+    conversation, sender, recipient = a.conversation, a.from_property, a.recipient
+    if conversation is None:
+        raise BadActivity("conversation must be an object")
+    if sender is None:
+        raise BadActivity("from must be an object")
+    if recipient is None:
+        raise BadActivity("recipient must be an object")
+    conv_id = _id(conversation.id, "conversation.id")
+    service_url = _id(a.service_url, "serviceUrl")
     if not service_url.startswith(("https://", "http://")):
         raise BadActivity("serviceUrl must be an http(s) URL")
-    entities_raw = body.get("entities") or []
-    if not isinstance(entities_raw, list):
-        raise BadActivity("entities must be a list")
-    entities = tuple(e for e in entities_raw if isinstance(e, dict))
-    attachments_raw = body.get("attachments") or []
-    if not isinstance(attachments_raw, list):
-        raise BadActivity("attachments must be a list")
-    attachments = tuple(a for a in attachments_raw if isinstance(a, dict))
-    channel_data = body.get("channelData") if isinstance(body.get("channelData"), dict) else {}
-    tenant = conversation.get("tenantId")
-    if not isinstance(tenant, str) or not tenant:
-        t = (channel_data or {}).get("tenant")
+    channel_data = a.channel_data if isinstance(a.channel_data, dict) else {}
+    tenant = conversation.tenant_id
+    if not tenant:
+        t = channel_data.get("tenant")
         tenant = t.get("id") if isinstance(t, dict) else None
     if not isinstance(tenant, str) or not tenant or len(tenant) > _MAX_ID:
         tenant = "default"  # the Emulator sends none
-    text = body.get("text")
-    if text is not None and not isinstance(text, str):
-        raise BadActivity("text must be a string")
-    name = body.get("name")
+    type_ = a.type
     return Inbound(
         type=type_,
-        id=_str(body, "id", required=type_ in ("message", "invoke")) or "",
+        id=_id(a.id, "id", required=type_ in ("message", "invoke")),
         service_url=service_url,
-        channel_id=_str(body, "channelId"),
+        channel_id=_id(str(a.channel_id or ""), "channelId"),
         conversation_id=conv_id,
-        conversation_type=_conversation_type(conversation, channel_data or {}),
+        conversation_type=_conversation_type(
+            conv_id, conversation.conversation_type, conversation.is_group, channel_data
+        ),
         tenant_id=tenant,
-        from_id=_str(sender, "id", where="from."),
-        from_name=_str(sender, "name", required=False, where="from."),
-        aad_object_id=_str(sender, "aadObjectId", required=False, where="from.") or None,
-        recipient_id=_str(recipient, "id", where="recipient."),
-        recipient_name=_str(recipient, "name", required=False, where="recipient."),
-        text=text or "",
-        name=name if isinstance(name, str) else None,
-        reply_to_id=_str(body, "replyToId", required=False) or None,
-        entities=entities,
-        attachments=attachments,
-        value=body.get("value"),
-        timestamp=_timestamp(body.get("timestamp")),
-        channel_name=_channel_name(channel_data or {}),
+        from_id=_id(sender.id, "from.id"),
+        from_name=sender.name or "",
+        aad_object_id=_id(sender.aad_object_id, "from.aadObjectId", required=False) or None,
+        recipient_id=_id(recipient.id, "recipient.id"),
+        recipient_name=recipient.name or "",
+        text=a.text or "",
+        name=a.name,
+        reply_to_id=_id(a.reply_to_id, "replyToId", required=False) or None,
+        entities=tuple(_sdk.dump(e) for e in a.entities or ()),
+        attachments=tuple(_sdk.dump(x) for x in a.attachments or ()),
+        value=a.value,
+        timestamp=a.timestamp.timestamp() if a.timestamp else None,
+        channel_name=_channel_name(channel_data),
         raw_conversation={
-            k: conversation[k]
-            for k in ("id", "conversationType", "tenantId", "isGroup")
-            if k in conversation
+            k: v
+            for k, v in (
+                ("id", conv_id),
+                ("conversationType", conversation.conversation_type),
+                ("tenantId", conversation.tenant_id),
+                ("isGroup", conversation.is_group),
+            )
+            if v is not None
         },
     )
 
 
-def _conversation_type(conversation: dict[str, Any], channel_data: dict[str, Any]) -> str:
-    ctype = conversation.get("conversationType")
+def _conversation_type(
+    cid: str, ctype: str | None, is_group: bool | None, channel_data: dict[str, Any]
+) -> str:
     if ctype in (PERSONAL, GROUP, CHANNEL):
-        return str(ctype)
-    cid = str(conversation.get("id", ""))
+        return ctype
     if _MESSAGEID in cid or "channel" in channel_data or "@thread.tacv2" in cid:
         return CHANNEL
-    if conversation.get("isGroup"):
+    if is_group:
         return GROUP
     return PERSONAL
 
@@ -167,15 +164,6 @@ def _channel_name(channel_data: dict[str, Any]) -> str | None:
     if not isinstance(name, str) or not name.strip() or len(name) > _MAX_ID:
         return None
     return name.strip()
-
-
-def _timestamp(raw: Any) -> float | None:
-    if not isinstance(raw, str):
-        return None
-    try:
-        return datetime.fromisoformat(raw).timestamp()
-    except ValueError:
-        return None
 
 
 def bot_mentioned(inb: Inbound) -> bool:
