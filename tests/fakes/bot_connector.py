@@ -131,6 +131,7 @@ class FakeBotConnector:
         self.endorsements = ["msteams"]
         self.calls: list[Call] = []
         self.token_requests: list[dict[str, str]] = []
+        self.jwks_fetches = 0
         self.issued_tokens: set[str] = set()
         self.require_bearer = False
         self.thread_limits: tuple[tuple[int, float], ...] = TEAMS_THREAD_LIMITS
@@ -230,8 +231,11 @@ class FakeBotConnector:
         expires_in: float = 3600,
         kid: str | None = None,
         key: rsa.RSAPrivateKey | None = None,
+        claims: dict[str, Any] | None = None,
     ) -> str:
-        """An activity JWT like the Bot Connector sends, signed with this fake's key."""
+        """An activity JWT like the Bot Connector sends, signed with this fake's key.
+
+        ``claims`` overrides claims; a None value leaves that claim out."""
         now = int(time.time())
         claims = {
             "iss": issuer,
@@ -240,7 +244,9 @@ class FakeBotConnector:
             "nbf": now - 10,
             "iat": now - 10,
             "exp": int(now + expires_in),
+            **(claims or {}),
         }
+        claims = {k: v for k, v in claims.items() if v is not None}
         return jwt.encode(
             claims, key or self._key, algorithm="RS256", headers={"kid": kid or self.kid}
         )
@@ -256,7 +262,12 @@ class FakeBotConnector:
             }
         )
 
+    @property
+    def public_key(self) -> rsa.RSAPublicKey:
+        return self._key.public_key()
+
     async def _jwks(self, request: web.Request) -> web.Response:
+        self.jwks_fetches += 1
         jwk = json.loads(RSAAlgorithm.to_jwk(self._key.public_key()))
         jwk.update({"kid": self.kid, "use": "sig", "endorsements": list(self.endorsements)})
         return web.json_response({"keys": [jwk]})
