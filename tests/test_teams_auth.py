@@ -412,17 +412,3 @@ async def test_an_unknown_key_id_refetches_the_keys_at_most_once_a_minute(
         finally:
             connector.kid = "fake-key-1"
 
-
-async def test_a_multi_tenant_bot_gets_its_token_from_the_botframework_tenant(
-    make_service: Any, connector: FakeBotConnector, fake_dify: Any, monkeypatch: Any
-) -> None:
-    env = teams_env(connector)
-    env["MICROSOFT_APP_TYPE"] = "MultiTenant"
-    del env["MICROSOFT_APP_TENANT_ID"]
-    env.pop("MICROSOFT_TOKEN_URL")
-    monkeypatch.delenv("MICROSOFT_TOKEN_URL")
-    service = await make_service(env, adapters=["teams"])
-    (teams,) = service.adapters
-    assert teams._ready().connector._tokens.token_url == (
-        "https://login.microsoftonline.com/botframework.com/oauth2/v2.0/token"
-    )
