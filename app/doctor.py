@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from app.client_assertion import CertificateError, load_certificate
 from app.errors import ConfigError
 from app.manifests import needed_slack_scopes
 from app.redis_conn import client_from_url, embedded_refusal
@@ -371,9 +372,12 @@ async def check_teams(
         return Check("SKIP", "teams token", "UserAssignedMSI: the token comes from the Azure "
                      "managed identity endpoint, reachable only inside Azure")
     secret = settings.secret("microsoft_app_password")
-    if not secret:
-        return Check("FAIL", "teams token", "MICROSOFT_APP_PASSWORD is not set",
-                     "create a client secret for the bot's app registration")
+    cert_path = settings.microsoft_app_certificate_path
+    if not secret and not cert_path:
+        return Check("FAIL", "teams token",
+                     "neither MICROSOFT_APP_PASSWORD nor MICROSOFT_APP_CERTIFICATE_PATH is set",
+                     "create a client secret (or upload a certificate) for the bot's app "
+                     "registration")
     tenant = settings.microsoft_app_tenant_id
     if settings.microsoft_app_type == "SingleTenant" and not tenant:
         return Check("FAIL", "teams token", "SingleTenant bots need MICROSOFT_APP_TENANT_ID",
@@ -383,7 +387,20 @@ async def check_teams(
            or f"{DEFAULT_LOGIN_URL}/{tenant or 'botframework.com'}/oauth2/v2.0/token")
     login = urlunsplit(urlsplit(url)._replace(path="", query=""))
     form = {"grant_type": "client_credentials", "client_id": app_id,
-            "client_secret": secret, "scope": BOT_FRAMEWORK_SCOPE}
+            "scope": BOT_FRAMEWORK_SCOPE}
+    if secret:
+        form["client_secret"] = secret
+    else:
+        try:
+            cert = await asyncio.to_thread(
+                load_certificate, str(cert_path),
+                settings.secret("microsoft_app_certificate_password"),
+            )
+        except CertificateError as e:
+            return Check("FAIL", "teams token", f"MICROSOFT_APP_CERTIFICATE_PATH: {e}",
+                         "a PEM with the private key and certificate, or a .pfx "
+                         "(MICROSOFT_APP_CERTIFICATE_PASSWORD if encrypted)")
+        form.update(cert.form(client_id=app_id, token_url=url))
     try:
         r = await client.post(url, data=form)
     except httpx.HTTPError as e:

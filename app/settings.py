@@ -400,6 +400,14 @@ class Settings(BaseSettings):
     # --- Teams
     microsoft_app_id: str | None = Field(None, description="Bot's Microsoft app id.")
     microsoft_app_password: SecretStr | None = Field(None, description="Bot's client secret.")
+    microsoft_app_certificate_path: str | None = Field(
+        None,
+        description="Instead of a client secret: a PEM (private key + certificate) or PKCS#12 "
+        "file of a certificate uploaded to the bot's app registration.",
+    )
+    microsoft_app_certificate_password: SecretStr | None = Field(
+        None, description="Password of an encrypted certificate file."
+    )
     microsoft_app_tenant_id: str | None = Field(
         None, description="Required for SingleTenant and UserAssignedMSI."
     )

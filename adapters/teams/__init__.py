@@ -12,6 +12,7 @@ import os
 import structlog
 
 from adapters.teams.adapter import TeamsAdapter
+from app.client_assertion import Certificate, CertificateError, load_certificate
 from app.context import AdapterContext
 
 log = structlog.get_logger(__name__)
@@ -42,20 +43,44 @@ def create(ctx: AdapterContext) -> TeamsAdapter | None:
     needs_tenant = s.microsoft_app_type in ("SingleTenant", "UserAssignedMSI")
     if needs_tenant and not s.microsoft_app_tenant_id:
         missing.append("MICROSOFT_APP_TENANT_ID")
-    if s.microsoft_app_type != "UserAssignedMSI" and not password:
-        missing.append("MICROSOFT_APP_PASSWORD")
+    cert_path = (s.microsoft_app_certificate_path or "").strip() or None
+    if s.microsoft_app_type != "UserAssignedMSI" and not password and not cert_path:
+        missing.append("MICROSOFT_APP_PASSWORD (or MICROSOFT_APP_CERTIFICATE_PATH)")
     if missing:
         log.error(
             "teams.disabled",
             hint=f"MICROSOFT_APP_TYPE={s.microsoft_app_type} also needs {', '.join(missing)}",
         )
         return None
+    certificate: Certificate | None = None
+    if cert_path and s.microsoft_app_type != "UserAssignedMSI" and not password:
+        try:
+            # Once, at start-up (before the service accepts requests).
+            certificate = load_certificate(
+                cert_path, s.secret("microsoft_app_certificate_password")
+            )
+        except CertificateError as e:
+            log.error(
+                "teams.disabled",
+                key="MICROSOFT_APP_CERTIFICATE_PATH",
+                problem=str(e),
+                hint="a PEM with the private key and certificate, or a .pfx "
+                "(MICROSOFT_APP_CERTIFICATE_PASSWORD if encrypted)",
+            )
+            return None
     if s.teams_allow_unauthenticated:
         log.warning(
             "teams.allow_unauthenticated_ignored",
             detail="MICROSOFT_APP_ID is set, so every request's JWT is validated anyway",
         )
-    return TeamsAdapter(ctx, app_id=app_id, password=password, token_url=token_url, tenant_rps=rps)
+    return TeamsAdapter(
+        ctx,
+        app_id=app_id,
+        password=password,
+        token_url=token_url,
+        tenant_rps=rps,
+        certificate=certificate,
+    )
 
 
 def _tenant_rps(raw: object) -> float:

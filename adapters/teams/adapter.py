@@ -28,6 +28,7 @@ from adapters.teams.connector import BotConnector, TenantPacer
 from adapters.teams.reply import EditReply, Runtime, StreamReply
 from adapters.teams.tokens import TokenSource
 from app.budgets import SharedBudgets
+from app.client_assertion import Certificate
 from app.context import AdapterContext
 from app.errors import PlatformError
 from app.forms import FormAnswer, FormResult, Outcome, Responder
@@ -87,11 +88,13 @@ class TeamsAdapter:
         token_url: str | None,
         stream_window: float = 100.0,
         tenant_rps: float = 28.0,
+        certificate: Certificate | None = None,
     ) -> None:
         self.ctx = ctx
         self.app_id = app_id
         self.local = not app_id
         self._password = password
+        self._certificate = certificate
         self._token_url = token_url
         self._stream_window = stream_window
         self.tenant_rps = tenant_rps
@@ -202,6 +205,7 @@ class TeamsAdapter:
             app_type=settings.microsoft_app_type,
             tenant_id=settings.microsoft_app_tenant_id,
             token_url=self._token_url,
+            certificate=self._certificate,
         )
         if self.app_id:
             self._validator = TokenValidator(

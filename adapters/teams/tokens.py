@@ -2,9 +2,11 @@
 
 ``SingleTenant``/``MultiTenant``: OAuth client credentials against Entra ID
 (``login.microsoftonline.com/<tenant or botframework.com>/oauth2/v2.0/token``, scope
-``https://api.botframework.com/.default``). ``UserAssignedMSI``: the Azure instance metadata
-endpoint with the managed identity's client id. Tokens are cached until 5 minutes before expiry;
-one refresh at a time. ``MICROSOFT_TOKEN_URL`` overrides the endpoint (tests, sovereign clouds).
+``https://api.botframework.com/.default``), proven by the client secret or by a certificate
+(a signed client assertion, ``app.client_assertion``). ``UserAssignedMSI``: the Azure instance
+metadata endpoint with the managed identity's client id. Tokens are cached until 5 minutes before
+expiry; one refresh at a time. ``MICROSOFT_TOKEN_URL`` overrides the endpoint (tests, sovereign
+clouds). Our own client on aiohttp rather than MSAL: README, Which SDK.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import aiohttp
 import structlog
 
 from adapters.teams import _sdk
+from app.client_assertion import Certificate
 from app.errors import PlatformError
 
 log = structlog.get_logger(__name__)
@@ -39,12 +42,14 @@ class TokenSource:
         app_type: str,
         tenant_id: str | None,
         token_url: str | None = None,
+        certificate: Certificate | None = None,
     ) -> None:
         self._session = session
         self.app_id = app_id
         self._password = password
         self.app_type = app_type
         self.tenant_id = tenant_id
+        self._certificate = certificate
         self.token_url = token_url or self._default_url()
         self._token: str | None = None
         self._expires = 0.0
@@ -105,9 +110,15 @@ class TokenSource:
                 form = {
                     "grant_type": "client_credentials",
                     "client_id": self.app_id or "",
-                    "client_secret": self._password or "",
                     "scope": f"{_sdk.BOTFRAMEWORK_SCOPE}/.default",
                 }
+                if self._certificate is not None:
+                    proof = self._certificate.form(
+                        client_id=self.app_id or "", token_url=self.token_url
+                    )
+                    form.update(proof)
+                else:
+                    form["client_secret"] = self._password or ""
                 async with self._session.post(self.token_url, data=form, timeout=timeout) as resp:
                     status, data = resp.status, await _json(resp)
         except (aiohttp.ClientError, TimeoutError) as e:
@@ -132,7 +143,10 @@ class TokenSource:
             fix = aad_hint(aad)
             self.last_problem = (
                 f"Entra ID refused the bot's credentials ({error}{', ' + aad if aad else ''})",
-                "MICROSOFT_APP_PASSWORD" if aad.startswith("AADSTS7000") else
+                (
+                    "MICROSOFT_APP_CERTIFICATE_PATH" if self._certificate is not None
+                    else "MICROSOFT_APP_PASSWORD"
+                ) if aad.startswith("AADSTS7000") else
                 "MICROSOFT_APP_ID / MICROSOFT_APP_PASSWORD / MICROSOFT_APP_TENANT_ID",
                 fix,
             )

@@ -27,8 +27,10 @@ What it does, so tests read like Teams is on the other end:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import copy
+import hashlib
 import json
 import math
 import time
@@ -41,6 +43,8 @@ from typing import Any
 import aiohttp
 import jwt
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
@@ -132,6 +136,7 @@ class FakeBotConnector:
         self.calls: list[Call] = []
         self.token_requests: list[dict[str, str]] = []
         self.jwks_fetches = 0
+        self.client_certificate: x509.Certificate | None = None  # for certificate logins
         self.issued_tokens: set[str] = set()
         self.require_bearer = False
         self.thread_limits: tuple[tuple[int, float], ...] = TEAMS_THREAD_LIMITS
@@ -163,11 +168,16 @@ class FakeBotConnector:
     def token_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/botframework.com/oauth2/v2.0/token"
 
+    @property
+    def managed_identity_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/metadata/identity/oauth2/token"
+
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/v1/.well-known/openidconfiguration", self._openid)
         app.router.add_get("/v1/.well-known/keys", self._jwks)
         app.router.add_post("/{tenant}/oauth2/v2.0/token", self._token)
+        app.router.add_get("/metadata/identity/oauth2/token", self._managed_identity)
         app.router.add_post("/v3/conversations/{cid}/activities", self._post)
         app.router.add_post("/v3/conversations/{cid}/activities/{aid}", self._post)
         app.router.add_put("/v3/conversations/{cid}/activities/{aid}", self._put)
@@ -199,6 +209,7 @@ class FakeBotConnector:
         self._streams.clear()
         self._history.clear()
         self.require_bearer = False
+        self.client_certificate = None
         self.thread_limits = TEAMS_THREAD_LIMITS
         self.tenant_limits = TEAMS_TENANT_LIMITS
         self._tenant_history.clear()
@@ -272,13 +283,59 @@ class FakeBotConnector:
         jwk.update({"kid": self.kid, "use": "sig", "endorsements": list(self.endorsements)})
         return web.json_response({"keys": [jwk]})
 
+    def _assertion_ok(self, form: dict[str, Any], token_url: str) -> bool:
+        """A certificate's client assertion as Entra checks it: signed by the registered
+        certificate's key, named by its thumbprint, for this endpoint, fresh."""
+        cert = self.client_certificate
+        if cert is None or form.get("client_assertion_type") != (
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+        ):
+            return False
+        assertion = str(form.get("client_assertion", ""))
+        digest = hashlib.sha1(cert.public_bytes(serialization.Encoding.DER)).digest()  # noqa: S324
+        x5t = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        try:
+            head = jwt.get_unverified_header(assertion)
+            claims = jwt.decode(
+                assertion,
+                cert.public_key(),  # type: ignore[arg-type]
+                algorithms=["RS256"],
+                audience=token_url,
+                issuer=self.app_id,
+                options={"require": ["exp", "nbf", "jti", "sub"]},
+            )
+        except jwt.PyJWTError:
+            return False
+        return bool(head.get("x5t") == x5t and claims.get("sub") == self.app_id)
+
     async def _token(self, request: web.Request) -> web.Response:
         form = dict(await request.post())
         self.token_requests.append({k: str(v) for k, v in form.items()})
-        if form.get("client_id") != self.app_id or form.get("client_secret") != self.app_password:
+        url = f"http://127.0.0.1:{self.port}{request.path}"
+        proven = (
+            form.get("client_secret") == self.app_password
+            if "client_secret" in form
+            else self._assertion_ok(form, url)
+        )
+        if form.get("client_id") != self.app_id or not proven:
             return web.json_response(
                 {"error": "invalid_client", "error_description": "AADSTS7000215"}, status=401
             )
+        return self._issue()
+
+    async def _managed_identity(self, request: web.Request) -> web.Response:
+        """The Azure instance metadata endpoint (IMDS) for a user-assigned managed identity."""
+        query = dict(request.query)
+        self.token_requests.append({**query, "Metadata": request.headers.get("Metadata", "")})
+        if (
+            request.headers.get("Metadata") != "true"
+            or query.get("client_id") != self.app_id
+            or query.get("resource") != "https://api.botframework.com"
+        ):
+            return web.json_response({"error": "invalid_request"}, status=400)
+        return self._issue()
+
+    def _issue(self) -> web.Response:
         token = f"fake-access-{uuid.uuid4().hex}"
         self.issued_tokens.add(token)
         return web.json_response(
