@@ -183,8 +183,9 @@ def clean_text(inb: Inbound) -> str:
     """The user's words: the bot's own mention removed, other mentions as plain names.
 
     Only the exact ``text`` of each mention entity naming the bot is removed, once per entity,
-    so "<at>DifyBot</at> what is DifyBot?" keeps its second "DifyBot" (botbuilder's
-    ``remove_recipient_mention`` would delete both).
+    so "<at>DifyBot</at> what is DifyBot?" keeps its second "DifyBot". The SDK's
+    ``Activity.remove_recipient_mention`` removes the tag too, but leaves ``&nbsp;``, HTML
+    entities and other people's ``<at>`` tags in the text.
     """
     text = inb.text.replace("&nbsp;", " ")
     for e in inb.entities:

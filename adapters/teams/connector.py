@@ -1,9 +1,11 @@
 """A small async client for the Bot Connector REST API (the calls a reply needs, nothing more).
 
 No retry layer on purpose: a 429 surfaces at once as :class:`~app.errors.PlatformRateLimited` with
-the server's ``Retry-After``, so the core's edit scheduler decides when to try again (botbuilder's
-msrest stack retries ``update_activity`` silently instead). Every failure becomes a typed error the
-reply handle can act on.
+the server's ``Retry-After``, so the core's edit scheduler decides when to try again (the Agents
+SDK's ``ConnectorClient`` raises a bare ``ClientResponseError``; botbuilder's msrest stack retried
+silently). Activities are the SDK's models serialised by ``_sdk.build_activity``; conversation ids
+are percent-encoded in the path and never cut (the SDK's client cuts them at 150 characters).
+Every failure becomes a typed error the reply handle can act on.
 """
 
 from __future__ import annotations
