@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -261,8 +262,10 @@ class BotConnector:
         )
 
 
+@functools.lru_cache(maxsize=4096)
 def _q(part: str) -> str:
-    # Conversation ids hold ':', ';', '@' and '=': encode everything, as the SDK's serializer does.
+    # Conversation ids hold ':', ';', '@' and '=': encode everything, as botbuilder's msrest
+    # did (the Agents SDK's client sends them raw). Cached: an answer's calls share its ids.
     return quote(part, safe="")
 
 
