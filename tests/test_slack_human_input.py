@@ -28,6 +28,15 @@ def form_message(bot: Any, ts: str) -> Any:
         b.get("type") == "input" for b in m.blocks) or "Publish approval" in m.context_text())
 
 
+async def ask_for_form(bot: Any, question: str) -> tuple[dict[str, Any], Any]:
+    """Mention the bot with ``question`` and wait for the form the paused run shows."""
+    ev = bot.mention(question)
+    await bot.send(ev)
+    await bot.fake.wait_for(lambda: any(
+        "input" in [b.get("type") for b in m.blocks] for m in bot.answers(CHANNEL, ev["ts"])))
+    return ev, form_message(bot, ev["ts"])
+
+
 async def click(bot: Any, msg: Any, title: str, *, user: str, inputs: dict[str, str]) -> None:
     button = next(b for b in msg.buttons() if b["text"]["text"] == title)
     payload = bot.fake.block_action(bot.team, msg, button, user=user, inputs=inputs)
@@ -40,11 +49,7 @@ async def test_a_paused_run_shows_the_form_and_a_click_brings_the_rest_of_the_an
 ) -> None:
     app = hitl_app(fake_dify)
     bot = await slack_bot({"DIFY_API_KEY": app.api_key}, bridge_yaml=YAML)
-    ev = bot.mention("publish the post")
-    await bot.send(ev)
-    await bot.fake.wait_for(lambda: any(
-        "input" in [b.get("type") for b in m.blocks] for m in bot.answers(CHANNEL, ev["ts"])))
-    form = form_message(bot, ev["ts"])
+    ev, form = await ask_for_form(bot, "publish the post")
     answer = bot.answers(CHANNEL, ev["ts"])[0]
     assert answer.visible_text().strip() == "Here is the draft summary."
     assert "**draft**" in form.visible_text()
@@ -75,11 +80,7 @@ async def test_a_second_click_is_told_who_decided_and_nothing_reaches_dify(
 ) -> None:
     app = hitl_app(fake_dify)
     bot = await slack_bot({"DIFY_API_KEY": app.api_key}, bridge_yaml=YAML)
-    ev = bot.mention("publish the post")
-    await bot.send(ev)
-    await bot.fake.wait_for(lambda: any(
-        "input" in [b.get("type") for b in m.blocks] for m in bot.answers(CHANNEL, ev["ts"])))
-    form = form_message(bot, ev["ts"])
+    _, form = await ask_for_form(bot, "publish the post")
     stale = form.blocks  # the second person still sees the buttons
     await click(bot, form, "Reject", user="U0ANN", inputs={"dify_field:channel": "blog"})
     await bot.idle()
@@ -96,11 +97,7 @@ async def test_invalid_or_refused_clicks_are_told_to_the_clicker_and_the_form_st
     app = hitl_app(fake_dify)
     yaml = YAML + "    human_input: {answer_by: asker}\n"
     bot = await slack_bot({"DIFY_API_KEY": app.api_key}, bridge_yaml=yaml)
-    ev = bot.mention("publish the post")  # asked by the default user
-    await bot.send(ev)
-    await bot.fake.wait_for(lambda: any(
-        "input" in [b.get("type") for b in m.blocks] for m in bot.answers(CHANNEL, ev["ts"])))
-    form = form_message(bot, ev["ts"])
+    _, form = await ask_for_form(bot, "publish the post")  # asked by the default user
     await click(bot, form, "Approve", user="U0STRANGER", inputs={"dify_field:channel": "blog"})
     await bot.fake.wait_for(lambda: any(
         "Only the person who asked" in str(r) for r in bot.fake.all_responses()))
@@ -116,22 +113,14 @@ async def test_a_form_answered_in_dify_or_expired_says_so_on_the_form(
 ) -> None:
     app = hitl_app(fake_dify)
     bot = await slack_bot({"DIFY_API_KEY": app.api_key}, bridge_yaml=YAML)
-    ev = bot.mention("publish the post")
-    await bot.send(ev)
-    await bot.fake.wait_for(lambda: any(
-        "input" in [b.get("type") for b in m.blocks] for m in bot.answers(CHANNEL, ev["ts"])))
-    form = form_message(bot, ev["ts"])
+    _, form = await ask_for_form(bot, "publish the post")
     (token,) = app.forms
     await fake_dify.submit_elsewhere(app, token, "approve")
     await click(bot, form, "Reject", user="U0ANN", inputs={"dify_field:channel": "blog"})
     await bot.fake.wait_for(lambda: "already answered elsewhere" in form.context_text())
     assert not form.buttons()
 
-    ev2 = bot.mention("publish another post")
-    await bot.send(ev2)
-    await bot.fake.wait_for(lambda: any(
-        "input" in [b.get("type") for b in m.blocks] for m in bot.answers(CHANNEL, ev2["ts"])))
-    form2 = form_message(bot, ev2["ts"])
+    _, form2 = await ask_for_form(bot, "publish another post")
     await fake_dify.expire_form(app, list(app.forms)[-1])
     await click(bot, form2, "Approve", user="U0ANN", inputs={"dify_field:channel": "blog"})
     await bot.fake.wait_for(lambda: "This form expired" in form2.context_text())
@@ -157,11 +146,7 @@ async def test_a_route_can_let_a_slack_user_group_answer(
     fake_slack.usergroups["S0EDITORS"] = ["U0EDIT"]
     yaml = YAML + "    human_input: {answer_by: listed, allowed: [S0EDITORS]}\n"
     bot = await slack_bot({"DIFY_API_KEY": app.api_key}, bridge_yaml=yaml)
-    ev = bot.mention("publish the post")
-    await bot.send(ev)
-    await bot.fake.wait_for(lambda: any(
-        "input" in [b.get("type") for b in m.blocks] for m in bot.answers(CHANNEL, ev["ts"])))
-    form = form_message(bot, ev["ts"])
+    _, form = await ask_for_form(bot, "publish the post")
     await click(bot, form, "Approve", user="U0OTHER", inputs={"dify_field:channel": "blog"})
     await bot.fake.wait_for(lambda: any(
         "not one of the people" in str(r) for r in bot.fake.all_responses()))

@@ -41,6 +41,18 @@ def form_cards(connector: FakeBotConnector, conv: str) -> list[Call]:
             and (card := card_of(c)) and card.get("actions")]
 
 
+async def form_in_channel(
+    connector: FakeBotConnector, bot: Any, question: str
+) -> tuple[dict[str, Any], Call]:
+    """Mention the bot in a new channel thread; the thread's root and the form card it posts."""
+    root = connector.channel_mention(question)
+    await connector.deliver(bot.base_url, root)
+    conv = root["conversation"]["id"]
+    await connector.wait_for(lambda f: bool(form_cards(f, conv)), within=10)
+    (posted,) = form_cards(connector, conv)
+    return root, posted
+
+
 def submit(card: dict[str, Any], title: str, inputs: dict[str, str]) -> dict[str, Any]:
     """What Teams sends for a click: the action's data plus every input's value by id."""
     action = next(a for a in card["actions"] if a["title"] == title)
@@ -56,11 +68,8 @@ async def test_a_form_in_a_channel_thread_is_answered_and_the_answer_continues_t
 ) -> None:
     app = hitl_app(fake_dify)
     bot = await teams_bot(make_service, connector, app)
-    root = connector.channel_mention("publish the post")
-    await connector.deliver(bot.base_url, root)
+    root, posted = await form_in_channel(connector, bot, "publish the post")
     conv = root["conversation"]["id"]
-    await connector.wait_for(lambda f: bool(form_cards(f, conv)), within=10)
-    (posted,) = form_cards(connector, conv)
     card = card_of(posted)
     assert card is not None
     texts = [b.get("text", "") for b in card["body"] if b["type"] == "TextBlock"]
@@ -127,11 +136,8 @@ async def test_invalid_input_and_email_only_forms_are_plain_words_in_teams(
 ) -> None:
     app = hitl_app(fake_dify)
     bot = await teams_bot(make_service, connector, app)
-    root = connector.channel_mention("publish the post")
-    await connector.deliver(bot.base_url, root)
+    root, posted = await form_in_channel(connector, bot, "publish the post")
     conv = root["conversation"]["id"]
-    await connector.wait_for(lambda f: bool(form_cards(f, conv)), within=10)
-    (posted,) = form_cards(connector, conv)
     card = card_of(posted)
     assert card is not None
     await connector.deliver(bot.base_url, connector.card_click(
@@ -170,11 +176,7 @@ async def test_a_form_answered_in_dify_or_expired_says_so_on_the_card(
     cards: dict[str, Call] = {}
     roots = {}
     for text in ("publish the post", "publish another post"):
-        root = connector.channel_mention(text)
-        await connector.deliver(bot.base_url, root)
-        conv = root["conversation"]["id"]
-        await connector.wait_for(lambda f, c=conv: bool(form_cards(f, c)), within=10)
-        cards[text], roots[text] = form_cards(connector, conv)[0], root
+        roots[text], cards[text] = await form_in_channel(connector, bot, text)
     first, second = list(app.forms)
     await fake_dify.submit_elsewhere(app, first, "approve")
     await fake_dify.expire_form(app, second)
