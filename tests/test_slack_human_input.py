@@ -153,3 +153,22 @@ async def test_a_route_can_let_a_slack_user_group_answer(
     await click(bot, form, "Approve", user="U0EDIT", inputs={"dify_field:channel": "blog"})
     await bot.fake.wait_for(lambda: "<@U0EDIT> chose “Approve”" in form.context_text())
     await asyncio.wait_for(bot.idle(), 10)
+
+
+async def test_a_route_can_let_people_answer_by_their_slack_e_mail(
+    slack_bot: Any, fake_dify: Any, fake_slack: Any
+) -> None:
+    app = hitl_app(fake_dify)
+    fake_slack.add_user("U0MAIL", name="Mia", email="editor@example.com")
+    fake_slack.add_user("U0NOPE", name="Noah", email="noah@example.com")
+    yaml = YAML + "    human_input: {answer_by: listed, allowed: [editor@example.com]}\n"
+    bot = await slack_bot({"DIFY_API_KEY": app.api_key}, bridge_yaml=yaml)
+    _, form = await ask_for_form(bot, "publish the post")
+    await click(bot, form, "Approve", user="U0NOPE", inputs={"dify_field:channel": "blog"})
+    await bot.fake.wait_for(lambda: any(
+        "not one of the people" in str(r) for r in bot.fake.all_responses()))
+    assert app.form_submissions == []
+    await click(bot, form, "Approve", user="U0MAIL", inputs={"dify_field:channel": "blog"})
+    await bot.fake.wait_for(lambda: "<@U0MAIL> chose “Approve”" in form.context_text())
+    await asyncio.wait_for(bot.idle(), 10)
+    assert len(app.form_submissions) == 1
