@@ -207,14 +207,9 @@ class SlackHandlers:
         hit = self._people.get((team, user))
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
-        try:
-            data = await api.call("users.info", user=user)
-        except BridgeError as e:
-            log.info("slack.users_info_failed", code=getattr(e, "code", "ratelimited"))
-            return Speaker(id=user)
-        u = data.get("user") if isinstance(data.get("user"), dict) else {}
-        name = _s(u, "profile", "display_name") or _s(u, "real_name") or _s(u, "name")
-        speaker = Speaker(id=user, name=name, email=_s(u, "profile", "email") or None)
+        speaker = await self._look_up(api, user)
+        if speaker is None:
+            return Speaker(id=user)  # not cached: the next message asks again
         if len(self._people) > 50_000:
             self._people.clear()
         self._people[(team, user)] = (time.monotonic() + _PEOPLE_TTL, speaker)
@@ -673,7 +668,7 @@ class SlackHandlers:
         if route is not None and route.config.human_input.answer_by != "anyone" and any(
             "@" in a for a in route.config.human_input.allowed
         ):
-            who = await self._speaker_with_email(api, key.workspace, user)
+            who = await self._look_up(api, user) or who
         click = FormAnswer(
             key=picked[0], action_id=picked[1], values=F.state_values(body),
             by=Responder(id=user, name=f"<@{user}>", email=who.email),
@@ -700,14 +695,16 @@ class SlackHandlers:
         """A form field's own interaction (none by default): acknowledged, nothing to do."""
         await ack()
 
-    async def _speaker_with_email(self, api: SlackApi, team: str, user: str) -> Speaker:
+    async def _look_up(self, api: SlackApi, user: str) -> Speaker | None:
+        """The user's name and e-mail from ``users.info``; None when Slack refuses."""
         try:
             data = await api.call("users.info", user=user)
         except BridgeError as e:
             log.info("slack.users_info_failed", code=getattr(e, "code", "ratelimited"))
-            return Speaker(id=user)
+            return None
         u = data.get("user") if isinstance(data.get("user"), dict) else {}
-        return Speaker(id=user, email=_s(u, "profile", "email") or None)
+        name = _s(u, "profile", "display_name") or _s(u, "real_name") or _s(u, "name")
+        return Speaker(id=user, name=name, email=_s(u, "profile", "email") or None)
 
     async def group_members(self, api: SlackApi, team: str, group: str) -> frozenset[str]:
         """Members of a Slack user group (``usergroups.users.list``), cached a few minutes."""
