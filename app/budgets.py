@@ -43,19 +43,25 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 """
 
+# A token bucket's level now: ``level(key, rate, burst) -> tokens, ts`` (a missing or broken
+# bucket is full). Every bucket script refills the same way through it.
+BUCKET_LEVEL = """
+local function level(key, rate, burst)
+  local b = redis.call('HMGET', key, 't', 'ts')
+  local tokens, ts = tonumber(b[1]), tonumber(b[2])
+  if tokens == nil or ts == nil then return burst, now end
+  if now > ts then return math.min(burst, tokens + (now - ts) * rate), now end
+  return tokens, ts
+end
+"""
+
 # KEYS: token buckets. ARGV: tokens per ms and burst of each, in KEYS' order. A token is taken
 # from every bucket or from none. Returns 0 (taken) or ms until all have one (nothing written).
-BUCKET = SERVER_NOW + """
+BUCKET = SERVER_NOW + BUCKET_LEVEL + """
 local levels, wait = {}, 0
 for i, key in ipairs(KEYS) do
   local rate, burst = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
-  local b = redis.call('HMGET', key, 't', 'ts')
-  local tokens, ts = tonumber(b[1]), tonumber(b[2])
-  if tokens == nil or ts == nil then tokens, ts = burst, now end
-  if now > ts then
-    tokens = math.min(burst, tokens + (now - ts) * rate)
-    ts = now
-  end
+  local tokens, ts = level(key, rate, burst)
   if tokens < 1 then wait = math.max(wait, math.ceil((1 - tokens) / rate)) end
   levels[i] = {tokens, ts, rate, burst}
 end
@@ -158,4 +164,4 @@ def _log_failure(fut: asyncio.Future[Any]) -> None:
         log.info("budget.release_failed", error=type(err).__name__)
 
 
-__all__ = ["BUCKET", "SERVER_NOW", "WINDOW", "SharedBudgets", "tag"]
+__all__ = ["BUCKET", "BUCKET_LEVEL", "SERVER_NOW", "WINDOW", "SharedBudgets", "tag"]

@@ -25,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from app.budgets import SERVER_NOW, SharedBudgets
+from app.budgets import BUCKET_LEVEL, SERVER_NOW, SharedBudgets
 
 Clock = Callable[[], float]
 
@@ -42,15 +42,9 @@ WORKSPACE_POSTS_PER_MINUTE = 250
 # KEYS: the channel's token bucket, the workspace's minute of posts (sorted set of times).
 # ARGV: channel tokens per ms, channel burst, workspace posts per minute, a unique member.
 # Both are taken or neither. Returns 0 (taken) or ms until both allow a post.
-_POST = SERVER_NOW + """
+_POST = SERVER_NOW + BUCKET_LEVEL + """
 local rate, burst, per_minute = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local b = redis.call('HMGET', KEYS[1], 't', 'ts')
-local tokens, ts = tonumber(b[1]), tonumber(b[2])
-if tokens == nil or ts == nil then tokens, ts = burst, now end
-if now > ts then
-  tokens = math.min(burst, tokens + (now - ts) * rate)
-  ts = now
-end
+local tokens, ts = level(KEYS[1], rate, burst)
 local wait = 0
 if tokens < 1 then wait = math.ceil((1 - tokens) / rate) end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 60000)
