@@ -28,6 +28,7 @@ from app.dify.client import DifyClient
 from app.dify.errors import DifyError
 from app.dify.events import DifyEvent, WorkflowFinished
 from app.errors import UserFacingError
+from app.failures import new_ref, safe_fail
 from app.form_store import FormStore, PendingForm
 from app.forms import (
     FormAnswer,
@@ -324,8 +325,6 @@ class HumanLoop:
         restorer: Restorer | None,
         events: _Events,
     ) -> None:
-        from app.pipeline import new_ref
-
         ref = new_ref()
         structlog.contextvars.bind_contextvars(
             platform=p.thread.platform, thread=p.thread.log_id, ref=ref, route=route.name
@@ -342,18 +341,18 @@ class HumanLoop:
                     await self._follow(p, route, reply, limits, restorer, ref, events)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(_safe_fail(reply, INTERRUPTED, ref)), 5)
+                await asyncio.wait_for(asyncio.shield(safe_fail(reply, INTERRUPTED, ref)), 5)
             raise
         except LockTimeout:
-            await _safe_fail(reply, BUSY, ref)
+            await safe_fail(reply, BUSY, ref)
         except RedisError as e:
             log.error("store.unavailable", step="form_resume", error=type(e).__name__)
-            await _safe_fail(reply, STORAGE_DOWN, ref)
+            await safe_fail(reply, STORAGE_DOWN, ref)
         except UserFacingError as e:
-            await _safe_fail(reply, e.user_message, ref)
+            await safe_fail(reply, e.user_message, ref)
         except Exception as e:
             log.error("forms.resume_crashed", error=type(e).__name__, exc_info=e)
-            await _safe_fail(reply, INTERNAL, ref)
+            await safe_fail(reply, INTERNAL, ref)
         finally:
             await events.batches.aclose()
             structlog.contextvars.unbind_contextvars("platform", "thread", "ref", "route")
@@ -558,14 +557,7 @@ def _final(text: str, restorer: Restorer | None) -> str:
 
 
 async def _fail_with(reply: Reply, partial: str, message: str, ref: str) -> None:
-    await _safe_fail(reply, f"{partial}\n\n⚠️ {message}" if partial.strip() else message, ref)
-
-
-async def _safe_fail(reply: Reply, message: str, ref: str) -> None:
-    try:
-        await reply.fail(message, ref=ref)
-    except Exception as e:
-        log.error("reply.fail_failed", error=type(e).__name__)
+    await safe_fail(reply, f"{partial}\n\n⚠️ {message}" if partial.strip() else message, ref)
 
 
 __all__ = ["GroupDirectory", "HumanLoop"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from app.dify.errors import (
 )
 from app.dify.events import DifyEvent
 from app.errors import UserFacingError
+from app.failures import new_ref, safe_fail
 from app.forms import FormAnswer, FormResult
 from app.human_loop import GroupDirectory, HumanLoop
 from app.inflight import INTERRUPTED, InflightRegistry
@@ -83,9 +83,6 @@ STORAGE_DOWN = (
 INTERNAL = "Something went wrong on our side. Please try again."
 RESET_DONE = "Okay, starting a new conversation in this thread. Ask away!"
 
-def new_ref() -> str:
-    """A short id shown to the user and logged with the failure, to find one in the other."""
-    return secrets.token_hex(4)
 
 
 @dataclass
@@ -289,15 +286,15 @@ class Bridge:
         except asyncio.CancelledError:
             # Shutdown ran out of grace: say so rather than leave a frozen placeholder.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(_safe_fail(reply, INTERRUPTED, ref)), 5)
+                await asyncio.wait_for(asyncio.shield(safe_fail(reply, INTERRUPTED, ref)), 5)
             raise
         except UserFacingError as e:  # e.g. an attachment the platform would not hand over
             log.info("answer.refused", kind=e.kind)
-            await _safe_fail(reply, e.user_message, ref)
+            await safe_fail(reply, e.user_message, ref)
         except Exception as e:  # the last net: the user always hears back
             log.error("answer.crashed", error=type(e).__name__, exc_info=e)
             self.metrics.errors.labels("internal").inc()
-            await _safe_fail(reply, INTERNAL, ref)
+            await safe_fail(reply, INTERNAL, ref)
         finally:
             leave()
             structlog.contextvars.unbind_contextvars("platform", "event_id", "thread", "ref")
@@ -430,7 +427,7 @@ class Bridge:
         except RedisError as e:
             log.error("store.unavailable", step="lock", error=type(e).__name__)
             self.metrics.errors.labels("redis").inc()
-            await _safe_fail(reply, STORAGE_DOWN, ref)
+            await safe_fail(reply, STORAGE_DOWN, ref)
 
     async def _run_turn(self, turn: _Turn, record: ConversationRecord | None) -> None:
         msg, route, reply = turn.msg, turn.route, turn.reply
@@ -453,7 +450,7 @@ class Bridge:
             await self._fail(turn, "", e)
             return
         except ValueError as e:  # a download larger than the app takes
-            await _safe_fail(reply, str(e), turn.ref)
+            await safe_fail(reply, str(e), turn.ref)
             return
         started = time.monotonic()
         self.metrics.active.inc()
@@ -806,7 +803,7 @@ class Bridge:
         if cut:  # a failure message has no file: what fits, then the reason
             partial += "\n\n…"
         message = f"{partial}\n\n⚠️ {text}" if partial.strip() else text
-        await _safe_fail(turn.reply, message, turn.ref)
+        await safe_fail(turn.reply, message, turn.ref)
 
 
 # ---------------------------------------------------------------------- plain helpers
@@ -847,13 +844,6 @@ def _restore_partial(text: str, restorer: Restorer | None) -> str:
 def _visible(answer: Answer, restorer: Restorer | None, e: DifyError) -> str:
     partial = getattr(e, "partial_text", None) or answer.text
     return _restore(partial or "", restorer)
-
-
-async def _safe_fail(reply: Reply, message: str, ref: str) -> None:
-    try:
-        await reply.fail(message, ref=ref)
-    except Exception as e:
-        log.error("reply.fail_failed", error=type(e).__name__)
 
 
 __all__ = ["Bridge", "Kind", "new_ref"]
