@@ -28,60 +28,55 @@ def test_the_spec_in_the_repo_is_the_one_the_project_was_given() -> None:
     )
 
 
+async def _dify(
+    fake: FakeDify, key: str, method: str, path: str, body: Any = None
+) -> tuple[int, Any]:
+    """One request to the fake Dify: its status and decoded JSON body (None if not JSON)."""
+    async with aiohttp.ClientSession() as http:
+        resp = await http.request(
+            method, fake.base_url + path, json=body, headers={"Authorization": f"Bearer {key}"}
+        )
+        data = await resp.json() if resp.content_type == "application/json" else None
+        await resp.read()
+    return resp.status, data
+
+
 @pytest.mark.referee_refuses
 async def test_a_chat_message_without_a_user_is_refused_as_dify_would(
-    own_dify: Any, dify_app: Any
+    own_dify: FakeDify, dify_app: Any
 ) -> None:
-    fake_dify = own_dify
-    async with aiohttp.ClientSession() as http:
-        resp = await http.post(
-            fake_dify.base_url + "/chat-messages",
-            json={"query": "hi", "inputs": {}, "response_mode": "streaming"},
-            headers={"Authorization": f"Bearer {dify_app.api_key}"},
-        )
-        body = await resp.json()
+    status, body = await _dify(
+        own_dify,
+        dify_app.api_key,
+        "POST",
+        "/chat-messages",
+        {"query": "hi", "inputs": {}, "response_mode": "streaming"},
+    )
     # The fake answers in Dify's own words; the referee names the rule from Dify's spec.
-    assert (resp.status, body["message"]) == (400, "Arg user must be provided.")
+    assert (status, body["message"]) == (400, "Arg user must be provided.")
     assert any(
         "POST /chat-messages" in v and "'user' is a required property" in v
-        for v in fake_dify.spec_violations
+        for v in own_dify.spec_violations
     )
 
 
 @pytest.mark.referee_refuses
-async def test_a_query_of_the_wrong_type_is_refused(own_dify: Any, dify_app: Any) -> None:
-    fake_dify = own_dify
-    async with aiohttp.ClientSession() as http:
-        resp = await http.post(
-            fake_dify.base_url + "/chat-messages",
-            json={"query": 42, "inputs": {}, "user": "u1", "response_mode": "streaming"},
-            headers={"Authorization": f"Bearer {dify_app.api_key}"},
-        )
-        await resp.read()
+async def test_a_query_of_the_wrong_type_is_refused(own_dify: FakeDify, dify_app: Any) -> None:
+    body = {"query": 42, "inputs": {}, "user": "u1", "response_mode": "streaming"}
+    await _dify(own_dify, dify_app.api_key, "POST", "/chat-messages", body)
     assert "42 is not of type 'string'" in referees.VIOLATIONS[-1]
 
 
 @pytest.mark.referee_refuses
-async def test_an_endpoint_dify_does_not_have_is_named(own_dify: Any, dify_app: Any) -> None:
-    fake_dify = own_dify
-    async with aiohttp.ClientSession() as http:
-        resp = await http.get(
-            fake_dify.base_url + "/chat-history",
-            headers={"Authorization": f"Bearer {dify_app.api_key}"},
-        )
-    assert resp.status == 404
+async def test_an_endpoint_dify_does_not_have_is_named(own_dify: FakeDify, dify_app: Any) -> None:
+    status, _ = await _dify(own_dify, dify_app.api_key, "GET", "/chat-history")
+    assert status == 404
     assert "Path not found" in referees.VIOLATIONS[-1]
 
 
-async def test_a_wrong_key_is_dify_s_401_not_a_referee_matter(own_dify: Any) -> None:
-    fake_dify = own_dify
-    async with aiohttp.ClientSession() as http:
-        resp = await http.post(
-            fake_dify.base_url + "/chat-messages",
-            json={"query": "hi"},
-            headers={"Authorization": "Bearer app-nobody"},
-        )
-    assert resp.status == 401
+async def test_a_wrong_key_is_dify_s_401_not_a_referee_matter(own_dify: FakeDify) -> None:
+    status, _ = await _dify(own_dify, "app-nobody", "POST", "/chat-messages", {"query": "hi"})
+    assert status == 401
     assert referees.VIOLATIONS == []
 
 
