@@ -203,7 +203,8 @@ async def test_legacy_assistant_threads_get_prompts_of_their_own(slack_bot):
     bot.dify.opening_questions = ["What can you do?"]
     ev = bot.fake.thread_started_event(bot.team, USER, DM)
     await bot.send(ev)
-    await bot.idle()
+    # The offer is made by a listener after the ack, not by an answer, so idle() can't see it.
+    await bot.fake.wait_for(lambda: bot.fake.prompts)
     (offer,) = bot.fake.prompts
     assert offer["thread_ts"] == ev["assistant_thread"]["thread_ts"]
 
