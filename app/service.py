@@ -29,6 +29,7 @@ from app.loop import name as loop_name
 from app.metrics import Metrics
 from app.model import Adapter
 from app.pipeline import Bridge
+from app.plugin import Platform
 from app.redact import RedactionService
 from app.redis_conn import RedisHandle, connect, embedded_refusal
 from app.routing import Router
@@ -188,11 +189,15 @@ class Service:
             if only is not None and ep.name not in only:
                 continue
             try:
-                factory = ep.load()
+                platform = ep.load()
             except Exception as e:
                 log.error("adapter.import_failed", adapter=ep.name, error=repr(e))
                 continue
-            adapter = factory(ctx)
+            if not isinstance(platform, Platform):
+                log.error("adapter.not_a_platform", adapter=ep.name, entry_point=ep.value,
+                          hint="the entry point must name an app.plugin.Platform")
+                continue
+            adapter = platform.create(ctx)
             if adapter is None:
                 continue  # the factory logged what to set
             adapter.mount(self.app)

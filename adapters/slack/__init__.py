@@ -1,9 +1,12 @@
 """Slack adapter: mentions, DMs, threads and ``/ask`` answered with streamed Dify answers.
 
-``create(ctx)`` is the entry point the core discovers (``dify_bridge.adapters``); see
+``PLATFORM`` is what the core discovers (entry point group ``dify_bridge.adapters``); see
 README.md (Slack) for setup.
 """
 
 from adapters.slack._adapter import SLACK_LIMITS, SlackAdapter, create
+from app.plugin import Platform
 
-__all__ = ["SLACK_LIMITS", "SlackAdapter", "create"]
+__all__ = ["PLATFORM", "SLACK_LIMITS", "SlackAdapter", "create"]
+
+PLATFORM = Platform(name="slack", create=create)

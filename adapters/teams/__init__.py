@@ -2,7 +2,7 @@
 
 Activities are the Microsoft 365 Agents SDK's models (``_sdk.py``, the only module that imports
 it); JWT validation, tokens and the Bot Connector calls are our own on aiohttp and PyJWT (README,
-Which SDK). ``create(ctx)`` is the entry point the core loads.
+Which SDK). ``PLATFORM`` is what the core discovers (entry point group ``dify_bridge.adapters``).
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import structlog
 from adapters.teams.adapter import TeamsAdapter
 from app.client_assertion import Certificate, CertificateError, load_certificate
 from app.context import AdapterContext
+from app.plugin import Platform
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["TeamsAdapter", "create"]
+__all__ = ["PLATFORM", "TeamsAdapter", "create"]
 
 DEFAULT_TENANT_RPS = 28.0
 
@@ -96,3 +97,6 @@ def _tenant_rps(raw: object) -> float:
         log.error("teams.bad_setting", key="TEAMS_TENANT_RPS", hint="a number from 0.5 to 1000")
         return DEFAULT_TENANT_RPS
     return value
+
+
+PLATFORM = Platform(name="teams", create=create)
