@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.runtime
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench clean playground
+.PHONY: run test lint typecheck bench clean playground docs
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,10 +36,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check app adapters tests bench
 	$(BIN)/mypy
 
+# The docs site (docs/, mkdocs.yml) into site/; --strict fails on any warning (broken links, anchors).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 bench: $(STAMP)
 	$(BIN)/python bench/bench_core.py
 	$(BIN)/python bench/bench_slack.py
 	$(BIN)/python bench/bench_teams.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache site

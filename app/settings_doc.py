@@ -1,12 +1,14 @@
-"""Generate the settings table (README) and .env.example from the settings model, so neither drifts.
+"""Generate the settings table (docs site) and .env.example from the settings model: no drift.
 
-``python -m app.settings_doc markdown`` / ``python -m app.settings_doc env``; a test checks that
-README.md and .env.example hold exactly what this prints.
+``python -m app.settings_doc markdown`` / ``python -m app.settings_doc env`` print them;
+``python -m app.settings_doc docs`` rewrites the table in the configuration reference page. A test
+checks that the page and .env.example hold exactly what this prints.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from pydantic.fields import FieldInfo
@@ -59,6 +61,21 @@ def env_example() -> str:
     return "\n".join(out) + "\n"
 
 
+REFERENCE_PAGE = Path("docs/reference/configuration.md")
+_START, _END = "<!-- settings-table:start", "<!-- settings-table:end -->"
+
+
+def write_reference(page: Path = REFERENCE_PAGE) -> None:
+    """Replace the table between the page's settings-table markers with :func:`markdown`."""
+    text = page.read_text(encoding="utf-8")
+    start = text.index("-->", text.index(_START)) + len("-->\n")
+    end = text.index(_END)
+    page.write_text(text[:start] + markdown() + text[end:], encoding="utf-8")
+
+
 if __name__ == "__main__":
     which = sys.argv[1] if len(sys.argv) > 1 else "markdown"
-    sys.stdout.write(env_example() if which == "env" else markdown())
+    if which == "docs":
+        write_reference()
+    else:
+        sys.stdout.write(env_example() if which == "env" else markdown())

@@ -402,13 +402,14 @@ def test_admin_guide_tables_are_generated_from_the_code_so_they_cannot_drift() -
     from app.manifests import slack_scopes_markdown
     from app.settings_doc import markdown
 
-    guide = (ROOT / "README.md").read_text()
-    assert _between(guide, "settings-table") == markdown()
-    assert _between(guide, "slack-scopes") == slack_scopes_markdown()
+    reference = (ROOT / "docs" / "reference" / "configuration.md").read_text()
+    manifests = (ROOT / "docs" / "admin" / "manifests.md").read_text()
+    assert _between(reference, "settings-table") == markdown()
+    assert _between(manifests, "slack-scopes") == slack_scopes_markdown()
 
 
 async def test_admin_guide_quotes_the_manifest_check_lines_it_promises(run: Run) -> None:
-    guide = (ROOT / "README.md").read_text()
+    guide = (ROOT / "docs" / "admin" / "index.md").read_text()
     _, out, _ = await run("manifest", "slack", "--check")
     first = out.splitlines()[1]  # the request URL line
     assert first in guide

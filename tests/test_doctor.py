@@ -31,8 +31,8 @@ APP_ID = "0b5c7a3e-1f2d-4c5b-9a8e-7d6c5b4a3f21"
 TENANT = "6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f"
 
 Doctor = Callable[..., Awaitable[tuple[int, dict[str, str], str]]]
-# The README troubleshooting section quotes doctor lines; they must stay true.
-ADMIN_GUIDE = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+# The troubleshooting page of the docs quotes doctor lines; they must stay true.
+ADMIN_GUIDE = (Path(__file__).resolve().parent.parent / "docs" / "troubleshooting.md").read_text()
 
 
 @dataclass

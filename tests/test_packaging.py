@@ -64,10 +64,9 @@ def test_the_image_installs_dependencies_in_a_layer_a_code_change_does_not_touch
     assert "--no-deps" in last_run and last_run.rstrip().endswith(".")
 
 
-def test_readme_and_dockerfile_agree_on_what_the_image_contains() -> None:
+def test_the_container_docs_and_dockerfile_agree_on_what_the_image_contains() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    readme = (ROOT / "README.md").read_text()
-    docker_section = readme[readme.index("#### Docker"):readme.index("#### Kubernetes")]
+    docker_section = (ROOT / "docs" / "admin" / "container.md").read_text()
     assert "COPY manifests /app/manifests" in dockerfile
     assert "the image contains `manifests/`" in docker_section
     assert "does not contain" not in docker_section

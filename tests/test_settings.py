@@ -119,9 +119,22 @@ def test_a_misspelled_redaction_entity_is_refused_at_load(tmp_path: Path) -> Non
         load_bridge_file(p)
 
 
-def test_env_example_and_readme_table_are_generated_from_the_settings_model() -> None:
+def test_env_example_and_the_settings_reference_are_generated_from_the_model() -> None:
     from app.settings_doc import env_example, markdown
 
     root = Path(__file__).parent.parent
     assert (root / ".env.example").read_text() == env_example()
-    assert markdown() in (root / "README.md").read_text()
+    # Stale? `python -m app.settings_doc docs` rewrites the table from the model.
+    assert markdown() in (root / "docs" / "reference" / "configuration.md").read_text()
+
+
+def test_the_configuration_reference_can_be_regenerated_in_place(tmp_path: Path) -> None:
+    from app.settings_doc import markdown, write_reference
+
+    page = tmp_path / "configuration.md"
+    page.write_text("# Reference\n\n<!-- settings-table:start (generated) -->\n| stale |\n"
+                    "<!-- settings-table:end -->\n\nAfter.\n")
+    write_reference(page)
+    text = page.read_text()
+    assert "| stale |" not in text
+    assert markdown() in text and text.startswith("# Reference") and text.endswith("After.\n")
