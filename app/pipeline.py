@@ -30,7 +30,7 @@ from app.answer_fold import Answer, fold, workflow_answer
 from app.answer_size import AnswerSize, cut_notice
 from app.appcheck import AppParams, ParamsCache
 from app.attachments import upload_files
-from app.dify.client import DifyClient, DifyClientPool, EventStream, StoredMessage
+from app.dify.client import DifyClient, EventStream, StoredMessage
 from app.dify.errors import (
     CircuitOpen,
     ConversationNotFound,
@@ -40,6 +40,7 @@ from app.dify.errors import (
     StreamProgress,
 )
 from app.dify.events import DifyEvent
+from app.dify.pool import DifyClientPool
 from app.errors import UserFacingError
 from app.failures import new_ref, safe_fail
 from app.forms import FormAnswer, FormResult
