@@ -154,7 +154,7 @@ def fold(ev: DifyEvent, ans: Answer) -> bool:
     elif isinstance(ev, HumanInputRequired):
         ans.forms.append(ev)
     elif isinstance(ev, HumanInputFormTimeout):
-        ans.notices.append(texts.FORM_TIMED_OUT.format(title=ev.node_title or "approval"))
+        ans.notices.append(texts.FORM_TIMED_OUT.format(title=ev.node_title or texts.FORM_UNNAMED))
     return first
 
 

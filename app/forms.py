@@ -255,7 +255,7 @@ def check_values(form: HumanForm, values: dict[str, str]) -> tuple[dict[str, Any
 
 def describe_choice(form: HumanForm, by: str, action_title: str, values: dict[str, Any]) -> str:
     """"Ann chose “Approve” (Comment: looks good)": the line the decided form shows."""
-    line = f"{by or 'Someone'} chose “{action_title}”"
+    line = texts.FORM_CHOSE.format(by=by or texts.SOMEONE, action=action_title)
     labels = {f.name: f.label for f in form.fields}
     shown = [(k, str(v)) for k, v in values.items() if v]
     if shown:

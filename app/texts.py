@@ -133,6 +133,10 @@ FORM_NO_BUTTONS = "This form has no buttons to answer it with: please answer it 
 FORM_CHOOSE = "Please choose a value for “{label}”."
 FORM_NOT_A_CHOICE = "“{value}” is not one of the choices for “{label}”."
 FORM_TIMED_OUT = "The form “{title}” expired without an answer."
+FORM_UNNAMED = "approval"  # {title} of a form without a node title
+# The line a decided form shows: "Ann chose “Approve”", then the values given.
+FORM_CHOSE = "{by} chose “{action}”"
+SOMEONE = "Someone"
 FORM_UNKNOWN = (
     "I no longer know this form (it may be too old, or it was changed). If the run still "
     "waits, please answer it in Dify."
