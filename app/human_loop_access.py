@@ -24,7 +24,7 @@ class GroupDirectory(Protocol):
 async def may_answer(
     route: Route, p: PendingForm, by: Responder, groups: GroupDirectory | None
 ) -> str:
-    """"" when ``by`` may answer, else why not (plain words)."""
+    """ "" when ``by`` may answer, else why not (plain words)."""
     cfg = route.config.human_input
     if cfg.answer_by == "anyone":
         return ""

@@ -66,7 +66,7 @@ async def stored_answer(client: DifyClient, ans: Answer, p: PendingForm) -> str:
     except DifyError as e:
         log.warning("forms.stored_answer_unavailable", error=type(e).__name__)
         return ""
-    return (whole or "")[p.before:]
+    return (whole or "")[p.before :]
 
 
 def final_text(text: str, restorer: Restorer | None) -> str:

@@ -108,14 +108,9 @@ DIFY_SERVER = "The assistant had a problem answering. Please try again in a mome
 DIFY_STREAM_ERROR = "The assistant ran into an error while answering. Please try again."
 DIFY_UNREADABLE = "The assistant sent an answer that could not be read. Please try again."
 DIFY_TIMEOUT = "The assistant took too long to answer. Please try again."
-DIFY_NO_START = (
-    "The assistant did not start answering in time, so I stopped it. "
-    "Please try again."
-)
+DIFY_NO_START = "The assistant did not start answering in time, so I stopped it. Please try again."
 DIFY_TOO_LONG = "The answer took too long, so I stopped it here. Please try again."
-DIFY_UNREACHABLE = (
-    "The assistant cannot be reached right now. Please try again in a few minutes."
-)
+DIFY_UNREACHABLE = "The assistant cannot be reached right now. Please try again in a few minutes."
 DIFY_CUT_OFF = "The answer was cut off. Please try again."
 
 # ------------------------------------------------------------------ Human Input forms
@@ -144,14 +139,17 @@ FORM_UNKNOWN = (
 FORM_ASKER_ONLY = "Only the person who asked the question can answer this form."
 FORM_NOT_LISTED = "You are not one of the people this channel lets answer this form."
 FORM_EXPIRED = "This form expired, so it can no longer be answered."
-FORM_ELSEWHERE = "This form was already answered elsewhere (for example in Dify), so your choice " \
-    "was not sent."
+FORM_ELSEWHERE = (
+    "This form was already answered elsewhere (for example in Dify), so your choice was not sent."
+)
 FORM_NOT_SAVED = (
     "This form could not be saved on our side (storage unavailable), so it cannot be answered "
     "here: please answer it in Dify."
 )
-FORM_RUN_BUSY = "The form was answered, but an earlier answer in this thread is still running. " \
+FORM_RUN_BUSY = (
+    "The form was answered, but an earlier answer in this thread is still running. "
     "The rest will not appear here; please check the result in Dify."
+)
 FORM_STORAGE_DOWN = (
     "The assistant's storage is not reachable right now. Please try again in a minute."
 )

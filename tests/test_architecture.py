@@ -174,7 +174,8 @@ def test_no_module_in_app_or_adapters_is_over_500_lines() -> None:
     }
     assert not too_long, f"split these modules by concern (at most {MAX_LINES} lines): {too_long}"
     within = [
-        path for path in OVER_LIMIT
+        path
+        for path in OVER_LIMIT
         if not (ROOT / path).exists() or _line_count(ROOT / path) <= MAX_LINES
     ]
     assert not within, f"take these off OVER_LIMIT, they are within the limit now: {within}"
@@ -229,7 +230,8 @@ def test_an_adapter_never_imports_another_adapter() -> None:
         tree, package = _parse(path)
         others = sorted(
             {
-                n for n in _all_imports(tree, package)
+                n
+                for n in _all_imports(tree, package)
                 if n.startswith("adapters.") and n.split(".")[1] in platforms - {own}
             }
         )

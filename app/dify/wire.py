@@ -82,7 +82,6 @@ class RetryPolicy:
         return rng.uniform(0.0, cap)
 
 
-
 def _check_id(name: str, value: str) -> str:
     if not isinstance(value, str) or not _ID_RE.match(value):
         raise ValueError(f"{name} must be a Dify id (letters, digits, - _ . :), got {value!r:.80}")
@@ -171,7 +170,6 @@ def _unbind(response: httpx.Response) -> None:
     response.stream = _CLOSED_STREAM
 
 
-
 def _never(msg: str) -> NoReturn:  # pragma: no cover - exhaustiveness helper
     raise AssertionError(msg)
 
@@ -197,4 +195,3 @@ def make_http_client(
     if transport == "httpx":
         return httpx.AsyncClient(limits=limits)
     _never(f"unknown transport {transport!r}")
-
