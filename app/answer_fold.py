@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from app import texts
 from app.dify.events import (
     AgentLog,
     AgentThought,
@@ -30,20 +31,11 @@ from app.dify.events import (
 from app.model import OutFile, Source, Step
 
 # Node types whose start is worth a status line; others stay silent.
-NODE_STATUS = {
-    "knowledge-retrieval": "Searching the knowledge base…",
-    "llm": "Thinking…",
-    "http-request": "Calling {title}…",
-    "tool": "Using tool: {title}",
-    "code": "Running {title}…",
-    "agent": "Working on it: {title}…",
-    "question-classifier": "Understanding the question…",
-    "human-input": "Waiting for an answer to {title}…",
-}
+NODE_STATUS = texts.NODE_STATUS
 # Enough of a tool's input or output to recognise it on a task card, not to read it.
 _STEP_TEXT = 200
 _FAILED = frozenset({"failed", "exception", "stopped"})
-THINKING = "Thinking…"
+THINKING = texts.THINKING
 
 
 @dataclass
@@ -114,10 +106,10 @@ def fold(ev: DifyEvent, ans: Answer) -> bool:
         ans.changed = True
     elif isinstance(ev, AgentThought):
         if ev.tool:
-            ans.status = f"Using tool: {ev.tool}"
+            ans.status = texts.USING_TOOL.format(tool=ev.tool)
             ans.changed = True
             ans.upsert_step(Step(
-                f"thought-{ev.id}", f"Using {ev.tool.replace(';', ', ')}",
+                f"thought-{ev.id}", texts.USING_TOOLS_STEP.format(tools=ev.tool.replace(";", ", ")),
                 "done" if ev.observation else "running",
                 detail=_short(ev.tool_input), output=_short(ev.observation),
             ))
@@ -157,14 +149,12 @@ def fold(ev: DifyEvent, ans: Answer) -> bool:
             ans.changed = True
     elif isinstance(ev, AgentLog):
         if ev.label and ev.status != "success":
-            ans.status = f"Working on it: {ev.label[:80]}"
+            ans.status = texts.WORKING_ON.format(label=ev.label[:80])
             ans.changed = True
     elif isinstance(ev, HumanInputRequired):
         ans.forms.append(ev)
     elif isinstance(ev, HumanInputFormTimeout):
-        ans.notices.append(
-            f"The form “{ev.node_title or 'approval'}” expired without an answer."
-        )
+        ans.notices.append(texts.FORM_TIMED_OUT.format(title=ev.node_title or texts.FORM_UNNAMED))
     return first
 
 

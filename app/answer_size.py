@@ -12,6 +12,7 @@ is ``max_messages`` messages of the platform's ``max_message_chars``:
 
 from __future__ import annotations
 
+from app import texts
 from app.render import split_markdown
 
 # Streamed parts are cut where the text allows (a blank line, a line end), rarely at the very
@@ -22,15 +23,7 @@ _STREAM_FILL = 0.9
 def cut_notice(max_messages: int, *, attached: bool) -> str:
     """The note under an answer that was cut to fit the thread."""
     many = f"{max_messages} message{'s' if max_messages != 1 else ''}"
-    if attached:
-        return (
-            f"This answer is longer than {many}, so it stops here in the thread; the whole "
-            "answer is attached as a file."
-        )
-    return (
-        f"This answer was longer than {many}, so it was cut here. Ask for a shorter answer, "
-        "or for the part you need."
-    )
+    return texts.cut_notice(many, attached=attached)
 
 
 class AnswerSize:

@@ -17,8 +17,8 @@ from typing import Any
 import structlog
 
 from app.answer_extras import hint
-from app.dify.client import DifyClientPool
 from app.dify.errors import DifyError
+from app.dify.pool import DifyClientPool
 
 # The doctor's input rules, so start-up and `dify-bridge doctor` never disagree.
 from app.doctor import _inputs_check

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from app import texts
 from app.dify.events import HumanInputRequired
 
 # What a chat field can hold: Dify's field types a button click can answer without a file.
@@ -26,10 +27,7 @@ MAX_OPTIONS = 100
 # Dify writes the form's own fields into its Markdown as {{#$output.name#}}.
 _FIELD_REF = re.compile(r"\{\{#\$output\.([A-Za-z0-9_]+)#\}\}")
 
-EMAIL_ONLY = (
-    "This step waits for an approval that Dify sends by e-mail: it cannot be answered here. "
-    "The run continues once someone answers the e-mail (or the request expires)."
-)
+EMAIL_ONLY = texts.FORM_EMAIL_ONLY
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,18 +215,15 @@ def form_from_event(ev: HumanInputRequired, key: str | None = None) -> HumanForm
     if not ev.form_token:
         blocked = EMAIL_ONLY
     elif unsupported:
-        blocked = (
-            f"This form asks for a file ({', '.join(unsupported)}), which cannot be given from "
-            "a chat: please answer it in Dify."
-        )
+        blocked = texts.FORM_ASKS_FILE.format(kinds=", ".join(unsupported))
     elif not actions:
-        blocked = "This form has no buttons to answer it with: please answer it in Dify."
+        blocked = texts.FORM_NO_BUTTONS
     expires = data.get("expiration_time")
     content = _FIELD_REF.sub(lambda m: f"‹{m.group(1)}›", _s(data.get("form_content")))
     return HumanForm(
         key=key or new_key(),
         form_id=ev.form_id,
-        title=_s(data.get("node_title")) or "Approval needed",
+        title=_s(data.get("node_title")) or texts.FORM_TITLE,
         content=content.strip(),
         fields=tuple(fields),
         actions=tuple(actions),
@@ -247,12 +242,12 @@ def check_values(form: HumanForm, values: dict[str, str]) -> tuple[dict[str, Any
         v = v.strip() if isinstance(v, str) else ""
         if f.kind == "select":
             if not v:
-                return {}, f"Please choose a value for “{f.label}”."
+                return {}, texts.FORM_CHOOSE.format(label=f.label)
             if v not in f.options:
                 # A platform may cut long option values (Slack: 150 characters).
                 cut = [o for o in f.options if o.startswith(v)] if len(v) >= 100 else []
                 if len(cut) != 1:
-                    return {}, f"“{v}” is not one of the choices for “{f.label}”."
+                    return {}, texts.FORM_NOT_A_CHOICE.format(value=v, label=f.label)
                 v = cut[0]
         out[f.name] = v
     return out, ""
@@ -260,7 +255,7 @@ def check_values(form: HumanForm, values: dict[str, str]) -> tuple[dict[str, Any
 
 def describe_choice(form: HumanForm, by: str, action_title: str, values: dict[str, Any]) -> str:
     """"Ann chose “Approve” (Comment: looks good)": the line the decided form shows."""
-    line = f"{by or 'Someone'} chose “{action_title}”"
+    line = texts.FORM_CHOSE.format(by=by or texts.SOMEONE, action=action_title)
     labels = {f.name: f.label for f in form.fields}
     shown = [(k, str(v)) for k, v in values.items() if v]
     if shown:

@@ -15,18 +15,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from redis.exceptions import RedisError
 
+from app import texts
 from app.answer_extras import chat_extras, stream_error
 from app.answer_fold import Answer, fold, workflow_answer
-from app.dify.client import DifyClient
 from app.dify.errors import DifyError
-from app.dify.events import DifyEvent, WorkflowFinished
+from app.dify.events import WorkflowFinished
 from app.errors import UserFacingError
 from app.failures import new_ref, safe_fail
 from app.form_store import FormStore, PendingForm
@@ -39,6 +38,14 @@ from app.forms import (
     check_values,
     describe_choice,
     form_from_event,
+)
+from app.human_loop_access import GroupDirectory, blocked, may_answer
+from app.human_loop_resume import (
+    RunEvents,
+    fail_with,
+    final_text,
+    reattach,
+    stored_answer,
 )
 from app.inflight import INTERRUPTED
 from app.model import (
@@ -60,39 +67,6 @@ if TYPE_CHECKING:
     from app.pipeline import Bridge
 
 log = structlog.get_logger(__name__)
-
-UNKNOWN_FORM = (
-    "I no longer know this form (it may be too old, or it was changed). If the run still "
-    "waits, please answer it in Dify."
-)
-NOT_ALLOWED_ASKER = "Only the person who asked the question can answer this form."
-NOT_ALLOWED_LISTED = "You are not one of the people this channel lets answer this form."
-EXPIRED = "This form expired, so it can no longer be answered."
-ELSEWHERE = "This form was already answered elsewhere (for example in Dify), so your choice " \
-    "was not sent."
-NOT_SAVED = (
-    "This form could not be saved on our side (storage unavailable), so it cannot be answered "
-    "here: please answer it in Dify."
-)
-BUSY = "The form was answered, but an earlier answer in this thread is still running. " \
-    "The rest will not appear here; please check the result in Dify."
-STORAGE_DOWN = "The assistant's storage is not reachable right now. Please try again in a minute."
-INTERNAL = "Something went wrong on our side while continuing after the form."
-
-
-@dataclass(slots=True)
-class _Events:
-    """A re-attached run: the events of the first read (Dify's ping once subscribed) and the
-    rest of the stream."""
-
-    first: list[DifyEvent]
-    batches: AsyncGenerator[list[DifyEvent], None]
-
-
-class GroupDirectory(Protocol):
-    """Group membership for ``human_input.allowed`` entries that name a group (adapters)."""
-
-    async def member_of(self, group: str, user_id: str) -> bool: ...
 
 
 class HumanLoop:
@@ -136,7 +110,7 @@ class HumanLoop:
                     ))
                 except RedisError as e:
                     log.warning("forms.save_failed", error=type(e).__name__)
-                    form = _blocked(form, NOT_SAVED)
+                    form = blocked(form, texts.FORM_NOT_SAVED)
             forms.append(form)
             self._bridge.metrics.forms.labels(thread.platform, "shown").inc()
             log.info("forms.shown", form=form.form_id, answerable=form.answerable,
@@ -183,22 +157,21 @@ class HumanLoop:
             p = await self.store.get(click.key)
         except RedisError as e:
             log.warning("forms.read_failed", error=type(e).__name__)
-            return FormResult(Outcome.UNAVAILABLE, STORAGE_DOWN)
+            return FormResult(Outcome.UNAVAILABLE, texts.FORM_STORAGE_DOWN)
         if p is None or p.thread != thread:
             log.info("forms.unknown", known=p is not None)
-            return FormResult(Outcome.UNKNOWN, UNKNOWN_FORM)
+            return FormResult(Outcome.UNKNOWN, texts.FORM_UNKNOWN)
         form = p.form
         action = form.action(click.action_id)
         if action is None:
-            return FormResult(Outcome.UNKNOWN, UNKNOWN_FORM, form)
+            return FormResult(Outcome.UNKNOWN, texts.FORM_UNKNOWN, form)
         closed = self._closed(p)
         if closed is not None:
             return closed
         route = self._bridge.router.by_name(p.route) or self._bridge.router.resolve(thread)
         if route is None:
-            return FormResult(Outcome.UNAVAILABLE,
-                              "No Dify app is configured for this channel any more.", form)
-        refusal = await _may_answer(route, p, click.by, groups)
+            return FormResult(Outcome.UNAVAILABLE, texts.NO_ROUTE_ANY_MORE, form)
+        refusal = await may_answer(route, p, click.by, groups)
         if refusal:
             log.info("forms.not_allowed", form=form.form_id)
             return FormResult(Outcome.NOT_ALLOWED, refusal, form)
@@ -211,26 +184,26 @@ class HumanLoop:
             )
         except RedisError as e:  # the pseudonym vault lives in Redis
             log.warning("forms.redaction_unavailable", error=type(e).__name__)
-            return FormResult(Outcome.UNAVAILABLE, STORAGE_DOWN, form)
+            return FormResult(Outcome.UNAVAILABLE, texts.FORM_STORAGE_DOWN, form)
         if prepared.blocked:
             return FormResult(Outcome.INVALID, self._bridge.redaction.block_message(prepared), form)
         sent = {k: prepared.extra.get(k, v) for k, v in inputs.items()}
         if form.expired():
             await self._close(form.key, "expired")
-            return FormResult(Outcome.EXPIRED, EXPIRED, form)
+            return FormResult(Outcome.EXPIRED, texts.FORM_EXPIRED, form)
         by = click.by
         try:
             claim = await self.store.claim(form.key, by_id=by.id, by_name=by.shown,
                                            action=action.id, action_title=action.title)
         except RedisError as e:
             log.warning("forms.claim_failed", error=type(e).__name__)
-            return FormResult(Outcome.UNAVAILABLE, STORAGE_DOWN, form)
+            return FormResult(Outcome.UNAVAILABLE, texts.FORM_STORAGE_DOWN, form)
         if not claim.ok:
             return self._closed(PendingForm(
                 form=form, thread=thread, route=p.route, run_id=p.run_id, token=p.token,
                 user=p.user, asker=p.asker, status=claim.status, by_name=claim.by_name,
                 action_title=claim.action_title,
-            )) or FormResult(Outcome.UNKNOWN, UNKNOWN_FORM, form)
+            )) or FormResult(Outcome.UNKNOWN, texts.FORM_UNKNOWN, form)
         client = self._bridge.client_for(route)
         # Listen before answering: Dify relays a resumed run's events only to those already
         # subscribed, and its worker may resume the run before our submit call returns.
@@ -241,8 +214,9 @@ class HumanLoop:
             await self._release(form.key, by.id)
             log.warning("forms.attach_failed", error=type(e).__name__)
             if isinstance(e, DifyError) and e.status == 404:
-                return FormResult(Outcome.UNKNOWN, UNKNOWN_FORM, form)
-            return FormResult(Outcome.UNAVAILABLE, getattr(e, "user_message", INTERNAL), form)
+                return FormResult(Outcome.UNKNOWN, texts.FORM_UNKNOWN, form)
+            why = getattr(e, "user_message", texts.FORM_INTERNAL)
+            return FormResult(Outcome.UNAVAILABLE, why, form)
         try:
             await client.submit_form(p.token, inputs=sent, action=action.id, user=p.user)
         except DifyError as e:
@@ -252,17 +226,17 @@ class HumanLoop:
             await batches.aclose()
             await self._release(form.key, by.id)
             log.warning("forms.submit_refused_locally", error=str(e)[:200])
-            return FormResult(Outcome.UNKNOWN, UNKNOWN_FORM, form)
+            return FormResult(Outcome.UNKNOWN, texts.FORM_UNKNOWN, form)
         if any(isinstance(ev, WorkflowFinished) and ev.status == "paused" for ev in first):
             # A Dify that counts a paused run as finished answered our early attach with its
             # stored state only: listen again now that the run goes on.
-            batches, first = await _reattach(client, p, batches)
+            batches, first = await reattach(client, p, batches)
         await self._close(form.key, "decided", by_name=by.shown, action_title=action.title)
         log.info("forms.submitted", form=form.form_id, action=action.id)
         result = FormResult(Outcome.ACCEPTED, describe_choice(form, by.shown, action.title, inputs),
                             form, by.shown, action.title, dict(inputs))
         self._bridge.track(spawn(
-            self._continue(p, route, reply, limits, prepared.restorer, _Events(first, batches)),
+            self._continue(p, route, reply, limits, prepared.restorer, RunEvents(first, batches)),
             name=f"form-resume-{thread.log_id}",
         ))
         return result
@@ -270,16 +244,15 @@ class HumanLoop:
     def _closed(self, p: PendingForm) -> FormResult | None:
         form = p.form
         if p.status in ("submitting", "decided"):
-            who = p.by_name or "someone"
-            what = f" (“{p.action_title}”)" if p.action_title else ""
-            return FormResult(Outcome.ALREADY_DECIDED, f"Already decided by {who}{what}.", form,
+            return FormResult(Outcome.ALREADY_DECIDED,
+                              texts.already_decided(p.by_name, p.action_title), form,
                               p.by_name, p.action_title)
         if p.status == "expired":
-            return FormResult(Outcome.EXPIRED, EXPIRED, form)
+            return FormResult(Outcome.EXPIRED, texts.FORM_EXPIRED, form)
         if p.status == "elsewhere":
-            return FormResult(Outcome.DECIDED_ELSEWHERE, ELSEWHERE, form)
+            return FormResult(Outcome.DECIDED_ELSEWHERE, texts.FORM_ELSEWHERE, form)
         if p.status == "missing":
-            return FormResult(Outcome.UNKNOWN, UNKNOWN_FORM, form)
+            return FormResult(Outcome.UNKNOWN, texts.FORM_UNKNOWN, form)
         return None
 
     async def _refused(self, p: PendingForm, by: Responder, e: DifyError) -> FormResult:
@@ -287,19 +260,19 @@ class HumanLoop:
         log.info("forms.submit_failed", status=e.status, code=e.code, form=form.form_id)
         if e.status == 412 and "expired" in e.code:
             await self._close(form.key, "expired")
-            return FormResult(Outcome.EXPIRED, EXPIRED, form)
+            return FormResult(Outcome.EXPIRED, texts.FORM_EXPIRED, form)
         if e.status == 412:
             await self._close(form.key, "elsewhere")
-            return FormResult(Outcome.DECIDED_ELSEWHERE, ELSEWHERE, form)
+            return FormResult(Outcome.DECIDED_ELSEWHERE, texts.FORM_ELSEWHERE, form)
         if e.status == 404:
             await self._close(form.key, "elsewhere")
-            return FormResult(Outcome.UNKNOWN, UNKNOWN_FORM, form)
+            return FormResult(Outcome.UNKNOWN, texts.FORM_UNKNOWN, form)
         await self._release(form.key, by.id)
         if e.status == 400:
             # Dify names the field or action it refused ("Missing required inputs: comment").
-            detail = e.message.strip() or "the answer was refused"
-            return FormResult(Outcome.INVALID,
-                              f"Dify did not accept this answer: {detail[:300]}", form)
+            detail = e.message.strip() or texts.FORM_REFUSED_DETAIL
+            return FormResult(Outcome.INVALID, texts.FORM_REFUSED.format(detail=detail[:300]),
+                              form)
         return FormResult(Outcome.UNAVAILABLE, e.user_message, form)
 
     async def _close(self, key: str, status: str, **kw: str) -> None:
@@ -323,7 +296,7 @@ class HumanLoop:
         reply: Reply,
         limits: PlatformLimits,
         restorer: Restorer | None,
-        events: _Events,
+        events: RunEvents,
     ) -> None:
         ref = new_ref()
         structlog.contextvars.bind_contextvars(
@@ -344,15 +317,15 @@ class HumanLoop:
                 await asyncio.wait_for(asyncio.shield(safe_fail(reply, INTERRUPTED, ref)), 5)
             raise
         except LockTimeout:
-            await safe_fail(reply, BUSY, ref)
+            await safe_fail(reply, texts.FORM_RUN_BUSY, ref)
         except RedisError as e:
             log.error("store.unavailable", step="form_resume", error=type(e).__name__)
-            await safe_fail(reply, STORAGE_DOWN, ref)
+            await safe_fail(reply, texts.FORM_STORAGE_DOWN, ref)
         except UserFacingError as e:
             await safe_fail(reply, e.user_message, ref)
         except Exception as e:
             log.error("forms.resume_crashed", error=type(e).__name__, exc_info=e)
-            await safe_fail(reply, INTERNAL, ref)
+            await safe_fail(reply, texts.FORM_INTERNAL, ref)
         finally:
             await events.batches.aclose()
             structlog.contextvars.unbind_contextvars("platform", "thread", "ref", "route")
@@ -365,7 +338,7 @@ class HumanLoop:
         limits: PlatformLimits,
         restorer: Restorer | None,
         ref: str,
-        events: _Events,
+        events: RunEvents,
     ) -> None:
         bridge = self._bridge
         platform = p.thread.platform
@@ -426,20 +399,20 @@ class HumanLoop:
         except DifyError as e:
             await scheduler.close()
             partial = (e.progress.partial_text if e.progress else "") or ans.text
-            await _fail_with(reply, _final(partial, restorer), e.user_message, ref)
+            await fail_with(reply, final_text(partial, restorer), e.user_message, ref)
             bridge.metrics.answers.labels(platform, "failed").inc()
             log.warning("forms.resume_failed", error=type(e).__name__, code=e.code)
             return
         await scheduler.close()
         if ans.error is not None:
             err = stream_error(ans.error)
-            await _fail_with(reply, _final(ans.text, restorer), err.user_message, ref)
+            await fail_with(reply, final_text(ans.text, restorer), err.user_message, ref)
             bridge.metrics.answers.labels(platform, "failed").inc()
             return
         if ans.workflow_status == "paused" and ans.forms:
             await self.paused(
                 thread=p.thread, route=route, reply=reply, answer=ans,
-                text=_final(ans.text, restorer), notices=ans.notices, user=p.user,
+                text=final_text(ans.text, restorer), notices=ans.notices, user=p.user,
                 asker=p.asker, budget=budget, before=p.before,
             )
             return
@@ -448,10 +421,10 @@ class HumanLoop:
         if not text.strip() and mode.is_chat and ans.conversation_id and ans.message_id:
             # Attached after the run had finished (Dify relays live events only): the stored
             # message holds the whole answer, the part before the form included.
-            text = await _stored_answer(client, ans, p)
+            text = await stored_answer(client, ans, p)
         if mode is AppMode.WORKFLOW:
             text = workflow_answer(text, ans.outputs, route.config.dify.output_variable)
-        text = _final(text, restorer)
+        text = final_text(text, restorer)
         extras = ReplyExtras(
             dify_message_id=ans.message_id if mode.is_chat else None,
             conversation_id=ans.conversation_id,
@@ -462,7 +435,7 @@ class HumanLoop:
         )
         if ans.workflow_status == "stopped" or (stop_request and stop_request == ans.task_id):
             extras.stopped = True
-            extras.notices.append("Stopped. This is what had arrived so far.")
+            extras.notices.append(texts.STOPPED)
         elif mode.is_chat and ans.message_id:
             extras.suggested, _ = await chat_extras(
                 client, user=p.user, message_id=ans.message_id,
@@ -470,7 +443,7 @@ class HumanLoop:
                 want_suggested=route.config.suggested_questions, want_name=False,
             )
         if not text.strip() and not extras.files:
-            text = "(The run continued without further answer text.)"
+            text = texts.FORM_RUN_NO_TEXT
 
         async def finish() -> None:
             await reply.finish(text, extras)
@@ -480,84 +453,6 @@ class HumanLoop:
         bridge.metrics.latency.observe(time.monotonic() - started)
         bridge.metrics.answers.labels(platform, "ok").inc()
         log.info("forms.resumed_answer_finished", chars=len(text))
-
-
-async def _reattach(
-    client: DifyClient, p: PendingForm, old: AsyncGenerator[list[DifyEvent], None]
-) -> tuple[AsyncGenerator[list[DifyEvent], None], list[DifyEvent]]:
-    """Listen to the run again after the submit, a few times while Dify still calls it paused;
-    give up with an empty stream (the stored answer is read at the end)."""
-    await old.aclose()
-    for attempt in range(4):
-        if attempt:
-            await asyncio.sleep(0.5 * attempt)
-        try:
-            batches = client.run_events(p.run_id, user=p.user).batches()
-            first = await anext(batches)
-        except DifyError as e:
-            log.warning("forms.reattach_failed", error=type(e).__name__)
-            break
-        if not any(isinstance(ev, WorkflowFinished) and ev.status == "paused" for ev in first):
-            return batches, first
-        await batches.aclose()
-    return _no_events(), []
-
-
-async def _no_events() -> AsyncGenerator[list[DifyEvent], None]:
-    """A stream that ended at once (the continuation then reads the stored answer)."""
-    return
-    yield []  # pragma: no cover - makes this an async generator
-
-
-async def _stored_answer(client: DifyClient, ans: Answer, p: PendingForm) -> str:
-    assert ans.conversation_id and ans.message_id
-    try:
-        whole = await client.recover_answer(
-            conversation_id=ans.conversation_id, message_id=ans.message_id, user=p.user
-        )
-    except DifyError as e:
-        log.warning("forms.stored_answer_unavailable", error=type(e).__name__)
-        return ""
-    return (whole or "")[p.before:]
-
-
-async def _may_answer(
-    route: Route, p: PendingForm, by: Responder, groups: GroupDirectory | None
-) -> str:
-    """"" when ``by`` may answer, else why not (plain words)."""
-    cfg = route.config.human_input
-    if cfg.answer_by == "anyone":
-        return ""
-    if cfg.answer_by == "asker" and by.id == p.asker:
-        return ""
-    names = {by.id, *(by.groups)}
-    if by.email:
-        names.add(by.email.lower())
-    for entry in cfg.allowed:
-        if entry in names or entry.lower() in names:
-            return ""
-    if groups is not None:
-        for entry in cfg.allowed:
-            try:
-                if await groups.member_of(entry, by.id):
-                    return ""
-            except Exception as e:  # a directory lookup failing refuses, it never lets in
-                log.warning("forms.group_lookup_failed", error=type(e).__name__)
-    return NOT_ALLOWED_ASKER if cfg.answer_by == "asker" else NOT_ALLOWED_LISTED
-
-
-def _blocked(form: HumanForm, why: str) -> HumanForm:
-    from dataclasses import replace
-
-    return replace(form, blocked=why)
-
-
-def _final(text: str, restorer: Restorer | None) -> str:
-    return restorer.final(text) if restorer else text
-
-
-async def _fail_with(reply: Reply, partial: str, message: str, ref: str) -> None:
-    await safe_fail(reply, f"{partial}\n\n⚠️ {message}" if partial.strip() else message, ref)
 
 
 __all__ = ["GroupDirectory", "HumanLoop"]

@@ -30,13 +30,12 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app import texts
 from app.redis_batch import RedisBatcher
 
 log = structlog.get_logger(__name__)
 
-INTERRUPTED = (
-    "⚠️ This answer was interrupted because the assistant restarted. Please ask again."
-)
+INTERRUPTED = texts.INTERRUPTED
 
 Resumer = Callable[[Mapping[str, str], str], Awaitable[None]]
 

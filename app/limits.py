@@ -41,6 +41,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
+from app import texts
 from app.model import IncomingMessage
 from app.settings import Route, Settings
 from app.store import RedisStore
@@ -228,8 +229,7 @@ class AbuseLimiter:
         reset = next_month_start(now)
         return Refusal(
             "quota",
-            "This workspace has used its monthly assistant quota for this channel; it resets on "
-            f"{reset.day} {calendar.month_name[reset.month]}.",
+            texts.QUOTA_USED.format(day=reset.day, month=calendar.month_name[reset.month]),
         )
 
     async def _check_rate(self, msg: IncomingMessage, now: float) -> Refusal | None:
@@ -247,13 +247,10 @@ class AbuseLimiter:
             return None
         when = _seconds_text(wait_ms)
         if code == 1:
-            return Refusal(
-                "user", f"You're asking faster than I can answer: please wait about {when}."
-            )
+            return Refusal("user", texts.USER_TOO_FAST.format(when=when))
         return Refusal(
             "workspace",
-            "This workspace is asking the assistant more questions than it can take right now: "
-            f"please try again in about {when}.",
+            texts.WORKSPACE_TOO_FAST.format(when=when),
         )
 
     # ------------------------------------------------------------------ usage

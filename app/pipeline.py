@@ -21,6 +21,7 @@ from typing import Any, Literal
 import structlog
 from redis.exceptions import RedisError
 
+from app import texts
 from app.admission import StartGate, no_gate
 from app.answer_cache import AnswerCache
 from app.answer_cache import plan as plan_cache
@@ -30,7 +31,7 @@ from app.answer_fold import Answer, fold, workflow_answer
 from app.answer_size import AnswerSize, cut_notice
 from app.appcheck import AppParams, ParamsCache
 from app.attachments import upload_files
-from app.dify.client import DifyClient, DifyClientPool, EventStream, StoredMessage
+from app.dify.client import DifyClient, EventStream, StoredMessage
 from app.dify.errors import (
     CircuitOpen,
     ConversationNotFound,
@@ -40,6 +41,7 @@ from app.dify.errors import (
     StreamProgress,
 )
 from app.dify.events import DifyEvent
+from app.dify.pool import DifyClientPool
 from app.errors import UserFacingError
 from app.failures import new_ref, safe_fail
 from app.forms import FormAnswer, FormResult
@@ -67,21 +69,13 @@ from app.tracing import span
 
 log = structlog.get_logger(__name__)
 
-EXPIRED_NOTICE = "The earlier context of this thread had expired, so I started a new conversation."
-STOPPED_NOTICE = "Stopped. This is what had arrived so far."
-PARTIAL_NOTICE = (
-    "⚠️ The connection to the assistant broke off before this answer was finished, so it may "
-    "be incomplete. Ask again for the whole answer."
-)
-BUSY_THREAD = (
-    "An earlier question in this thread is still being answered. Please try again in a minute."
-)
-STORAGE_DOWN = (
-    "The assistant is having a temporary problem (its storage is not reachable). "
-    "Please try again in a minute."
-)
-INTERNAL = "Something went wrong on our side. Please try again."
-RESET_DONE = "Okay, starting a new conversation in this thread. Ask away!"
+EXPIRED_NOTICE = texts.THREAD_EXPIRED
+STOPPED_NOTICE = texts.STOPPED
+PARTIAL_NOTICE = texts.PARTIAL
+BUSY_THREAD = texts.BUSY_THREAD
+STORAGE_DOWN = texts.STORAGE_DOWN
+INTERNAL = texts.INTERNAL
+RESET_DONE = texts.RESET_DONE
 
 
 
@@ -217,7 +211,7 @@ class Bridge:
         """Send a thumbs up/down on one answer to Dify."""
         route = self.router.resolve(thread)
         if route is None:
-            raise UserFacingError("No Dify app is configured for this channel any more.")
+            raise UserFacingError(texts.NO_ROUTE_ANY_MORE)
         await self.client_for(route).feedback(
             message_id, user=thread.dify_user(), rating=rating, content=content
         )
@@ -260,7 +254,7 @@ class Bridge:
             leave = await self.starts.enter()
             if not self._accepting:
                 await reply.fail(
-                    "The assistant is restarting. Please ask again in a few seconds.", ref=ref
+                    texts.RESTARTING, ref=ref
                 )
                 await self._drop_preack(msg)
                 return
@@ -312,7 +306,7 @@ class Bridge:
         if route is None:
             log.warning("route.none", hint="add a route for this channel to the bridge config")
             await reply.fail(
-                "No Dify app is configured for this channel. Ask your admin to add a route.",
+                texts.NO_ROUTE,
                 ref=ref,
             )
             return
@@ -728,7 +722,7 @@ class Bridge:
             extras.full_text_file = full_text if attach else None
             extras.notices.append(cut_notice(self._size(turn).max_messages, attached=attach))
         if not text.strip() and not extras.files:
-            text = "(The assistant returned an empty answer.)"
+            text = texts.EMPTY_ANSWER
 
         if answer.steps and isinstance(turn.reply, ShowsSteps):
             turn.reply.show_steps(tuple(answer.steps))
@@ -774,7 +768,7 @@ class Bridge:
         if name:
             extras.conversation_name = name
             # As a notice every adapter already shows, so admins can find it in Dify's logs.
-            extras.notices.append(f"Dify conversation: “{name}”")
+            extras.notices.append(texts.CONVERSATION_NAMED.format(name=name))
             try:
                 await self.store.set_conversation_name(turn.msg.key, name)
             except RedisError as e:

@@ -21,7 +21,8 @@ from aiohttp import web
 
 from app import tracing
 from app.context import AdapterContext
-from app.dify.client import DifyClientPool, DifyTimeouts, RetryPolicy
+from app.dify.pool import DifyClientPool
+from app.dify.wire import DifyTimeouts, RetryPolicy
 from app.errors import ConfigError
 from app.health import Health
 from app.inflight import InflightRegistry

@@ -46,7 +46,7 @@ from app.dify import (
     WorkflowStarted,
     make_http_client,
 )
-from app.dify.client import EventStream, _Pace
+from app.dify.stream import EventStream, _Pace
 from tests.fakes.dify import FakeConversation, FakeDify, Fault
 
 KEY = "app-test-key"

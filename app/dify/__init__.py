@@ -6,14 +6,7 @@ Import from here; the submodules are implementation detail::
 """
 
 from app.dify.breaker import CircuitBreaker
-from app.dify.client import (
-    DifyClient,
-    DifyClientPool,
-    DifyTimeouts,
-    RetryPolicy,
-    counts_as_failure,
-    make_http_client,
-)
+from app.dify.client import DifyClient
 from app.dify.errors import (
     CircuitOpen,
     ConversationNotFound,
@@ -54,7 +47,9 @@ from app.dify.events import (
     WorkflowStarted,
     is_terminal,
 )
+from app.dify.pool import DifyClientPool
 from app.dify.sse import SSEDecodeError, SSEDecoder, parse_event
+from app.dify.wire import DifyTimeouts, RetryPolicy, counts_as_failure, make_http_client
 
 __all__ = [
     "TERMINAL",

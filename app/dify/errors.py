@@ -32,9 +32,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Literal
 
-_BUSY = "The assistant is busy, try again in a minute."
-_UNAVAILABLE = "The assistant is not available right now. Please try again in a few minutes."
-_ADMIN = "Please tell an administrator."
+from app import texts
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +49,7 @@ class StreamProgress:
 class DifyError(Exception):
     """Base of every Dify client error."""
 
-    default_user_message: ClassVar[str] = _UNAVAILABLE
+    default_user_message: ClassVar[str] = texts.DIFY_UNAVAILABLE
     default_retryable: ClassVar[bool] = False
 
     def __init__(
@@ -103,19 +101,19 @@ class DifyError(Exception):
 class DifyHTTPError(DifyError):
     """Dify (or a proxy in front of it) answered with a non-success status."""
 
-    default_user_message = "The assistant could not answer this request. Please try again later."
+    default_user_message = texts.DIFY_REFUSED
 
 
 class ConversationNotFound(DifyHTTPError):
     """The stored conversation is gone or belongs to another ``user``: start a new one."""
 
-    default_user_message = "The earlier conversation is no longer available; starting a new one."
+    default_user_message = texts.DIFY_CONVERSATION_GONE
 
 
 class DifyAuthError(DifyHTTPError):
     """The API key was refused or the app's API is disabled: an admin must fix the config."""
 
-    default_user_message = f"The assistant is not set up correctly (access was refused). {_ADMIN}"
+    default_user_message = texts.DIFY_AUTH
 
 
 class DifyBadRequest(DifyHTTPError):
@@ -125,22 +123,17 @@ class DifyBadRequest(DifyHTTPError):
     def user_message(self) -> str:
         code = self.code
         if code.startswith("provider_") or code == "model_currently_not_support":
-            return (
-                f"The assistant's AI model is not available (not set up or out of quota). {_ADMIN}"
-            )
+            return texts.DIFY_MODEL_UNAVAILABLE
         if code in ("not_chat_app", "not_workflow_app", "app_unavailable"):
-            return f"The assistant app is not configured for this kind of request. {_ADMIN}"
+            return texts.DIFY_WRONG_APP_KIND
         if code == "completion_request_error":
-            return "The AI model failed to answer. Please try again in a moment."
+            return texts.DIFY_MODEL_FAILED
         if code == "invalid_param":
-            return (
-                "The assistant could not accept this question "
-                f"(a required input is missing or invalid). {_ADMIN}"
-            )
+            return texts.DIFY_INVALID_INPUT
         if code in ("file_too_large", "audio_too_large"):
-            return "That file is too large for the assistant."
+            return texts.DIFY_FILE_TOO_LARGE
         if code in ("unsupported_file_type", "unsupported_audio_type"):
-            return "The assistant does not accept that type of file."
+            return texts.DIFY_FILE_TYPE
         return self.default_user_message
 
 
@@ -148,22 +141,20 @@ class DifyTooManyRequests(DifyHTTPError):
     """Dify's per-app concurrency limit: retry after ``retry_after`` seconds."""
 
     default_retryable = True
-    default_user_message = _BUSY
+    default_user_message = texts.DIFY_BUSY
 
 
 class DifyQuotaExceeded(DifyHTTPError):
     """The plan's quota is used up; retrying will not help until it resets."""
 
-    default_user_message = (
-        "The assistant has reached its usage limit for now. Please try again later."
-    )
+    default_user_message = texts.DIFY_QUOTA
 
 
 class DifyServerError(DifyHTTPError):
     """5xx from Dify or a proxy (502/503/504 pages)."""
 
     default_retryable = True
-    default_user_message = "The assistant had a problem answering. Please try again in a moment."
+    default_user_message = texts.DIFY_SERVER
 
 
 class DifyStreamError(DifyError):
@@ -172,18 +163,16 @@ class DifyStreamError(DifyError):
     @property
     def user_message(self) -> str:
         if self.code.startswith("provider_") or self.code == "model_currently_not_support":
-            return (
-                f"The assistant's AI model is not available (not set up or out of quota). {_ADMIN}"
-            )
+            return texts.DIFY_MODEL_UNAVAILABLE
         if self.code == "completion_request_error":
-            return "The AI model failed to answer. Please try again in a moment."
-        return "The assistant ran into an error while answering. Please try again."
+            return texts.DIFY_MODEL_FAILED
+        return texts.DIFY_STREAM_ERROR
 
 
 class DifyProtocolError(DifyError):
     """The answer was not what Dify sends (HTML page, broken JSON, not an event stream)."""
 
-    default_user_message = "The assistant sent an answer that could not be read. Please try again."
+    default_user_message = texts.DIFY_UNREADABLE
 
 
 TimeoutPhase = Literal["connect", "first_event", "idle", "request", "first_content", "answer"]
@@ -196,7 +185,7 @@ class DifyTimeout(DifyError):
     ``first_content`` and ``answer``) an answer that outran the bridge's own deadlines."""
 
     default_retryable = True
-    default_user_message = "The assistant took too long to answer. Please try again."
+    default_user_message = texts.DIFY_TIMEOUT
 
     def __init__(
         self,
@@ -216,12 +205,9 @@ class DifyTimeout(DifyError):
     @property
     def user_message(self) -> str:
         if self.phase == "first_content":
-            return (
-                "The assistant did not start answering in time, so I stopped it. "
-                "Please try again."
-            )
+            return texts.DIFY_NO_START
         if self.phase == "answer":
-            return "The answer took too long, so I stopped it here. Please try again."
+            return texts.DIFY_TOO_LONG
         return self.default_user_message
 
 
@@ -229,9 +215,7 @@ class DifyConnectionError(DifyError):
     """The connection could not be opened or broke before an answer started."""
 
     default_retryable = True
-    default_user_message = (
-        "The assistant cannot be reached right now. Please try again in a few minutes."
-    )
+    default_user_message = texts.DIFY_UNREACHABLE
 
 
 class StreamIncomplete(DifyError):
@@ -241,7 +225,7 @@ class StreamIncomplete(DifyError):
     ``conversation_id`` with ``DifyClient.recover_answer``.
     """
 
-    default_user_message = "The answer was cut off. Please try again."
+    default_user_message = texts.DIFY_CUT_OFF
 
     def __init__(self, message: str = "", *, progress: StreamProgress) -> None:
         super().__init__(
@@ -254,7 +238,7 @@ class StreamIncomplete(DifyError):
 class CircuitOpen(DifyError):
     """Too many recent failures for this app: calls fail fast until the breaker half-opens."""
 
-    default_user_message = _UNAVAILABLE
+    default_user_message = texts.DIFY_UNAVAILABLE
 
     def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
         super().__init__(
