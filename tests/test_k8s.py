@@ -49,7 +49,8 @@ def find(items: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
 def bridge_container(deployment: dict[str, Any]) -> dict[str, Any]:
     containers = deployment["spec"]["template"]["spec"]["containers"]
     (c,) = [c for c in containers if c["name"] == "bridge"]
-    return c
+    container: dict[str, Any] = c
+    return container
 
 
 def env_of(container: dict[str, Any]) -> dict[str, str]:

@@ -4,9 +4,11 @@ streaming."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from app.pipeline import RESET_DONE
 from tests import test_slack_support as _support
+from tests.fakes.slack_api import Message
 from tests.test_slack_support import CHANNEL, SECRET
 
 # Fixtures shared by the Slack tests (assigned, not imported, so tests may take them by name).
@@ -14,7 +16,7 @@ fake_slack = _support.fake_slack
 slack_bot = _support.slack_bot
 
 
-def _button(msg, action_id):
+def _button(msg: Message, action_id: str) -> dict[str, Any]:
     return next(b for b in msg.buttons() if b["action_id"].startswith(action_id))
 
 

@@ -63,7 +63,9 @@ async def _install(bot, fake, team_id: str) -> str:
         assert r.status == 200
         page = await r.text()
         cookie = r.headers.get("Set-Cookie", "")
-    state = re.search(r"state=([^&\"']+)", page).group(1)
+    found = re.search(r"state=([^&\"']+)", page)
+    assert found is not None, page
+    state = found.group(1)
     assert state in cookie, "the state is bound to the browser with a cookie"
     code = fake.add_oauth_code(team_id, client_id="111.222", client_secret="oauth-secret")  # noqa: S106
     url = f"{bot.service.base_url}/slack/oauth_redirect?code={code}&state={state}"

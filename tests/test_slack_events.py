@@ -112,7 +112,7 @@ async def test_retry_and_double_delivery_produce_one_answer(slack_bot):
         # ... and retries after a slow ack, with the same event id.
         bot.send(ev, event_id="EvMENTION1", retry_num=1),
     )
-    assert statuses == [200, 200, 200]
+    assert list(statuses) == [200, 200, 200]
     await bot.final(CHANNEL, ev["ts"])
     await bot.send(ev, event_id="EvMENTION1", retry_num=2)
     await bot.idle()

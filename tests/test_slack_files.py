@@ -58,15 +58,16 @@ async def test_unsupported_file_type_is_refused_in_plain_words(slack_bot):
 async def test_file_produced_by_dify_is_uploaded_into_the_thread(slack_bot):
     bot = await slack_bot()
     # Dify serves its tool files from its own host; a tiny server stands in for it.
+    async def plot(request: web.Request) -> web.Response:
+        return web.Response(body=PNG, content_type="image/png")
+
     app = web.Application()
-    app.router.add_get(
-        "/files/tools/plot.png", lambda r: web.Response(body=PNG, content_type="image/png")
-    )
+    app.router.add_get("/files/tools/plot.png", plot)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    port = runner.addresses[0][1]
     try:
         bot.dify.message_files = [
             {"type": "image", "url": f"http://127.0.0.1:{port}/files/tools/plot.png"}
@@ -100,7 +101,7 @@ async def test_a_file_pointing_outside_slack_never_gets_the_bot_token(slack_bot)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    port = runner.addresses[0][1]
     try:
         f = bot.fake.host_file(bot.team, "chart.png", "image/png", PNG).to_event()
         # Same address, another port: another origin.
