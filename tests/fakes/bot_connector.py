@@ -292,11 +292,14 @@ class FakeBotConnector:
         assertion = str(form.get("client_assertion", ""))
         digest = hashlib.sha1(cert.public_bytes(serialization.Encoding.DER)).digest()  # noqa: S324
         x5t = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        key = cert.public_key()
+        if not isinstance(key, rsa.RSAPublicKey):  # only an RSA key can have signed RS256
+            return False
         try:
             head = jwt.get_unverified_header(assertion)
             claims = jwt.decode(
                 assertion,
-                cert.public_key(),  # type: ignore[arg-type]
+                key,
                 algorithms=["RS256"],
                 audience=token_url,
                 issuer=self.app_id,

@@ -367,6 +367,11 @@ class FakeApp:
         self.gzip: bool
         self.workflow_error: str
         self.human_input: dict[str, Any] | None
+        # Human Input state, attached by dify_hitl.state() (FakeDify.add_app calls it).
+        self.hitl: dify_hitl.HitlState
+        self.runs: dict[str, dify_hitl.FakeRun]
+        self.forms: dict[str, dify_hitl.FakeForm]
+        self.form_submissions: list[dict[str, Any]]
         self.faults: deque[Fault] = deque()
         self.endpoint_faults: dict[str, deque[Fault]] = {}
         self.conversations: dict[str, FakeConversation] = {}

@@ -105,10 +105,10 @@ def state(app: FakeApp) -> HitlState:
     st = getattr(app, "hitl", None)
     if st is None:
         st = HitlState()
-        app.hitl = st  # type: ignore[attr-defined]
-        app.runs = st.runs  # type: ignore[attr-defined]
-        app.forms = st.forms  # type: ignore[attr-defined]
-        app.form_submissions = st.submissions  # type: ignore[attr-defined]
+        app.hitl = st
+        app.runs = st.runs
+        app.forms = st.forms
+        app.form_submissions = st.submissions
     return st
 
 

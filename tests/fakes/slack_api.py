@@ -72,7 +72,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from aiohttp import WSMsgType, web
+from aiohttp import BodyPartReader, WSMsgType, web
 
 from tests.fakes import referees
 
@@ -1377,7 +1377,7 @@ class FakeSlack:
         if request.content_type == "multipart/form-data":
             reader = await request.multipart()
             part = await reader.next()
-            data = await part.read() if part is not None else b""  # type: ignore[union-attr]
+            data = await part.read() if isinstance(part, BodyPartReader) else b""
         else:
             data = await request.read()
         up.data = bytes(data)
