@@ -204,8 +204,9 @@ def build(directory: Path) -> list[dict[str, Any]]:
     cmd = _kustomize()
     if cmd is None:
         pytest.skip("no kustomize or kubectl binary here (apt: kubectl; or the kustomize release)")
-    done = subprocess.run([*cmd, str(directory)], capture_output=True, text=True, timeout=60,  # noqa: S603
-                          check=False)
+    done = subprocess.run(  # noqa: S603 - the kustomize or kubectl found on PATH
+        [*cmd, str(directory)], capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stderr
     return [d for d in yaml.safe_load_all(done.stdout) if d is not None]
 
