@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
 
 from app.forms import HumanForm
 from app.model import ThreadKey
@@ -98,7 +99,7 @@ class FormStore:
 
     async def save(self, p: PendingForm) -> None:
         t = p.thread
-        fields = {
+        fields: dict[FieldT, EncodableT] = {
             "form": json.dumps(p.form.to_json(), ensure_ascii=False),
             "thread": json.dumps([t.platform, t.workspace, t.channel, t.thread]),
             "route": p.route, "run_id": p.run_id, "token": p.token, "user": p.user,
@@ -109,11 +110,11 @@ class FormStore:
         if p.form.expires_at is not None:
             ttl = max(60, int(p.form.expires_at - time.time()) + KEEP_AFTER)
         k = self.key(p.form.key)
-        await self._redis.hset(k, mapping=fields)  # type: ignore[misc,arg-type]
+        await self._redis.hset(k, mapping=fields)
         await self._redis.expire(k, ttl)
 
     async def get(self, form_key: str) -> PendingForm | None:
-        raw: dict[Any, Any] = await self._redis.hgetall(self.key(form_key))  # type: ignore[misc]
+        raw: dict[Any, Any] = await self._redis.hgetall(self.key(form_key))
         if not raw:
             return None
         d = {_s(k): _s(v) for k, v in raw.items()}
@@ -134,7 +135,7 @@ class FormStore:
 
     async def claim(self, form_key: str, *, by_id: str, by_name: str, action: str,
                     action_title: str) -> Claim:
-        res = await self._redis.eval(  # type: ignore[misc]
+        res = await self._redis.eval(
             _CLAIM, 1, self.key(form_key), repr(time.time()), by_id, by_name, action,
             action_title, STALE_CLAIM,
         )
@@ -145,17 +146,17 @@ class FormStore:
         return Claim(False, status, by_name, title)
 
     async def release(self, form_key: str, by_id: str) -> None:
-        await self._redis.eval(_RELEASE, 1, self.key(form_key), by_id)  # type: ignore[misc]
+        await self._redis.eval(_RELEASE, 1, self.key(form_key), by_id)
 
     async def close(self, form_key: str, status: str, *, by_name: str = "",
                     action_title: str = "") -> None:
         """Mark the form decided (by us), expired or answered elsewhere; later clicks hear it."""
-        mapping = {"status": status}
+        mapping: dict[FieldT, EncodableT] = {"status": status}
         if by_name:
             mapping["by_name"] = by_name
         if action_title:
             mapping["action_title"] = action_title
-        await self._redis.hset(self.key(form_key), mapping=mapping)  # type: ignore[misc,arg-type]
+        await self._redis.hset(self.key(form_key), mapping=mapping)
 
 
 def _s(v: Any) -> str:

@@ -199,7 +199,7 @@ class InflightRegistry:
             answer_id = raw.decode() if isinstance(raw, bytes) else str(raw)
             if not await self.redis.zrem(self.index, answer_id):
                 continue  # another replica claimed it first
-            data: dict[Any, Any] = await self.redis.hgetall(self._key(answer_id))  # type: ignore[misc]
+            data: dict[Any, Any] = await self.redis.hgetall(self._key(answer_id))
             await self.redis.delete(self._key(answer_id))
             record = {_s(k): _s(v) for k, v in data.items()}
             resumer = self._resumers.get(record.get("platform", ""))

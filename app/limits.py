@@ -303,7 +303,7 @@ class AbuseLimiter:
         """Token totals per route, workspace and user for ``month`` (``YYYY-MM``), optionally of
         one route; sorted by route, workspace, then most tokens first."""
         parse_month(month)
-        members = await self._redis.smembers(self._index_key(month))  # type: ignore[misc]
+        members = await self._redis.smembers(self._index_key(month))
         rows: list[UsageRow] = []
         for raw in members:
             try:
@@ -312,7 +312,7 @@ class AbuseLimiter:
                 continue  # not ours
             if route is not None and r_name != route:
                 continue
-            data: dict[Any, Any] = await self._redis.hgetall(  # type: ignore[misc]
+            data: dict[Any, Any] = await self._redis.hgetall(
                 self._usage_key(r_name, platform, workspace, month)
             )
             for field, value in data.items():

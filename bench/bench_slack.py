@@ -149,7 +149,7 @@ async def serve(env_json: str) -> None:
         prof = cProfile.Profile()
         prof.enable()
     await stop.wait()
-    if prof is not None:
+    if prof is not None and profile_to:
         prof.disable()
         prof.dump_stats(profile_to)
     await svc.stop(grace=5)

@@ -98,7 +98,7 @@ def jwt() -> str:
         return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
 
     head = seg({"alg": "HS256", "typ": "JWT"})
-    body = seg({"sub": str(rng.randint(1, 10**9)), "iat": rng.randint(1.6e9, 1.8e9)})
+    body = seg({"sub": str(rng.randint(1, 10**9)), "iat": rng.randint(1_600_000_000, 1_800_000_000)})
     return f"{head}.{body}.{rand(B64URL, 43)}"
 
 
@@ -551,8 +551,8 @@ def negatives() -> list[dict[str, object]]:
         bad_th = f"{th[:12]}{(int(th[12]) + 1) % 10}"
         if not corporate_ok(bad_th):  # valid under another scheme: not a negative
             out.append(f"เลขบัตรประชาชน {bad_th}")
-        c = F["en_US"].credit_card_number(card_type="visa16")  # a wrong check digit below
-        out.append(f"card {c[:15]}{(int(c[15]) + 1) % 10}")
+        card = F["en_US"].credit_card_number(card_type="visa16")  # a wrong check digit below
+        out.append(f"card {card[:15]}{(int(card[15]) + 1) % 10}")
         ib = F["de_DE"].iban()
         out.append(f"IBAN {ib[:2]}{(int(ib[2:4]) + 1) % 100:02d}{ib[4:]}")
         out.append(f"SSN {rng.choice(['000', '666', '900'])}-{rand(d, 2)}-{rand(d, 4)}")

@@ -12,7 +12,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -918,7 +918,7 @@ async def test_a_stop_from_someone_who_does_not_own_the_answer_is_ignored_like_d
 
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
 async def test_a_server_that_never_accepts_the_connection_is_a_connect_timeout(
-    transport: str,
+    transport: Literal["aiohttp", "httpx"],
 ) -> None:
     # A listening socket with a full backlog: the kernel drops further SYNs, so connect hangs.
     server = socket.socket()
@@ -932,7 +932,7 @@ async def test_a_server_that_never_accepts_the_connection_is_a_connect_timeout(
         with contextlib.suppress(BlockingIOError):
             s.connect(("127.0.0.1", port))
         fillers.append(s)
-    http = make_http_client(transport)  # type: ignore[arg-type]
+    http = make_http_client(transport)
     try:
         client = DifyClient(
             f"http://127.0.0.1:{port}/v1",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -212,7 +213,7 @@ def test_an_endless_line_is_refused_instead_of_eating_memory() -> None:
 def test_text_deltas_come_from_message_agent_message_text_chunk_and_the_message_file_quirk() -> (
     None
 ):
-    cases = [
+    cases: list[dict[str, Any]] = [
         {"event": "message", "answer": "a"},
         {"event": "agent_message", "answer": "b"},
         {"event": "text_chunk", "task_id": "t", "workflow_run_id": "w", "data": {"text": "c"}},

@@ -89,7 +89,7 @@ async def login() -> AsyncIterator[FakeLogin]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    fake.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    fake.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     try:
         yield fake
     finally:

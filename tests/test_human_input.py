@@ -16,7 +16,7 @@ from adapters.console import CONSOLE_LIMITS, MemoryReply, TerminalReply, answer_
 from app.forms import FormAnswer, Outcome, Responder
 from app.model import IncomingMessage, Kind, Speaker, ThreadKey
 
-APPROVAL = {
+APPROVAL: dict[str, Any] = {
     "title": "Publish approval",
     "content": "Please review the **draft** before it goes out.\n\n{{#$output.comment#}}",
     "inputs": [

@@ -20,11 +20,11 @@ from app.dify.events import (
     HumanInputRequired,
     ReasoningChunk,
 )
-from app.forms import EMAIL_ONLY, form_from_event
+from app.forms import EMAIL_ONLY, HumanForm, form_from_event
 from tests.fakes.dify import Fault
 from tests.test_human_input import APPROVAL
 
-REQUIRED = {
+REQUIRED: dict[str, Any] = {
     "event": "human_input_required", "task_id": "t1", "workflow_run_id": "r1",
     "data": {
         "form_id": "f1", "form_token": "tok_abc123", "node_id": "approval",
@@ -47,20 +47,26 @@ def test_a_form_event_becomes_a_form_the_adapters_can_draw() -> None:
     assert [(a.id, a.title, a.style) for a in form.actions] == [("approve", "Approve", "primary")]
 
 
+def form_of(event: dict[str, Any]) -> HumanForm:
+    ev = parse_event(event)
+    assert isinstance(ev, HumanInputRequired)
+    return form_from_event(ev)
+
+
 def test_an_email_only_or_file_form_is_shown_but_not_answerable() -> None:
     email = {**REQUIRED, "data": {**REQUIRED["data"], "form_token": None}}
-    form = form_from_event(parse_event(email))  # type: ignore[arg-type]
+    form = form_of(email)
     assert not form.answerable and form.blocked == EMAIL_ONLY
     files = {**REQUIRED, "data": {**REQUIRED["data"], "inputs": [
         {"type": "file", "output_variable_name": "contract_scan"}]}}
-    form = form_from_event(parse_event(files))  # type: ignore[arg-type]
+    form = form_of(files)
     assert not form.answerable and "file (Contract scan)" in form.blocked
 
 
 def test_malformed_form_parts_are_dropped_not_fatal() -> None:
     bad = {**REQUIRED, "data": {**REQUIRED["data"], "inputs": "nope", "actions": [
         {"title": "no id"}, "x", {"id": "ok"}], "expiration_time": "soon"}}
-    form = form_from_event(parse_event(bad))  # type: ignore[arg-type]
+    form = form_of(bad)
     assert form.fields == () and [a.title for a in form.actions] == ["ok"]
     assert form.expires_at is None
 

@@ -49,7 +49,8 @@ def find(items: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
 def bridge_container(deployment: dict[str, Any]) -> dict[str, Any]:
     containers = deployment["spec"]["template"]["spec"]["containers"]
     (c,) = [c for c in containers if c["name"] == "bridge"]
-    return c
+    container: dict[str, Any] = c
+    return container
 
 
 def env_of(container: dict[str, Any]) -> dict[str, str]:
@@ -203,8 +204,9 @@ def build(directory: Path) -> list[dict[str, Any]]:
     cmd = _kustomize()
     if cmd is None:
         pytest.skip("no kustomize or kubectl binary here (apt: kubectl; or the kustomize release)")
-    done = subprocess.run([*cmd, str(directory)], capture_output=True, text=True, timeout=60,  # noqa: S603
-                          check=False)
+    done = subprocess.run(  # noqa: S603 - the kustomize or kubectl found on PATH
+        [*cmd, str(directory)], capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stderr
     return [d for d in yaml.safe_load_all(done.stdout) if d is not None]
 

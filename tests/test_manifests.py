@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app import manifests
+from app.errors import ConfigError
 from app.manifests import (
     check_slack_manifest,
     check_teams_manifest,
@@ -219,10 +220,10 @@ def test_routes_that_pass_the_speakers_email_need_the_email_scope() -> None:
 def test_malformed_manifest_file_is_a_config_error_with_the_line(tmp_path: Path) -> None:
     bad = tmp_path / "manifest.yaml"
     bad.write_text("display_information:\n  name: [unclosed\n")
-    with pytest.raises(manifests.ConfigError, match=r"yaml: not valid YAML/JSON at line 3.*: "):
+    with pytest.raises(ConfigError, match=r"yaml: not valid YAML/JSON at line 3.*: "):
         load_manifest_file(bad)
     bad.write_text("- just\n- a list\n")
-    with pytest.raises(manifests.ConfigError, match="mapping at the top level"):
+    with pytest.raises(ConfigError, match="mapping at the top level"):
         load_manifest_file(bad)
 
 
@@ -334,7 +335,7 @@ def test_package_zip_holds_manifest_and_icons_at_the_root() -> None:
 
 def test_broken_teams_manifest_json_names_line_and_column(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text('{"id": "x",\n  "name": }\n')
-    with pytest.raises(manifests.ConfigError, match=r"manifest.json.*line 2, column 11"):
+    with pytest.raises(ConfigError, match=r"manifest.json.*line 2, column 11"):
         read_teams_dir(tmp_path)
 
 

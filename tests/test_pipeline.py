@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from adapters.console import CONSOLE_LIMITS, MemoryReply
-from app.model import IncomingMessage, Kind, Speaker, ThreadKey
+from app.model import IncomingMessage, Kind, ReplyExtras, Speaker, ThreadKey
 from tests.fakes.dify import Fault
 
 THREAD = 0
@@ -35,6 +35,12 @@ async def ask(service: Any, msg: IncomingMessage) -> MemoryReply:
     reply = MemoryReply()
     await service.bridge.handle(msg, reply, CONSOLE_LIMITS)
     return reply
+
+
+def extras(reply: MemoryReply) -> ReplyExtras:
+    """What a finished answer carried besides its text."""
+    assert reply.extras is not None, "the answer finished"
+    return reply.extras
 
 
 def chat_calls(fake: Any, app: Any) -> list[Any]:
@@ -69,7 +75,7 @@ async def test_a_follow_up_in_the_thread_continues_the_same_dify_conversation(
     assert second.final == "You said: second question"
     calls = chat_calls(fake_dify, dify_app)
     assert calls[0].json["conversation_id"] == ""
-    assert calls[1].json["conversation_id"] == first.extras.conversation_id != ""
+    assert calls[1].json["conversation_id"] == extras(first).conversation_id != ""
     assert calls[0].json["response_mode"] == "streaming"
 
 
@@ -84,7 +90,7 @@ async def test_a_second_person_in_the_thread_continues_the_conversation(
     calls = chat_calls(fake_dify, dify_app)
     # Dify scopes conversations to `user`: the thread is the user, so bob continues alice's.
     assert calls[0].json["user"] == calls[1].json["user"] == t.dify_user()
-    assert calls[1].json["conversation_id"] == reply.extras.conversation_id
+    assert calls[1].json["conversation_id"] == extras(reply).conversation_id
 
 
 async def test_a_retried_event_is_answered_once(
@@ -118,7 +124,7 @@ async def test_two_quick_messages_are_answered_in_order_in_one_conversation(
     calls = chat_calls(fake_dify, dify_app)
     assert [c.json["query"] for c in calls] == ["one", "two"]
     assert calls[0].json["conversation_id"] == ""
-    assert calls[1].json["conversation_id"] == r1.extras.conversation_id
+    assert calls[1].json["conversation_id"] == extras(r1).conversation_id
 
 
 async def test_a_follow_up_keeps_the_conversation_alive_for_another_full_ttl(
@@ -145,14 +151,14 @@ async def test_a_vanished_conversation_starts_a_new_one_and_says_so(
     svc = await make_service({"DIFY_API_KEY": dify_app.api_key})
     t = new_thread()
     first = await ask(svc, message(t, "remember this"))
-    dify_app.delete_conversation(first.extras.conversation_id)
+    dify_app.delete_conversation(extras(first).conversation_id)
     second = await ask(svc, message(t, "still there?"))
     assert second.error is None
     assert second.final == "You said: still there?"
-    assert second.extras.conversation_id != first.extras.conversation_id
-    assert any("expired" in n for n in second.extras.notices)
+    assert extras(second).conversation_id != extras(first).conversation_id
+    assert any("expired" in n for n in extras(second).notices)
     stored = await svc.store.get_conversation(t)
-    assert stored.conversation_id == second.extras.conversation_id
+    assert stored.conversation_id == extras(second).conversation_id
 
 
 async def test_a_stream_that_ends_early_is_recovered_from_dify_history(
@@ -259,7 +265,7 @@ async def test_saying_reset_starts_a_fresh_conversation_in_the_same_thread(
     after = await ask(svc, message(t, "topic B"))
     calls = chat_calls(fake_dify, dify_app)
     assert calls[-1].json["conversation_id"] == ""
-    assert after.extras.conversation_id != first.extras.conversation_id
+    assert extras(after).conversation_id != extras(first).conversation_id
 
 
 async def test_sources_and_suggestions_come_with_the_final_answer(
@@ -272,9 +278,9 @@ async def test_sources_and_suggestions_come_with_the_final_answer(
     dify_app.suggested_questions = ["How many days?", "Who approves?"]
     svc = await make_service({"DIFY_API_KEY": dify_app.api_key})
     reply = await ask(svc, message(new_thread(), "holidays?"))
-    assert [s.title for s in reply.extras.sources] == ["Handbook.pdf"]
-    assert reply.extras.suggested == ["How many days?", "Who approves?"]
-    assert reply.extras.dify_message_id
+    assert [s.title for s in extras(reply).sources] == ["Handbook.pdf"]
+    assert extras(reply).suggested == ["How many days?", "Who approves?"]
+    assert extras(reply).dify_message_id
 
 
 async def test_a_stop_request_ends_the_answer_with_what_had_arrived(
@@ -292,7 +298,7 @@ async def test_a_stop_request_ends_the_answer_with_what_had_arrived(
     assert await svc.bridge.stop(thread=t) is True
     await asyncio.wait_for(reply.done.wait(), 5)
     assert reply.extras is not None and reply.extras.stopped
-    assert 0 < len(reply.final) < len(dify_app.answer)
+    assert reply.final is not None and 0 < len(reply.final) < len(dify_app.answer)
 
 
 async def test_message_too_long_is_refused_before_dify(

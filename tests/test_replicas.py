@@ -72,6 +72,8 @@ async def _drain(stream: asyncio.StreamReader, log_path: str | None = None) -> N
 
 
 class Cluster:
+    fake_dify: Any
+
     def __init__(self, fake: FakeSlack, team: Team, dify_app: Any, env: dict[str, str]) -> None:
         self.fake, self.team, self.dify_app, self.env = fake, team, dify_app, env
         self.replicas: list[Replica] = []
@@ -140,7 +142,7 @@ async def cluster(fake_dify: Any, dify_app: Any, redis_url: str) -> AsyncIterato
     for k in ("SLACK_APP_TOKEN", "SLACK_CLIENT_ID", "MICROSOFT_APP_ID"):
         env.pop(k, None)
     c = Cluster(fake, team, dify_app, env)
-    c.fake_dify = fake_dify  # type: ignore[attr-defined]
+    c.fake_dify = fake_dify
     try:
         yield c
     finally:

@@ -52,9 +52,12 @@ def test_the_example_config_is_valid_and_routes_by_specificity() -> None:
     env = {"DIFY_HR_API_KEY": "app-hr", "DIFY_TEAMS_API_KEY": "app-t", "DIFY_API_KEY": "app-d"}
     routes = resolve_routes(load_settings({}), bf, env=env)
     router = Router(routes)
-    assert router.resolve(ThreadKey("slack", "T0123ABCD", "C0456EFGH", "1.2")).name == "hr-helpdesk"
-    assert router.resolve(ThreadKey("slack", "T0123ABCD", "C999", "1.2")).name == "default"
-    assert router.resolve(ThreadKey("teams", "tenant", "19:abc", "1")).name == "teams-everything"
+    hr = router.resolve(ThreadKey("slack", "T0123ABCD", "C0456EFGH", "1.2"))
+    other = router.resolve(ThreadKey("slack", "T0123ABCD", "C999", "1.2"))
+    teams = router.resolve(ThreadKey("teams", "tenant", "19:abc", "1"))
+    assert hr is not None and hr.name == "hr-helpdesk"
+    assert other is not None and other.name == "default"
+    assert teams is not None and teams.name == "teams-everything"
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -22,7 +22,7 @@ from app.settings import RouteConfig
 from tests import test_slack_support as _support
 from tests.fakes.referees import slack_call_problems
 from tests.fakes.slack_api import MARKDOWN_LIMIT, FakeSlack
-from tests.test_slack_support import CHANNEL, SECRET, USER, SlackBot
+from tests.test_slack_support import CHANNEL, SECRET, USER, MakeBot, SlackBot
 
 fake_slack = _support.fake_slack
 slack_bot = _support.slack_bot
@@ -67,7 +67,9 @@ async def _open_tab(bot: SlackBot, tab: str = "messages", user: str = USER) -> N
 # ------------------------------------------------------------------ DMs as threads
 
 
-async def test_a_dm_is_answered_in_its_own_thread_with_status_stream_and_title(slack_bot):
+async def test_a_dm_is_answered_in_its_own_thread_with_status_stream_and_title(
+    slack_bot: MakeBot,
+) -> None:
     bot = await slack_bot(bridge_yaml=_routes())
     bot.dify.answer = "Travel is booked through the portal. " * 5
     bot.dify.chunk_size = 20
@@ -95,8 +97,8 @@ async def test_a_dm_is_answered_in_its_own_thread_with_status_stream_and_title(s
 
 
 async def test_a_reply_in_the_dm_thread_continues_its_conversation_a_new_message_does_not(
-    slack_bot,
-):
+    slack_bot: MakeBot,
+) -> None:
     bot = await slack_bot(bridge_yaml=_routes())
     first = _dm(bot, "hello")
     await bot.send(first)
@@ -116,7 +118,7 @@ async def test_a_reply_in_the_dm_thread_continues_its_conversation_a_new_message
     assert bot.fake.sessions[(DM, first["ts"])]["title"] == "hello"
 
 
-async def test_slacks_own_stop_button_stops_the_dify_answer(slack_bot):
+async def test_slacks_own_stop_button_stops_the_dify_answer(slack_bot: MakeBot) -> None:
     bot = await slack_bot(bridge_yaml=_routes())
     bot.dify.answer = "A long story that goes on and on. " * 40
     bot.dify.chunk_size = 8
@@ -134,8 +136,8 @@ async def test_slacks_own_stop_button_stops_the_dify_answer(slack_bot):
 
 
 async def test_an_app_that_is_no_agent_answers_without_sessions_and_titles_the_thread(
-    slack_bot,
-):
+    slack_bot: MakeBot,
+) -> None:
     bot = await slack_bot(bridge_yaml=_routes())
     bot.team.agent_view = False
     try:
@@ -154,7 +156,9 @@ async def test_an_app_that_is_no_agent_answers_without_sessions_and_titles_the_t
 # ------------------------------------------------------------------ suggested prompts
 
 
-async def test_opening_the_messages_tab_offers_the_dify_apps_suggested_questions(slack_bot):
+async def test_opening_the_messages_tab_offers_the_dify_apps_suggested_questions(
+    slack_bot: MakeBot,
+) -> None:
     bot = await slack_bot(bridge_yaml=_routes())
     bot.dify.opening_statement = "Hi! I answer questions about HR, IT and travel."
     bot.dify.opening_questions = [
@@ -179,14 +183,14 @@ async def test_opening_the_messages_tab_offers_the_dify_apps_suggested_questions
     _clean(bot.fake)
 
 
-async def test_an_app_without_suggested_questions_offers_no_prompts(slack_bot):
+async def test_an_app_without_suggested_questions_offers_no_prompts(slack_bot: MakeBot) -> None:
     bot = await slack_bot(bridge_yaml=_routes())
     bot.dify.opening_questions = []
     await _open_tab(bot)
     assert not bot.fake.calls_to("assistant.threads.setSuggestedPrompts")
 
 
-async def test_a_new_dm_thread_gets_the_prompts_when_the_tab_did_not(slack_bot):
+async def test_a_new_dm_thread_gets_the_prompts_when_the_tab_did_not(slack_bot: MakeBot) -> None:
     bot = await slack_bot(bridge_yaml=_routes())
     bot.dify.opening_questions = ["What can you do?"]
     ev = _dm(bot, "hi")
@@ -198,7 +202,7 @@ async def test_a_new_dm_thread_gets_the_prompts_when_the_tab_did_not(slack_bot):
     assert offer["prompts"] == [{"title": "What can you do?", "message": "What can you do?"}]
 
 
-async def test_legacy_assistant_threads_get_prompts_of_their_own(slack_bot):
+async def test_legacy_assistant_threads_get_prompts_of_their_own(slack_bot: MakeBot) -> None:
     bot = await slack_bot(bridge_yaml=_routes())
     bot.dify.opening_questions = ["What can you do?"]
     ev = bot.fake.thread_started_event(bot.team, USER, DM)
@@ -212,7 +216,9 @@ async def test_legacy_assistant_threads_get_prompts_of_their_own(slack_bot):
 # ------------------------------------------------------------------ task cards, sources, feedback
 
 
-async def test_agent_tool_calls_show_as_task_cards_that_complete(slack_bot, dify_app):
+async def test_agent_tool_calls_show_as_task_cards_that_complete(
+    slack_bot: MakeBot, dify_app: Any
+) -> None:
     dify_app.mode = "agent-chat"
     dify_app.agent_thoughts = [
         {"tool": "web_search", "tool_input": '{"q": "flights"}', "observation": "3 results"},
@@ -233,7 +239,9 @@ async def test_agent_tool_calls_show_as_task_cards_that_complete(slack_bot, dify
     _clean(bot.fake)
 
 
-async def test_workflow_steps_group_into_a_plan_when_the_route_asks(slack_bot, dify_app):
+async def test_workflow_steps_group_into_a_plan_when_the_route_asks(
+    slack_bot: MakeBot, dify_app: Any
+) -> None:
     dify_app.mode = "advanced-chat"
     bot = await slack_bot(bridge_yaml=_routes(dify={"mode": "advanced-chat"},
                                               task_display="plan"))
@@ -249,7 +257,7 @@ async def test_workflow_steps_group_into_a_plan_when_the_route_asks(slack_bot, d
     _clean(bot.fake)
 
 
-async def test_sources_with_links_end_the_stream_as_a_sources_card(slack_bot):
+async def test_sources_with_links_end_the_stream_as_a_sources_card(slack_bot: MakeBot) -> None:
     bot = await slack_bot(bridge_yaml=_routes())
     bot.dify.retriever_resources = [
         {"position": 1, "document_name": "Travel policy", "content": "Book via the portal",
@@ -269,7 +277,9 @@ async def test_sources_with_links_end_the_stream_as_a_sources_card(slack_bot):
     _clean(bot.fake)
 
 
-async def test_feedback_buttons_at_the_end_of_a_stream_reach_difys_feedback_api(slack_bot):
+async def test_feedback_buttons_at_the_end_of_a_stream_reach_difys_feedback_api(
+    slack_bot: MakeBot,
+) -> None:
     bot = await slack_bot(bridge_yaml=_routes())
     ev = _dm(bot, "is the office open on sunday?")
     await bot.send(ev)
@@ -295,7 +305,9 @@ async def test_feedback_buttons_at_the_end_of_a_stream_reach_difys_feedback_api(
 # ------------------------------------------------------------------ where Slack will not stream
 
 
-async def test_slack_refusing_to_stream_falls_back_to_edits_and_stops_asking(slack_bot):
+async def test_slack_refusing_to_stream_falls_back_to_edits_and_stops_asking(
+    slack_bot: MakeBot,
+) -> None:
     bot = await slack_bot(bridge_yaml=_routes())
     bot.fake.refuse("chat.startStream", "feature_not_enabled")
     try:
@@ -318,7 +330,7 @@ async def test_slack_refusing_to_stream_falls_back_to_edits_and_stops_asking(sla
     assert "dify_like" in [b["action_id"] for b in a2.buttons()]
 
 
-async def test_a_refusal_in_the_middle_of_a_stream_loses_no_text(slack_bot):
+async def test_a_refusal_in_the_middle_of_a_stream_loses_no_text(slack_bot: MakeBot) -> None:
     bot = await slack_bot(bridge_yaml=_routes())
     bot.dify.answer = "First words stream, then Slack says no, and the rest still lands. " * 4
     bot.dify.chunk_size = 10
@@ -334,7 +346,9 @@ async def test_a_refusal_in_the_middle_of_a_stream_loses_no_text(slack_bot):
     assert bot.fake.calls_to("chat.update", ok_only=True), "the streamed message is edited on"
 
 
-async def test_a_refused_stop_still_delivers_the_whole_answer_with_buttons(slack_bot):
+async def test_a_refused_stop_still_delivers_the_whole_answer_with_buttons(
+    slack_bot: MakeBot,
+) -> None:
     bot = await slack_bot(bridge_yaml=_routes())
     ev = _dm(bot, "last words")
     bot.fake.fail_next("chat.stopStream", "not_allowed", times=2)
@@ -344,7 +358,9 @@ async def test_a_refused_stop_still_delivers_the_whole_answer_with_buttons(slack
     assert "dify_like" in [b["action_id"] for b in answer.buttons()]
 
 
-async def test_channels_edit_by_default_and_stream_when_the_route_says_always(slack_bot):
+async def test_channels_edit_by_default_and_stream_when_the_route_says_always(
+    slack_bot: MakeBot,
+) -> None:
     bot = await slack_bot(bridge_yaml=_routes())
     ev = bot.mention("channel question")
     await bot.send(ev)
@@ -356,7 +372,7 @@ async def test_channels_edit_by_default_and_stream_when_the_route_says_always(sl
     assert RouteConfig(name="x").native_streaming == "dm"
 
 
-async def test_a_dm_route_with_streaming_off_answers_with_edits(slack_bot):
+async def test_a_dm_route_with_streaming_off_answers_with_edits(slack_bot: MakeBot) -> None:
     bot = await slack_bot(bridge_yaml=_routes(native_streaming="off"))
     ev = _dm(bot, "no streaming please")
     await bot.send(ev)
@@ -368,7 +384,9 @@ async def test_a_dm_route_with_streaming_off_answers_with_edits(slack_bot):
 # ------------------------------------------------------------------ limits
 
 
-async def test_an_answer_longer_than_one_message_streams_on_in_a_new_message(slack_bot):
+async def test_an_answer_longer_than_one_message_streams_on_in_a_new_message(
+    slack_bot: MakeBot,
+) -> None:
     bot = await slack_bot(bridge_yaml=_routes())
     para = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 20).strip()
     code = "```python\n" + "\n".join(f"print({i})" for i in range(400)) + "\n```"
@@ -393,7 +411,9 @@ async def test_an_answer_longer_than_one_message_streams_on_in_a_new_message(sla
 # ------------------------------------------------------------------ what the user is viewing
 
 
-async def test_a_route_can_pass_what_the_user_is_viewing_to_dify(slack_bot, dify_app):
+async def test_a_route_can_pass_what_the_user_is_viewing_to_dify(
+    slack_bot: MakeBot, dify_app: Any
+) -> None:
     dify_app.user_input_form = [{"text-input": {"variable": "viewing", "label": "Viewing",
                                                 "required": False, "max_length": 256}}]
     bot = await slack_bot(bridge_yaml=_routes(inputs={"viewing": "viewing"}))
@@ -408,7 +428,9 @@ async def test_a_route_can_pass_what_the_user_is_viewing_to_dify(slack_bot, dify
     assert _chats(bot)[-1].json["inputs"] == {"viewing": "channel:C0SALES"}
 
 
-async def test_context_stamped_on_the_message_itself_wins(slack_bot, dify_app):
+async def test_context_stamped_on_the_message_itself_wins(
+    slack_bot: MakeBot, dify_app: Any
+) -> None:
     dify_app.user_input_form = [{"text-input": {"variable": "viewing", "label": "Viewing",
                                                 "required": False, "max_length": 256}}]
     bot = await slack_bot(bridge_yaml=_routes(inputs={"viewing": "viewing"}))
@@ -420,7 +442,9 @@ async def test_context_stamped_on_the_message_itself_wins(slack_bot, dify_app):
     assert _chats(bot)[-1].json["inputs"] == {"viewing": "channel:C0DESIGN, user:U0ANN"}
 
 
-async def test_what_the_user_views_is_not_kept_unless_a_route_asks_for_it(slack_bot):
+async def test_what_the_user_views_is_not_kept_unless_a_route_asks_for_it(
+    slack_bot: MakeBot,
+) -> None:
     bot = await slack_bot(bridge_yaml=_routes())
     ctx = bot.fake.context_changed_event(bot.team, USER, [
         {"type": "slack#/types/channel_id", "value": "C0SECRET"}])
@@ -439,7 +463,9 @@ async def test_what_the_user_views_is_not_kept_unless_a_route_asks_for_it(slack_
 
 
 @pytest.mark.referee_refuses
-async def test_the_fake_slack_refuses_at_the_wire_what_slack_sdk_would_not_send(fake_slack):
+async def test_the_fake_slack_refuses_at_the_wire_what_slack_sdk_would_not_send(
+    fake_slack: FakeSlack,
+) -> None:
     team = fake_slack.add_team("T0WIRE")
     client = AsyncWebClient(token=team.bot_token, base_url=fake_slack.api_url)
     # An argument slack_sdk's method does not have: invalid_arguments, and noted.

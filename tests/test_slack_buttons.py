@@ -4,21 +4,23 @@ streaming."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from app.texts import RESET_DONE
 from tests import test_slack_support as _support
-from tests.test_slack_support import CHANNEL, SECRET
+from tests.fakes.slack_api import Message
+from tests.test_slack_support import CHANNEL, SECRET, MakeBot
 
 # Fixtures shared by the Slack tests (assigned, not imported, so tests may take them by name).
 fake_slack = _support.fake_slack
 slack_bot = _support.slack_bot
 
 
-def _button(msg, action_id):
+def _button(msg: Message, action_id: str) -> dict[str, Any]:
     return next(b for b in msg.buttons() if b["action_id"].startswith(action_id))
 
 
-async def test_thumbs_up_sends_feedback_to_dify_and_thanks_the_user(slack_bot):
+async def test_thumbs_up_sends_feedback_to_dify_and_thanks_the_user(slack_bot: MakeBot) -> None:
     bot = await slack_bot()
     ev = bot.mention("what is the wifi password?")
     await bot.send(ev)
@@ -35,7 +37,7 @@ async def test_thumbs_up_sends_feedback_to_dify_and_thanks_the_user(slack_bot):
     assert answer.visible_text().strip() == "You said: what is the wifi password?"
 
 
-async def test_clicking_a_suggested_question_asks_it_in_the_thread(slack_bot):
+async def test_clicking_a_suggested_question_asks_it_in_the_thread(slack_bot: MakeBot) -> None:
     bot = await slack_bot()
     bot.dify.suggested_questions = ["How do I connect a printer?", "Who is on call?"]
     ev = bot.mention("wifi help")
@@ -61,7 +63,7 @@ async def test_clicking_a_suggested_question_asks_it_in_the_thread(slack_bot):
     assert conv.queries == ["wifi help", "Who is on call?"], "same Dify conversation"
 
 
-async def test_stop_button_ends_the_answer_with_what_had_arrived(slack_bot):
+async def test_stop_button_ends_the_answer_with_what_had_arrived(slack_bot: MakeBot) -> None:
     bot = await slack_bot()
     bot.dify.answer = " ".join(f"w{i}" for i in range(400))
     bot.dify.chunk_size = 4
@@ -87,7 +89,7 @@ async def test_stop_button_ends_the_answer_with_what_had_arrived(slack_bot):
     assert "Stopped" in msg.context_text()
 
 
-async def test_button_with_tampered_value_is_acknowledged_and_ignored(slack_bot):
+async def test_button_with_tampered_value_is_acknowledged_and_ignored(slack_bot: MakeBot) -> None:
     bot = await slack_bot()
     ev = bot.mention("hi")
     await bot.send(ev)
@@ -102,7 +104,9 @@ async def test_button_with_tampered_value_is_acknowledged_and_ignored(slack_bot)
     assert json.loads(_button(answer, "dify_like")["value"])["m"] == dify_msg.id
 
 
-async def test_new_topic_button_makes_the_next_question_start_a_new_dify_conversation(slack_bot):
+async def test_new_topic_button_makes_the_next_question_start_a_new_dify_conversation(
+    slack_bot: MakeBot,
+) -> None:
     bot = await slack_bot()
     ev = bot.mention("topic one")
     await bot.send(ev)
@@ -136,7 +140,7 @@ async def test_new_topic_button_makes_the_next_question_start_a_new_dify_convers
     assert "Dify conversation: “topic two”" in msgs[-1].context_text()
 
 
-async def test_no_new_topic_button_when_the_route_turns_it_off(slack_bot):
+async def test_no_new_topic_button_when_the_route_turns_it_off(slack_bot: MakeBot) -> None:
     bot = await slack_bot(bridge_yaml="routes:\n  - name: quiet\n    reset_button: false\n")
     ev = bot.mention("hello")
     await bot.send(ev)

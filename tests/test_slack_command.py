@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 
 from tests import test_slack_support as _support
-from tests.test_slack_support import CHANNEL, SECRET, payload
+from tests.test_slack_support import CHANNEL, SECRET, MakeBot, SlackBot, payload
 
 # Fixtures shared by the Slack tests (assigned, not imported, so tests may take them by name).
 fake_slack = _support.fake_slack
 slack_bot = _support.slack_bot
 
 
-def _command(bot, text: str, *, channel: str = CHANNEL) -> tuple[str, dict[str, str], str]:
+def _command(
+    bot: SlackBot, text: str, *, channel: str = CHANNEL
+) -> tuple[str, dict[str, str], str]:
     url = bot.fake.response_url()
     fields = payload(
         "slash_command",
@@ -26,7 +28,9 @@ def _command(bot, text: str, *, channel: str = CHANNEL) -> tuple[str, dict[str, 
     return body, headers, url
 
 
-async def test_slash_command_posts_the_question_and_answers_in_its_thread(slack_bot):
+async def test_slash_command_posts_the_question_and_answers_in_its_thread(
+    slack_bot: MakeBot,
+) -> None:
     bot = await slack_bot()
     body, headers, _ = _command(bot, "what is the wifi password?")
     resp = await bot.post(body, headers)
@@ -45,7 +49,9 @@ async def test_slash_command_posts_the_question_and_answers_in_its_thread(slack_
     assert "You said: and the guest network?" in msgs[-1].visible_text()
 
 
-async def test_slash_command_where_the_bot_cannot_post_answers_only_the_asker(slack_bot):
+async def test_slash_command_where_the_bot_cannot_post_answers_only_the_asker(
+    slack_bot: MakeBot,
+) -> None:
     bot = await slack_bot()
     bot.fake.not_in_channels.add("C0PRIVATE")
     body, headers, url = _command(bot, "am I allowed to expense this?", channel="C0PRIVATE")
@@ -60,7 +66,7 @@ async def test_slash_command_where_the_bot_cannot_post_answers_only_the_asker(sl
     assert not bot.fake.bot_messages("C0PRIVATE"), "nothing visible to the channel"
 
 
-async def test_empty_slash_command_explains_how_to_use_it(slack_bot):
+async def test_empty_slash_command_explains_how_to_use_it(slack_bot: MakeBot) -> None:
     bot = await slack_bot()
     body, headers, url = _command(bot, "   ")
     assert (await bot.post(body, headers)).status == 200
@@ -70,7 +76,7 @@ async def test_empty_slash_command_explains_how_to_use_it(slack_bot):
     assert not bot.dify.messages
 
 
-async def test_slash_command_never_pings_the_whole_channel(slack_bot):
+async def test_slash_command_never_pings_the_whole_channel(slack_bot: MakeBot) -> None:
     bot = await slack_bot()
     body, headers, _ = _command(bot, "<!channel> is the office open?")
     await bot.post(body, headers)
@@ -80,7 +86,9 @@ async def test_slash_command_never_pings_the_whole_channel(slack_bot):
     await bot.final(CHANNEL, question.ts)
 
 
-async def test_a_replayed_slash_command_posts_one_question_and_one_answer(slack_bot):
+async def test_a_replayed_slash_command_posts_one_question_and_one_answer(
+    slack_bot: MakeBot,
+) -> None:
     bot = await slack_bot()
     body, headers, _ = _command(bot, "who approves my leave?")
     # The same signed request three times within Slack's five minutes: twice at once, once later.
@@ -97,7 +105,7 @@ async def test_a_replayed_slash_command_posts_one_question_and_one_answer(slack_
     assert len(bot.dify.messages) == 1
 
 
-async def test_a_replayed_suggestion_click_asks_once(slack_bot):
+async def test_a_replayed_suggestion_click_asks_once(slack_bot: MakeBot) -> None:
     bot = await slack_bot()
     bot.dify.suggested_questions = ["Who is on call?"]
     ev = bot.mention("the pager is silent")
@@ -116,7 +124,9 @@ async def test_a_replayed_suggestion_click_asks_once(slack_bot):
     assert len(bot.answers(CHANNEL, ev["ts"])) == 3, "answer, echo, answer to the suggestion"
 
 
-async def test_a_slash_command_question_that_mentions_a_payload_is_answered(slack_bot):
+async def test_a_slash_command_question_that_mentions_a_payload_is_answered(
+    slack_bot: MakeBot,
+) -> None:
     # bolt reads any form body containing the word "payload" as an interactivity payload.
     bot = await slack_bot()
     body, headers, _ = _command(bot, "what is the max payload size?")

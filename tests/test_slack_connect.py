@@ -7,14 +7,17 @@ import json
 import re
 
 from tests import test_slack_support as _support
-from tests.test_slack_support import CHANNEL, payload
+from tests.fakes.slack_api import FakeSlack
+from tests.test_slack_support import CHANNEL, MakeBot, SlackBot, payload
 
 # Fixtures shared by the Slack tests (assigned, not imported, so tests may take them by name).
 fake_slack = _support.fake_slack
 slack_bot = _support.slack_bot
 
 
-async def test_socket_mode_envelope_is_acked_and_answered(slack_bot, fake_slack):
+async def test_socket_mode_envelope_is_acked_and_answered(
+    slack_bot: MakeBot, fake_slack: FakeSlack
+) -> None:
     app_token = fake_slack.add_app_token()
     bot = await slack_bot({"SLACK_APP_TOKEN": app_token, "SLACK_SIGNING_SECRET": ""})
     await fake_slack.wait_socket()
@@ -38,7 +41,7 @@ async def test_socket_mode_envelope_is_acked_and_answered(slack_bot, fake_slack)
         assert r.status == 404
 
 
-async def test_slash_command_over_socket_mode(slack_bot, fake_slack):
+async def test_slash_command_over_socket_mode(slack_bot: MakeBot, fake_slack: FakeSlack) -> None:
     bot = await slack_bot(
         {"SLACK_APP_TOKEN": fake_slack.add_app_token(), "SLACK_SIGNING_SECRET": ""}
     )
@@ -58,12 +61,14 @@ async def test_slash_command_over_socket_mode(slack_bot, fake_slack):
     assert "You said: socket question" in answer.visible_text()
 
 
-async def _install(bot, fake, team_id: str) -> str:
+async def _install(bot: SlackBot, fake: FakeSlack, team_id: str) -> str:
     async with bot.http.get(f"{bot.service.base_url}/slack/install") as r:
         assert r.status == 200
         page = await r.text()
         cookie = r.headers.get("Set-Cookie", "")
-    state = re.search(r"state=([^&\"']+)", page).group(1)
+    found = re.search(r"state=([^&\"']+)", page)
+    assert found is not None, page
+    state = found.group(1)
     assert state in cookie, "the state is bound to the browser with a cookie"
     code = fake.add_oauth_code(team_id, client_id="111.222", client_secret="oauth-secret")  # noqa: S106
     url = f"{bot.service.base_url}/slack/oauth_redirect?code={code}&state={state}"
@@ -82,8 +87,8 @@ OAUTH_ENV = {
 
 
 async def test_oauth_install_keeps_installations_in_redis_and_each_workspace_uses_its_token(
-    slack_bot, fake_slack
-):
+    slack_bot: MakeBot, fake_slack: FakeSlack
+) -> None:
     bot = await slack_bot(OAUTH_ENV)
     await _install(bot, fake_slack, "T0ALPHA")
     await _install(bot, fake_slack, "T0BETA")
@@ -107,7 +112,9 @@ async def test_oauth_install_keeps_installations_in_redis_and_each_workspace_use
         assert posts and all(c.token == team.bot_token for c in posts)
 
 
-async def test_oauth_callback_with_a_forged_state_installs_nothing(slack_bot, fake_slack):
+async def test_oauth_callback_with_a_forged_state_installs_nothing(
+    slack_bot: MakeBot, fake_slack: FakeSlack
+) -> None:
     bot = await slack_bot(OAUTH_ENV)
     code = fake_slack.add_oauth_code("T0EVIL", client_id="111.222", client_secret="oauth-secret")  # noqa: S106
     forged = "abc.9999999999.0000"
@@ -120,8 +127,8 @@ async def test_oauth_callback_with_a_forged_state_installs_nothing(slack_bot, fa
 
 
 async def test_event_from_a_workspace_that_never_installed_the_app_is_not_answered(
-    slack_bot, fake_slack
-):
+    slack_bot: MakeBot, fake_slack: FakeSlack
+) -> None:
     bot = await slack_bot(OAUTH_ENV)
     stranger = fake_slack.add_team("T0STRANGER")
     ev = bot.mention("anyone?", team=stranger)
@@ -130,7 +137,9 @@ async def test_event_from_a_workspace_that_never_installed_the_app_is_not_answer
     assert not fake_slack.calls_to("chat.postMessage")
 
 
-async def test_uninstalling_the_app_forgets_the_workspace(slack_bot, fake_slack):
+async def test_uninstalling_the_app_forgets_the_workspace(
+    slack_bot: MakeBot, fake_slack: FakeSlack
+) -> None:
     bot = await slack_bot(OAUTH_ENV)
     await _install(bot, fake_slack, "T0GONE")
     team = fake_slack.teams["T0GONE"]
@@ -153,7 +162,9 @@ async def test_uninstalling_the_app_forgets_the_workspace(slack_bot, fake_slack)
     assert not bot.answers(CHANNEL, later["ts"])
 
 
-async def test_a_bot_token_slack_refuses_is_logged_and_nothing_is_answered(slack_bot, fake_slack):
+async def test_a_bot_token_slack_refuses_is_logged_and_nothing_is_answered(
+    slack_bot: MakeBot, fake_slack: FakeSlack
+) -> None:
     from structlog.testing import capture_logs
 
     with capture_logs() as logs:

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
@@ -151,7 +152,9 @@ async def test_a_body_that_stops_arriving_gets_408(
     assert b" 408 " in status_line
 
 
-def _plain(logs: list[dict[str, Any]], caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+def _plain(
+    logs: list[MutableMapping[str, Any]], caplog: pytest.LogCaptureFixture
+) -> list[MutableMapping[str, Any]]:
     """The refusals logged; fails if anything was logged with a traceback or as an error."""
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     assert not [e for e in logs if e.get("exc_info") or e.get("log_level") == "error"]

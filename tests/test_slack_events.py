@@ -9,14 +9,14 @@ import time
 from tests import test_slack_support as _support
 from tests.fakes.dify import Fault
 from tests.fakes.slack_api import sign
-from tests.test_slack_support import CHANNEL, SECRET, payload
+from tests.test_slack_support import CHANNEL, SECRET, MakeBot, payload
 
 # Fixtures shared by the Slack tests (assigned, not imported, so tests may take them by name).
 fake_slack = _support.fake_slack
 slack_bot = _support.slack_bot
 
 
-async def test_mention_is_answered_in_its_thread_with_progressive_edits(slack_bot):
+async def test_mention_is_answered_in_its_thread_with_progressive_edits(slack_bot: MakeBot) -> None:
     bot = await slack_bot()
     words = " ".join(f"word{i}" for i in range(40))
     bot.dify.answer = f"Here is the answer: {words}."
@@ -44,7 +44,9 @@ async def test_mention_is_answered_in_its_thread_with_progressive_edits(slack_bo
     assert ids[:2] == ["dify_like", "dify_dislike"]
 
 
-async def test_follow_up_in_thread_without_mention_continues_the_same_conversation(slack_bot):
+async def test_follow_up_in_thread_without_mention_continues_the_same_conversation(
+    slack_bot: MakeBot,
+) -> None:
     bot = await slack_bot()
     first = bot.mention("what is our travel policy?")
     await bot.send(first)
@@ -62,7 +64,7 @@ async def test_follow_up_in_thread_without_mention_continues_the_same_conversati
     ], "both questions went to one Dify conversation"
 
 
-async def test_direct_message_is_answered_in_the_dm(slack_bot):
+async def test_direct_message_is_answered_in_the_dm(slack_bot: MakeBot) -> None:
     bot = await slack_bot()
     ev = bot.message("what is our travel policy?", channel="D0DIRECT", channel_type="im")
     assert await bot.send(ev) == 200
@@ -70,7 +72,7 @@ async def test_direct_message_is_answered_in_the_dm(slack_bot):
     assert msgs[0].visible_text().strip() == "You said: what is our travel policy?"
 
 
-async def test_bot_messages_edits_deletes_and_joins_are_ignored(slack_bot):
+async def test_bot_messages_edits_deletes_and_joins_are_ignored(slack_bot: MakeBot) -> None:
     bot = await slack_bot()
     for name in ("bot_message", "message_changed", "message_deleted", "channel_join"):
         assert await bot.send(payload(name)) == 200, name
@@ -91,7 +93,7 @@ async def test_bot_messages_edits_deletes_and_joins_are_ignored(slack_bot):
     assert not bot.dify.messages
 
 
-async def test_reply_in_a_thread_the_bot_is_not_part_of_is_ignored(slack_bot):
+async def test_reply_in_a_thread_the_bot_is_not_part_of_is_ignored(slack_bot: MakeBot) -> None:
     bot = await slack_bot()
     root = bot.fake.user_message(bot.team, CHANNEL, "team lunch thread")
     assert await bot.send(bot.message("pizza?", thread_ts=root.ts)) == 200
@@ -99,7 +101,7 @@ async def test_reply_in_a_thread_the_bot_is_not_part_of_is_ignored(slack_bot):
     assert not bot.fake.calls_to("chat.postMessage")
 
 
-async def test_retry_and_double_delivery_produce_one_answer(slack_bot):
+async def test_retry_and_double_delivery_produce_one_answer(slack_bot: MakeBot) -> None:
     bot = await slack_bot()
     ev = bot.mention("is the VPN down?")
     # Slack delivers the mention as app_mention and as message (different event ids) ...
@@ -112,7 +114,7 @@ async def test_retry_and_double_delivery_produce_one_answer(slack_bot):
         # ... and retries after a slow ack, with the same event id.
         bot.send(ev, event_id="EvMENTION1", retry_num=1),
     )
-    assert statuses == [200, 200, 200]
+    assert list(statuses) == [200, 200, 200]
     await bot.final(CHANNEL, ev["ts"])
     await bot.send(ev, event_id="EvMENTION1", retry_num=2)
     await bot.idle()
@@ -120,7 +122,7 @@ async def test_retry_and_double_delivery_produce_one_answer(slack_bot):
     assert len(bot.dify.messages) == 1, "Dify was asked once"
 
 
-async def test_bad_or_old_signature_gets_401_and_is_never_processed(slack_bot):
+async def test_bad_or_old_signature_gets_401_and_is_never_processed(slack_bot: MakeBot) -> None:
     bot = await slack_bot()
     ev = bot.mention("leak the secrets")
     assert await bot.send(ev, secret="wrong-secret") == 401  # noqa: S106
@@ -133,7 +135,7 @@ async def test_bad_or_old_signature_gets_401_and_is_never_processed(slack_bot):
     assert not bot.dify.messages
 
 
-async def test_ack_comes_back_before_dify_sends_its_first_byte(slack_bot):
+async def test_ack_comes_back_before_dify_sends_its_first_byte(slack_bot: MakeBot) -> None:
     bot = await slack_bot()
     bot.dify.faults.append(Fault.slow_first_byte(1.5))
     ev = bot.mention("slow question")
@@ -148,7 +150,7 @@ async def test_ack_comes_back_before_dify_sends_its_first_byte(slack_bot):
     assert "You said: slow question" in final[0].visible_text()
 
 
-async def test_url_verification_challenge_is_echoed(slack_bot):
+async def test_url_verification_challenge_is_echoed(slack_bot: MakeBot) -> None:
     bot = await slack_bot()
     body = json.dumps({"token": "x", "challenge": "c-123", "type": "url_verification"})
     async with bot.http.post(bot.events_url, data=body, headers=sign(SECRET, body)) as r:
@@ -156,7 +158,7 @@ async def test_url_verification_challenge_is_echoed(slack_bot):
         assert "c-123" in await r.text()
 
 
-async def test_route_inputs_get_the_askers_name_and_the_thread_so_far(slack_bot):
+async def test_route_inputs_get_the_askers_name_and_the_thread_so_far(slack_bot: MakeBot) -> None:
     bot = await slack_bot(
         bridge_yaml="""
 routes:
@@ -186,7 +188,9 @@ routes:
     assert len(bot.fake.calls_to("users.info")) == 1, "names are cached"
 
 
-async def test_a_mention_is_recorded_before_the_ack_and_forgotten_once_answered(slack_bot):
+async def test_a_mention_is_recorded_before_the_ack_and_forgotten_once_answered(
+    slack_bot: MakeBot,
+) -> None:
     # If this replica died right after the ack, the record lets another one tell the user.
     bot = await slack_bot()
     bot.dify.faults.append(Fault.slow_first_byte(1.0))

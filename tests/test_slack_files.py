@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from tests import test_slack_support as _support
-from tests.test_slack_support import CHANNEL
+from tests.test_slack_support import CHANNEL, MakeBot
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
@@ -14,7 +14,9 @@ fake_slack = _support.fake_slack
 slack_bot = _support.slack_bot
 
 
-async def test_attached_image_is_downloaded_with_the_bot_token_and_sent_to_dify(slack_bot):
+async def test_attached_image_is_downloaded_with_the_bot_token_and_sent_to_dify(
+    slack_bot: MakeBot,
+) -> None:
     bot = await slack_bot()
     f = bot.fake.host_file(bot.team, "chart.png", "image/png", PNG)
     ev = bot.mention("what does this chart show?")
@@ -31,7 +33,7 @@ async def test_attached_image_is_downloaded_with_the_bot_token_and_sent_to_dify(
     ]
 
 
-async def test_file_the_bot_may_not_read_gives_a_clear_message(slack_bot):
+async def test_file_the_bot_may_not_read_gives_a_clear_message(slack_bot: MakeBot) -> None:
     bot = await slack_bot()
     other = bot.fake.add_team("T0OTHER")  # a file of another workspace: Slack serves a login page
     f = bot.fake.host_file(other, "secret.pdf", "application/pdf", b"%PDF-1.7 ...")
@@ -45,7 +47,7 @@ async def test_file_the_bot_may_not_read_gives_a_clear_message(slack_bot):
     assert not bot.dify.uploads
 
 
-async def test_unsupported_file_type_is_refused_in_plain_words(slack_bot):
+async def test_unsupported_file_type_is_refused_in_plain_words(slack_bot: MakeBot) -> None:
     bot = await slack_bot()
     f = bot.fake.host_file(bot.team, "setup.exe", "application/x-msdownload", b"MZ" * 10)
     ev = bot.mention("install this")
@@ -55,18 +57,19 @@ async def test_unsupported_file_type_is_refused_in_plain_words(slack_bot):
     assert "can't read files of type application/x-msdownload" in msg.visible_text()
 
 
-async def test_file_produced_by_dify_is_uploaded_into_the_thread(slack_bot):
+async def test_file_produced_by_dify_is_uploaded_into_the_thread(slack_bot: MakeBot) -> None:
     bot = await slack_bot()
     # Dify serves its tool files from its own host; a tiny server stands in for it.
+    async def plot(request: web.Request) -> web.Response:
+        return web.Response(body=PNG, content_type="image/png")
+
     app = web.Application()
-    app.router.add_get(
-        "/files/tools/plot.png", lambda r: web.Response(body=PNG, content_type="image/png")
-    )
+    app.router.add_get("/files/tools/plot.png", plot)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    port = runner.addresses[0][1]
     try:
         bot.dify.message_files = [
             {"type": "image", "url": f"http://127.0.0.1:{port}/files/tools/plot.png"}
@@ -85,7 +88,7 @@ async def test_file_produced_by_dify_is_uploaded_into_the_thread(slack_bot):
     assert any(m.files == [up.id] for m in msgs), "the file shows in the thread"
 
 
-async def test_a_file_pointing_outside_slack_never_gets_the_bot_token(slack_bot):
+async def test_a_file_pointing_outside_slack_never_gets_the_bot_token(slack_bot: MakeBot) -> None:
     bot = await slack_bot()
     # Someone else's server, named by a crafted event as the file's url_private.
     seen: list[str | None] = []
@@ -100,7 +103,7 @@ async def test_a_file_pointing_outside_slack_never_gets_the_bot_token(slack_bot)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    port = runner.addresses[0][1]
     try:
         f = bot.fake.host_file(bot.team, "chart.png", "image/png", PNG).to_event()
         # Same address, another port: another origin.
@@ -117,7 +120,7 @@ async def test_a_file_pointing_outside_slack_never_gets_the_bot_token(slack_bot)
     assert not bot.dify.messages, "the question waits for a file the bot can read"
 
 
-def test_the_token_goes_only_to_slack_file_hosts_and_the_configured_api_host():
+def test_the_token_goes_only_to_slack_file_hosts_and_the_configured_api_host() -> None:
     from adapters.slack._files import token_may_go_to
 
     api = "http://127.0.0.1:8123/api/"

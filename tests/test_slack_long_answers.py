@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from tests import test_slack_support as _support
 from tests.test_answer_bounds import _huge
-from tests.test_slack_support import CHANNEL
+from tests.test_slack_support import CHANNEL, MakeBot
 
 fake_slack = _support.fake_slack
 slack_bot = _support.slack_bot
 
 
-async def test_a_5_mb_answer_fills_at_most_the_cap_and_comes_whole_as_a_file(slack_bot):
+async def test_a_5_mb_answer_fills_at_most_the_cap_and_comes_whole_as_a_file(
+    slack_bot: MakeBot,
+) -> None:
     bot = await slack_bot({"MAX_MESSAGES_PER_ANSWER": "4"})
     bot.dify.answer = _huge(5_000_000)
     bot.dify.chunk_size = 10**7  # one event

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from adapters.slack._normalize import Ignore, Trigger, classify, slack_to_plain
@@ -35,7 +37,7 @@ def test_slack_markup_becomes_plain_text_without_the_bot_mention(raw: str, plain
     assert slack_to_plain(raw, bot_user_id=BOT) == plain
 
 
-def _classify(event: dict) -> Trigger | Ignore:
+def _classify(event: dict[str, Any]) -> Trigger | Ignore:
     return classify(event, team="T0001", bot_user_id=BOT, bot_id="B0001")
 
 
@@ -76,7 +78,7 @@ def test_edits_deletes_joins_and_bots_are_not_questions(name: str) -> None:
         {"text": "<@U0BOT>"},  # nothing left to ask
     ],
 )
-def test_malformed_events_are_ignored_not_crashed_on(broken: dict) -> None:
+def test_malformed_events_are_ignored_not_crashed_on(broken: dict[str, Any]) -> None:
     assert isinstance(_classify(payload("app_mention", **broken)), Ignore)
 
 

@@ -9,14 +9,16 @@ import uuid
 
 from tests import test_slack_support as _support
 from tests.fakes.dify import Fault
-from tests.test_slack_support import CHANNEL
+from tests.test_slack_support import CHANNEL, MakeBot
 
 # Fixtures shared by the Slack tests (assigned, not imported, so tests may take them by name).
 fake_slack = _support.fake_slack
 slack_bot = _support.slack_bot
 
 
-async def test_rate_limited_edit_slows_down_and_the_final_text_still_lands(slack_bot):
+async def test_rate_limited_edit_slows_down_and_the_final_text_still_lands(
+    slack_bot: MakeBot,
+) -> None:
     bot = await slack_bot()
     bot.dify.answer = "A long answer " + "blah " * 60 + "END"
     bot.dify.chunk_size = 10
@@ -37,7 +39,7 @@ async def test_rate_limited_edit_slows_down_and_the_final_text_still_lands(slack
     assert ok[0].time - limited[0].time >= 0.95
 
 
-async def test_deleted_answer_message_continues_in_a_new_message(slack_bot):
+async def test_deleted_answer_message_continues_in_a_new_message(slack_bot: MakeBot) -> None:
     bot = await slack_bot()
     bot.dify.answer = "Part one of the answer, then part two of it, and the end."
     bot.dify.chunk_size = 8
@@ -56,7 +58,7 @@ async def test_deleted_answer_message_continues_in_a_new_message(slack_bot):
     assert any(c.error == "message_not_found" for c in bot.fake.calls_to("chat.update"))
 
 
-async def test_long_answer_is_split_across_messages_within_slack_limits(slack_bot):
+async def test_long_answer_is_split_across_messages_within_slack_limits(slack_bot: MakeBot) -> None:
     bot = await slack_bot()
     para = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 20).strip()
     code = "```python\n" + "\n".join(f"print({i})" for i in range(200)) + "\n```"
@@ -77,7 +79,7 @@ async def test_long_answer_is_split_across_messages_within_slack_limits(slack_bo
     assert not msgs[0].buttons() and msgs[-1].buttons()
 
 
-async def test_dify_error_shows_a_readable_message_with_a_reference(slack_bot):
+async def test_dify_error_shows_a_readable_message_with_a_reference(slack_bot: MakeBot) -> None:
     bot = await slack_bot()
     bot.dify.faults.append(Fault.http(429, "too_many_requests", "Too many requests."))
     bot.dify.faults.append(Fault.http(429, "too_many_requests", "Too many requests."))
@@ -94,7 +96,7 @@ async def test_dify_error_shows_a_readable_message_with_a_reference(slack_bot):
     assert "too_many_requests" not in text, "no raw error codes for users"
 
 
-async def test_answer_streams_natively_when_the_route_enables_it(slack_bot):
+async def test_answer_streams_natively_when_the_route_enables_it(slack_bot: MakeBot) -> None:
     bot = await slack_bot(
         bridge_yaml="""
 routes:
@@ -123,7 +125,7 @@ routes:
     assert not bot.fake.contract_errors
 
 
-async def test_expired_native_stream_falls_back_to_edits(slack_bot):
+async def test_expired_native_stream_falls_back_to_edits(slack_bot: MakeBot) -> None:
     bot = await slack_bot(
         bridge_yaml="""
 routes:
@@ -147,7 +149,9 @@ routes:
     assert bot.fake.calls_to("chat.update", ok_only=True)
 
 
-async def test_forty_questions_at_once_are_all_answered_without_a_single_429(slack_bot):
+async def test_forty_questions_at_once_are_all_answered_without_a_single_429(
+    slack_bot: MakeBot,
+) -> None:
     bot = await slack_bot()
     bot.dify.answer = "Answer " + "text " * 40 + "end."
     bot.dify.chunk_size = 20
@@ -167,7 +171,9 @@ async def test_forty_questions_at_once_are_all_answered_without_a_single_429(sla
     assert len(bot.fake.calls_to("chat.update")) <= 50, "within one minute's Tier 3 budget"
 
 
-async def test_without_assistant_status_a_placeholder_message_becomes_the_answer(slack_bot):
+async def test_without_assistant_status_a_placeholder_message_becomes_the_answer(
+    slack_bot: MakeBot,
+) -> None:
     bot = await slack_bot()
     bot.fake.fail_next("assistant.threads.setStatus", "missing_scope")
     bot.dify.first_byte_delay = 0.3
@@ -183,7 +189,9 @@ async def test_without_assistant_status_a_placeholder_message_becomes_the_answer
     assert answer.visible_text().strip() == "You said: where is the status?"
 
 
-async def test_dify_failing_mid_stream_turns_the_streamed_message_into_the_error(slack_bot):
+async def test_dify_failing_mid_stream_turns_the_streamed_message_into_the_error(
+    slack_bot: MakeBot,
+) -> None:
     bot = await slack_bot(
         bridge_yaml="""
 routes:
@@ -205,7 +213,7 @@ routes:
     assert bot.fake.calls_to("chat.startStream", ok_only=True)
 
 
-async def test_streamed_answer_cannot_ping_the_channel(slack_bot):
+async def test_streamed_answer_cannot_ping_the_channel(slack_bot: MakeBot) -> None:
     bot = await slack_bot(
         bridge_yaml="""
 routes:
@@ -225,7 +233,7 @@ routes:
     assert shown.replace("\u200b", "") == bot.dify.answer, "nothing else changed"
 
 
-async def test_slack_server_errors_on_edits_do_not_lose_the_answer(slack_bot):
+async def test_slack_server_errors_on_edits_do_not_lose_the_answer(slack_bot: MakeBot) -> None:
     bot = await slack_bot()
     bot.dify.answer = "A steady answer " + "word " * 40 + "END"
     bot.dify.chunk_size = 10
@@ -242,7 +250,9 @@ async def test_slack_server_errors_on_edits_do_not_lose_the_answer(slack_bot):
     assert len(failed) == 2
 
 
-async def test_the_first_answer_names_the_dify_conversation_and_follow_ups_do_not(slack_bot):
+async def test_the_first_answer_names_the_dify_conversation_and_follow_ups_do_not(
+    slack_bot: MakeBot,
+) -> None:
     bot = await slack_bot()
     ev = bot.mention("how do I book travel?")
     await bot.send(ev)
@@ -254,7 +264,9 @@ async def test_the_first_answer_names_the_dify_conversation_and_follow_ups_do_no
     assert "Dify conversation:" not in json.dumps(answers[-1].blocks, ensure_ascii=False)
 
 
-async def test_an_answer_that_opens_with_a_code_block_still_notifies_with_words(slack_bot):
+async def test_an_answer_that_opens_with_a_code_block_still_notifies_with_words(
+    slack_bot: MakeBot,
+) -> None:
     bot = await slack_bot()
     bot.dify.answer = "```python\nprint('hello')\n```\nThat prints hello."
     bot.dify.chunk_size = 3  # the first words Slack sees are just "```"
@@ -273,7 +285,7 @@ async def test_an_answer_that_opens_with_a_code_block_still_notifies_with_words(
     assert "That prints hello." in answer.text, "the final fallback is the answer itself"
 
 
-async def test_a_busy_channel_across_two_replicas_draws_no_429(slack_bot):
+async def test_a_busy_channel_across_two_replicas_draws_no_429(slack_bot: MakeBot) -> None:
     # Two replicas behind one load balancer share Redis; Slack counts the channel's posts once.
     prefix = "t" + uuid.uuid4().hex[:10]
     one = await slack_bot({"REDIS_KEY_PREFIX": prefix})

@@ -28,7 +28,7 @@ USER = "U0USER"
 
 def payload(name: str, **overrides: Any) -> dict[str, Any]:
     """A recorded-style Slack payload from tests/payloads/slack with fields replaced."""
-    data = json.loads((PAYLOADS / f"{name}.json").read_text())
+    data: dict[str, Any] = json.loads((PAYLOADS / f"{name}.json").read_text())
     data = copy.deepcopy(data)
     data.update(overrides)
     return data

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -274,7 +275,7 @@ class Trap:
         await self._server.wait_closed()
 
 
-FORGERIES = {
+FORGERIES: dict[str, Callable[[FakeBotConnector, str], str]] = {
     "alg none": lambda c, url: unsigned(claims_for(c, url), c.kid),
     "HS256 with the app password": lambda c, url: hs256(
         claims_for(c, url), c.app_password.encode(), c.kid

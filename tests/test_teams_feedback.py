@@ -58,6 +58,7 @@ async def test_thumbs_down_in_a_channel_thread_reaches_dify(
     final = next(c for c in connector.sent("PUT") if c.body.get("channelData"))
     assert final.body["channelData"] == {"feedbackLoop": {"type": "default"}}
     # The click arrives in the reply chain, about the bot's message (the edited placeholder).
+    assert final.activity_id is not None
     click = connector.feedback(
         reply_to=final.activity_id, reaction="dislike", conversation=activity["conversation"]
     )

@@ -190,9 +190,7 @@ class FakeBotConnector:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -294,11 +292,14 @@ class FakeBotConnector:
         assertion = str(form.get("client_assertion", ""))
         digest = hashlib.sha1(cert.public_bytes(serialization.Encoding.DER)).digest()  # noqa: S324
         x5t = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        key = cert.public_key()
+        if not isinstance(key, rsa.RSAPublicKey):  # only an RSA key can have signed RS256
+            return False
         try:
             head = jwt.get_unverified_header(assertion)
             claims = jwt.decode(
                 assertion,
-                cert.public_key(),  # type: ignore[arg-type]
+                key,
                 algorithms=["RS256"],
                 audience=token_url,
                 issuer=self.app_id,

@@ -116,6 +116,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.typedefs import Handler
 
 from tests.fakes import dify_hitl, referees
 
@@ -366,6 +367,11 @@ class FakeApp:
         self.gzip: bool
         self.workflow_error: str
         self.human_input: dict[str, Any] | None
+        # Human Input state, attached by dify_hitl.state() (FakeDify.add_app calls it).
+        self.hitl: dify_hitl.HitlState
+        self.runs: dict[str, dify_hitl.FakeRun]
+        self.forms: dict[str, dify_hitl.FakeForm]
+        self.form_submissions: list[dict[str, Any]]
         self.faults: deque[Fault] = deque()
         self.endpoint_faults: dict[str, deque[Fault]] = {}
         self.conversations: dict[str, FakeConversation] = {}
@@ -422,7 +428,9 @@ class _HTTPFail(Exception):
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
 
 
-def _error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None):
+def _error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
     h = dict(headers or {})
     if status == 401:
         h.setdefault("WWW-Authenticate", 'Bearer realm="api"')
@@ -546,9 +554,7 @@ class FakeDify:
         # A deep accept backlog: tests open hundreds of streams at once.
         site = web.TCPSite(self._runner, self.host, self.port, backlog=2048)
         await site.start()
-        server = site._server
-        assert server is not None
-        port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = self._runner.addresses[0][1]
         self.port = port
         self.base_url = f"http://{self.host}:{port}/v1"
 
@@ -570,7 +576,9 @@ class FakeDify:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def add_app(self, api_key: str, *, mode: str = "chat", name: str = "Fake app", **knobs: Any):
+    def add_app(
+        self, api_key: str, *, mode: str = "chat", name: str = "Fake app", **knobs: Any
+    ) -> FakeApp:
         app = FakeApp(api_key, mode=mode, name=name, **knobs)
         dify_hitl.state(app)
         self.apps[api_key] = app
@@ -597,7 +605,7 @@ class FakeDify:
     # ----------------------------------------------------------------- plumbing
 
     @web.middleware
-    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         body: Any = None
         raw = b""
         if request.content_type == "application/json" and request.can_read_body:
@@ -1339,9 +1347,10 @@ class FakeDify:
         if rating not in ("like", "dislike", None):
             raise _HTTPFail(400, "invalid_param", "rating must be like, dislike or null")
         m = self._find_message(app, request.match_info["message_id"], user)
-        m.feedback = None if rating is None else {"rating": rating}
-        if rating is not None and isinstance(body.get("content"), str):
-            m.feedback["content"] = body["content"]
+        feedback = None if rating is None else {"rating": rating}
+        if feedback is not None and isinstance(body.get("content"), str):
+            feedback["content"] = body["content"]
+        m.feedback = feedback
         return web.json_response({"result": "success"})
 
     async def _suggested(self, request: web.Request) -> web.StreamResponse:
@@ -1419,7 +1428,8 @@ class FakeDify:
 
     async def _delete_conversation(self, request: web.Request) -> web.StreamResponse:
         app: FakeApp = request[_APP]
-        body = request[_BODY] if isinstance(request[_BODY], dict) else {}
+        raw = request[_BODY]
+        body = raw if isinstance(raw, dict) else {}
         user = body.get("user") or request.query.get("user") or "DEFAULT-USER"
         conv = self._owned_conversation(app, request.match_info["conversation_id"], user)
         conv.deleted = True

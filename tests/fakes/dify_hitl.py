@@ -105,10 +105,10 @@ def state(app: FakeApp) -> HitlState:
     st = getattr(app, "hitl", None)
     if st is None:
         st = HitlState()
-        app.hitl = st  # type: ignore[attr-defined]
-        app.runs = st.runs  # type: ignore[attr-defined]
-        app.forms = st.forms  # type: ignore[attr-defined]
-        app.form_submissions = st.submissions  # type: ignore[attr-defined]
+        app.hitl = st
+        app.runs = st.runs
+        app.forms = st.forms
+        app.form_submissions = st.submissions
     return st
 
 
@@ -117,7 +117,7 @@ def applies(app: FakeApp) -> bool:
 
 
 def _spec(app: FakeApp) -> dict[str, Any]:
-    spec = dict(app.human_input or {})  # type: ignore[attr-defined]
+    spec = dict(app.human_input or {})
     spec.setdefault("title", "Approval")
     spec.setdefault("content", "Please review the draft.")
     spec.setdefault("inputs", [])
@@ -204,7 +204,8 @@ def _end_subscribers(run: FakeRun) -> None:
 
 
 def _text_event(fake: FakeDify, gen: _Gen, chunk: str) -> dict[str, Any]:
-    return json.loads(fake._text_event(gen, chunk).decode()[len("data: "):])
+    event: dict[str, Any] = json.loads(fake._text_event(gen, chunk).decode()[len("data: "):])
+    return event
 
 
 async def resume(fake: FakeDify, form: FakeForm, *, timed_out: bool = False) -> None:
@@ -338,6 +339,7 @@ async def submit_form(fake: FakeDify, request: web.Request) -> web.StreamRespons
     if early is not None:
         return early
     _F._user(body.get("user") if isinstance(body, dict) else None)
+    assert isinstance(body, dict)  # _user refused any other body
     _refuse_off_spec(request)
     inputs, action = body["inputs"], body["action"]
     form = _find_form(app, token)

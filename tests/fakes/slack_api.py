@@ -72,7 +72,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from aiohttp import WSMsgType, web
+from aiohttp import BodyPartReader, WSMsgType, web
 
 from tests.fakes import referees
 
@@ -386,7 +386,7 @@ class FakeSlack:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self._runner.addresses[0][1]
 
     async def close(self) -> None:
         for ws in list(self._sockets):
@@ -765,10 +765,10 @@ class FakeSlack:
                     params[k] = v if isinstance(v, str) else getattr(v, "filename", "")
         # Form-encoded clients send structures as JSON strings.
         for k in ("blocks", "files", "chunks", "loading_messages", "metadata"):
-            v = params.get(k)
-            if isinstance(v, str) and v[:1] in "[{":
+            raw = params.get(k)
+            if isinstance(raw, str) and raw[:1] in "[{":
                 with contextlib.suppress(ValueError):
-                    params[k] = json.loads(v)
+                    params[k] = json.loads(raw)
         return params
 
     def _token(self, request: web.Request, params: dict[str, Any]) -> str | None:
@@ -813,8 +813,8 @@ class FakeSlack:
         elif call.method in ("chat.update", "chat.appendStream", "chat.stopStream"):
             m = self._find(channel, str(p.get("ts", "")))
             call.thread = (m.thread_ts or m.ts) if m is not None else None
-        blocks = p.get("blocks") if isinstance(p.get("blocks"), list) else []
-        chunks = p.get("chunks") if isinstance(p.get("chunks"), list) else []
+        blocks = p["blocks"] if isinstance(p.get("blocks"), list) else []
+        chunks = p["chunks"] if isinstance(p.get("chunks"), list) else []
         call.visible = (
             bool(p.get("markdown_text"))
             or any(
@@ -1377,7 +1377,7 @@ class FakeSlack:
         if request.content_type == "multipart/form-data":
             reader = await request.multipart()
             part = await reader.next()
-            data = await part.read() if part is not None else b""  # type: ignore[union-attr]
+            data = await part.read() if isinstance(part, BodyPartReader) else b""
         else:
             data = await request.read()
         up.data = bytes(data)
