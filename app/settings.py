@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -60,12 +61,12 @@ InputSource = Literal[
     "platform",
     "permalink",
     "history",
-    # Slack agent view: what the user is looking at (app_context_changed), e.g. "channel:C0123".
+    # What the user is looking at, where the platform tells (an agent view), e.g. "channel:C0123".
     "viewing",
 ]
 
-# Slack native streaming (chat.startStream/appendStream/stopStream): "dm" streams in direct
-# messages (the agent view) and edits in channels; "always" streams everywhere; "off" edits.
+# Native streaming, where the platform has it: "dm" streams in direct messages (the agent view)
+# and edits in channels; "always" streams everywhere; "off" edits.
 NativeStreaming = Literal["dm", "always", "off"]
 
 
@@ -154,9 +155,22 @@ class DifyAppConfig(_Strict):
 class RouteMatch(_Strict):
     """Which messages a route answers; an absent field matches everything."""
 
-    platform: Literal["slack", "teams", "console"] | None = None
+    # An installed platform's name (its entry point) or "console".
+    platform: str | None = None
     workspace: str | None = None
     channel: str | None = None
+
+    @field_validator("platform")
+    @classmethod
+    def _known_platform(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from app.plugin import discover  # lazy: platform packages import this module
+
+        known = ["console", *(p.name for p in discover())]
+        if v not in known:
+            raise ValueError(f"unknown platform {v!r}; installed: {', '.join(sorted(known))}")
+        return v
 
     @property
     def specificity(self) -> int:
@@ -170,8 +184,8 @@ class HumanInputConfig(_Strict):
 
     # anyone in the thread; the person who asked (and anyone in ``allowed``); only ``allowed``.
     answer_by: Literal["anyone", "asker", "listed"] = "anyone"
-    # Platform user ids (Slack U..., Teams AAD object ids), e-mail addresses, or Slack user
-    # group ids (S...), matched exactly.
+    # Platform user ids, e-mail addresses, or user group ids where the platform has them,
+    # matched exactly.
     allowed: tuple[str, ...] = ()
 
     @model_validator(mode="after")
@@ -191,12 +205,12 @@ class RouteConfig(_Strict):
         "The assistant is not available right now. Please try again in a few minutes."
     )
     edit_interval: Annotated[float, Field(ge=0.2, le=60)] = 1.5
-    # Slack/Teams: keep answering in a thread the bot is part of without a new mention.
+    # Keep answering in a thread the bot is part of without a new mention.
     continue_in_thread: bool = True
-    # Slack: where answers use native streaming instead of chat.update edits (true = "always",
-    # false = "off" are accepted too). Slack refusing it falls back to edits on its own.
+    # Where answers use the platform's native streaming instead of edits (true = "always",
+    # false = "off" are accepted too). A platform refusing it falls back to edits on its own.
     native_streaming: NativeStreaming = "dm"
-    # Slack native streaming: Dify's steps as cards between the text ("timeline") or grouped in
+    # Native streaming: Dify's steps as cards between the text ("timeline") or grouped in
     # one plan block ("plan").
     task_display: Literal["timeline", "plan"] = "timeline"
     # Words that start a fresh Dify conversation in the same thread.
@@ -253,6 +267,18 @@ class BridgeFile(_Strict):
 class LogFormat(StrEnum):
     JSON = "json"
     CONSOLE = "console"
+
+
+class PlatformSettings(BaseModel):
+    """Base of a platform's settings sub-model (``Platform.settings``): its fields are environment
+    variables like the core's (field ``foo_bar`` is ``FOO_BAR``), validated when the settings load
+    and reached as ``settings.platform(name)``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    def secret(self, name: str) -> str | None:
+        value = getattr(self, name)
+        return value.get_secret_value() if isinstance(value, SecretStr) else value
 
 
 class Settings(BaseSettings):
@@ -376,61 +402,7 @@ class Settings(BaseSettings):
     max_messages_per_answer: int = Field(
         10, ge=1, le=100,
         description="Chat messages one answer may fill; the rest goes as a file where the "
-        "platform allows (Slack), else the answer is cut with a note.",
-    )
-
-    # --- Slack
-    slack_bot_token: SecretStr | None = Field(None, description="`xoxb-` token (one workspace).")
-    slack_signing_secret: SecretStr | None = Field(
-        None, description="Verifies `POST /slack/events`."
-    )
-    slack_app_token: SecretStr | None = Field(
-        None, description="`xapp-` token: turns on Socket Mode (no public URL needed)."
-    )
-    slack_client_id: str | None = Field(None, description="OAuth install flow (many workspaces).")
-    slack_client_secret: SecretStr | None = Field(None, description="OAuth install flow.")
-    slack_state_secret: SecretStr | None = Field(None, description="OAuth state signing secret.")
-    slack_api_url: str = Field("https://slack.com/api/", description="Slack Web API base URL.")
-    slack_slash_command: str = Field("/ask", description="The slash command the bot answers.")
-    slack_config_token: SecretStr | None = Field(
-        None, description="App configuration token for `manifest slack --push`."
-    )
-    slack_app_id: str | None = Field(None, description="App id for `manifest slack --push`.")
-
-    # --- Teams
-    microsoft_app_id: str | None = Field(None, description="Bot's Microsoft app id.")
-    microsoft_app_password: SecretStr | None = Field(None, description="Bot's client secret.")
-    microsoft_app_certificate_path: str | None = Field(
-        None,
-        description="Instead of a client secret: a PEM (private key + certificate) or PKCS#12 "
-        "file of a certificate uploaded to the bot's app registration.",
-    )
-    microsoft_app_certificate_password: SecretStr | None = Field(
-        None, description="Password of an encrypted certificate file."
-    )
-    microsoft_app_tenant_id: str | None = Field(
-        None, description="Required for SingleTenant and UserAssignedMSI."
-    )
-    microsoft_app_type: Literal["SingleTenant", "MultiTenant", "UserAssignedMSI"] = Field(
-        "SingleTenant", description="Bot registration type."
-    )
-    teams_allow_unauthenticated: bool = Field(
-        False,
-        description="Local mode without an app id (Emulator, tests): loopback serviceUrls only.",
-    )
-    microsoft_token_url: str | None = Field(
-        None,
-        description="Override the Entra ID token endpoint for outgoing Teams calls (tests, "
-        "sovereign clouds). Default: login.microsoftonline.com for the tenant.",
-    )
-    teams_tenant_rps: float = Field(
-        28.0, ge=0.5, le=1000,
-        description="Bot Connector calls per second per tenant from all replicas together (Teams "
-        "allows 30 per app per tenant; shared through Redis).",
-    )
-    teams_openid_metadata_url: str = Field(
-        "https://login.botframework.com/v1/.well-known/openidconfiguration",
-        description="Where inbound JWT signing keys are found.",
+        "platform allows, else the answer is cut with a note.",
     )
 
     @field_validator("log_level")
@@ -448,9 +420,23 @@ class Settings(BaseSettings):
             raise ValueError("DIFY_BASE_URL must start with http:// or https://")
         return v.rstrip("/")
 
+    _platforms: dict[str, PlatformSettings] = PrivateAttr(default_factory=dict)
+
     def secret(self, name: str) -> str | None:
         value = getattr(self, name)
         return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+    def platform(self, name: str) -> PlatformSettings:
+        """The settings sub-model of platform ``name`` (``KeyError`` if it declares none)."""
+        try:
+            return self._platforms[name]
+        except KeyError:
+            raise KeyError(f"platform {name!r} has no settings loaded") from None
+
+    @property
+    def platforms(self) -> dict[str, PlatformSettings]:
+        """Every installed platform's settings, by platform name."""
+        return dict(self._platforms)
 
 
 class Route:
@@ -608,20 +594,50 @@ class _ExplicitSettings(Settings):
         return (init_settings,)
 
 
+def _variables(env: Mapping[str, str], model: type[BaseModel]) -> dict[str, Any]:
+    """The entries of ``env`` that are fields of ``model``, by field name (case-insensitive)."""
+    fields = model.model_fields
+    return {k.lower(): v for k, v in env.items() if k.lower() in fields}
+
+
+def _config_error(e: ValidationError) -> ConfigError:
+    first = e.errors()[0]
+    name = str(first["loc"][0]).upper() if first["loc"] else "?"
+    msg = first["msg"].removeprefix("Value error, ")
+    return ConfigError(f"{msg}", key=name)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read the environment (or only ``env``); a bad value raises :class:`ConfigError` naming
-    the variable."""
+    """Read the environment (or only ``env``): the core settings and every installed platform's
+    sub-model from the same variables. A bad value raises :class:`ConfigError` naming the
+    variable."""
+    from app.plugin import discover  # lazy: platform packages import this module
+
     try:
-        if env is None:
-            return Settings()
-        fields = Settings.model_fields
-        values: dict[str, Any] = {k.lower(): v for k, v in env.items() if k.lower() in fields}
-        return _ExplicitSettings(**values)
+        settings = Settings() if env is None else _ExplicitSettings(**_variables(env, Settings))
     except ValidationError as e:
-        first = e.errors()[0]
-        name = str(first["loc"][0]).upper() if first["loc"] else "?"
-        msg = first["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{msg}", key=name) from e
+        raise _config_error(e) from e
+    source = os.environ if env is None else env
+    for platform in discover():
+        if platform.settings is None:
+            continue
+        try:
+            sub = platform.settings.model_validate(_variables(source, platform.settings))
+        except ValidationError as e:
+            raise _config_error(e) from e
+        settings._platforms[platform.name] = sub
+    return settings
+
+
+def variable_names() -> list[str]:
+    """Every environment variable the settings read: the core's, then each platform's."""
+    from app.plugin import discover
+
+    names = [n.upper() for n in Settings.model_fields]
+    for platform in discover():
+        if platform.settings is not None:
+            names += [n.upper() for n in platform.settings.model_fields]
+    return names
 
 
 __all__ = [
@@ -631,6 +647,7 @@ __all__ = [
     "DifyAppConfig",
     "HumanInputConfig",
     "InputSource",
+    "PlatformSettings",
     "RedactionConfig",
     "RedactionMode",
     "Route",
@@ -642,4 +659,5 @@ __all__ = [
     "mask",
     "resolve_routes",
     "routing_file",
+    "variable_names",
 ]

@@ -16,7 +16,7 @@ import pytest_asyncio
 import yaml
 
 from app.cli import build_parser
-from app.settings import Settings
+from app.settings import variable_names
 from tests.fakes.slack_manifest_api import FakeSlackManifestApi
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,8 +30,8 @@ Run = Callable[..., Awaitable[tuple[int, str, str]]]
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
     """A clean environment: no setting leaks in from the machine; commands run at the repo root."""
-    for name in Settings.model_fields:
-        monkeypatch.delenv(name.upper(), raising=False)
+    for name in variable_names():
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("BRIDGE_CONFIG", "")  # no routing file: the one default route
     monkeypatch.chdir(ROOT)
     yield monkeypatch
@@ -385,7 +385,7 @@ def _between(text: str, name: str) -> str:
 
 
 def test_the_installed_entry_point_runs_the_admin_commands(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    env = {k: v for k, v in os.environ.items() if k.upper() not in variable_names()}
     env["BRIDGE_CONFIG"] = ""
     done = subprocess.run(
         [sys.executable, "-m", "app.cli", "manifest", "slack", "--check", "--socket-mode"],
@@ -399,7 +399,7 @@ def test_the_installed_entry_point_runs_the_admin_commands(tmp_path: Path) -> No
 
 
 def test_admin_guide_tables_are_generated_from_the_code_so_they_cannot_drift() -> None:
-    from app.manifests import slack_scopes_markdown
+    from adapters.slack.manifest import slack_scopes_markdown
     from app.settings_doc import markdown
 
     guide = (ROOT / "README.md").read_text()

@@ -18,18 +18,20 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app import manifests
-from app.manifests import (
+from adapters.slack.manifest import (
     check_slack_manifest,
-    check_teams_manifest,
     default_slack_manifest,
-    fill_teams_manifest,
-    load_manifest_file,
-    png_size,
-    read_teams_dir,
     render_slack_manifest,
-    validate_json_schema,
 )
+from adapters.teams.manifest import (
+    build_teams_zip,
+    check_teams_manifest,
+    fill_teams_manifest,
+    read_teams_dir,
+    validate_against_schema,
+)
+from app import manifests
+from app.manifests import load_manifest_file, png_size
 
 ROOT = Path(__file__).resolve().parent.parent
 SLACK_FILE = ROOT / "manifests/slack/manifest.yaml"
@@ -306,7 +308,7 @@ def test_schema_catches_unknown_fields_bad_scopes_and_too_long_names() -> None:
     bad["name"]["short"] = "x" * 31
     del bad["developer"]["privacyUrl"]
     bad["accentColor"] = "blue"
-    found = {p.pointer: p.message for p in validate_json_schema(bad, schema)}
+    found = {p.pointer: p.message for p in validate_against_schema(bad, schema)}
     assert found["/botz"] == "is not a known field in this manifest version"
     assert "'channel' is not one of" in found["/bots/0/scopes/1"]
     assert found["/name/short"] == "length 31 is outside 0-30"
@@ -324,7 +326,7 @@ def test_without_a_shipped_schema_the_required_fields_are_still_checked() -> Non
 
 def test_package_zip_holds_manifest_and_icons_at_the_root() -> None:
     m, files, _ = read_teams_dir(TEAMS_DIR)
-    data = manifests.build_teams_zip(fill_teams_manifest(m, app_id=APP_ID), files)
+    data = build_teams_zip(fill_teams_manifest(m, app_id=APP_ID), files)
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         assert sorted(z.namelist()) == ["color.png", "manifest.json", "outline.png"]
         packed = json.loads(z.read("manifest.json"))

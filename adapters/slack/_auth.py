@@ -207,10 +207,17 @@ class SingleTeamAuthorize(AsyncAuthorize):
         return self._result or await self.warm()
 
 
+SLACK_AUTH_HINTS = {
+    "invalid_auth": "SLACK_BOT_TOKEN is wrong: copy the Bot User OAuth Token (xoxb-...)",
+    "not_authed": "set SLACK_BOT_TOKEN",
+    "token_revoked": "the app was uninstalled or the token revoked: reinstall the app",
+    "account_inactive": "the app was uninstalled or the token revoked: reinstall the app",
+    "not_allowed_token_type": "use an xoxb- bot token here and an xapp- token for SLACK_APP_TOKEN",
+}
+
+
 def auth_problem(code: str) -> tuple[str, str, str]:
     """(reason, setting, fix) for a failed ``auth.test`` of SLACK_BOT_TOKEN."""
-    from app.doctor import SLACK_AUTH_HINTS
-
     if code == "transport" or code.startswith("http_5"):
         return (f"Slack cannot be reached ({code})", "SLACK_API_URL",
                 "check outbound HTTPS to slack.com (proxy, firewall, DNS)")

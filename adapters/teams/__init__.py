@@ -12,7 +12,9 @@ import os
 import structlog
 
 from adapters.teams.adapter import TeamsAdapter
-from app.client_assertion import Certificate, CertificateError, load_certificate
+from adapters.teams.admin import ADMIN
+from adapters.teams.client_assertion import Certificate, CertificateError, load_certificate
+from adapters.teams.settings import TeamsSettings, teams_settings
 from app.context import AdapterContext
 from app.plugin import Platform
 
@@ -25,10 +27,10 @@ DEFAULT_TENANT_RPS = 28.0
 
 def create(ctx: AdapterContext) -> TeamsAdapter | None:
     """The Teams adapter, or None (after one log line naming what to set) when not configured."""
-    s = ctx.settings
+    s = teams_settings(ctx.settings)
     app_id = (s.microsoft_app_id or "").strip() or None
     password = s.secret("microsoft_app_password")
-    # Not yet a Settings field: overridable token endpoint (tests, sovereign clouds).
+    # Overridable token endpoint (tests, sovereign clouds).
     token_url = getattr(s, "microsoft_token_url", None) or os.environ.get("MICROSOFT_TOKEN_URL")
     rps = _tenant_rps(getattr(s, "teams_tenant_rps", None) or os.environ.get("TEAMS_TENANT_RPS"))
     if app_id is None:
@@ -99,4 +101,4 @@ def _tenant_rps(raw: object) -> float:
     return value
 
 
-PLATFORM = Platform(name="teams", create=create)
+PLATFORM = Platform(name="teams", create=create, settings=TeamsSettings, admin=ADMIN)

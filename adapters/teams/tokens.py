@@ -3,7 +3,7 @@
 ``SingleTenant``/``MultiTenant``: OAuth client credentials against Entra ID
 (``login.microsoftonline.com/<tenant or botframework.com>/oauth2/v2.0/token``, scope
 ``https://api.botframework.com/.default``), proven by the client secret or by a certificate
-(a signed client assertion, ``app.client_assertion``). ``UserAssignedMSI``: the Azure instance
+(a signed client assertion, ``client_assertion``). ``UserAssignedMSI``: the Azure instance
 metadata endpoint with the managed identity's client id. Tokens are cached until 5 minutes before
 expiry; one refresh at a time. ``MICROSOFT_TOKEN_URL`` overrides the endpoint (tests, sovereign
 clouds). Our own client on aiohttp rather than MSAL: README, Which SDK.
@@ -20,7 +20,7 @@ import aiohttp
 import structlog
 
 from adapters.teams import _sdk
-from app.client_assertion import Certificate
+from adapters.teams.client_assertion import Certificate
 from app.errors import PlatformError
 
 log = structlog.get_logger(__name__)
@@ -165,9 +165,18 @@ class TokenSource:
         self._refused_until = 0.0
 
 
-def aad_hint(code: str) -> str:
-    from app.doctor import AAD_HINTS
+AAD_HINTS = {
+    "AADSTS7000215": "the client secret is wrong: copy the secret's Value (not its ID) into "
+    "MICROSOFT_APP_PASSWORD",
+    "AADSTS7000222": "the client secret expired: create a new one in Entra ID",
+    "AADSTS700016": "the app id is not in this tenant: check MICROSOFT_APP_ID and "
+    "MICROSOFT_APP_TENANT_ID",
+    "AADSTS90002": "the tenant does not exist: check MICROSOFT_APP_TENANT_ID",
+    "AADSTS900023": "MICROSOFT_APP_TENANT_ID is not a valid tenant id or domain",
+}
 
+
+def aad_hint(code: str) -> str:
     return AAD_HINTS.get(code, "check MICROSOFT_APP_ID, MICROSOFT_APP_PASSWORD, "
                          "MICROSOFT_APP_TENANT_ID and MICROSOFT_APP_TYPE")
 
