@@ -267,6 +267,29 @@ async def test_teams_check_of_an_admins_folder_reports_icon_sizes(
     assert out.strip().endswith("OK (3 warning(s))")  # example.com developer pages
 
 
+async def test_teams_check_names_each_field_the_schema_rejects_with_its_pointer(
+    run: Run, env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    env.setenv("MICROSOFT_APP_ID", APP_ID)
+    teams = ROOT / "manifests/teams"
+    m = json.loads((teams / "manifest.json").read_text())
+    m["name"]["short"] = "x" * 31
+    m["bots"][0]["supportsFiles"] = "yes"
+    m["colour"] = "#fff"
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    for icon in ("color.png", "outline.png"):
+        (tmp_path / icon).write_bytes((teams / icon).read_bytes())
+    code, out, _ = await run("manifest", "teams", "--check", str(tmp_path))
+    assert code == 1
+    where = f"ERROR {tmp_path / 'manifest.json'}"
+    fix = "see the Teams manifest schema 1.30 for this field"
+    assert f"{where}: /name/short: length 31 is outside 0-30 -> {fix}" in out
+    assert f"{where}: /bots/0/supportsFiles: must be of type boolean -> {fix}" in out
+    assert (f"{where}: /colour: is not a known field in this manifest version -> check the "
+            "spelling or the manifestVersion") in out
+    assert out.strip().endswith("3 error(s)")
+
+
 # -------------------------------------------------------------------------------- config check
 
 ROUTES = """

@@ -316,6 +316,35 @@ def test_schema_catches_unknown_fields_bad_scopes_and_too_long_names() -> None:
     assert "/accentColor" in found
 
 
+def test_jsonschema_errors_point_at_the_field_inside_arrays_and_nested_objects() -> None:
+    m, _, schema = read_teams_dir(TEAMS_DIR)
+    assert schema is not None
+    bad = copy.deepcopy(fill_teams_manifest(m, app_id=APP_ID))
+    bad["bots"][0]["commandLists"] = [
+        {"scopes": ["personal", "nowhere"], "triggers": ["mention", "slash", "mention"]}]
+    del bad["bots"][0]["scopes"]
+    bad["icons"] = {"color": "color.png"}
+    problems = validate_against_schema(bad, schema)
+    found = {p.pointer: p.message for p in problems}
+    assert found["/bots/0/commandLists/0/scopes/1"].startswith("'nowhere' is not one of")
+    assert found["/bots/0/commandLists/0/triggers"] == "has 3 items; allowed 0-2"
+    assert found["/bots/0/scopes"] == "is required"
+    assert found["/bots/0/commandLists/0/commands"] == "is required"
+    assert found["/icons/outline"] == "is required"
+    assert len(problems) == 5
+    assert all(p.severity == "error" and p.pointer.startswith("/") for p in problems)
+
+
+def test_a_schema_that_cannot_be_applied_is_one_problem_not_a_crash() -> None:
+    m, _, _ = read_teams_dir(TEAMS_DIR)
+    broken = {"type": "object", "properties": {"name": {"$ref": "#/definitions/nowhere"}}}
+    [problem] = validate_against_schema(m, broken)
+    assert problem.pointer == "/"
+    assert "could not be applied" in problem.message
+    [problem] = validate_against_schema(m, {"type": "object", "required": "name"})
+    assert "not valid JSON Schema" in problem.message
+
+
 def test_without_a_shipped_schema_the_required_fields_are_still_checked() -> None:
     m, files, _ = read_teams_dir(TEAMS_DIR)
     filled = fill_teams_manifest(m, app_id=APP_ID)
