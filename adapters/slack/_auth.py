@@ -27,6 +27,7 @@ from slack_sdk.oauth.installation_store.async_installation_store import AsyncIns
 from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
 
 from adapters.slack._webapi import SlackApi, SlackCallError
+from adapters.slack.hints import SLACK_AUTH_HINTS
 
 log = structlog.get_logger(__name__)
 
@@ -205,15 +206,6 @@ class SingleTeamAuthorize(AsyncAuthorize):
         actor_user_id: str | None = None,
     ) -> AuthorizeResult | None:
         return self._result or await self.warm()
-
-
-SLACK_AUTH_HINTS = {
-    "invalid_auth": "SLACK_BOT_TOKEN is wrong: copy the Bot User OAuth Token (xoxb-...)",
-    "not_authed": "set SLACK_BOT_TOKEN",
-    "token_revoked": "the app was uninstalled or the token revoked: reinstall the app",
-    "account_inactive": "the app was uninstalled or the token revoked: reinstall the app",
-    "not_allowed_token_type": "use an xoxb- bot token here and an xapp- token for SLACK_APP_TOKEN",
-}
 
 
 def auth_problem(code: str) -> tuple[str, str, str]:

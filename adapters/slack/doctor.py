@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from adapters.slack._auth import SLACK_AUTH_HINTS
+from adapters.slack.hints import SLACK_AUTH_HINTS
 from adapters.slack.manifest import needed_slack_scopes
 from adapters.slack.settings import SlackSettings
 from app.doctor import Check

@@ -14,9 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from adapters.teams.client_assertion import CertificateError, load_certificate
+from adapters.teams.hints import AAD_HINTS
 from adapters.teams.settings import TeamsSettings
-from adapters.teams.tokens import AAD_HINTS
 from app.doctor import Check
 
 DEFAULT_LOGIN_URL = "https://login.microsoftonline.com"
@@ -46,7 +45,7 @@ async def check_teams(
         return Check("FAIL", "teams token", "SingleTenant bots need MICROSOFT_APP_TENANT_ID",
                      "set it to your Entra tenant id (or MICROSOFT_APP_TYPE=MultiTenant for "
                      "older multi-tenant bots)")
-    url = (getattr(settings, "microsoft_token_url", None) or env.get("MICROSOFT_TOKEN_URL")
+    url = (settings.microsoft_token_url or env.get("MICROSOFT_TOKEN_URL")
            or f"{DEFAULT_LOGIN_URL}/{tenant or 'botframework.com'}/oauth2/v2.0/token")
     login = urlunsplit(urlsplit(url)._replace(path="", query=""))
     form = {"grant_type": "client_credentials", "client_id": app_id,
@@ -54,6 +53,10 @@ async def check_teams(
     if secret:
         form["client_secret"] = secret
     else:
+        # cryptography and PyJWT load only when a certificate is checked (every admin command
+        # loads this module).
+        from adapters.teams.client_assertion import CertificateError, load_certificate
+
         try:
             cert = await asyncio.to_thread(
                 load_certificate, str(cert_path),

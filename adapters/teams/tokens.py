@@ -21,6 +21,7 @@ import structlog
 
 from adapters.teams import _sdk
 from adapters.teams.client_assertion import Certificate
+from adapters.teams.hints import AAD_HINTS
 from app.errors import PlatformError
 
 log = structlog.get_logger(__name__)
@@ -163,17 +164,6 @@ class TokenSource:
         self._token = token
         self._expires = time.monotonic() + max(30.0, lifetime - REFRESH_MARGIN)
         self._refused_until = 0.0
-
-
-AAD_HINTS = {
-    "AADSTS7000215": "the client secret is wrong: copy the secret's Value (not its ID) into "
-    "MICROSOFT_APP_PASSWORD",
-    "AADSTS7000222": "the client secret expired: create a new one in Entra ID",
-    "AADSTS700016": "the app id is not in this tenant: check MICROSOFT_APP_ID and "
-    "MICROSOFT_APP_TENANT_ID",
-    "AADSTS90002": "the tenant does not exist: check MICROSOFT_APP_TENANT_ID",
-    "AADSTS900023": "MICROSOFT_APP_TENANT_ID is not a valid tenant id or domain",
-}
 
 
 def aad_hint(code: str) -> str:
