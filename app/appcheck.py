@@ -66,7 +66,8 @@ class AppParams:
     form: tuple[FormField, ...] = ()
     files: FileRules = FileRules()
     speech_to_text: bool = False
-    # What the app greets with in Dify's own chat UI: shown as suggested prompts in Slack.
+    # What the app greets with in Dify's own chat UI: shown as suggested prompts where the
+    # platform has them.
     opening_statement: str = ""
     suggested_questions: tuple[str, ...] = ()
 

@@ -181,7 +181,7 @@ def _redact(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="dify-bridge", description="Dify apps in Slack and Microsoft Teams."
+        prog="dify-bridge", description="Dify apps in your chat platforms."
     )
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {_version()}",
@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("serve", help="run the HTTP service (Slack, Teams, health, metrics)")
+    p = sub.add_parser("serve", help="run the HTTP service (platform adapters, health, metrics)")
     p.add_argument("--host", default=None, help="override HOST")
     p.add_argument("--port", type=int, default=None, help="override PORT")
     p.set_defaults(func=_serve)

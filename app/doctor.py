@@ -4,9 +4,8 @@ Each check yields one line, ``OK|FAIL|SKIP <check>: <detail> -> <fix hint>``, so
 at once what is wrong and what to do. Checks never print a secret (keys are masked) and every
 network call has a timeout, so the doctor cannot hang.
 
-``MICROSOFT_TOKEN_URL`` overrides the Entra ID token endpoint for the Teams check, exactly as it
-does for the Teams adapter (tests, sovereign clouds); by default it is
-``https://login.microsoftonline.com/<tenant or botframework.com>/oauth2/v2.0/token``.
+The core checks the routing config, Redis and each route's Dify app; every installed platform adds
+its own lines through its admin hook (``Platform.admin.doctor``), in platform name order.
 """
 
 from __future__ import annotations
@@ -23,9 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from app.client_assertion import CertificateError, load_certificate
 from app.errors import ConfigError
-from app.manifests import needed_slack_scopes
+from app.plugin import DoctorContext, discover
 from app.redis_conn import client_from_url, embedded_refusal
 from app.settings import (
     AppMode,
@@ -39,8 +37,6 @@ from app.settings import (
 )
 
 Status = Literal["OK", "FAIL", "SKIP"]
-DEFAULT_LOGIN_URL = "https://login.microsoftonline.com"
-BOT_FRAMEWORK_SCOPE = "https://api.botframework.com/.default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,175 +248,6 @@ def _inputs_check(name: str, index: int, route: Route, params: dict[str, Any]) -
                  f"mapped{note}")
 
 
-# ----------------------------------------------------------------------------------------- Slack
-
-SLACK_AUTH_HINTS = {
-    "invalid_auth": "SLACK_BOT_TOKEN is wrong: copy the Bot User OAuth Token (xoxb-...)",
-    "not_authed": "set SLACK_BOT_TOKEN",
-    "token_revoked": "the app was uninstalled or the token revoked: reinstall the app",
-    "account_inactive": "the app was uninstalled or the token revoked: reinstall the app",
-    "not_allowed_token_type": "use an xoxb- bot token here and an xapp- token for SLACK_APP_TOKEN",
-}
-
-
-async def _slack_post(
-    client: httpx.AsyncClient, settings: Settings, method: str, token: str
-) -> tuple[dict[str, Any], httpx.Response]:
-    r = await client.post(settings.slack_api_url.rstrip("/") + "/" + method,
-                          headers={"Authorization": f"Bearer {token}"})
-    try:
-        body = r.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        body = {"ok": False, "error": f"HTTP {r.status_code} without a Slack API body"}
-    return body, r
-
-
-async def check_slack(
-    client: httpx.AsyncClient, settings: Settings, routes: list[Route]
-) -> list[Check]:
-    token = settings.secret("slack_bot_token")
-    if not token:
-        why = ("OAuth install: each workspace has its own token" if settings.slack_client_id
-               else "SLACK_BOT_TOKEN is not set")
-        return [Check("SKIP", "slack auth", why)]
-    try:
-        body, resp = await _slack_post(client, settings, "auth.test", token)
-    except httpx.HTTPError as e:
-        return [Check("FAIL", "slack auth", f"cannot reach {settings.slack_api_url}: "
-                      f"{type(e).__name__}", "check network access to Slack (or SLACK_API_URL)")]
-    if body.get("ok") is not True:
-        error = str(body.get("error"))
-        return [Check("FAIL", "slack auth", f"auth.test failed: {error}",
-                      SLACK_AUTH_HINTS.get(error, "check SLACK_BOT_TOKEN"))]
-    checks = [Check("OK", "slack auth", f"bot {body.get('user', '?')} in workspace "
-                    f"{body.get('team', '?')} ({body.get('team_id', '?')})")]
-    checks.append(_scope_check(resp.headers.get("x-oauth-scopes"), routes))
-    checks.append(await _slack_transport_check(client, settings))
-    return checks
-
-
-def routes_need_email(routes: list[Route]) -> bool:
-    """Whether a route that can answer in Slack passes the speaker's email to Dify."""
-    return any(
-        src == "speaker_email"
-        for r in routes if r.config.match.platform in (None, "slack")
-        for src in r.config.inputs.values()
-    )
-
-
-def _scope_check(header: str | None, routes: list[Route]) -> Check:
-    if header is None:
-        return Check("SKIP", "slack scopes", "Slack did not report the token's scopes")
-    granted = {s.strip() for s in header.split(",") if s.strip()}
-    needed = needed_slack_scopes(speaker_email=routes_need_email(routes))
-    missing = [s for s in needed if s not in granted]
-    if missing:
-        reasons = "; ".join(f"{s} ({needed[s]})" for s in missing)
-        return Check("FAIL", "slack scopes", f"the bot token lacks {reasons}",
-                     "add them to manifests/slack/manifest.yaml, run `dify-bridge manifest slack "
-                     "--push`, then reinstall the app to the workspace")
-    extra = sorted(granted - set(needed))
-    note = f"; not needed: {', '.join(extra)}" if extra else ""
-    return Check("OK", "slack scopes", f"all {len(needed)} needed scopes granted{note}")
-
-
-async def _slack_transport_check(client: httpx.AsyncClient, settings: Settings) -> Check:
-    app_token = settings.secret("slack_app_token")
-    if not app_token:
-        if not settings.secret("slack_signing_secret"):
-            return Check("FAIL", "slack events", "HTTP mode (no SLACK_APP_TOKEN) but "
-                         "SLACK_SIGNING_SECRET is not set: every event would be rejected",
-                         "copy the Signing Secret (Basic Information) into SLACK_SIGNING_SECRET, "
-                         "or set SLACK_APP_TOKEN for Socket Mode")
-        return Check("OK", "slack events", "HTTP mode: events arrive at /slack/events, signed")
-    try:
-        body, _ = await _slack_post(client, settings, "apps.connections.open", app_token)
-    except httpx.HTTPError as e:
-        return Check("FAIL", "slack events", f"Socket Mode: cannot reach Slack: "
-                     f"{type(e).__name__}", "check network access to slack.com")
-    if body.get("ok") is not True:
-        return Check("FAIL", "slack events", f"Socket Mode: apps.connections.open failed: "
-                     f"{body.get('error')}", "SLACK_APP_TOKEN must be an app-level token (xapp-) "
-                     "with connections:write, and Socket Mode must be on in the app settings")
-    return Check("OK", "slack events", "Socket Mode: the app-level token opens a connection")
-
-
-# ----------------------------------------------------------------------------------------- Teams
-
-AAD_HINTS = {
-    "AADSTS7000215": "the client secret is wrong: copy the secret's Value (not its ID) into "
-    "MICROSOFT_APP_PASSWORD",
-    "AADSTS7000222": "the client secret expired: create a new one in Entra ID",
-    "AADSTS700016": "the app id is not in this tenant: check MICROSOFT_APP_ID and "
-    "MICROSOFT_APP_TENANT_ID",
-    "AADSTS90002": "the tenant does not exist: check MICROSOFT_APP_TENANT_ID",
-    "AADSTS900023": "MICROSOFT_APP_TENANT_ID is not a valid tenant id or domain",
-}
-
-
-async def check_teams(
-    client: httpx.AsyncClient, settings: Settings, env: Mapping[str, str]
-) -> Check:
-    app_id = settings.microsoft_app_id
-    if not app_id:
-        why = ("local mode (TEAMS_ALLOW_UNAUTHENTICATED)" if settings.teams_allow_unauthenticated
-               else "MICROSOFT_APP_ID is not set")
-        return Check("SKIP", "teams token", why)
-    if settings.microsoft_app_type == "UserAssignedMSI":
-        return Check("SKIP", "teams token", "UserAssignedMSI: the token comes from the Azure "
-                     "managed identity endpoint, reachable only inside Azure")
-    secret = settings.secret("microsoft_app_password")
-    cert_path = settings.microsoft_app_certificate_path
-    if not secret and not cert_path:
-        return Check("FAIL", "teams token",
-                     "neither MICROSOFT_APP_PASSWORD nor MICROSOFT_APP_CERTIFICATE_PATH is set",
-                     "create a client secret (or upload a certificate) for the bot's app "
-                     "registration")
-    tenant = settings.microsoft_app_tenant_id
-    if settings.microsoft_app_type == "SingleTenant" and not tenant:
-        return Check("FAIL", "teams token", "SingleTenant bots need MICROSOFT_APP_TENANT_ID",
-                     "set it to your Entra tenant id (or MICROSOFT_APP_TYPE=MultiTenant for "
-                     "older multi-tenant bots)")
-    url = (getattr(settings, "microsoft_token_url", None) or env.get("MICROSOFT_TOKEN_URL")
-           or f"{DEFAULT_LOGIN_URL}/{tenant or 'botframework.com'}/oauth2/v2.0/token")
-    login = urlunsplit(urlsplit(url)._replace(path="", query=""))
-    form = {"grant_type": "client_credentials", "client_id": app_id,
-            "scope": BOT_FRAMEWORK_SCOPE}
-    if secret:
-        form["client_secret"] = secret
-    else:
-        try:
-            cert = await asyncio.to_thread(
-                load_certificate, str(cert_path),
-                settings.secret("microsoft_app_certificate_password"),
-            )
-        except CertificateError as e:
-            return Check("FAIL", "teams token", f"MICROSOFT_APP_CERTIFICATE_PATH: {e}",
-                         "a PEM with the private key and certificate, or a .pfx "
-                         "(MICROSOFT_APP_CERTIFICATE_PASSWORD if encrypted)")
-        form.update(cert.form(client_id=app_id, token_url=url))
-    try:
-        r = await client.post(url, data=form)
-    except httpx.HTTPError as e:
-        return Check("FAIL", "teams token", f"cannot reach {login}: {type(e).__name__}",
-                     "check outbound HTTPS to the Microsoft login endpoint")
-    try:
-        body = r.json()
-    except ValueError:
-        body = {}
-    if r.status_code == 200 and isinstance(body, dict) and body.get("access_token"):
-        return Check("OK", "teams token", f"token for app {app_id} obtained (expires in "
-                     f"{body.get('expires_in', '?')} s)")
-    body = body if isinstance(body, dict) else {}
-    desc = str(body.get("error_description", "")).split("\n")[0].split(" Trace ID")[0][:200]
-    code = desc.split(":", 1)[0] if desc.startswith("AADSTS") else ""
-    return Check("FAIL", "teams token", f"login refused ({body.get('error', r.status_code)}): "
-                 f"{desc or 'no description'}", AAD_HINTS.get(code, "check MICROSOFT_APP_ID, "
-                 "MICROSOFT_APP_PASSWORD and MICROSOFT_APP_TENANT_ID"))
-
-
 # ------------------------------------------------------------------------------------------- run
 
 
@@ -443,7 +270,8 @@ async def run_doctor(
     async with httpx.AsyncClient(timeout=timeout) as client:
         jobs: list[Awaitable[Check | list[Check]]] = [check_redis(settings, environ)]
         jobs += [check_dify_route(client, i, r) for i, r in enumerate(routes)]
-        jobs += [check_slack(client, settings, routes), check_teams(client, settings, environ)]
+        ctx = DoctorContext(client=client, settings=settings, routes=routes, env=environ)
+        jobs += [p.admin.doctor(ctx) for p in discover() if p.admin is not None]
         for outcome in await asyncio.gather(*jobs):
             results.extend(outcome if isinstance(outcome, list) else [outcome])
     return results

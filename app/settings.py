@@ -1,8 +1,11 @@
 """One validated settings object: environment variables plus the optional routing YAML.
 
-Environment variable names are fixed (other tools and the manifests rely on them). The YAML file
-(``BRIDGE_CONFIG``, default ``config/bridge.yaml``) holds routes: which Dify app answers which
-platform/workspace/channel, and how. Every error names the file, the key path and the fix.
+Environment variable names are fixed (other tools and the manifests rely on them). The core's
+variables are :class:`Settings`; each installed platform's are its own sub-model
+(``Platform.settings``), validated from the same variables by :func:`load_settings` and reached
+as ``settings.platform(name)``. The YAML file's schema is :mod:`app.route_config` (re-exported
+here); :func:`resolve_routes` turns it into routes with their keys. Every error names the file,
+the key path and the fix.
 """
 
 from __future__ import annotations
@@ -11,248 +14,49 @@ import os
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
-    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from app.errors import ConfigError
-
-ENTITY_ALL = "ALL"
-
-
-class RedactionMode(StrEnum):
-    REDACT = "redact"
-    PSEUDONYMIZE = "pseudonymize"
-    BLOCK = "block"
-    OFF = "off"
-
-
-class AppMode(StrEnum):
-    CHAT = "chat"
-    ADVANCED_CHAT = "advanced-chat"
-    AGENT_CHAT = "agent-chat"
-    COMPLETION = "completion"
-    WORKFLOW = "workflow"
-
-    @property
-    def is_chat(self) -> bool:
-        return self in (AppMode.CHAT, AppMode.ADVANCED_CHAT, AppMode.AGENT_CHAT)
-
-
-# Where a Dify input value can come from (route ``inputs:`` maps Dify variable -> source).
-InputSource = Literal[
-    "speaker_id",
-    "speaker_name",
-    "speaker_email",
-    "channel_id",
-    "channel_name",
-    "workspace",
-    "platform",
-    "permalink",
-    "history",
-    # Slack agent view: what the user is looking at (app_context_changed), e.g. "channel:C0123".
-    "viewing",
-]
-
-# Slack native streaming (chat.startStream/appendStream/stopStream): "dm" streams in direct
-# messages (the agent view) and edits in channels; "always" streams everywhere; "off" edits.
-NativeStreaming = Literal["dm", "always", "off"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RedactionConfig(_Strict):
-    """Per-route redaction. Absent means ``redact`` every entity type: safe by default."""
-
-    mode: RedactionMode = RedactionMode.REDACT
-    entities: tuple[str, ...] = (ENTITY_ALL,)
-    # Tell the asker briefly that something was redacted.
-    notify: bool = True
-    # Countries whose national phone numbers this route's users write (ISO 3166 alpha-2, e.g.
-    # [FR, ES]): such numbers count as phones with separators ("06 12 34 56 78") or after a
-    # phone word, without a "+". JP, US/CA, GB, DE, CN and TH are always known.
-    phone_regions: tuple[str, ...] = ()
-
-    @field_validator("entities")
-    @classmethod
-    def _known_entities(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        from app.redact import ENTITY_TYPES  # lazy: app.redact imports this module
-
-        known = set(ENTITY_TYPES) | {ENTITY_ALL}
-        unknown = [e for e in v if e.upper() not in known]
-        if unknown:
-            raise ValueError(
-                f"unknown entity type(s) {unknown}; known: {', '.join(sorted(known))}"
-            )
-        return tuple(e.upper() for e in v)
-
-    @field_validator("phone_regions", mode="before")
-    @classmethod
-    def _known_regions(cls, v: Any) -> Any:
-        from app.redact import supported_phone_region  # lazy: app.redact imports this module
-
-        if isinstance(v, str):
-            v = [v]
-        if not isinstance(v, (list, tuple)):
-            return v
-        unknown = [r for r in v if not (isinstance(r, str) and supported_phone_region(r))]
-        if unknown:
-            raise ValueError(
-                f"unknown phone region(s) {unknown}; use ISO 3166 two-letter country codes "
-                "such as FR, ES, BR, KR"
-            )
-        return tuple(dict.fromkeys(r.strip().upper() for r in v))
-
-
-class DifyAppConfig(_Strict):
-    """One Dify app. The API key never lives in this file: name an env var or a file instead."""
-
-    base_url: str | None = None
-    api_key_env: str | None = None
-    api_key_file: str | None = None
-    mode: AppMode = AppMode.CHAT
-    # workflow apps: which input receives the message text, which output is the answer.
-    query_variable: str = "query"
-    output_variable: str | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_inline_key(cls, data: Any) -> Any:
-        if isinstance(data, dict) and ("api_key" in data or "key" in data):
-            raise ValueError(
-                "API keys must not be written in the config file: set api_key_env (the name of "
-                "an environment variable) or api_key_file (a path to a file holding the key)"
-            )
-        return data
-
-    @model_validator(mode="after")
-    def _one_key_source(self) -> DifyAppConfig:
-        if self.api_key_env and self.api_key_file:
-            raise ValueError("set only one of api_key_env and api_key_file")
-        return self
-
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {v!r}")
-        return v.rstrip("/") if v else v
-
-
-class RouteMatch(_Strict):
-    """Which messages a route answers; an absent field matches everything."""
-
-    platform: Literal["slack", "teams", "console"] | None = None
-    workspace: str | None = None
-    channel: str | None = None
-
-    @property
-    def specificity(self) -> int:
-        return (self.platform is not None) + 2 * (self.workspace is not None) + 4 * (
-            self.channel is not None
-        )
-
-
-class HumanInputConfig(_Strict):
-    """Who may answer the Human Input forms (approvals) a route's Dify app shows in a thread."""
-
-    # anyone in the thread; the person who asked (and anyone in ``allowed``); only ``allowed``.
-    answer_by: Literal["anyone", "asker", "listed"] = "anyone"
-    # Platform user ids (Slack U..., Teams AAD object ids), e-mail addresses, or Slack user
-    # group ids (S...), matched exactly.
-    allowed: tuple[str, ...] = ()
-
-    @model_validator(mode="after")
-    def _listed_needs_names(self) -> HumanInputConfig:
-        if self.answer_by == "listed" and not self.allowed:
-            raise ValueError("answer_by: listed needs at least one entry in allowed")
-        return self
-
-
-class RouteConfig(_Strict):
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
-    match: RouteMatch = RouteMatch()
-    dify: DifyAppConfig = DifyAppConfig()
-    redaction: RedactionConfig = RedactionConfig()
-    inputs: dict[str, InputSource] = Field(default_factory=dict)
-    fallback_text: str = (
-        "The assistant is not available right now. Please try again in a few minutes."
-    )
-    edit_interval: Annotated[float, Field(ge=0.2, le=60)] = 1.5
-    # Slack/Teams: keep answering in a thread the bot is part of without a new mention.
-    continue_in_thread: bool = True
-    # Slack: where answers use native streaming instead of chat.update edits (true = "always",
-    # false = "off" are accepted too). Slack refusing it falls back to edits on its own.
-    native_streaming: NativeStreaming = "dm"
-    # Slack native streaming: Dify's steps as cards between the text ("timeline") or grouped in
-    # one plan block ("plan").
-    task_display: Literal["timeline", "plan"] = "timeline"
-    # Words that start a fresh Dify conversation in the same thread.
-    reset_words: tuple[str, ...] = ("reset", "new topic")
-    # Earlier thread messages passed to Dify when ``inputs`` maps ``history``.
-    history_limit: Annotated[int, Field(ge=0, le=50)] = 10
-    # One-shot answer cache for slash-command questions (seconds; 0 = off).
-    answer_cache_ttl: Annotated[int, Field(ge=0, le=86400)] = 0
-    # Monthly Dify token quota per workspace for this route (0 = unlimited).
-    monthly_token_quota: Annotated[int, Field(ge=0)] = 0
-    # Feature switches for what appears under a finished answer.
-    feedback_buttons: bool = True
-    # A "New topic" button under chat answers: the same as typing a reset word.
-    reset_button: bool = True
-    suggested_questions: bool = True
-    show_sources: bool = True
-    # Bounds on one answer; unset means the environment's DIFY_FIRST_CONTENT_TIMEOUT,
-    # DIFY_ANSWER_TIMEOUT and MAX_MESSAGES_PER_ANSWER.
-    first_content_timeout: Annotated[float, Field(gt=0, le=86400)] | None = None
-    answer_timeout: Annotated[float, Field(gt=0, le=86400)] | None = None
-    max_messages_per_answer: Annotated[int, Field(ge=1, le=100)] | None = None
-
-    # Human Input forms: who may answer them in the thread.
-    human_input: HumanInputConfig = HumanInputConfig()
-    # While the model reasons (Dify ``reasoning_chunk``), show "Thinking…" on the status line;
-    # the reasoning itself is never shown.
-    thinking_status: bool = False
-
-    @field_validator("native_streaming", mode="before")
-    @classmethod
-    def _streaming_bool(cls, v: Any) -> Any:
-        # Before "dm" existed the switch was a boolean.
-        if isinstance(v, bool):
-            return "always" if v else "off"
-        return v
-
-
-class BridgeFile(_Strict):
-    """The YAML document as a whole."""
-
-    version: Literal[1] = 1
-    routes: tuple[RouteConfig, ...] = ()
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> BridgeFile:
-        seen: set[str] = set()
-        for r in self.routes:
-            if r.name in seen:
-                raise ValueError(f"route name {r.name!r} is used twice; names must be unique")
-            seen.add(r.name)
-        return self
+from app.route_config import (
+    AppMode,
+    BridgeFile,
+    DifyAppConfig,
+    HumanInputConfig,
+    InputSource,
+    RedactionConfig,
+    RedactionMode,
+    RouteConfig,
+    RouteMatch,
+    load_bridge_file,
+)
 
 
 class LogFormat(StrEnum):
     JSON = "json"
     CONSOLE = "console"
+
+
+class PlatformSettings(BaseModel):
+    """Base of a platform's settings sub-model (``Platform.settings``): its fields are environment
+    variables like the core's (field ``foo_bar`` is ``FOO_BAR``), validated when the settings load
+    and reached as ``settings.platform(name)``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    def secret(self, name: str) -> str | None:
+        value = getattr(self, name)
+        return value.get_secret_value() if isinstance(value, SecretStr) else value
 
 
 class Settings(BaseSettings):
@@ -376,61 +180,7 @@ class Settings(BaseSettings):
     max_messages_per_answer: int = Field(
         10, ge=1, le=100,
         description="Chat messages one answer may fill; the rest goes as a file where the "
-        "platform allows (Slack), else the answer is cut with a note.",
-    )
-
-    # --- Slack
-    slack_bot_token: SecretStr | None = Field(None, description="`xoxb-` token (one workspace).")
-    slack_signing_secret: SecretStr | None = Field(
-        None, description="Verifies `POST /slack/events`."
-    )
-    slack_app_token: SecretStr | None = Field(
-        None, description="`xapp-` token: turns on Socket Mode (no public URL needed)."
-    )
-    slack_client_id: str | None = Field(None, description="OAuth install flow (many workspaces).")
-    slack_client_secret: SecretStr | None = Field(None, description="OAuth install flow.")
-    slack_state_secret: SecretStr | None = Field(None, description="OAuth state signing secret.")
-    slack_api_url: str = Field("https://slack.com/api/", description="Slack Web API base URL.")
-    slack_slash_command: str = Field("/ask", description="The slash command the bot answers.")
-    slack_config_token: SecretStr | None = Field(
-        None, description="App configuration token for `manifest slack --push`."
-    )
-    slack_app_id: str | None = Field(None, description="App id for `manifest slack --push`.")
-
-    # --- Teams
-    microsoft_app_id: str | None = Field(None, description="Bot's Microsoft app id.")
-    microsoft_app_password: SecretStr | None = Field(None, description="Bot's client secret.")
-    microsoft_app_certificate_path: str | None = Field(
-        None,
-        description="Instead of a client secret: a PEM (private key + certificate) or PKCS#12 "
-        "file of a certificate uploaded to the bot's app registration.",
-    )
-    microsoft_app_certificate_password: SecretStr | None = Field(
-        None, description="Password of an encrypted certificate file."
-    )
-    microsoft_app_tenant_id: str | None = Field(
-        None, description="Required for SingleTenant and UserAssignedMSI."
-    )
-    microsoft_app_type: Literal["SingleTenant", "MultiTenant", "UserAssignedMSI"] = Field(
-        "SingleTenant", description="Bot registration type."
-    )
-    teams_allow_unauthenticated: bool = Field(
-        False,
-        description="Local mode without an app id (Emulator, tests): loopback serviceUrls only.",
-    )
-    microsoft_token_url: str | None = Field(
-        None,
-        description="Override the Entra ID token endpoint for outgoing Teams calls (tests, "
-        "sovereign clouds). Default: login.microsoftonline.com for the tenant.",
-    )
-    teams_tenant_rps: float = Field(
-        28.0, ge=0.5, le=1000,
-        description="Bot Connector calls per second per tenant from all replicas together (Teams "
-        "allows 30 per app per tenant; shared through Redis).",
-    )
-    teams_openid_metadata_url: str = Field(
-        "https://login.botframework.com/v1/.well-known/openidconfiguration",
-        description="Where inbound JWT signing keys are found.",
+        "platform allows, else the answer is cut with a note.",
     )
 
     @field_validator("log_level")
@@ -448,9 +198,23 @@ class Settings(BaseSettings):
             raise ValueError("DIFY_BASE_URL must start with http:// or https://")
         return v.rstrip("/")
 
+    _platforms: dict[str, PlatformSettings] = PrivateAttr(default_factory=dict)
+
     def secret(self, name: str) -> str | None:
         value = getattr(self, name)
         return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+    def platform(self, name: str) -> PlatformSettings:
+        """The settings sub-model of platform ``name`` (``KeyError`` if it declares none)."""
+        try:
+            return self._platforms[name]
+        except KeyError:
+            raise KeyError(f"platform {name!r} has no settings loaded") from None
+
+    @property
+    def platforms(self) -> dict[str, PlatformSettings]:
+        """Every installed platform's settings, by platform name."""
+        return dict(self._platforms)
 
 
 class Route:
@@ -475,43 +239,6 @@ def mask(secret: str) -> str:
     if len(secret) <= 8:
         return "****"
     return f"{secret[:4]}…{secret[-2:]}"
-
-
-def _format_validation(err: ValidationError, file: str) -> ConfigError:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key (check the spelling against config/bridge.example.yaml)"
-    elif msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    more = len(err.errors()) - 1
-    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return ConfigError(f"{msg}{tail}", file=file, key=loc)
-
-
-def load_bridge_file(path: str | Path) -> BridgeFile:
-    """Parse and validate the routing YAML; raise :class:`ConfigError` naming file and key."""
-    p = Path(path)
-    try:
-        raw = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"cannot read: {e.strerror}", file=str(p)) from e
-    try:
-        data = yaml.safe_load(raw)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError(f"not valid YAML{where}: {problem}", file=str(p)) from e
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError("the top level must be a mapping with a `routes:` list", file=str(p))
-    try:
-        return BridgeFile.model_validate(data)
-    except ValidationError as e:
-        raise _format_validation(e, str(p)) from e
 
 
 def _problem(problems: list[ConfigError] | None, error: ConfigError) -> None:
@@ -608,20 +335,50 @@ class _ExplicitSettings(Settings):
         return (init_settings,)
 
 
+def _variables(env: Mapping[str, str], model: type[BaseModel]) -> dict[str, Any]:
+    """The entries of ``env`` that are fields of ``model``, by field name (case-insensitive)."""
+    fields = model.model_fields
+    return {k.lower(): v for k, v in env.items() if k.lower() in fields}
+
+
+def _config_error(e: ValidationError) -> ConfigError:
+    first = e.errors()[0]
+    name = str(first["loc"][0]).upper() if first["loc"] else "?"
+    msg = first["msg"].removeprefix("Value error, ")
+    return ConfigError(f"{msg}", key=name)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read the environment (or only ``env``); a bad value raises :class:`ConfigError` naming
-    the variable."""
+    """Read the environment (or only ``env``): the core settings and every installed platform's
+    sub-model from the same variables. A bad value raises :class:`ConfigError` naming the
+    variable."""
+    from app.plugin import discover  # lazy: platform packages import this module
+
     try:
-        if env is None:
-            return Settings()
-        fields = Settings.model_fields
-        values: dict[str, Any] = {k.lower(): v for k, v in env.items() if k.lower() in fields}
-        return _ExplicitSettings(**values)
+        settings = Settings() if env is None else _ExplicitSettings(**_variables(env, Settings))
     except ValidationError as e:
-        first = e.errors()[0]
-        name = str(first["loc"][0]).upper() if first["loc"] else "?"
-        msg = first["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{msg}", key=name) from e
+        raise _config_error(e) from e
+    source = os.environ if env is None else env
+    for platform in discover():
+        if platform.settings is None:
+            continue
+        try:
+            sub = platform.settings.model_validate(_variables(source, platform.settings))
+        except ValidationError as e:
+            raise _config_error(e) from e
+        settings._platforms[platform.name] = sub
+    return settings
+
+
+def variable_names() -> list[str]:
+    """Every environment variable the settings read: the core's, then each platform's."""
+    from app.plugin import discover
+
+    names = [n.upper() for n in Settings.model_fields]
+    for platform in discover():
+        if platform.settings is not None:
+            names += [n.upper() for n in platform.settings.model_fields]
+    return names
 
 
 __all__ = [
@@ -631,6 +388,7 @@ __all__ = [
     "DifyAppConfig",
     "HumanInputConfig",
     "InputSource",
+    "PlatformSettings",
     "RedactionConfig",
     "RedactionMode",
     "Route",
@@ -642,4 +400,5 @@ __all__ = [
     "mask",
     "resolve_routes",
     "routing_file",
+    "variable_names",
 ]

@@ -1,8 +1,9 @@
-"""Generate the settings table (docs site) and .env.example from the settings model: no drift.
+"""Generate the settings reference and .env.example from the settings models, so neither drifts.
 
 ``python -m app.settings_doc markdown`` / ``python -m app.settings_doc env`` print them;
 ``python -m app.settings_doc docs`` rewrites the table in the configuration reference page. A test
-checks that the page and .env.example hold exactly what this prints.
+checks that the page and .env.example hold exactly what this prints. The core's variables come first, then
+one section per installed platform (its ``Platform.settings`` sub-model).
 """
 
 from __future__ import annotations
@@ -11,16 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from app.plugin import discover
 from app.settings import Settings
 
-_GROUPS = {"slack_": "Slack", "microsoft_": "Teams", "teams_": "Teams"}
 _REQUIRED = {"dify_api_key"}
-
-
-def _group(name: str) -> str:
-    return next((g for p, g in _GROUPS.items() if name.startswith(p)), "Core")
 
 
 def _default(field: FieldInfo) -> str:
@@ -32,32 +30,45 @@ def _default(field: FieldInfo) -> str:
     return str(d)
 
 
-def markdown() -> str:
+def _sections() -> list[tuple[str, type[BaseModel]]]:
+    """(title, model): the core's settings, then each platform's that has some."""
+    out: list[tuple[str, type[BaseModel]]] = [("Core", Settings)]
+    out += [(p.display_name, p.settings) for p in discover() if p.settings is not None]
+    return out
+
+
+def _table(model: type[BaseModel]) -> list[str]:
     rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
-    for name, field in Settings.model_fields.items():
+    for name, field in model.model_fields.items():
         default = _default(field)
         shown = f"`{default}`" if default else ("**required**" if name in _REQUIRED else "unset")
         desc = (field.description or "").replace("|", "\\|")
         rows.append(f"| `{name.upper()}` | {shown} | {desc} |")
-    return "\n".join(rows) + "\n"
+    return rows
+
+
+def markdown() -> str:
+    """The core's table, then a ``#### <Platform>`` heading and table per platform."""
+    out: list[str] = []
+    for title, model in _sections():
+        if out:
+            out += ["", f"#### {title}", ""]
+        out += _table(model)
+    return "\n".join(out) + "\n"
 
 
 def env_example() -> str:
     out = [
         "# dify-bridge environment. Copy to .env: every dify-bridge command run in this",
         "# directory reads it (variables set in the environment win). Generated from",
-        "# app/settings.py by `python -m app.settings_doc env`: edit the model, not this list.",
+        "# the settings models by `python -m app.settings_doc env`: edit them, not this list.",
     ]
-    group = ""
-    for name, field in Settings.model_fields.items():
-        g = _group(name)
-        if g != group:
-            out += ["", f"# --- {g}"]
-            group = g
-        out.append(f"# {field.description or ''}")
-        default = _default(field)
-        line = f"{name.upper()}={default}"
-        out.append(line if name in _REQUIRED else f"# {line}")
+    for title, model in _sections():
+        out += ["", f"# --- {title}"]
+        for name, field in model.model_fields.items():
+            out.append(f"# {field.description or ''}")
+            line = f"{name.upper()}={_default(field)}"
+            out.append(line if name in _REQUIRED else f"# {line}")
     return "\n".join(out) + "\n"
 
 

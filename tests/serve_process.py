@@ -20,16 +20,17 @@ from typing import Any
 
 import httpx
 
-from app.settings import Settings
+from app.settings import variable_names
 
 ROOT = Path(__file__).resolve().parent.parent
+SETTINGS_VARIABLES = frozenset(variable_names())
 
 
 def clean_env(**settings: str) -> dict[str, str]:
     """The machine's environment without any dify-bridge setting, plus ``settings``."""
     env = {
         k: v for k, v in os.environ.items()
-        if k.lower() not in Settings.model_fields
+        if k.upper() not in SETTINGS_VARIABLES
         and k not in ("KUBERNETES_SERVICE_HOST", "DIFY_BRIDGE_ENV_FILE", "MICROSOFT_TOKEN_URL")
     }
     env["PYTHONPATH"] = str(ROOT)

@@ -16,7 +16,7 @@ import pytest_asyncio
 import yaml
 
 from app.cli import build_parser
-from app.settings import Settings
+from app.settings import variable_names
 from tests.fakes.slack_manifest_api import FakeSlackManifestApi
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,8 +30,8 @@ Run = Callable[..., Awaitable[tuple[int, str, str]]]
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
     """A clean environment: no setting leaks in from the machine; commands run at the repo root."""
-    for name in Settings.model_fields:
-        monkeypatch.delenv(name.upper(), raising=False)
+    for name in variable_names():
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("BRIDGE_CONFIG", "")  # no routing file: the one default route
     monkeypatch.chdir(ROOT)
     yield monkeypatch
@@ -267,6 +267,29 @@ async def test_teams_check_of_an_admins_folder_reports_icon_sizes(
     assert out.strip().endswith("OK (3 warning(s))")  # example.com developer pages
 
 
+async def test_teams_check_names_each_field_the_schema_rejects_with_its_pointer(
+    run: Run, env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    env.setenv("MICROSOFT_APP_ID", APP_ID)
+    teams = ROOT / "manifests/teams"
+    m = json.loads((teams / "manifest.json").read_text())
+    m["name"]["short"] = "x" * 31
+    m["bots"][0]["supportsFiles"] = "yes"
+    m["colour"] = "#fff"
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    for icon in ("color.png", "outline.png"):
+        (tmp_path / icon).write_bytes((teams / icon).read_bytes())
+    code, out, _ = await run("manifest", "teams", "--check", str(tmp_path))
+    assert code == 1
+    where = f"ERROR {tmp_path / 'manifest.json'}"
+    fix = "see the Teams manifest schema 1.30 for this field"
+    assert f"{where}: /name/short: length 31 is outside 0-30 -> {fix}" in out
+    assert f"{where}: /bots/0/supportsFiles: must be of type boolean -> {fix}" in out
+    assert (f"{where}: /colour: is not a known field in this manifest version -> check the "
+            "spelling or the manifestVersion") in out
+    assert out.strip().endswith("3 error(s)")
+
+
 # -------------------------------------------------------------------------------- config check
 
 ROUTES = """
@@ -385,7 +408,7 @@ def _between(text: str, name: str) -> str:
 
 
 def test_the_installed_entry_point_runs_the_admin_commands(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    env = {k: v for k, v in os.environ.items() if k.upper() not in variable_names()}
     env["BRIDGE_CONFIG"] = ""
     done = subprocess.run(
         [sys.executable, "-m", "app.cli", "manifest", "slack", "--check", "--socket-mode"],
@@ -399,7 +422,7 @@ def test_the_installed_entry_point_runs_the_admin_commands(tmp_path: Path) -> No
 
 
 def test_admin_guide_tables_are_generated_from_the_code_so_they_cannot_drift() -> None:
-    from app.manifests import slack_scopes_markdown
+    from adapters.slack.manifest import slack_scopes_markdown
     from app.settings_doc import markdown
 
     reference = (ROOT / "docs" / "reference" / "configuration.md").read_text()

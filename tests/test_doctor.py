@@ -20,7 +20,7 @@ from aiohttp import web
 
 from app.cli import build_parser
 from app.doctor import safe_url
-from app.settings import Settings
+from app.settings import variable_names
 from tests.fakes.dify import FakeDify, Fault
 from tests.fakes.slack_manifest_api import BotToken, FakeSlackManifestApi
 
@@ -101,8 +101,8 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_url: str,
         dify: FakeDify, slack: FakeSlackManifestApi, login: FakeLogin,
         ) -> Iterator[pytest.MonkeyPatch]:
     """A healthy setup: every check passes until a test breaks one thing."""
-    for name in Settings.model_fields:
-        monkeypatch.delenv(name.upper(), raising=False)
+    for name in variable_names():
+        monkeypatch.delenv(name, raising=False)
     key = "app-" + secrets.token_hex(8)
     dify.add_app(key, mode="chat", name="Helpdesk")
     bot = "xoxb-" + secrets.token_hex(6)

@@ -18,19 +18,21 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from adapters.slack.manifest import (
+    check_slack_manifest,
+    default_slack_manifest,
+    render_slack_manifest,
+)
+from adapters.teams.manifest import (
+    build_teams_zip,
+    check_teams_manifest,
+    fill_teams_manifest,
+    read_teams_dir,
+    validate_against_schema,
+)
 from app import manifests
 from app.errors import ConfigError
-from app.manifests import (
-    check_slack_manifest,
-    check_teams_manifest,
-    default_slack_manifest,
-    fill_teams_manifest,
-    load_manifest_file,
-    png_size,
-    read_teams_dir,
-    render_slack_manifest,
-    validate_json_schema,
-)
+from app.manifests import load_manifest_file, png_size
 
 ROOT = Path(__file__).resolve().parent.parent
 SLACK_FILE = ROOT / "manifests/slack/manifest.yaml"
@@ -307,12 +309,41 @@ def test_schema_catches_unknown_fields_bad_scopes_and_too_long_names() -> None:
     bad["name"]["short"] = "x" * 31
     del bad["developer"]["privacyUrl"]
     bad["accentColor"] = "blue"
-    found = {p.pointer: p.message for p in validate_json_schema(bad, schema)}
+    found = {p.pointer: p.message for p in validate_against_schema(bad, schema)}
     assert found["/botz"] == "is not a known field in this manifest version"
     assert "'channel' is not one of" in found["/bots/0/scopes/1"]
     assert found["/name/short"] == "length 31 is outside 0-30"
     assert found["/developer/privacyUrl"] == "is required"
     assert "/accentColor" in found
+
+
+def test_jsonschema_errors_point_at_the_field_inside_arrays_and_nested_objects() -> None:
+    m, _, schema = read_teams_dir(TEAMS_DIR)
+    assert schema is not None
+    bad = copy.deepcopy(fill_teams_manifest(m, app_id=APP_ID))
+    bad["bots"][0]["commandLists"] = [
+        {"scopes": ["personal", "nowhere"], "triggers": ["mention", "slash", "mention"]}]
+    del bad["bots"][0]["scopes"]
+    bad["icons"] = {"color": "color.png"}
+    problems = validate_against_schema(bad, schema)
+    found = {p.pointer: p.message for p in problems}
+    assert found["/bots/0/commandLists/0/scopes/1"].startswith("'nowhere' is not one of")
+    assert found["/bots/0/commandLists/0/triggers"] == "has 3 items; allowed 0-2"
+    assert found["/bots/0/scopes"] == "is required"
+    assert found["/bots/0/commandLists/0/commands"] == "is required"
+    assert found["/icons/outline"] == "is required"
+    assert len(problems) == 5
+    assert all(p.severity == "error" and p.pointer.startswith("/") for p in problems)
+
+
+def test_a_schema_that_cannot_be_applied_is_one_problem_not_a_crash() -> None:
+    m, _, _ = read_teams_dir(TEAMS_DIR)
+    broken = {"type": "object", "properties": {"name": {"$ref": "#/definitions/nowhere"}}}
+    [problem] = validate_against_schema(m, broken)
+    assert problem.pointer == "/"
+    assert "could not be applied" in problem.message
+    [problem] = validate_against_schema(m, {"type": "object", "required": "name"})
+    assert "not valid JSON Schema" in problem.message
 
 
 def test_without_a_shipped_schema_the_required_fields_are_still_checked() -> None:
@@ -325,7 +356,7 @@ def test_without_a_shipped_schema_the_required_fields_are_still_checked() -> Non
 
 def test_package_zip_holds_manifest_and_icons_at_the_root() -> None:
     m, files, _ = read_teams_dir(TEAMS_DIR)
-    data = manifests.build_teams_zip(fill_teams_manifest(m, app_id=APP_ID), files)
+    data = build_teams_zip(fill_teams_manifest(m, app_id=APP_ID), files)
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         assert sorted(z.namelist()) == ["color.png", "manifest.json", "outline.png"]
         packed = json.loads(z.read("manifest.json"))

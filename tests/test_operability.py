@@ -409,10 +409,10 @@ def test_every_option_of_every_subcommand_has_a_one_line_help() -> None:
 
 @pytest.fixture
 def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
-    from app.settings import Settings
+    from app.settings import variable_names
 
-    for name in Settings.model_fields:
-        monkeypatch.delenv(name.upper(), raising=False)
+    for name in variable_names():
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     return monkeypatch
 

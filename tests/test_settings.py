@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from adapters.slack.settings import slack_settings
+from adapters.teams.settings import teams_settings
 from app.errors import ConfigError
 from app.model import ThreadKey
 from app.routing import Router
@@ -15,6 +17,7 @@ from app.settings import (
     load_bridge_file,
     load_settings,
     resolve_routes,
+    variable_names,
 )
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "bridge.example.yaml"
@@ -45,6 +48,47 @@ def test_without_dify_api_key_the_error_names_it() -> None:
 def test_bad_env_value_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="key LOG_FORMAT"):
         load_settings({"LOG_FORMAT": "xml"})
+
+
+def test_each_platform_reads_its_own_variables_into_its_own_settings() -> None:
+    s = load_settings({"SLACK_BOT_TOKEN": "xoxb-1", "MICROSOFT_APP_ID": "app", "PORT": "8080"})
+    slack, teams = slack_settings(s), teams_settings(s)
+    assert s.platform("slack") is slack
+    assert slack.secret("slack_bot_token") == "xoxb-1"
+    assert slack.slack_slash_command == "/ask"  # the documented default
+    assert teams.microsoft_app_id == "app"
+    assert s.port == 8080
+    assert set(s.platforms) >= {"slack", "teams"}
+    assert "SLACK_BOT_TOKEN" in variable_names() and "DIFY_API_KEY" in variable_names()
+
+
+def test_a_bad_platform_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="key MICROSOFT_APP_TYPE"):
+        load_settings({"MICROSOFT_APP_TYPE": "Everyone"})
+    with pytest.raises(ConfigError, match="key TEAMS_TENANT_RPS"):
+        load_settings({"TEAMS_TENANT_RPS": "0"})
+
+
+def test_platform_variables_come_from_the_environment_and_env_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from app.cli import load_env_file
+
+    for name in variable_names():
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLACK_SLASH_COMMAND", "/helpdesk")
+    (tmp_path / ".env").write_text("SLACK_SLASH_COMMAND=/ignored\nMICROSOFT_APP_ID=from-file\n")
+    monkeypatch.setenv("DIFY_BRIDGE_ENV_FILE", str(tmp_path / ".env"))
+    load_env_file()
+    s = load_settings()
+    assert slack_settings(s).slack_slash_command == "/helpdesk"  # real env wins
+    assert teams_settings(s).microsoft_app_id == "from-file"
+
+
+def test_a_route_for_a_platform_that_is_not_installed_is_refused(tmp_path: Path) -> None:
+    p = write(tmp_path, "routes:\n  - name: x\n    match: {platform: slak}\n")
+    with pytest.raises(ConfigError, match=r"routes.0.match.platform.*unknown platform 'slak'"):
+        load_bridge_file(p)
 
 
 def test_the_example_config_is_valid_and_routes_by_specificity() -> None:

@@ -4,9 +4,27 @@
 README.md (Slack) for setup.
 """
 
-from adapters.slack._adapter import SLACK_LIMITS, SlackAdapter, create
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from adapters.slack.admin import ADMIN
+from adapters.slack.settings import SlackSettings
 from app.plugin import Platform
 
-__all__ = ["PLATFORM", "SLACK_LIMITS", "SlackAdapter", "create"]
+if TYPE_CHECKING:
+    from adapters.slack._adapter import SlackAdapter
+    from app.context import AdapterContext
 
-PLATFORM = Platform(name="slack", create=create)
+__all__ = ["PLATFORM", "create"]
+
+
+def create(ctx: AdapterContext) -> SlackAdapter | None:
+    """The Slack adapter, or None (after one log line naming what to set) when not configured."""
+    # Imported when serving only: the settings and the admin commands load this package too.
+    from adapters.slack._adapter import create as build
+
+    return build(ctx)
+
+
+PLATFORM = Platform(name="slack", create=create, settings=SlackSettings, admin=ADMIN)

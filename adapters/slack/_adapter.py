@@ -40,6 +40,7 @@ from adapters.slack._edge import Refused, check_shape, check_signature, decode, 
 from adapters.slack._handlers import SlackHandlers
 from adapters.slack._socket import SocketModeConnection
 from adapters.slack._webapi import SlackApi, make_client
+from adapters.slack.settings import slack_settings
 from app.errors import PlatformError
 from app.health import Backoff
 from app.model import PlatformLimits
@@ -87,12 +88,12 @@ class SlackAdapter:
     limits = SLACK_LIMITS
 
     def __init__(self, ctx: AdapterContext, session: aiohttp.ClientSession, *, owns_session: bool):
-        s = ctx.settings
+        s = slack_settings(ctx.settings)
         self._ctx = ctx
         self._session = session
         self._owns_session = owns_session
         self._api_url = s.slack_api_url if s.slack_api_url.endswith("/") else s.slack_api_url + "/"
-        self._max_body = s.max_body_bytes
+        self._max_body = ctx.settings.max_body_bytes
         self._signing_secret = s.secret("slack_signing_secret") or ""
         self._secret_bytes = self._signing_secret.encode()
         self._app_token = s.secret("slack_app_token")
@@ -436,7 +437,7 @@ def _quiet_sdk_loggers() -> None:
 
 def create(ctx: AdapterContext) -> SlackAdapter | None:
     """Build the Slack adapter, or return None (after one log line) when it is not configured."""
-    s = ctx.settings
+    s = slack_settings(ctx.settings)
     oauth = bool(
         s.slack_client_id and s.secret("slack_client_secret") and s.secret("slack_state_secret")
     )

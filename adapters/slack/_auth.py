@@ -27,6 +27,7 @@ from slack_sdk.oauth.installation_store.async_installation_store import AsyncIns
 from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
 
 from adapters.slack._webapi import SlackApi, SlackCallError
+from adapters.slack.hints import SLACK_AUTH_HINTS
 
 log = structlog.get_logger(__name__)
 
@@ -209,8 +210,6 @@ class SingleTeamAuthorize(AsyncAuthorize):
 
 def auth_problem(code: str) -> tuple[str, str, str]:
     """(reason, setting, fix) for a failed ``auth.test`` of SLACK_BOT_TOKEN."""
-    from app.doctor import SLACK_AUTH_HINTS
-
     if code == "transport" or code.startswith("http_5"):
         return (f"Slack cannot be reached ({code})", "SLACK_API_URL",
                 "check outbound HTTPS to slack.com (proxy, firewall, DNS)")

@@ -8,29 +8,38 @@ Which SDK). ``PLATFORM`` is what the core discovers (entry point group ``dify_br
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import structlog
 
-from adapters.teams.adapter import TeamsAdapter
-from app.client_assertion import Certificate, CertificateError, load_certificate
-from app.context import AdapterContext
+from adapters.teams.admin import ADMIN
+from adapters.teams.settings import TeamsSettings, teams_settings
 from app.plugin import Platform
+
+if TYPE_CHECKING:
+    from adapters.teams.adapter import TeamsAdapter
+    from adapters.teams.client_assertion import Certificate
+    from app.context import AdapterContext
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["PLATFORM", "TeamsAdapter", "create"]
+__all__ = ["PLATFORM", "create"]
 
 DEFAULT_TENANT_RPS = 28.0
 
 
 def create(ctx: AdapterContext) -> TeamsAdapter | None:
     """The Teams adapter, or None (after one log line naming what to set) when not configured."""
-    s = ctx.settings
+    # Imported when serving only: the settings and the admin commands load this package too.
+    from adapters.teams.adapter import TeamsAdapter
+    from adapters.teams.client_assertion import CertificateError, load_certificate
+
+    s = teams_settings(ctx.settings)
     app_id = (s.microsoft_app_id or "").strip() or None
     password = s.secret("microsoft_app_password")
-    # Not yet a Settings field: overridable token endpoint (tests, sovereign clouds).
-    token_url = getattr(s, "microsoft_token_url", None) or os.environ.get("MICROSOFT_TOKEN_URL")
-    rps = _tenant_rps(getattr(s, "teams_tenant_rps", None) or os.environ.get("TEAMS_TENANT_RPS"))
+    # Overridable token endpoint (tests, sovereign clouds).
+    token_url = s.microsoft_token_url or os.environ.get("MICROSOFT_TOKEN_URL")
+    rps = _tenant_rps(s.teams_tenant_rps)
     if app_id is None:
         if not s.teams_allow_unauthenticated:
             log.info(
@@ -99,4 +108,4 @@ def _tenant_rps(raw: object) -> float:
     return value
 
 
-PLATFORM = Platform(name="teams", create=create)
+PLATFORM = Platform(name="teams", create=create, settings=TeamsSettings, admin=ADMIN)

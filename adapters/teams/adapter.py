@@ -24,11 +24,12 @@ from redis.exceptions import RedisError
 from adapters.teams import _sdk, compose, files
 from adapters.teams import activities as acts
 from adapters.teams.auth import SigningKeys, TokenValidator, Unauthorized, is_loopback_url
+from adapters.teams.client_assertion import Certificate
 from adapters.teams.connector import BotConnector, TenantPacer
 from adapters.teams.reply import EditReply, Runtime, StreamReply
+from adapters.teams.settings import teams_settings
 from adapters.teams.tokens import TokenSource
 from app.budgets import SharedBudgets
-from app.client_assertion import Certificate
 from app.context import AdapterContext
 from app.errors import PlatformError
 from app.forms import FormAnswer, FormResult, Outcome, Responder
@@ -192,7 +193,7 @@ class TeamsAdapter:
     def _ready(self) -> Runtime:
         if self._runtime is not None:
             return self._runtime
-        settings = self.ctx.settings
+        settings = teams_settings(self.ctx.settings)
         if self.ctx.http is not None:
             self._session = self.ctx.http
         else:

@@ -3,7 +3,7 @@
 ``SingleTenant``/``MultiTenant``: OAuth client credentials against Entra ID
 (``login.microsoftonline.com/<tenant or botframework.com>/oauth2/v2.0/token``, scope
 ``https://api.botframework.com/.default``), proven by the client secret or by a certificate
-(a signed client assertion, ``app.client_assertion``). ``UserAssignedMSI``: the Azure instance
+(a signed client assertion, ``client_assertion``). ``UserAssignedMSI``: the Azure instance
 metadata endpoint with the managed identity's client id. Tokens are cached until 5 minutes before
 expiry; one refresh at a time. ``MICROSOFT_TOKEN_URL`` overrides the endpoint (tests, sovereign
 clouds). Our own client on aiohttp rather than MSAL: README, Which SDK.
@@ -20,7 +20,8 @@ import aiohttp
 import structlog
 
 from adapters.teams import _sdk
-from app.client_assertion import Certificate
+from adapters.teams.client_assertion import Certificate
+from adapters.teams.hints import AAD_HINTS
 from app.errors import PlatformError
 
 log = structlog.get_logger(__name__)
@@ -166,8 +167,6 @@ class TokenSource:
 
 
 def aad_hint(code: str) -> str:
-    from app.doctor import AAD_HINTS
-
     return AAD_HINTS.get(code, "check MICROSOFT_APP_ID, MICROSOFT_APP_PASSWORD, "
                          "MICROSOFT_APP_TENANT_ID and MICROSOFT_APP_TYPE")
 
