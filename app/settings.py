@@ -28,14 +28,14 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from app.errors import ConfigError
+from app.plugin import discover
+from app.redact.config import RedactionConfig, RedactionMode
 from app.route_config import (
     AppMode,
     BridgeFile,
     DifyAppConfig,
     HumanInputConfig,
     InputSource,
-    RedactionConfig,
-    RedactionMode,
     RouteConfig,
     RouteMatch,
     load_bridge_file,
@@ -352,7 +352,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read the environment (or only ``env``): the core settings and every installed platform's
     sub-model from the same variables. A bad value raises :class:`ConfigError` naming the
     variable."""
-    from app.plugin import discover  # lazy: platform packages import this module
 
     try:
         settings = Settings() if env is None else _ExplicitSettings(**_variables(env, Settings))
@@ -372,7 +371,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 def variable_names() -> list[str]:
     """Every environment variable the settings read: the core's, then each platform's."""
-    from app.plugin import discover
 
     names = [n.upper() for n in Settings.model_fields]
     for platform in discover():

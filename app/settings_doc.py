@@ -2,8 +2,8 @@
 
 ``python -m app.settings_doc markdown`` / ``python -m app.settings_doc env`` print them;
 ``python -m app.settings_doc docs`` rewrites the table in the configuration reference page. A test
-checks that the page and .env.example hold exactly what this prints. The core's variables come first, then
-one section per installed platform (its ``Platform.settings`` sub-model).
+checks that the page and .env.example hold exactly what this prints. The core's variables come
+first, then one section per installed platform (its ``Platform.settings`` sub-model).
 """
 
 from __future__ import annotations

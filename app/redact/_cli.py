@@ -12,7 +12,7 @@ from app.redact._redactor import get_redactor, marker, replace
 from app.redact._service import canonical
 from app.redact._types import NEVER_STORED, Finding
 from app.redact._vault import PseudoMap
-from app.settings import RedactionConfig, RedactionMode
+from app.redact.config import RedactionConfig, RedactionMode
 
 
 class _UsageError(Exception):

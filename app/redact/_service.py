@@ -14,7 +14,7 @@ from app.redact._redactor import get_redactor, marker, replace
 from app.redact._restore import Restorer
 from app.redact._types import LABELS, NEVER_STORED, Finding
 from app.redact._vault import PseudonymVault
-from app.settings import RedactionConfig, RedactionMode
+from app.redact.config import RedactionConfig, RedactionMode
 
 if TYPE_CHECKING:
     import redis.asyncio
