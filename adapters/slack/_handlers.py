@@ -35,7 +35,7 @@ from adapters.slack._native import Refusals
 from adapters.slack._normalize import Ignore, classify, slack_to_plain, ts_to_time
 from adapters.slack._reply import ReplyOptions, SlackReply
 from adapters.slack._webapi import SlackApi, SlackCallError, make_client
-from app import render_slack
+from adapters.slack.render import escape as slack_escape
 from app.budgets import SharedBudgets
 from app.errors import BridgeError, PlatformRateLimited, UserFacingError
 from app.forms import FormAnswer, FormResult, Outcome, Responder
@@ -599,7 +599,7 @@ class SlackHandlers:
                 channel=key.channel,
                 thread_ts=key.thread,
                 # The question came from the model: it must not notify anyone.
-                text=f"<@{user}> asked: {render_slack.escape(question)}"[:3900],
+                text=f"<@{user}> asked: {slack_escape(question)}"[:3900],
             )
             received = ts_to_time(_s(posted, "ts")) or received
         except BridgeError as e:
