@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -210,7 +210,12 @@ class Reply(Protocol):
         """The run paused on Human Input forms: show the answer so far (``text``, may be empty)
         and each form with its content, fields and one button per action (a form whose
         ``blocked`` is set is shown with that explanation instead of inputs and buttons).
-        A click comes back through the adapter as ``Bridge.answer_form``."""
+        A click comes back through the adapter as ``BridgeApi.answer_form``."""
+
+    def resume_token(self) -> Mapping[str, str] | None:
+        """What the adapter's :meth:`Adapter.resume` needs to finish this answer's message from
+        another replica if this one dies mid-answer (the message's ids), or None when the reply
+        cannot be resumed (nothing posted yet, or a platform without resumption)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +246,11 @@ class Adapter(Protocol):
 
     async def stop(self) -> None:
         """Close connections; in-flight answers are the pipeline's to finish."""
+
+    async def resume(self, token: Mapping[str, str], text: str) -> None:
+        """Put ``text`` in the message a reply's :meth:`Reply.resume_token` names: the core calls
+        it for answers a replica died in the middle of. A platform whose replies give no token
+        is never called and may do nothing."""
 
 
 JSONDict = dict[str, Any]

@@ -377,8 +377,7 @@ class Bridge:
     @contextlib.asynccontextmanager
     async def _recorded(self, msg: IncomingMessage, reply: Reply) -> AsyncIterator[_Record]:
         """Record the answer in Redis while it runs, so another replica can close it if we die."""
-        token_of = getattr(reply, "resume_token", None)
-        token = token_of() if callable(token_of) else None
+        token = reply.resume_token()
         if self.inflight is None or not token:
             await self._drop_preack(msg)
             yield _Record(None, None, reply)
@@ -818,10 +817,10 @@ class _Record:
     async def refresh(self) -> None:
         if self._inflight is None or self._id is None:
             return
-        token_of = getattr(self._reply, "resume_token", None)
-        if callable(token_of):
+        token = self._reply.resume_token()
+        if token is not None:
             try:
-                await self._inflight.update_token(self._id, token_of())
+                await self._inflight.update_token(self._id, token)
             except RedisError as e:
                 log.warning("inflight.refresh_failed", error=type(e).__name__)
 

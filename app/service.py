@@ -202,9 +202,8 @@ class Service:
                 continue  # the factory logged what to set
             adapter.mount(self.app)
             self.adapters.append(adapter)
-            resume = getattr(adapter, "resume", None)
-            if callable(resume) and self.bridge.inflight is not None:
-                self.bridge.inflight.register_resumer(adapter.name, resume)
+            if self.bridge.inflight is not None:
+                self.bridge.inflight.register_resumer(adapter.name, adapter.resume)
             log.info("adapter.enabled", adapter=ep.name)
 
     async def start(self, host: str | None = None, port: int | None = None) -> None:

@@ -75,6 +75,9 @@ class BenchReply:
         self.failed = message
         self.done = True
 
+    def resume_token(self) -> None:
+        return None
+
 
 def start_server(events: int, chunk: int, delay: float) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(  # noqa: S603 - our own benchmark server

@@ -55,6 +55,10 @@ class MemoryReply:
         self.events.append(("finish", text))
         self.done.set()
 
+    def resume_token(self) -> None:
+        """Held in memory: no other replica could finish it."""
+        return None
+
     async def fail(self, message: str, *, ref: str) -> None:
         self.error, self.ref = message, ref
         self.events.append(("fail", message))
@@ -110,6 +114,10 @@ class TerminalReply:
         self._out.flush()
         self._shown = ""
         self.done.set()
+
+    def resume_token(self) -> None:
+        """A terminal belongs to this process: no other replica could finish it."""
+        return None
 
     async def fail(self, message: str, *, ref: str) -> None:
         self._out.write(f"\n[error] {message} (ref {ref})\n")
