@@ -46,6 +46,15 @@ from app.forms import FormAnswer, FormResult
 from app.human_loop import GroupDirectory, HumanLoop
 from app.inflight import INTERRUPTED, InflightRegistry
 from app.inputs import is_reset, too_long
+from app.messages import (
+    BUSY_THREAD,
+    EXPIRED_NOTICE,
+    INTERNAL,
+    PARTIAL_NOTICE,
+    RESET_DONE,
+    STOPPED_NOTICE,
+    STORAGE_DOWN,
+)
 from app.metrics import Metrics
 from app.model import (
     IncomingMessage,
@@ -67,21 +76,6 @@ from app.tracing import span
 
 log = structlog.get_logger(__name__)
 
-EXPIRED_NOTICE = "The earlier context of this thread had expired, so I started a new conversation."
-STOPPED_NOTICE = "Stopped. This is what had arrived so far."
-PARTIAL_NOTICE = (
-    "⚠️ The connection to the assistant broke off before this answer was finished, so it may "
-    "be incomplete. Ask again for the whole answer."
-)
-BUSY_THREAD = (
-    "An earlier question in this thread is still being answered. Please try again in a minute."
-)
-STORAGE_DOWN = (
-    "The assistant is having a temporary problem (its storage is not reachable). "
-    "Please try again in a minute."
-)
-INTERNAL = "Something went wrong on our side. Please try again."
-RESET_DONE = "Okay, starting a new conversation in this thread. Ask away!"
 
 
 

@@ -20,6 +20,7 @@ import structlog
 from aiohttp import web
 
 from app import tracing
+from app.bridge_api import CoreBridgeApi
 from app.context import AdapterContext
 from app.dify.client import DifyClientPool, DifyTimeouts, RetryPolicy
 from app.errors import ConfigError
@@ -29,6 +30,7 @@ from app.loop import name as loop_name
 from app.metrics import Metrics
 from app.model import Adapter
 from app.pipeline import Bridge
+from app.platform_store import AdapterStore
 from app.plugin import Platform
 from app.redact import RedactionService
 from app.redis_conn import RedisHandle, connect, embedded_refusal
@@ -182,8 +184,8 @@ class Service:
 
     def _load_adapters(self, only: Sequence[str] | None) -> None:
         ctx = AdapterContext(
-            settings=self.settings, bridge=self.bridge, store=self.store, metrics=self.metrics,
-            health=self.health,
+            settings=self.settings, bridge=CoreBridgeApi(self.bridge),
+            store=AdapterStore(self.store), metrics=self.metrics, health=self.health,
         )
         for ep in sorted(entry_points(group=ADAPTER_GROUP), key=lambda e: e.name):
             if only is not None and ep.name not in only:

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.messages import RESET_DONE
 from app.model import ThreadKey
-from app.pipeline import RESET_DONE
 from tests import test_slack_support as _support
 from tests.fakes.slack_api import Call, Message
 from tests.test_slack_support import CHANNEL, SECRET, USER, SlackBot, payload

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from app.pipeline import RESET_DONE
+from app.messages import RESET_DONE
 from tests import test_slack_support as _support
 from tests.test_slack_support import CHANNEL, SECRET
 

@@ -39,7 +39,8 @@ def _who(enterprise_id: str | None, team_id: str | None, is_enterprise_install: 
 
 
 class RedisInstallationStore(AsyncInstallationStore):
-    """Slack installations (one per workspace) in Redis, under the service's key prefix.
+    """Slack installations (one per workspace) in Redis, under the adapter's key prefix
+    (``PlatformStore.key_prefix``, ``<prefix>:slack``).
 
     Keys: ``<prefix>:slack:bot:<enterprise>:<team>`` and ``<prefix>:slack:inst:<enterprise>:<team>``
     (``-`` for an absent id), JSON of slack_sdk's models. Tokens never leave this module in logs.
@@ -50,7 +51,7 @@ class RedisInstallationStore(AsyncInstallationStore):
         self._prefix = prefix
 
     def _key(self, what: str, who: str) -> str:
-        return f"{self._prefix}:slack:{what}:{who}"
+        return f"{self._prefix}:{what}:{who}"
 
     @property
     def logger(self) -> Any:
@@ -151,7 +152,7 @@ class SignedStateStore(AsyncOAuthStateStore):
             return False
         if int(expiry) < time.time():
             return False
-        key = f"{self._prefix}:slack:state:{nonce}"
+        key = f"{self._prefix}:state:{nonce}"
         return bool(await self._redis.set(key, 1, nx=True, ex=self._expiration))
 
 

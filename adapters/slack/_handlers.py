@@ -38,16 +38,17 @@ from adapters.slack._webapi import SlackApi, SlackCallError, make_client
 from adapters.slack.render import escape as slack_escape
 from app.budgets import SharedBudgets
 from app.errors import BridgeError, PlatformRateLimited, UserFacingError
+from app.failures import new_ref
 from app.forms import FormAnswer, FormResult, Outcome, Responder
+from app.messages import RESET_DONE
 from app.model import IncomingMessage, Kind, PlatformLimits, Speaker, ThreadKey
-from app.pipeline import RESET_DONE, new_ref
 from app.tasks import spawn
 
 if TYPE_CHECKING:
+    from app.bridge_api import BridgeApi
     from app.metrics import Metrics
-    from app.pipeline import Bridge
+    from app.platform_store import PlatformStore
     from app.settings import Route
-    from app.store import RedisStore
 
 log = structlog.get_logger(__name__)
 
@@ -108,29 +109,30 @@ class SlackHandlers:
     def __init__(
         self,
         *,
-        bridge: Bridge,
-        store: RedisStore,
+        bridge: BridgeApi,
+        kv: PlatformStore,
+        budgets: SharedBudgets,
         limits: PlatformLimits,
         api_url: str,
         session: aiohttp.ClientSession,
         metrics: Metrics | None,
     ) -> None:
         self._bridge = bridge
-        self._store = store
+        self._kv = kv
         self._limits = limits
         self._api_url = api_url
         self._session = session
         self._metrics = metrics
         self._people: dict[tuple[str, str], tuple[float, Speaker]] = {}
         self._groups: dict[tuple[str, str], tuple[float, frozenset[str]]] = {}
-        self.budgets = SlackBudgets(shared=SharedBudgets(store))
+        self.budgets = SlackBudgets(shared=budgets)
         # Where Slack refused native streaming lately (answers there use edits meanwhile).
         self.refusals = Refusals()
         # Where Slack refused agent sessions lately (the app is not declared an agent).
         self.session_refusals = Refusals()
         self.agent = AgentView(
-            store=store,
-            params=bridge.params,
+            store=kv,
+            params=bridge.app_params,
             window=lambda team: self.budgets.window(
                 team, "assistant.threads.setSuggestedPrompts", PROMPTS_PER_MINUTE
             ),
@@ -145,7 +147,7 @@ class SlackHandlers:
 
     def _route(self, key: ThreadKey) -> Route | None:
         try:
-            return self._bridge.router.resolve(key)
+            return self._bridge.route_for(key)
         except Exception as e:  # a broken route is the pipeline's to report, with a ref id
             log.warning("slack.route_resolve_failed", error=type(e).__name__)
             return None
@@ -275,7 +277,8 @@ class SlackHandlers:
         history = await self._history(api, key, trig.ts, route, context.bot_user_id)
         event_id = _s(body, "event_id") or f"{trig.channel}:{trig.ts}"
         # One mention comes as app_mention *and* message: same channel+ts, different ids.
-        dedup_keys = (f"slack:{team}:{trig.channel}:{trig.ts}",)
+        dedup_name = f"{team}:{trig.channel}:{trig.ts}"
+        dedup_keys = (f"{PLATFORM}:{dedup_name}",)
         attachments = attachments_from_event(
             trig.files, token=token, session=self._session, api_url=self._api_url
         )
@@ -283,7 +286,7 @@ class SlackHandlers:
             try:
                 attachments = await prefetch(attachments)
             except UserFacingError as e:
-                await self._refuse(api, key, (f"{PLATFORM}:{event_id}", *dedup_keys), e)
+                await self._refuse(api, key, (event_id, dedup_name), e)
                 return
         msg = IncomingMessage(
             key=key,
@@ -322,7 +325,7 @@ class SlackHandlers:
     ) -> None:
         """Answer a message we cannot take (unreadable file) once, even if Slack redelivers it."""
         # The same keys the bridge would claim: a retry of this event is dropped there too.
-        if not await self._store.claim(*claim):
+        if not await self._kv.claim(*claim):
             return
         ref = new_ref()
         log.warning("slack.message_refused", kind=err.kind, ref=ref, thread=key.log_id)
@@ -342,9 +345,8 @@ class SlackHandlers:
         """False if this very request was handled before: a replay of a signed request within
         Slack's five minutes, or a redelivery. Checked before anything visible is posted; the
         pipeline's own de-duplication comes too late for what a handler posts first."""
-        key = ":".join((PLATFORM, kind, *parts))
         try:
-            fresh = await self._store.claim(key)
+            fresh = await self._kv.claim(":".join((kind, *parts)))
         except RedisError as e:  # the pipeline reports Redis trouble to the user
             log.warning("slack.replay_check_failed", error=type(e).__name__)
             return True
@@ -418,7 +420,7 @@ class SlackHandlers:
         """``app_context_changed``: remembered only when a route passes it to Dify."""
         if not any(
             "viewing" in r.config.inputs.values() and r.config.match.platform in (None, PLATFORM)
-            for r in self._bridge.router.routes
+            for r in self._bridge.routes
         ):
             return
         team = context.team_id or _s(body, "team_id") or context.enterprise_id or ""
