@@ -66,7 +66,7 @@ class AppParams:
     form: tuple[FormField, ...] = ()
     files: FileRules = FileRules()
     speech_to_text: bool = False
-    # What the app greets with in Dify's own chat UI: shown as suggested prompts in Slack.
+    # What the app greets with in Dify's own chat UI: adapters may offer it as suggested prompts.
     opening_statement: str = ""
     suggested_questions: tuple[str, ...] = ()
 

@@ -1,7 +1,8 @@
 """The platform-neutral message model and the seams between adapters and the core.
 
-Adapters (Slack, Teams, console) turn platform events into :class:`IncomingMessage` and hand the
-core a :class:`Reply` handle to drive. Nothing here imports a platform SDK.
+Adapters (one package per platform, and the console) turn platform events into
+:class:`IncomingMessage` and hand the core a :class:`Reply` handle to drive.
+Nothing here imports a platform SDK.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def _short_hash(text: str, length: int = 16) -> str:
 class ThreadKey:
     """Identity of one remote thread: everything else (conversation, lock, pseudonyms) hangs off it.
 
-    ``thread`` is the thread root (Slack ``thread_ts``, Teams reply-chain root or chat id). For DMs
+    ``thread`` is the thread root (the platform's id of the thread's first message, or of the
+    chat when the platform has no threads). For DMs
     ``channel`` is the DM channel, so two people never share a key.
     """
 
@@ -97,19 +99,19 @@ class IncomingMessage:
     text: str
     kind: Kind
     attachments: tuple[Attachment, ...] = ()
-    # Extra idempotency keys beyond event_id (Slack delivers one mention as app_mention *and*
-    # message with different event ids but the same channel+ts).
+    # Extra idempotency keys beyond event_id (a platform may deliver one mention as two events
+    # with different ids: a key naming the message itself catches the second).
     dedup_keys: tuple[str, ...] = ()
     channel_name: str | None = None
     permalink: str | None = None
     received_at: float = field(default_factory=time.time)
     # Earlier messages of the thread (oldest first), for routes that pass context to Dify.
     history: tuple[str, ...] = ()
-    # The message is its thread's first (a Slack top-level message, a Teams channel post):
+    # The message is its thread's first (a top-level message or channel post):
     # nothing written earlier can be on its way in the same thread, so the thread lock need not
     # wait for one.
     starts_thread: bool = False
-    # What the person is looking at in their client (Slack agent view: app_context_changed),
+    # What the person is looking at in their client (a platform's agent view reports it),
     # e.g. "channel:C0123"; only filled when a route maps the ``viewing`` input.
     viewing: str = ""
 
@@ -173,7 +175,7 @@ class Step:
 
 @runtime_checkable
 class ShowsSteps(Protocol):
-    """A reply that can show Dify's steps one by one (Slack's task cards), not only the latest
+    """A reply that can show Dify's steps one by one (e.g. as task cards), not only the latest
     as a status line. The pipeline hands over the steps before each ``update`` and ``finish``;
     the reply shows them with its next call to the platform."""
 
@@ -224,7 +226,7 @@ class PlatformLimits:
 
     max_message_chars: int
     min_edit_interval: float
-    # Edits per minute shared by every answer in one workspace (Slack chat.update is ~50/min).
+    # Edits per minute shared by every answer in one workspace (a platform's edit rate limit).
     workspace_edits_per_minute: float
     placeholder: str = "Thinking…"
     # The reply can put a file in the thread: an answer too long for the thread's messages

@@ -231,7 +231,8 @@ class Bridge(AnswerRun):
                 return
             log.info("message.received", kind=msg.kind.value, chars=len(msg.text))
             # Recorded from the moment we own the event: a replica dying after the claim (which
-            # makes Slack's retry a duplicate elsewhere) still leaves someone to tell the user.
+            # makes the platform's retry a duplicate elsewhere) still leaves someone to tell
+            # the user.
             with span("bridge.answer", platform=platform, thread=msg.key.log_id, ref=ref):
                 async with self._recorded(msg, reply) as record:
                     await self._answer(msg, reply, limits, ref, record, leave)

@@ -36,7 +36,7 @@ class PlatformStore:
 
     @property
     def redis(self) -> Redis:
-        """The connection, for adapter-owned structures beyond key-value (Slack's OAuth
+        """The connection, for adapter-owned structures beyond key-value (an OAuth
         installation store), kept under :attr:`key_prefix`."""
         return self._store.redis
 

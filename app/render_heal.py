@@ -199,8 +199,8 @@ def _parse(md: str, *, final: bool) -> list[Token]:
 def heal_source(md: str) -> str:
     """The streaming-safe version of ``md`` as Markdown, for renderers we do not control.
 
-    The same repairs as the token-level healing, written back into the text: Slack's
-    ``markdown`` block renders CommonMark itself, so it needs the repaired source.
+    The same repairs as the token-level healing, written back into the text: a platform
+    that renders CommonMark itself needs the repaired source.
     """
     src = _drop_unfinished_line(_normalize(md))
     tokens = _BLOCKS.parse(src)

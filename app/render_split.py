@@ -183,7 +183,7 @@ def _content_region(inside: list[_Region | None], line_k: int) -> _Region | None
 
 
 def tables_as_code(md: str) -> str:
-    """Replace top-level tables with aligned code blocks (Slack's markdown block has no tables)."""
+    """Replace top-level tables with aligned code blocks (for renderers without tables)."""
     if "|" not in md:
         return md
     tokens = _BLOCKS.parse(md)

@@ -12,6 +12,7 @@ import os
 import structlog
 
 from adapters.teams.adapter import TeamsAdapter
+from app import logs
 from app.client_assertion import Certificate, CertificateError, load_certificate
 from app.context import AdapterContext
 from app.plugin import Platform
@@ -21,6 +22,8 @@ log = structlog.get_logger(__name__)
 __all__ = ["PLATFORM", "TeamsAdapter", "create"]
 
 DEFAULT_TENANT_RPS = 28.0
+
+logs.quiet("microsoft_agents")
 
 
 def create(ctx: AdapterContext) -> TeamsAdapter | None:
