@@ -47,7 +47,11 @@ class PlatformStore:
 
     async def claim(self, *names: str) -> bool:
         """First delivery of an event (its id and any other names for it, most specific
-        first)? False when one of them was claimed before, by this or another replica."""
+        first)? False when one of them was claimed before, by this or another replica.
+
+        The pipeline claims each submitted message as ``<platform>:<event_id>`` in the same
+        space, so claiming a message's event id here marks it handled (a message refused before
+        it reaches the core); claim other names for anything else."""
         return await self._store.claim(*(f"{self.namespace}:{n}" for n in names))
 
     async def get(self, name: str, *, thread: ThreadKey | None = None) -> str | None:
