@@ -461,8 +461,8 @@ class AnswerRun:
         log.warning(
             "answer.failed",
             error=kind,
-            status=getattr(e, "status", None),
-            code=getattr(e, "code", ""),
+            status=e.status,
+            code=e.code,
             hint=hint(e, turn.route.base_url),
         )
         text = turn.route.config.fallback_text if isinstance(e, CircuitOpen) else e.user_message
@@ -493,6 +493,6 @@ def _restore_partial(text: str, restorer: Restorer | None) -> str:
 
 
 def _visible(answer: Answer, restorer: Restorer | None, e: DifyError) -> str:
-    partial = getattr(e, "partial_text", None) or answer.text
+    partial = e.partial_text or answer.text
     return _restore(partial or "", restorer)
 

@@ -242,7 +242,8 @@ class HumanLoop:
             log.warning("forms.attach_failed", error=type(e).__name__)
             if isinstance(e, DifyError) and e.status == 404:
                 return FormResult(Outcome.UNKNOWN, UNKNOWN_FORM, form)
-            return FormResult(Outcome.UNAVAILABLE, getattr(e, "user_message", INTERNAL), form)
+            said = e.user_message if isinstance(e, DifyError) else INTERNAL
+            return FormResult(Outcome.UNAVAILABLE, said, form)
         try:
             await client.submit_form(p.token, inputs=sent, action=action.id, user=p.user)
         except DifyError as e:

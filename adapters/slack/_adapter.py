@@ -39,7 +39,7 @@ from adapters.slack._auth import (
 from adapters.slack._edge import Refused, check_shape, check_signature, decode, read_body
 from adapters.slack._handlers import SlackHandlers
 from adapters.slack._socket import SocketModeConnection
-from adapters.slack._webapi import PLATFORM, SlackApi, make_client
+from adapters.slack._webapi import PLATFORM, SlackApi, error_code, make_client
 from app.errors import PlatformError
 from app.health import Backoff
 from app.model import PlatformLimits
@@ -168,7 +168,7 @@ class SlackAdapter:
                 await api.call("chat.update", channel=channel, ts=ts, text=text, blocks=[])
                 return
             except PlatformError as e:  # deleted meanwhile: say it in the thread instead
-                log.info("slack.resume_update_failed", code=getattr(e, "code", ""))
+                log.info("slack.resume_update_failed", code=error_code(e, ""))
         await self.handlers.budgets.wait_post(team, channel)
         await api.call("chat.postMessage", channel=channel, thread_ts=thread_ts, text=text)
 

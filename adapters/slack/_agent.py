@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from adapters.slack._budget import MethodWindow
-from adapters.slack._webapi import SlackApi
+from adapters.slack._webapi import SlackApi, error_code
 from app.errors import BridgeError
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ class AgentView:
             )
         except BridgeError as e:
             self._offered.pop(key, None)
-            log.info("slack.prompts_unavailable", code=getattr(e, "code", "ratelimited"))
+            log.info("slack.prompts_unavailable", code=error_code(e))
             return False
         return True
 

@@ -26,7 +26,7 @@ from slack_sdk.oauth.installation_store import Bot, Installation
 from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
 from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
 
-from adapters.slack._webapi import SlackApi, SlackCallError
+from adapters.slack._webapi import SlackApi, SlackCallError, error_code
 
 log = structlog.get_logger(__name__)
 
@@ -178,7 +178,7 @@ class SingleTeamAuthorize(AsyncAuthorize):
             try:
                 data = await self._api.call("auth.test")
             except Exception as e:
-                self.last_error = str(getattr(e, "code", "") or type(e).__name__)
+                self.last_error = str(error_code(e, "") or type(e).__name__)
                 _, setting, fix = auth_problem(self.last_error)
                 log.error("slack.auth_test_failed", error=self.last_error, setting=setting,
                           fix=fix)

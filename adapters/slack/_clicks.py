@@ -22,7 +22,7 @@ from adapters.slack._normalize import ts_to_time
 from adapters.slack._payload import digest as _digest
 from adapters.slack._payload import text_at as _s
 from adapters.slack._reply import SlackReply
-from adapters.slack._webapi import SlackApi
+from adapters.slack._webapi import SlackApi, error_code
 from adapters.slack.render import escape as slack_escape
 from app.errors import BridgeError, UserFacingError
 from app.forms import FormAnswer, FormResult, Outcome, Responder
@@ -66,7 +66,7 @@ async def _rewrite_clicked(
             blocks=rewrite(blocks),
         )
     except BridgeError as e:
-        log.info(failure, code=getattr(e, "code", "ratelimited"))
+        log.info(failure, code=error_code(e))
 
 
 
@@ -200,7 +200,7 @@ class ClickHandlers:
             )
             received = ts_to_time(_s(posted, "ts")) or received
         except BridgeError as e:
-            log.info("slack.suggestion_echo_failed", code=getattr(e, "code", "ratelimited"))
+            log.info("slack.suggestion_echo_failed", code=error_code(e))
         route = self._route(key)
         msg = IncomingMessage(
             key=key,
@@ -240,7 +240,7 @@ class ClickHandlers:
                 blocks=B.reset_done_blocks(RESET_DONE, user),
             )
         except BridgeError as e:
-            log.info("slack.reset_note_failed", code=getattr(e, "code", "ratelimited"))
+            log.info("slack.reset_note_failed", code=error_code(e))
             await self._tell(body, RESET_DONE)
         await _rewrite_clicked(
             api, key.channel, body, B.without_reset_button,
@@ -297,7 +297,7 @@ class ClickHandlers:
         try:
             data = await api.call("users.info", user=user)
         except BridgeError as e:
-            log.info("slack.users_info_failed", code=getattr(e, "code", "ratelimited"))
+            log.info("slack.users_info_failed", code=error_code(e))
             return None
         u = data.get("user") if isinstance(data.get("user"), dict) else {}
         name = _s(u, "profile", "display_name") or _s(u, "real_name") or _s(u, "name")

@@ -34,7 +34,7 @@ from adapters.slack._normalize import Ignore, classify, slack_to_plain, ts_to_ti
 from adapters.slack._payload import digest as _digest
 from adapters.slack._payload import text_at as _s
 from adapters.slack._reply import ReplyOptions, SlackReply
-from adapters.slack._webapi import SlackApi, SlackCallError, make_client
+from adapters.slack._webapi import SlackApi, SlackCallError, error_code, make_client
 from app.budgets import SharedBudgets
 from app.errors import BridgeError, PlatformRateLimited, UserFacingError
 from app.failures import new_ref
@@ -189,7 +189,7 @@ class SlackHandlers(ClickHandlers):
                 "conversations.replies", channel=key.channel, ts=key.thread, limit=limit + 1
             )
         except BridgeError as e:
-            log.info("slack.history_failed", code=getattr(e, "code", "ratelimited"))
+            log.info("slack.history_failed", code=error_code(e))
             return ()
         lines: list[str] = []
         for m in data.get("messages") or []:
@@ -293,7 +293,7 @@ class SlackHandlers(ClickHandlers):
                 blocks=B.error_blocks(err.user_message, ref),
             )
         except BridgeError as e:
-            log.warning("slack.refusal_undeliverable", code=getattr(e, "code", "ratelimited"))
+            log.warning("slack.refusal_undeliverable", code=error_code(e))
 
     async def _first_delivery(self, kind: str, *parts: str) -> bool:
         """False if this very request was handled before: a replay of a signed request within
@@ -366,7 +366,7 @@ class SlackHandlers(ClickHandlers):
                     status="active",
                 )
             except BridgeError as e:
-                log.info("slack.agent_session_failed", code=getattr(e, "code", "ratelimited"))
+                log.info("slack.agent_session_failed", code=error_code(e))
 
     async def on_context_changed(
         self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
@@ -422,7 +422,7 @@ class SlackHandlers(ClickHandlers):
             )
             ts = _s(posted, "ts")
         except (SlackCallError, PlatformRateLimited) as e:
-            code = getattr(e, "code", "ratelimited")
+            code = error_code(e)
             if ephemeral is None or (code not in _CANT_POST and code != "ratelimited"):
                 log.warning("slack.command_post_failed", code=code)
                 if ephemeral is not None:

@@ -13,7 +13,7 @@ import structlog
 
 from adapters.slack._budget import MethodWindow
 from adapters.slack._session import AgentSession
-from adapters.slack._webapi import SlackApi, SlackCallError
+from adapters.slack._webapi import SlackApi, SlackCallError, error_code
 from app.errors import PlatformRateLimited
 
 log = structlog.get_logger(__name__)
@@ -46,7 +46,7 @@ class ThreadStatus:
                 status=status,
             )
         except (SlackCallError, PlatformRateLimited) as e:
-            log.info("slack.status_unavailable", code=getattr(e, "code", "ratelimited"))
+            log.info("slack.status_unavailable", code=error_code(e))
             return False
         self.on = bool(status)
         self.text = status
@@ -93,4 +93,4 @@ class ThreadStatus:
                 title=title[:100],
             )
         except (SlackCallError, PlatformRateLimited) as e:
-            log.info("slack.title_unavailable", code=getattr(e, "code", "ratelimited"))
+            log.info("slack.title_unavailable", code=error_code(e))
