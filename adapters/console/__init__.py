@@ -13,13 +13,26 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TextIO
+from typing import Protocol, TextIO
 
 from app.forms import FormAnswer, FormResult, HumanForm, Outcome, Responder
-from app.model import IncomingMessage, Kind, PlatformLimits, ReplyExtras, Speaker, ThreadKey
+from app.model import (
+    IncomingMessage,
+    Kind,
+    PlatformLimits,
+    Reply,
+    ReplyExtras,
+    Speaker,
+    ThreadKey,
+)
 
-if TYPE_CHECKING:
-    from app.pipeline import Bridge
+
+class FormSender(Protocol):
+    """The one call the console's form prompt makes (``BridgeApi.answer_form``)."""
+
+    async def answer_form(
+        self, thread: ThreadKey, click: FormAnswer, reply: Reply, limits: PlatformLimits
+    ) -> FormResult: ...
 
 CONSOLE_LIMITS = PlatformLimits(
     max_message_chars=100_000,
@@ -145,7 +158,7 @@ class TerminalReply:
 
 
 async def answer_forms(
-    bridge: Bridge,
+    bridge: FormSender,
     thread: ThreadKey,
     reply: TerminalReply,
     read: Callable[[str], Awaitable[str]],
