@@ -1,6 +1,6 @@
 """Keep one answer within a number of chat messages, however much text Dify sends.
 
-A single 5 MB event once became 40 Slack messages in 40 seconds (about 476 were needed). The cap
+A single 5 MB event once became 40 chat messages in 40 seconds (about 476 were needed). The cap
 is ``max_messages`` messages of the platform's ``max_message_chars``:
 
 * while streaming, the text shown is cut at a character budget (cheap: it runs on every edit);

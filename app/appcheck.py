@@ -66,8 +66,7 @@ class AppParams:
     form: tuple[FormField, ...] = ()
     files: FileRules = FileRules()
     speech_to_text: bool = False
-    # What the app greets with in Dify's own chat UI: shown as suggested prompts where the
-    # platform has them.
+    # What the app greets with in Dify's own chat UI: adapters may offer it as suggested prompts.
     opening_statement: str = ""
     suggested_questions: tuple[str, ...] = ()
 
@@ -199,7 +198,7 @@ class ParamsCache:
                 raw = await self._pool.client(route.base_url, route.api_key).parameters()
             except DifyError as e:
                 log.warning("dify.parameters_unavailable", route=route.name,
-                            error=type(e).__name__, status=getattr(e, "status", None))
+                            error=type(e).__name__, status=e.status)
                 return None
             params = parse_parameters(raw)
             self._entries[key] = (self._clock() + self._ttl, params)

@@ -1,9 +1,8 @@
 """Platform rate budgets shared by every replica through Redis.
 
 A platform's limits are per workspace, channel or tenant, not per process: three replicas that each
-keep their own count spend three times the allowance. So the adapters' budgets (Slack's
-per-channel posts and workspace ``chat.update`` minute, Teams' tenant requests per second) are kept
-here, in Redis:
+keep their own count spend three times the allowance. So the adapters' budgets (posts
+per channel, edits per workspace minute, requests per tenant second) are kept here, in Redis:
 
 * every take is **one Lua script**, so it is atomic across replicas and costs one round trip, and it
   goes through the store's :class:`~app.redis_batch.RedisBatcher`, so the takes of many answers

@@ -1,4 +1,5 @@
-"""``dify-bridge``: serve | chat | redact | usage | config check | manifest | doctor.
+"""``dify-bridge``: serve | redact | usage | config check | manifest | doctor, and the platforms'
+commands (the console's ``chat``).
 
 Only this module (through :func:`main`) exits the process; library code raises instead.
 """
@@ -19,13 +20,14 @@ import structlog
 
 from app import logs
 from app.errors import ConfigError
+from app.plugin import discover
 from app.settings import Settings, load_settings
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 
-def _settings_or_exit() -> Settings:
+def settings_or_exit() -> Settings:
     try:
         return load_settings()
     except ConfigError as e:
@@ -36,7 +38,7 @@ def _settings_or_exit() -> Settings:
 async def _serve(args: argparse.Namespace) -> int:
     from app.service import Service
 
-    settings = _settings_or_exit()
+    settings = settings_or_exit()
     logs.configure(settings.log_level, settings.log_format.value, cache=True)
     # First of all: from here on SIGTERM and Ctrl-C end the process in every state, also while
     # Redis starts or a platform cannot be reached.
@@ -117,48 +119,6 @@ def _config_has_keys(settings: Settings) -> bool:
     return bool(bf.routes) and all(r.dify.api_key_env or r.dify.api_key_file for r in bf.routes)
 
 
-async def _chat(args: argparse.Namespace) -> int:
-    from adapters.console import (
-        CONSOLE_LIMITS,
-        TerminalReply,
-        answer_forms,
-        console_message,
-        new_session,
-    )
-    from app.service import Service
-
-    settings = _settings_or_exit()
-    logs.configure("WARNING" if not args.verbose else "INFO", "console")
-    try:
-        service = await Service.create(settings, adapters=[])
-    except ConfigError as e:
-        print(f"dify-bridge: configuration error: {e}", file=sys.stderr)
-        return 2
-    session = new_session()
-    print(f"Talking to Dify through the full pipeline (thread {session}). Ctrl-D to quit.")
-    seq = 0
-    try:
-        while True:
-            try:
-                line = await asyncio.to_thread(input, "you> ")
-            except EOFError:
-                print()
-                break
-            if not line.strip():
-                continue
-            seq += 1
-            msg = console_message(line, session=session, seq=seq)
-            reply = TerminalReply()
-            await service.bridge.handle(msg, reply, CONSOLE_LIMITS)
-            # A run paused on Human Input forms: answer them here, then see the rest.
-            await answer_forms(
-                service.bridge, msg.key, reply, lambda prompt: asyncio.to_thread(input, prompt)
-            )
-    finally:
-        await service.stop(grace=5)
-    return 0
-
-
 def _redact(args: argparse.Namespace) -> int:
     from app.redact import run_cli
     from app.service import load_routes
@@ -194,10 +154,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="override PORT")
     p.set_defaults(func=_serve)
 
-    p = sub.add_parser("chat", help="talk to the configured Dify app in this terminal")
-    p.add_argument("--verbose", action="store_true", help="show pipeline logs")
-    p.set_defaults(func=_chat)
-
     p = sub.add_parser("redact", help="redact stdin line by line, as the bridge would")
     p.add_argument("--route", default=None, help="use this route's redaction rules")
     p.add_argument("--json", action="store_true", help="one JSON object per line with entities")
@@ -216,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         mod.register(sub)
+    # Commands of a platform's own, such as the console's ``chat``.
+    for platform in discover():
+        if platform.commands is not None:
+            platform.commands(sub)
     return parser
 
 

@@ -10,10 +10,10 @@ from app.health import Health
 if TYPE_CHECKING:
     import aiohttp
 
+    from app.bridge_api import BridgeApi
     from app.metrics import Metrics
-    from app.pipeline import Bridge
+    from app.platform_store import AdapterStore
     from app.settings import Settings
-    from app.store import RedisStore
 
 
 @dataclass
@@ -21,8 +21,10 @@ class AdapterContext:
     """Handed to each adapter factory ``create(ctx) -> Adapter | None``."""
 
     settings: Settings
-    bridge: Bridge
-    store: RedisStore
+    # The narrow API to the pipeline, and Redis for the adapter's own keys: adapters never get
+    # the concrete Bridge or RedisStore.
+    bridge: BridgeApi
+    store: AdapterStore
     metrics: Metrics
     http: aiohttp.ClientSession | None = None
     # Where the adapter says it cannot work (wrong token, unreachable): /readyz reads it.

@@ -244,7 +244,7 @@ def check_values(form: HumanForm, values: dict[str, str]) -> tuple[dict[str, Any
             if not v:
                 return {}, texts.FORM_CHOOSE.format(label=f.label)
             if v not in f.options:
-                # A platform may cut long option values (Slack: 150 characters).
+                # A platform may cut long option values (to 150 characters, say).
                 cut = [o for o in f.options if o.startswith(v)] if len(v) >= 100 else []
                 if len(cut) != 1:
                     return {}, texts.FORM_NOT_A_CHOICE.format(value=v, label=f.label)

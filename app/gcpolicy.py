@@ -2,7 +2,7 @@
 
 The default thresholds (700, 10, 10) suit short scripts. In a service streaming a thousand
 answers they made the collector the largest single stall on the event loop: a full collection
-walks every tracked object, the ~80,000 that importing slack-bolt, pydantic models and friends
+walks every tracked object, the ~80,000 that importing platform SDKs, pydantic models and friends
 leave behind included, and took 75-230 ms each, three or four times per burst; young collections ran
 400-460 times in the same 8-10 s. ``bench/bench_core.py --part scale`` shows the effect
 (README, Benchmarks).

@@ -215,8 +215,8 @@ class HumanLoop:
             log.warning("forms.attach_failed", error=type(e).__name__)
             if isinstance(e, DifyError) and e.status == 404:
                 return FormResult(Outcome.UNKNOWN, texts.FORM_UNKNOWN, form)
-            why = getattr(e, "user_message", texts.FORM_INTERNAL)
-            return FormResult(Outcome.UNAVAILABLE, why, form)
+            said = e.user_message if isinstance(e, DifyError) else texts.FORM_INTERNAL
+            return FormResult(Outcome.UNAVAILABLE, said, form)
         try:
             await client.submit_form(p.token, inputs=sent, action=action.id, user=p.user)
         except DifyError as e:

@@ -27,10 +27,26 @@ def _drop_color_message(_: Any, __: str, event_dict: MutableMapping[str, Any]) -
     return event_dict
 
 
+# Third-party loggers can include payloads at DEBUG; they stay at WARNING unless asked for more.
+# Adapters add their SDKs' loggers with :func:`quiet`.
+_QUIET: set[str] = {"aiohttp.access", "httpx", "redis", "markdown_it"}
+
+
+def quiet(*loggers: str) -> None:
+    """Keep these third-party loggers at WARNING or above, now and after every :func:`configure`."""
+    _QUIET.update(loggers)
+    for name in loggers:
+        _quiet(name)
+
+
+def _quiet(name: str) -> None:
+    logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
 def configure(
     level: str = "INFO", fmt: str = "json", stream: TextIO | None = None, *, cache: bool = False
 ) -> None:
-    """Configure structlog and route stdlib logging (aiohttp, slack-bolt) through it.
+    """Configure structlog and route stdlib logging (aiohttp, the platforms' SDKs) through it.
 
     Everything goes to ``stream`` (default: stderr). ``cache``: the service configures once
     and for good, so each module's logger is built on first use and kept (a disabled level
@@ -65,10 +81,5 @@ def configure(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Third-party loggers can include payloads at DEBUG; keep them at WARNING unless asked.
-    noisy_loggers = (
-        "slack_bolt", "slack_sdk", "aiohttp.access", "microsoft_agents", "httpx", "redis",
-        "markdown_it",
-    )
-    for noisy in noisy_loggers:
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    for noisy in _QUIET:
+        _quiet(noisy)

@@ -1,14 +1,15 @@
 """The platform-neutral message model and the seams between adapters and the core.
 
-Adapters (Slack, Teams, console) turn platform events into :class:`IncomingMessage` and hand the
-core a :class:`Reply` handle to drive. Nothing here imports a platform SDK.
+Adapters (one package per platform, and the console) turn platform events into
+:class:`IncomingMessage` and hand the core a :class:`Reply` handle to drive.
+Nothing here imports a platform SDK.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -36,7 +37,8 @@ def _short_hash(text: str, length: int = 16) -> str:
 class ThreadKey:
     """Identity of one remote thread: everything else (conversation, lock, pseudonyms) hangs off it.
 
-    ``thread`` is the thread root (Slack ``thread_ts``, Teams reply-chain root or chat id). For DMs
+    ``thread`` is the thread root (the platform's id of the thread's first message, or of the
+    chat when the platform has no threads). For DMs
     ``channel`` is the DM channel, so two people never share a key.
     """
 
@@ -97,19 +99,19 @@ class IncomingMessage:
     text: str
     kind: Kind
     attachments: tuple[Attachment, ...] = ()
-    # Extra idempotency keys beyond event_id (Slack delivers one mention as app_mention *and*
-    # message with different event ids but the same channel+ts).
+    # Extra idempotency keys beyond event_id (a platform may deliver one mention as two events
+    # with different ids: a key naming the message itself catches the second).
     dedup_keys: tuple[str, ...] = ()
     channel_name: str | None = None
     permalink: str | None = None
     received_at: float = field(default_factory=time.time)
     # Earlier messages of the thread (oldest first), for routes that pass context to Dify.
     history: tuple[str, ...] = ()
-    # The message is its thread's first (a Slack top-level message, a Teams channel post):
+    # The message is its thread's first (a top-level message or channel post):
     # nothing written earlier can be on its way in the same thread, so the thread lock need not
     # wait for one.
     starts_thread: bool = False
-    # What the person is looking at in their client (Slack agent view: app_context_changed),
+    # What the person is looking at in their client (a platform's agent view reports it),
     # e.g. "channel:C0123"; only filled when a route maps the ``viewing`` input.
     viewing: str = ""
 
@@ -173,7 +175,7 @@ class Step:
 
 @runtime_checkable
 class ShowsSteps(Protocol):
-    """A reply that can show Dify's steps one by one (Slack's task cards), not only the latest
+    """A reply that can show Dify's steps one by one (e.g. as task cards), not only the latest
     as a status line. The pipeline hands over the steps before each ``update`` and ``finish``;
     the reply shows them with its next call to the platform."""
 
@@ -210,7 +212,12 @@ class Reply(Protocol):
         """The run paused on Human Input forms: show the answer so far (``text``, may be empty)
         and each form with its content, fields and one button per action (a form whose
         ``blocked`` is set is shown with that explanation instead of inputs and buttons).
-        A click comes back through the adapter as ``Bridge.answer_form``."""
+        A click comes back through the adapter as ``BridgeApi.answer_form``."""
+
+    def resume_token(self) -> Mapping[str, str] | None:
+        """What the adapter's :meth:`Adapter.resume` needs to finish this answer's message from
+        another replica if this one dies mid-answer (the message's ids), or None when the reply
+        cannot be resumed (nothing posted yet, or a platform without resumption)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +226,7 @@ class PlatformLimits:
 
     max_message_chars: int
     min_edit_interval: float
-    # Edits per minute shared by every answer in one workspace (Slack chat.update is ~50/min).
+    # Edits per minute shared by every answer in one workspace (a platform's edit rate limit).
     workspace_edits_per_minute: float
     placeholder: str = "Thinking…"
     # The reply can put a file in the thread: an answer too long for the thread's messages
@@ -241,6 +248,11 @@ class Adapter(Protocol):
 
     async def stop(self) -> None:
         """Close connections; in-flight answers are the pipeline's to finish."""
+
+    async def resume(self, token: Mapping[str, str], text: str) -> None:
+        """Put ``text`` in the message a reply's :meth:`Reply.resume_token` names: the core calls
+        it for answers a replica died in the middle of. A platform whose replies give no token
+        is never called and may do nothing."""
 
 
 JSONDict = dict[str, Any]

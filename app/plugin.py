@@ -64,6 +64,9 @@ class Platform:
     settings: type[PlatformSettings] | None = None
     admin: PlatformAdmin | None = None
     title: str = ""
+    # Adds ``dify-bridge`` subcommands of the platform's own (the console's ``chat``); each sets
+    # ``func`` as the manifest commands do.
+    commands: Callable[[Subcommands[Any]], None] | None = None
 
     @property
     def display_name(self) -> str:

@@ -94,7 +94,7 @@ class DifyAppConfig(_Strict):
 class RouteMatch(_Strict):
     """Which messages a route answers; an absent field matches everything."""
 
-    # An installed platform's name (its entry point) or "console".
+    # An installed platform's name (its entry point).
     platform: str | None = None
     workspace: str | None = None
     channel: str | None = None
@@ -104,8 +104,7 @@ class RouteMatch(_Strict):
     def _known_platform(cls, v: str | None) -> str | None:
         if v is None:
             return v
-
-        known = ["console", *(p.name for p in discover())]
+        known = [p.name for p in discover()]
         if v not in known:
             raise ValueError(f"unknown platform {v!r}; installed: {', '.join(sorted(known))}")
         return v

@@ -20,6 +20,7 @@ import structlog
 from aiohttp import web
 
 from app import tracing
+from app.bridge_api import CoreBridgeApi
 from app.context import AdapterContext
 from app.dify.pool import DifyClientPool
 from app.dify.wire import DifyTimeouts, RetryPolicy
@@ -30,6 +31,7 @@ from app.loop import name as loop_name
 from app.metrics import Metrics
 from app.model import Adapter
 from app.pipeline import Bridge
+from app.platform_store import AdapterStore
 from app.plugin import Platform
 from app.redact import RedactionService
 from app.redis_conn import RedisHandle, connect, embedded_refusal
@@ -183,8 +185,8 @@ class Service:
 
     def _load_adapters(self, only: Sequence[str] | None) -> None:
         ctx = AdapterContext(
-            settings=self.settings, bridge=self.bridge, store=self.store, metrics=self.metrics,
-            health=self.health,
+            settings=self.settings, bridge=CoreBridgeApi(self.bridge),
+            store=AdapterStore(self.store), metrics=self.metrics, health=self.health,
         )
         for ep in sorted(entry_points(group=ADAPTER_GROUP), key=lambda e: e.name):
             if only is not None and ep.name not in only:
@@ -203,9 +205,8 @@ class Service:
                 continue  # the factory logged what to set
             adapter.mount(self.app)
             self.adapters.append(adapter)
-            resume = getattr(adapter, "resume", None)
-            if callable(resume) and self.bridge.inflight is not None:
-                self.bridge.inflight.register_resumer(adapter.name, resume)
+            if self.bridge.inflight is not None:
+                self.bridge.inflight.register_resumer(adapter.name, adapter.resume)
             log.info("adapter.enabled", adapter=ep.name)
 
     async def start(self, host: str | None = None, port: int | None = None) -> None:

@@ -1,7 +1,7 @@
 """Every text the bridge shows to people in a chat thread, in one place.
 
 Plain words for the person in the chat: no codes, no Dify internals, no stack traces. Adapters may
-add platform wording of their own (a button's short label, Slack's "…"); what the core says comes
+add platform wording of their own (a short button label, say); what the core says comes
 from here. Texts with blanks are format strings (``X.format(...)``) or small functions.
 
 A leaf module: it imports nothing from the project, so anything may import it.

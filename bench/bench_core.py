@@ -79,6 +79,9 @@ class BenchReply:
     async def ask(self, text: str, forms: list[HumanForm], extras: ReplyExtras) -> None:
         await self.finish(text, extras)  # the benchmark's apps never pause on a form
 
+    def resume_token(self) -> None:
+        return None
+
 
 def start_server(events: int, chunk: int, delay: float) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(  # noqa: S603 - our own benchmark server

@@ -21,13 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from adapters.slack.render import slack_answer_blocks, to_slack_mrkdwn
+from adapters.teams.render import to_teams_markdown
 from app import render
-from app.render import (
-    slack_answer_blocks,
-    split_markdown,
-    to_slack_mrkdwn,
-    to_teams_markdown,
-)
+from app.render import split_markdown
 
 SECTION = """## Step {n}: configure the **client**
 

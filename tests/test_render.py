@@ -1,4 +1,4 @@
-"""Dify's Markdown as people see it in Slack and Teams (app.render).
+"""Dify's Markdown as people see it in Slack and Teams (app.render and each adapter's dialect).
 
 Rendering is pure text in, text out: no platform is involved, so nothing is faked here.
 """
@@ -11,18 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from adapters.slack.render import slack_answer_blocks, slack_sources_block, to_slack_mrkdwn
+from adapters.teams.render import teams_table_card, to_teams_markdown, utf16_len
 from app.model import Source
-from app.render import (
-    Table,
-    extract_tables,
-    slack_answer_blocks,
-    slack_sources_block,
-    split_markdown,
-    teams_table_card,
-    to_slack_mrkdwn,
-    to_teams_markdown,
-    utf16_len,
-)
+from app.render import Table, extract_tables, split_markdown
 
 ZWSP = "\u200b"
 

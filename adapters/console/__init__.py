@@ -11,15 +11,30 @@ import asyncio
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TextIO
+from typing import Any, Protocol, TextIO
 
+from app.context import AdapterContext
 from app.forms import FormAnswer, FormResult, HumanForm, Outcome, Responder
-from app.model import IncomingMessage, Kind, PlatformLimits, ReplyExtras, Speaker, ThreadKey
+from app.model import (
+    IncomingMessage,
+    Kind,
+    PlatformLimits,
+    Reply,
+    ReplyExtras,
+    Speaker,
+    ThreadKey,
+)
+from app.plugin import Platform, Subcommands
 
-if TYPE_CHECKING:
-    from app.pipeline import Bridge
+
+class FormSender(Protocol):
+    """The one call the console's form prompt makes (``BridgeApi.answer_form``)."""
+
+    async def answer_form(
+        self, thread: ThreadKey, click: FormAnswer, reply: Reply, limits: PlatformLimits
+    ) -> FormResult: ...
 
 CONSOLE_LIMITS = PlatformLimits(
     max_message_chars=100_000,
@@ -54,6 +69,10 @@ class MemoryReply:
         self.final, self.extras = text, extras
         self.events.append(("finish", text))
         self.done.set()
+
+    def resume_token(self) -> Mapping[str, str] | None:
+        """Held in memory: no other replica could finish it."""
+        return None
 
     async def fail(self, message: str, *, ref: str) -> None:
         self.error, self.ref = message, ref
@@ -111,6 +130,10 @@ class TerminalReply:
         self._shown = ""
         self.done.set()
 
+    def resume_token(self) -> None:
+        """A terminal belongs to this process: no other replica could finish it."""
+        return None
+
     async def fail(self, message: str, *, ref: str) -> None:
         self._out.write(f"\n[error] {message} (ref {ref})\n")
         self._out.flush()
@@ -137,7 +160,7 @@ class TerminalReply:
 
 
 async def answer_forms(
-    bridge: Bridge,
+    bridge: FormSender,
     thread: ThreadKey,
     reply: TerminalReply,
     read: Callable[[str], Awaitable[str]],
@@ -199,3 +222,17 @@ def console_message(
 
 def new_session() -> str:
     return uuid.uuid4().hex[:12]
+
+
+def _not_served(ctx: AdapterContext) -> None:
+    """The console has no HTTP side: it runs in ``dify-bridge chat`` only."""
+    return None
+
+
+def _add_commands(sub: Subcommands[Any]) -> None:
+    from adapters.console.chat import add_commands
+
+    add_commands(sub)
+
+
+PLATFORM = Platform(name="console", create=_not_served, commands=_add_commands)

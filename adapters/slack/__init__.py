@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from adapters.slack.admin import ADMIN
 from adapters.slack.settings import SlackSettings
+from app import logs
 from app.plugin import Platform
 
 if TYPE_CHECKING:
@@ -28,3 +29,5 @@ def create(ctx: AdapterContext) -> SlackAdapter | None:
 
 
 PLATFORM = Platform(name="slack", create=create, settings=SlackSettings, admin=ADMIN)
+
+logs.quiet("slack_bolt", "slack_sdk")

@@ -39,7 +39,7 @@ from adapters.slack._auth import (
 from adapters.slack._edge import Refused, check_shape, check_signature, decode, read_body
 from adapters.slack._handlers import SlackHandlers
 from adapters.slack._socket import SocketModeConnection
-from adapters.slack._webapi import SlackApi, make_client
+from adapters.slack._webapi import PLATFORM, SlackApi, error_code, make_client
 from adapters.slack.settings import slack_settings
 from app.errors import PlatformError
 from app.health import Backoff
@@ -103,8 +103,9 @@ class SlackAdapter:
         self.oauth_flow: AsyncOAuthFlow | None = None
         authorize: AsyncAuthorize
         bot_token = s.secret("slack_bot_token")
+        kv = ctx.store.for_platform(PLATFORM)
         if s.slack_client_id and s.secret("slack_client_secret") and s.secret("slack_state_secret"):
-            store = RedisInstallationStore(ctx.store.redis, ctx.store.prefix)
+            store = RedisInstallationStore(kv.redis, kv.key_prefix)
             self.installations = store
             authorize = CachedInstallationAuthorize(store)
             self.oauth_flow = AsyncOAuthFlow(
@@ -116,7 +117,7 @@ class SlackAdapter:
                     installation_store=store,
                     installation_store_bot_only=True,
                     state_store=SignedStateStore(
-                        s.secret("slack_state_secret") or "", ctx.store.redis, ctx.store.prefix
+                        s.secret("slack_state_secret") or "", kv.redis, kv.key_prefix
                     ),
                 ),
             )
@@ -143,7 +144,8 @@ class SlackAdapter:
         )
         self.handlers = SlackHandlers(
             bridge=ctx.bridge,
-            store=ctx.store,
+            kv=kv,
+            budgets=ctx.store.shared_budgets(),
             limits=self.limits,
             api_url=self._api_url,
             session=session,
@@ -167,7 +169,7 @@ class SlackAdapter:
                 await api.call("chat.update", channel=channel, ts=ts, text=text, blocks=[])
                 return
             except PlatformError as e:  # deleted meanwhile: say it in the thread instead
-                log.info("slack.resume_update_failed", code=getattr(e, "code", ""))
+                log.info("slack.resume_update_failed", code=error_code(e, ""))
         await self.handlers.budgets.wait_post(team, channel)
         await api.call("chat.postMessage", channel=channel, thread_ts=thread_ts, text=text)
 
@@ -315,15 +317,12 @@ class SlackAdapter:
         before the ack: if this replica dies between the ack and the answer, another one tells
         the user (Slack does not retry an acked event). The write is started, not awaited: an
         await here would let answers already running delay every ack of a burst."""
-        inflight = self._ctx.bridge.inflight
-        if inflight is None:
-            return
         token = _answerable(payload)
         if token is None:
             return
-        inflight.preack_nowait(
-            "slack", str(payload.get("event_id", "")), token
-        ).add_done_callback(_log_preack_failure)
+        queued = self._ctx.bridge.preack_nowait(PLATFORM, str(payload.get("event_id", "")), token)
+        if queued is not None:
+            queued.add_done_callback(_log_preack_failure)
 
     async def _dispatcher(self) -> None:
         """Start bolt dispatches one per event-loop turn.

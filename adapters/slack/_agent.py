@@ -17,20 +17,20 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from adapters.slack._budget import MethodWindow
-from adapters.slack._webapi import SlackApi
+from adapters.slack._webapi import SlackApi, error_code
 from app.errors import BridgeError
 
 if TYPE_CHECKING:
-    from app.appcheck import ParamsCache
+    from app.appcheck import AppParams
+    from app.platform_store import PlatformStore
     from app.settings import Route
-    from app.store import RedisStore
 
 log = structlog.get_logger(__name__)
 
@@ -103,8 +103,8 @@ class AgentView:
     def __init__(
         self,
         *,
-        store: RedisStore,
-        params: ParamsCache,
+        store: PlatformStore,
+        params: Callable[[Route], Awaitable[AppParams | None]],
         window: Callable[[str], MethodWindow] | None = None,
     ) -> None:
         self._store = store
@@ -114,7 +114,7 @@ class AgentView:
         self._offered: dict[tuple[str, str, str], tuple[float, str]] = {}
 
     async def prompts_for(self, route: Route) -> Prompts | None:
-        params = await self._params.get(route)
+        params = await self._params(route)
         if params is None:
             return None
         return prompts_from(params.opening_statement, params.suggested_questions)
@@ -158,23 +158,23 @@ class AgentView:
             )
         except BridgeError as e:
             self._offered.pop(key, None)
-            log.info("slack.prompts_unavailable", code=getattr(e, "code", "ratelimited"))
+            log.info("slack.prompts_unavailable", code=error_code(e))
             return False
         return True
 
     # ------------------------------------------------------------------ viewing context
 
     def _viewing_key(self, team: str, who: str) -> str:
-        return self._store.global_key("slack", "viewing", team, who)
+        return f"viewing:{team}:{who}"
 
     async def remember_viewing(self, team: str, who: str, context: Any) -> None:
         line = describe_viewing(context)
         key = self._viewing_key(team, who)
         try:
             if line:
-                await self._store.redis.set(key, line, ex=VIEWING_TTL)
+                await self._store.set(key, line, ttl=VIEWING_TTL)
             else:
-                await self._store.redis.delete(key)
+                await self._store.delete(key)
         except Exception as e:  # Redis away: the next question goes without context
             log.info("slack.viewing_not_saved", error=type(e).__name__)
 
@@ -184,10 +184,10 @@ class AgentView:
             if not who:
                 continue
             try:
-                raw = await self._store.redis.get(self._viewing_key(team, who))
+                line = await self._store.get(self._viewing_key(team, who))
             except Exception as e:
                 log.info("slack.viewing_unavailable", error=type(e).__name__)
                 return ""
-            if raw:
-                return raw.decode() if isinstance(raw, bytes) else str(raw)
+            if line:
+                return line
         return ""

@@ -26,7 +26,7 @@ from slack_sdk.oauth.installation_store import Bot, Installation
 from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
 from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
 
-from adapters.slack._webapi import SlackApi, SlackCallError
+from adapters.slack._webapi import SlackApi, SlackCallError, error_code
 from adapters.slack.hints import SLACK_AUTH_HINTS
 
 log = structlog.get_logger(__name__)
@@ -40,7 +40,8 @@ def _who(enterprise_id: str | None, team_id: str | None, is_enterprise_install: 
 
 
 class RedisInstallationStore(AsyncInstallationStore):
-    """Slack installations (one per workspace) in Redis, under the service's key prefix.
+    """Slack installations (one per workspace) in Redis, under the adapter's key prefix
+    (``PlatformStore.key_prefix``, ``<prefix>:slack``).
 
     Keys: ``<prefix>:slack:bot:<enterprise>:<team>`` and ``<prefix>:slack:inst:<enterprise>:<team>``
     (``-`` for an absent id), JSON of slack_sdk's models. Tokens never leave this module in logs.
@@ -51,7 +52,7 @@ class RedisInstallationStore(AsyncInstallationStore):
         self._prefix = prefix
 
     def _key(self, what: str, who: str) -> str:
-        return f"{self._prefix}:slack:{what}:{who}"
+        return f"{self._prefix}:{what}:{who}"
 
     @property
     def logger(self) -> Any:
@@ -152,7 +153,7 @@ class SignedStateStore(AsyncOAuthStateStore):
             return False
         if int(expiry) < time.time():
             return False
-        key = f"{self._prefix}:slack:state:{nonce}"
+        key = f"{self._prefix}:state:{nonce}"
         return bool(await self._redis.set(key, 1, nx=True, ex=self._expiration))
 
 
@@ -178,7 +179,7 @@ class SingleTeamAuthorize(AsyncAuthorize):
             try:
                 data = await self._api.call("auth.test")
             except Exception as e:
-                self.last_error = str(getattr(e, "code", "") or type(e).__name__)
+                self.last_error = str(error_code(e, "") or type(e).__name__)
                 _, setting, fix = auth_problem(self.last_error)
                 log.error("slack.auth_test_failed", error=self.last_error, setting=setting,
                           fix=fix)

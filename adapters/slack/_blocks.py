@@ -10,7 +10,7 @@ import json
 import re
 from typing import Any
 
-from app import render
+from adapters.slack import render
 from app.model import ReplyExtras
 
 Block = dict[str, Any]

@@ -65,6 +65,10 @@ class ResponseUrlReply:
         tail = B.final_extras_blocks(extras, feedback=False, suggested=False)
         await self._send(B.fallback_text(md), B.answer_blocks(md) + tail)
 
+    def resume_token(self) -> None:
+        """A private reply lives behind a response_url that expires: nothing to resume."""
+        return None
+
     async def fail(self, message: str, *, ref: str) -> None:
         await self._send(B.fallback_text(message), B.error_blocks(message, ref))
 

@@ -1,4 +1,4 @@
-"""Bolt listeners: Slack events, the slash command and button clicks -> the bridge.
+"""Bolt listeners: Slack events and the slash command -> the bridge (clicks: ``_clicks.py``).
 
 Bolt acks Events API callbacks before these run (``process_before_response=False``); the command
 and action listeners call ``ack()`` first thing. Everything after the ack may take its time.
@@ -6,13 +6,11 @@ and action listeners call ``ack()`` first thing. Everything after the ack may ta
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
@@ -20,7 +18,6 @@ from redis.exceptions import RedisError
 from slack_bolt.context.async_context import AsyncBoltContext
 
 from adapters.slack import _blocks as B
-from adapters.slack import _forms as F
 from adapters.slack._agent import (
     PROMPTS_PER_MINUTE,
     SESSIONS_PER_MINUTE,
@@ -29,108 +26,67 @@ from adapters.slack._agent import (
     describe_viewing,
 )
 from adapters.slack._budget import APPENDS_PER_MINUTE, STREAMS_PER_MINUTE, SlackBudgets
+from adapters.slack._clicks import ClickHandlers
 from adapters.slack._ephemeral import ResponseUrlReply
 from adapters.slack._files import attachments_from_event, prefetch
 from adapters.slack._native import Refusals
 from adapters.slack._normalize import Ignore, classify, slack_to_plain, ts_to_time
+from adapters.slack._payload import digest as _digest
+from adapters.slack._payload import text_at as _s
 from adapters.slack._reply import ReplyOptions, SlackReply
-from adapters.slack._webapi import SlackApi, SlackCallError, make_client
-from app import render_slack
+from adapters.slack._webapi import SlackApi, SlackCallError, error_code, make_client
 from app.budgets import SharedBudgets
 from app.errors import BridgeError, PlatformRateLimited, UserFacingError
-from app.forms import FormAnswer, FormResult, Outcome, Responder
+from app.failures import new_ref
 from app.model import IncomingMessage, Kind, PlatformLimits, Speaker, ThreadKey
-from app.pipeline import RESET_DONE, new_ref
 from app.tasks import spawn
 
 if TYPE_CHECKING:
+    from app.bridge_api import BridgeApi
     from app.metrics import Metrics
-    from app.pipeline import Bridge
+    from app.platform_store import PlatformStore
     from app.settings import Route
-    from app.store import RedisStore
 
 log = structlog.get_logger(__name__)
 
 PLATFORM = "slack"
 _CANT_POST = frozenset({"not_in_channel", "channel_not_found", "is_archived", "restricted_action"})
 _PEOPLE_TTL = 600.0
-_GROUPS_TTL = 300.0
 _SPECIAL_MENTION = re.compile(r"<!([a-z]+)(?:\^[^|>]*)?(?:\|[^>]*)?>")
 
 Ack = Callable[..., Awaitable[Any]]
 
 
-def _s(d: Any, *path: str) -> str:
-    """The string under ``path`` in nested dicts, or ``""`` (payloads are checked, not trusted)."""
-    cur = d
-    for p in path:
-        if not isinstance(cur, dict):
-            return ""
-        cur = cur.get(p)
-    return cur if isinstance(cur, str) else ""
-
-
-async def _rewrite_clicked(
-    api: SlackApi,
-    channel: str,
-    body: dict[str, Any],
-    rewrite: Callable[[list[Any]], list[Any]],
-    *,
-    failure: str,
-) -> None:
-    """Replace the blocks of the message whose button was clicked with ``rewrite(blocks)``; a
-    failure only costs the visual change (logged as ``failure``), never the click's effect."""
-    raw_message = body.get("message")
-    message: dict[str, Any] = raw_message if isinstance(raw_message, dict) else {}
-    blocks = message.get("blocks")
-    ts = _s(message, "ts")
-    if not isinstance(blocks, list) or not ts:
-        return
-    try:
-        await api.call(
-            "chat.update",
-            channel=channel,
-            ts=ts,
-            text=_s(message, "text") or B.ANSWER_FALLBACK,
-            blocks=rewrite(blocks),
-        )
-    except BridgeError as e:
-        log.info(failure, code=getattr(e, "code", "ratelimited"))
-
-
-def _digest(body: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-class SlackHandlers:
+class SlackHandlers(ClickHandlers):
     """The adapter's behaviour behind bolt's listeners, one method per kind of request."""
 
     def __init__(
         self,
         *,
-        bridge: Bridge,
-        store: RedisStore,
+        bridge: BridgeApi,
+        kv: PlatformStore,
+        budgets: SharedBudgets,
         limits: PlatformLimits,
         api_url: str,
         session: aiohttp.ClientSession,
         metrics: Metrics | None,
     ) -> None:
         self._bridge = bridge
-        self._store = store
+        self._kv = kv
         self._limits = limits
         self._api_url = api_url
         self._session = session
         self._metrics = metrics
         self._people: dict[tuple[str, str], tuple[float, Speaker]] = {}
         self._groups: dict[tuple[str, str], tuple[float, frozenset[str]]] = {}
-        self.budgets = SlackBudgets(shared=SharedBudgets(store))
+        self.budgets = SlackBudgets(shared=budgets)
         # Where Slack refused native streaming lately (answers there use edits meanwhile).
         self.refusals = Refusals()
         # Where Slack refused agent sessions lately (the app is not declared an agent).
         self.session_refusals = Refusals()
         self.agent = AgentView(
-            store=store,
-            params=bridge.params,
+            store=kv,
+            params=bridge.app_params,
             window=lambda team: self.budgets.window(
                 team, "assistant.threads.setSuggestedPrompts", PROMPTS_PER_MINUTE
             ),
@@ -145,7 +101,7 @@ class SlackHandlers:
 
     def _route(self, key: ThreadKey) -> Route | None:
         try:
-            return self._bridge.router.resolve(key)
+            return self._bridge.route_for(key)
         except Exception as e:  # a broken route is the pipeline's to report, with a ref id
             log.warning("slack.route_resolve_failed", error=type(e).__name__)
             return None
@@ -233,7 +189,7 @@ class SlackHandlers:
                 "conversations.replies", channel=key.channel, ts=key.thread, limit=limit + 1
             )
         except BridgeError as e:
-            log.info("slack.history_failed", code=getattr(e, "code", "ratelimited"))
+            log.info("slack.history_failed", code=error_code(e))
             return ()
         lines: list[str] = []
         for m in data.get("messages") or []:
@@ -275,7 +231,8 @@ class SlackHandlers:
         history = await self._history(api, key, trig.ts, route, context.bot_user_id)
         event_id = _s(body, "event_id") or f"{trig.channel}:{trig.ts}"
         # One mention comes as app_mention *and* message: same channel+ts, different ids.
-        dedup_keys = (f"slack:{team}:{trig.channel}:{trig.ts}",)
+        dedup_name = f"{team}:{trig.channel}:{trig.ts}"
+        dedup_keys = (f"{PLATFORM}:{dedup_name}",)
         attachments = attachments_from_event(
             trig.files, token=token, session=self._session, api_url=self._api_url
         )
@@ -283,7 +240,7 @@ class SlackHandlers:
             try:
                 attachments = await prefetch(attachments)
             except UserFacingError as e:
-                await self._refuse(api, key, (f"{PLATFORM}:{event_id}", *dedup_keys), e)
+                await self._refuse(api, key, (event_id, dedup_name), e)
                 return
         msg = IncomingMessage(
             key=key,
@@ -322,7 +279,7 @@ class SlackHandlers:
     ) -> None:
         """Answer a message we cannot take (unreadable file) once, even if Slack redelivers it."""
         # The same keys the bridge would claim: a retry of this event is dropped there too.
-        if not await self._store.claim(*claim):
+        if not await self._kv.claim(*claim):
             return
         ref = new_ref()
         log.warning("slack.message_refused", kind=err.kind, ref=ref, thread=key.log_id)
@@ -336,15 +293,14 @@ class SlackHandlers:
                 blocks=B.error_blocks(err.user_message, ref),
             )
         except BridgeError as e:
-            log.warning("slack.refusal_undeliverable", code=getattr(e, "code", "ratelimited"))
+            log.warning("slack.refusal_undeliverable", code=error_code(e))
 
     async def _first_delivery(self, kind: str, *parts: str) -> bool:
         """False if this very request was handled before: a replay of a signed request within
         Slack's five minutes, or a redelivery. Checked before anything visible is posted; the
         pipeline's own de-duplication comes too late for what a handler posts first."""
-        key = ":".join((PLATFORM, kind, *parts))
         try:
-            fresh = await self._store.claim(key)
+            fresh = await self._kv.claim(":".join((kind, *parts)))
         except RedisError as e:  # the pipeline reports Redis trouble to the user
             log.warning("slack.replay_check_failed", error=type(e).__name__)
             return True
@@ -410,7 +366,7 @@ class SlackHandlers:
                     status="active",
                 )
             except BridgeError as e:
-                log.info("slack.agent_session_failed", code=getattr(e, "code", "ratelimited"))
+                log.info("slack.agent_session_failed", code=error_code(e))
 
     async def on_context_changed(
         self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
@@ -418,7 +374,7 @@ class SlackHandlers:
         """``app_context_changed``: remembered only when a route passes it to Dify."""
         if not any(
             "viewing" in r.config.inputs.values() and r.config.match.platform in (None, PLATFORM)
-            for r in self._bridge.router.routes
+            for r in self._bridge.routes
         ):
             return
         team = context.team_id or _s(body, "team_id") or context.enterprise_id or ""
@@ -466,7 +422,7 @@ class SlackHandlers:
             )
             ts = _s(posted, "ts")
         except (SlackCallError, PlatformRateLimited) as e:
-            code = getattr(e, "code", "ratelimited")
+            code = error_code(e)
             if ephemeral is None or (code not in _CANT_POST and code != "ratelimited"):
                 log.warning("slack.command_post_failed", code=code)
                 if ephemeral is not None:
@@ -501,239 +457,3 @@ class SlackHandlers:
         self._bridge.submit(
             msg, self._reply(key, token, user, route, one_shot=one_shot), self._limits
         )
-
-    # ------------------------------------------------------------------ buttons
-
-    def _action_thread(self, body: dict[str, Any], context: AsyncBoltContext) -> ThreadKey | None:
-        team = context.team_id or _s(body, "team", "id") or _s(body, "user", "team_id")
-        channel = _s(body, "container", "channel_id") or _s(body, "channel", "id")
-        raw_message = body.get("message")
-        message: dict[str, Any] = raw_message if isinstance(raw_message, dict) else {}
-        thread = _s(message, "thread_ts") or _s(message, "ts") or _s(body, "container", "thread_ts")
-        if not (team and channel and thread):
-            return None
-        return ThreadKey(PLATFORM, team, channel, thread)
-
-    @staticmethod
-    def _action(body: dict[str, Any]) -> dict[str, Any]:
-        actions = body.get("actions")
-        if isinstance(actions, list) and actions and isinstance(actions[0], dict):
-            return actions[0]
-        return {}
-
-    async def _tell(self, body: dict[str, Any], text: str) -> None:
-        """An ephemeral note to the person who clicked (through the click's response_url)."""
-        url = _s(body, "response_url")
-        if url:
-            await ResponseUrlReply(self._session, url).say(text)
-
-    async def on_stop(self, ack: Ack, body: dict[str, Any], context: AsyncBoltContext) -> None:
-        await ack()
-        key = self._action_thread(body, context)
-        if key is None:
-            return
-        try:
-            stopped = await self._bridge.stop(thread=key)
-        except BridgeError as e:
-            log.warning("slack.stop_failed", error=type(e).__name__)
-            stopped = False
-        if not stopped:
-            await self._tell(body, "There is no answer to stop any more.")
-
-    async def on_feedback(self, ack: Ack, body: dict[str, Any], context: AsyncBoltContext) -> None:
-        await ack()
-        key = self._action_thread(body, context)
-        action = self._action(body)
-        value = B.parse_value(action.get("value"))
-        message_id = value.get("m")
-        if key is None or not isinstance(message_id, str) or not message_id:
-            return
-        native = action.get("action_id") == B.ACTION_FEEDBACK
-        rating: Literal["like", "dislike"] = (
-            "like"
-            if (value.get("v") == "like" if native else action.get("action_id") == B.ACTION_LIKE)
-            else "dislike"
-        )
-        try:
-            await self._bridge.feedback(thread=key, message_id=message_id, rating=rating)
-        except UserFacingError as e:
-            await self._tell(body, e.user_message)
-            return
-        except Exception as e:
-            log.warning("slack.feedback_failed", error=type(e).__name__)
-            await self._tell(body, "I couldn't record your feedback. Please try again later.")
-            return
-        if native:
-            return  # Slack's feedback buttons show the choice themselves
-        user_id = _s(body, "user", "id")
-        await _rewrite_clicked(
-            self.api(context.bot_token), key.channel, body,
-            lambda blocks: B.feedback_done_blocks(blocks, rating, user_id),
-            failure="slack.feedback_ack_failed",
-        )
-
-    async def on_suggestion(
-        self, ack: Ack, body: dict[str, Any], context: AsyncBoltContext
-    ) -> None:
-        await ack()
-        key = self._action_thread(body, context)
-        action = self._action(body)
-        question = B.parse_value(action.get("value")).get("q")
-        user = _s(body, "user", "id")
-        if key is None or not isinstance(question, str) or not question.strip() or not user:
-            return
-        action_ts = _s(action, "action_ts")
-        if not await self._first_delivery(
-            "suggestion", key.channel, action_ts or _digest(body), user
-        ):
-            return
-        action_ts = action_ts or f"{time.time():.6f}"
-        token = context.bot_token
-        api = self.api(token)
-        received = ts_to_time(action_ts) or time.time()
-        await self.budgets.wait_post(key.workspace, key.channel)
-        try:
-            # Show in the thread who asked what, as if they had typed it.
-            posted = await api.call(
-                "chat.postMessage",
-                channel=key.channel,
-                thread_ts=key.thread,
-                # The question came from the model: it must not notify anyone.
-                text=f"<@{user}> asked: {render_slack.escape(question)}"[:3900],
-            )
-            received = ts_to_time(_s(posted, "ts")) or received
-        except BridgeError as e:
-            log.info("slack.suggestion_echo_failed", code=getattr(e, "code", "ratelimited"))
-        route = self._route(key)
-        msg = IncomingMessage(
-            key=key,
-            event_id=f"action:{key.channel}:{action_ts}:{user}",
-            speaker=await self._speaker(api, key.workspace, user, route),
-            text=question.strip(),
-            kind=Kind.THREAD_REPLY,
-            received_at=received,
-        )
-        self._bridge.submit(msg, self._reply(key, token, user, route), self._limits)
-
-    async def on_reset(self, ack: Ack, body: dict[str, Any], context: AsyncBoltContext) -> None:
-        """The "New topic" button: the thread's next question starts a new Dify conversation."""
-        await ack()
-        key = self._action_thread(body, context)
-        if key is None:
-            return
-        user = _s(body, "user", "id")
-        action_ts = _s(self._action(body), "action_ts")
-        if not await self._first_delivery("reset", key.channel, action_ts or _digest(body), user):
-            return
-        try:
-            await self._bridge.reset(thread=key)
-        except Exception as e:  # Redis away: nothing changed, say so
-            log.warning("slack.reset_failed", error=type(e).__name__)
-            await self._tell(body, "I couldn't start a new topic. Please try again in a minute.")
-            return
-        api = self.api(context.bot_token)
-        # Everyone in the thread shares its conversation: tell them all, in the thread.
-        await self.budgets.wait_post(key.workspace, key.channel)
-        try:
-            await api.call(
-                "chat.postMessage",
-                channel=key.channel,
-                thread_ts=key.thread,
-                text=B.fallback_text(RESET_DONE),
-                blocks=B.reset_done_blocks(RESET_DONE, user),
-            )
-        except BridgeError as e:
-            log.info("slack.reset_note_failed", code=getattr(e, "code", "ratelimited"))
-            await self._tell(body, RESET_DONE)
-        await _rewrite_clicked(
-            api, key.channel, body, B.without_reset_button,
-            failure="slack.reset_button_update_failed",
-        )
-
-    # ------------------------------------------------------------------ Human Input forms
-
-    async def on_form(self, ack: Ack, body: dict[str, Any], context: AsyncBoltContext) -> None:
-        """A button of a Dify Human Input form: send the choice (and the typed values), show
-        who chose what on the form, stream the rest of the answer into the thread."""
-        await ack()
-        key = self._action_thread(body, context)
-        picked = F.parse_click(self._action(body).get("value"))
-        user = _s(body, "user", "id")
-        if key is None or picked is None or not user:
-            return
-        token = context.bot_token
-        api = self.api(token)
-        route = self._route(key)
-        who = Speaker(id=user)
-        if route is not None and route.config.human_input.answer_by != "anyone" and any(
-            "@" in a for a in route.config.human_input.allowed
-        ):
-            who = await self._look_up(api, user) or who
-        click = FormAnswer(
-            key=picked[0], action_id=picked[1], values=F.state_values(body),
-            by=Responder(id=user, name=f"<@{user}>", email=who.email),
-        )
-        try:
-            result = await self._bridge.answer_form(
-                key, click, self._reply(key, token, user, route), self._limits,
-                groups=_SlackGroups(self, api, key.workspace),
-            )
-        except Exception as e:  # the click must get an answer, never a silent failure
-            log.warning("slack.form_failed", error=type(e).__name__)
-            await self._tell(body, "I couldn't send your answer. Please try again in a minute.")
-            return
-        log.info("slack.form_answered", outcome=result.outcome.value)
-        if result.closed:
-            await _rewrite_clicked(
-                api, key.channel, body, lambda blocks: F.closed_blocks(blocks, result),
-                failure="slack.form_update_failed",
-            )
-        if result.outcome is not Outcome.ACCEPTED:
-            await self._tell(body, _for_clicker(result))
-
-    async def on_form_field(self, ack: Ack) -> None:
-        """A form field's own interaction (none by default): acknowledged, nothing to do."""
-        await ack()
-
-    async def _look_up(self, api: SlackApi, user: str) -> Speaker | None:
-        """The user's name and e-mail from ``users.info``; None when Slack refuses."""
-        try:
-            data = await api.call("users.info", user=user)
-        except BridgeError as e:
-            log.info("slack.users_info_failed", code=getattr(e, "code", "ratelimited"))
-            return None
-        u = data.get("user") if isinstance(data.get("user"), dict) else {}
-        name = _s(u, "profile", "display_name") or _s(u, "real_name") or _s(u, "name")
-        return Speaker(id=user, name=name, email=_s(u, "profile", "email") or None)
-
-    async def group_members(self, api: SlackApi, team: str, group: str) -> frozenset[str]:
-        """Members of a Slack user group (``usergroups.users.list``), cached a few minutes."""
-        hit = self._groups.get((team, group))
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
-        data = await api.call("usergroups.users.list", usergroup=group)
-        users = data.get("users")
-        members = frozenset(u for u in users if isinstance(u, str)) if isinstance(
-            users, list) else frozenset()
-        if len(self._groups) > 10_000:
-            self._groups.clear()
-        self._groups[(team, group)] = (time.monotonic() + _GROUPS_TTL, members)
-        return members
-
-
-class _SlackGroups:
-    """``human_input.allowed`` entries that are Slack user groups (ids starting with S)."""
-
-    def __init__(self, handlers: SlackHandlers, api: SlackApi, team: str) -> None:
-        self._h, self._api, self._team = handlers, api, team
-
-    async def member_of(self, group: str, user_id: str) -> bool:
-        if not (group.startswith("S") and group[1:].isalnum()):
-            return False
-        return user_id in await self._h.group_members(self._api, self._team, group)
-
-
-def _for_clicker(result: FormResult) -> str:
-    if result.outcome is Outcome.ALREADY_DECIDED:
-        return f"{result.message} Your choice was not sent."
-    return result.message

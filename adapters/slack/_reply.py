@@ -26,6 +26,7 @@ from adapters.slack._budget import ChannelPacer, MethodWindow, UpdateBudget
 from adapters.slack._files import upload_out_files, upload_text
 from adapters.slack._native import NativeStream, Refusals
 from adapters.slack._session import AgentSession
+from adapters.slack._status import ThreadStatus
 from adapters.slack._webapi import SlackApi, SlackCallError
 from app.errors import PlatformError, PlatformRateLimited
 from app.forms import HumanForm
@@ -33,8 +34,6 @@ from app.model import ReplyExtras, Step
 
 log = structlog.get_logger(__name__)
 
-# assistant.threads.setStatus clears itself after two minutes without a message.
-STATUS_REFRESH_SECONDS = 90.0
 # How long fail() waits out rate limits before giving up: the error must land.
 _FAIL_MAX_WAIT = 30.0
 _GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
@@ -101,7 +100,6 @@ class SlackReply:
         self._ts: list[str] = []
         self._shown: list[str] = []
         self._refusals = refusals
-        self._titles = titles
         # DMs with an agent app are agent sessions (Slack's own Stop button, titles).
         self._agent_session = (
             AgentSession(api, team=team, channel=channel, thread_ts=thread_ts,
@@ -114,9 +112,7 @@ class SlackReply:
         self._native = options.native_streaming and refused is None
         self._stream: NativeStream | None = None
         self._steps: tuple[Step, ...] = ()
-        self._status_task: asyncio.Task[None] | None = None
-        self._status_on = False
-        self._status_text = ""
+        self._status = ThreadStatus(api, channel=channel, thread_ts=thread_ts, titles=titles)
         self._updates = updates
         self._posts = posts
         self._reserved = False
@@ -151,8 +147,8 @@ class SlackReply:
         if self._agent_session is not None:
             await self._agent_session.begin()
             self._session_begun = self._agent_session.open
-        if await self._set_status(placeholder):
-            self._status_task = asyncio.create_task(self._refresh_status())
+        if await self._status.set(placeholder):
+            self._status.keep_alive()
             return
         await self._reserve(force=True)
         payload = [(B.fallback_text(placeholder), self._streaming_blocks("", placeholder))]
@@ -168,8 +164,8 @@ class SlackReply:
 
     async def update(self, text: str, *, status: str | None = None) -> None:
         nothing_shown = not self._ts and (self._stream is None or not self._stream.message_ts)
-        if nothing_shown and status and self._status_on and status != self._status_text:
-            await self._set_status(status)
+        if nothing_shown and status and self._status.on and status != self._status.text:
+            await self._status.set(status)
         if nothing_shown and not text.strip():
             return
         if self._native and await self._native_update(text):
@@ -191,7 +187,7 @@ class SlackReply:
                 self._unreserve()
 
     async def finish(self, text: str, extras: ReplyExtras) -> None:
-        self._stop_status()
+        self._status.stop()
         tail = B.final_extras_blocks(
             extras,
             feedback=self._opt.feedback_buttons,
@@ -219,7 +215,8 @@ class SlackReply:
                 "I couldn't attach the whole answer as a file; the part above is all I can show."
             )
         if self._is_dm and extras.conversation_name:
-            await self._set_title(extras.conversation_name)
+            session = self._agent_session if self._session_begun else None
+            await self._status.set_title(extras.conversation_name, session)
         if extras.files:
             failed = await upload_out_files(
                 self._api,
@@ -237,7 +234,7 @@ class SlackReply:
 
     async def ask(self, text: str, forms: list[HumanForm], extras: ReplyExtras) -> None:
         """The answer so far, then one message per form (inputs and buttons)."""
-        self._stop_status()
+        self._status.stop()
         payloads: list[tuple[str, list[B.Block]]] = []
         if text.strip():
             payloads += [(B.fallback_text(p), B.answer_blocks(p)) for p in B.split(text)]
@@ -248,16 +245,14 @@ class SlackReply:
             await self._leave_native()
         await self._sync(payloads, final=True)
         self._unreserve()
-        if self._status_on:
-            await self._clear_status()
+        await self._status.clear()
         if self._agent_session is not None:
             # The run waits for a person, not for us: Slack's Stop button would stop nothing.
             await self._agent_session.end()
 
     async def fail(self, message: str, *, ref: str) -> None:
-        self._stop_status()
-        if self._status_on:
-            await self._clear_status()
+        self._status.stop()
+        await self._status.clear()
         if self._agent_session is not None:
             await self._agent_session.end()
         text = f"{message}\n\n(Reference: {ref})"
@@ -348,8 +343,7 @@ class SlackReply:
             else:
                 self._ts.append(await self._post(text, blocks, final=final))
                 self._shown.append(key)
-                self._status_on = False  # Slack clears the status when the app replies
-                self._stop_status()
+                self._status.replied()  # Slack clears the status when the app replies
         # The answer got shorter (a moderation replace): remove the messages no longer needed.
         for i in range(len(payloads), len(self._ts)):
             if self._shown[i] != "":
@@ -431,8 +425,7 @@ class SlackReply:
             await self._leave_native()
             return False
         if stream.message_ts:
-            self._status_on = False  # Slack clears the status when the app replies
-            self._stop_status()
+            self._status.replied()  # Slack clears the status when the app replies
         return True
 
     async def _native_finish(self, text: str, extras: ReplyExtras) -> bool:
@@ -489,53 +482,3 @@ class SlackReply:
         self._ts[:0] = streamed
         self._shown[:0] = ["streamed"] * len(streamed)
         self._stream = None
-
-    # ---------------------------------------------------------------- assistant status
-
-    async def _set_status(self, status: str) -> bool:
-        try:
-            await self._api.call(
-                "assistant.threads.setStatus",
-                channel_id=self._channel,
-                thread_ts=self._thread_ts,
-                status=status,
-            )
-        except (SlackCallError, PlatformRateLimited) as e:
-            log.info("slack.status_unavailable", code=getattr(e, "code", "ratelimited"))
-            return False
-        self._status_on = bool(status)
-        self._status_text = status
-        return True
-
-    async def _set_title(self, title: str) -> None:
-        """The thread's title in the agent view's Messages tab (best effort): the agent
-        session's title where there is one, else the assistant thread's."""
-        if self._titles is not None and not await self._titles.try_take():
-            log.info("slack.title_skipped", reason="tier_budget")
-            return
-        session = self._agent_session
-        if session is not None and self._session_begun and await session.rename(title):
-            return
-        try:
-            await self._api.call(
-                "assistant.threads.setTitle",
-                channel_id=self._channel,
-                thread_ts=self._thread_ts,
-                title=title[:100],
-            )
-        except (SlackCallError, PlatformRateLimited) as e:
-            log.info("slack.title_unavailable", code=getattr(e, "code", "ratelimited"))
-
-    async def _clear_status(self) -> None:
-        await self._set_status("")
-
-    async def _refresh_status(self) -> None:
-        while True:
-            await asyncio.sleep(STATUS_REFRESH_SECONDS)
-            if not self._status_on or not await self._set_status(self._status_text):
-                return
-
-    def _stop_status(self) -> None:
-        if self._status_task is not None:
-            self._status_task.cancel()
-            self._status_task = None

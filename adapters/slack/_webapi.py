@@ -32,6 +32,12 @@ class SlackCallError(PlatformError):
     """A Web API call answered ``ok: false`` (``code``: Slack's ``error``) or could not connect."""
 
 
+def error_code(e: BaseException, default: str = "ratelimited") -> str:
+    """Slack's error code of a failed call, for the logs; ``default`` for errors that carry
+    none (a rate limit: Slack's code for it is ``ratelimited``)."""
+    return e.code if isinstance(e, PlatformError) else default
+
+
 def make_client(
     *, token: str | None, base_url: str, session: aiohttp.ClientSession | None
 ) -> AsyncWebClient:

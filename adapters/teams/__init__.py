@@ -14,6 +14,7 @@ import structlog
 
 from adapters.teams.admin import ADMIN
 from adapters.teams.settings import TeamsSettings, teams_settings
+from app import logs
 from app.plugin import Platform
 
 if TYPE_CHECKING:
@@ -26,6 +27,8 @@ log = structlog.get_logger(__name__)
 __all__ = ["PLATFORM", "create"]
 
 DEFAULT_TENANT_RPS = 28.0
+
+logs.quiet("microsoft_agents")
 
 
 def create(ctx: AdapterContext) -> TeamsAdapter | None:

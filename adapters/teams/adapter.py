@@ -29,14 +29,13 @@ from adapters.teams.connector import BotConnector, TenantPacer
 from adapters.teams.reply import EditReply, Runtime, StreamReply
 from adapters.teams.settings import teams_settings
 from adapters.teams.tokens import TokenSource
-from app.budgets import SharedBudgets
 from app.context import AdapterContext
 from app.errors import PlatformError
 from app.forms import FormAnswer, FormResult, Outcome, Responder
 from app.health import Backoff
 from app.model import IncomingMessage, Kind, PlatformLimits, Speaker, ThreadKey
-from app.pipeline import RESET_DONE
 from app.tasks import spawn
+from app.texts import RESET_DONE
 
 log = structlog.get_logger(__name__)
 
@@ -44,7 +43,7 @@ FEEDBACK_TIMEOUT = 10.0
 CREDENTIALS_HEALTH = "teams credentials"
 # A cached token is returned without a request; near its expiry this refreshes it.
 TOKEN_RECHECK_SECONDS = 120.0
-FEEDBACK_LATEST = "teams:fb:latest"  # the thread's newest answer (feedback without replyToId)
+FEEDBACK_LATEST = "fb:latest"  # the thread's newest answer (feedback without replyToId)
 # Dify needs a question; a message that is only a file gets this one.
 FILE_ONLY_QUESTION = "Please look at the attached file."
 RESET_FAILED = "Sorry, I could not start a new conversation just now. Please try again."
@@ -92,6 +91,7 @@ class TeamsAdapter:
         certificate: Certificate | None = None,
     ) -> None:
         self.ctx = ctx
+        self._kv = ctx.store.for_platform("teams")
         self.app_id = app_id
         self.local = not app_id
         self._password = password
@@ -218,7 +218,7 @@ class TeamsAdapter:
             tokens=tokens,
             metrics=self.ctx.metrics,
             allow_service_url=is_loopback_url if self.local else _any_https_or_verified,
-            pacer=TenantPacer.for_rps(self.tenant_rps, shared=SharedBudgets(self.ctx.store)),
+            pacer=TenantPacer.for_rps(self.tenant_rps, shared=self.ctx.store.shared_budgets()),
         )
         self._downloader = files.Downloader(
             session=self._session,
@@ -338,12 +338,9 @@ class TeamsAdapter:
     async def _record_before_ack(self, event_id: str, reply: EditReply) -> None:
         """Record the activity in Redis before the 200: if this replica dies before answering,
         another one tells the user (Teams does not redeliver an acknowledged activity)."""
-        inflight = self.ctx.bridge.inflight
-        if inflight is None:
-            return
         try:
             await asyncio.wait_for(
-                inflight.preack("teams", event_id, reply.resume_token()), 0.5
+                self.ctx.bridge.preack("teams", event_id, reply.resume_token()), 0.5
             )
         except (RedisError, TimeoutError) as e:
             log.warning("teams.preack_failed", error=type(e).__name__)
@@ -362,7 +359,7 @@ class TeamsAdapter:
         if inb.conversation_type != acts.CHANNEL:
             return None
         # Only delivered with the ChannelMessage.Read.Group permission (manifest opt-in).
-        route = self.ctx.bridge.router.resolve(key)
+        route = self.ctx.bridge.route_for(key)
         if route is None or not route.config.continue_in_thread:
             return None
         try:
@@ -380,12 +377,12 @@ class TeamsAdapter:
         The reset is done before the 200, so a question sent right after the click already
         starts the new conversation; the confirmation is posted in the background."""
         key = acts.thread_key(inb)
-        route = self.ctx.bridge.router.resolve(key)
+        route = self.ctx.bridge.route_for(key)
         if route is None or not route.config.dify.mode.is_chat:
             log.info("teams.reset_click_ignored", why="no chat route for this thread")
             return
         try:
-            if not await self.ctx.store.claim(f"teams:{_event_id(inb)}"):
+            if not await self._kv.claim(_event_id(inb)):
                 log.info("teams.reset_click_duplicate")
                 return
             await self.ctx.bridge.reset(thread=key)
@@ -404,7 +401,7 @@ class TeamsAdapter:
         """Answer the form in the background (the 200 goes out at once); a redelivered click
         is dropped by its activity id."""
         try:
-            if not await self.ctx.store.claim(f"teams:{_event_id(inb)}"):
+            if not await self._kv.claim(_event_id(inb)):
                 log.info("teams.form_click_duplicate")
                 return
         except RedisError as e:
@@ -460,7 +457,7 @@ class TeamsAdapter:
             log.warning("teams.reset_reply_failed", code=e.code)
 
     def _reset_enabled(self, route_name: str | None) -> bool:
-        route = self.ctx.bridge.router.by_name(route_name) if route_name else None
+        route = self.ctx.bridge.route_named(route_name) if route_name else None
         return (
             route is not None
             and route.config.reset_button
@@ -468,12 +465,12 @@ class TeamsAdapter:
         )
 
     def _reset_by_word(self, route_name: str | None) -> bool:
-        route = self.ctx.bridge.router.by_name(route_name) if route_name else None
+        route = self.ctx.bridge.route_named(route_name) if route_name else None
         words = route.config.reset_words if route is not None else ()
         return compose.RESET_TITLE.lower() in {w.strip().lower() for w in words}
 
     def _dify_origin(self, route_name: str | None) -> str | None:
-        route = self.ctx.bridge.router.by_name(route_name) if route_name else None
+        route = self.ctx.bridge.route_named(route_name) if route_name else None
         # Dify's relative file URLs (/files/...) hang off the API's origin, not /v1.
         return route.base_url.rstrip("/").removesuffix("/v1") if route is not None else None
 
@@ -511,13 +508,11 @@ class TeamsAdapter:
 
         Real Teams names the rated message (``replyToId``); the Agents Playground does not, and
         then the thread's latest answer is the one rated."""
-        store = self.ctx.store
-        field = f"teams:fb:{activity_id}" if activity_id else FEEDBACK_LATEST
-        raw = await store.redis.get(store.k(key, field))
-        if raw is None:
+        field = f"fb:{activity_id}" if activity_id else FEEDBACK_LATEST
+        message_id = await self._kv.get(field, thread=key)
+        if message_id is None:
             log.info("teams.feedback_unknown_message", named=bool(activity_id))
             return False
-        message_id = raw.decode() if isinstance(raw, bytes) else str(raw)
         await self.ctx.bridge.feedback(
             thread=key,
             message_id=message_id,
@@ -527,18 +522,16 @@ class TeamsAdapter:
         return True
 
     async def _remember_feedback(self, key: ThreadKey, activity_id: str, dify_id: str) -> None:
-        store = self.ctx.store
         ttl = int(self.ctx.settings.conversation_ttl_days * 86400)
-        async with store.redis.pipeline(transaction=False) as pipe:
-            pipe.set(store.k(key, f"teams:fb:{activity_id}"), dify_id, ex=ttl)
-            pipe.set(store.k(key, FEEDBACK_LATEST), dify_id, ex=ttl)
-            await pipe.execute()
+        await self._kv.set_many(
+            {f"fb:{activity_id}": dify_id, FEEDBACK_LATEST: dify_id}, ttl=ttl, thread=key
+        )
 
     async def _stop_answer(self, key: ThreadKey) -> bool:
         return await self.ctx.bridge.stop(thread=key)
 
     def _feedback_enabled(self, route_name: str | None) -> bool:
-        route = self.ctx.bridge.router.by_name(route_name) if route_name else None
+        route = self.ctx.bridge.route_named(route_name) if route_name else None
         return route.config.feedback_buttons if route is not None else True
 
 

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
 
-from adapters.teams import _sdk
-from app import render
+from adapters.teams import _sdk, render
 from app.forms import FormResult, HumanForm, Outcome
 from app.model import OutFile, ReplyExtras, Source
 

@@ -10,8 +10,8 @@ from app.redact import _checksums as ck
 from app.redact._scan import P_EMAIL, P_IBAN, P_IP, Raw, first_digit
 from app.redact._scan import is_word as _is_word
 
-# RFC 5322 also allows ` { | } in the local part; nobody uses them, and Slack uses "|" in
-# <mailto:a@b.c|a@b.c>.
+# RFC 5322 also allows ` { | } in the local part; nobody uses them, and chat link markup
+# uses "|" in <mailto:a@b.c|a@b.c>.
 _LOCAL_CHARS = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.!#$%&'*+/=?^_~-"
 )

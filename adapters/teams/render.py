@@ -10,11 +10,19 @@ turn into formatting, to keep copy-paste clean; bare URLs are left untouched.
 from __future__ import annotations
 
 import json
-import unicodedata
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
-if TYPE_CHECKING:
-    from app.render import Table
+from app import render
+from app.render import Table, display_width, extract_tables, split_markdown
+
+__all__ = [
+    "TeamsDialect",
+    "extract_tables",
+    "split_markdown",
+    "teams_table_card",
+    "to_teams_markdown",
+    "utf16_len",
+]
 
 _SAFE_SCHEMES = ("http://", "https://", "mailto:")
 _URL_ESCAPES = str.maketrans({"(": "%28", ")": "%29", " ": "%20", "<": "%3C", ">": "%3E"})
@@ -153,14 +161,6 @@ class TeamsDialect:
         return out
 
 
-def display_width(s: str) -> int:
-    """Columns a monospace font gives ``s``: CJK and full-width characters take two."""
-    return sum(
-        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
-        for c in s
-    )
-
-
 _CARD_BUDGET = 24_000  # UTF-16 units; Teams caps a whole activity at 40-100 KB
 _ALIGN = {"left": "Left", "center": "Center", "right": "Right"}
 
@@ -236,3 +236,18 @@ def teams_table_card(table: Table, *, max_rows: int = 100) -> dict[str, Any]:
 def utf16_len(s: str) -> int:
     """Length in UTF-16 code units, the unit Teams measures message size in."""
     return len(s.encode("utf-16-le", "surrogatepass")) // 2
+
+
+_DIALECT = TeamsDialect()
+
+
+def to_teams_markdown(
+    md: str, *, tables: Literal["text", "card"] = "text", final: bool = False
+) -> str:
+    """Render Dify Markdown in the subset Teams text messages support.
+
+    Headings become ``**bold**`` lines. Tables become an aligned code block (``tables="text"``)
+    or the marker "(see table below)" when the caller sends :func:`teams_table_card` cards for
+    :func:`app.render.extract_tables` (``tables="card"``).
+    """
+    return render.render(_DIALECT, md, tables=tables, final=final)

@@ -1,4 +1,4 @@
-"""Slack's dialect for the renderer in :mod:`app.render`: mrkdwn strings and the sources block.
+"""Slack's dialect for the renderer in :mod:`app.render`: mrkdwn, markdown blocks, sources.
 
 Slack mrkdwn has no escape for ``*``, ``_``, ``~`` or backticks, and formatting markers only take
 effect at word boundaries: ``これは*重要*です`` stays literal. We put a zero-width space (U+200B)
@@ -14,6 +14,7 @@ import string
 from collections.abc import Sequence
 from typing import Any
 
+from app import render
 from app.model import Source
 
 ZWSP = "\u200b"
@@ -183,3 +184,53 @@ def slack_sources_block(sources: Sequence[Source], *, max_items: int = 5) -> dic
             break
         items.pop()
     return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:SOURCES_TEXT_MAX]}]}
+
+
+_DIALECT = SlackDialect()
+SLACK_MARKDOWN_BLOCK_MAX = 12_000
+
+
+def to_slack_mrkdwn(md: str, *, final: bool = False) -> str:
+    """Render Dify Markdown as Slack mrkdwn (``text`` of chat.postMessage/update, section text).
+
+    ``*bold*``, ``_italic_``, ``~strike~``, ``<url|text>``, "•" lists, headings as bold lines,
+    code spans and fences (language dropped), ``>`` quotes, tables as an aligned code block,
+    images as links, HTML as escaped text. Without ``final`` the end is treated as still
+    streaming (see :mod:`app.render`).
+    """
+    return render.render(_DIALECT, md, final=final)
+
+
+# markdown block may honour it, so a zero-width space goes after the "<" (the text looks the same).
+_MENTIONS = ("<!channel", "<!here", "<!everyone", "<!subteam", "<@")
+
+
+def _defuse_mentions(text: str) -> str:
+    if "<" not in text:
+        return text
+    for mention in _MENTIONS:
+        text = text.replace(mention, "<\u200b" + mention[1:])
+    return text
+
+
+def slack_answer_blocks(
+    md: str, *, limit: int = SLACK_MARKDOWN_BLOCK_MAX, final: bool = True
+) -> list[dict[str, Any]]:
+    """Slack ``markdown`` blocks for an answer: Slack renders the CommonMark itself.
+
+    Tables become aligned code blocks first. Slack allows 12,000 characters of markdown blocks
+    per message *cumulatively*, so each returned block is meant for its own message; a normal
+    answer gives exactly one. Blank input gives an empty list. Pass ``final=False`` for an
+    answer still streaming: its unfinished end is repaired as in :func:`to_slack_mrkdwn`.
+    """
+    if (
+        isinstance(limit, bool)
+        or not isinstance(limit, int)
+        or not 1 <= limit <= SLACK_MARKDOWN_BLOCK_MAX
+    ):
+        raise ValueError(f"limit must be 1..{SLACK_MARKDOWN_BLOCK_MAX}, got {limit!r}")
+    source = render.normalize(md) if final else render.heal_source(md)
+    text = _defuse_mentions(render.tables_as_code(source).strip())
+    if not text:
+        return []
+    return [{"type": "markdown", "text": part} for part in render.split_markdown(text, limit)]
