@@ -22,7 +22,7 @@ EMPTY_ANSWER = "(The assistant returned an empty answer.)"
 RESET_DONE = "Okay, starting a new conversation in this thread. Ask away!"
 # Shown under a chat answer when Dify named the conversation.
 CONVERSATION_NAMED = "Dify conversation: “{name}”"
-# A replica restarted under a running answer (app/inflight.py).
+# A replica restarted under a running answer (app/state/inflight.py).
 INTERRUPTED = "⚠️ This answer was interrupted because the assistant restarted. Please ask again."
 RESTARTING = "The assistant is restarting. Please ask again in a few seconds."
 

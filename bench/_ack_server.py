@@ -39,6 +39,6 @@ async def main() -> None:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
-    from app import loop
+    from app.server import loop
 
     loop.run(main())  # the same loop as the bridge

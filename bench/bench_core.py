@@ -31,12 +31,19 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app import gcpolicy  # noqa: E402
-from app.forms import HumanForm  # noqa: E402
-from app.loop import name as loop_name  # noqa: E402
-from app.model import IncomingMessage, Kind, PlatformLimits, ReplyExtras, Speaker, ThreadKey  # noqa: E402
-from app.service import Service  # noqa: E402
-from app.settings import BridgeFile, load_settings  # noqa: E402
+from app.config.settings import BridgeFile, load_settings  # noqa: E402
+from app.pipeline.forms import HumanForm  # noqa: E402
+from app.pipeline.model import (  # noqa: E402
+    IncomingMessage,
+    Kind,
+    PlatformLimits,
+    ReplyExtras,
+    Speaker,
+    ThreadKey,
+)
+from app.server import gcpolicy  # noqa: E402
+from app.server.loop import name as loop_name  # noqa: E402
+from app.server.service import Service  # noqa: E402
 
 LIMITS = PlatformLimits(
     max_message_chars=100_000, min_edit_interval=1.0, workspace_edits_per_minute=60_000
@@ -334,7 +341,7 @@ async def part_scale(n: int) -> None:
 
 
 async def main() -> None:
-    from app import logs
+    from app.server import logs
 
     logs.configure("WARNING", "console", cache=True)  # as `dify-bridge serve` does
     ap = argparse.ArgumentParser()
@@ -353,7 +360,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    from app import loop
+    from app.server import loop
 
     # The loop the service itself would run (EVENT_LOOP, default uvloop where installed);
     # ``EVENT_LOOP=asyncio`` compares against asyncio's own loop.

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapters.slack.render import slack_answer_blocks, to_slack_mrkdwn
 from adapters.teams.render import to_teams_markdown
-from app import render
-from app.render import split_markdown
+from app.render import markdown as render
+from app.render.markdown import split_markdown
 
 SECTION = """## Step {n}: configure the **client**
 

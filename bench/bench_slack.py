@@ -55,10 +55,10 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app import gcpolicy  # noqa: E402
-from app.logs import configure as configure_logs  # noqa: E402
-from app.service import Service  # noqa: E402
-from app.settings import load_settings  # noqa: E402
+from app.config.settings import load_settings  # noqa: E402
+from app.server import gcpolicy  # noqa: E402
+from app.server.logs import configure as configure_logs  # noqa: E402
+from app.server.service import Service  # noqa: E402
 from tests.fakes.slack_api import FakeSlack, sign  # noqa: E402
 
 SECRET = "bench-signing-secret"  # noqa: S105 - benchmark value
@@ -412,7 +412,7 @@ def main() -> None:
     ap.add_argument("--serve", help=argparse.SUPPRESS)  # internal: run the bridge process
     args = ap.parse_args()
     if args.serve:
-        from app import loop
+        from app.server import loop
 
         loop.run(serve(args.serve))  # the bridge on the loop the service would use
         return

@@ -34,10 +34,10 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app import gcpolicy  # noqa: E402
-from app.logs import configure as configure_logs  # noqa: E402
-from app.service import Service  # noqa: E402
-from app.settings import load_settings  # noqa: E402
+from app.config.settings import load_settings  # noqa: E402
+from app.server import gcpolicy  # noqa: E402
+from app.server.logs import configure as configure_logs  # noqa: E402
+from app.server.service import Service  # noqa: E402
 from tests.fakes.bot_connector import BOT_APP_ID, TENANT_ID, FakeBotConnector  # noqa: E402
 
 PLACEHOLDER = "Thinking…"

@@ -31,7 +31,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.inflight import INTERRUPTED  # noqa: E402
+from app.state.inflight import INTERRUPTED  # noqa: E402
 from tests.fakes.dify import FakeDify  # noqa: E402
 from tests.fakes.slack_api import FakeSlack  # noqa: E402
 from tests.test_redis_faults import RestartableRedis  # noqa: E402

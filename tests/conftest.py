@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from app.settings import BridgeFile, load_settings
+from app.config.settings import BridgeFile, load_settings
 
 TEST_APP_KEY = "app-test"
 
@@ -107,7 +107,7 @@ MakeService = Callable[..., Awaitable[Any]]
 @pytest_asyncio.fixture(loop_scope="session")
 async def make_service(redis_url: str, fake_dify: Any) -> AsyncIterator[MakeService]:
     """``await make_service({"VAR": ...}, bridge_yaml=..., adapters=[...])`` -> started Service."""
-    from app.service import Service
+    from app.server.service import Service
 
     started: list[Any] = []
 

@@ -515,7 +515,8 @@ def try_it(port: int, playground_port: int) -> int:
                        DIFY_API_KEY="app-playground")
             print(f"No DIFY_BASE_URL: the fake Dify answers at {env['DIFY_BASE_URL']}")
         children.append(subprocess.Popen(  # noqa: S603 - our own CLI
-            [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "app.admin.cli", "serve", "--host", "127.0.0.1",
+             "--port", str(port)],
             env=env,
         ))
         deadline = time.monotonic() + 30

@@ -1,7 +1,7 @@
 """``dify-bridge serve`` as a real subprocess, for stories about the process itself.
 
 Signals, exit codes, readiness and what the log says are properties of the process, so these
-tests start the real entry point (``python -m app.cli``) with a clean environment (no setting
+tests start the real entry point (``python -m app.admin.cli``) with a clean environment (no setting
 leaks in from the machine, no ``.env`` read unless a test writes one into its working directory)
 and read its JSON log lines from stderr.
 """
@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from app.settings import variable_names
+from app.config.settings import variable_names
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS_VARIABLES = frozenset(variable_names())
@@ -51,7 +51,7 @@ class Serve:
     @classmethod
     async def start(cls, env: dict[str, str], *args: str, cwd: Path) -> Serve:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "app.cli", *(args or ("serve", "--host", "127.0.0.1",
+            sys.executable, "-m", "app.admin.cli", *(args or ("serve", "--host", "127.0.0.1",
                                                         "--port", "0")),
             cwd=str(cwd), env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

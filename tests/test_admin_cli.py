@@ -15,8 +15,8 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from app.cli import build_parser
-from app.settings import variable_names
+from app.admin.cli import build_parser
+from app.config.settings import variable_names
 from tests.fakes.slack_manifest_api import FakeSlackManifestApi
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -411,11 +411,11 @@ def test_the_installed_entry_point_runs_the_admin_commands(tmp_path: Path) -> No
     env = {k: v for k, v in os.environ.items() if k.upper() not in variable_names()}
     env["BRIDGE_CONFIG"] = ""
     done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "manifest", "slack", "--check", "--socket-mode"],
+        [sys.executable, "-m", "app.admin.cli", "manifest", "slack", "--check", "--socket-mode"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert (done.returncode, done.stdout.strip()) == (0, "manifests/slack/manifest.yaml: OK")
     done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "config", "check"],
+        [sys.executable, "-m", "app.admin.cli", "config", "check"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert "DIFY_API_KEY is not set" in done.stderr
@@ -423,7 +423,7 @@ def test_the_installed_entry_point_runs_the_admin_commands(tmp_path: Path) -> No
 
 def test_admin_guide_tables_are_generated_from_the_code_so_they_cannot_drift() -> None:
     from adapters.slack.manifest import slack_scopes_markdown
-    from app.settings_doc import markdown
+    from app.admin.settings_doc import markdown
 
     reference = (ROOT / "docs" / "reference" / "configuration.md").read_text()
     manifests = (ROOT / "docs" / "admin" / "manifests.md").read_text()

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from app.admission import StartGate
+from app.pipeline.admission import StartGate
 
 
 async def test_only_the_limit_enters_and_the_next_enters_when_one_leaves() -> None:

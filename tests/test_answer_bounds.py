@@ -226,8 +226,8 @@ async def test_an_answer_that_fits_is_left_alone(
 
 
 def test_a_cut_answer_splits_back_into_at_most_the_cap_and_never_breaks_a_code_block() -> None:
-    from app.answer_size import AnswerSize
-    from app.render import split_markdown
+    from app.pipeline.answer_size import AnswerSize
+    from app.render.markdown import split_markdown
 
     code = "```python\n" + "\n".join(f"print({i})" for i in range(3000)) + "\n```\n\n"
     text = ("Some prose before the code. " * 40 + "\n\n" + code) * 20
@@ -244,7 +244,7 @@ async def test_the_tokens_of_an_answer_recovered_after_a_drop_are_still_counted(
     make_service: Any, fake_dify: Any, dify_app: Any
 ) -> None:
     # message_end (which carries the usage) never arrived: Dify's stored message has the count.
-    from app.limits import month_of
+    from app.state.limits import month_of
 
     dify_app.answer = "A complete answer that Dify finished and stored after the drop."
     dify_app.chunk_size = 5

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.answer_cache import normalize_question
-from app.model import Kind
+from app.pipeline.model import Kind
+from app.state.answer_cache import normalize_question
 from tests.test_app_modes import ask, calls, message, new_thread
 
 CACHED = """routes:

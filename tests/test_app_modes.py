@@ -12,9 +12,9 @@ import uuid
 from typing import Any
 
 from adapters.console import CONSOLE_LIMITS, MemoryReply
-from app.appcheck import check_routes
-from app.model import Attachment, IncomingMessage, Kind, Speaker, ThreadKey
-from app.settings import DifyAppConfig, Route, RouteConfig
+from app.config.settings import DifyAppConfig, Route, RouteConfig
+from app.dify.appcheck import check_routes
+from app.pipeline.model import Attachment, IncomingMessage, Kind, Speaker, ThreadKey
 
 _SEQ = itertools.count()
 

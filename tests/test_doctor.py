@@ -18,9 +18,9 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from app.cli import build_parser
-from app.doctor import safe_url
-from app.settings import variable_names
+from app.admin.cli import build_parser
+from app.admin.doctor import safe_url
+from app.config.settings import variable_names
 from tests.fakes.dify import FakeDify, Fault
 from tests.fakes.slack_manifest_api import BotToken, FakeSlackManifestApi
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from app import gcpolicy
+from app.server import gcpolicy
 from tests.conftest import base_env
 from tests.test_replicas import start_replica, wait_for
 

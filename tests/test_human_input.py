@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from adapters.console import CONSOLE_LIMITS, MemoryReply, TerminalReply, answer_forms
-from app.forms import FormAnswer, Outcome, Responder
-from app.model import IncomingMessage, Kind, Speaker, ThreadKey
+from app.pipeline.forms import FormAnswer, Outcome, Responder
+from app.pipeline.model import IncomingMessage, Kind, Speaker, ThreadKey
 
 APPROVAL: dict[str, Any] = {
     "title": "Publish approval",

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from app.inflight import INTERRUPTED
+from app.state.inflight import INTERRUPTED
 from tests import test_replicas as _replicas
 from tests.test_human_input import APPROVAL
 from tests.test_replicas import Cluster, start_replica, wait_for

@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import pytest
 
-from app.answer_fold import Answer, fold
 from app.dify import DifyClient, RetryPolicy, parse_event
 from app.dify.errors import DifyServerError
 from app.dify.events import (
@@ -20,7 +19,8 @@ from app.dify.events import (
     HumanInputRequired,
     ReasoningChunk,
 )
-from app.forms import EMAIL_ONLY, HumanForm, form_from_event
+from app.pipeline.answer_fold import Answer, fold
+from app.pipeline.forms import EMAIL_ONLY, HumanForm, form_from_event
 from tests.fakes.dify import Fault
 from tests.test_human_input import APPROVAL
 

@@ -12,9 +12,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from adapters.console import CONSOLE_LIMITS, MemoryReply
-from app.inflight import INTERRUPTED, InflightRegistry
-from app.model import IncomingMessage, Kind, Speaker, ThreadKey
-from app.redis_conn import client_from_url
+from app.pipeline.model import IncomingMessage, Kind, Speaker, ThreadKey
+from app.state.inflight import INTERRUPTED, InflightRegistry
+from app.state.redis_conn import client_from_url
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from app.appcheck import check_routes
-from app.settings import DifyAppConfig, Route, RouteConfig
+from app.config.settings import DifyAppConfig, Route, RouteConfig
+from app.dify.appcheck import check_routes
 from tests.fakes.dify import Fault
 from tests.test_app_modes import ask, calls, message, new_thread
 

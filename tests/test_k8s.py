@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from app.settings import BridgeFile, Settings, load_bridge_file
+from app.config.settings import BridgeFile, Settings, load_bridge_file
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "manifests/k8s"
@@ -257,8 +257,8 @@ def test_the_single_replica_overlay_is_the_one_place_for_the_embedded_redis() ->
     (mount,) = [m for m in c["volumeMounts"]
                 if m["mountPath"] == env["REDIS_DATA_DIR"]["value"]]
     assert "emptyDir" in volumes[mount["name"]]
-    from app.redis_conn import embedded_refusal
-    from app.settings import load_settings
+    from app.config.settings import load_settings
+    from app.state.redis_conn import embedded_refusal
 
     pod_env = {k: str(v.get("value")) for k, v in env.items() if "value" in v}
     in_cluster = {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}

@@ -16,10 +16,10 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 
 from adapters.console import CONSOLE_LIMITS, MemoryReply
-from app.limits import AbuseLimiter, QuotaCollector, UsageRow
-from app.model import IncomingMessage, Kind, Speaker, ThreadKey
-from app.settings import Route, RouteConfig, Settings, load_settings
-from app.store import RedisStore
+from app.config.settings import Route, RouteConfig, Settings, load_settings
+from app.pipeline.model import IncomingMessage, Kind, Speaker, ThreadKey
+from app.state.limits import AbuseLimiter, QuotaCollector, UsageRow
+from app.state.store import RedisStore
 
 
 class Clock:

@@ -14,8 +14,8 @@ import pytest
 import structlog
 
 from adapters.console import CONSOLE_LIMITS, MemoryReply
-from app import logs
-from app.model import IncomingMessage, Kind, Speaker, ThreadKey
+from app.pipeline.model import IncomingMessage, Kind, Speaker, ThreadKey
+from app.server import logs
 from tests import test_slack_support as _support
 from tests.fakes.bot_connector import FakeBotConnector
 from tests.test_slack_support import CHANNEL

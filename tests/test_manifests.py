@@ -30,9 +30,9 @@ from adapters.teams.manifest import (
     read_teams_dir,
     validate_against_schema,
 )
-from app import manifests
+from app.admin import manifests
+from app.admin.manifests import load_manifest_file, png_size
 from app.errors import ConfigError
-from app.manifests import load_manifest_file, png_size
 
 ROOT = Path(__file__).resolve().parent.parent
 SLACK_FILE = ROOT / "manifests/slack/manifest.yaml"

@@ -344,7 +344,7 @@ async def _failed_answer_hint(make_service: Any, base_url: str) -> str:
     from structlog.testing import capture_logs
 
     from adapters.console import CONSOLE_LIMITS, MemoryReply
-    from app.model import IncomingMessage, Kind, Speaker, ThreadKey
+    from app.pipeline.model import IncomingMessage, Kind, Speaker, ThreadKey
 
     svc = await make_service({"DIFY_BASE_URL": base_url, "DIFY_MAX_RETRIES": "0"})
     msg = IncomingMessage(key=ThreadKey("console", "w", "c", uuid.uuid4().hex),
@@ -379,7 +379,7 @@ async def test_a_refused_connection_to_dify_names_the_url(make_service: Any) -> 
 def test_version_is_printed(capsys: pytest.CaptureFixture[str]) -> None:
     from importlib.metadata import version
 
-    from app.cli import main
+    from app.admin.cli import main
 
     with pytest.raises(SystemExit) as done:
         main(["--version"])
@@ -390,7 +390,7 @@ def test_version_is_printed(capsys: pytest.CaptureFixture[str]) -> None:
 def test_every_option_of_every_subcommand_has_a_one_line_help() -> None:
     import argparse
 
-    from app.cli import build_parser
+    from app.admin.cli import build_parser
 
     def walk(parser: argparse.ArgumentParser, path: str) -> list[str]:
         missing = []
@@ -409,7 +409,7 @@ def test_every_option_of_every_subcommand_has_a_one_line_help() -> None:
 
 @pytest.fixture
 def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
-    from app.settings import variable_names
+    from app.config.settings import variable_names
 
     for name in variable_names():
         monkeypatch.delenv(name, raising=False)
@@ -431,7 +431,7 @@ routes:
 async def test_config_check_names_every_missing_variable_at_once(
     cli_env: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from app.cli import build_parser
+    from app.admin.cli import build_parser
 
     cfg = tmp_path / "bridge.yaml"
     cfg.write_text(TWO_KEYS)
@@ -448,7 +448,7 @@ async def test_config_check_names_every_missing_variable_at_once(
 async def test_config_check_without_secrets_checks_the_file_and_routes(
     cli_env: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from app.cli import build_parser
+    from app.admin.cli import build_parser
 
     cfg = tmp_path / "bridge.yaml"
     cfg.write_text(TWO_KEYS)
@@ -463,8 +463,8 @@ async def test_config_check_without_secrets_checks_the_file_and_routes(
 
 
 async def test_doctor_fails_on_the_embedded_redis_under_kubernetes(tmp_path: Path) -> None:
-    from app.doctor import check_redis
-    from app.settings import load_settings
+    from app.admin.doctor import check_redis
+    from app.config.settings import load_settings
 
     settings = load_settings(env={"REDIS_DATA_DIR": str(tmp_path)})
     check = await check_redis(settings, {"KUBERNETES_SERVICE_HOST": "10.0.0.1"})

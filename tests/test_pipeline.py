@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from adapters.console import CONSOLE_LIMITS, MemoryReply
-from app.model import IncomingMessage, Kind, ReplyExtras, Speaker, ThreadKey
+from app.pipeline.model import IncomingMessage, Kind, ReplyExtras, Speaker, ThreadKey
 from tests.fakes.dify import Fault
 
 THREAD = 0
@@ -344,7 +344,7 @@ async def test_with_one_start_place_a_long_answer_does_not_hold_back_the_next_qu
     make_service: Any, fake_dify: Any, dify_app: Any
 ) -> None:
     # The start gate is held until the first words are shown, not until the answer ends.
-    from app.admission import StartGate
+    from app.pipeline.admission import StartGate
 
     long = "A long, slow answer. " * 10
     dify_app.answer = lambda query, conv: long if query == "first question" else "Short one."

@@ -15,18 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import build_parser
+from app.admin.cli import build_parser
+from app.admin.settings_doc import env_example, markdown
+from app.config.routes import RouteMatch
+from app.config.settings import load_settings, variable_names
 from app.errors import ConfigError
-from app.route_config import RouteMatch
-from app.settings import load_settings, variable_names
-from app.settings_doc import env_example, markdown
 
 KITE = '''
 from pydantic import Field, SecretStr
 
-from app.doctor import Check
-from app.plugin import DoctorContext, Platform
-from app.settings import PlatformSettings
+from app.admin.doctor import Check
+from app.seams.plugin import DoctorContext, Platform
+from app.config.settings import PlatformSettings
 
 
 class KiteSettings(PlatformSettings):

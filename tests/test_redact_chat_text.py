@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from app.config.settings import RedactionConfig, load_bridge_file
 from app.errors import ConfigError
 from app.redact import get_redactor
-from app.settings import RedactionConfig, load_bridge_file
 
 
 def kinds(text: str, phone_regions: tuple[str, ...] = ()) -> list[tuple[str, str]]:

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
+from app.config.settings import RedactionConfig, RedactionMode
 from app.redact import run_cli
-from app.settings import RedactionConfig, RedactionMode
 
 ROUTES = {
     "support": RedactionConfig(mode=RedactionMode.PSEUDONYMIZE),
@@ -114,7 +114,7 @@ def test_a_routes_phone_regions_apply_in_the_cli() -> None:
 def test_the_dify_bridge_command_passes_jsonl_through(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from app.cli import build_parser
+    from app.admin.cli import build_parser
 
     monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps("a\nbob@example.com") + "\n"))
     args = build_parser().parse_args(["redact", "--jsonl"])

@@ -9,10 +9,10 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
+from app.config.settings import RedactionConfig, RedactionMode
 from app.errors import ConfigError
-from app.model import ThreadKey
+from app.pipeline.model import ThreadKey
 from app.redact import RedactionService
-from app.settings import RedactionConfig, RedactionMode
 
 SECRET = "test-redaction-key-0123456789abcdef"  # noqa: S105  (test key)
 

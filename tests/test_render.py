@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from adapters.slack.render import slack_answer_blocks, slack_sources_block, to_slack_mrkdwn
 from adapters.teams.render import teams_table_card, to_teams_markdown, utf16_len
-from app.model import Source
-from app.render import Table, extract_tables, split_markdown
+from app.pipeline.model import Source
+from app.render.markdown import Table, extract_tables, split_markdown
 
 ZWSP = "\u200b"
 
@@ -389,7 +389,7 @@ def test_utf16_length_counts_emoji_twice_and_japanese_once() -> None:
 
 
 def test_streaming_a_long_answer_renders_the_same_as_rendering_it_fresh() -> None:
-    from app import render
+    from app.render import markdown as render
 
     answer = "\n\n".join(
         f"## Part {i}\n\nText with **bold** and [a link](https://ex.com/{i}).\n\n"

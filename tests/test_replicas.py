@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest_asyncio
 
-from app.inflight import INTERRUPTED
+from app.state.inflight import INTERRUPTED
 from tests.fakes.slack_api import FakeSlack, Team
 from tests.test_slack_support import CHANNEL, SECRET, USER, payload
 
@@ -35,7 +35,7 @@ class Replica:
 
 async def start_replica(env: dict[str, str], log_path: str | None = None) -> Replica:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", "0",
+        sys.executable, "-m", "app.admin.cli", "serve", "--host", "127.0.0.1", "--port", "0",
         env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stderr is not None

@@ -13,10 +13,10 @@ import aiohttp
 import pytest
 
 from adapters.console import CONSOLE_LIMITS, MemoryReply
+from app.config.settings import load_settings
 from app.errors import ConfigError
-from app.model import IncomingMessage, Kind, Speaker, ThreadKey
-from app.service import Service
-from app.settings import load_settings
+from app.pipeline.model import IncomingMessage, Kind, Speaker, ThreadKey
+from app.server.service import Service
 
 
 async def get(url: str, **kw: Any) -> tuple[int, str]:
@@ -123,7 +123,7 @@ def test_serve_refuses_to_start_without_dify_api_key() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
     env["BRIDGE_CONFIG"] = ""
     proc = subprocess.run(
-        [sys.executable, "-m", "app.cli", "serve"], env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "app.admin.cli", "serve"], env=env, capture_output=True, text=True,
         timeout=60,
     )
     assert proc.returncode == 2
@@ -133,7 +133,7 @@ def test_serve_refuses_to_start_without_dify_api_key() -> None:
 def test_an_unknown_event_loop_is_refused_at_start_with_the_setting_named() -> None:
     env = dict(os.environ, EVENT_LOOP="tornado", DIFY_API_KEY="app-x", BRIDGE_CONFIG="")
     proc = subprocess.run(
-        [sys.executable, "-m", "app.cli", "serve"], env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "app.admin.cli", "serve"], env=env, capture_output=True, text=True,
         timeout=60,
     )
     assert proc.returncode == 2
@@ -143,7 +143,7 @@ def test_an_unknown_event_loop_is_refused_at_start_with_the_setting_named() -> N
 def test_the_service_runs_on_uvloop_unless_told_otherwise() -> None:
     import uvloop
 
-    from app import loop
+    from app.server import loop
 
     assert loop.loop_factory("auto") is uvloop.new_event_loop
     assert loop.loop_factory("uvloop") is uvloop.new_event_loop
@@ -163,7 +163,7 @@ async def test_console_chat_talks_to_dify_through_the_pipeline(
     env = dict(os.environ, DIFY_API_KEY=dify_app.api_key, DIFY_BASE_URL=fake_dify.base_url,
                REDIS_URL=redis_url, REDIS_KEY_PREFIX="tchat", BRIDGE_CONFIG="")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", "chat", env=env,
+        sys.executable, "-m", "app.admin.cli", "chat", env=env,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

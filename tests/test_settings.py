@@ -8,10 +8,7 @@ import pytest
 
 from adapters.slack.settings import slack_settings
 from adapters.teams.settings import teams_settings
-from app.errors import ConfigError
-from app.model import ThreadKey
-from app.routing import Router
-from app.settings import (
+from app.config.settings import (
     BridgeFile,
     RedactionMode,
     load_bridge_file,
@@ -19,6 +16,9 @@ from app.settings import (
     resolve_routes,
     variable_names,
 )
+from app.errors import ConfigError
+from app.pipeline.model import ThreadKey
+from app.pipeline.routing import Router
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "bridge.example.yaml"
 
@@ -72,7 +72,7 @@ def test_a_bad_platform_value_names_the_variable() -> None:
 def test_platform_variables_come_from_the_environment_and_env_file(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from app.cli import load_env_file
+    from app.admin.cli import load_env_file
 
     for name in variable_names():
         monkeypatch.delenv(name, raising=False)
@@ -167,16 +167,16 @@ def test_a_misspelled_redaction_entity_is_refused_at_load(tmp_path: Path) -> Non
 
 
 def test_env_example_and_the_settings_reference_are_generated_from_the_model() -> None:
-    from app.settings_doc import env_example, markdown
+    from app.admin.settings_doc import env_example, markdown
 
     root = Path(__file__).parent.parent
     assert (root / ".env.example").read_text() == env_example()
-    # Stale? `python -m app.settings_doc docs` rewrites the table from the model.
+    # Stale? `python -m app.admin.settings_doc docs` rewrites the table from the model.
     assert markdown() in (root / "docs" / "reference" / "configuration.md").read_text()
 
 
 def test_the_configuration_reference_can_be_regenerated_in_place(tmp_path: Path) -> None:
-    from app.settings_doc import markdown, write_reference
+    from app.admin.settings_doc import markdown, write_reference
 
     page = tmp_path / "configuration.md"
     page.write_text("# Reference\n\n<!-- settings-table:start (generated) -->\n| stale |\n"

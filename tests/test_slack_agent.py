@@ -18,7 +18,7 @@ import yaml
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from app.settings import RouteConfig
+from app.config.settings import RouteConfig
 from tests import test_slack_support as _support
 from tests.fakes.referees import slack_call_problems
 from tests.fakes.slack_api import MARKDOWN_LIMIT, FakeSlack

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.model import ThreadKey
+from app.pipeline.model import ThreadKey
 from app.texts import RESET_DONE
 from tests import test_slack_support as _support
 from tests.fakes.slack_api import Call, Message

@@ -11,8 +11,8 @@ import pytest_asyncio
 from redis.asyncio import Redis
 
 from adapters.slack._budget import POST_BURST, POST_RATE, ChannelPacer, SlackBudgets, UpdateBudget
-from app.budgets import SharedBudgets
-from app.store import RedisStore
+from app.state.budgets import SharedBudgets
+from app.state.store import RedisStore
 
 
 class Clock:

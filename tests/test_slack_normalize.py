@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from adapters.slack._normalize import Ignore, Trigger, classify, slack_to_plain
-from app.model import Kind
+from app.pipeline.model import Kind
 from tests.test_slack_support import payload
 
 BOT = "U0BOT"

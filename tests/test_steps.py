@@ -4,9 +4,9 @@ when it outgrows one Slack message."""
 from __future__ import annotations
 
 from adapters.slack._native import PART_LIMIT, cut_point, defuse, sources_chunk, task_chunk
-from app.answer_fold import Answer, fold
 from app.dify.events import AgentThought, MessageEnd, NodeEvent, WorkflowFinished
-from app.model import Source, Step
+from app.pipeline.answer_fold import Answer, fold
+from app.pipeline.model import Source, Step
 
 
 def _node(phase: str, node_type: str, title: str, status: str | None = None) -> NodeEvent:

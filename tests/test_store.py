@@ -11,9 +11,9 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
-from app.model import ThreadKey
-from app.redis_conn import client_from_url
-from app.store import LockTimeout, RedisStore
+from app.pipeline.model import ThreadKey
+from app.state.redis_conn import client_from_url
+from app.state.store import LockTimeout, RedisStore
 
 
 @pytest_asyncio.fixture(loop_scope="session")

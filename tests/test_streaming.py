@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from app.errors import PlatformRateLimited
-from app.streaming import BudgetRegistry, EditBudget, EditScheduler, deliver_final
+from app.pipeline.streaming import BudgetRegistry, EditBudget, EditScheduler, deliver_final
 
 
 class FakeClock:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from adapters.teams import compose
-from app.model import ReplyExtras
+from app.pipeline.model import ReplyExtras
 from tests.fakes.bot_connector import TENANT_ID, Call, FakeBotConnector
 
 CLIP = b"ID3 fake mp3 bytes of a short voice clip"

@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 
 from adapters.teams import compose
-from app.model import ReplyExtras
+from app.pipeline.model import ReplyExtras
 from tests.fakes.bot_connector import FakeBotConnector
 from tests.fakes.dify import Fault
 

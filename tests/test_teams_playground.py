@@ -101,7 +101,7 @@ class Bridge:
 async def start_bridge(env: dict[str, str]) -> Bridge:
     # Run outside the checkout: a developer's .env there must not reach the test's bridge.
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", "0",
+        sys.executable, "-m", "app.admin.cli", "serve", "--host", "127.0.0.1", "--port", "0",
         env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         cwd=tempfile.gettempdir(),
     )

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from app.inflight import INTERRUPTED
+from app.state.inflight import INTERRUPTED
 from tests.fakes.bot_connector import FakeBotConnector
 
 pytestmark = pytest.mark.usefixtures("teams_env")

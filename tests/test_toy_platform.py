@@ -98,4 +98,6 @@ def imported_modules(path: Path) -> set[str]:
 def test_the_toy_platform_uses_only_the_core_seams() -> None:
     used = imported_modules(ROOT / "tests" / "toy_platform" / "__init__.py")
     ours = {m for m in used if m.split(".")[0] in ("app", "adapters")}
-    assert ours == {"app.context", "app.forms", "app.model", "app.plugin"}
+    assert ours == {
+        "app.seams.context", "app.pipeline.forms", "app.pipeline.model", "app.seams.plugin"
+    }

@@ -11,8 +11,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from adapters.console import CONSOLE_LIMITS, MemoryReply
-from app import tracing
-from app.model import IncomingMessage, Kind, Speaker, ThreadKey
+from app.pipeline.model import IncomingMessage, Kind, Speaker, ThreadKey
+from app.server import tracing
 
 
 @pytest.fixture

@@ -18,12 +18,12 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
-from app.cli import build_parser
-from app.limits import AbuseLimiter
-from app.model import IncomingMessage, Kind, Speaker, ThreadKey
-from app.settings import Route, RouteConfig, load_settings
-from app.store import RedisStore
-from app.usage import run_usage
+from app.admin.cli import build_parser
+from app.admin.usage import run_usage
+from app.config.settings import Route, RouteConfig, load_settings
+from app.pipeline.model import IncomingMessage, Kind, Speaker, ThreadKey
+from app.state.limits import AbuseLimiter
+from app.state.store import RedisStore
 
 ROOT = Path(__file__).resolve().parents[1]
 OCTOBER = datetime(2026, 10, 20, 12, 0, tzinfo=UTC).timestamp()
@@ -83,7 +83,7 @@ def _env(redis_url: str, prefix: str, config: Path | str) -> dict[str, str]:
 
 def _run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 - our own CLI with fixed arguments
-        [sys.executable, "-m", "app.cli", "usage", *args],
+        [sys.executable, "-m", "app.admin.cli", "usage", *args],
         cwd=ROOT,
         env={"PATH": os.environ.get("PATH", ""), **env},
         capture_output=True,

@@ -16,8 +16,8 @@ import pytest_asyncio
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
-from app.limits import AbuseLimiter, UsageRow
-from app.store import RedisStore
+from app.state.limits import AbuseLimiter, UsageRow
+from app.state.store import RedisStore
 from tests.test_limits import Clock, msg, route, settings
 from tests.test_redis_faults import RestartableRedis
 

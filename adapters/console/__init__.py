@@ -15,9 +15,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
-from app.context import AdapterContext
-from app.forms import FormAnswer, FormResult, HumanForm, Outcome, Responder
-from app.model import (
+from app.pipeline.forms import FormAnswer, FormResult, HumanForm, Outcome, Responder
+from app.pipeline.model import (
     IncomingMessage,
     Kind,
     PlatformLimits,
@@ -26,7 +25,8 @@ from app.model import (
     Speaker,
     ThreadKey,
 )
-from app.plugin import Platform, Subcommands
+from app.seams.context import AdapterContext
+from app.seams.plugin import Platform, Subcommands
 
 
 class FormSender(Protocol):

@@ -15,9 +15,9 @@ from adapters.console import (
     console_message,
     new_session,
 )
-from app import logs
 from app.errors import ConfigError
-from app.plugin import Subcommands
+from app.seams.plugin import Subcommands
+from app.server import logs
 
 
 def add_commands(sub: Subcommands[Any]) -> None:
@@ -28,8 +28,8 @@ def add_commands(sub: Subcommands[Any]) -> None:
 
 async def chat(args: argparse.Namespace) -> int:
     # Imported when the command runs: building the CLI's parser must stay cheap.
-    from app.cli import settings_or_exit
-    from app.service import Service
+    from app.admin.cli import settings_or_exit
+    from app.server.service import Service
 
     settings = settings_or_exit()
     logs.configure("WARNING" if not args.verbose else "INFO", "console")

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 
 from adapters.slack.admin import ADMIN
 from adapters.slack.settings import SlackSettings
-from app import logs
-from app.plugin import Platform
+from app.seams.plugin import Platform
+from app.server import logs
 
 if TYPE_CHECKING:
     from adapters.slack._adapter import SlackAdapter
-    from app.context import AdapterContext
+    from app.seams.context import AdapterContext
 
 __all__ = ["PLATFORM", "create"]
 

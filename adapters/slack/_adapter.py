@@ -42,12 +42,12 @@ from adapters.slack._socket import SocketModeConnection
 from adapters.slack._webapi import PLATFORM, SlackApi, error_code, make_client
 from adapters.slack.settings import slack_settings
 from app.errors import PlatformError
-from app.health import Backoff
-from app.model import PlatformLimits
-from app.tasks import spawn
+from app.pipeline.model import PlatformLimits
+from app.server.health import Backoff
+from app.server.tasks import spawn
 
 if TYPE_CHECKING:
-    from app.context import AdapterContext
+    from app.seams.context import AdapterContext
 
 log = structlog.get_logger(__name__)
 

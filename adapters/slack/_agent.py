@@ -28,9 +28,9 @@ from adapters.slack._webapi import SlackApi, error_code
 from app.errors import BridgeError
 
 if TYPE_CHECKING:
-    from app.appcheck import AppParams
-    from app.platform_store import PlatformStore
-    from app.settings import Route
+    from app.config.settings import Route
+    from app.dify.appcheck import AppParams
+    from app.state.platform_store import PlatformStore
 
 log = structlog.get_logger(__name__)
 

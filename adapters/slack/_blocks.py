@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from adapters.slack import render
-from app.model import ReplyExtras
+from app.pipeline.model import ReplyExtras
 
 Block = dict[str, Any]
 

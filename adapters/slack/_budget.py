@@ -13,9 +13,10 @@ streaming at once cannot all be edited progressively, so edits are rationed:
 bucket per channel paces it, with a margin (``POST_RATE``, ``POST_BURST``) so that the time a post
 spends between our clock and Slack's (queues, network) never turns into a 429.
 
-Every budget is the workspace's, not this process's: with :class:`~app.budgets.SharedBudgets` the
-counts live in Redis and all replicas draw from them (one Lua script per take, batched). Without
-it (unit tests), or while Redis does not answer, each budget falls back to counting here.
+Every budget is the workspace's, not this process's: with
+:class:`~app.state.budgets.SharedBudgets` the counts live in Redis and all replicas draw from
+them (one Lua script per take, batched). Without it (unit tests), or while Redis does not answer,
+each budget falls back to counting here.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from app.budgets import BUCKET_LEVEL, SERVER_NOW, SharedBudgets
+from app.state.budgets import BUCKET_LEVEL, SERVER_NOW, SharedBudgets
 
 Clock = Callable[[], float]
 

@@ -25,13 +25,13 @@ from adapters.slack._reply import SlackReply
 from adapters.slack._webapi import SlackApi, error_code
 from adapters.slack.render import escape as slack_escape
 from app.errors import BridgeError, UserFacingError
-from app.forms import FormAnswer, FormResult, Outcome, Responder
-from app.model import IncomingMessage, Kind, PlatformLimits, Speaker, ThreadKey
+from app.pipeline.forms import FormAnswer, FormResult, Outcome, Responder
+from app.pipeline.model import IncomingMessage, Kind, PlatformLimits, Speaker, ThreadKey
 from app.texts import RESET_DONE
 
 if TYPE_CHECKING:
-    from app.bridge_api import BridgeApi
-    from app.settings import Route
+    from app.config.settings import Route
+    from app.seams.bridge_api import BridgeApi
 
 log = structlog.get_logger(__name__)
 

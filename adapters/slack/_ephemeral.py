@@ -13,8 +13,8 @@ import structlog
 
 from adapters.slack import _blocks as B
 from app.errors import PlatformRateLimited
-from app.forms import HumanForm
-from app.model import ReplyExtras
+from app.pipeline.forms import HumanForm
+from app.pipeline.model import ReplyExtras
 
 log = structlog.get_logger(__name__)
 

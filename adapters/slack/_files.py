@@ -21,7 +21,7 @@ import structlog
 
 from adapters.slack._webapi import SlackApi
 from app.errors import UserFacingError
-from app.model import Attachment, OutFile
+from app.pipeline.model import Attachment, OutFile
 
 log = structlog.get_logger(__name__)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from adapters.slack import _blocks as B
-from app.forms import FormResult, HumanForm, Outcome
+from app.pipeline.forms import FormResult, HumanForm, Outcome
 
 ACTION_FORM = "dify_form"  # + "_<n>": action ids must be unique within a message
 FIELD_BLOCK = "dify_field:"  # + the field's variable name

@@ -35,17 +35,17 @@ from adapters.slack._payload import digest as _digest
 from adapters.slack._payload import text_at as _s
 from adapters.slack._reply import ReplyOptions, SlackReply
 from adapters.slack._webapi import SlackApi, SlackCallError, error_code, make_client
-from app.budgets import SharedBudgets
 from app.errors import BridgeError, PlatformRateLimited, UserFacingError
-from app.failures import new_ref
-from app.model import IncomingMessage, Kind, PlatformLimits, Speaker, ThreadKey
-from app.tasks import spawn
+from app.pipeline.failures import new_ref
+from app.pipeline.model import IncomingMessage, Kind, PlatformLimits, Speaker, ThreadKey
+from app.server.tasks import spawn
+from app.state.budgets import SharedBudgets
 
 if TYPE_CHECKING:
-    from app.bridge_api import BridgeApi
-    from app.metrics import Metrics
-    from app.platform_store import PlatformStore
-    from app.settings import Route
+    from app.config.settings import Route
+    from app.seams.bridge_api import BridgeApi
+    from app.server.metrics import Metrics
+    from app.state.platform_store import PlatformStore
 
 log = structlog.get_logger(__name__)
 

@@ -32,7 +32,7 @@ from adapters.slack import _blocks as B
 from adapters.slack._budget import MethodWindow
 from adapters.slack._webapi import SlackApi
 from app.errors import PlatformError
-from app.model import Source, Step
+from app.pipeline.model import Source, Step
 
 log = structlog.get_logger(__name__)
 

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from app.model import Kind
+from app.pipeline.model import Kind
 
 # Slack escapes only these three; html.unescape would also turn "&copy;" typed by a user into ©.
 _UNESCAPE = (("&lt;", "<"), ("&gt;", ">"), ("&amp;", "&"))

@@ -1,4 +1,4 @@
-"""The Slack :class:`app.model.Reply` handle: one answer in one thread.
+"""The Slack :class:`app.pipeline.model.Reply` handle: one answer in one thread.
 
 Progress shows on the thread's status line (``assistant.threads.setStatus``, refreshed before
 Slack clears it after two minutes), or in a "Thinking…" message where that is not available.
@@ -29,8 +29,8 @@ from adapters.slack._session import AgentSession
 from adapters.slack._status import ThreadStatus
 from adapters.slack._webapi import SlackApi, SlackCallError
 from app.errors import PlatformError, PlatformRateLimited
-from app.forms import HumanForm
-from app.model import ReplyExtras, Step
+from app.pipeline.forms import HumanForm
+from app.pipeline.model import ReplyExtras, Step
 
 log = structlog.get_logger(__name__)
 

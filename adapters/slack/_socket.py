@@ -24,8 +24,8 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 
 from adapters.slack._webapi import SlackApi, SlackCallError, make_client
 from app.errors import PlatformRateLimited
-from app.health import Backoff, Health
-from app.tasks import spawn
+from app.server.health import Backoff, Health
+from app.server.tasks import spawn
 
 if TYPE_CHECKING:
     from slack_bolt.app.async_app import AsyncApp

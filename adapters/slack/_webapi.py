@@ -18,7 +18,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from app.errors import PlatformError, PlatformRateLimited
 
 if TYPE_CHECKING:
-    from app.metrics import Metrics
+    from app.server.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 

@@ -17,17 +17,17 @@ from typing import Any
 from adapters.slack import manifest as slack
 from adapters.slack.doctor import check_slack, routes_need_email
 from adapters.slack.settings import SlackSettings, slack_settings
-from app import doctor
-from app.admin_cli import CHECK_DEFAULT, cli_settings, err, print_problems
-from app.doctor import Check
+from app.admin import doctor
+from app.admin.commands import CHECK_DEFAULT, cli_settings, err, print_problems
+from app.admin.doctor import Check
+from app.admin.manifests import Problem, dump_manifest_yaml, errors_in, load_manifest_file
+from app.config.settings import Settings
 from app.errors import ConfigError
-from app.manifests import Problem, dump_manifest_yaml, errors_in, load_manifest_file
-from app.plugin import DoctorContext, Subcommands
-from app.settings import Settings
+from app.seams.plugin import DoctorContext, Subcommands
 
 
 class SlackAdmin:
-    """The hook :class:`app.plugin.Platform` carries for Slack."""
+    """The hook :class:`app.seams.plugin.Platform` carries for Slack."""
 
     def add_manifest_command(self, platforms: Subcommands[Any]) -> None:
         p = platforms.add_parser("slack", help="the Slack app manifest")

@@ -11,8 +11,8 @@ import httpx
 from adapters.slack.hints import SLACK_AUTH_HINTS
 from adapters.slack.manifest import needed_slack_scopes
 from adapters.slack.settings import SlackSettings
-from app.doctor import Check
-from app.settings import Route
+from app.admin.doctor import Check
+from app.config.settings import Route
 
 
 async def _slack_post(

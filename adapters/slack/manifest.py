@@ -3,7 +3,7 @@
 ``manifests/slack/manifest.yaml`` is filled in (public URL, Socket Mode, slash command), checked
 locally (structure, scopes for the enabled features, URLs) and pushed through Slack's app manifest
 API (``apps.manifest.validate`` then ``apps.manifest.update``). Every problem is an
-:class:`app.manifests.Problem` naming the field (a JSON pointer, as Slack's own errors do).
+:class:`app.admin.manifests.Problem` naming the field (a JSON pointer, as Slack's own errors do).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from app.manifests import PLACEHOLDER_HOSTS, Problem, child, get_in
+from app.admin.manifests import PLACEHOLDER_HOSTS, Problem, child, get_in
 
 SLACK_MANIFEST_PATH = Path("manifests/slack/manifest.yaml")
 SLACK_EVENTS_PATH = "/slack/events"

@@ -1,4 +1,4 @@
-"""Slack's dialect for the renderer in :mod:`app.render`: mrkdwn, markdown blocks, sources.
+"""Slack's dialect for the renderer in :mod:`app.render.markdown`: mrkdwn, markdown blocks, sources.
 
 Slack mrkdwn has no escape for ``*``, ``_``, ``~`` or backticks, and formatting markers only take
 effect at word boundaries: ``これは*重要*です`` stays literal. We put a zero-width space (U+200B)
@@ -14,8 +14,8 @@ import string
 from collections.abc import Sequence
 from typing import Any
 
-from app import render
-from app.model import Source
+from app.pipeline.model import Source
+from app.render import markdown as render
 
 ZWSP = "\u200b"
 # Private-use sentinels the walker leaves next to markers; `finish` turns them into ZWSP or nothing
@@ -49,7 +49,7 @@ def safe_url(url: str) -> str | None:
 
 
 class SlackDialect:
-    """Turns rendered pieces into Slack mrkdwn (see :class:`app.render.Dialect`)."""
+    """Turns rendered pieces into Slack mrkdwn (see :class:`app.render.markdown.Dialect`)."""
 
     softbreak = "\n"
     hardbreak = "\n"
@@ -196,7 +196,7 @@ def to_slack_mrkdwn(md: str, *, final: bool = False) -> str:
     ``*bold*``, ``_italic_``, ``~strike~``, ``<url|text>``, "•" lists, headings as bold lines,
     code spans and fences (language dropped), ``>`` quotes, tables as an aligned code block,
     images as links, HTML as escaped text. Without ``final`` the end is treated as still
-    streaming (see :mod:`app.render`).
+    streaming (see :mod:`app.render.markdown`).
     """
     return render.render(_DIALECT, md, final=final)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from app.settings import PlatformSettings, Settings
+from app.config.settings import PlatformSettings, Settings
 
 
 class SlackSettings(PlatformSettings):

@@ -14,13 +14,13 @@ import structlog
 
 from adapters.teams.admin import ADMIN
 from adapters.teams.settings import TeamsSettings, teams_settings
-from app import logs
-from app.plugin import Platform
+from app.seams.plugin import Platform
+from app.server import logs
 
 if TYPE_CHECKING:
     from adapters.teams.adapter import TeamsAdapter
     from adapters.teams.client_assertion import Certificate
-    from app.context import AdapterContext
+    from app.seams.context import AdapterContext
 
 log = structlog.get_logger(__name__)
 

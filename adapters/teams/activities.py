@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.teams import _sdk
-from app.model import ThreadKey
+from app.pipeline.model import ThreadKey
 
 PERSONAL = "personal"
 GROUP = "groupChat"

@@ -29,12 +29,12 @@ from adapters.teams.connector import BotConnector, TenantPacer
 from adapters.teams.reply import EditReply, Runtime, StreamReply
 from adapters.teams.settings import teams_settings
 from adapters.teams.tokens import TokenSource
-from app.context import AdapterContext
 from app.errors import PlatformError
-from app.forms import FormAnswer, FormResult, Outcome, Responder
-from app.health import Backoff
-from app.model import IncomingMessage, Kind, PlatformLimits, Speaker, ThreadKey
-from app.tasks import spawn
+from app.pipeline.forms import FormAnswer, FormResult, Outcome, Responder
+from app.pipeline.model import IncomingMessage, Kind, PlatformLimits, Speaker, ThreadKey
+from app.seams.context import AdapterContext
+from app.server.health import Backoff
+from app.server.tasks import spawn
 from app.texts import RESET_DONE
 
 log = structlog.get_logger(__name__)

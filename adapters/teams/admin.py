@@ -15,15 +15,15 @@ from typing import Any
 from adapters.teams import manifest as teams
 from adapters.teams.doctor import check_teams
 from adapters.teams.settings import teams_settings
-from app.admin_cli import CHECK_DEFAULT, cli_settings, err, print_problems
-from app.doctor import Check
+from app.admin.commands import CHECK_DEFAULT, cli_settings, err, print_problems
+from app.admin.doctor import Check
+from app.admin.manifests import Problem
 from app.errors import ConfigError
-from app.manifests import Problem
-from app.plugin import DoctorContext, Subcommands
+from app.seams.plugin import DoctorContext, Subcommands
 
 
 class TeamsAdmin:
-    """The hook :class:`app.plugin.Platform` carries for Teams."""
+    """The hook :class:`app.seams.plugin.Platform` carries for Teams."""
 
     def add_manifest_command(self, platforms: Subcommands[Any]) -> None:
         p = platforms.add_parser("teams", help="the Teams app package")

@@ -2,9 +2,9 @@
 
 Limits (shared/docs/platform-limits.md): a message may hold about 100 KB of UTF-16 with everything;
 we split text at ``PART_LIMIT`` characters (never inside a code block:
-``app.render.split_markdown``) so a part plus its card and entities stays far below 80 KB. Teams'
-text Markdown has no tables, so in group chats and channels tables travel in one Adaptive Card
-(schema 1.5) on the last part; each part is one Teams message (see :func:`layout`).
+``app.render.markdown.split_markdown``) so a part plus its card and entities stays far below
+80 KB. Teams' text Markdown has no tables, so in group chats and channels tables travel in one
+Adaptive Card (schema 1.5) on the last part; each part is one Teams message (see :func:`layout`).
 Citations: one root ``schema.org/Message`` entity, at most 20 claims, names <= 80 and abstracts <=
 160 characters, with ``[n]`` markers in the text.
 """
@@ -19,8 +19,8 @@ from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
 
 from adapters.teams import _sdk, render
-from app.forms import FormResult, HumanForm, Outcome
-from app.model import OutFile, ReplyExtras, Source
+from app.pipeline.forms import FormResult, HumanForm, Outcome
+from app.pipeline.model import OutFile, ReplyExtras, Source
 
 PART_LIMIT = 20_000
 # Teams refuses activities above ~100 KB (UTF-16, everything included); stay under 80 KB with

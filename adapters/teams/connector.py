@@ -24,9 +24,9 @@ import aiohttp
 import structlog
 
 from adapters.teams.tokens import TokenSource
-from app.budgets import SharedBudgets
 from app.errors import PlatformError, PlatformRateLimited
-from app.metrics import Metrics
+from app.server.metrics import Metrics
+from app.state.budgets import SharedBudgets
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +58,7 @@ class TenantPacer:
     one-second window, so the defaults stay under 30 (``TEAMS_TENANT_RPS``, default 28).
 
     With ``shared`` the bucket is the tenant's, in Redis, drawn from by every replica (one script
-    per call, batched; see :mod:`app.budgets`); without it, or while Redis does not answer, it
+    per call, batched; see :mod:`app.state.budgets`); without it, or while Redis does not answer, it
     is this process's. Urgent calls going first is decided per process.
     """
 

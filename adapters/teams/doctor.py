@@ -16,7 +16,7 @@ import httpx
 
 from adapters.teams.hints import AAD_HINTS
 from adapters.teams.settings import TeamsSettings
-from app.doctor import Check
+from app.admin.doctor import Check
 
 DEFAULT_LOGIN_URL = "https://login.microsoftonline.com"
 BOT_FRAMEWORK_SCOPE = "https://api.botframework.com/.default"

@@ -21,7 +21,7 @@ import aiohttp
 
 from adapters.teams.tokens import TokenSource
 from app.errors import UserFacingError
-from app.model import Attachment
+from app.pipeline.model import Attachment
 
 FILE_DOWNLOAD_INFO = "application/vnd.microsoft.teams.file.download.info"
 MAX_BYTES = 15 * 1024 * 1024

@@ -2,8 +2,8 @@
 
 ``manifests/teams/`` (``manifest.json`` + two icons) is checked against the Teams manifest JSON
 schema shipped beside it (validated with the ``jsonschema`` library) and our own rules (bot id,
-scopes, icon sizes), then zipped for upload. Every problem is an :class:`app.manifests.Problem`
-naming the field (a JSON pointer) and the fix.
+scopes, icon sizes), then zipped for upload. Every problem is an
+:class:`app.admin.manifests.Problem` naming the field (a JSON pointer) and the fix.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 import jsonschema
 from jsonschema.exceptions import ValidationError
 
+from app.admin.manifests import PLACEHOLDER_HOSTS, Problem, child, get_in, png_size
 from app.errors import ConfigError
-from app.manifests import PLACEHOLDER_HOSTS, Problem, child, get_in, png_size
 
 TEAMS_DIR = Path("manifests/teams")
 APP_ID_PLACEHOLDER = "${{MICROSOFT_APP_ID}}"

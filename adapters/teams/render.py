@@ -1,4 +1,4 @@
-"""Teams' dialect for the renderer in :mod:`app.render`: its Markdown subset for text messages.
+"""Teams' dialect for :mod:`app.render.markdown`: its Markdown subset for text messages.
 
 Teams text messages render bold, italic, strike, links, lists, code and quotes, but no headings
 and no tables (format-your-bot-messages). A single ``\\n`` is swallowed (two sentences fuse,
@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from app import render
-from app.render import Table, display_width, extract_tables, split_markdown
+from app.render import markdown as render
+from app.render.markdown import Table, display_width, extract_tables, split_markdown
 
 __all__ = [
     "TeamsDialect",
@@ -95,7 +95,7 @@ def safe_url(url: str) -> str | None:
 
 
 class TeamsDialect:
-    """Turns rendered pieces into Teams Markdown (see :class:`app.render.Dialect`)."""
+    """Turns rendered pieces into Teams Markdown (see :class:`app.render.markdown.Dialect`)."""
 
     softbreak = "  \n"
     hardbreak = "  \n"
@@ -248,6 +248,6 @@ def to_teams_markdown(
 
     Headings become ``**bold**`` lines. Tables become an aligned code block (``tables="text"``)
     or the marker "(see table below)" when the caller sends :func:`teams_table_card` cards for
-    :func:`app.render.extract_tables` (``tables="card"``).
+    :func:`app.render.markdown.extract_tables` (``tables="card"``).
     """
     return render.render(_DIALECT, md, tables=tables, final=final)

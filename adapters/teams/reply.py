@@ -33,9 +33,9 @@ from adapters.teams.connector import (
     StreamRejected,
 )
 from app.errors import PlatformError, PlatformRateLimited
-from app.forms import HumanForm
-from app.model import ReplyExtras, ThreadKey
-from app.tasks import spawn
+from app.pipeline.forms import HumanForm
+from app.pipeline.model import ReplyExtras, ThreadKey
+from app.server.tasks import spawn
 
 log = structlog.get_logger(__name__)
 

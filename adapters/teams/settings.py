@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
-from app.settings import PlatformSettings, Settings
+from app.config.settings import PlatformSettings, Settings
 
 
 class TeamsSettings(PlatformSettings):

@@ -176,7 +176,8 @@ class DifyProtocolError(DifyError):
 
 
 TimeoutPhase = Literal["connect", "first_event", "idle", "request", "first_content", "answer"]
-# The bridge's own bounds on one answer (app/answer_deadline.py): Dify's task is stopped then.
+# The bridge's own bounds on one answer (app/pipeline/answer_deadline.py): Dify's task is
+# stopped then.
 _STOPPED_PHASES = frozenset({"first_content", "answer"})
 
 

@@ -134,7 +134,7 @@ class WorkflowPaused(DifyEvent):
 @dataclass(slots=True, kw_only=True)
 class HumanInputRequired(DifyEvent):
     """A Human Input node paused the run on a form (``data`` of the wire event, kept whole:
-    :mod:`app.forms` reads it). One per paused form, before the ``workflow_paused``."""
+    :mod:`app.pipeline.forms` reads it). One per paused form, before the ``workflow_paused``."""
 
     form_id: str
     form_token: str | None

@@ -19,7 +19,7 @@ from app.redact.config import RedactionConfig, RedactionMode
 if TYPE_CHECKING:
     import redis.asyncio
 
-    from app.model import ThreadKey
+    from app.pipeline.model import ThreadKey
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 

@@ -31,7 +31,7 @@ from app.redact._restore import placeholder
 if TYPE_CHECKING:
     import redis.asyncio
 
-    from app.model import ThreadKey
+    from app.pipeline.model import ThreadKey
 
 log = structlog.get_logger(__name__)
 

@@ -2,7 +2,7 @@
 
 People post to ``POST /toy/messages`` (``{"id", "thread", "user", "text"}``) and their chat
 client reads the thread with ``GET /toy/threads/<thread>``: every edit of the answer, in order.
-The adapter reaches the core only through what :class:`~app.context.AdapterContext` hands it:
+The adapter reaches the core only through what :class:`~app.seams.context.AdapterContext` hands it:
 the narrow bridge API and its own namespace in Redis.
 """
 
@@ -12,10 +12,17 @@ from typing import Any
 
 from aiohttp import web
 
-from app.context import AdapterContext
-from app.forms import HumanForm
-from app.model import IncomingMessage, Kind, PlatformLimits, ReplyExtras, Speaker, ThreadKey
-from app.plugin import Platform
+from app.pipeline.forms import HumanForm
+from app.pipeline.model import (
+    IncomingMessage,
+    Kind,
+    PlatformLimits,
+    ReplyExtras,
+    Speaker,
+    ThreadKey,
+)
+from app.seams.context import AdapterContext
+from app.seams.plugin import Platform
 
 NAME = "toy"
 LIMITS = PlatformLimits(

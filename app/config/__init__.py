@@ -1,0 +1,1 @@
+"""Configuration: the one validated settings object (env + YAML) and the routing file's schema."""

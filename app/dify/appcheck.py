@@ -1,0 +1,273 @@
+"""What a Dify app accepts, from ``GET /parameters`` and ``GET /info``, and a start-up check.
+
+:func:`parse_parameters` turns Dify's ``/parameters`` body into :class:`AppParams` (input form,
+file upload rules, speech-to-text switch); :class:`ParamsCache` keeps it per route for a few
+minutes so the pipeline can check inputs and files before a call without asking Dify each time;
+:func:`check_routes` compares every route with its app at start and lists what would fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+# The doctor's input rules, so start-up and `dify-bridge doctor` never disagree.
+from app.admin.doctor import _inputs_check
+from app.config.settings import AppMode, Route
+from app.dify.errors import DifyError
+from app.dify.pool import DifyClientPool
+from app.pipeline.answer_extras import hint
+
+log = structlog.get_logger(__name__)
+
+_MB = 1024 * 1024
+# Dify's self-host defaults when /parameters has no system_parameters (dify-api.md).
+_DEFAULT_SIZE_MB = {"image": 10, "audio": 50, "video": 100, "document": 15, "custom": 15}
+FILE_TYPES = ("image", "document", "audio", "video", "custom")
+
+
+@dataclass(frozen=True, slots=True)
+class FormField:
+    """One variable of the app's ``user_input_form``."""
+
+    variable: str
+    kind: str
+    label: str = ""
+    required: bool = False
+    max_length: int | None = None
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FileRules:
+    """Which user files the app takes. ``allowed_types=None`` means any type (Dify decides)."""
+
+    enabled: bool = False
+    allowed_types: frozenset[str] | None = None
+    extensions: frozenset[str] = frozenset()
+    number_limit: int | None = None
+    size_limits: dict[str, int] = field(default_factory=dict)
+
+    def size_limit(self, file_type: str) -> int:
+        """Largest upload in bytes for ``file_type`` (image, document, audio, video)."""
+        return self.size_limits.get(file_type) or _DEFAULT_SIZE_MB.get(file_type, 15) * _MB
+
+
+@dataclass(frozen=True, slots=True)
+class AppParams:
+    """The parts of ``/parameters`` the bridge acts on."""
+
+    form: tuple[FormField, ...] = ()
+    files: FileRules = FileRules()
+    speech_to_text: bool = False
+    # What the app greets with in Dify's own chat UI: adapters may offer it as suggested prompts.
+    opening_statement: str = ""
+    suggested_questions: tuple[str, ...] = ()
+
+    def field(self, variable: str) -> FormField | None:
+        return next((f for f in self.form if f.variable == variable), None)
+
+
+def _int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+
+def _enabled(v: Any) -> bool:
+    return isinstance(v, dict) and v.get("enabled") is True
+
+
+def _form(raw: Any) -> tuple[FormField, ...]:
+    fields: list[FormField] = []
+    for item in raw if isinstance(raw, list) else []:
+        if not isinstance(item, dict):
+            continue
+        # Each item is {"<type>": {variable, label, required, max_length, options, ...}}.
+        for kind, spec in item.items():
+            if not isinstance(spec, dict) or not isinstance(spec.get("variable"), str):
+                continue
+            opts = spec.get("options")
+            fields.append(
+                FormField(
+                    variable=spec["variable"],
+                    kind=str(spec.get("type") or kind),
+                    label=str(spec.get("label") or spec["variable"]),
+                    required=spec.get("required") is True,
+                    max_length=_int(spec.get("max_length")),
+                    options=tuple(str(o) for o in opts) if isinstance(opts, list) else (),
+                )
+            )
+    return tuple(fields)
+
+
+def _file_rules(raw: Any, system: Any) -> FileRules:
+    fu = raw if isinstance(raw, dict) else {}
+    image = fu.get("image")
+    sizes: dict[str, int] = {}
+    sysp = system if isinstance(system, dict) else {}
+    for ftype, key in (("image", "image_file_size_limit"), ("audio", "audio_file_size_limit"),
+                       ("video", "video_file_size_limit"), ("document", "file_size_limit"),
+                       ("custom", "file_size_limit")):
+        mb = _int(sysp.get(key))
+        if mb:
+            sizes[ftype] = mb * _MB
+    types = fu.get("allowed_file_types")
+    if fu.get("enabled") is True:
+        allowed = (
+            frozenset(str(t) for t in types) if isinstance(types, list) and types else None
+        )
+        exts = fu.get("allowed_file_extensions")
+        limit = _int(fu.get("number_limits")) or (
+            _int(image.get("number_limits")) if isinstance(image, dict) else None
+        )
+        return FileRules(
+            enabled=True,
+            allowed_types=allowed,
+            extensions=frozenset(
+                str(e).lower() for e in exts) if isinstance(exts, list) else frozenset(),
+            number_limit=limit,
+            size_limits=sizes,
+        )
+    if _enabled(image):
+        # Older Dify: only the image block exists.
+        assert isinstance(image, dict)
+        return FileRules(enabled=True, allowed_types=frozenset({"image"}),
+                         number_limit=_int(image.get("number_limits")), size_limits=sizes)
+    return FileRules(enabled=False, size_limits=sizes)
+
+
+def parse_parameters(raw: dict[str, Any]) -> AppParams:
+    """Read Dify's ``/parameters`` answer; unknown or malformed parts count as "not offered"."""
+    return AppParams(
+        form=_form(raw.get("user_input_form")),
+        files=_file_rules(raw.get("file_upload"), raw.get("system_parameters")),
+        speech_to_text=_enabled(raw.get("speech_to_text")),
+        opening_statement=_text(raw.get("opening_statement")),
+        suggested_questions=tuple(
+            q for q in (_text(x) for x in _list(raw.get("suggested_questions"))) if q
+        ),
+    )
+
+
+def _text(v: Any) -> str:
+    return v.strip() if isinstance(v, str) else ""
+
+
+def _list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else []
+
+
+class ParamsCache:
+    """``/parameters`` per route for ``ttl`` seconds; one fetch at a time per route."""
+
+    def __init__(self, pool: DifyClientPool, *, ttl: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._pool = pool
+        self._ttl = ttl
+        self._clock = clock
+        self._entries: dict[tuple[str, str, str], tuple[float, AppParams]] = {}
+        self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+
+    def fresh(self, route: Route) -> bool:
+        """True when :meth:`get` would answer from memory, without calling Dify."""
+        hit = self._entries.get((route.name, route.base_url, route.api_key))
+        return bool(hit and hit[0] > self._clock())
+
+    def clear(self) -> None:
+        """Forget every cached answer (after a config reload, or an app changed in Dify)."""
+        self._entries.clear()
+
+    async def get(self, route: Route) -> AppParams | None:
+        """The app's parameters, or None when Dify could not say (the call then goes ahead and
+        Dify itself validates)."""
+        key = (route.name, route.base_url, route.api_key)
+        hit = self._entries.get(key)
+        if hit and hit[0] > self._clock():
+            return hit[1]
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            hit = self._entries.get(key)
+            if hit and hit[0] > self._clock():
+                return hit[1]
+            try:
+                raw = await self._pool.client(route.base_url, route.api_key).parameters()
+            except DifyError as e:
+                log.warning("dify.parameters_unavailable", route=route.name,
+                            error=type(e).__name__, status=e.status)
+                return None
+            params = parse_parameters(raw)
+            self._entries[key] = (self._clock() + self._ttl, params)
+            return params
+
+
+# ------------------------------------------------------------------------- start-up check
+
+
+def route_problems(route: Route, info: dict[str, Any] | None,
+                   params: dict[str, Any] | None) -> list[str]:
+    """Problems of one route given its app's ``/info`` and ``/parameters`` (None = unknown)."""
+    name = route.name
+    problems: list[str] = []
+    if info is not None:
+        mode = str(info.get("mode", ""))
+        want = route.config.dify.mode.value
+        if mode and mode != want:
+            known = mode in {m.value for m in AppMode}
+            fix = (f"set dify.mode: {mode} in the route" if known else
+                   f"Dify mode {mode!r} is not supported: use a chat, chatflow, agent, "
+                   "completion or workflow app")
+            problems.append(f"route {name!r}: the Dify app is {mode!r} but the route says "
+                            f"{want!r}; {fix}")
+            return problems  # input rules differ per mode: fix the mode first
+    if params is not None:
+        check = _inputs_check(f"route {name!r}", 0, route, params)
+        if check.status == "FAIL":
+            hint = (check.fix or "").replace("routes.0.", "the route's ")
+            problems.append(f"route {name!r}: {check.detail}" + (f"; {hint}" if hint else ""))
+    return problems
+
+
+async def check_routes(routes: Iterable[Route], pool: DifyClientPool) -> list[str]:
+    """Compare each route with its Dify app; one readable sentence per problem ([] = all good).
+
+    Checks the route's mode against ``/info`` and that every required form input is mapped
+    (workflows also get the message text in ``dify.query_variable``). Routes whose app cannot
+    be reached are reported too, but never raise: start-up goes on.
+    """
+    async def one(route: Route) -> list[str]:
+        client = pool.client(route.base_url, route.api_key)
+        info: dict[str, Any] | None = None
+        params: dict[str, Any] | None = None
+        problems: list[str] = []
+        try:
+            info = await client.info()
+        except DifyError as e:
+            fix = hint(e, route.base_url) or e.user_message
+            problems.append(f"route {route.name!r}: cannot read the Dify app's info at "
+                            f"{route.base_url} ({type(e).__name__}): {fix}")
+            return problems
+        try:
+            params = await client.parameters()
+        except DifyError as e:
+            problems.append(f"route {route.name!r}: cannot read the Dify app's parameters "
+                            f"({type(e).__name__}); publish the app in Dify")
+        return problems + route_problems(route, info, params)
+
+    results = await asyncio.gather(*(one(r) for r in routes))
+    return [p for r in results for p in r]
+
+
+__all__ = [
+    "FILE_TYPES",
+    "AppParams",
+    "FileRules",
+    "FormField",
+    "ParamsCache",
+    "check_routes",
+    "parse_parameters",
+    "route_problems",
+]

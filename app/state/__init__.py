@@ -1,0 +1,3 @@
+"""State in Redis: the connection, thread records, de-duplication, locks, rate budgets, forms,
+answers in flight, usage.
+"""
