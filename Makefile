@@ -34,6 +34,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check app adapters tests bench
+	$(BIN)/ruff format --check app adapters tests bench
 	$(BIN)/mypy
 
 # The docs site (docs/, mkdocs.yml) into site/; --strict fails on any warning (broken links, anchors).

@@ -121,8 +121,13 @@ def _git(*argv: str) -> None:
 def _run(tree: Path, bench: Bench) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     done = subprocess.run(  # noqa: S603 - our own interpreter and scripts
-        [sys.executable, *bench.argv], cwd=tree, env=env, capture_output=True, text=True,
-        timeout=900, check=False,
+        [sys.executable, *bench.argv],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
     if done.returncode != 0:
         raise RuntimeError(f"{bench.name} in {tree} exited {done.returncode}: {done.stderr[-800:]}")

@@ -305,8 +305,9 @@ async def part_scale(n: int) -> None:
         client = svc.bridge.client_for(svc.bridge.router.routes[0])
 
         async def client_only(i: int) -> None:
-            stream = client.chat_stream(query="q", user=f"bench-{i}", conversation_id=None,
-                                        inputs={})
+            stream = client.chat_stream(
+                query="q", user=f"bench-{i}", conversation_id=None, inputs={}
+            )
             async for _ in stream.batches():
                 pass
 
@@ -317,9 +318,11 @@ async def part_scale(n: int) -> None:
             f"{cwall:.1f} s; loop lag p50 {pct(cl, 50):.1f} ms, p99 {pct(cl, 99):.1f} ms"
         )
         replies = [BenchReply() for _ in range(n)]
-        lags, wall, cpu = await _lag_while(asyncio.gather(
-            *(svc.bridge.handle(message(i), r, LIMITS) for i, r in enumerate(replies))
-        ))
+        lags, wall, cpu = await _lag_while(
+            asyncio.gather(
+                *(svc.bridge.handle(message(i), r, LIMITS) for i, r in enumerate(replies))
+            )
+        )
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         complete = sum(1 for r in replies if r.done and not r.failed)
         lag_ms = [x * 1000 for x in lags]

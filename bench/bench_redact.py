@@ -119,7 +119,10 @@ def main() -> None:
         )
     # A calibration point: how fast this machine runs plain Python right now.
     ref = per_message(lambda _: sum(range(1000)), "", args.repeat)
-    print(f"calibration: sum(range(1000)) takes {ref:.1f} us here (about 5-8 us on a current laptop)")
+    print(
+        f"calibration: sum(range(1000)) takes {ref:.1f} us here (about 5-8 us on a current laptop)"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -218,8 +218,14 @@ def _finished(m: Any) -> bool:
 
 
 async def run(
-    mentions: int, channels: int, events: int, chunk: int, delay: float, mode: str = "edits",
-    dms: bool = False, replicas: int = 1,
+    mentions: int,
+    channels: int,
+    events: int,
+    chunk: int,
+    delay: float,
+    mode: str = "edits",
+    dms: bool = False,
+    replicas: int = 1,
 ) -> None:
     sse, dify_url = spawn(
         [sys.executable, "bench/_sse_server.py", str(events), str(chunk), str(delay)]
@@ -246,13 +252,15 @@ async def run(
     config = None
     if mode == "native" and not dms:
         config = tempfile.NamedTemporaryFile(  # noqa: SIM115 - removed in the finally below
-            "w", suffix=".yaml", delete=False)
+            "w", suffix=".yaml", delete=False
+        )
         config.write("routes:\n  - name: bench\n    native_streaming: always\n")
         config.close()
         env["BRIDGE_CONFIG"] = config.name
     if mode == "edits" and dms:
         config = tempfile.NamedTemporaryFile(  # noqa: SIM115 - removed in the finally below
-            "w", suffix=".yaml", delete=False)
+            "w", suffix=".yaml", delete=False
+        )
         config.write("routes:\n  - name: bench\n    native_streaming: off\n")
         config.close()
         env["BRIDGE_CONFIG"] = config.name
@@ -276,7 +284,8 @@ async def run(
             requests = []
             for i in range(mentions):
                 channel, ts = (
-                    f"D{i:08d}" if dms else f"C{i % channels:08d}", f"{int(base)}.{i:06d}"
+                    f"D{i:08d}" if dms else f"C{i % channels:08d}",
+                    f"{int(base)}.{i:06d}",
                 )
                 body = mention_body(i, channel, ts)
                 requests.append((channel, ts, raw_request(addrs[i % replicas][0], body)))
@@ -399,10 +408,17 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200, help="Dify events (tokens) per answer")
     ap.add_argument("--chunk", type=int, default=5, help="characters per event")
     ap.add_argument("--delay", type=float, default=0.02, help="seconds between events")
-    ap.add_argument("--mode", choices=("edits", "native"), default="edits",
-                    help="answer with message edits or Slack's native streaming")
-    ap.add_argument("--dms", action="store_true",
-                    help="direct messages to the agent (one DM each) instead of mentions")
+    ap.add_argument(
+        "--mode",
+        choices=("edits", "native"),
+        default="edits",
+        help="answer with message edits or Slack's native streaming",
+    )
+    ap.add_argument(
+        "--dms",
+        action="store_true",
+        help="direct messages to the agent (one DM each) instead of mentions",
+    )
     ap.add_argument("--replicas", type=int, default=1, help="bridge processes on one Redis")
     ap.add_argument(
         "--busy",
@@ -424,8 +440,16 @@ def main() -> None:
             print()
         return
     asyncio.run(
-        run(args.mentions, args.channels, args.events, args.chunk, args.delay, args.mode,
-            args.dms, args.replicas)
+        run(
+            args.mentions,
+            args.channels,
+            args.events,
+            args.chunk,
+            args.delay,
+            args.mode,
+            args.dms,
+            args.replicas,
+        )
     )
 
 

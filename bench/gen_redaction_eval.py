@@ -98,7 +98,9 @@ def jwt() -> str:
         return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
 
     head = seg({"alg": "HS256", "typ": "JWT"})
-    body = seg({"sub": str(rng.randint(1, 10**9)), "iat": rng.randint(1_600_000_000, 1_800_000_000)})
+    body = seg(
+        {"sub": str(rng.randint(1, 10**9)), "iat": rng.randint(1_600_000_000, 1_800_000_000)}
+    )
     return f"{head}.{body}.{rand(B64URL, 43)}"
 
 

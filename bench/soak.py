@@ -57,11 +57,21 @@ async def main() -> None:
     slack.enforce_limits = False  # a reliability soak, not a rate-limit test
     team = slack.add_team("TSOAK")
     env = dict(
-        os.environ, REDIS_URL=redis.url, REDIS_KEY_PREFIX="soak", DIFY_BASE_URL=dify.base_url,
-        DIFY_API_KEY="app-soak", SLACK_BOT_TOKEN=team.bot_token, SLACK_SIGNING_SECRET=SECRET,
-        SLACK_API_URL=slack.api_url, BRIDGE_CONFIG="", LOG_FORMAT="json",
-        LOG_LEVEL="INFO", LOCK_TTL_SECONDS="5", USER_RATE_PER_MINUTE="0",
-        WORKSPACE_RATE_PER_MINUTE="0", SHUTDOWN_GRACE_SECONDS="10",
+        os.environ,
+        REDIS_URL=redis.url,
+        REDIS_KEY_PREFIX="soak",
+        DIFY_BASE_URL=dify.base_url,
+        DIFY_API_KEY="app-soak",
+        SLACK_BOT_TOKEN=team.bot_token,
+        SLACK_SIGNING_SECRET=SECRET,
+        SLACK_API_URL=slack.api_url,
+        BRIDGE_CONFIG="",
+        LOG_FORMAT="json",
+        LOG_LEVEL="INFO",
+        LOCK_TTL_SECONDS="5",
+        USER_RATE_PER_MINUTE="0",
+        WORKSPACE_RATE_PER_MINUTE="0",
+        SHUTDOWN_GRACE_SECONDS="10",
     )
     logs = os.environ.get("SOAK_LOGS")  # a file to collect every replica's log lines
     replicas: list[Replica] = list(
@@ -76,14 +86,22 @@ async def main() -> None:
         channel = f"C{i % 50:04d}"
         question = f"question {i} {uuid.uuid4().hex[:6]}"
         m = slack.user_message(team, channel, f"<@{team.bot_user_id}> {question}", user="U1")
-        ev = payload("app_mention", text=m.text, user="U1", ts=m.ts, event_ts=m.ts,
-                     channel=channel, team=team.id)
+        ev = payload(
+            "app_mention",
+            text=m.text,
+            user="U1",
+            ts=m.ts,
+            event_ts=m.ts,
+            channel=channel,
+            team=team.id,
+        )
         asked.append((channel, m.ts, f"You said: {question}"))
         event_id = "Ev" + uuid.uuid4().hex[:12].upper()
         for attempt in range(2):  # the original and one Slack retry, on different replicas
             target = replicas[(i + attempt) % len(replicas)]
-            body, headers = slack.event(team, ev, secret=SECRET, event_id=event_id,
-                                        retry_num=attempt or None)
+            body, headers = slack.event(
+                team, ev, secret=SECRET, event_id=event_id, retry_num=attempt or None
+            )
             try:
                 async with http.post(target.events_url, data=body.encode(), headers=headers) as r:
                     await r.read()
@@ -129,10 +147,14 @@ async def main() -> None:
             lost += 1
             if len(lost_examples) < 8:
                 lost_examples.append(f"#{n} {channel} {ts}: {texts[:2]!r}")
-    print(f"soak: {a.duration:.0f} s at {a.rate}/s, {a.replicas} replicas, {kills} SIGKILLs, "
-          f"Redis restarted {'once' if redis_restarted else 'never'}")
-    print(f"asked {len(asked)}, answered {answered}, failed with a message {failed}, "
-          f"lost {lost}, duplicated {duplicated}  (targets: 0 lost, 0 duplicated)")
+    print(
+        f"soak: {a.duration:.0f} s at {a.rate}/s, {a.replicas} replicas, {kills} SIGKILLs, "
+        f"Redis restarted {'once' if redis_restarted else 'never'}"
+    )
+    print(
+        f"asked {len(asked)}, answered {answered}, failed with a message {failed}, "
+        f"lost {lost}, duplicated {duplicated}  (targets: 0 lost, 0 duplicated)"
+    )
     for ex in lost_examples:
         print("  lost", ex)
     print(f"Dify calls: {len([r for r in dify.requests if r.path.endswith('/chat-messages')])}")

@@ -97,8 +97,15 @@ def install(timeout: float = 300.0) -> Path:
             return _cli_path(root)
         (root / "package.json").write_text('{"private": true}\n')
         cmd = [
-            npm, "install", "--prefix", str(root), "--no-audit", "--no-fund", "--ignore-scripts",
-            "--save-exact", f"{PACKAGE}@{VERSION}",
+            npm,
+            "install",
+            "--prefix",
+            str(root),
+            "--no-audit",
+            "--no-fund",
+            "--ignore-scripts",
+            "--save-exact",
+            f"{PACKAGE}@{VERSION}",
         ]
         try:
             done = subprocess.run(  # noqa: S603 - fixed command line
@@ -225,16 +232,24 @@ class Playground:
                 "no_proxy": "127.0.0.1,localhost",
             }
             self.proc = await asyncio.create_subprocess_exec(
-                node, str(cli), "start",
-                "--app-endpoint", bot_url,
-                "--channel-id", "msteams",
-                "--port", str(port),
+                node,
+                str(cli),
+                "start",
+                "--app-endpoint",
+                bot_url,
+                "--channel-id",
+                "msteams",
+                "--port",
+                str(port),
                 # The bot is told to answer here (loopback, as the bridge's local mode requires).
-                "--service-url", f"http://127.0.0.1:{port}/_connector",
+                "--service-url",
+                f"http://127.0.0.1:{port}/_connector",
                 "--disable-telemetry",
                 "--enable-events-recording",
-                cwd=self._tmp, env=env,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                cwd=self._tmp,
+                env=env,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
             )
             listening = await self._wait_listening(within)
             if listening == port:
@@ -500,25 +515,44 @@ def try_it(port: int, playground_port: int) -> int:
     # Local mode: no app id. Set empty rather than removed, since serve also reads .env and a
     # real (even empty) environment variable wins over it.
     env = dict(os.environ)
-    env.update(MICROSOFT_APP_ID="", TEAMS_ALLOW_UNAUTHENTICATED="true",
-               NO_PROXY="127.0.0.1,localhost")
+    env.update(
+        MICROSOFT_APP_ID="", TEAMS_ALLOW_UNAUTHENTICATED="true", NO_PROXY="127.0.0.1,localhost"
+    )
     try:
         if not env.get("DIFY_BASE_URL"):
             fake = subprocess.Popen(
-                [sys.executable, "-m", "tests.fakes.dify", "--app", "app-playground",
-                 "--chunk-delay", "0.05"],
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.fakes.dify",
+                    "--app",
+                    "app-playground",
+                    "--chunk-delay",
+                    "0.05",
+                ],
                 stdout=subprocess.PIPE,
             )
             children.append(fake)
             assert fake.stdout is not None
-            env.update(DIFY_BASE_URL=fake.stdout.readline().decode().strip(),
-                       DIFY_API_KEY="app-playground")
+            env.update(
+                DIFY_BASE_URL=fake.stdout.readline().decode().strip(), DIFY_API_KEY="app-playground"
+            )
             print(f"No DIFY_BASE_URL: the fake Dify answers at {env['DIFY_BASE_URL']}")
-        children.append(subprocess.Popen(  # noqa: S603 - our own CLI
-            [sys.executable, "-m", "app.admin.cli", "serve", "--host", "127.0.0.1",
-             "--port", str(port)],
-            env=env,
-        ))
+        children.append(
+            subprocess.Popen(  # noqa: S603 - our own CLI
+                [
+                    sys.executable,
+                    "-m",
+                    "app.admin.cli",
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                env=env,
+            )
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -529,10 +563,20 @@ def try_it(port: int, playground_port: int) -> int:
         bot = f"http://127.0.0.1:{port}/api/messages"
         print(f"dify-bridge answers at {bot}; starting the Playground (Ctrl-C to stop)")
         return subprocess.call(  # noqa: S603 - the pinned Playground
-            [node, str(cli), "start", "--app-endpoint", bot, "--channel-id", "msteams",
-             "--port", str(playground_port),
-             "--service-url", f"http://127.0.0.1:{playground_port}/_connector",
-             "--disable-telemetry"],
+            [
+                node,
+                str(cli),
+                "start",
+                "--app-endpoint",
+                bot,
+                "--channel-id",
+                "msteams",
+                "--port",
+                str(playground_port),
+                "--service-url",
+                f"http://127.0.0.1:{playground_port}/_connector",
+                "--disable-telemetry",
+            ],
             env={**env, "TEAMSAPPTESTER_BROWSER": os.environ.get("TEAMSAPPTESTER_BROWSER", "")},
         )
     except KeyboardInterrupt:

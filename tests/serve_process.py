@@ -29,7 +29,8 @@ SETTINGS_VARIABLES = frozenset(variable_names())
 def clean_env(**settings: str) -> dict[str, str]:
     """The machine's environment without any dify-bridge setting, plus ``settings``."""
     env = {
-        k: v for k, v in os.environ.items()
+        k: v
+        for k, v in os.environ.items()
         if k.upper() not in SETTINGS_VARIABLES
         and k not in ("KUBERNETES_SERVICE_HOST", "DIFY_BRIDGE_ENV_FILE", "MICROSOFT_TOKEN_URL")
     }
@@ -51,10 +52,15 @@ class Serve:
     @classmethod
     async def start(cls, env: dict[str, str], *args: str, cwd: Path) -> Serve:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "app.admin.cli", *(args or ("serve", "--host", "127.0.0.1",
-                                                        "--port", "0")),
-            cwd=str(cwd), env=env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "app.admin.cli",
+            *(args or ("serve", "--host", "127.0.0.1", "--port", "0")),
+            cwd=str(cwd),
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         return cls(proc)
 

@@ -102,8 +102,10 @@ async def test_check_respects_socket_mode_in_the_admins_file(run: Run, tmp_path:
 async def test_check_on_a_fresh_clone_says_to_set_the_public_url(run: Run) -> None:
     code, out, _ = await run("manifest", "slack", "--check")
     assert code == 1
-    assert "ERROR manifests/slack/manifest.yaml: /settings/event_subscriptions/request_url: " \
+    assert (
+        "ERROR manifests/slack/manifest.yaml: /settings/event_subscriptions/request_url: "
         "'https://bridge.example.com/slack/events' still points at the example host" in out
+    )
     assert "--public-url" in out
     code, out, _ = await run("manifest", "slack", "--check", "--public-url", "https://bot.acme.io")
     assert (code, out.strip()) == (0, "manifests/slack/manifest.yaml: OK")
@@ -117,8 +119,10 @@ async def test_check_of_the_admins_own_file_lists_each_mistake(run: Run, tmp_pat
     own.write_text(yaml.safe_dump(m))
     code, out, _ = await run("manifest", "slack", "--check", str(own), "--socket-mode")
     assert code == 1
-    assert (f"ERROR {own}: /oauth_config/scopes/bot: scope commands is missing (needed to the "
-            "slash command) -> add commands, push the manifest and reinstall the app") in out
+    assert (
+        f"ERROR {own}: /oauth_config/scopes/bot: scope commands is missing (needed to the "
+        "slash command) -> add commands, push the manifest and reinstall the app"
+    ) in out
     assert out.strip().endswith(f"{own}: 1 error(s)")
 
 
@@ -136,14 +140,14 @@ async def test_unreadable_manifest_and_plain_http_url_are_usage_errors(
 async def test_push_validates_then_updates_the_app_through_slacks_manifest_api(
     run: Run, slack: FakeSlackManifestApi
 ) -> None:
-    code, out, err = await run("manifest", "slack", "--public-url", "https://bot.acme.io",
-                               "--push")
+    code, out, err = await run("manifest", "slack", "--public-url", "https://bot.acme.io", "--push")
     assert code == 0, out + err
     assert [c.method for c in slack.calls] == ["apps.manifest.validate", "apps.manifest.update"]
     assert all(c.token == CONFIG_TOKEN and c.form["app_id"] == SLACK_APP for c in slack.calls)
     stored = slack.apps[SLACK_APP]
     assert stored["settings"]["event_subscriptions"]["request_url"] == (
-        "https://bot.acme.io/slack/events")
+        "https://bot.acme.io/slack/events"
+    )
     assert f"updated Slack app {SLACK_APP}" in out
     assert "reinstall the app" in out  # scopes changed from the empty app
     slack.calls.clear()
@@ -155,13 +159,18 @@ async def test_push_validates_then_updates_the_app_through_slacks_manifest_api(
 async def test_push_shows_slacks_own_errors_readably_and_does_not_update(
     run: Run, slack: FakeSlackManifestApi
 ) -> None:
-    slack.extra_errors.append({"message": "Slash command /ask is already used by another app",
-                               "pointer": "/features/slash_commands/0/command"})
+    slack.extra_errors.append(
+        {
+            "message": "Slash command /ask is already used by another app",
+            "pointer": "/features/slash_commands/0/command",
+        }
+    )
     code, out, _ = await run("manifest", "slack", "--socket-mode", "--push")
     assert code == 1
     assert "Slack rejected the manifest (apps.manifest.validate: invalid_manifest):" in out
-    assert ("  /features/slash_commands/0/command: Slash command /ask is already used by another "
-            "app") in out
+    assert (
+        "  /features/slash_commands/0/command: Slash command /ask is already used by another app"
+    ) in out
     assert [c.method for c in slack.calls] == ["apps.manifest.validate"]
     assert slack.apps[SLACK_APP] == {}
 
@@ -229,13 +238,13 @@ async def test_rsc_flag_lets_the_bot_read_every_channel_message(
 ) -> None:
     env.setenv("MICROSOFT_APP_ID", APP_ID)
     out_zip = tmp_path / "rsc.zip"
-    code, _, _ = await run("manifest", "teams", "--package", str(out_zip),
-                           "--rsc-channel-messages")
+    code, _, _ = await run("manifest", "teams", "--package", str(out_zip), "--rsc-channel-messages")
     assert code == 0
     with zipfile.ZipFile(out_zip) as z:
         m = json.loads(z.read("manifest.json"))
     assert m["authorization"]["permissions"]["resourceSpecific"][0]["name"] == (
-        "ChannelMessage.Read.Group")
+        "ChannelMessage.Read.Group"
+    )
 
 
 async def test_package_without_app_id_is_refused_and_nothing_is_written(
@@ -244,8 +253,9 @@ async def test_package_without_app_id_is_refused_and_nothing_is_written(
     out_zip = tmp_path / "x.zip"
     code, out, _ = await run("manifest", "teams", "--package", str(out_zip))
     assert code == 1
-    assert "/bots/0/botId: still the ${{MICROSOFT_APP_ID}} placeholder -> set MICROSOFT_APP_ID" \
-        in out
+    assert (
+        "/bots/0/botId: still the ${{MICROSOFT_APP_ID}} placeholder -> set MICROSOFT_APP_ID" in out
+    )
     assert "package not written" in out
     assert not out_zip.exists()
 
@@ -260,8 +270,10 @@ async def test_teams_check_of_an_admins_folder_reports_icon_sizes(
     (tmp_path / "outline.png").write_bytes((teams / "outline.png").read_bytes())
     code, out, _ = await run("manifest", "teams", "--check", str(tmp_path))
     assert code == 1
-    assert (f"ERROR {tmp_path / 'manifest.json'}: /icons/color: color.png is 32x32; Teams "
-            "requires 192x192 -> resize it to 192x192 pixels") in out
+    assert (
+        f"ERROR {tmp_path / 'manifest.json'}: /icons/color: color.png is 32x32; Teams "
+        "requires 192x192 -> resize it to 192x192 pixels"
+    ) in out
     code, out, _ = await run("manifest", "teams", "--check")
     assert code == 0, out
     assert out.strip().endswith("OK (3 warning(s))")  # example.com developer pages
@@ -285,8 +297,10 @@ async def test_teams_check_names_each_field_the_schema_rejects_with_its_pointer(
     fix = "see the Teams manifest schema 1.30 for this field"
     assert f"{where}: /name/short: length 31 is outside 0-30 -> {fix}" in out
     assert f"{where}: /bots/0/supportsFiles: must be of type boolean -> {fix}" in out
-    assert (f"{where}: /colour: is not a known field in this manifest version -> check the "
-            "spelling or the manifestVersion") in out
+    assert (
+        f"{where}: /colour: is not a known field in this manifest version -> check the "
+        "spelling or the manifestVersion"
+    ) in out
     assert out.strip().endswith("3 error(s)")
 
 
@@ -337,35 +351,57 @@ async def test_a_route_hidden_behind_an_identical_match_is_pointed_out(
     run: Run, env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     cfg = tmp_path / "bridge.yaml"
-    cfg.write_text("routes:\n  - name: sales\n    match: {platform: slack, channel: C1}\n"
-                   "  - name: sales-new\n    match: {channel: C1, platform: slack}\n")
+    cfg.write_text(
+        "routes:\n  - name: sales\n    match: {platform: slack, channel: C1}\n"
+        "  - name: sales-new\n    match: {channel: C1, platform: slack}\n"
+    )
     env.setenv("DIFY_API_KEY", "app-default-key-77")
     code, out, _ = await run("config", "check", str(cfg))
     assert code == 0
-    assert ("WARNING routes.1.match: route 'sales-new' never answers: route 'sales' (routes.0) has "
-            "the same match and comes first -> give it a match of its own or delete it") in out
+    assert (
+        "WARNING routes.1.match: route 'sales-new' never answers: route 'sales' (routes.0) has "
+        "the same match and comes first -> give it a match of its own or delete it"
+    ) in out
 
 
 @pytest.mark.parametrize(
     ("yaml_text", "env_vars", "expected"),
     [
-        ("routes:\n  - name: a\n    dify: {api_key: app-inline}\n", {},
-         "key routes.0.dify: API keys must not be written in the config file"),
-        ("routes:\n  - name: a\n    redaction: {mode: scramble}\n", {},
-         "key routes.0.redaction.mode"),
-        ("routes:\n  - name: a\n    dify: {api_key_env: NOT_SET_KEY}\n", {},
-         "key routes.0.dify.api_key_env: environment variable NOT_SET_KEY is not set"),
-        ("routes:\n  - name: a\n    redaction: {mode: pseudonymize}\n",
-         {"DIFY_API_KEY": "app-x1234567890"},
-         "key routes.0.redaction.mode: route 'a' pseudonymizes but REDACTION_KEY is not set"),
-        ("routes:\n  - name: a\n    matchh: {platform: slack}\n", {},
-         "key routes.0.matchh: unknown key"),
+        (
+            "routes:\n  - name: a\n    dify: {api_key: app-inline}\n",
+            {},
+            "key routes.0.dify: API keys must not be written in the config file",
+        ),
+        (
+            "routes:\n  - name: a\n    redaction: {mode: scramble}\n",
+            {},
+            "key routes.0.redaction.mode",
+        ),
+        (
+            "routes:\n  - name: a\n    dify: {api_key_env: NOT_SET_KEY}\n",
+            {},
+            "key routes.0.dify.api_key_env: environment variable NOT_SET_KEY is not set",
+        ),
+        (
+            "routes:\n  - name: a\n    redaction: {mode: pseudonymize}\n",
+            {"DIFY_API_KEY": "app-x1234567890"},
+            "key routes.0.redaction.mode: route 'a' pseudonymizes but REDACTION_KEY is not set",
+        ),
+        (
+            "routes:\n  - name: a\n    matchh: {platform: slack}\n",
+            {},
+            "key routes.0.matchh: unknown key",
+        ),
         ("routes: [unclosed\n", {}, "not valid YAML at line 2"),
     ],
 )
 async def test_bad_config_exits_2_naming_file_key_and_fix(
-    run: Run, env: pytest.MonkeyPatch, tmp_path: Path, yaml_text: str,
-    env_vars: dict[str, str], expected: str,
+    run: Run,
+    env: pytest.MonkeyPatch,
+    tmp_path: Path,
+    yaml_text: str,
+    env_vars: dict[str, str],
+    expected: str,
 ) -> None:
     cfg = tmp_path / "bridge.yaml"
     cfg.write_text(yaml_text)
@@ -412,11 +448,23 @@ def test_the_installed_entry_point_runs_the_admin_commands(tmp_path: Path) -> No
     env["BRIDGE_CONFIG"] = ""
     done = subprocess.run(
         [sys.executable, "-m", "app.admin.cli", "manifest", "slack", "--check", "--socket-mode"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert (done.returncode, done.stdout.strip()) == (0, "manifests/slack/manifest.yaml: OK")
     done = subprocess.run(
         [sys.executable, "-m", "app.admin.cli", "config", "check"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2
     assert "DIFY_API_KEY is not set" in done.stderr
 

@@ -27,13 +27,17 @@ async def test_a_dify_that_only_pings_is_given_up_on_and_the_thread_is_told(
     make_service: Any, fake_dify: Any, dify_app: Any
 ) -> None:
     dify_app.faults.append(Fault.pings(after_chunks=0, interval=0.05))
-    svc = await make_service({
-        "DIFY_API_KEY": dify_app.api_key, "DIFY_MAX_RETRIES": "0",
-        # Pings every 50 ms satisfy both of the client's own timeouts...
-        "DIFY_FIRST_EVENT_TIMEOUT": "0.5", "DIFY_IDLE_TIMEOUT": "0.5",
-        # ...but not the first-content deadline.
-        "DIFY_FIRST_CONTENT_TIMEOUT": "0.6",
-    })
+    svc = await make_service(
+        {
+            "DIFY_API_KEY": dify_app.api_key,
+            "DIFY_MAX_RETRIES": "0",
+            # Pings every 50 ms satisfy both of the client's own timeouts...
+            "DIFY_FIRST_EVENT_TIMEOUT": "0.5",
+            "DIFY_IDLE_TIMEOUT": "0.5",
+            # ...but not the first-content deadline.
+            "DIFY_FIRST_CONTENT_TIMEOUT": "0.6",
+        }
+    )
     started = time.monotonic()
     reply = await ask(svc, message(new_thread(), "are you there?"))
     assert time.monotonic() - started < 5
@@ -101,9 +105,12 @@ async def test_a_stop_click_after_a_deadline_finds_nothing_left_running(
     dify_app.answer = "Some words and then nothing but pings."
     dify_app.chunk_size = 5
     dify_app.faults.append(Fault.pings(after_chunks=2, interval=0.05))
-    svc = await make_service({
-        "DIFY_API_KEY": dify_app.api_key, "DIFY_ANSWER_TIMEOUT": "0.6",
-    })
+    svc = await make_service(
+        {
+            "DIFY_API_KEY": dify_app.api_key,
+            "DIFY_ANSWER_TIMEOUT": "0.6",
+        }
+    )
     t = new_thread()
     reply = MemoryReply()
     svc.bridge.submit(message(t, "q"), reply, CONSOLE_LIMITS)

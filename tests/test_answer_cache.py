@@ -41,12 +41,12 @@ def test_questions_that_differ_only_in_case_spacing_and_end_punctuation_are_the_
 async def test_the_same_slash_command_question_is_answered_from_the_cache_without_dify(
     make_service: Any, fake_dify: Any, dify_app: Any
 ) -> None:
-    dify_app.retriever_resources = [{"position": 1, "document_name": "IT handbook",
-                                     "content": "Go to id.example.com"}]
+    dify_app.retriever_resources = [
+        {"position": 1, "document_name": "IT handbook", "content": "Go to id.example.com"}
+    ]
     svc = await make_service({"DIFY_API_KEY": dify_app.api_key}, bridge_yaml=CACHED)
     first = await ask(svc, message(new_thread(), "How do I reset my password?", kind=Kind.COMMAND))
-    again = await ask(svc, message(new_thread(), "how do i reset my  password",
-                                   kind=Kind.COMMAND))
+    again = await ask(svc, message(new_thread(), "how do i reset my  password", kind=Kind.COMMAND))
     assert again.final == first.final == "You said: How do I reset my password?"
     assert [s.title for s in again.extras.sources] == ["IT handbook"]
     assert len(calls(fake_dify, dify_app, "/chat-messages")) == 1

@@ -89,11 +89,13 @@ async def test_a_completion_app_answers_each_message_on_its_own(
     make_service: Any, fake_dify: Any
 ) -> None:
     app = fake_dify.add_app(
-        "app-" + uuid.uuid4().hex[:12], mode="completion",
+        "app-" + uuid.uuid4().hex[:12],
+        mode="completion",
         user_input_form=[{"paragraph": {"variable": "query", "label": "Query", "required": True}}],
     )
-    svc = await make_service({"DIFY_API_KEY": app.api_key},
-                             bridge_yaml=route_yaml(mode="completion"))
+    svc = await make_service(
+        {"DIFY_API_KEY": app.api_key}, bridge_yaml=route_yaml(mode="completion")
+    )
     t = new_thread()
     first = await ask(svc, message(t, "write a haiku about tea"))
     second = await ask(svc, message(t, "and one about coffee"))
@@ -101,7 +103,8 @@ async def test_a_completion_app_answers_each_message_on_its_own(
     assert second.final == "You said: and one about coffee"
     sent = calls(fake_dify, app, "/completion-messages")
     assert [c.json["inputs"]["query"] for c in sent] == [
-        "write a haiku about tea", "and one about coffee"
+        "write a haiku about tea",
+        "and one about coffee",
     ]
     # One-shot: nothing links the second message to the first.
     assert all("conversation_id" not in c.json for c in sent)
@@ -113,13 +116,16 @@ async def test_a_workflow_gets_the_message_in_its_query_variable_and_answers_wit
     make_service: Any, fake_dify: Any
 ) -> None:
     app = fake_dify.add_app(
-        "app-" + uuid.uuid4().hex[:12], mode="workflow", query_variable="question",
+        "app-" + uuid.uuid4().hex[:12],
+        mode="workflow",
+        query_variable="question",
         workflow_outputs={"summary": "Holidays: 25 days a year.", "debug": "ignored"},
     )
     svc = await make_service(
         {"DIFY_API_KEY": app.api_key},
-        bridge_yaml=route_yaml(mode="workflow", query_variable="question",
-                               output_variable="summary"),
+        bridge_yaml=route_yaml(
+            mode="workflow", query_variable="question", output_variable="summary"
+        ),
     )
     reply = await ask(svc, message(new_thread(), "how many holidays do I get?"))
     assert reply.error is None
@@ -133,10 +139,14 @@ async def test_a_workflow_without_a_chosen_output_streams_its_text_chunks(
     make_service: Any, fake_dify: Any
 ) -> None:
     answer = "Step one: open settings. Step two: pick a new password. Done."
-    app = fake_dify.add_app("app-" + uuid.uuid4().hex[:12], mode="workflow", answer=answer,
-                            chunk_size=5, chunk_delay=0.02)
-    svc = await make_service({"DIFY_API_KEY": app.api_key},
-                             bridge_yaml=route_yaml(mode="workflow"))
+    app = fake_dify.add_app(
+        "app-" + uuid.uuid4().hex[:12],
+        mode="workflow",
+        answer=answer,
+        chunk_size=5,
+        chunk_delay=0.02,
+    )
+    svc = await make_service({"DIFY_API_KEY": app.api_key}, bridge_yaml=route_yaml(mode="workflow"))
     reply = await ask(svc, message(new_thread(), "how do I change my password"))
     assert reply.final == answer
     assert len(reply.updates) >= 2  # text_chunk events grew the message while it ran
@@ -146,10 +156,13 @@ async def test_a_workflow_without_a_chosen_output_streams_its_text_chunks(
 async def test_a_workflow_that_streams_nothing_answers_with_all_its_outputs_as_a_list(
     make_service: Any, fake_dify: Any
 ) -> None:
-    app = fake_dify.add_app("app-" + uuid.uuid4().hex[:12], mode="workflow", answer="",
-                            workflow_outputs={"ticket": "HR-1042", "status": "opened"})
-    svc = await make_service({"DIFY_API_KEY": app.api_key},
-                             bridge_yaml=route_yaml(mode="workflow"))
+    app = fake_dify.add_app(
+        "app-" + uuid.uuid4().hex[:12],
+        mode="workflow",
+        answer="",
+        workflow_outputs={"ticket": "HR-1042", "status": "opened"},
+    )
+    svc = await make_service({"DIFY_API_KEY": app.api_key}, bridge_yaml=route_yaml(mode="workflow"))
     reply = await ask(svc, message(new_thread(), "open a ticket for my laptop"))
     assert reply.final == "- **ticket**: HR-1042\n- **status**: opened"
 
@@ -159,8 +172,7 @@ async def test_a_chatflow_and_an_agent_app_continue_their_conversations_in_the_t
 ) -> None:
     for mode in ("advanced-chat", "agent-chat"):
         app = fake_dify.add_app("app-" + uuid.uuid4().hex[:12], mode=mode)
-        svc = await make_service({"DIFY_API_KEY": app.api_key},
-                                 bridge_yaml=route_yaml(mode=mode))
+        svc = await make_service({"DIFY_API_KEY": app.api_key}, bridge_yaml=route_yaml(mode=mode))
         t = new_thread()
         first = await ask(svc, message(t, "hello"))
         second = await ask(svc, message(t, "and again"))
@@ -173,12 +185,16 @@ async def test_start_up_check_names_a_route_whose_mode_does_not_match_the_app(
     make_service: Any, fake_dify: Any
 ) -> None:
     app = fake_dify.add_app(
-        "app-" + uuid.uuid4().hex[:12], mode="workflow",
+        "app-" + uuid.uuid4().hex[:12],
+        mode="workflow",
         user_input_form=[{"text-input": {"variable": "query", "label": "Query", "required": True}}],
     )
     svc = await make_service({"DIFY_API_KEY": app.api_key})
-    good = Route(RouteConfig(name="flow", dify=DifyAppConfig(mode="workflow")),
-                 fake_dify.base_url, app.api_key)
+    good = Route(
+        RouteConfig(name="flow", dify=DifyAppConfig(mode="workflow")),
+        fake_dify.base_url,
+        app.api_key,
+    )
     wrong = Route(RouteConfig(name="helpdesk"), fake_dify.base_url, app.api_key)
     assert await check_routes([good], svc.dify) == []
     problems = await check_routes([good, wrong], svc.dify)
@@ -203,12 +219,16 @@ async def test_an_agent_shows_which_tool_it_uses_and_the_final_answer_has_no_sta
     make_service: Any, fake_dify: Any
 ) -> None:
     app = fake_dify.add_app(
-        "app-" + uuid.uuid4().hex[:12], mode="agent-chat", chunk_size=4, chunk_delay=0.03,
+        "app-" + uuid.uuid4().hex[:12],
+        mode="agent-chat",
+        chunk_size=4,
+        chunk_delay=0.03,
         answer="It is sunny in Lisbon today.",
         agent_thoughts=[{"tool": "web_search", "tool_input": "{}", "observation": "sunny"}],
     )
-    svc = await make_service({"DIFY_API_KEY": app.api_key},
-                             bridge_yaml=route_yaml(mode="agent-chat"))
+    svc = await make_service(
+        {"DIFY_API_KEY": app.api_key}, bridge_yaml=route_yaml(mode="agent-chat")
+    )
     reply = await ask(svc, message(new_thread(), "weather in Lisbon?"), StatusReply())
     assert "Using tool: web_search" in reply.statuses
     assert reply.final == "It is sunny in Lisbon today."
@@ -219,21 +239,29 @@ async def test_an_agent_shows_which_tool_it_uses_and_the_final_answer_has_no_sta
 async def test_a_chatflow_shows_its_running_node_while_it_works(
     make_service: Any, fake_dify: Any
 ) -> None:
-    app = fake_dify.add_app("app-" + uuid.uuid4().hex[:12], mode="advanced-chat",
-                            chunk_size=4, chunk_delay=0.03, answer="Here is the plan for Q3.")
-    svc = await make_service({"DIFY_API_KEY": app.api_key},
-                             bridge_yaml=route_yaml(mode="advanced-chat"))
+    app = fake_dify.add_app(
+        "app-" + uuid.uuid4().hex[:12],
+        mode="advanced-chat",
+        chunk_size=4,
+        chunk_delay=0.03,
+        answer="Here is the plan for Q3.",
+    )
+    svc = await make_service(
+        {"DIFY_API_KEY": app.api_key}, bridge_yaml=route_yaml(mode="advanced-chat")
+    )
     reply = await ask(svc, message(new_thread(), "plan Q3"), StatusReply())
     assert "Thinking…" in reply.statuses  # the LLM node started
     assert reply.final == "Here is the plan for Q3."
 
 
-async def test_moderation_replaces_the_text_shown_so_far(
-    make_service: Any, fake_dify: Any
-) -> None:
-    app = fake_dify.add_app("app-" + uuid.uuid4().hex[:12], chunk_size=3, chunk_delay=0.03,
-                            answer="something the moderator will not like",
-                            replace_with="This answer was removed by content moderation.")
+async def test_moderation_replaces_the_text_shown_so_far(make_service: Any, fake_dify: Any) -> None:
+    app = fake_dify.add_app(
+        "app-" + uuid.uuid4().hex[:12],
+        chunk_size=3,
+        chunk_delay=0.03,
+        answer="something the moderator will not like",
+        replace_with="This answer was removed by content moderation.",
+    )
     svc = await make_service({"DIFY_API_KEY": app.api_key}, bridge_yaml=route_yaml())
     reply = await ask(svc, message(new_thread(), "say something bad"))
     assert any(u.startswith("something") for u in reply.updates)  # it streamed the original...
@@ -278,8 +306,11 @@ async def test_a_file_the_app_does_not_accept_gets_a_clear_message_and_no_dify_c
 async def test_too_many_or_too_large_files_are_refused_with_the_limit(
     make_service: Any, fake_dify: Any, dify_app: Any
 ) -> None:
-    dify_app.file_upload = {"enabled": True, "allowed_file_types": ["image", "document"],
-                            "number_limits": 2}
+    dify_app.file_upload = {
+        "enabled": True,
+        "allowed_file_types": ["image", "document"],
+        "number_limits": 2,
+    }
     svc = await make_service({"DIFY_API_KEY": dify_app.api_key})
     imgs = tuple(attachment(f"p{i}.png", "image/png", b"img") for i in range(3))
     reply = await ask(svc, message(new_thread(), "compare", attachments=imgs))
@@ -293,8 +324,12 @@ async def test_too_many_or_too_large_files_are_refused_with_the_limit(
 async def test_an_app_that_takes_custom_extensions_gets_a_markdown_file(
     make_service: Any, fake_dify: Any, dify_app: Any
 ) -> None:
-    dify_app.file_upload = {"enabled": True, "allowed_file_types": ["custom"],
-                            "allowed_file_extensions": [".md"], "number_limits": 1}
+    dify_app.file_upload = {
+        "enabled": True,
+        "allowed_file_types": ["custom"],
+        "allowed_file_extensions": [".md"],
+        "number_limits": 1,
+    }
     svc = await make_service({"DIFY_API_KEY": dify_app.api_key})
     notes = attachment("notes.md", "text/markdown", b"# Notes")
     reply = await ask(svc, message(new_thread(), "tidy these notes", attachments=(notes,)))

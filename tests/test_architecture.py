@@ -18,7 +18,6 @@ OVER_LIMIT: dict[str, str] = {
 }
 
 
-
 def _sources(*tops: str) -> Iterator[Path]:
     for top in tops:
         yield from sorted((ROOT / top).rglob("*.py"))

@@ -225,9 +225,7 @@ async def test_pacing_is_ignored_where_one_read_gives_one_event(
     answer = "x" * 40
     fake.add_app(KEY, answer=answer, chunk_size=1, chunk_delay=0.01)
     events, seconds = await read_asking_for_pace(
-        make_client(fake, http).chat_stream(
-            query="Hi", user=USER, conversation_id=None, inputs={}
-        ),
+        make_client(fake, http).chat_stream(query="Hi", user=USER, conversation_id=None, inputs={}),
         1.0,
     )
 

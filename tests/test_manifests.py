@@ -56,8 +56,11 @@ def decode_png(data: bytes) -> tuple[int, int, list[bytes]]:
         pos += 12 + length
     raw = zlib.decompress(idat)
     stride = 1 + width * 4
-    pixels = [raw[y * stride + 1 + x * 4 : y * stride + 5 + x * 4]
-              for y in range(height) for x in range(width)]
+    pixels = [
+        raw[y * stride + 1 + x * 4 : y * stride + 5 + x * 4]
+        for y in range(height)
+        for x in range(width)
+    ]
     assert all(raw[y * stride] == 0 for y in range(height))
     return width, height, pixels
 
@@ -72,13 +75,32 @@ def test_committed_slack_manifest_is_the_default_the_tools_render() -> None:
 def test_shipped_slack_manifest_asks_only_for_the_scopes_the_features_need() -> None:
     m = load_manifest_file(SLACK_FILE)
     scopes = set(m["oauth_config"]["scopes"]["bot"])
-    assert scopes == {"app_mentions:read", "assistant:write", "chat:write", "im:history",
-                      "mpim:history", "channels:history", "groups:history", "commands",
-                      "files:read", "files:write", "users:read", "users:read.email"}
+    assert scopes == {
+        "app_mentions:read",
+        "assistant:write",
+        "chat:write",
+        "im:history",
+        "mpim:history",
+        "channels:history",
+        "groups:history",
+        "commands",
+        "files:read",
+        "files:write",
+        "users:read",
+        "users:read.email",
+    }
     assert set(m["settings"]["event_subscriptions"]["bot_events"]) == {
-        "app_mention", "message.im", "message.mpim", "message.channels", "message.groups",
-        "app_home_opened", "app_context_changed", "agent_session_stopped", "app_uninstalled",
-        "tokens_revoked"}
+        "app_mention",
+        "message.im",
+        "message.mpim",
+        "message.channels",
+        "message.groups",
+        "app_home_opened",
+        "app_context_changed",
+        "agent_session_stopped",
+        "app_uninstalled",
+        "tokens_revoked",
+    }
     # No reactions, no user scopes, no admin scopes.
     assert "user" not in m["oauth_config"]["scopes"]
 
@@ -101,7 +123,8 @@ def test_fresh_manifest_fails_the_check_until_a_public_url_is_given() -> None:
     assert all("--public-url" in p.fix for p in problems)
     rendered = render_slack_manifest(m, public_url="https://bot.acme.io/", socket_mode=False)
     assert rendered["settings"]["event_subscriptions"]["request_url"] == (
-        "https://bot.acme.io/slack/events")
+        "https://bot.acme.io/slack/events"
+    )
     assert rendered["features"]["slash_commands"][0]["url"] == "https://bot.acme.io/slack/events"
     assert check_slack_manifest(rendered, command="/ask") == []
 
@@ -116,44 +139,80 @@ def test_socket_mode_manifest_has_no_request_urls_and_passes() -> None:
 
 
 def test_render_renames_the_slash_command_and_adds_oauth_redirect_for_multi_workspace() -> None:
-    m = render_slack_manifest(default_slack_manifest(), public_url="https://b.acme.io",
-                              socket_mode=False, command="/helpdesk", oauth=True)
+    m = render_slack_manifest(
+        default_slack_manifest(),
+        public_url="https://b.acme.io",
+        socket_mode=False,
+        command="/helpdesk",
+        oauth=True,
+    )
     assert m["features"]["slash_commands"][0]["command"] == "/helpdesk"
     assert m["oauth_config"]["redirect_urls"] == ["https://b.acme.io/slack/oauth_redirect"]
     assert check_slack_manifest(m, command="/helpdesk") == []
 
 
 def _good_slack() -> dict[str, Any]:
-    return render_slack_manifest(default_slack_manifest(), public_url="https://b.acme.io",
-                                 socket_mode=False)
+    return render_slack_manifest(
+        default_slack_manifest(), public_url="https://b.acme.io", socket_mode=False
+    )
 
 
 @pytest.mark.parametrize(
     ("mutate", "pointer", "words"),
     [
-        (lambda m: m["oauth_config"]["scopes"]["bot"].remove("channels:history"),
-         "/oauth_config/scopes/bot", "channels:history is missing"),
-        (lambda m: m["settings"]["event_subscriptions"]["bot_events"].remove("message.im"),
-         "/settings/event_subscriptions/bot_events", "message.im"),
-        (lambda m: m["settings"]["event_subscriptions"].update(
-            request_url="http://b.acme.io/slack/events"),
-         "/settings/event_subscriptions/request_url", "https://"),
-        (lambda m: m["settings"]["interactivity"].update(request_url="https://b.acme.io/events"),
-         "/settings/interactivity/request_url", "/slack/events"),
-        (lambda m: m["features"]["app_home"].update(messages_tab_read_only_enabled=True),
-         "/features/app_home", "Sending messages to this app has been turned off"),
-        (lambda m: m["settings"]["interactivity"].update(is_enabled=False),
-         "/settings/interactivity/is_enabled", "buttons"),
-        (lambda m: m["features"]["slash_commands"][0].update(command="/Ask me"),
-         "/features/slash_commands/0/command", "not a slash command name"),
-        (lambda m: m["features"]["slash_commands"][0].update(command="/other"),
-         "/features/slash_commands/0/command", "SLACK_SLASH_COMMAND"),
-        (lambda m: m["display_information"].update(name="x" * 36),
-         "/display_information/name", "36 characters"),
-        (lambda m: m["display_information"].update(background_color="blue"),
-         "/display_information/background_color", "hex colour"),
-        (lambda m: m["features"].pop("bot_user"),
-         "/features/bot_user/display_name", "is required"),
+        (
+            lambda m: m["oauth_config"]["scopes"]["bot"].remove("channels:history"),
+            "/oauth_config/scopes/bot",
+            "channels:history is missing",
+        ),
+        (
+            lambda m: m["settings"]["event_subscriptions"]["bot_events"].remove("message.im"),
+            "/settings/event_subscriptions/bot_events",
+            "message.im",
+        ),
+        (
+            lambda m: m["settings"]["event_subscriptions"].update(
+                request_url="http://b.acme.io/slack/events"
+            ),
+            "/settings/event_subscriptions/request_url",
+            "https://",
+        ),
+        (
+            lambda m: m["settings"]["interactivity"].update(request_url="https://b.acme.io/events"),
+            "/settings/interactivity/request_url",
+            "/slack/events",
+        ),
+        (
+            lambda m: m["features"]["app_home"].update(messages_tab_read_only_enabled=True),
+            "/features/app_home",
+            "Sending messages to this app has been turned off",
+        ),
+        (
+            lambda m: m["settings"]["interactivity"].update(is_enabled=False),
+            "/settings/interactivity/is_enabled",
+            "buttons",
+        ),
+        (
+            lambda m: m["features"]["slash_commands"][0].update(command="/Ask me"),
+            "/features/slash_commands/0/command",
+            "not a slash command name",
+        ),
+        (
+            lambda m: m["features"]["slash_commands"][0].update(command="/other"),
+            "/features/slash_commands/0/command",
+            "SLACK_SLASH_COMMAND",
+        ),
+        (
+            lambda m: m["display_information"].update(name="x" * 36),
+            "/display_information/name",
+            "36 characters",
+        ),
+        (
+            lambda m: m["display_information"].update(background_color="blue"),
+            "/display_information/background_color",
+            "hex colour",
+        ),
+        (lambda m: m["features"].pop("bot_user"), "/features/bot_user/display_name", "is required"),
     ],
 )
 def test_each_slack_manifest_mistake_names_the_field_and_the_fix(
@@ -216,7 +275,8 @@ def test_routes_that_pass_the_speakers_email_need_the_email_scope() -> None:
     assert check_slack_manifest(m, command="/ask") == []
     problems = check_slack_manifest(m, command="/ask", speaker_email=True)
     assert [p.message for p in problems] == [
-        "scope users:read.email is missing (needed to speaker_email in a route's inputs)"]
+        "scope users:read.email is missing (needed to speaker_email in a route's inputs)"
+    ]
 
 
 def test_malformed_manifest_file_is_a_config_error_with_the_line(tmp_path: Path) -> None:
@@ -266,7 +326,8 @@ def test_rsc_opt_in_adds_channel_message_permission_that_the_schema_accepts() ->
     m, files, schema = read_teams_dir(TEAMS_DIR)
     filled = fill_teams_manifest(m, app_id=APP_ID, rsc_channel_messages=True)
     assert filled["authorization"]["permissions"]["resourceSpecific"] == [
-        {"name": "ChannelMessage.Read.Group", "type": "Application"}]
+        {"name": "ChannelMessage.Read.Group", "type": "Application"}
+    ]
     assert filled["webApplicationInfo"]["id"] == APP_ID
     assert pointers(check_teams_manifest(filled, files, app_id=APP_ID, schema=schema)) == set()
 
@@ -280,7 +341,8 @@ def test_unfilled_bot_id_and_foreign_bot_id_are_caught() -> None:
     problems = check_teams_manifest(other, files, app_id=APP_ID, schema=schema)
     assert [p.message for p in problems if p.severity == "error"] == [
         "is 11111111-2222-3333-4444-555555555555 but MICROSOFT_APP_ID is "
-        f"{APP_ID}: Teams would send messages to another bot"]
+        f"{APP_ID}: Teams would send messages to another bot"
+    ]
 
 
 def test_wrong_icon_size_and_non_png_icons_are_reported_with_the_fix() -> None:
@@ -289,14 +351,16 @@ def test_wrong_icon_size_and_non_png_icons_are_reported_with_the_fix() -> None:
     files = dict(files)
     files["color.png"] = files["outline.png"]  # a 32x32 image where 192x192 is needed
     files["outline.png"] = b"GIF89a..."
-    problems = {p.pointer: p for p in check_teams_manifest(filled, files, app_id=APP_ID,
-                                                           schema=schema)}
+    problems = {
+        p.pointer: p for p in check_teams_manifest(filled, files, app_id=APP_ID, schema=schema)
+    }
     assert problems["/icons/color"].message == "color.png is 32x32; Teams requires 192x192"
     assert problems["/icons/color"].fix == "resize it to 192x192 pixels"
     assert problems["/icons/outline"].message == "outline.png is not a PNG"
     del files["outline.png"]
-    problems = {p.pointer: p for p in check_teams_manifest(filled, files, app_id=APP_ID,
-                                                           schema=schema)}
+    problems = {
+        p.pointer: p for p in check_teams_manifest(filled, files, app_id=APP_ID, schema=schema)
+    }
     assert "not in the package" in problems["/icons/outline"].message
 
 
@@ -322,7 +386,8 @@ def test_jsonschema_errors_point_at_the_field_inside_arrays_and_nested_objects()
     assert schema is not None
     bad = copy.deepcopy(fill_teams_manifest(m, app_id=APP_ID))
     bad["bots"][0]["commandLists"] = [
-        {"scopes": ["personal", "nowhere"], "triggers": ["mention", "slash", "mention"]}]
+        {"scopes": ["personal", "nowhere"], "triggers": ["mention", "slash", "mention"]}
+    ]
     del bad["bots"][0]["scopes"]
     bad["icons"] = {"color": "color.png"}
     problems = validate_against_schema(bad, schema)
@@ -379,22 +444,52 @@ def test_yaml_dump_round_trips() -> None:
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.sampled_from(
-        ["settings", "features", "oauth_config", "scopes", "bot", "bots", "icons", "id",
-         "slash_commands", "event_subscriptions", "interactivity", "authorization",
-         "permissions", "resourceSpecific", "botId", "color", "request_url", "x"]),
-        children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "settings",
+                    "features",
+                    "oauth_config",
+                    "scopes",
+                    "bot",
+                    "bots",
+                    "icons",
+                    "id",
+                    "slash_commands",
+                    "event_subscriptions",
+                    "interactivity",
+                    "authorization",
+                    "permissions",
+                    "resourceSpecific",
+                    "botId",
+                    "color",
+                    "request_url",
+                    "x",
+                ]
+            ),
+            children,
+            max_size=4,
+        )
+    ),
     max_leaves=12,
 )
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.dictionaries(st.sampled_from(
-    ["display_information", "features", "oauth_config", "settings", "_metadata"]), _json))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["display_information", "features", "oauth_config", "settings", "_metadata"]
+        ),
+        _json,
+    )
+)
 def test_any_slack_manifest_shape_gives_problems_not_a_crash(m: dict[str, Any]) -> None:
-    rendered = render_slack_manifest(m, public_url="https://b.acme.io", socket_mode=False,
-                                     command="/ask", oauth=True)
+    rendered = render_slack_manifest(
+        m, public_url="https://b.acme.io", socket_mode=False, command="/ask", oauth=True
+    )
     problems = check_slack_manifest(rendered, command="/ask", speaker_email=True)
     assert all(p.pointer.startswith("/") and p.message for p in problems)
 
@@ -403,11 +498,26 @@ _TEAMS_SCHEMA = read_teams_dir(TEAMS_DIR)[2]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.dictionaries(st.sampled_from(
-    ["id", "bots", "icons", "authorization", "developer", "name", "manifestVersion",
-     "webApplicationInfo"]), _json))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "id",
+                "bots",
+                "icons",
+                "authorization",
+                "developer",
+                "name",
+                "manifestVersion",
+                "webApplicationInfo",
+            ]
+        ),
+        _json,
+    )
+)
 def test_any_teams_manifest_shape_gives_problems_not_a_crash(m: dict[str, Any]) -> None:
     filled = fill_teams_manifest(m, app_id=APP_ID, rsc_channel_messages=True)
-    problems = check_teams_manifest(filled, {"color.png": b"junk"}, app_id=APP_ID,
-                                    schema=_TEAMS_SCHEMA)
+    problems = check_teams_manifest(
+        filled, {"color.png": b"junk"}, app_id=APP_ID, schema=_TEAMS_SCHEMA
+    )
     assert problems  # a random shape is never a valid package

@@ -37,9 +37,14 @@ async def slack() -> AsyncIterator[FakeSlack]:
 @pytest.fixture
 def base(redis_url: str, fake_dify: Any) -> dict[str, str]:
     return clean_env(
-        REDIS_URL=redis_url, REDIS_KEY_PREFIX="op" + uuid.uuid4().hex[:8],
-        DIFY_BASE_URL=fake_dify.base_url, DIFY_API_KEY=TEST_APP_KEY, BRIDGE_CONFIG="",
-        LOG_FORMAT="json", STARTUP_CHECKS="false", GC_TUNING="false",
+        REDIS_URL=redis_url,
+        REDIS_KEY_PREFIX="op" + uuid.uuid4().hex[:8],
+        DIFY_BASE_URL=fake_dify.base_url,
+        DIFY_API_KEY=TEST_APP_KEY,
+        BRIDGE_CONFIG="",
+        LOG_FORMAT="json",
+        STARTUP_CHECKS="false",
+        GC_TUNING="false",
         SHUTDOWN_GRACE_SECONDS="2",
     )
 
@@ -78,8 +83,14 @@ async def test_a_refused_socket_mode_token_keeps_the_service_up_unready_and_stop
 ) -> None:
     team = slack.add_team("T" + uuid.uuid4().hex[:6].upper())
     wrong_app_token = "xapp-1-A0-not-registered"  # noqa: S105 - a token Slack refuses
-    proc = await start({**base, "SLACK_API_URL": slack.api_url, "SLACK_BOT_TOKEN": team.bot_token,
-                        "SLACK_APP_TOKEN": wrong_app_token})
+    proc = await start(
+        {
+            **base,
+            "SLACK_API_URL": slack.api_url,
+            "SLACK_BOT_TOKEN": team.bot_token,
+            "SLACK_APP_TOKEN": wrong_app_token,
+        }
+    )
     await proc.started()
     failures = await proc.wait_event("slack.socket_mode_connect_failed", count=2)
     assert failures[0]["setting"] == "SLACK_APP_TOKEN"
@@ -99,16 +110,24 @@ async def test_ctrl_c_ends_the_service_while_slack_cannot_be_reached(
     start: Start, base: dict[str, str]
 ) -> None:
     nowhere = f"http://127.0.0.1:{closed_port()}/api/"
-    proc = await start({**base, "SLACK_API_URL": nowhere, "SLACK_BOT_TOKEN": "xoxb-1-2-3",
-                        "SLACK_APP_TOKEN": "xapp-1-2-3"})
+    proc = await start(
+        {
+            **base,
+            "SLACK_API_URL": nowhere,
+            "SLACK_BOT_TOKEN": "xoxb-1-2-3",
+            "SLACK_APP_TOKEN": "xapp-1-2-3",
+        }
+    )
     await proc.started()
     await proc.wait_event("slack.socket_mode_connect_failed")
     await proc.wait_event("slack.auth_test_failed")
 
     def both_reasons(body: dict[str, Any]) -> bool:
         reasons = body.get("reasons", [])
-        return (any("unreachable" in r and "SLACK_API_URL" in r for r in reasons)  # the socket
-                and any("slack bot token: Slack cannot be reached" in r for r in reasons))
+        return (
+            any("unreachable" in r and "SLACK_API_URL" in r for r in reasons)  # the socket
+            and any("slack bot token: Slack cannot be reached" in r for r in reasons)
+        )
 
     for _ in range(50):
         status, body = await proc.readyz()
@@ -127,8 +146,14 @@ async def test_readiness_follows_slack_down_and_up_again(
     team = slack.add_team("T" + uuid.uuid4().hex[:6].upper())
     slack.fail_next("auth.test", "invalid_auth", team=team.id)
     later_token = f"xapp-1-A0-{uuid.uuid4().hex[:8]}"  # Slack does not know it yet
-    proc = await start({**base, "SLACK_API_URL": slack.api_url, "SLACK_BOT_TOKEN": team.bot_token,
-                        "SLACK_APP_TOKEN": later_token})
+    proc = await start(
+        {
+            **base,
+            "SLACK_API_URL": slack.api_url,
+            "SLACK_BOT_TOKEN": team.bot_token,
+            "SLACK_APP_TOKEN": later_token,
+        }
+    )
     await proc.started()
     (refused,) = (await proc.wait_event("slack.auth_test_failed"))[:1]
     assert refused["error"] == "invalid_auth" and refused["setting"] == "SLACK_BOT_TOKEN"
@@ -158,13 +183,27 @@ async def test_sigterm_lets_an_answer_finish_and_a_second_one_stops_at_once(
     team = slack.add_team("T" + uuid.uuid4().hex[:6].upper())
     dify_app.answer = "slowly " * 400
     dify_app.chunk_size, dify_app.chunk_delay = 7, 0.05  # about 20 s of streaming
-    proc = await start({**base, "SLACK_API_URL": slack.api_url, "SLACK_BOT_TOKEN": team.bot_token,
-                        "SLACK_SIGNING_SECRET": "s3cret", "DIFY_API_KEY": dify_app.api_key,
-                        "SHUTDOWN_GRACE_SECONDS": "60"})
+    proc = await start(
+        {
+            **base,
+            "SLACK_API_URL": slack.api_url,
+            "SLACK_BOT_TOKEN": team.bot_token,
+            "SLACK_SIGNING_SECRET": "s3cret",
+            "DIFY_API_KEY": dify_app.api_key,
+            "SHUTDOWN_GRACE_SECONDS": "60",
+        }
+    )
     await proc.started()
     m = slack.user_message(team, "C0OPS", f"<@{team.bot_user_id}> tell me slowly")
-    ev = payload("app_mention", text=m.text, user="U0USER", ts=m.ts, event_ts=m.ts,
-                 channel="C0OPS", team=team.id)
+    ev = payload(
+        "app_mention",
+        text=m.text,
+        user="U0USER",
+        ts=m.ts,
+        event_ts=m.ts,
+        channel="C0OPS",
+        team=team.id,
+    )
     body, headers = slack.event(team, ev, secret="s3cret")  # noqa: S106 - the test secret
     async with httpx.AsyncClient(timeout=5) as http:
         r = await http.post(proc.url + "/slack/events", content=body, headers=headers)
@@ -188,8 +227,14 @@ async def test_slack_rotating_the_socket_mode_connection_is_no_outage(
     from structlog.testing import capture_logs
 
     team = slack.add_team("T" + uuid.uuid4().hex[:6].upper())
-    svc = await make_service({"SLACK_API_URL": slack.api_url, "SLACK_BOT_TOKEN": team.bot_token,
-                              "SLACK_APP_TOKEN": slack.add_app_token()}, adapters=["slack"])
+    svc = await make_service(
+        {
+            "SLACK_API_URL": slack.api_url,
+            "SLACK_BOT_TOKEN": team.bot_token,
+            "SLACK_APP_TOKEN": slack.add_app_token(),
+        },
+        adapters=["slack"],
+    )
     await slack.wait_socket()
     opened = len(slack.calls_to("apps.connections.open"))
     with capture_logs() as logs:
@@ -222,8 +267,9 @@ async def test_teams_credentials_that_get_no_token_make_readyz_503_until_fixed(
         assert rejected["code"] == "AADSTS7000215"
         assert "MICROSOFT_APP_PASSWORD" in rejected["fix"]
         body = await proc.ready_becomes(503)
-        assert any("teams credentials" in r and "MICROSOFT_APP_PASSWORD" in r
-                   for r in body["reasons"]), body
+        assert any(
+            "teams credentials" in r and "MICROSOFT_APP_PASSWORD" in r for r in body["reasons"]
+        ), body
         connector.app_password = "the-secret-id"  # noqa: S105 - the admin fixed it in Entra ID
         await proc.ready_becomes(200, within=15)
         assert await proc.signal_and_wait() < 10
@@ -255,9 +301,11 @@ async def test_a_port_in_use_is_one_line_naming_it_and_exit_2(
         proc = await start(base, "serve", "--host", "127.0.0.1", "--port", str(port))
         assert await proc.exited() == 2
     errors = [ln for ln in proc.lines if ln.startswith("dify-bridge:")]
-    assert errors == [f"dify-bridge: configuration error: key PORT: port {port} on 127.0.0.1 is "
-                      "already in use (another dify-bridge, or another server?): stop the other "
-                      "process or choose another port"], proc.text
+    assert errors == [
+        f"dify-bridge: configuration error: key PORT: port {port} on 127.0.0.1 is "
+        "already in use (another dify-bridge, or another server?): stop the other "
+        "process or choose another port"
+    ], proc.text
     assert_no_traceback(proc)
 
 
@@ -277,16 +325,19 @@ async def test_under_kubernetes_serve_refuses_the_embedded_redis(
 
 
 def redis_children(pid: int) -> list[psutil.Process]:
-    return [c for c in psutil.Process(pid).children(recursive=True)
-            if "redis-server" in c.name()]
+    return [c for c in psutil.Process(pid).children(recursive=True) if "redis-server" in c.name()]
 
 
 async def test_the_embedded_redis_stops_with_a_normal_shutdown_quietly(
     start: Start, base: dict[str, str], tmp_path: Path
 ) -> None:
-    env = {**base, "REDIS_DATA_DIR": str(tmp_path / "data"),
-           # Allowed explicitly: one replica under Kubernetes.
-           "KUBERNETES_SERVICE_HOST": "10.0.0.1", "ALLOW_EMBEDDED_REDIS": "true"}
+    env = {
+        **base,
+        "REDIS_DATA_DIR": str(tmp_path / "data"),
+        # Allowed explicitly: one replica under Kubernetes.
+        "KUBERNETES_SERVICE_HOST": "10.0.0.1",
+        "ALLOW_EMBEDDED_REDIS": "true",
+    }
     del env["REDIS_URL"]
     proc = await start(env)
     await proc.started()
@@ -347,9 +398,13 @@ async def _failed_answer_hint(make_service: Any, base_url: str) -> str:
     from app.pipeline.model import IncomingMessage, Kind, Speaker, ThreadKey
 
     svc = await make_service({"DIFY_BASE_URL": base_url, "DIFY_MAX_RETRIES": "0"})
-    msg = IncomingMessage(key=ThreadKey("console", "w", "c", uuid.uuid4().hex),
-                          event_id=uuid.uuid4().hex, speaker=Speaker("u"), text="hello",
-                          kind=Kind.DIRECT)
+    msg = IncomingMessage(
+        key=ThreadKey("console", "w", "c", uuid.uuid4().hex),
+        event_id=uuid.uuid4().hex,
+        speaker=Speaker("u"),
+        text="hello",
+        kind=Kind.DIRECT,
+    )
     reply = MemoryReply()
     with capture_logs() as logs:
         await svc.bridge.handle(msg, reply, CONSOLE_LIMITS)
@@ -438,8 +493,10 @@ async def test_config_check_names_every_missing_variable_at_once(
     args = build_parser().parse_args(["config", "check", str(cfg)])
     assert args.func(args) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err[0] == (f"error: file {cfg}, key routes.0.dify.api_key_env: environment variable "
-                      "HR_KEY is not set (route 'hr')")
+    assert err[0] == (
+        f"error: file {cfg}, key routes.0.dify.api_key_env: environment variable "
+        "HR_KEY is not set (route 'hr')"
+    )
     assert "SALES_KEY is not set" in err[1]
     assert "REDACTION_KEY is not set" in err[2]
     assert err[3].startswith("3 settings are missing")
@@ -480,8 +537,9 @@ async def test_the_start_up_check_names_an_unreachable_dify_url(make_service: An
 
     url = f"http://127.0.0.1:{closed_port()}/v1"
     with capture_logs() as logs:
-        await make_service({"DIFY_BASE_URL": url, "DIFY_MAX_RETRIES": "0",
-                            "STARTUP_CHECKS": "true"})
+        await make_service(
+            {"DIFY_BASE_URL": url, "DIFY_MAX_RETRIES": "0", "STARTUP_CHECKS": "true"}
+        )
         for _ in range(100):
             if any(e["event"] == "route.problem" for e in logs):
                 break

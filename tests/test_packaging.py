@@ -23,7 +23,12 @@ def make_dry_run(target: str) -> list[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     done = subprocess.run(  # noqa: S603
         ["make", "--no-print-directory", "-n", "-B", target],  # noqa: S607
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, check=True,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
     return done.stdout.splitlines()
 
@@ -45,7 +50,7 @@ def dockerfile_build_stage() -> list[str]:
     text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
     stages = [i for i, ln in enumerate(lines) if ln.startswith("FROM ")]
-    return lines[stages[0]:stages[1]]
+    return lines[stages[0] : stages[1]]
 
 
 def test_the_image_installs_dependencies_in_a_layer_a_code_change_does_not_touch() -> None:
@@ -71,5 +76,6 @@ def test_the_container_docs_and_dockerfile_agree_on_what_the_image_contains() ->
     assert "the image contains `manifests/`" in docker_section
     assert "does not contain" not in docker_section
     # The image sets no BRIDGE_CONFIG: a mounted config/bridge.yaml is optional, as documented.
-    assert "BRIDGE_CONFIG" not in [ln.split("=")[0].strip() for ln in
-                                   re.findall(r"^\s+(\w+)=", dockerfile, flags=re.M)]
+    assert "BRIDGE_CONFIG" not in [
+        ln.split("=")[0].strip() for ln in re.findall(r"^\s+(\w+)=", dockerfile, flags=re.M)
+    ]

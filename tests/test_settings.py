@@ -179,8 +179,10 @@ def test_the_configuration_reference_can_be_regenerated_in_place(tmp_path: Path)
     from app.admin.settings_doc import markdown, write_reference
 
     page = tmp_path / "configuration.md"
-    page.write_text("# Reference\n\n<!-- settings-table:start (generated) -->\n| stale |\n"
-                    "<!-- settings-table:end -->\n\nAfter.\n")
+    page.write_text(
+        "# Reference\n\n<!-- settings-table:start (generated) -->\n| stale |\n"
+        "<!-- settings-table:end -->\n\nAfter.\n"
+    )
     write_reference(page)
     text = page.read_text()
     assert "| stale |" not in text

@@ -48,8 +48,11 @@ def _chats(bot: SlackBot) -> list[Any]:
 
 def _clean(fake: FakeSlack) -> None:
     assert not fake.contract_errors, fake.contract_errors
-    assert not [c for c in fake.calls if c.error in ("msg_too_long", "invalid_blocks",
-                                                      "invalid_chunks", "invalid_arguments")]
+    assert not [
+        c
+        for c in fake.calls
+        if c.error in ("msg_too_long", "invalid_blocks", "invalid_chunks", "invalid_arguments")
+    ]
 
 
 async def _until(check: Any, timeout: float = 5.0) -> None:  # noqa: ASYNC109
@@ -162,8 +165,11 @@ async def test_opening_the_messages_tab_offers_the_dify_apps_suggested_questions
     bot = await slack_bot(bridge_yaml=_routes())
     bot.dify.opening_statement = "Hi! I answer questions about HR, IT and travel."
     bot.dify.opening_questions = [
-        "How do I book a trip?", "Reset my password", "How many vacation days do I have left "
-        "this year, counting the days I carried over from last year?", "Who is my HR contact?",
+        "How do I book a trip?",
+        "Reset my password",
+        "How many vacation days do I have left "
+        "this year, counting the days I carried over from last year?",
+        "Who is my HR contact?",
         "A fifth one Slack would refuse",
     ]
     await _open_tab(bot)
@@ -243,8 +249,7 @@ async def test_workflow_steps_group_into_a_plan_when_the_route_asks(
     slack_bot: MakeBot, dify_app: Any
 ) -> None:
     dify_app.mode = "advanced-chat"
-    bot = await slack_bot(bridge_yaml=_routes(dify={"mode": "advanced-chat"},
-                                              task_display="plan"))
+    bot = await slack_bot(bridge_yaml=_routes(dify={"mode": "advanced-chat"}, task_display="plan"))
     ev = _dm(bot, "summarise the handbook")
     await bot.send(ev)
     (answer,) = await bot.final(DM, ev["ts"])
@@ -252,16 +257,20 @@ async def test_workflow_steps_group_into_a_plan_when_the_route_asks(
     (start,) = bot.fake.calls_to("chat.startStream")
     assert start.params["task_display_mode"] == "plan"
     assert answer.task_display_mode == "plan" and answer.plan_title
-    assert [(t["title"], t["status"]) for t in answer.tasks.values()] == [
-        ("Thinking", "complete")]
+    assert [(t["title"], t["status"]) for t in answer.tasks.values()] == [("Thinking", "complete")]
     _clean(bot.fake)
 
 
 async def test_sources_with_links_end_the_stream_as_a_sources_card(slack_bot: MakeBot) -> None:
     bot = await slack_bot(bridge_yaml=_routes())
     bot.dify.retriever_resources = [
-        {"position": 1, "document_name": "Travel policy", "content": "Book via the portal",
-         "score": 0.9, "doc_metadata": {"url": "https://intranet.acme.io/travel"}},
+        {
+            "position": 1,
+            "document_name": "Travel policy",
+            "content": "Book via the portal",
+            "score": 0.9,
+            "doc_metadata": {"url": "https://intranet.acme.io/travel"},
+        },
         {"position": 2, "document_name": "Old memo", "content": "Fax the form", "score": 0.4},
     ]
     ev = _dm(bot, "how do I book travel?")
@@ -271,7 +280,8 @@ async def test_sources_with_links_end_the_stream_as_a_sources_card(slack_bot: Ma
     card = answer.tasks["dify-sources"]
     assert card["status"] == "complete"
     assert card["sources"] == [
-        {"type": "url", "url": "https://intranet.acme.io/travel", "text": "Travel policy"}]
+        {"type": "url", "url": "https://intranet.acme.io/travel", "text": "Travel policy"}
+    ]
     # The source without a link still shows, under the answer.
     assert "Old memo" in answer.context_text() or "Old memo" in json.dumps(answer.blocks)
     _clean(bot.fake)
@@ -402,7 +412,7 @@ async def test_an_answer_longer_than_one_message_streams_on_in_a_new_message(
         assert m.markdown.count("```") % 2 == 0, "a code block cut in two is closed and reopened"
     joined = "".join(m.markdown for m in msgs)
     assert joined.count("Lorem ipsum") == 17 * 20 and "print(399)" in joined
-    assert joined.replace("\n```\n```python\n", "\n") .count("print(") == 400
+    assert joined.replace("\n```\n```python\n", "\n").count("print(") == 400
     assert msgs[-1].feedback_buttons() is not None and msgs[0].feedback_buttons() is None
     assert len(bot.fake.calls_to("chat.startStream")) == len(msgs)
     _clean(bot.fake)
@@ -414,11 +424,22 @@ async def test_an_answer_longer_than_one_message_streams_on_in_a_new_message(
 async def test_a_route_can_pass_what_the_user_is_viewing_to_dify(
     slack_bot: MakeBot, dify_app: Any
 ) -> None:
-    dify_app.user_input_form = [{"text-input": {"variable": "viewing", "label": "Viewing",
-                                                "required": False, "max_length": 256}}]
+    dify_app.user_input_form = [
+        {
+            "text-input": {
+                "variable": "viewing",
+                "label": "Viewing",
+                "required": False,
+                "max_length": 256,
+            }
+        }
+    ]
     bot = await slack_bot(bridge_yaml=_routes(inputs={"viewing": "viewing"}))
-    ctx = bot.fake.context_changed_event(bot.team, USER, [
-        {"type": "slack#/types/channel_id", "value": "C0SALES", "team_id": bot.team.id}])
+    ctx = bot.fake.context_changed_event(
+        bot.team,
+        USER,
+        [{"type": "slack#/types/channel_id", "value": "C0SALES", "team_id": bot.team.id}],
+    )
     assert await bot.send(ctx) == 200
     await bot.idle()
     ev = _dm(bot, "summarise what people say here")
@@ -431,12 +452,27 @@ async def test_a_route_can_pass_what_the_user_is_viewing_to_dify(
 async def test_context_stamped_on_the_message_itself_wins(
     slack_bot: MakeBot, dify_app: Any
 ) -> None:
-    dify_app.user_input_form = [{"text-input": {"variable": "viewing", "label": "Viewing",
-                                                "required": False, "max_length": 256}}]
+    dify_app.user_input_form = [
+        {
+            "text-input": {
+                "variable": "viewing",
+                "label": "Viewing",
+                "required": False,
+                "max_length": 256,
+            }
+        }
+    ]
     bot = await slack_bot(bridge_yaml=_routes(inputs={"viewing": "viewing"}))
-    ev = _dm(bot, "what is this channel about?", app_context={"entities": [
-        {"type": "slack#/types/channel_id", "value": "C0DESIGN"},
-        {"type": "slack#/types/user_id", "value": "U0ANN"}]})
+    ev = _dm(
+        bot,
+        "what is this channel about?",
+        app_context={
+            "entities": [
+                {"type": "slack#/types/channel_id", "value": "C0DESIGN"},
+                {"type": "slack#/types/user_id", "value": "U0ANN"},
+            ]
+        },
+    )
     await bot.send(ev)
     await bot.final(DM, ev["ts"])
     assert _chats(bot)[-1].json["inputs"] == {"viewing": "channel:C0DESIGN, user:U0ANN"}
@@ -446,8 +482,9 @@ async def test_what_the_user_views_is_not_kept_unless_a_route_asks_for_it(
     slack_bot: MakeBot,
 ) -> None:
     bot = await slack_bot(bridge_yaml=_routes())
-    ctx = bot.fake.context_changed_event(bot.team, USER, [
-        {"type": "slack#/types/channel_id", "value": "C0SECRET"}])
+    ctx = bot.fake.context_changed_event(
+        bot.team, USER, [{"type": "slack#/types/channel_id", "value": "C0SECRET"}]
+    )
     assert await bot.send(ctx) == 200
     await bot.idle()
     store = bot.service.store
@@ -470,18 +507,23 @@ async def test_the_fake_slack_refuses_at_the_wire_what_slack_sdk_would_not_send(
     client = AsyncWebClient(token=team.bot_token, base_url=fake_slack.api_url)
     # An argument slack_sdk's method does not have: invalid_arguments, and noted.
     with pytest.raises(SlackApiError) as refused:
-        await client.api_call("chat.startStream", json={
-            "channel": "D1", "thread_ts": "1.2", "markdown": "typo"})
+        await client.api_call(
+            "chat.startStream", json={"channel": "D1", "thread_ts": "1.2", "markdown": "typo"}
+        )
     assert refused.value.response["error"] == "invalid_arguments"
     assert "markdown" in fake_slack.contract_errors[-1]
     # A task card with a status Slack does not know.
     with pytest.raises(SlackApiError) as refused:
-        await client.chat_startStream(channel="D1", thread_ts="1.2", chunks=[
-            {"type": "task_update", "id": "t", "title": "x", "status": "done"}])
+        await client.chat_startStream(
+            channel="D1",
+            thread_ts="1.2",
+            chunks=[{"type": "task_update", "id": "t", "title": "x", "status": "done"}],
+        )
     assert refused.value.response["error"] == "invalid_chunks"
     # Prompts with a thread in an agent DM: ok, but nothing shows ("silently fails").
     await client.assistant_threads_setSuggestedPrompts(
-        channel_id="D1", thread_ts="1.2", prompts=[{"title": "a", "message": "b"}])
+        channel_id="D1", thread_ts="1.2", prompts=[{"title": "a", "message": "b"}]
+    )
     assert fake_slack.prompts[-1]["shown"] is False
     # Refusals last until lifted.
     fake_slack.refuse("assistant.threads.setTitle", "feature_not_enabled")
@@ -496,8 +538,16 @@ async def test_the_fake_slack_refuses_at_the_wire_what_slack_sdk_would_not_send(
 
 def test_the_fake_slack_checks_arguments_against_slack_sdk() -> None:
     assert slack_call_problems("chat.startStream", {"channel": "D1"})  # thread_ts
-    assert "recipient" in " ".join(slack_call_problems(
-        "chat.startStream", {"channel": "D1", "thread_ts": "1.2", "recipient": "U1"}))
-    assert slack_call_problems("assistant.threads.setSuggestedPrompts", {
-        "channel_id": "D1", "prompts": [{"title": "a", "message": "b"}]}) == []
+    assert "recipient" in " ".join(
+        slack_call_problems(
+            "chat.startStream", {"channel": "D1", "thread_ts": "1.2", "recipient": "U1"}
+        )
+    )
+    assert (
+        slack_call_problems(
+            "assistant.threads.setSuggestedPrompts",
+            {"channel_id": "D1", "prompts": [{"title": "a", "message": "b"}]},
+        )
+        == []
+    )
     assert slack_call_problems("assistant.threads.setTitle", {"channel_id": "D1"})

@@ -72,9 +72,7 @@ async def two_replicas(redis_url: str) -> Any:
 
 async def test_replicas_share_one_channel_bucket(two_replicas: Any) -> None:
     a, b = two_replicas
-    waits = await asyncio.gather(
-        *(r.posts("T1").take("C1") for r in (a, b, a, b, a, b))
-    )
+    waits = await asyncio.gather(*(r.posts("T1").take("C1") for r in (a, b, a, b, a, b)))
     assert sorted(w == 0 for w in waits).count(True) == int(POST_BURST), "one burst for both"
     assert all(0 < w <= 1 / POST_RATE + 0.05 for w in waits if w), "each waits about a slot"
     assert await a.posts("T1").take("C2") == 0, "another channel has its own bucket"

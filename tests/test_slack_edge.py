@@ -144,7 +144,8 @@ async def test_a_body_that_stops_arriving_gets_408(
     head = "".join(f"{k}: {v}\r\n" for k, v in signed(body).items())
     writer.write(
         f"POST /slack/events HTTP/1.1\r\nHost: {host_port}\r\n{head}"
-        f"Content-Length: {len(body)}\r\n\r\n".encode() + body.encode()[:100]
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body.encode()[:100]
     )
     await writer.drain()
     status_line = await asyncio.wait_for(reader.readline(), 5)

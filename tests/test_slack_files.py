@@ -59,6 +59,7 @@ async def test_unsupported_file_type_is_refused_in_plain_words(slack_bot: MakeBo
 
 async def test_file_produced_by_dify_is_uploaded_into_the_thread(slack_bot: MakeBot) -> None:
     bot = await slack_bot()
+
     # Dify serves its tool files from its own host; a tiny server stands in for it.
     async def plot(request: web.Request) -> web.Response:
         return web.Response(body=PNG, content_type="image/png")

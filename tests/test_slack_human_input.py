@@ -19,21 +19,31 @@ YAML = "routes:\n  - name: approvals\n    edit_interval: 0.2\n    dify: {mode: a
 
 
 def hitl_app(fake_dify: Any, **knobs: Any) -> Any:
-    return fake_dify.add_app("app-" + uuid.uuid4().hex[:12], mode="advanced-chat",
-                             human_input={**APPROVAL, **knobs}, chunk_size=6)
+    return fake_dify.add_app(
+        "app-" + uuid.uuid4().hex[:12],
+        mode="advanced-chat",
+        human_input={**APPROVAL, **knobs},
+        chunk_size=6,
+    )
 
 
 def form_message(bot: Any, ts: str) -> Any:
-    return next(m for m in bot.answers(CHANNEL, ts) if any(
-        b.get("type") == "input" for b in m.blocks) or "Publish approval" in m.context_text())
+    return next(
+        m
+        for m in bot.answers(CHANNEL, ts)
+        if any(b.get("type") == "input" for b in m.blocks) or "Publish approval" in m.context_text()
+    )
 
 
 async def ask_for_form(bot: Any, question: str) -> tuple[dict[str, Any], Any]:
     """Mention the bot with ``question`` and wait for the form the paused run shows."""
     ev = bot.mention(question)
     await bot.send(ev)
-    await bot.fake.wait_for(lambda: any(
-        "input" in [b.get("type") for b in m.blocks] for m in bot.answers(CHANNEL, ev["ts"])))
+    await bot.fake.wait_for(
+        lambda: any(
+            "input" in [b.get("type") for b in m.blocks] for m in bot.answers(CHANNEL, ev["ts"])
+        )
+    )
     return ev, form_message(bot, ev["ts"])
 
 
@@ -60,13 +70,20 @@ async def test_a_paused_run_shows_the_form_and_a_click_brings_the_rest_of_the_an
     assert [b["text"]["text"] for b in form.buttons()] == ["Approve", "Reject"]
     assert form.buttons()[0].get("style") == "primary"
 
-    await click(bot, form, "Approve", user="U0ANN",
-                inputs={"dify_field:comment": "ship it", "dify_field:channel": "newsletter"})
-    await bot.fake.wait_for(lambda: any(
-        "published" in m.visible_text() for m in bot.answers(CHANNEL, ev["ts"])))
+    await click(
+        bot,
+        form,
+        "Approve",
+        user="U0ANN",
+        inputs={"dify_field:comment": "ship it", "dify_field:channel": "newsletter"},
+    )
+    await bot.fake.wait_for(
+        lambda: any("published" in m.visible_text() for m in bot.answers(CHANNEL, ev["ts"]))
+    )
     await bot.idle()
-    assert "<@U0ANN> chose “Approve” (Comment: ship it; Channel: newsletter)." in \
-        form.context_text()
+    assert (
+        "<@U0ANN> chose “Approve” (Comment: ship it; Channel: newsletter)." in form.context_text()
+    )
     assert not form.buttons() and not [b for b in form.blocks if b["type"] == "input"]
     rest = bot.answers(CHANNEL, ev["ts"])[-1]
     assert rest.visible_text().strip() == "Action approve with newsletter: published."
@@ -86,8 +103,9 @@ async def test_a_second_click_is_told_who_decided_and_nothing_reaches_dify(
     await bot.idle()
     form.blocks = stale
     await click(bot, form, "Approve", user="U0BOB", inputs={"dify_field:channel": "blog"})
-    await bot.fake.wait_for(lambda: any(
-        "Already decided by <@U0ANN>" in str(r) for r in bot.fake.all_responses()))
+    await bot.fake.wait_for(
+        lambda: any("Already decided by <@U0ANN>" in str(r) for r in bot.fake.all_responses())
+    )
     assert len(app.form_submissions) == 1 and app.form_submissions[0]["action"] == "reject"
 
 
@@ -99,11 +117,15 @@ async def test_invalid_or_refused_clicks_are_told_to_the_clicker_and_the_form_st
     bot = await slack_bot({"DIFY_API_KEY": app.api_key}, bridge_yaml=yaml)
     _, form = await ask_for_form(bot, "publish the post")  # asked by the default user
     await click(bot, form, "Approve", user="U0STRANGER", inputs={"dify_field:channel": "blog"})
-    await bot.fake.wait_for(lambda: any(
-        "Only the person who asked" in str(r) for r in bot.fake.all_responses()))
+    await bot.fake.wait_for(
+        lambda: any("Only the person who asked" in str(r) for r in bot.fake.all_responses())
+    )
     await click(bot, form, "Approve", user=_support.USER, inputs={})
-    await bot.fake.wait_for(lambda: any(
-        "Please choose a value for “Channel”" in str(r) for r in bot.fake.all_responses()))
+    await bot.fake.wait_for(
+        lambda: any(
+            "Please choose a value for “Channel”" in str(r) for r in bot.fake.all_responses()
+        )
+    )
     assert form.buttons(), "the form is still open"
     assert app.form_submissions == []
 
@@ -133,8 +155,9 @@ async def test_an_email_only_form_says_the_run_waits_for_an_email_approval(
     bot = await slack_bot({"DIFY_API_KEY": app.api_key}, bridge_yaml=YAML)
     ev = bot.mention("publish the post")
     await bot.send(ev)
-    await bot.fake.wait_for(lambda: any(
-        "by e-mail" in m.context_text() for m in bot.answers(CHANNEL, ev["ts"])))
+    await bot.fake.wait_for(
+        lambda: any("by e-mail" in m.context_text() for m in bot.answers(CHANNEL, ev["ts"]))
+    )
     await bot.idle()
     assert not any(m.buttons() for m in bot.answers(CHANNEL, ev["ts"]))
 
@@ -148,8 +171,9 @@ async def test_a_route_can_let_a_slack_user_group_answer(
     bot = await slack_bot({"DIFY_API_KEY": app.api_key}, bridge_yaml=yaml)
     _, form = await ask_for_form(bot, "publish the post")
     await click(bot, form, "Approve", user="U0OTHER", inputs={"dify_field:channel": "blog"})
-    await bot.fake.wait_for(lambda: any(
-        "not one of the people" in str(r) for r in bot.fake.all_responses()))
+    await bot.fake.wait_for(
+        lambda: any("not one of the people" in str(r) for r in bot.fake.all_responses())
+    )
     await click(bot, form, "Approve", user="U0EDIT", inputs={"dify_field:channel": "blog"})
     await bot.fake.wait_for(lambda: "<@U0EDIT> chose “Approve”" in form.context_text())
     await asyncio.wait_for(bot.idle(), 10)
@@ -165,8 +189,9 @@ async def test_a_route_can_let_people_answer_by_their_slack_e_mail(
     bot = await slack_bot({"DIFY_API_KEY": app.api_key}, bridge_yaml=yaml)
     _, form = await ask_for_form(bot, "publish the post")
     await click(bot, form, "Approve", user="U0NOPE", inputs={"dify_field:channel": "blog"})
-    await bot.fake.wait_for(lambda: any(
-        "not one of the people" in str(r) for r in bot.fake.all_responses()))
+    await bot.fake.wait_for(
+        lambda: any("not one of the people" in str(r) for r in bot.fake.all_responses())
+    )
     assert app.form_submissions == []
     await click(bot, form, "Approve", user="U0MAIL", inputs={"dify_field:channel": "blog"})
     await bot.fake.wait_for(lambda: "<@U0MAIL> chose “Approve”" in form.context_text())

@@ -19,17 +19,14 @@ async def test_a_5_mb_answer_fills_at_most_the_cap_and_comes_whole_as_a_file(
     ev = bot.mention("tell me everything")
     await bot.send(ev)
     await bot.final(CHANNEL, ev["ts"], timeout=60)
-    await bot.fake.wait_for(
-        lambda: any(u.completed for u in bot.fake.uploads.values()), timeout=30
-    )
+    await bot.fake.wait_for(lambda: any(u.completed for u in bot.fake.uploads.values()), timeout=30)
 
     msgs = bot.answers(CHANNEL, ev["ts"])
     answer = [m for m in msgs if not m.files]
     assert 1 <= len(answer) <= 4
     assert [m for m in msgs if m.files] == [msgs[-1]]  # the file comes after the answer
     posted = [
-        c for c in bot.fake.calls_to("chat.postMessage")
-        if c.params.get("thread_ts") == ev["ts"]
+        c for c in bot.fake.calls_to("chat.postMessage") if c.params.get("thread_ts") == ev["ts"]
     ]
     assert len(posted) <= 4  # never more, not even while streaming
     (up,) = bot.fake.uploads.values()

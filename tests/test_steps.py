@@ -10,8 +10,14 @@ from app.pipeline.model import Source, Step
 
 
 def _node(phase: str, node_type: str, title: str, status: str | None = None) -> NodeEvent:
-    return NodeEvent(event=f"node_{phase}", phase=phase, node_id=title.lower(),
-                     node_type=node_type, title=title, status=status)
+    return NodeEvent(
+        event=f"node_{phase}",
+        phase=phase,
+        node_id=title.lower(),
+        node_type=node_type,
+        title=title,
+        status=status,
+    )
 
 
 def test_workflow_nodes_become_steps_that_finish_or_fail() -> None:
@@ -35,13 +41,32 @@ def test_workflow_nodes_become_steps_that_finish_or_fail() -> None:
 def test_an_agent_tool_call_is_one_step_updated_as_dify_fills_it_in() -> None:
     ans = Answer()
     for obs in ("", "sunny"):
-        fold(AgentThought(event="agent_thought", id="t1", position=1, thought="",
-                          tool="weather;clock", tool_input='{"city": "Oslo"}', observation=obs),
-             ans)
+        fold(
+            AgentThought(
+                event="agent_thought",
+                id="t1",
+                position=1,
+                thought="",
+                tool="weather;clock",
+                tool_input='{"city": "Oslo"}',
+                observation=obs,
+            ),
+            ans,
+        )
     (step,) = ans.steps
     assert step == Step("thought-t1", "Using weather, clock", "done", '{"city": "Oslo"}', "sunny")
-    fold(AgentThought(event="agent_thought", id="t2", position=2, thought="hm", tool="search",
-                      tool_input="x" * 500, observation=""), ans)
+    fold(
+        AgentThought(
+            event="agent_thought",
+            id="t2",
+            position=2,
+            thought="hm",
+            tool="search",
+            tool_input="x" * 500,
+            observation="",
+        ),
+        ans,
+    )
     assert ans.steps[1].state == "running" and len(ans.steps[1].detail) == 200
     fold(MessageEnd(event="message_end"), ans)
     assert {s.state for s in ans.steps} == {"done"}
@@ -49,13 +74,23 @@ def test_an_agent_tool_call_is_one_step_updated_as_dify_fills_it_in() -> None:
 
 def test_steps_become_slack_task_chunks() -> None:
     chunk = task_chunk(Step("node-llm", "Thinking", "running"))
-    assert chunk == {"type": "task_update", "id": "node-llm", "title": "Thinking",
-                     "status": "in_progress"}
+    assert chunk == {
+        "type": "task_update",
+        "id": "node-llm",
+        "title": "Thinking",
+        "status": "in_progress",
+    }
     assert task_chunk(Step("a", "b", "failed", "in", "out"))["status"] == "error"
-    src = sources_chunk([Source(1, "Policy", url="https://x.io/p"), Source(2, "Memo"),
-                         Source(3, "Bad", url="javascript:alert(1)")])
+    src = sources_chunk(
+        [
+            Source(1, "Policy", url="https://x.io/p"),
+            Source(2, "Memo"),
+            Source(3, "Bad", url="javascript:alert(1)"),
+        ]
+    )
     assert src is not None and src["sources"] == [
-        {"type": "url", "url": "https://x.io/p", "text": "Policy"}]
+        {"type": "url", "url": "https://x.io/p", "text": "Policy"}
+    ]
     assert sources_chunk([Source(1, "Memo")]) is None
 
 

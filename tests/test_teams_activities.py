@@ -164,13 +164,25 @@ def test_outgoing_activities_are_the_agents_sdk_models_on_the_wire() -> None:
 
     from adapters.teams import _sdk
 
-    conv = {"id": "19:abc@thread.tacv2;messageid=1", "conversationType": "channel",
-            "tenantId": TENANT_ID, "isGroup": True}
+    conv = {
+        "id": "19:abc@thread.tacv2;messageid=1",
+        "conversationType": "channel",
+        "tenantId": TENANT_ID,
+        "isGroup": True,
+    }
     card = {"contentType": _sdk.ADAPTIVE_CARD, "content": {"type": "AdaptiveCard", "body": []}}
-    ai_label = {"type": "https://schema.org/Message", "@type": "Message",
-                "@context": "https://schema.org", "additionalType": ["AIGeneratedContent"]}
-    stream = {"type": "streaminfo", "streamType": "streaming", "streamSequence": 2,
-              "streamId": "s-1"}
+    ai_label = {
+        "type": "https://schema.org/Message",
+        "@type": "Message",
+        "@context": "https://schema.org",
+        "additionalType": ["AIGeneratedContent"],
+    }
+    stream = {
+        "type": "streaminfo",
+        "streamType": "streaming",
+        "streamSequence": 2,
+        "streamId": "s-1",
+    }
 
     gc.collect()
     gc.disable()
@@ -179,8 +191,13 @@ def test_outgoing_activities_are_the_agents_sdk_models_on_the_wire() -> None:
             bot=(BOT_ID, "Dify"), user=("29:user", "Ada"), conversation=conv, reply_to_id="1"
         )
         activity = _sdk.build_activity(
-            base, type=_sdk.MESSAGE, text="Hello", attachments=[card], suggested=["More?"],
-            entities=[ai_label, stream], channel_data={"feedbackLoop": {"type": "default"}},
+            base,
+            type=_sdk.MESSAGE,
+            text="Hello",
+            attachments=[card],
+            suggested=["More?"],
+            entities=[ai_label, stream],
+            channel_data={"feedbackLoop": {"type": "default"}},
         )
         left_in_cycles = gc.collect()
     finally:
@@ -202,6 +219,7 @@ def test_outgoing_activities_are_the_agents_sdk_models_on_the_wire() -> None:
     }
     # What Teams (and the SDK) reads back is what we meant to send.
     again = Activity.model_validate(activity)
-    assert again.model_dump(by_alias=True, exclude_unset=True, exclude_none=True,
-                            mode="json") == activity
-
+    assert (
+        again.model_dump(by_alias=True, exclude_unset=True, exclude_none=True, mode="json")
+        == activity
+    )

@@ -32,7 +32,11 @@ def route_yaml(*, reset_button: bool = True, **dify: str) -> str:
 
 
 async def teams_bot(
-    make_service: Any, connector: FakeBotConnector, app: Any, *, reset_button: bool = True,
+    make_service: Any,
+    connector: FakeBotConnector,
+    app: Any,
+    *,
+    reset_button: bool = True,
     **dify: str,
 ) -> Any:
     """dify-bridge with the Teams adapter, one route to ``app`` (``dify`` = the route's keys)."""
@@ -101,11 +105,19 @@ async def test_a_workflow_route_answers_a_mention_with_its_chosen_output_in_the_
     make_service: Any, connector: FakeBotConnector, fake_dify: Any
 ) -> None:
     app = new_app(
-        fake_dify, "workflow", query_variable="question",
+        fake_dify,
+        "workflow",
+        query_variable="question",
         workflow_outputs={"summary": "Holidays: 25 days a year.", "debug": "node trace"},
     )
-    bot = await teams_bot(make_service, connector, app, mode="workflow",
-                          query_variable="question", output_variable="summary")
+    bot = await teams_bot(
+        make_service,
+        connector,
+        app,
+        mode="workflow",
+        query_variable="question",
+        output_variable="summary",
+    )
     activity = connector.channel_mention("How many holidays do I get?")
     await connector.deliver(bot.base_url, activity)
     conv = activity["conversation"]["id"]
@@ -127,7 +139,8 @@ async def test_a_completion_route_answers_every_message_in_a_thread_on_its_own(
     make_service: Any, connector: FakeBotConnector, fake_dify: Any
 ) -> None:
     app = new_app(
-        fake_dify, "completion",
+        fake_dify,
+        "completion",
         user_input_form=[{"paragraph": {"variable": "query", "label": "Query", "required": True}}],
     )
     bot = await teams_bot(make_service, connector, app, mode="completion")
@@ -135,8 +148,10 @@ async def test_a_completion_route_answers_every_message_in_a_thread_on_its_own(
     await connector.deliver(bot.base_url, connector.channel_reply(root["id"], "and about coffee"))
     second = await answer_number(connector, conv, 2)
     sent = calls(fake_dify, app, "/completion-messages")
-    assert [c.json["inputs"]["query"] for c in sent] == ["Write a haiku about tea",
-                                                        "and about coffee"]
+    assert [c.json["inputs"]["query"] for c in sent] == [
+        "Write a haiku about tea",
+        "and about coffee",
+    ]
     # One-shot: the follow-up carries no conversation of the first.
     assert all("conversation_id" not in c.json for c in sent)
     assert "You said: Write a haiku about tea" in first.text
@@ -150,9 +165,14 @@ async def test_an_agent_answer_shows_the_tool_it_uses_while_it_works_and_not_in_
 ) -> None:
     answer = "It is sunny in Lisbon today."
     app = new_app(
-        fake_dify, "agent-chat", answer=answer, chunk_size=4, chunk_delay=0.05,
-        agent_thoughts=[{"tool": "web_search", "tool_input": '{"q": "Lisbon"}',
-                         "observation": "sunny, 24 C"}],
+        fake_dify,
+        "agent-chat",
+        answer=answer,
+        chunk_size=4,
+        chunk_delay=0.05,
+        agent_thoughts=[
+            {"tool": "web_search", "tool_input": '{"q": "Lisbon"}', "observation": "sunny, 24 C"}
+        ],
     )
     bot = await teams_bot(make_service, connector, app, mode="agent-chat")
     activity = connector.channel_mention("Weather in Lisbon?")
@@ -171,8 +191,14 @@ async def test_moderation_replaces_the_text_already_shown_in_the_channel(
     make_service: Any, connector: FakeBotConnector, fake_dify: Any
 ) -> None:
     replacement = "This answer was removed by content moderation."
-    app = new_app(fake_dify, "chat", answer="something the moderator will not like",
-                  chunk_size=3, chunk_delay=0.03, replace_with=replacement)
+    app = new_app(
+        fake_dify,
+        "chat",
+        answer="something the moderator will not like",
+        chunk_size=3,
+        chunk_delay=0.03,
+        replace_with=replacement,
+    )
     bot = await teams_bot(make_service, connector, app)
     activity = connector.channel_mention("Say something bad")
     await connector.deliver(bot.base_url, activity)
@@ -303,8 +329,9 @@ async def test_clicking_new_topic_under_a_channel_answer_starts_a_new_dify_conve
     assert status == 200 and body == b""
 
     def confirmations(f: FakeBotConnector) -> list[Call]:
-        return [c for c in f.sent("POST") if c.conversation_id == conv
-                and "new conversation" in c.text]
+        return [
+            c for c in f.sent("POST") if c.conversation_id == conv and "new conversation" in c.text
+        ]
 
     await connector.wait_for(lambda f: len(confirmations(f)) == 1)
     # Teams redelivering the click changes nothing.
@@ -344,16 +371,18 @@ async def test_clicking_new_topic_in_a_personal_chat_starts_a_new_dify_conversat
     assert button == {"type": "imBack", "title": "New topic", "value": "New topic"}
     await connector.deliver(bot.base_url, connector.personal(button["value"], chat=chat))
     await connector.wait_for(
-        lambda f: any(c.conversation_id == chat and "new conversation" in c.text
-                      for c in f.sent("POST"))
+        lambda f: any(
+            c.conversation_id == chat and "new conversation" in c.text for c in f.sent("POST")
+        )
     )
     await connector.deliver(bot.base_url, connector.personal("And the proxy?", chat=chat))
     await connector.wait_for(
         lambda f: any(c.stream_type == "final" and "And the proxy?" in c.text for c in f.sent()),
         within=10,
     )
-    second = next(c for c in connector.sent() if c.stream_type == "final"
-                  and "And the proxy?" in c.text)
+    second = next(
+        c for c in connector.sent() if c.stream_type == "final" and "And the proxy?" in c.text
+    )
     sent = calls(fake_dify, dify_app, "/chat-messages")
     assert sent[1].json["query"] == "And the proxy?" and sent[1].json["conversation_id"] == ""
     assert "Dify conversation: “And the proxy?”" in second.text
@@ -390,8 +419,9 @@ def test_the_new_topic_button_shares_the_table_card_on_the_last_message() -> Non
     assert compose.is_reset_click(action["data"])
     assert compose.layout(last) == "carousel"
     # Without a Dify conversation (the reset confirmation itself) there is nothing to leave.
-    confirmation = compose.final_parts("Okay.", ReplyExtras(), feedback=True, suggestions=False,
-                                       reset=True)
+    confirmation = compose.final_parts(
+        "Okay.", ReplyExtras(), feedback=True, suggestions=False, reset=True
+    )
     assert confirmation[-1].attachments == []
 
 
@@ -415,8 +445,13 @@ GRACE_AAD = "6f1c2a57-0000-4000-8000-00000000a002"
 
 
 def text_field(variable: str, *, required: bool = False) -> dict[str, Any]:
-    return {"text-input": {"variable": variable, "label": variable.replace("_", " ").title(),
-                           "required": required}}
+    return {
+        "text-input": {
+            "variable": variable,
+            "label": variable.replace("_", " ").title(),
+            "required": required,
+        }
+    }
 
 
 async def inputs_bot(
@@ -492,8 +527,12 @@ async def test_a_channel_without_a_name_in_the_activity_sends_an_empty_channel_n
 ) -> None:
     # Teams often leaves the name out (always for the General channel): nothing is made up.
     dify_app.user_input_form = [text_field("channel_title"), text_field("channel")]
-    bot = await inputs_bot(make_service, connector, dify_app,
-                           {"channel_title": "channel_name", "channel": "channel_id"})
+    bot = await inputs_bot(
+        make_service,
+        connector,
+        dify_app,
+        {"channel_title": "channel_name", "channel": "channel_id"},
+    )
     root = connector.channel_mention("Who is on call?")
     assert "name" not in root["channelData"]["channel"]
     await connector.deliver(bot.base_url, root)
@@ -519,15 +558,18 @@ async def test_a_required_email_teams_does_not_share_is_explained_in_the_channel
     await connector.wait_for(lambda f: bool(explained(f, conv) and explained(f, chat)))
     for where in (conv, chat):
         (message,) = explained(connector, where)
-        assert message.text.startswith("This assistant needs “Email”, which this channel does "
-                                       "not provide.")
+        assert message.text.startswith(
+            "This assistant needs “Email”, which this channel does not provide."
+        )
         assert "tell your admin" in message.text and "Reference:" in message.text
     # In the channel the sentence is in the mention's reply chain; in the chat it is a message
     # of its own: the check comes before any "Thinking…" stream was started.
-    assert all(c.activity_id == root["id"] for c in connector.sent("POST")
-               if c.conversation_id == conv)
-    assert [(c.method, c.type, c.stream_type) for c in connector.sent()
-            if c.conversation_id == chat] == [("POST", "message", None)]
+    assert all(
+        c.activity_id == root["id"] for c in connector.sent("POST") if c.conversation_id == conv
+    )
+    assert [
+        (c.method, c.type, c.stream_type) for c in connector.sent() if c.conversation_id == chat
+    ] == [("POST", "message", None)]
     # Dify was not called with an input it would refuse.
     assert calls(fake_dify, dify_app, "/chat-messages") == []
 
@@ -539,11 +581,16 @@ async def test_files_dify_produces_are_linked_under_the_final_channel_answer(
     make_service: Any, connector: FakeBotConnector, fake_dify: Any
 ) -> None:
     tool_file = "/files/tools/5e1f0c.csv?timestamp=1767225600&nonce=ab12&sign=c2ln"
-    app = new_app(fake_dify, "chat", answer="Here are the Q3 numbers.", message_files=[
-        {"type": "image", "url": "https://files.example/q3-chart.png"},
-        # Dify without FILES_URL gives its tool files as paths on its own host.
-        {"type": "document", "url": tool_file},
-    ])
+    app = new_app(
+        fake_dify,
+        "chat",
+        answer="Here are the Q3 numbers.",
+        message_files=[
+            {"type": "image", "url": "https://files.example/q3-chart.png"},
+            # Dify without FILES_URL gives its tool files as paths on its own host.
+            {"type": "document", "url": tool_file},
+        ],
+    )
     bot = await teams_bot(make_service, connector, app)
     activity = connector.channel_mention("Q3 sales as a chart and a table")
     await connector.deliver(bot.base_url, activity)
@@ -566,8 +613,12 @@ async def test_files_dify_produces_are_linked_under_the_final_channel_answer(
 async def test_a_file_that_is_the_whole_answer_in_a_personal_chat_ends_the_stream_as_a_link(
     make_service: Any, connector: FakeBotConnector, fake_dify: Any
 ) -> None:
-    app = new_app(fake_dify, "chat", answer="",
-                  message_files=[{"type": "image", "url": "/files/tools/9a8b7c.png?sign=x"}])
+    app = new_app(
+        fake_dify,
+        "chat",
+        answer="",
+        message_files=[{"type": "image", "url": "/files/tools/9a8b7c.png?sign=x"}],
+    )
     bot = await teams_bot(make_service, connector, app)
     chat = personal_chat()
     await connector.deliver(bot.base_url, connector.personal("Draw our logo", chat=chat))

@@ -412,4 +412,3 @@ async def test_an_unknown_key_id_refetches_the_keys_at_most_once_a_minute(
             assert connector.jwks_fetches == first + 1
         finally:
             connector.kid = "fake-key-1"
-

@@ -198,8 +198,13 @@ def test_many_big_tables_each_get_a_message_under_the_size_limit() -> None:
     parts = compose.final_parts(
         md, ReplyExtras(dify_message_id="m1"), feedback=True, suggestions=False
     )
-    tables = [e for p in parts for a in p.attachments for e in a["content"]["body"]
-              if e["type"] == "Table"]
+    tables = [
+        e
+        for p in parts
+        for a in p.attachments
+        for e in a["content"]["body"]
+        if e["type"] == "Table"
+    ]
     assert len(tables) == 5
     assert all(len(p.attachments) <= 1 for p in parts)  # each part stays one message
     assert all(compose.part_bytes(p) < 80_000 for p in parts)

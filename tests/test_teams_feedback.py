@@ -100,8 +100,9 @@ async def test_feedback_without_reply_to_id_rates_the_threads_latest_answer(
     activity = connector.personal("First", chat=chat)
     await connector.deliver(bot.base_url, activity)
     await connector.wait_for(lambda f: any(c.stream_type == "final" for c in f.calls), within=10)
-    click = connector.feedback(reply_to="", reaction="like", text="Spot on",
-                               conversation=activity["conversation"])
+    click = connector.feedback(
+        reply_to="", reaction="like", text="Spot on", conversation=activity["conversation"]
+    )
     click.pop("replyToId")
     status, body, _ = await connector.deliver(bot.base_url, click)
     assert status == 200 and body == b""

@@ -18,15 +18,20 @@ pytestmark = pytest.mark.usefixtures("teams_env")
 YAML = "routes:\n  - name: approvals\n    edit_interval: 0.2\n    dify: {mode: advanced-chat}\n"
 
 
-async def teams_bot(make_service: Any, connector: FakeBotConnector, app: Any,
-                    yaml: str = YAML) -> Any:
+async def teams_bot(
+    make_service: Any, connector: FakeBotConnector, app: Any, yaml: str = YAML
+) -> Any:
     env = {**connector.service_env(), "DIFY_API_KEY": app.api_key}
     return await make_service(env, bridge_yaml=yaml, adapters=["teams"])
 
 
 def hitl_app(fake_dify: Any, **knobs: Any) -> Any:
-    return fake_dify.add_app("app-" + uuid.uuid4().hex[:12], mode="advanced-chat",
-                             human_input={**APPROVAL, **knobs}, chunk_size=6)
+    return fake_dify.add_app(
+        "app-" + uuid.uuid4().hex[:12],
+        mode="advanced-chat",
+        human_input={**APPROVAL, **knobs},
+        chunk_size=6,
+    )
 
 
 def card_of(c: Call) -> dict[str, Any] | None:
@@ -37,8 +42,11 @@ def card_of(c: Call) -> dict[str, Any] | None:
 
 
 def form_cards(connector: FakeBotConnector, conv: str) -> list[Call]:
-    return [c for c in connector.sent("POST") if c.conversation_id == conv
-            and (card := card_of(c)) and card.get("actions")]
+    return [
+        c
+        for c in connector.sent("POST")
+        if c.conversation_id == conv and (card := card_of(c)) and card.get("actions")
+    ]
 
 
 async def form_in_channel(
@@ -76,27 +84,43 @@ async def test_a_form_in_a_channel_thread_is_answered_and_the_answer_continues_t
     assert texts[0] == "Publish approval" and "**draft**" in texts[1]
     fields = [b for b in card["body"] if b["type"].startswith("Input.")]
     assert [(f["type"], f["id"], f.get("value")) for f in fields] == [
-        ("Input.Text", "field:comment", "Looks fine"), ("Input.ChoiceSet", "field:channel", None)]
+        ("Input.Text", "field:comment", "Looks fine"),
+        ("Input.ChoiceSet", "field:channel", None),
+    ]
     assert [c["value"] for c in fields[1]["choices"]] == ["blog", "newsletter"]
     assert [(a["title"], a.get("style")) for a in card["actions"]] == [
-        ("Approve", "positive"), ("Reject", None)]
-    assert any("Here is the draft summary." in c.text for c in connector.sent()
-               if c.conversation_id == conv), "the text before the form"
+        ("Approve", "positive"),
+        ("Reject", None),
+    ]
+    assert any(
+        "Here is the draft summary." in c.text
+        for c in connector.sent()
+        if c.conversation_id == conv
+    ), "the text before the form"
 
     click = connector.card_click(
         submit(card, "Approve", {"field:channel": "newsletter", "field:comment": "ship it"}),
-        reply_to=posted.response["id"], conversation=root["conversation"])
+        reply_to=posted.response["id"],
+        conversation=root["conversation"],
+    )
     status, _, seconds = await connector.deliver(bot.base_url, click)
     assert status == 200 and seconds < 2, "acknowledged at once, answered in the background"
-    await connector.wait_for(lambda f: any(
-        "published" in c.text for c in f.sent() if c.conversation_id == conv), within=10)
-    await connector.wait_for(lambda f: any(
-        c.method == "PUT" and c.activity_id == posted.response["id"] for c in f.sent()))
+    await connector.wait_for(
+        lambda f: any("published" in c.text for c in f.sent() if c.conversation_id == conv),
+        within=10,
+    )
+    await connector.wait_for(
+        lambda f: any(
+            c.method == "PUT" and c.activity_id == posted.response["id"] for c in f.sent()
+        )
+    )
     decided = next(c for c in connector.sent("PUT") if c.activity_id == posted.response["id"])
     done = card_of(decided)
     assert done is not None and "actions" not in done
-    assert done["body"][-1]["text"] == \
-        "✅ Grace Hopper chose “Approve” (Comment: ship it; Channel: newsletter)."
+    assert (
+        done["body"][-1]["text"]
+        == "✅ Grace Hopper chose “Approve” (Comment: ship it; Channel: newsletter)."
+    )
     assert app.form_submissions[0]["inputs"] == {"comment": "ship it", "channel": "newsletter"}
     assert fake_dify.spec_violations == []
 
@@ -110,24 +134,42 @@ async def test_a_form_in_a_personal_chat_closes_the_stream_and_a_second_click_is
     ask = connector.personal("publish the post", chat=chat)
     await connector.deliver(bot.base_url, ask)
     await connector.wait_for(lambda f: bool(form_cards(f, chat)), within=10)
-    final = [c for c in connector.sent() if c.conversation_id == chat
-             and c.stream_type == "final"]
+    final = [c for c in connector.sent() if c.conversation_id == chat and c.stream_type == "final"]
     assert final and "Here is the draft summary." in final[0].text, "the stream ended first"
     (posted,) = form_cards(connector, chat)
     card = card_of(posted)
     assert card is not None
     value = submit(card, "Reject", {"field:channel": "blog"})
-    await connector.deliver(bot.base_url, connector.card_click(
-        value, reply_to=posted.response["id"], conversation=ask["conversation"]))
-    await connector.wait_for(lambda f: any(
-        "Action reject with blog: published." in c.text for c in f.sent()
-        if c.conversation_id == chat), within=10)
-    await connector.deliver(bot.base_url, connector.card_click(
-        submit(card, "Approve", {"field:channel": "blog"}), reply_to=posted.response["id"],
-        conversation=ask["conversation"]))
-    await connector.wait_for(lambda f: any(
-        "Already decided by" in c.text and "Your choice was not sent" in c.text
-        for c in f.sent() if c.conversation_id == chat), within=10)
+    await connector.deliver(
+        bot.base_url,
+        connector.card_click(
+            value, reply_to=posted.response["id"], conversation=ask["conversation"]
+        ),
+    )
+    await connector.wait_for(
+        lambda f: any(
+            "Action reject with blog: published." in c.text
+            for c in f.sent()
+            if c.conversation_id == chat
+        ),
+        within=10,
+    )
+    await connector.deliver(
+        bot.base_url,
+        connector.card_click(
+            submit(card, "Approve", {"field:channel": "blog"}),
+            reply_to=posted.response["id"],
+            conversation=ask["conversation"],
+        ),
+    )
+    await connector.wait_for(
+        lambda f: any(
+            "Already decided by" in c.text and "Your choice was not sent" in c.text
+            for c in f.sent()
+            if c.conversation_id == chat
+        ),
+        within=10,
+    )
     assert len(app.form_submissions) == 1
 
 
@@ -140,12 +182,22 @@ async def test_invalid_input_and_email_only_forms_are_plain_words_in_teams(
     conv = root["conversation"]["id"]
     card = card_of(posted)
     assert card is not None
-    await connector.deliver(bot.base_url, connector.card_click(
-        submit(card, "Approve", {"field:channel": ""}), reply_to=posted.response["id"],
-        conversation=root["conversation"]))
-    await connector.wait_for(lambda f: any(
-        "Please choose a value for “Channel”." in c.text for c in f.sent()
-        if c.conversation_id == conv), within=10)
+    await connector.deliver(
+        bot.base_url,
+        connector.card_click(
+            submit(card, "Approve", {"field:channel": ""}),
+            reply_to=posted.response["id"],
+            conversation=root["conversation"],
+        ),
+    )
+    await connector.wait_for(
+        lambda f: any(
+            "Please choose a value for “Channel”." in c.text
+            for c in f.sent()
+            if c.conversation_id == conv
+        ),
+        within=10,
+    )
     assert app.form_submissions == []
 
     mail = hitl_app(fake_dify, email_only=True)
@@ -153,16 +205,19 @@ async def test_invalid_input_and_email_only_forms_are_plain_words_in_teams(
     root2 = connector.channel_mention("publish by mail")
     await connector.deliver(bot2.base_url, root2)
     conv2 = root2["conversation"]["id"]
-    await connector.wait_for(lambda f: any(
-        "by e-mail" in str(card_of(c)) for c in f.sent() if c.conversation_id == conv2),
-        within=10)
+    await connector.wait_for(
+        lambda f: any(
+            "by e-mail" in str(card_of(c)) for c in f.sent() if c.conversation_id == conv2
+        ),
+        within=10,
+    )
     assert not form_cards(connector, conv2), "no buttons for a form we cannot answer"
 
 
 def test_a_click_value_is_read_only_when_it_is_a_form_of_ours() -> None:
-    assert compose.parse_form_click({"difyBridge": "form", "f": "k", "a": "approve",
-                                     "field:comment": "ok", "other": "x"}) == (
-        "k", "approve", {"comment": "ok"})
+    assert compose.parse_form_click(
+        {"difyBridge": "form", "f": "k", "a": "approve", "field:comment": "ok", "other": "x"}
+    ) == ("k", "approve", {"comment": "ok"})
     assert compose.parse_form_click({"difyBridge": "newTopic"}) is None
     assert compose.parse_form_click({"difyBridge": "form", "f": "", "a": "x"}) is None
     assert compose.parse_form_click("garbage") is None
@@ -180,15 +235,26 @@ async def test_a_form_answered_in_dify_or_expired_says_so_on_the_card(
     first, second = list(app.forms)
     await fake_dify.submit_elsewhere(app, first, "approve")
     await fake_dify.expire_form(app, second)
-    for text, expected in (("publish the post", "already answered elsewhere"),
-                           ("publish another post", "This form expired")):
+    for text, expected in (
+        ("publish the post", "already answered elsewhere"),
+        ("publish another post", "This form expired"),
+    ):
         posted, root = cards[text], roots[text]
         card = card_of(posted)
         assert card is not None
-        await connector.deliver(bot.base_url, connector.card_click(
-            submit(card, "Approve", {"field:channel": "blog"}), reply_to=posted.response["id"],
-            conversation=root["conversation"]))
-        await connector.wait_for(lambda f, p=posted, e=expected: any(
-            c.method == "PUT" and c.activity_id == p.response["id"] and e in str(card_of(c))
-            for c in f.sent()), within=10)
+        await connector.deliver(
+            bot.base_url,
+            connector.card_click(
+                submit(card, "Approve", {"field:channel": "blog"}),
+                reply_to=posted.response["id"],
+                conversation=root["conversation"],
+            ),
+        )
+        await connector.wait_for(
+            lambda f, p=posted, e=expected: any(
+                c.method == "PUT" and c.activity_id == p.response["id"] and e in str(card_of(c))
+                for c in f.sent()
+            ),
+            within=10,
+        )
     assert app.form_submissions == []

@@ -17,8 +17,11 @@ async def test_a_huge_answer_fills_at_most_the_cap_and_says_it_was_cut(
     make_service: Any, connector: FakeBotConnector, dify_app: Any
 ) -> None:
     bot = await make_service(
-        {**connector.service_env(), "DIFY_API_KEY": dify_app.api_key,
-         "MAX_MESSAGES_PER_ANSWER": "2"},
+        {
+            **connector.service_env(),
+            "DIFY_API_KEY": dify_app.api_key,
+            "MAX_MESSAGES_PER_ANSWER": "2",
+        },
         adapters=["teams"],
     )
     dify_app.answer = _huge(1_000_000)

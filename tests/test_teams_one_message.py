@@ -39,8 +39,14 @@ def test_teams_rule_text_and_each_list_attachment_are_separate_messages() -> Non
     assert len(split_activity({"text": "hi"})) == 1
     assert len(split_activity({"text": "hi", "attachments": [CARD]})) == 2
     assert len(split_activity({"attachments": [CARD, CARD]})) == 2
-    assert len(split_activity({"text": "hi", "attachments": [CARD, CARD],
-                               "attachmentLayout": "carousel"})) == 1
+    assert (
+        len(
+            split_activity(
+                {"text": "hi", "attachments": [CARD, CARD], "attachmentLayout": "carousel"}
+            )
+        )
+        == 1
+    )
 
 
 async def test_the_fake_refuses_an_update_that_would_become_several_messages(
@@ -59,8 +65,9 @@ async def test_the_fake_refuses_an_update_that_would_become_several_messages(
             }
         async with s.put(f"{url}/{message_id}", json={"type": "message", "text": ""}) as r:
             assert r.status == 400  # an empty edit
-        async with s.put(f"{url}/{message_id}",
-                         json={**split, "attachmentLayout": "carousel"}) as r:
+        async with s.put(
+            f"{url}/{message_id}", json={**split, "attachmentLayout": "carousel"}
+        ) as r:
             assert r.status == 200
 
 
@@ -84,8 +91,10 @@ async def test_a_channel_answer_with_a_table_is_one_message_and_never_an_empty_e
     # Growing edits: never empty, converted as the final is, a Stop button under them.
     edits = [c for c in connector.sent("PUT")][:-1]
     assert edits and all(c.text.strip() and "##" not in c.text for c in edits)
-    assert all(compose.is_stop_click(
-        c.body["attachments"][0]["content"]["body"][0]["actions"][0]["data"]) for c in edits)
+    assert all(
+        compose.is_stop_click(c.body["attachments"][0]["content"]["body"][0]["actions"][0]["data"])
+        for c in edits
+    )
 
 
 async def test_a_group_chat_answer_is_one_message(

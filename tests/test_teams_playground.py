@@ -101,8 +101,17 @@ class Bridge:
 async def start_bridge(env: dict[str, str]) -> Bridge:
     # Run outside the checkout: a developer's .env there must not reach the test's bridge.
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.admin.cli", "serve", "--host", "127.0.0.1", "--port", "0",
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "app.admin.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
         cwd=tempfile.gettempdir(),
     )
     assert proc.stderr is not None
@@ -135,8 +144,9 @@ async def _drain(stream: asyncio.StreamReader, into: list[str]) -> None:
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def world(redis_url: str, fake_dify: Any) -> AsyncIterator[tuple[Bridge, Playground, Any]]:
-    app = fake_dify.add_app("app-pg-" + uuid.uuid4().hex[:8], mode="chat", chunk_size=12,
-                            chunk_delay=0.02)
+    app = fake_dify.add_app(
+        "app-pg-" + uuid.uuid4().hex[:8], mode="chat", chunk_size=12, chunk_delay=0.02
+    )
     env = {
         **os.environ,
         **base_env(redis_url, fake_dify.base_url, "pg" + uuid.uuid4().hex[:8]),
@@ -146,8 +156,13 @@ async def world(redis_url: str, fake_dify: Any) -> AsyncIterator[tuple[Bridge, P
         "TEAMS_ALLOW_UNAUTHENTICATED": "true",
         "EDIT_INTERVAL": "0.5",
     }
-    for k in ("MICROSOFT_APP_PASSWORD", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN",
-              "SLACK_SIGNING_SECRET", "MICROSOFT_TOKEN_URL"):
+    for k in (
+        "MICROSOFT_APP_PASSWORD",
+        "SLACK_BOT_TOKEN",
+        "SLACK_APP_TOKEN",
+        "SLACK_SIGNING_SECRET",
+        "MICROSOFT_TOKEN_URL",
+    ):
         env.pop(k, None)
     env["MICROSOFT_APP_ID"] = ""  # local mode
     bridge = await start_bridge(env)
@@ -271,7 +286,8 @@ async def test_a_follow_up_in_the_1to1_chat_continues_the_dify_conversation(
     await pg.say(pg.personal_chat, "And a follow-up")
     new = await answer_in(pg, pg.personal_chat, seen, "You said: And a follow-up")
     assert [m.text.split("\n")[0] for m in new] == [
-        "You said: First question", "You said: And a follow-up"
+        "You said: First question",
+        "You said: And a follow-up",
     ]
     follow_up = chat_requests(dify)[-1]
     assert follow_up.json["query"] == "And a follow-up"
@@ -303,7 +319,9 @@ async def test_an_answer_with_a_table_code_link_and_citations_is_one_message(
     dify.retriever_resources = SOURCES
     shown: dict[str, Shown] = {}
     for conversation, mention in (
-        (pg.personal_chat, False), (pg.group_chat, True), (pg.channel, True)
+        (pg.personal_chat, False),
+        (pg.group_chat, True),
+        (pg.channel, True),
     ):
         seen = len(pg.bot_messages(conversation))
         posted = await pg.say(conversation, "How did Q3 go?", mention=mention)
@@ -381,8 +399,11 @@ async def test_a_channel_mention_is_answered_in_its_reply_chain_which_keeps_cont
     assert second.id != first.id
     q2 = chat_requests(dify)[-1]
     assert q2.json["query"] == "and tomorrow?"
-    convs = {m.conversation_id for m in dify.messages.values() if m.query in (
-        "Who is on call?", "and tomorrow?")}
+    convs = {
+        m.conversation_id
+        for m in dify.messages.values()
+        if m.query in ("Who is on call?", "and tomorrow?")
+    }
     assert len(convs) == 1 and q2.json["conversation_id"] in convs
     accepted_everything(pg)
 
@@ -427,9 +448,7 @@ async def test_new_topic_starts_a_fresh_dify_conversation(pg: Playground, dify: 
     accepted_everything(pg)
 
 
-async def test_stop_ends_a_channel_answer_with_what_had_arrived(
-    pg: Playground, dify: Any
-) -> None:
+async def test_stop_ends_a_channel_answer_with_what_had_arrived(pg: Playground, dify: Any) -> None:
     dify.answer = " ".join(f"word{i}" for i in range(400))
     dify.chunk_delay = 0.1
     posted = await pg.say(pg.channel, "Write a lot", mention=True)

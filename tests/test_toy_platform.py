@@ -85,6 +85,7 @@ async def test_a_person_on_a_new_platform_gets_a_streamed_answer(
 
 # --------------------------------------------------------------------------- the rule behind it
 
+
 def imported_modules(path: Path) -> set[str]:
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -99,5 +100,8 @@ def test_the_toy_platform_uses_only_the_core_seams() -> None:
     used = imported_modules(ROOT / "tests" / "toy_platform" / "__init__.py")
     ours = {m for m in used if m.split(".")[0] in ("app", "adapters")}
     assert ours == {
-        "app.seams.context", "app.pipeline.forms", "app.pipeline.model", "app.seams.plugin"
+        "app.seams.context",
+        "app.pipeline.forms",
+        "app.pipeline.model",
+        "app.seams.plugin",
     }

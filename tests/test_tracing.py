@@ -32,13 +32,22 @@ async def test_an_answer_is_traced_step_by_step(
     svc = await make_service({"DIFY_API_KEY": dify_app.api_key})
     reply = MemoryReply()
     msg = IncomingMessage(
-        key=ThreadKey("console", "w", "c", "traced"), event_id="tr1",
-        speaker=Speaker("u"), text="my question text", kind=Kind.DIRECT,
+        key=ThreadKey("console", "w", "c", "traced"),
+        event_id="tr1",
+        speaker=Speaker("u"),
+        text="my question text",
+        kind=Kind.DIRECT,
     )
     await svc.bridge.handle(msg, reply, CONSOLE_LIMITS)
     names = [s.name for s in spans.get_finished_spans()]
-    for expected in ("bridge.answer", "bridge.redact", "platform.start", "bridge.turn",
-                     "dify.stream", "platform.finish"):
+    for expected in (
+        "bridge.answer",
+        "bridge.redact",
+        "platform.start",
+        "bridge.turn",
+        "dify.stream",
+        "platform.finish",
+    ):
         assert expected in names
     # Attributes carry ids and counts, never message text.
     for s in spans.get_finished_spans():

@@ -35,9 +35,7 @@ def own_redis() -> Iterator[RestartableRedis]:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def own_store(own_redis: RestartableRedis) -> AsyncIterator[RedisStore]:
-    client: Redis = Redis.from_url(
-        own_redis.url, socket_connect_timeout=0.3, socket_timeout=1.0
-    )
+    client: Redis = Redis.from_url(own_redis.url, socket_connect_timeout=0.3, socket_timeout=1.0)
     yield RedisStore(client, prefix="u" + uuid.uuid4().hex[:8])
     await client.aclose()
 

@@ -36,6 +36,7 @@ class FormSender(Protocol):
         self, thread: ThreadKey, click: FormAnswer, reply: Reply, limits: PlatformLimits
     ) -> FormResult: ...
 
+
 CONSOLE_LIMITS = PlatformLimits(
     max_message_chars=100_000,
     min_edit_interval=0.2,
@@ -193,7 +194,9 @@ async def answer_forms(
             out.write("  (pick one of the numbers shown)\n")
         nxt = TerminalReply(out)
         result: FormResult = await bridge.answer_form(
-            thread, FormAnswer(form.key, action.id, values, Responder(user, user)), nxt,
+            thread,
+            FormAnswer(form.key, action.id, values, Responder(user, user)),
+            nxt,
             CONSOLE_LIMITS,
         )
         out.write(f"  [{result.message}]\n")

@@ -196,9 +196,9 @@ class SlackAdapter:
         app.event(re.compile(r".*"))(h.on_other_event)
         app.command(command)(h.on_command)
         app.action(B.ACTION_STOP)(h.on_stop)
-        app.action(
-            re.compile(rf"^({B.ACTION_LIKE}|{B.ACTION_DISLIKE}|{B.ACTION_FEEDBACK})$")
-        )(h.on_feedback)
+        app.action(re.compile(rf"^({B.ACTION_LIKE}|{B.ACTION_DISLIKE}|{B.ACTION_FEEDBACK})$"))(
+            h.on_feedback
+        )
         app.action(re.compile(rf"^{B.ACTION_SUGGEST}_\d+$"))(h.on_suggestion)
         app.action(B.ACTION_RESET)(h.on_reset)
         app.action(re.compile(rf"^{F.ACTION_FORM}_\d+$"))(h.on_form)
@@ -237,8 +237,11 @@ class SlackAdapter:
             self._auth_task = asyncio.create_task(self._authorize_bot(), name="slack-auth")
         if self._app_token:
             self._socket = SocketModeConnection(
-                bolt=self.bolt, app_token=self._app_token, api_url=self._api_url,
-                session=self._session, health=self._ctx.health,
+                bolt=self.bolt,
+                app_token=self._app_token,
+                api_url=self._api_url,
+                session=self._session,
+                health=self._ctx.health,
             )
             self._socket.start()
 
@@ -395,8 +398,12 @@ def _answerable(payload: Any) -> dict[str, str] | None:
         return None
     thread_ts = ev.get("thread_ts")
     thread: str = thread_ts if isinstance(thread_ts, str) else ts
-    return {"team": str(payload.get("team_id", "")), "channel": channel, "thread_ts": thread,
-            "ts": ""}
+    return {
+        "team": str(payload.get("team_id", "")),
+        "channel": channel,
+        "thread_ts": thread,
+        "ts": "",
+    }
 
 
 def _needs_bolt_answer(body: str) -> bool:
@@ -409,8 +416,10 @@ AUTH_COMPONENT = "slack bot token"
 # Bolt warns about a `token` it will not use whenever SLACK_BOT_TOKEN is in the environment,
 # because it reads that variable itself; ours goes through `authorize`, so the warning is noise.
 _BOLT_NOISE = frozenset(
-    {bolt_messages.warning_client_prioritized_and_token_skipped(),
-     bolt_messages.warning_token_skipped()}
+    {
+        bolt_messages.warning_client_prioritized_and_token_skipped(),
+        bolt_messages.warning_token_skipped(),
+    }
 )
 
 

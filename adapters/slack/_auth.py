@@ -181,8 +181,7 @@ class SingleTeamAuthorize(AsyncAuthorize):
             except Exception as e:
                 self.last_error = str(error_code(e, "") or type(e).__name__)
                 _, setting, fix = auth_problem(self.last_error)
-                log.error("slack.auth_test_failed", error=self.last_error, setting=setting,
-                          fix=fix)
+                log.error("slack.auth_test_failed", error=self.last_error, setting=setting, fix=fix)
                 return None
             self._result = AuthorizeResult(
                 enterprise_id=data.get("enterprise_id") or None,
@@ -212,10 +211,16 @@ class SingleTeamAuthorize(AsyncAuthorize):
 def auth_problem(code: str) -> tuple[str, str, str]:
     """(reason, setting, fix) for a failed ``auth.test`` of SLACK_BOT_TOKEN."""
     if code == "transport" or code.startswith("http_5"):
-        return (f"Slack cannot be reached ({code})", "SLACK_API_URL",
-                "check outbound HTTPS to slack.com (proxy, firewall, DNS)")
-    return (f"Slack refused SLACK_BOT_TOKEN (auth.test: {code})", "SLACK_BOT_TOKEN",
-            SLACK_AUTH_HINTS.get(code, "check SLACK_BOT_TOKEN (the Bot User OAuth Token, xoxb-…)"))
+        return (
+            f"Slack cannot be reached ({code})",
+            "SLACK_API_URL",
+            "check outbound HTTPS to slack.com (proxy, firewall, DNS)",
+        )
+    return (
+        f"Slack refused SLACK_BOT_TOKEN (auth.test: {code})",
+        "SLACK_BOT_TOKEN",
+        SLACK_AUTH_HINTS.get(code, "check SLACK_BOT_TOKEN (the Bot User OAuth Token, xoxb-…)"),
+    )
 
 
 class CachedInstallationAuthorize(AsyncAuthorize):

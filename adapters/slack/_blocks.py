@@ -59,8 +59,10 @@ def fallback_text(md: str, *, final: bool = True, default: str | None = None) ->
     ``default`` (else a sentence saying an answer is being written or is in the message)."""
     text = render.to_slack_mrkdwn(md, final=final) if md.strip() else ""
     if not _MARKUP.sub("", text):
-        text = _MARKUP.sub(" ", md).strip() or default or (
-            ANSWER_FALLBACK if final else WRITING_FALLBACK
+        text = (
+            _MARKUP.sub(" ", md).strip()
+            or default
+            or (ANSWER_FALLBACK if final else WRITING_FALLBACK)
         )
     if len(text) > FALLBACK_LIMIT:
         text = text[: FALLBACK_LIMIT - 1] + "…"
@@ -155,6 +157,7 @@ def feedback_buttons_block(message_id: str, route: str | None) -> Block:
     Each button's value carries the Dify message id, the route and the rating, so the click
     handler needs no lookup (slack_sdk ``FeedbackButtonObject``: text ≤ 75, value ≤ 2,000).
     """
+
     def button(text: str, label: str, rating: str) -> Block:
         value = {"m": message_id, "r": route or "", "v": rating}
         return {

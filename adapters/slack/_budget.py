@@ -43,7 +43,10 @@ WORKSPACE_POSTS_PER_MINUTE = 250
 # KEYS: the channel's token bucket, the workspace's minute of posts (sorted set of times).
 # ARGV: channel tokens per ms, channel burst, workspace posts per minute, a unique member.
 # Both are taken or neither. Returns 0 (taken) or ms until both allow a post.
-_POST = SERVER_NOW + BUCKET_LEVEL + """
+_POST = (
+    SERVER_NOW
+    + BUCKET_LEVEL
+    + """
 local rate, burst, per_minute = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local tokens, ts = level(KEYS[1], rate, burst)
 local wait = 0
@@ -60,6 +63,7 @@ redis.call('ZADD', KEYS[2], now, ARGV[4])
 redis.call('PEXPIRE', KEYS[2], 61000)
 return 0
 """
+)
 # A reservation (an answer's right to its final chat.update) lapses unless renewed by the
 # answer's edits: a replica that dies mid-answer does not hold the workspace's minute for ever.
 RESERVATION_SECONDS = 600.0
@@ -67,7 +71,9 @@ RESERVATION_SECONDS = 600.0
 # KEYS: calls in the last minute (sorted set), reservations (sorted set, score = expiry).
 # ARGV: op, cap, interim cap, member (call or reservation id), lease ms, reservation to renew.
 # Returns 0 when granted, else ms to wait (1 for "not now" where waiting is not the answer).
-_UPDATES = SERVER_NOW + """
+_UPDATES = (
+    SERVER_NOW
+    + """
 local op, cap, interim_cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local lease = tonumber(ARGV[5])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
@@ -103,6 +109,7 @@ redis.call('ZADD', KEYS[1], now, ARGV[4])
 redis.call('PEXPIRE', KEYS[1], 61000)
 return 0
 """
+)
 
 
 class UpdateBudget:
@@ -333,9 +340,7 @@ class SlackBudgets:
     def posts(self, team: str) -> ChannelPacer:
         p = self._posts.get(team)
         if p is None:
-            p = self._posts[team] = ChannelPacer(
-                clock=self._clock, shared=self._shared, team=team
-            )
+            p = self._posts[team] = ChannelPacer(clock=self._clock, shared=self._shared, team=team)
         return p
 
     async def wait_post(self, team: str, channel: str, *, max_wait: float = 10.0) -> None:

@@ -69,7 +69,6 @@ async def _rewrite_clicked(
         log.info(failure, code=error_code(e))
 
 
-
 class ClickHandlers:
     """Button clicks and form submissions; the events half lives in SlackHandlers."""
 
@@ -164,7 +163,9 @@ class ClickHandlers:
             return  # Slack's feedback buttons show the choice themselves
         user_id = _s(body, "user", "id")
         await _rewrite_clicked(
-            self.api(context.bot_token), key.channel, body,
+            self.api(context.bot_token),
+            key.channel,
+            body,
             lambda blocks: B.feedback_done_blocks(blocks, rating, user_id),
             failure="slack.feedback_ack_failed",
         )
@@ -243,7 +244,10 @@ class ClickHandlers:
             log.info("slack.reset_note_failed", code=error_code(e))
             await self._tell(body, RESET_DONE)
         await _rewrite_clicked(
-            api, key.channel, body, B.without_reset_button,
+            api,
+            key.channel,
+            body,
+            B.without_reset_button,
             failure="slack.reset_button_update_failed",
         )
 
@@ -262,17 +266,24 @@ class ClickHandlers:
         api = self.api(token)
         route = self._route(key)
         who = Speaker(id=user)
-        if route is not None and route.config.human_input.answer_by != "anyone" and any(
-            "@" in a for a in route.config.human_input.allowed
+        if (
+            route is not None
+            and route.config.human_input.answer_by != "anyone"
+            and any("@" in a for a in route.config.human_input.allowed)
         ):
             who = await self._look_up(api, user) or who
         click = FormAnswer(
-            key=picked[0], action_id=picked[1], values=F.state_values(body),
+            key=picked[0],
+            action_id=picked[1],
+            values=F.state_values(body),
             by=Responder(id=user, name=f"<@{user}>", email=who.email),
         )
         try:
             result = await self._bridge.answer_form(
-                key, click, self._reply(key, token, user, route), self._limits,
+                key,
+                click,
+                self._reply(key, token, user, route),
+                self._limits,
                 groups=_SlackGroups(self, api, key.workspace),
             )
         except Exception as e:  # the click must get an answer, never a silent failure
@@ -282,7 +293,10 @@ class ClickHandlers:
         log.info("slack.form_answered", outcome=result.outcome.value)
         if result.closed:
             await _rewrite_clicked(
-                api, key.channel, body, lambda blocks: F.closed_blocks(blocks, result),
+                api,
+                key.channel,
+                body,
+                lambda blocks: F.closed_blocks(blocks, result),
                 failure="slack.form_update_failed",
             )
         if result.outcome is not Outcome.ACCEPTED:
@@ -310,13 +324,15 @@ class ClickHandlers:
             return hit[1]
         data = await api.call("usergroups.users.list", usergroup=group)
         users = data.get("users")
-        members = frozenset(u for u in users if isinstance(u, str)) if isinstance(
-            users, list) else frozenset()
+        members = (
+            frozenset(u for u in users if isinstance(u, str))
+            if isinstance(users, list)
+            else frozenset()
+        )
         if len(self._groups) > 10_000:
             self._groups.clear()
         self._groups[(team, group)] = (time.monotonic() + _GROUPS_TTL, members)
         return members
-
 
 
 class _SlackGroups:
@@ -335,4 +351,3 @@ def _for_clicker(result: FormResult) -> str:
     if result.outcome is Outcome.ALREADY_DECIDED:
         return f"{result.message} Your choice was not sent."
     return result.message
-

@@ -41,25 +41,42 @@ def form_blocks(form: HumanForm, notices: list[str] | None = None) -> list[B.Blo
         element: dict[str, Any]
         if f.kind == "select":
             options = [_option(o) for o in f.options]
-            element = {"type": "static_select", "action_id": FIELD_ACTION, "options": options,
-                       "placeholder": {"type": "plain_text", "text": "Choose…"}}
+            element = {
+                "type": "static_select",
+                "action_id": FIELD_ACTION,
+                "options": options,
+                "placeholder": {"type": "plain_text", "text": "Choose…"},
+            }
             initial = next((o for o in options if o["value"] == f.default[:_OPTION_VALUE]), None)
             if f.default and initial is not None:
                 element["initial_option"] = initial
         else:
-            element = {"type": "plain_text_input", "action_id": FIELD_ACTION,
-                       "multiline": f.multiline}
+            element = {
+                "type": "plain_text_input",
+                "action_id": FIELD_ACTION,
+                "multiline": f.multiline,
+            }
             if f.default:
                 element["initial_value"] = f.default[:3000]
-        blocks.append({
-            "type": "input", "block_id": f"{FIELD_BLOCK}{f.name}"[:255],
-            "label": {"type": "plain_text", "text": f.label[:2000]},
-            "element": element, "optional": f.kind != "select",
-        })
+        blocks.append(
+            {
+                "type": "input",
+                "block_id": f"{FIELD_BLOCK}{f.name}"[:255],
+                "label": {"type": "plain_text", "text": f.label[:2000]},
+                "element": element,
+                "optional": f.kind != "select",
+            }
+        )
     buttons = []
     for i, a in enumerate(form.actions):
-        buttons.append(B._button(a.title, f"{ACTION_FORM}_{i}", {"f": form.key, "a": a.id},
-                                 style=_STYLES.get(a.style)))
+        buttons.append(
+            B._button(
+                a.title,
+                f"{ACTION_FORM}_{i}",
+                {"f": form.key, "a": a.id},
+                style=_STYLES.get(a.style),
+            )
+        )
     blocks.append({"type": "actions", "block_id": ACTIONS_BLOCK, "elements": buttons})
     if form.expires_at:
         when = f"<!date^{form.expires_at}^{{date_short_pretty}} at {{time}}|before it expires>"
@@ -80,7 +97,7 @@ def state_values(body: dict[str, Any]) -> dict[str, str]:
         v = actions.get(FIELD_ACTION) if isinstance(actions, dict) else None
         if not isinstance(v, dict):
             continue
-        name = block_id[len(FIELD_BLOCK):]
+        name = block_id[len(FIELD_BLOCK) :]
         if isinstance(v.get("value"), str):
             out[name] = v["value"]
         opt = v.get("selected_option")
@@ -98,14 +115,21 @@ def parse_click(value: Any) -> tuple[str, str] | None:
 def closed_blocks(blocks: list[B.Block], result: FormResult) -> list[B.Block]:
     """The form message once it cannot be answered any more: content kept, inputs and buttons
     replaced by what happened (who chose what, or why it closed)."""
-    kept = [b for b in blocks if b.get("type") != "input" and b.get("block_id") != ACTIONS_BLOCK
-            and not _is_deadline(b)]
-    icon = {Outcome.ACCEPTED: ":white_check_mark:", Outcome.ALREADY_DECIDED: ":white_check_mark:",
-            Outcome.EXPIRED: ":hourglass:"}.get(result.outcome, ":information_source:")
+    kept = [
+        b
+        for b in blocks
+        if b.get("type") != "input" and b.get("block_id") != ACTIONS_BLOCK and not _is_deadline(b)
+    ]
+    icon = {
+        Outcome.ACCEPTED: ":white_check_mark:",
+        Outcome.ALREADY_DECIDED: ":white_check_mark:",
+        Outcome.EXPIRED: ":hourglass:",
+    }.get(result.outcome, ":information_source:")
     line = result.message
     if result.outcome is Outcome.ALREADY_DECIDED and result.decided_by:
         line = f"Decided by {result.decided_by}" + (
-            f": “{result.action_title}”." if result.action_title else ".")
+            f": “{result.action_title}”." if result.action_title else "."
+        )
     kept.append(_context(f"{icon} {line}"))
     return kept
 
@@ -118,8 +142,10 @@ def _is_deadline(b: B.Block) -> bool:
 
 
 def _option(text: str) -> dict[str, Any]:
-    return {"text": {"type": "plain_text", "text": text[:_OPTION_TEXT] or " "},
-            "value": text[:_OPTION_VALUE] or " "}
+    return {
+        "text": {"type": "plain_text", "text": text[:_OPTION_TEXT] or " "},
+        "value": text[:_OPTION_VALUE] or " ",
+    }
 
 
 def _context(text: str) -> B.Block:
@@ -129,4 +155,3 @@ def _context(text: str) -> B.Block:
 def _esc(text: str) -> str:
     """Plain text for mrkdwn: no mentions or links from Dify's side."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-

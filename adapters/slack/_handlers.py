@@ -258,8 +258,10 @@ class SlackHandlers(ClickHandlers):
         self._bridge.submit(msg, self._reply(key, token, trig.user, route), self._limits)
         if trig.kind is Kind.DIRECT and trig.thread_ts == trig.ts:
             # A new thread in the agent DM: the tab's prompts, if not set lately.
-            spawn(self.agent.offer_prompts(api, route, team=team, channel=trig.channel),
-                  name="slack-prompts")
+            spawn(
+                self.agent.offer_prompts(api, route, team=team, channel=trig.channel),
+                name="slack-prompts",
+            )
 
     async def _viewing(
         self, event: dict[str, Any], team: str, user: str, channel: str, route: Route | None
@@ -362,7 +364,9 @@ class SlackHandlers(ClickHandlers):
             # "processing", which Slack does not do by itself.
             try:
                 await self.api(context.bot_token).call(
-                    "agents.sessions.setStatus", channel_id=channel, thread_ts=thread_ts,
+                    "agents.sessions.setStatus",
+                    channel_id=channel,
+                    thread_ts=thread_ts,
                     status="active",
                 )
             except BridgeError as e:

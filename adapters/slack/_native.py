@@ -106,8 +106,13 @@ def sources_chunk(sources: Sequence[Source]) -> dict[str, Any] | None:
     ][:_MAX_URL_SOURCES]
     if not urls:
         return None
-    return {"type": "task_update", "id": "dify-sources", "title": "Sources",
-            "status": "complete", "sources": urls}
+    return {
+        "type": "task_update",
+        "id": "dify-sources",
+        "title": "Sources",
+        "status": "complete",
+        "sources": urls,
+    }
 
 
 def _reopen(shown: str) -> str:
@@ -115,7 +120,7 @@ def _reopen(shown: str) -> str:
     block's opening fence (with its language), else nothing."""
     if shown.count(_FENCE) % 2 == 0:
         return ""
-    opener = shown[shown.rindex(_FENCE):].split("\n", 1)[0]
+    opener = shown[shown.rindex(_FENCE) :].split("\n", 1)[0]
     return opener + "\n"
 
 
@@ -231,9 +236,9 @@ class NativeStream:
                 return True
             end = self._base + PART_LIMIT - len(self._prefix)
             cut = cut_point(text, self._base, end, len(self._text))
-            shown = self._prefix + text[self._base:cut]
+            shown = self._prefix + text[self._base : cut]
             reopen = _reopen(shown)
-            tail = text[len(self._text):cut] + ("\n" + _FENCE if reopen else "")
+            tail = text[len(self._text) : cut] + ("\n" + _FENCE if reopen else "")
             if self._ts is None:
                 if not await self._start(self._prefix + tail, []):
                     return False
@@ -249,7 +254,7 @@ class NativeStream:
         text = defuse(text)
         if not text.startswith(self._text) or not await self._roll_over(text):
             return False
-        delta = text[len(self._text):]
+        delta = text[len(self._text) :]
         chunks = self._step_chunks(steps)
         if not delta and not chunks:
             return True
@@ -260,7 +265,9 @@ class NativeStream:
             if self._appends is not None and not await self._appends.try_take():
                 return True
             await self._api.call(
-                "chat.appendStream", channel=self._channel, ts=self._ts,
+                "chat.appendStream",
+                channel=self._channel,
+                ts=self._ts,
                 **self._args(delta, chunks),
             )
             self._mark_sent(chunks)
@@ -276,7 +283,7 @@ class NativeStream:
         text = defuse(text)
         if not text.startswith(self._text) or not await self._roll_over(text):
             return False
-        delta = text[len(self._text):]
+        delta = text[len(self._text) :]
         chunks = self._step_chunks(steps)
         src = sources_chunk(sources)
         if src is not None and self._steps_sent.get(src["id"]) != src:
@@ -299,4 +306,3 @@ class NativeStream:
             log.info("slack.stop_stream_failed", error=type(e).__name__)
         self._done.append(self._ts)
         self._ts = None
-

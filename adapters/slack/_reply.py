@@ -102,8 +102,14 @@ class SlackReply:
         self._refusals = refusals
         # DMs with an agent app are agent sessions (Slack's own Stop button, titles).
         self._agent_session = (
-            AgentSession(api, team=team, channel=channel, thread_ts=thread_ts,
-                         refusals=session_refusals, window=sessions)
+            AgentSession(
+                api,
+                team=team,
+                channel=channel,
+                thread_ts=thread_ts,
+                refusals=session_refusals,
+                window=sessions,
+            )
             if is_dm and session_refusals is not None
             else None
         )
@@ -208,8 +214,12 @@ class SlackReply:
             await self._sync(payloads, final=True)
         self._unreserve()
         if extras.full_text_file is not None and not await upload_text(
-            self._api, self._session, extras.full_text_file, name="answer.md",
-            channel=self._channel, thread_ts=self._thread_ts,
+            self._api,
+            self._session,
+            extras.full_text_file,
+            name="answer.md",
+            channel=self._channel,
+            thread_ts=self._thread_ts,
         ):
             await self._post_quietly(
                 "I couldn't attach the whole answer as a file; the part above is all I can show."

@@ -54,14 +54,21 @@ class AgentSession:
 
     async def _call(self, method: str, **params: str) -> bool:
         try:
-            await self._api.call(method, channel_id=self._channel, thread_ts=self._thread_ts,
-                                 **params)
+            await self._api.call(
+                method, channel_id=self._channel, thread_ts=self._thread_ts, **params
+            )
         except SlackCallError as e:
-            if not e.retryable and self._refusals is not None and self._refusals.refuse(
-                    self._team, True, e.code):
-                log.warning("slack.agent_sessions_refused", code=e.code,
-                            hint="declare the app as an agent (features.agent_view) for "
-                            "Slack's own Stop button and titles")
+            if (
+                not e.retryable
+                and self._refusals is not None
+                and self._refusals.refuse(self._team, True, e.code)
+            ):
+                log.warning(
+                    "slack.agent_sessions_refused",
+                    code=e.code,
+                    hint="declare the app as an agent (features.agent_view) for "
+                    "Slack's own Stop button and titles",
+                )
             else:
                 log.info("slack.agent_session_failed", method=method, code=e.code)
             return False

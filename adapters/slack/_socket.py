@@ -100,8 +100,9 @@ class SocketModeConnection:
             try:
                 url = await self._open_url()
                 self._ws = await asyncio.wait_for(
-                    self._session.ws_connect(url, heartbeat=HEARTBEAT, autoping=True,
-                                             proxy=self._proxy),
+                    self._session.ws_connect(
+                        url, heartbeat=HEARTBEAT, autoping=True, proxy=self._proxy
+                    ),
                     CONNECT_TIMEOUT,
                 )
             except PlatformRateLimited as e:
@@ -130,10 +131,15 @@ class SocketModeConnection:
                     log.info("slack.socket_mode_refresh", reason=reason)
                     continue
                 if reason == "link_disabled":
-                    fix = ("turn Socket Mode on in the Slack app's settings, or unset "
-                           "SLACK_APP_TOKEN")
-                    self._health.down(COMPONENT, "Slack closed the connection: Socket Mode is "
-                                      "turned off for the app", setting="SLACK_APP_TOKEN", fix=fix)
+                    fix = (
+                        "turn Socket Mode on in the Slack app's settings, or unset SLACK_APP_TOKEN"
+                    )
+                    self._health.down(
+                        COMPONENT,
+                        "Slack closed the connection: Socket Mode is turned off for the app",
+                        setting="SLACK_APP_TOKEN",
+                        fix=fix,
+                    )
                     log.warning("slack.socket_mode_disabled", fix=fix)
                 else:
                     self._health.down(COMPONENT, f"connection lost ({reason}); reconnecting")
@@ -145,8 +151,12 @@ class SocketModeConnection:
             self._health.down(COMPONENT, reason, setting=setting, fix=fix)
             # One line per failed attempt, no traceback: the reason, the setting, the fix.
             log.warning(
-                "slack.socket_mode_connect_failed", attempt=attempt, reason=reason,
-                setting=setting or None, fix=fix or None, retry_in=round(delay, 1),
+                "slack.socket_mode_connect_failed",
+                attempt=attempt,
+                reason=reason,
+                setting=setting or None,
+                fix=fix or None,
+                retry_in=round(delay, 1),
             )
             await asyncio.sleep(delay)
 
@@ -191,8 +201,11 @@ class SocketModeConnection:
         payload: dict[str, Any] | None = None
         if resp.body:
             ctype = resp.headers.get("content-type", [""])[0]
-            payload = json.loads(resp.body) if ctype.startswith("application/json") else {
-                "text": resp.body}
+            payload = (
+                json.loads(resp.body)
+                if ctype.startswith("application/json")
+                else {"text": resp.body}
+            )
         ack = SocketModeResponse(envelope_id=req.envelope_id, payload=payload)
         if ws.closed:
             return  # Slack sends it again on the next connection; dedup drops the repeat

@@ -31,18 +31,35 @@ class SlackAdmin:
 
     def add_manifest_command(self, platforms: Subcommands[Any]) -> None:
         p = platforms.add_parser("slack", help="the Slack app manifest")
-        p.add_argument("--file", help="manifest to start from (default "
-                       f"{slack.SLACK_MANIFEST_PATH})")
+        p.add_argument(
+            "--file", help=f"manifest to start from (default {slack.SLACK_MANIFEST_PATH})"
+        )
         p.add_argument("--public-url", help="https base URL Slack reaches the bridge at")
-        p.add_argument("--socket-mode", action=argparse.BooleanOptionalAction, default=None,
-                       help="Socket Mode on/off (default: on when SLACK_APP_TOKEN is set)")
+        p.add_argument(
+            "--socket-mode",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="Socket Mode on/off (default: on when SLACK_APP_TOKEN is set)",
+        )
         p.add_argument("--command", help="slash command (default SLACK_SLASH_COMMAND)")
-        p.add_argument("--format", choices=("yaml", "json"), default="yaml",
-                       help="output format of the rendered manifest (default yaml)")
-        p.add_argument("--check", nargs="?", const=CHECK_DEFAULT, metavar="FILE",
-                       help="check the manifest locally instead of printing it")
-        p.add_argument("--push", action="store_true",
-                       help="validate and update the app via Slack's manifest API")
+        p.add_argument(
+            "--format",
+            choices=("yaml", "json"),
+            default="yaml",
+            help="output format of the rendered manifest (default yaml)",
+        )
+        p.add_argument(
+            "--check",
+            nargs="?",
+            const=CHECK_DEFAULT,
+            metavar="FILE",
+            help="check the manifest locally instead of printing it",
+        )
+        p.add_argument(
+            "--push",
+            action="store_true",
+            help="validate and update the app via Slack's manifest API",
+        )
         p.set_defaults(func=slack_manifest)
 
     async def doctor(self, ctx: DoctorContext) -> list[Check]:
@@ -107,7 +124,10 @@ def _prepare(
         socket = s.secret("slack_app_token") is not None or file_value is True
     command = args.command or s.slack_slash_command
     rendered = slack.render_slack_manifest(
-        base, public_url=args.public_url, socket_mode=socket, command=command,
+        base,
+        public_url=args.public_url,
+        socket_mode=socket,
+        command=command,
         oauth=s.slack_client_id is not None,
     )
     problems = slack.check_slack_manifest(
@@ -116,14 +136,18 @@ def _prepare(
     return rendered, problems, str(path)
 
 
-async def _push(s: SlackSettings, rendered: dict[str, Any], problems: list[Problem],
-                source: str) -> int:
+async def _push(
+    s: SlackSettings, rendered: dict[str, Any], problems: list[Problem], source: str
+) -> int:
     token = s.secret("slack_config_token")
     if not token or not s.slack_app_id:
-        missing = [n for n, v in (("SLACK_CONFIG_TOKEN", token),
-                                  ("SLACK_APP_ID", s.slack_app_id)) if not v]
-        err(f"error: --push needs {' and '.join(missing)}: create an app configuration token "
-            "at api.slack.com/apps and copy the app id from Basic Information")
+        missing = [
+            n for n, v in (("SLACK_CONFIG_TOKEN", token), ("SLACK_APP_ID", s.slack_app_id)) if not v
+        ]
+        err(
+            f"error: --push needs {' and '.join(missing)}: create an app configuration token "
+            "at api.slack.com/apps and copy the app id from Basic Information"
+        )
         return 2
     if errors_in(problems):
         print_problems(problems, source)
@@ -131,7 +155,10 @@ async def _push(s: SlackSettings, rendered: dict[str, Any], problems: list[Probl
         return 1
     try:
         body = await slack.push_slack_manifest(
-            rendered, api_url=s.slack_api_url, config_token=token, app_id=s.slack_app_id,
+            rendered,
+            api_url=s.slack_api_url,
+            config_token=token,
+            app_id=s.slack_app_id,
         )
     except slack.SlackManifestApiError as e:
         print(f"Slack rejected the manifest ({e.method}: {e.error}):")
@@ -140,6 +167,8 @@ async def _push(s: SlackSettings, rendered: dict[str, Any], problems: list[Probl
         return 1
     print(f"updated Slack app {body.get('app_id', s.slack_app_id)}")
     if body.get("permissions_updated"):
-        print("scopes changed: reinstall the app to the workspace (Install App page) so the bot "
-              "token gets them")
+        print(
+            "scopes changed: reinstall the app to the workspace (Install App page) so the bot "
+            "token gets them"
+        )
     return 0

@@ -30,8 +30,7 @@ SLACK_SCOPES: dict[str, str] = {
     "assistant:write": "suggested prompts and thread titles in the agent DM "
     "(assistant.threads.setSuggestedPrompts, setTitle)",
     "channels:history": "continue threads in public channels without a new mention",
-    "chat:write": "post, edit and stream answers; the loading status "
-    "(assistant.threads.setStatus)",
+    "chat:write": "post, edit and stream answers; the loading status (assistant.threads.setStatus)",
     "commands": "the slash command",
     "files:read": "pass attached files to Dify",
     "files:write": "post files that Dify produced",
@@ -64,8 +63,6 @@ SLACK_AGENT_EVENTS: dict[str, str] = {
 }
 AGENT_DESCRIPTION_MAX = 300
 AGENT_PROMPTS_MAX = 4
-
-
 
 
 def needed_slack_scopes(*, speaker_email: bool = False) -> dict[str, str]:
@@ -170,7 +167,6 @@ def settings_value(m: dict[str, Any], key: str) -> Any:
     return get_in(m, "settings", key)
 
 
-
 def _check_url(pointer: str, value: Any, problems: list[Problem]) -> None:
     fix = "run `dify-bridge manifest slack --public-url https://YOUR-HOST` (or use --socket-mode)"
     if not isinstance(value, str) or not value:
@@ -178,19 +174,30 @@ def _check_url(pointer: str, value: Any, problems: list[Problem]) -> None:
         return
     parts = urlsplit(value)
     if parts.scheme != "https" or not parts.hostname:
-        problems.append(Problem(pointer, f"{value!r} is not an https:// URL (Slack needs TLS)",
-                                fix))
+        problems.append(
+            Problem(pointer, f"{value!r} is not an https:// URL (Slack needs TLS)", fix)
+        )
     elif parts.hostname in PLACEHOLDER_HOSTS:
         problems.append(Problem(pointer, f"{value!r} still points at the example host", fix))
     elif parts.path.rstrip("/") != SLACK_EVENTS_PATH:
         problems.append(
-            Problem(pointer, f"path is {parts.path or '/'!r}; the bridge listens on "
-                    f"{SLACK_EVENTS_PATH}", f"use https://{parts.netloc}{SLACK_EVENTS_PATH}")
+            Problem(
+                pointer,
+                f"path is {parts.path or '/'!r}; the bridge listens on {SLACK_EVENTS_PATH}",
+                f"use https://{parts.netloc}{SLACK_EVENTS_PATH}",
+            )
         )
 
 
-def _check_str(m: Any, path: tuple[str, ...], max_len: int, problems: list[Problem], *,
-               required: bool = True, min_len: int = 0) -> None:
+def _check_str(
+    m: Any,
+    path: tuple[str, ...],
+    max_len: int,
+    problems: list[Problem],
+    *,
+    required: bool = True,
+    min_len: int = 0,
+) -> None:
     value = get_in(m, *path)
     pointer = "/" + "/".join(path)
     if value is None:
@@ -199,8 +206,13 @@ def _check_str(m: Any, path: tuple[str, ...], max_len: int, problems: list[Probl
     elif not isinstance(value, str):
         problems.append(Problem(pointer, "must be a string"))
     elif not min_len <= len(value) <= max_len:
-        problems.append(Problem(pointer, f"has {len(value)} characters; Slack allows "
-                                f"{min_len}-{max_len}", "shorten or lengthen it"))
+        problems.append(
+            Problem(
+                pointer,
+                f"has {len(value)} characters; Slack allows {min_len}-{max_len}",
+                "shorten or lengthen it",
+            )
+        )
 
 
 def _check_agent_view(m: dict[str, Any], events: list[Any], p: list[Problem]) -> None:
@@ -208,37 +220,67 @@ def _check_agent_view(m: dict[str, Any], events: list[Any], p: list[Problem]) ->
     ptr = "/features/agent_view"
     agent = get_in(m, "features", "agent_view")
     if get_in(m, "features", "assistant_view") is not None:
-        p.append(Problem("/features/assistant_view", "the assistant view is being deprecated by "
-                         "Slack (new apps can only use agent_view)",
-                         "replace it with features.agent_view (agent_description instead of "
-                         "assistant_description)", "warning"))
+        p.append(
+            Problem(
+                "/features/assistant_view",
+                "the assistant view is being deprecated by "
+                "Slack (new apps can only use agent_view)",
+                "replace it with features.agent_view (agent_description instead of "
+                "assistant_description)",
+                "warning",
+            )
+        )
     if agent is None:
-        p.append(Problem(ptr, "the agent messaging experience is off: a DM with the bot is a "
-                         "plain IM, without threads, loading states or suggested prompts",
-                         "add features.agent_view with an agent_description", "warning"))
+        p.append(
+            Problem(
+                ptr,
+                "the agent messaging experience is off: a DM with the bot is a "
+                "plain IM, without threads, loading states or suggested prompts",
+                "add features.agent_view with an agent_description",
+                "warning",
+            )
+        )
         return
     if not isinstance(agent, dict):
         p.append(Problem(ptr, "must be a mapping", "copy it from manifests/slack/manifest.yaml"))
         return
-    _check_str(m, ("features", "agent_view", "agent_description"), AGENT_DESCRIPTION_MAX, p,
-               required=False)
+    _check_str(
+        m, ("features", "agent_view", "agent_description"), AGENT_DESCRIPTION_MAX, p, required=False
+    )
     prompts = agent.get("suggested_prompts")
     if prompts is not None:
         if not isinstance(prompts, list) or len(prompts) > AGENT_PROMPTS_MAX:
-            p.append(Problem(f"{ptr}/suggested_prompts", f"must be a list of at most "
-                             f"{AGENT_PROMPTS_MAX} prompts", "remove some (the bridge also offers "
-                             "the Dify app's suggested questions)"))
+            p.append(
+                Problem(
+                    f"{ptr}/suggested_prompts",
+                    f"must be a list of at most {AGENT_PROMPTS_MAX} prompts",
+                    "remove some (the bridge also offers the Dify app's suggested questions)",
+                )
+            )
         else:
             for i, item in enumerate(prompts):
-                if not (isinstance(item, dict) and isinstance(item.get("title"), str)
-                        and isinstance(item.get("message"), str)):
-                    p.append(Problem(f"{ptr}/suggested_prompts/{i}", "needs a title and a "
-                                     "message (both strings)", "write {title: ..., message: ...}"))
+                if not (
+                    isinstance(item, dict)
+                    and isinstance(item.get("title"), str)
+                    and isinstance(item.get("message"), str)
+                ):
+                    p.append(
+                        Problem(
+                            f"{ptr}/suggested_prompts/{i}",
+                            "needs a title and a message (both strings)",
+                            "write {title: ..., message: ...}",
+                        )
+                    )
     for event, why in SLACK_AGENT_EVENTS.items():
         if event not in events:
-            p.append(Problem("/settings/event_subscriptions/bot_events", f"event {event} is not "
-                             "subscribed", f"add {event} (to {why})",
-                             "error" if event == "app_home_opened" else "warning"))
+            p.append(
+                Problem(
+                    "/settings/event_subscriptions/bot_events",
+                    f"event {event} is not subscribed",
+                    f"add {event} (to {why})",
+                    "error" if event == "app_home_opened" else "warning",
+                )
+            )
 
 
 def check_slack_manifest(
@@ -248,36 +290,62 @@ def check_slack_manifest(
     p: list[Problem] = []
     _check_str(m, ("display_information", "name"), 35, p, min_len=1)
     _check_str(m, ("display_information", "description"), 140, p, required=False)
-    _check_str(m, ("display_information", "long_description"), 4000, p, required=False,
-               min_len=175)
+    _check_str(m, ("display_information", "long_description"), 4000, p, required=False, min_len=175)
     color = get_in(m, "display_information", "background_color")
-    if color is not None and not (isinstance(color, str) and re.fullmatch(
-            r"#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})", color)):
-        p.append(Problem("/display_information/background_color", f"{color!r} is not a hex "
-                         "colour", "use a value like \"#1d4ed8\" (quoted in YAML)"))
+    if color is not None and not (
+        isinstance(color, str) and re.fullmatch(r"#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})", color)
+    ):
+        p.append(
+            Problem(
+                "/display_information/background_color",
+                f"{color!r} is not a hex colour",
+                'use a value like "#1d4ed8" (quoted in YAML)',
+            )
+        )
     _check_str(m, ("features", "bot_user", "display_name"), 80, p, min_len=1)
-    if get_in(m, "features", "app_home", "messages_tab_enabled") is not True or get_in(
-            m, "features", "app_home", "messages_tab_read_only_enabled") is not False:
-        p.append(Problem("/features/app_home", "direct messages are turned off (users see "
-                         "\"Sending messages to this app has been turned off\")",
-                         "set messages_tab_enabled: true and messages_tab_read_only_enabled: "
-                         "false"))
+    if (
+        get_in(m, "features", "app_home", "messages_tab_enabled") is not True
+        or get_in(m, "features", "app_home", "messages_tab_read_only_enabled") is not False
+    ):
+        p.append(
+            Problem(
+                "/features/app_home",
+                "direct messages are turned off (users see "
+                '"Sending messages to this app has been turned off")',
+                "set messages_tab_enabled: true and messages_tab_read_only_enabled: false",
+            )
+        )
 
     scopes = get_in(m, "oauth_config", "scopes", "bot")
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
-        p.append(Problem("/oauth_config/scopes/bot", "must be a list of scope names",
-                         "copy the list from manifests/slack/manifest.yaml"))
+        p.append(
+            Problem(
+                "/oauth_config/scopes/bot",
+                "must be a list of scope names",
+                "copy the list from manifests/slack/manifest.yaml",
+            )
+        )
         scopes = []
     needed = needed_slack_scopes(speaker_email=speaker_email)
     for scope, why in needed.items():
         if scope not in scopes:
-            p.append(Problem("/oauth_config/scopes/bot", f"scope {scope} is missing (needed to "
-                             f"{why})", f"add {scope}, push the manifest and reinstall the app"))
+            p.append(
+                Problem(
+                    "/oauth_config/scopes/bot",
+                    f"scope {scope} is missing (needed to {why})",
+                    f"add {scope}, push the manifest and reinstall the app",
+                )
+            )
     for scope in scopes:
         if scope not in needed and scope not in SLACK_EMAIL_SCOPES:
-            p.append(Problem("/oauth_config/scopes/bot", f"scope {scope} is not used by "
-                             "dify-bridge", "remove it (ask only for what the bot needs)",
-                             "warning"))
+            p.append(
+                Problem(
+                    "/oauth_config/scopes/bot",
+                    f"scope {scope} is not used by dify-bridge",
+                    "remove it (ask only for what the bot needs)",
+                    "warning",
+                )
+            )
 
     socket = get_in(m, "settings", "socket_mode_enabled") is True
     events = get_in(m, "settings", "event_subscriptions", "bot_events")
@@ -285,45 +353,87 @@ def check_slack_manifest(
         events = []
     for event, scope in SLACK_EVENT_SCOPES.items():
         if event not in events:
-            p.append(Problem("/settings/event_subscriptions/bot_events", f"event {event} is not "
-                             "subscribed", f"add {event} (needs scope {scope})"))
+            p.append(
+                Problem(
+                    "/settings/event_subscriptions/bot_events",
+                    f"event {event} is not subscribed",
+                    f"add {event} (needs scope {scope})",
+                )
+            )
     for event in SLACK_LIFECYCLE_EVENTS:
         if event not in events:
-            p.append(Problem("/settings/event_subscriptions/bot_events", f"event {event} is not "
-                             "subscribed", f"add {event} so uninstalls are noticed", "warning"))
+            p.append(
+                Problem(
+                    "/settings/event_subscriptions/bot_events",
+                    f"event {event} is not subscribed",
+                    f"add {event} so uninstalls are noticed",
+                    "warning",
+                )
+            )
     _check_agent_view(m, events, p)
     if get_in(m, "settings", "interactivity", "is_enabled") is not True:
-        p.append(Problem("/settings/interactivity/is_enabled", "interactivity is off: feedback "
-                         "and suggestion buttons will fail", "set is_enabled: true"))
+        p.append(
+            Problem(
+                "/settings/interactivity/is_enabled",
+                "interactivity is off: feedback and suggestion buttons will fail",
+                "set is_enabled: true",
+            )
+        )
 
     cmds = get_in(m, "features", "slash_commands")
     if not isinstance(cmds, list) or not cmds or not isinstance(cmds[0], dict):
-        p.append(Problem("/features/slash_commands", "no slash command is declared",
-                         f"declare {command or '/ask'} (SLACK_SLASH_COMMAND)"))
+        p.append(
+            Problem(
+                "/features/slash_commands",
+                "no slash command is declared",
+                f"declare {command or '/ask'} (SLACK_SLASH_COMMAND)",
+            )
+        )
         cmds = []
     for i, c in enumerate(cmds):
         ptr = f"/features/slash_commands/{i}"
         name = c.get("command") if isinstance(c, dict) else None
         if not isinstance(name, str) or not re.fullmatch(r"/[a-z0-9_\-]{1,31}", name):
-            p.append(Problem(f"{ptr}/command", f"{name!r} is not a slash command name",
-                             "use a lowercase name starting with /, at most 32 characters"))
+            p.append(
+                Problem(
+                    f"{ptr}/command",
+                    f"{name!r} is not a slash command name",
+                    "use a lowercase name starting with /, at most 32 characters",
+                )
+            )
         elif i == 0 and command and name != command:
-            p.append(Problem(f"{ptr}/command", f"declares {name} but the bridge answers "
-                             f"{command} (SLACK_SLASH_COMMAND)",
-                             f"use {command} here or set SLACK_SLASH_COMMAND={name}"))
+            p.append(
+                Problem(
+                    f"{ptr}/command",
+                    f"declares {name} but the bridge answers {command} (SLACK_SLASH_COMMAND)",
+                    f"use {command} here or set SLACK_SLASH_COMMAND={name}",
+                )
+            )
         if not isinstance(c, dict) or not c.get("description"):
             p.append(Problem(f"{ptr}/description", "is required", "describe the command"))
         if not socket and isinstance(c, dict):
             _check_url(f"{ptr}/url", c.get("url"), p)
 
     if not socket:
-        _check_url("/settings/event_subscriptions/request_url",
-                   get_in(m, "settings", "event_subscriptions", "request_url"), p)
-        _check_url("/settings/interactivity/request_url",
-                   get_in(m, "settings", "interactivity", "request_url"), p)
+        _check_url(
+            "/settings/event_subscriptions/request_url",
+            get_in(m, "settings", "event_subscriptions", "request_url"),
+            p,
+        )
+        _check_url(
+            "/settings/interactivity/request_url",
+            get_in(m, "settings", "interactivity", "request_url"),
+            p,
+        )
     elif get_in(m, "settings", "event_subscriptions", "request_url"):
-        p.append(Problem("/settings/event_subscriptions/request_url", "is ignored with Socket "
-                         "Mode on", "remove it (render with --socket-mode)", "warning"))
+        p.append(
+            Problem(
+                "/settings/event_subscriptions/request_url",
+                "is ignored with Socket Mode on",
+                "remove it (render with --socket-mode)",
+                "warning",
+            )
+        )
     return p
 
 
@@ -360,15 +470,19 @@ async def _slack_call(
     except httpx.HTTPError as e:
         raise SlackManifestApiError(method, "unreachable", [f"{url}: {type(e).__name__}"]) from e
     if r.status_code == 429:
-        raise SlackManifestApiError(method, "ratelimited", [
-            f"retry after {r.headers.get('Retry-After', '?')} s"])
+        raise SlackManifestApiError(
+            method, "ratelimited", [f"retry after {r.headers.get('Retry-After', '?')} s"]
+        )
     try:
         body = r.json()
     except ValueError:
         body = None
     if not isinstance(body, dict):
-        raise SlackManifestApiError(method, f"http_{r.status_code}", [
-            f"{url} answered HTTP {r.status_code} without a Slack API body: check SLACK_API_URL"])
+        raise SlackManifestApiError(
+            method,
+            f"http_{r.status_code}",
+            [f"{url} answered HTTP {r.status_code} without a Slack API body: check SLACK_API_URL"],
+        )
     if body.get("ok") is True:
         return body
     error = str(body.get("error") or "unknown_error")
@@ -382,8 +496,13 @@ async def _slack_call(
 
 
 async def push_slack_manifest(
-    manifest: dict[str, Any], *, api_url: str, config_token: str, app_id: str,
-    client: httpx.AsyncClient | None = None, request_timeout: float = 15.0,
+    manifest: dict[str, Any],
+    *,
+    api_url: str,
+    config_token: str,
+    app_id: str,
+    client: httpx.AsyncClient | None = None,
+    request_timeout: float = 15.0,
 ) -> dict[str, Any]:
     """Validate then update the app's manifest; returns Slack's ``apps.manifest.update`` body."""
     form = {"app_id": app_id, "manifest": json.dumps(manifest)}
@@ -395,5 +514,3 @@ async def push_slack_manifest(
     finally:
         if own:
             await c.aclose()
-
-

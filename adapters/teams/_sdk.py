@@ -156,9 +156,7 @@ def build_activity(
             update["attachment_layout"] = attachment_layout
     if suggested:
         update["suggested_actions"] = SuggestedActions(
-            actions=[
-                CardAction(type=ActionTypes.im_back, title=q, value=q) for q in suggested
-            ]
+            actions=[CardAction(type=ActionTypes.im_back, title=q, value=q) for q in suggested]
         )
     if channel_data:
         update["channel_data"] = channel_data

@@ -139,8 +139,13 @@ class TeamsAdapter:
                 self.ctx.health.down(CREDENTIALS_HEALTH, reason, setting=setting, fix=fix)
                 delay = backoff.next()
                 if e.code != "token_refused":  # a refusal was logged with its fix already
-                    log.warning("teams.token_unavailable", reason=reason, setting=setting,
-                                fix=fix, retry_in=round(delay, 1))
+                    log.warning(
+                        "teams.token_unavailable",
+                        reason=reason,
+                        setting=setting,
+                        fix=fix,
+                        retry_in=round(delay, 1),
+                    )
                 await asyncio.sleep(delay)
                 continue
             self.ctx.health.up(CREDENTIALS_HEALTH)
@@ -174,17 +179,22 @@ class TeamsAdapter:
         if activity_id:
             try:
                 await rt.connector.put(
-                    service_url, conv_id, activity_id,
+                    service_url,
+                    conv_id,
+                    activity_id,
                     _sdk.build_activity(
                         base, type=_sdk.MESSAGE, text=text, activity_id=activity_id
                     ),
-                    tenant=tenant, urgent=True,
+                    tenant=tenant,
+                    urgent=True,
                 )
                 return
             except PlatformError as e:  # gone meanwhile: say it in the chat instead
                 log.info("teams.resume_update_failed", code=e.code)
         await rt.connector.post(
-            service_url, conv_id, _sdk.build_activity(base, type=_sdk.MESSAGE, text=text),
+            service_url,
+            conv_id,
+            _sdk.build_activity(base, type=_sdk.MESSAGE, text=text),
             tenant=tenant,
             reply_to=reply_to if token.get("conversation_type") == "channel" else None,
         )
@@ -406,8 +416,10 @@ class TeamsAdapter:
                 return
         except RedisError as e:
             log.warning("teams.form_click_dedup_failed", error=type(e).__name__)
-        spawn(self._answer_form(inb, rt, form_key, action, values),
-              name=f"teams-form-{_short(inb.conversation_id)}")
+        spawn(
+            self._answer_form(inb, rt, form_key, action, values),
+            name=f"teams-form-{_short(inb.conversation_id)}",
+        )
 
     async def _answer_form(
         self, inb: acts.Inbound, rt: Runtime, form_key: str, action: str, values: dict[str, str]
@@ -417,8 +429,12 @@ class TeamsAdapter:
         # The rest of the answer: in 1:1 chats streamed, elsewhere edits, like any answer.
         reply = StreamReply(rt, place, key) if place.personal else EditReply(rt, place, key)
         note = EditReply(rt, replace(place, reply_to_id=inb.reply_to_id or inb.id), key)
-        click = FormAnswer(form_key, action, values, Responder(
-            id=inb.aad_object_id or inb.from_id, name=inb.from_name or "Someone"))
+        click = FormAnswer(
+            form_key,
+            action,
+            values,
+            Responder(id=inb.aad_object_id or inb.from_id, name=inb.from_name or "Someone"),
+        )
         try:
             result = await self.ctx.bridge.answer_form(key, click, reply, self.limits)
         except Exception as e:  # the clicker always hears back
@@ -458,11 +474,7 @@ class TeamsAdapter:
 
     def _reset_enabled(self, route_name: str | None) -> bool:
         route = self.ctx.bridge.route_named(route_name) if route_name else None
-        return (
-            route is not None
-            and route.config.reset_button
-            and route.config.dify.mode.is_chat
-        )
+        return route is not None and route.config.reset_button and route.config.dify.mode.is_chat
 
     def _reset_by_word(self, route_name: str | None) -> bool:
         route = self.ctx.bridge.route_named(route_name) if route_name else None

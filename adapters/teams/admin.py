@@ -29,11 +29,19 @@ class TeamsAdmin:
         p = platforms.add_parser("teams", help="the Teams app package")
         p.add_argument("--dir", help=f"package sources (default {teams.TEAMS_DIR})")
         p.add_argument("--package", metavar="OUT.zip", help="write the upload package")
-        p.add_argument("--check", nargs="?", const=CHECK_DEFAULT, metavar="DIR",
-                       help="check the manifest and icons")
-        p.add_argument("--rsc-channel-messages", action="store_true",
-                       help=f"add RSC {teams.RSC_CHANNEL_MESSAGES}: the bot sees every channel "
-                       "message, not only @mentions")
+        p.add_argument(
+            "--check",
+            nargs="?",
+            const=CHECK_DEFAULT,
+            metavar="DIR",
+            help="check the manifest and icons",
+        )
+        p.add_argument(
+            "--rsc-channel-messages",
+            action="store_true",
+            help=f"add RSC {teams.RSC_CHANNEL_MESSAGES}: the bot sees every channel "
+            "message, not only @mentions",
+        )
         p.set_defaults(func=teams_manifest)
 
     async def doctor(self, ctx: DoctorContext) -> list[Check]:
@@ -60,10 +68,15 @@ def teams_manifest(args: argparse.Namespace) -> int:
     )
     problems = teams.check_teams_manifest(filled, files, app_id=app_id, schema=schema)
     if schema is None:
-        problems.append(Problem(
-            "/manifestVersion", f"no shipped schema for manifestVersion "
-            f"{m.get('manifestVersion')!r}: checked required fields only",
-            "use the manifestVersion of manifests/teams/manifest.json", "warning"))
+        problems.append(
+            Problem(
+                "/manifestVersion",
+                f"no shipped schema for manifestVersion "
+                f"{m.get('manifestVersion')!r}: checked required fields only",
+                "use the manifestVersion of manifests/teams/manifest.json",
+                "warning",
+            )
+        )
     source = str(directory / "manifest.json")
     if args.check is not None:
         return print_problems(problems, source)
@@ -77,8 +90,10 @@ def teams_manifest(args: argparse.Namespace) -> int:
         except OSError as e:
             err(f"error: cannot write {out}: {e.strerror}")
             return 2
-        print(f"wrote {out} (manifest {filled.get('manifestVersion')}, bot {app_id}): upload it "
-              "in Teams (Apps -> Manage your apps -> Upload an app) or the Teams admin center")
+        print(
+            f"wrote {out} (manifest {filled.get('manifestVersion')}, bot {app_id}): upload it "
+            "in Teams (Apps -> Manage your apps -> Upload an app) or the Teams admin center"
+        )
         return 0
     for p in problems:
         err(p.line(source))

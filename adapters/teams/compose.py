@@ -358,11 +358,11 @@ def closed_form_part(form: HumanForm, result: FormResult) -> Part:
     line = result.message
     if result.outcome is Outcome.ALREADY_DECIDED and result.decided_by:
         line = f"Decided by {result.decided_by}" + (
-            f": “{result.action_title}”." if result.action_title else ".")
+            f": “{result.action_title}”." if result.action_title else "."
+        )
     icon = "✅" if result.outcome in (Outcome.ACCEPTED, Outcome.ALREADY_DECIDED) else "ℹ️"
     body = _form_head(form, [])
-    body.append({"type": "TextBlock", "text": f"{icon} {line}", "wrap": True,
-                 "weight": "Bolder"})
+    body.append({"type": "TextBlock", "text": f"{icon} {line}", "wrap": True, "weight": "Bolder"})
     return Part(text="", attachments=[_card(body, [])])
 
 
@@ -374,7 +374,8 @@ def parse_form_click(value: Any) -> tuple[str, str, dict[str, str]] | None:
     if not (isinstance(key, str) and key and isinstance(action, str) and action):
         return None
     values = {
-        k[len(FIELD_PREFIX):]: str(v)[:10_000] for k, v in value.items()
+        k[len(FIELD_PREFIX) :]: str(v)[:10_000]
+        for k, v in value.items()
         if isinstance(k, str) and k.startswith(FIELD_PREFIX) and isinstance(v, str | int | float)
     }
     return key, action, values
@@ -382,14 +383,21 @@ def parse_form_click(value: Any) -> tuple[str, str, dict[str, str]] | None:
 
 def _form_head(form: HumanForm, notices: list[str]) -> list[dict[str, Any]]:
     body: list[dict[str, Any]] = [
-        {"type": "TextBlock", "text": _clip(form.title, 200), "weight": "Bolder",
-         "size": "Medium", "wrap": True},
+        {
+            "type": "TextBlock",
+            "text": _clip(form.title, 200),
+            "weight": "Bolder",
+            "size": "Medium",
+            "wrap": True,
+        },
     ]
     if form.content:
         # TextBlocks take a Markdown subset (bold, italic, lists, links): enough for a form.
         body.append({"type": "TextBlock", "text": form.content[:20_000], "wrap": True})
-    body += [{"type": "TextBlock", "text": f"_{_one_line(n)}_", "wrap": True,
-              "isSubtle": True} for n in notices]
+    body += [
+        {"type": "TextBlock", "text": f"_{_one_line(n)}_", "wrap": True, "isSubtle": True}
+        for n in notices
+    ]
     return body
 
 
@@ -402,20 +410,29 @@ def _form_body(form: HumanForm, notices: list[str]) -> list[dict[str, Any]]:
         fid = FIELD_PREFIX + f.name
         if f.kind == "select":
             field: dict[str, Any] = {
-                "type": "Input.ChoiceSet", "id": fid, "label": f.label, "style": "compact",
-                "isRequired": True, "errorMessage": f"Please choose a value for {f.label}.",
+                "type": "Input.ChoiceSet",
+                "id": fid,
+                "label": f.label,
+                "style": "compact",
+                "isRequired": True,
+                "errorMessage": f"Please choose a value for {f.label}.",
                 "choices": [{"title": o[:200], "value": o} for o in f.options],
             }
         else:
-            field = {"type": "Input.Text", "id": fid, "label": f.label,
-                     "isMultiline": f.multiline}
+            field = {"type": "Input.Text", "id": fid, "label": f.label, "isMultiline": f.multiline}
         if f.default:
             field["value"] = f.default
         body.append(field)
     if form.expires_at:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(form.expires_at))
-        body.append({"type": "TextBlock", "isSubtle": True, "wrap": True,
-                     "text": f"Answer by {{{{DATE({stamp}, SHORT)}}}} {{{{TIME({stamp})}}}}."})
+        body.append(
+            {
+                "type": "TextBlock",
+                "isSubtle": True,
+                "wrap": True,
+                "text": f"Answer by {{{{DATE({stamp}, SHORT)}}}} {{{{TIME({stamp})}}}}.",
+            }
+        )
     return body
 
 
@@ -425,7 +442,8 @@ def _form_actions(form: HumanForm) -> list[dict[str, Any]]:
     out = []
     for a in form.actions:
         action: dict[str, Any] = {
-            "type": "Action.Submit", "title": _clip(a.title, 100),
+            "type": "Action.Submit",
+            "title": _clip(a.title, 100),
             "data": {"difyBridge": FORM_VALUE, "f": form.key, "a": a.id},
         }
         if a.style in _FORM_STYLES:

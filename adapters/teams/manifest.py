@@ -30,6 +30,7 @@ RSC_CHANNEL_MESSAGES = "ChannelMessage.Read.Group"
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 TEAMS_ICON_SIZES = {"color": (192, 192), "outline": (32, 32), "color32x32": (32, 32)}
 
+
 def fill_teams_manifest(
     m: dict[str, Any], *, app_id: str | None, rsc_channel_messages: bool = False
 ) -> dict[str, Any]:
@@ -51,58 +52,114 @@ def fill_teams_manifest(
             rsc.append({"name": RSC_CHANNEL_MESSAGES, "type": "Application"})
         # RSC needs webApplicationInfo with the app id; the resource string is not used.
         if app_id:
-            out.setdefault("webApplicationInfo", {"id": app_id, "resource": "https://RscBasedStoreApp"})
+            out.setdefault(
+                "webApplicationInfo", {"id": app_id, "resource": "https://RscBasedStoreApp"}
+            )
     return out
 
 
 def check_teams_manifest(
-    m: dict[str, Any], files: dict[str, bytes], *, app_id: str | None,
+    m: dict[str, Any],
+    files: dict[str, bytes],
+    *,
+    app_id: str | None,
     schema: dict[str, Any] | None,
 ) -> list[Problem]:
     """Schema (if shipped), required fields, bot id, scopes and icon sizes."""
     p: list[Problem] = []
     if schema is None:
-        for key in ("manifestVersion", "version", "id", "developer", "name", "description",
-                    "icons", "accentColor"):
+        for key in (
+            "manifestVersion",
+            "version",
+            "id",
+            "developer",
+            "name",
+            "description",
+            "icons",
+            "accentColor",
+        ):
             if key not in m:
-                p.append(Problem(f"/{key}", "is required by the Teams manifest schema",
-                                 f"add {key} (see manifests/teams/manifest.json)"))
+                p.append(
+                    Problem(
+                        f"/{key}",
+                        "is required by the Teams manifest schema",
+                        f"add {key} (see manifests/teams/manifest.json)",
+                    )
+                )
     for ptr, value in (("/id", m.get("id")), ("/bots/0/botId", _get_bot(m).get("botId"))):
         if value == APP_ID_PLACEHOLDER or not value:
-            p.append(Problem(ptr, "still the ${{MICROSOFT_APP_ID}} placeholder",
-                             "set MICROSOFT_APP_ID (the bot's Microsoft app id)"))
+            p.append(
+                Problem(
+                    ptr,
+                    "still the ${{MICROSOFT_APP_ID}} placeholder",
+                    "set MICROSOFT_APP_ID (the bot's Microsoft app id)",
+                )
+            )
         elif not isinstance(value, str) or not _GUID.match(value):
             p.append(Problem(ptr, f"{value!r} is not a GUID", "use the bot's Microsoft app id"))
     bot_id = _get_bot(m).get("botId")
-    if app_id and isinstance(bot_id, str) and _GUID.match(bot_id) and \
-            bot_id.lower() != app_id.lower():
-        p.append(Problem("/bots/0/botId", f"is {bot_id} but MICROSOFT_APP_ID is {app_id}: "
-                         "Teams would send messages to another bot", "rebuild the package"))
+    if (
+        app_id
+        and isinstance(bot_id, str)
+        and _GUID.match(bot_id)
+        and bot_id.lower() != app_id.lower()
+    ):
+        p.append(
+            Problem(
+                "/bots/0/botId",
+                f"is {bot_id} but MICROSOFT_APP_ID is {app_id}: "
+                "Teams would send messages to another bot",
+                "rebuild the package",
+            )
+        )
     scopes = _get_bot(m).get("scopes")
     scopes = scopes if isinstance(scopes, list) else []
     for scope in ("personal", "team", "groupChat"):
         if scope not in scopes:
-            p.append(Problem("/bots/0/scopes", f"scope {scope} is missing", f"add {scope} so "
-                             "the bot can be used there", "warning"))
+            p.append(
+                Problem(
+                    "/bots/0/scopes",
+                    f"scope {scope} is missing",
+                    f"add {scope} so the bot can be used there",
+                    "warning",
+                )
+            )
     rsc = get_in(m, "authorization", "permissions", "resourceSpecific")
     rsc = rsc if isinstance(rsc, list) else []
-    if any(isinstance(r, dict) and r.get("name") == RSC_CHANNEL_MESSAGES for r in rsc) and not \
-            get_in(m, "webApplicationInfo", "id"):
-        p.append(Problem("/webApplicationInfo", f"{RSC_CHANNEL_MESSAGES} needs webApplicationInfo"
-                         " with the app id", "rebuild with --rsc-channel-messages"))
+    if any(
+        isinstance(r, dict) and r.get("name") == RSC_CHANNEL_MESSAGES for r in rsc
+    ) and not get_in(m, "webApplicationInfo", "id"):
+        p.append(
+            Problem(
+                "/webApplicationInfo",
+                f"{RSC_CHANNEL_MESSAGES} needs webApplicationInfo with the app id",
+                "rebuild with --rsc-channel-messages",
+            )
+        )
     for url_key in ("websiteUrl", "privacyUrl", "termsOfUseUrl"):
         value = get_in(m, "developer", url_key)
         if isinstance(value, str) and urlsplit(value).hostname in PLACEHOLDER_HOSTS:
-            p.append(Problem(f"/developer/{url_key}", "still points at example.com",
-                             "use your organisation's page", "warning"))
+            p.append(
+                Problem(
+                    f"/developer/{url_key}",
+                    "still points at example.com",
+                    "use your organisation's page",
+                    "warning",
+                )
+            )
     for kind, (w, h) in TEAMS_ICON_SIZES.items():
         name = get_in(m, "icons", kind)
         if not isinstance(name, str):
             continue
         ptr = f"/icons/{kind}"
         if name not in files:
-            p.append(Problem(ptr, f"{name} is not in the package", f"add {name} next to "
-                             "manifest.json (manifests/teams/make_icons.py draws one)"))
+            p.append(
+                Problem(
+                    ptr,
+                    f"{name} is not in the package",
+                    f"add {name} next to manifest.json (manifests/teams/make_icons.py draws one)",
+                )
+            )
             continue
         try:
             size = png_size(files[name])
@@ -110,14 +167,22 @@ def check_teams_manifest(
             p.append(Problem(ptr, f"{name} is not a PNG", f"save it as a {w}x{h} PNG"))
             continue
         if size != (w, h):
-            p.append(Problem(ptr, f"{name} is {size[0]}x{size[1]}; Teams requires {w}x{h}",
-                             f"resize it to {w}x{h} pixels"))
+            p.append(
+                Problem(
+                    ptr,
+                    f"{name} is {size[0]}x{size[1]}; Teams requires {w}x{h}",
+                    f"resize it to {w}x{h} pixels",
+                )
+            )
     if schema is not None:
         # Our own messages are more specific; the schema reports the rest.
         seen = {x.pointer for x in p}
         fix = f"see the Teams manifest schema {m.get('manifestVersion')} for this field"
-        p.extend(Problem(x.pointer, x.message, x.fix or fix) for x in
-                 validate_against_schema(m, schema) if x.pointer not in seen)
+        p.extend(
+            Problem(x.pointer, x.message, x.fix or fix)
+            for x in validate_against_schema(m, schema)
+            if x.pointer not in seen
+        )
     return p
 
 
@@ -138,8 +203,9 @@ def read_teams_dir(
     except OSError as e:
         raise ConfigError(f"cannot read: {e.strerror}", file=str(manifest_path)) from e
     except json.JSONDecodeError as e:
-        raise ConfigError(f"not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}",
-                          file=str(manifest_path)) from e
+        raise ConfigError(
+            f"not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}", file=str(manifest_path)
+        ) from e
     if not isinstance(m, dict):
         raise ConfigError("the manifest must be a JSON object", file=str(manifest_path))
     files = {f.name: f.read_bytes() for f in directory.iterdir() if f.suffix.lower() == ".png"}
@@ -193,13 +259,22 @@ def _problems(error: ValidationError) -> list[Problem]:
     ptr = _pointer(error.absolute_path)
     kind, value, schema = error.validator, error.instance, error.schema
     if kind == "required" and isinstance(value, dict):
-        return [Problem(f"{ptr}/{key}", "is required") for key in error.validator_value
-                if key not in value]
+        return [
+            Problem(f"{ptr}/{key}", "is required")
+            for key in error.validator_value
+            if key not in value
+        ]
     if kind == "additionalProperties" and isinstance(value, dict):
         known = schema.get("properties", {}) if isinstance(schema, dict) else {}
-        return [Problem(f"{ptr}/{key}", "is not a known field in this manifest version",
-                        "check the spelling or the manifestVersion")
-                for key in value if key not in known]
+        return [
+            Problem(
+                f"{ptr}/{key}",
+                "is not a known field in this manifest version",
+                "check the spelling or the manifestVersion",
+            )
+            for key in value
+            if key not in known
+        ]
     if kind in ("minLength", "maxLength") and isinstance(value, str):
         low = schema.get("minLength", 0)
         high = schema.get("maxLength", "∞")
@@ -259,9 +334,18 @@ def validate_against_schema(instance: Any, schema: dict[str, Any]) -> list[Probl
         return [p for e in errors for p in _problems(e)]
     except jsonschema.SchemaError as e:
         where = _pointer(e.absolute_path) or "/"
-        return [Problem("/", f"the schema is not valid JSON Schema (at {where}: "
-                        f"{e.message[:120]})", "use the MicrosoftTeams.schema.json shipped in "
-                        "manifests/teams")]
+        return [
+            Problem(
+                "/",
+                f"the schema is not valid JSON Schema (at {where}: {e.message[:120]})",
+                "use the MicrosoftTeams.schema.json shipped in manifests/teams",
+            )
+        ]
     except Exception as e:  # an admin's own schema (a bad $ref) must not crash the check
-        return [Problem("/", f"the schema could not be applied ({type(e).__name__})",
-                        "use the MicrosoftTeams.schema.json shipped in manifests/teams")]
+        return [
+            Problem(
+                "/",
+                f"the schema could not be applied ({type(e).__name__})",
+                "use the MicrosoftTeams.schema.json shipped in manifests/teams",
+            )
+        ]

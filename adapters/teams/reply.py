@@ -161,10 +161,14 @@ class EditReply:
     async def ask(self, text: str, forms: list[HumanForm], extras: ReplyExtras) -> None:
         """The answer so far (in the progress message), then each form as a card."""
         await self._settle()
-        parts = [compose.Part(text=compose.plain(text), entities=[dict(compose.AI_LABEL)])
-                 ] if text.strip() else []
-        parts += [compose.form_part(f, extras.notices if i == 0 else [])
-                  for i, f in enumerate(forms)]
+        parts = (
+            [compose.Part(text=compose.plain(text), entities=[dict(compose.AI_LABEL)])]
+            if text.strip()
+            else []
+        )
+        parts += [
+            compose.form_part(f, extras.notices if i == 0 else []) for i, f in enumerate(forms)
+        ]
         # Like _deliver: a retry after a 429 never posts a part twice.
         while self._delivered < len(parts):
             i = self._delivered

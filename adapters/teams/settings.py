@@ -43,7 +43,9 @@ class TeamsSettings(PlatformSettings):
         "sovereign clouds). Default: login.microsoftonline.com for the tenant.",
     )
     teams_tenant_rps: float = Field(
-        28.0, ge=0.5, le=1000,
+        28.0,
+        ge=0.5,
+        le=1000,
         description="Bot Connector calls per second per tenant from all replicas together (Teams "
         "allows 30 per app per tenant; shared through Redis).",
     )

@@ -126,7 +126,8 @@ class TokenSource:
             self.last_problem = (
                 f"the Microsoft token endpoint {self.token_url} cannot be reached "
                 f"({type(e).__name__})",
-                "MICROSOFT_TOKEN_URL" if "login.microsoftonline.com" not in self.token_url
+                "MICROSOFT_TOKEN_URL"
+                if "login.microsoftonline.com" not in self.token_url
                 else "network",
                 "allow outbound HTTPS to login.microsoftonline.com (proxy, firewall, DNS)",
             )
@@ -145,14 +146,22 @@ class TokenSource:
             self.last_problem = (
                 f"Entra ID refused the bot's credentials ({error}{', ' + aad if aad else ''})",
                 (
-                    "MICROSOFT_APP_CERTIFICATE_PATH" if self._certificate is not None
+                    "MICROSOFT_APP_CERTIFICATE_PATH"
+                    if self._certificate is not None
                     else "MICROSOFT_APP_PASSWORD"
-                ) if aad.startswith("AADSTS7000") else
-                "MICROSOFT_APP_ID / MICROSOFT_APP_PASSWORD / MICROSOFT_APP_TENANT_ID",
+                )
+                if aad.startswith("AADSTS7000")
+                else "MICROSOFT_APP_ID / MICROSOFT_APP_PASSWORD / MICROSOFT_APP_TENANT_ID",
                 fix,
             )
-            log.error("teams.token.rejected", status=status, error=error, code=aad or None,
-                      setting=self.last_problem[1], fix=fix)
+            log.error(
+                "teams.token.rejected",
+                status=status,
+                error=error,
+                code=aad or None,
+                setting=self.last_problem[1],
+                fix=fix,
+            )
             self._refused_until = time.monotonic() + REFUSED_BACKOFF
             raise PlatformError(
                 "the bot's Microsoft credentials were refused", code="token_refused"
@@ -167,8 +176,11 @@ class TokenSource:
 
 
 def aad_hint(code: str) -> str:
-    return AAD_HINTS.get(code, "check MICROSOFT_APP_ID, MICROSOFT_APP_PASSWORD, "
-                         "MICROSOFT_APP_TENANT_ID and MICROSOFT_APP_TYPE")
+    return AAD_HINTS.get(
+        code,
+        "check MICROSOFT_APP_ID, MICROSOFT_APP_PASSWORD, "
+        "MICROSOFT_APP_TENANT_ID and MICROSOFT_APP_TYPE",
+    )
 
 
 async def _json(resp: aiohttp.ClientResponse) -> dict[str, Any]:

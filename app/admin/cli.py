@@ -65,8 +65,11 @@ async def _serve(args: argparse.Namespace) -> int:
             frozen = gcpolicy.settle_after_start()
             log.info("gc.tuned", frozen_objects=frozen, thresholds=list(gcpolicy.THRESHOLDS))
         await stop.wait()
-        log.info("shutdown.requested", grace_seconds=settings.shutdown_grace_seconds,
-                 detail="a second SIGTERM or Ctrl-C stops at once")
+        log.info(
+            "shutdown.requested",
+            grace_seconds=settings.shutdown_grace_seconds,
+            detail="a second SIGTERM or Ctrl-C stops at once",
+        )
         _stop_on_signals(service.hurry)
     except ConfigError as e:
         print(f"dify-bridge: configuration error: {e}", file=sys.stderr)
@@ -144,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dify-bridge", description="Dify apps in your chat platforms."
     )
     parser.add_argument(
-        "--version", action="version", version=f"%(prog)s {_version()}",
+        "--version",
+        action="version",
+        version=f"%(prog)s {_version()}",
         help="print the version and exit",
     )
     sub = parser.add_subparsers(dest="command", required=True)

@@ -25,8 +25,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add ``manifest``, ``config`` and ``doctor`` to the main parser's subcommands."""
     hooks = [(p.name, p.admin) for p in discover() if p.admin is not None]
     manifest = subparsers.add_parser("manifest", help="render, check or publish app manifests")
-    platforms = manifest.add_subparsers(dest="platform", required=True,
-                                        metavar="{" + ",".join(name for name, _ in hooks) + "}")
+    platforms = manifest.add_subparsers(
+        dest="platform", required=True, metavar="{" + ",".join(name for name, _ in hooks) + "}"
+    )
     for _, admin in hooks:
         admin.add_manifest_command(platforms)
 
@@ -34,8 +35,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     config_cmds = config.add_subparsers(dest="config_command", required=True, metavar="{check}")
     check = config_cmds.add_parser("check", help="validate the routing YAML, print the routes")
     check.add_argument("file", nargs="?", help="routing YAML (default BRIDGE_CONFIG)")
-    check.add_argument("--no-secrets", action="store_true",
-                       help="check the file's syntax and routes only; do not read API keys")
+    check.add_argument(
+        "--no-secrets",
+        action="store_true",
+        help="check the file's syntax and routes only; do not read API keys",
+    )
     check.set_defaults(func=config_check)
 
     doc = subparsers.add_parser("doctor", help="check Redis, Dify and each platform's settings")
@@ -92,8 +96,9 @@ def _key(route: Route) -> str:
 
 def _table(rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-            for r in rows]
+    return [
+        "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
 
 
 def config_check(args: argparse.Namespace) -> int:
@@ -108,24 +113,33 @@ def config_check(args: argparse.Namespace) -> int:
         return 2
     for i, r in enumerate(routes):
         if r.config.redaction.mode is RedactionMode.PSEUDONYMIZE and not settings.secret(
-                "redaction_key"):
-            problems.append(ConfigError(
-                f"route {r.name!r} pseudonymizes but REDACTION_KEY is not set: set it to a "
-                "long random string (keep it stable across restarts)",
-                file=args.file or settings.bridge_config, key=f"routes.{i}.redaction.mode"))
+            "redaction_key"
+        ):
+            problems.append(
+                ConfigError(
+                    f"route {r.name!r} pseudonymizes but REDACTION_KEY is not set: set it to a "
+                    "long random string (keep it stable across restarts)",
+                    file=args.file or settings.bridge_config,
+                    key=f"routes.{i}.redaction.mode",
+                )
+            )
     if problems and not args.no_secrets:
         # Every missing variable at once, so one round of fixing is enough.
         for p in problems:
             err(f"error: {p}")
         if len(problems) > 1:
-            err(f"{len(problems)} settings are missing: set them (e.g. in .env), or run "
-                 "`dify-bridge config check --no-secrets` to check only the file")
+            err(
+                f"{len(problems)} settings are missing: set them (e.g. in .env), or run "
+                "`dify-bridge config check --no-secrets` to check only the file"
+            )
         return 2
     ordered = Router(routes).routes  # the order the service tries them in
     print(f"{source}: {len(routes)} route(s), most specific match first")
     header = ["NAME", "MATCH platform/workspace/channel", "DIFY APP", "MODE", "KEY", "REDACTION"]
-    rows = [header] + [[r.name, _match(r), r.base_url, r.config.dify.mode.value, _key(r),
-                        _redaction(r)] for r in ordered]
+    rows = [header] + [
+        [r.name, _match(r), r.base_url, r.config.dify.mode.value, _key(r), _redaction(r)]
+        for r in ordered
+    ]
     for line in _table(rows):
         print(line)
     for r in routes:
@@ -146,9 +160,11 @@ def _shadowed(routes: list[Route]) -> list[str]:
         key = (m.platform, m.workspace, m.channel)
         if key in first:
             j, name = first[key]
-            out.append(f"WARNING routes.{i}.match: route {r.name!r} never answers: route "
-                       f"{name!r} (routes.{j}) has the same match and comes first -> give it a "
-                       "match of its own or delete it")
+            out.append(
+                f"WARNING routes.{i}.match: route {r.name!r} never answers: route "
+                f"{name!r} (routes.{j}) has the same match and comes first -> give it a "
+                "match of its own or delete it"
+            )
         else:
             first[key] = (i, r.name)
     return out
@@ -163,8 +179,9 @@ async def run_doctor(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(doctor.Check("FAIL", "settings", str(e), "fix that environment variable").line())
         return 1
-    checks = await doctor.run_doctor(settings, config_file=args.config,
-                                     request_timeout=args.timeout)
+    checks = await doctor.run_doctor(
+        settings, config_file=args.config, request_timeout=args.timeout
+    )
     for c in checks:
         print(c.line())
     failed = sum(c.status == "FAIL" for c in checks)

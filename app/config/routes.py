@@ -111,8 +111,10 @@ class RouteMatch(_Strict):
 
     @property
     def specificity(self) -> int:
-        return (self.platform is not None) + 2 * (self.workspace is not None) + 4 * (
-            self.channel is not None
+        return (
+            (self.platform is not None)
+            + 2 * (self.workspace is not None)
+            + 4 * (self.channel is not None)
         )
 
 

@@ -167,18 +167,22 @@ class Settings(BaseSettings):
     )
     # --- Bounds on one answer (a Dify that only pings, a huge answer); routes may override.
     dify_first_content_timeout: float = Field(
-        180.0, gt=0,
+        180.0,
+        gt=0,
         description="Seconds from the question to Dify's first event that is not a keep-alive "
         "ping (text, a workflow step, an agent thought); then the Dify task is stopped and the "
         "thread is told.",
     )
     dify_answer_timeout: float = Field(
-        900.0, gt=0,
+        900.0,
+        gt=0,
         description="Longest time one answer may stream; then the Dify task is stopped and the "
         "text so far is shown, marked as cut off.",
     )
     max_messages_per_answer: int = Field(
-        10, ge=1, le=100,
+        10,
+        ge=1,
+        le=100,
         description="Chat messages one answer may fill; the rest goes as a file where the "
         "platform allows, else the answer is cut with a note.",
     )
@@ -292,30 +296,40 @@ def resolve_routes(
         if rc.dify.api_key_env:
             key = environ.get(rc.dify.api_key_env, "")
             if not key:
-                _problem(problems, ConfigError(
-                    f"environment variable {rc.dify.api_key_env} is not set (route {rc.name!r})",
-                    file=file or None,
-                    key=f"{key_path}.api_key_env",
-                ))
+                _problem(
+                    problems,
+                    ConfigError(
+                        f"environment variable {rc.dify.api_key_env} is not set "
+                        f"(route {rc.name!r})",
+                        file=file or None,
+                        key=f"{key_path}.api_key_env",
+                    ),
+                )
         elif rc.dify.api_key_file:
             try:
                 key = Path(rc.dify.api_key_file).read_text(encoding="utf-8").strip()
             except OSError as e:
                 key = ""
-                _problem(problems, ConfigError(
-                    f"cannot read key file {rc.dify.api_key_file}: {e.strerror}",
-                    file=file or None,
-                    key=f"{key_path}.api_key_file",
-                ))
+                _problem(
+                    problems,
+                    ConfigError(
+                        f"cannot read key file {rc.dify.api_key_file}: {e.strerror}",
+                        file=file or None,
+                        key=f"{key_path}.api_key_file",
+                    ),
+                )
         else:
             key = settings.secret("dify_api_key") or ""
             if not key:
-                _problem(problems, ConfigError(
-                    f"DIFY_API_KEY is not set and route {rc.name!r} names no api_key_env/"
-                    "api_key_file: set DIFY_API_KEY to your Dify app's API key (app-...)",
-                    file=file or None,
-                    key=f"{key_path}",
-                ))
+                _problem(
+                    problems,
+                    ConfigError(
+                        f"DIFY_API_KEY is not set and route {rc.name!r} names no api_key_env/"
+                        "api_key_file: set DIFY_API_KEY to your Dify app's API key (app-...)",
+                        file=file or None,
+                        key=f"{key_path}",
+                    ),
+                )
         routes.append(Route(rc, base, key))
     return routes
 

@@ -109,17 +109,19 @@ def _file_rules(raw: Any, system: Any) -> FileRules:
     image = fu.get("image")
     sizes: dict[str, int] = {}
     sysp = system if isinstance(system, dict) else {}
-    for ftype, key in (("image", "image_file_size_limit"), ("audio", "audio_file_size_limit"),
-                       ("video", "video_file_size_limit"), ("document", "file_size_limit"),
-                       ("custom", "file_size_limit")):
+    for ftype, key in (
+        ("image", "image_file_size_limit"),
+        ("audio", "audio_file_size_limit"),
+        ("video", "video_file_size_limit"),
+        ("document", "file_size_limit"),
+        ("custom", "file_size_limit"),
+    ):
         mb = _int(sysp.get(key))
         if mb:
             sizes[ftype] = mb * _MB
     types = fu.get("allowed_file_types")
     if fu.get("enabled") is True:
-        allowed = (
-            frozenset(str(t) for t in types) if isinstance(types, list) and types else None
-        )
+        allowed = frozenset(str(t) for t in types) if isinstance(types, list) and types else None
         exts = fu.get("allowed_file_extensions")
         limit = _int(fu.get("number_limits")) or (
             _int(image.get("number_limits")) if isinstance(image, dict) else None
@@ -127,16 +129,21 @@ def _file_rules(raw: Any, system: Any) -> FileRules:
         return FileRules(
             enabled=True,
             allowed_types=allowed,
-            extensions=frozenset(
-                str(e).lower() for e in exts) if isinstance(exts, list) else frozenset(),
+            extensions=frozenset(str(e).lower() for e in exts)
+            if isinstance(exts, list)
+            else frozenset(),
             number_limit=limit,
             size_limits=sizes,
         )
     if _enabled(image):
         # Older Dify: only the image block exists.
         assert isinstance(image, dict)
-        return FileRules(enabled=True, allowed_types=frozenset({"image"}),
-                         number_limit=_int(image.get("number_limits")), size_limits=sizes)
+        return FileRules(
+            enabled=True,
+            allowed_types=frozenset({"image"}),
+            number_limit=_int(image.get("number_limits")),
+            size_limits=sizes,
+        )
     return FileRules(enabled=False, size_limits=sizes)
 
 
@@ -164,8 +171,13 @@ def _list(v: Any) -> list[Any]:
 class ParamsCache:
     """``/parameters`` per route for ``ttl`` seconds; one fetch at a time per route."""
 
-    def __init__(self, pool: DifyClientPool, *, ttl: float = 300.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        pool: DifyClientPool,
+        *,
+        ttl: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._pool = pool
         self._ttl = ttl
         self._clock = clock
@@ -196,8 +208,12 @@ class ParamsCache:
             try:
                 raw = await self._pool.client(route.base_url, route.api_key).parameters()
             except DifyError as e:
-                log.warning("dify.parameters_unavailable", route=route.name,
-                            error=type(e).__name__, status=e.status)
+                log.warning(
+                    "dify.parameters_unavailable",
+                    route=route.name,
+                    error=type(e).__name__,
+                    status=e.status,
+                )
                 return None
             params = parse_parameters(raw)
             self._entries[key] = (self._clock() + self._ttl, params)
@@ -207,8 +223,9 @@ class ParamsCache:
 # ------------------------------------------------------------------------- start-up check
 
 
-def route_problems(route: Route, info: dict[str, Any] | None,
-                   params: dict[str, Any] | None) -> list[str]:
+def route_problems(
+    route: Route, info: dict[str, Any] | None, params: dict[str, Any] | None
+) -> list[str]:
     """Problems of one route given its app's ``/info`` and ``/parameters`` (None = unknown)."""
     name = route.name
     problems: list[str] = []
@@ -217,11 +234,15 @@ def route_problems(route: Route, info: dict[str, Any] | None,
         want = route.config.dify.mode.value
         if mode and mode != want:
             known = mode in {m.value for m in AppMode}
-            fix = (f"set dify.mode: {mode} in the route" if known else
-                   f"Dify mode {mode!r} is not supported: use a chat, chatflow, agent, "
-                   "completion or workflow app")
-            problems.append(f"route {name!r}: the Dify app is {mode!r} but the route says "
-                            f"{want!r}; {fix}")
+            fix = (
+                f"set dify.mode: {mode} in the route"
+                if known
+                else f"Dify mode {mode!r} is not supported: use a chat, chatflow, agent, "
+                "completion or workflow app"
+            )
+            problems.append(
+                f"route {name!r}: the Dify app is {mode!r} but the route says {want!r}; {fix}"
+            )
             return problems  # input rules differ per mode: fix the mode first
     if params is not None:
         check = _inputs_check(f"route {name!r}", 0, route, params)
@@ -238,6 +259,7 @@ async def check_routes(routes: Iterable[Route], pool: DifyClientPool) -> list[st
     (workflows also get the message text in ``dify.query_variable``). Routes whose app cannot
     be reached are reported too, but never raise: start-up goes on.
     """
+
     async def one(route: Route) -> list[str]:
         client = pool.client(route.base_url, route.api_key)
         info: dict[str, Any] | None = None
@@ -247,14 +269,18 @@ async def check_routes(routes: Iterable[Route], pool: DifyClientPool) -> list[st
             info = await client.info()
         except DifyError as e:
             fix = hint(e, route.base_url) or e.user_message
-            problems.append(f"route {route.name!r}: cannot read the Dify app's info at "
-                            f"{route.base_url} ({type(e).__name__}): {fix}")
+            problems.append(
+                f"route {route.name!r}: cannot read the Dify app's info at "
+                f"{route.base_url} ({type(e).__name__}): {fix}"
+            )
             return problems
         try:
             params = await client.parameters()
         except DifyError as e:
-            problems.append(f"route {route.name!r}: cannot read the Dify app's parameters "
-                            f"({type(e).__name__}); publish the app in Dify")
+            problems.append(
+                f"route {route.name!r}: cannot read the Dify app's parameters "
+                f"({type(e).__name__}); publish the app in Dify"
+            )
         return problems + route_problems(route, info, params)
 
     results = await asyncio.gather(*(one(r) for r in routes))

@@ -61,7 +61,6 @@ class StoredMessage:
         return self.ended_normally and len(self.answer) > len(seen)
 
 
-
 class DifyClient(StreamingTransport):
     """One Dify app (base URL + API key) over a shared ``httpx.AsyncClient``.
 
@@ -145,6 +144,7 @@ class DifyClient(StreamingTransport):
         _check_id("workflow_run_id", workflow_run_id)
         query = urlencode({"user": _check_user(user)})
         return self._event_stream(f"/workflow/{workflow_run_id}/events?{query}", None, "GET")
+
     # ------------------------------------------------------------- endpoints
 
     async def chat_blocking(
@@ -224,8 +224,13 @@ class DifyClient(StreamingTransport):
         # Not retried: a submit that reached Dify but whose answer was lost must not be sent
         # again (the second would meet "already submitted" and hide the first one's success).
         await self._request_once(
-            "POST", f"/form/human_input/{form_token}", json=body, params=None, data=None,
-            files=None, budget=self._t.request,
+            "POST",
+            f"/form/human_input/{form_token}",
+            json=body,
+            params=None,
+            data=None,
+            files=None,
+            budget=self._t.request,
         )
 
     async def parameters(self) -> dict[str, Any]:

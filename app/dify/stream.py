@@ -255,9 +255,7 @@ class StreamingTransport(DifyTransport):
 
     async def _open(
         self, path: str, body: bytes | None, method: str = "POST"
-    ) -> tuple[
-        httpx.Response, AsyncGenerator[bytes, None], SSEDecoder, list[DifyEvent], bytes
-    ]:
+    ) -> tuple[httpx.Response, AsyncGenerator[bytes, None], SSEDecoder, list[DifyEvent], bytes]:
         """Send the request and wait for the first event(s); everything here may be retried."""
         # Built directly rather than with ``build_request``, which costs three times as much
         # (URL parsing and header merging on every call); the headers were merged once.
@@ -319,4 +317,3 @@ class StreamingTransport(DifyTransport):
             if isinstance(e, _TRANSPORT_ERRORS):
                 raise _transport_error(e, "first_event") from e
             raise
-

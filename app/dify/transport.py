@@ -97,7 +97,6 @@ class DifyTransport:
             self._breaker.record_failure()
         return err
 
-
     # ------------------------------------------------------------ plain requests
 
     async def _request(
@@ -187,8 +186,13 @@ class DifyTransport:
             )
         else:
             request = self._http.build_request(
-                method, self.base_url + path, params=params, data=data, files=files,
-                headers=self._headers, timeout=timeout,
+                method,
+                self.base_url + path,
+                params=params,
+                data=data,
+                files=files,
+                headers=self._headers,
+                timeout=timeout,
             )
         try:
             async with asyncio.timeout(budget):
@@ -248,7 +252,6 @@ class DifyTransport:
                 return None
             return err.retry_after
         return self._retry.backoff(attempt, self._rng)
-
 
     # --------------------------------------------------------------- helpers
 

@@ -53,6 +53,7 @@ async def chat_extras(
     want_name: bool,
 ) -> tuple[list[str], str]:
     """Suggested follow-ups and (first answer of a conversation only) its name, side by side."""
+
     async def none_list() -> list[str]:
         return []
 
@@ -62,7 +63,8 @@ async def chat_extras(
     follow_ups, name = await asyncio.gather(
         suggested(client, message_id, user) if want_suggested else none_list(),
         conversation_name(client, conversation_id, user)
-        if want_name and conversation_id else none_name(),
+        if want_name and conversation_id
+        else none_name(),
     )
     return follow_ups, name
 
@@ -79,14 +81,18 @@ def hint(e: DifyError, base_url: str = "") -> str:
     code = e.code or ""
     url = base_url or "DIFY_BASE_URL"
     if isinstance(e, DifyConnectionError) or code == "timeout_connect":
-        return (f"cannot connect to Dify at {url}: check DIFY_BASE_URL (or the route's "
-                "dify.base_url), that Dify runs, and the network")
+        return (
+            f"cannot connect to Dify at {url}: check DIFY_BASE_URL (or the route's "
+            "dify.base_url), that Dify runs, and the network"
+        )
     if e.status in (404, 405) and code.startswith("http_"):
         # Dify itself answers with its JSON error body; a bare 404/405 comes from something else
         # at that address (Dify's web UI, a proxy): the path is wrong.
         missing_v1 = " (it does not end in /v1)" if not base_url.rstrip("/").endswith("/v1") else ""
-        return (f"{url} is not Dify's Service API{missing_v1}: DIFY_BASE_URL (or the route's "
-                "dify.base_url) must be the API root ending in /v1, e.g. https://api.dify.ai/v1")
+        return (
+            f"{url} is not Dify's Service API{missing_v1}: DIFY_BASE_URL (or the route's "
+            "dify.base_url) must be the API root ending in /v1, e.g. https://api.dify.ai/v1"
+        )
     if code.startswith("provider_") or code == "completion_request_error":
         return "check the model provider credentials and quota in Dify"
     if e.status in (401, 403):

@@ -108,11 +108,15 @@ def fold(ev: DifyEvent, ans: Answer) -> bool:
         if ev.tool:
             ans.status = texts.USING_TOOL.format(tool=ev.tool)
             ans.changed = True
-            ans.upsert_step(Step(
-                f"thought-{ev.id}", texts.USING_TOOLS_STEP.format(tools=ev.tool.replace(";", ", ")),
-                "done" if ev.observation else "running",
-                detail=_short(ev.tool_input), output=_short(ev.observation),
-            ))
+            ans.upsert_step(
+                Step(
+                    f"thought-{ev.id}",
+                    texts.USING_TOOLS_STEP.format(tools=ev.tool.replace(";", ", ")),
+                    "done" if ev.observation else "running",
+                    detail=_short(ev.tool_input),
+                    output=_short(ev.observation),
+                )
+            )
     elif isinstance(ev, NodeEvent):
         if ev.node_type in NODE_STATUS:
             _node_step(ev, ans)
@@ -127,8 +131,9 @@ def fold(ev: DifyEvent, ans: Answer) -> bool:
             url = f.get("url") or f.get("remote_url")
             if url and not any(o.url == url for o in ans.files):
                 ans.files.append(
-                    OutFile(url=url, type=str(f.get("type", "file")),
-                            name=str(f.get("filename", "")))
+                    OutFile(
+                        url=url, type=str(f.get("type", "file")), name=str(f.get("filename", ""))
+                    )
                 )
     elif isinstance(ev, WorkflowFinished):
         ans.workflow_status = ev.status

@@ -110,7 +110,10 @@ class AnswerRun:
         try:
             with span("dify.upload", files=len(msg.attachments)):
                 turn.files = await upload_files(
-                    client, user, msg.attachments, names,
+                    client,
+                    user,
+                    msg.attachments,
+                    names,
                     turn.params.files if turn.params else None,
                 )
         except DifyError as e:
@@ -137,9 +140,7 @@ class AnswerRun:
         try:
             try:
                 with span("dify.stream", mode=mode.value, continued=conversation_id is not None):
-                    answer = await self._stream(
-                        client, turn, conversation_id, scheduler, started
-                    )
+                    answer = await self._stream(client, turn, conversation_id, scheduler, started)
             except ConversationNotFound:
                 if conversation_id is None:
                     raise
@@ -170,9 +171,14 @@ class AnswerRun:
             return
         if answer.workflow_status == "paused" and answer.forms:
             await self.forms.paused(
-                thread=msg.key, route=route, reply=reply, answer=answer,
+                thread=msg.key,
+                route=route,
+                reply=reply,
+                answer=answer,
                 text=_restore(answer.text, turn.prepared.restorer),
-                notices=[*turn.notices, *answer.notices], user=user, asker=msg.speaker.id,
+                notices=[*turn.notices, *answer.notices],
+                user=user,
+                asker=msg.speaker.id,
                 budget=budget,
             )
             return
@@ -273,10 +279,15 @@ class AnswerRun:
             if e.phase not in ("first_content", "answer"):
                 raise
             await self._stop_overdue(client, turn, ans, e.phase)
-            raise DifyTimeout(phase=e.phase, progress=StreamProgress(
-                conversation_id=ans.conversation_id, message_id=ans.message_id,
-                task_id=ans.task_id, partial_text=ans.text,
-            )) from None
+            raise DifyTimeout(
+                phase=e.phase,
+                progress=StreamProgress(
+                    conversation_id=ans.conversation_id,
+                    message_id=ans.message_id,
+                    task_id=ans.task_id,
+                    partial_text=ans.text,
+                ),
+            ) from None
         finally:
             await batches.aclose()
             for result in await asyncio.gather(*writes, return_exceptions=True):
@@ -284,22 +295,24 @@ class AnswerRun:
                     log.warning("store.write_failed", error=type(result).__name__)
         return ans
 
-    async def _stop_overdue(
-        self, client: DifyClient, turn: Turn, ans: Answer, phase: str
-    ) -> None:
+    async def _stop_overdue(self, client: DifyClient, turn: Turn, ans: Answer, phase: str) -> None:
         """An answer outran its deadline: stop the Dify task so it stops spending tokens.
 
         Dify's pings carry no task id, so a stream that sent nothing but pings cannot be stopped
         by id: closing the connection (the caller does) is all there is, and the log says so.
         """
-        log.warning("answer.deadline", phase=phase, task_known=bool(ans.task_id),
-                    chars=len(ans.text))
+        log.warning(
+            "answer.deadline", phase=phase, task_known=bool(ans.task_id), chars=len(ans.text)
+        )
         if not ans.task_id:
             return
         try:
             async with asyncio.timeout(5):
-                await client.stop(ans.task_id, user=turn.msg.key.dify_user(),
-                                  mode=turn.route.config.dify.mode.value)
+                await client.stop(
+                    ans.task_id,
+                    user=turn.msg.key.dify_user(),
+                    mode=turn.route.config.dify.mode.value,
+                )
         except (DifyError, TimeoutError, ValueError) as e:
             log.warning("dify.stop_failed", error=type(e).__name__)
 
@@ -317,10 +330,17 @@ class AnswerRun:
         conv = ev.conversation_id if not saved_conversation else None
         task = ev.task_id if not saved_task else None
         if conv or task:
-            writes.append(asyncio.create_task(self.store.save_stream_ids(
-                turn.msg.key, route=turn.route.name, user=turn.msg.key.dify_user(),
-                conversation_id=conv, task_id=task,
-            )))
+            writes.append(
+                asyncio.create_task(
+                    self.store.save_stream_ids(
+                        turn.msg.key,
+                        route=turn.route.name,
+                        user=turn.msg.key.dify_user(),
+                        conversation_id=conv,
+                        task_id=task,
+                    )
+                )
+            )
         if task:
             ans.task_id = task
             structlog.contextvars.bind_contextvars(dify_task=task)
@@ -353,8 +373,9 @@ class AnswerRun:
         text = stored.answer if stored is not None and len(stored.answer) > len(seen) else seen
         if not text.strip():
             raise e
-        log.warning("dify.recovered_partial", chars=len(text),
-                    dify_status=stored.status if stored else None)
+        log.warning(
+            "dify.recovered_partial", chars=len(text), dify_status=stored.status if stored else None
+        )
         return Answer(text=text, partial=True, conversation_id=conv, message_id=mid, usage=usage)
 
     async def _finish(
@@ -409,11 +430,21 @@ class AnswerRun:
             budget=budget,
             on_ratelimited=self.metrics.ratelimited.labels(msg.key.platform).inc,
         )
-        if (turn.cache_question and not extras.stopped and not extras.partial
-                and not extras.files and text.strip()):
+        if (
+            turn.cache_question
+            and not extras.stopped
+            and not extras.partial
+            and not extras.files
+            and text.strip()
+        ):
             try:
-                await self.answer_cache.put(route.name, turn.cache_question, text,
-                                            extras.sources, route.config.answer_cache_ttl)
+                await self.answer_cache.put(
+                    route.name,
+                    turn.cache_question,
+                    text,
+                    extras.sources,
+                    route.config.answer_cache_ttl,
+                )
             except RedisError as e:
                 log.warning("answer_cache.write_failed", error=type(e).__name__)
         total = answer.usage.get("total_tokens")
@@ -434,9 +465,12 @@ class AnswerRun:
         if not route.config.dify.mode.is_chat or not answer.message_id:
             return
         extras.suggested, name = await chat_extras(
-            client, user=turn.msg.key.dify_user(), message_id=answer.message_id,
+            client,
+            user=turn.msg.key.dify_user(),
+            message_id=answer.message_id,
             conversation_id=answer.conversation_id,
-            want_suggested=route.config.suggested_questions, want_name=turn.new_conversation,
+            want_suggested=route.config.suggested_questions,
+            want_name=turn.new_conversation,
         )
         if name:
             extras.conversation_name = name
@@ -451,8 +485,7 @@ class AnswerRun:
         """How much of an answer the thread shows (see app/pipeline/answer_size.py)."""
         most = turn.route.config.max_messages_per_answer or self.settings.max_messages_per_answer
         # The last message also carries the error or the notices: keep a little room.
-        return AnswerSize(max_chars=max(1, turn.limits.max_message_chars - 200),
-                          max_messages=most)
+        return AnswerSize(max_chars=max(1, turn.limits.max_message_chars - 200), max_messages=most)
 
     async def _fail(self, turn: Turn, partial: str, e: DifyError) -> None:
         kind = type(e).__name__
@@ -476,7 +509,6 @@ class AnswerRun:
 # ---------------------------------------------------------------------- plain helpers
 
 
-
 def _restore(text: str, restorer: Restorer | None) -> str:
     return restorer.final(text) if restorer else text
 
@@ -495,4 +527,3 @@ def _restore_partial(text: str, restorer: Restorer | None) -> str:
 def _visible(answer: Answer, restorer: Restorer | None, e: DifyError) -> str:
     partial = e.partial_text or answer.text
     return _restore(partial or "", restorer)
-

@@ -47,25 +47,35 @@ def check_files(attachments: Sequence[Attachment], rules: FileRules) -> str | No
         return None
     names = ", ".join(a.name or "file" for a in attachments)
     if not rules.enabled:
-        return (f"This assistant does not accept files, so I did not send {names}. "
-                "Please ask again without the attachment, or paste the relevant text.")
+        return (
+            f"This assistant does not accept files, so I did not send {names}. "
+            "Please ask again without the attachment, or paste the relevant text."
+        )
     if rules.number_limit is not None and len(attachments) > rules.number_limit:
-        return (f"This assistant takes at most {rules.number_limit} file(s) per message; you "
-                f"sent {len(attachments)}. Please send fewer.")
+        return (
+            f"This assistant takes at most {rules.number_limit} file(s) per message; you "
+            f"sent {len(attachments)}. Please send fewer."
+        )
     for att in attachments:
         ftype = file_type(att.mime_type)
         ext = "." + att.name.rsplit(".", 1)[-1].lower() if "." in att.name else ""
         allowed = rules.allowed_types
-        if allowed is not None and ftype not in allowed and not (
-            "custom" in allowed and ext and ext in rules.extensions
+        if (
+            allowed is not None
+            and ftype not in allowed
+            and not ("custom" in allowed and ext and ext in rules.extensions)
         ):
             kinds = ", ".join(sorted(t for t in allowed if t != "custom")) or "none"
-            return (f"This assistant does not accept {ftype} files like {att.name or 'this'} "
-                    f"(it takes: {kinds}).")
+            return (
+                f"This assistant does not accept {ftype} files like {att.name or 'this'} "
+                f"(it takes: {kinds})."
+            )
         limit = rules.size_limit(ftype)
         if att.size > limit:
-            return (f"{att.name or 'That file'} is too large for this assistant "
-                    f"({_mb(att.size)}; the limit for {ftype} files is {_mb(limit)}).")
+            return (
+                f"{att.name or 'That file'} is too large for this assistant "
+                f"({_mb(att.size)}; the limit for {ftype} files is {_mb(limit)})."
+            )
     return None
 
 
@@ -93,14 +103,21 @@ async def upload_files(
                 f"the limit for {ftype} files is {_mb(rules.size_limit(ftype))})."
             )
         uploaded = await client.upload_file(
-            user=user, filename=names.get(i) or att.name or "file", data=data,
+            user=user,
+            filename=names.get(i) or att.name or "file",
+            data=data,
             mime_type=att.mime_type,
         )
         file_id = uploaded.get("id")
         if not isinstance(file_id, str) or not file_id:
             raise DifyProtocolError("upload answer has no file id", code="protocol_error")
-        files.append({"type": dify_type(att, rules), "transfer_method": "local_file",
-                      "upload_file_id": file_id})
+        files.append(
+            {
+                "type": dify_type(att, rules),
+                "transfer_method": "local_file",
+                "upload_file_id": file_id,
+            }
+        )
     return files
 
 

@@ -59,9 +59,6 @@ from app.texts import (
 log = structlog.get_logger(__name__)
 
 
-
-
-
 class Bridge(AnswerRun):
     """Turns incoming messages into streamed Dify answers. Adapters call :meth:`submit`."""
 
@@ -95,8 +92,11 @@ class Bridge(AnswerRun):
         self.answer_cache = AnswerCache(store.redis, store.prefix)
         self.forms = HumanLoop(self)
         self.preflight = Preflight(
-            params=self.params, redaction=redaction, metrics=metrics,
-            client_for=self.client_for, max_chars=settings.max_message_chars,
+            params=self.params,
+            redaction=redaction,
+            metrics=metrics,
+            client_for=self.client_for,
+            max_chars=settings.max_message_chars,
         )
 
     # ------------------------------------------------------------------ public seam for adapters
@@ -213,9 +213,7 @@ class Bridge(AnswerRun):
         try:
             leave = await self.starts.enter()
             if not self._accepting:
-                await reply.fail(
-                    texts.RESTARTING, ref=ref
-                )
+                await reply.fail(texts.RESTARTING, ref=ref)
                 await self._drop_preack(msg)
                 return
             try:
@@ -290,8 +288,18 @@ class Bridge(AnswerRun):
         if ready is None:
             return
         msg, started = ready.msg, ready.started
-        turn = Turn(msg, reply, limits, route, ready.prepared, ref, ready.inputs,
-                     notices=ready.notices, params=ready.params, leave_gate=leave_gate)
+        turn = Turn(
+            msg,
+            reply,
+            limits,
+            route,
+            ready.prepared,
+            ref,
+            ready.inputs,
+            notices=ready.notices,
+            params=ready.params,
+            leave_gate=leave_gate,
+        )
         if await self._from_cache(turn, started):
             return
         if not started:
@@ -304,7 +312,10 @@ class Bridge(AnswerRun):
         """Slash command + cache on: answer from the cache (True) or mark the turn one-shot."""
         msg, route = turn.msg, turn.route
         cache = await plan_cache(
-            self.answer_cache, self.store, route, msg,
+            self.answer_cache,
+            self.store,
+            route,
+            msg,
             found_entities=bool(turn.prepared.found),
             count=lambda result: self.metrics.cache.labels(route.name, result).inc(),
         )
@@ -322,10 +333,12 @@ class Bridge(AnswerRun):
             await turn.reply.finish(text, extras)
 
         platform = msg.key.platform
-        budget = self.budgets.get(platform, msg.key.workspace,
-                                  turn.limits.workspace_edits_per_minute)
-        await deliver_final(finish, budget=budget,
-                            on_ratelimited=self.metrics.ratelimited.labels(platform).inc)
+        budget = self.budgets.get(
+            platform, msg.key.workspace, turn.limits.workspace_edits_per_minute
+        )
+        await deliver_final(
+            finish, budget=budget, on_ratelimited=self.metrics.ratelimited.labels(platform).inc
+        )
         self.metrics.answers.labels(platform, "ok").inc()
         return True
 
@@ -340,7 +353,8 @@ class Bridge(AnswerRun):
         try:
             # The adapter may have recorded this event before its ack: adopt that record.
             answer_id = await self.inflight.begin(
-                msg.key.platform, token,
+                msg.key.platform,
+                token,
                 answer_id=self.inflight.id_for(msg.key.platform, msg.event_id),
             )
         except RedisError as e:  # the answer itself may still work; only crash cover is lost
@@ -361,16 +375,17 @@ class Bridge(AnswerRun):
         if self.inflight is None:
             return
         with contextlib.suppress(RedisError):
-            await self.inflight.drop_preack(
-                self.inflight.id_for(msg.key.platform, msg.event_id)
-            )
+            await self.inflight.drop_preack(self.inflight.id_for(msg.key.platform, msg.event_id))
 
     async def _locked_turn(self, turn: Turn) -> None:
         msg, reply, ref = turn.msg, turn.reply, turn.ref
         try:
             read = turn.route.config.dify.mode.is_chat and not turn.one_shot
             async with self.store.lock(
-                msg.key, order=msg.received_at, mark_known=True, read_conversation=read,
+                msg.key,
+                order=msg.received_at,
+                mark_known=True,
+                read_conversation=read,
                 settle=0.0 if msg.starts_thread else 0.3,
             ) as lock:
                 log.info("lock.acquired")
@@ -399,7 +414,6 @@ class _Record:
                 await self._inflight.update_token(self._id, token)
             except RedisError as e:
                 log.warning("inflight.refresh_failed", error=type(e).__name__)
-
 
 
 __all__ = ["Bridge", "Kind", "new_ref"]

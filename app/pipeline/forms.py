@@ -91,8 +91,12 @@ class HumanForm:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "key": self.key, "form_id": self.form_id, "title": self.title,
-            "content": self.content, "expires_at": self.expires_at, "blocked": self.blocked,
+            "key": self.key,
+            "form_id": self.form_id,
+            "title": self.title,
+            "content": self.content,
+            "expires_at": self.expires_at,
+            "blocked": self.blocked,
             "fields": [[f.name, f.kind, f.default, list(f.options)] for f in self.fields],
             "actions": [[a.id, a.title, a.style] for a in self.actions],
         }
@@ -100,7 +104,9 @@ class HumanForm:
     @staticmethod
     def from_json(d: dict[str, Any]) -> HumanForm:
         return HumanForm(
-            key=str(d["key"]), form_id=str(d.get("form_id", "")), title=str(d.get("title", "")),
+            key=str(d["key"]),
+            form_id=str(d.get("form_id", "")),
+            title=str(d.get("title", "")),
             content=str(d.get("content", "")),
             fields=tuple(
                 FormField(str(n), str(k), str(df), tuple(str(o) for o in opts))
@@ -197,9 +203,11 @@ def form_from_event(ev: HumanInputRequired, key: str | None = None) -> HumanForm
         if kind == "select":
             src = raw.get("option_source")
             values = src.get("value") if isinstance(src, dict) else None
-            options = tuple(str(o) for o in values if isinstance(o, str | int | float))[
-                :MAX_OPTIONS
-            ] if isinstance(values, list) else ()
+            options = (
+                tuple(str(o) for o in values if isinstance(o, str | int | float))[:MAX_OPTIONS]
+                if isinstance(values, list)
+                else ()
+            )
         f = FormField(name, kind, _s(defaults.get(name)), options)
         fields.append(f)
         if not f.supported:
@@ -209,8 +217,11 @@ def form_from_event(ev: HumanInputRequired, key: str | None = None) -> HumanForm
     for raw in (raw_actions if isinstance(raw_actions, list) else [])[:MAX_ACTIONS]:
         if isinstance(raw, dict) and _s(raw.get("id")):
             aid = _s(raw.get("id"))
-            actions.append(FormAction(aid, _s(raw.get("title")) or aid,
-                                      _s(raw.get("button_style")) or "default"))
+            actions.append(
+                FormAction(
+                    aid, _s(raw.get("title")) or aid, _s(raw.get("button_style")) or "default"
+                )
+            )
     blocked = ""
     if not ev.form_token:
         blocked = EMAIL_ONLY
@@ -254,7 +265,7 @@ def check_values(form: HumanForm, values: dict[str, str]) -> tuple[dict[str, Any
 
 
 def describe_choice(form: HumanForm, by: str, action_title: str, values: dict[str, Any]) -> str:
-    """"Ann chose “Approve” (Comment: looks good)": the line the decided form shows."""
+    """ "Ann chose “Approve” (Comment: looks good)": the line the decided form shows."""
     line = texts.FORM_CHOSE.format(by=by or texts.SOMEONE, action=action_title)
     labels = {f.name: f.label for f in form.fields}
     shown = [(k, str(v)) for k, v in values.items() if v]

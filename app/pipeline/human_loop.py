@@ -101,20 +101,32 @@ class HumanLoop:
             run_id = ev.workflow_run_id or ""
             if form.answerable and ev.form_token and run_id:
                 try:
-                    await self.store.save(PendingForm(
-                        form=form, thread=thread, route=route.name, run_id=run_id,
-                        token=ev.form_token, user=user, asker=asker,
-                        conversation_id=answer.conversation_id or "",
-                        message_id=answer.message_id or "",
-                        before=before + len(answer.text),
-                    ))
+                    await self.store.save(
+                        PendingForm(
+                            form=form,
+                            thread=thread,
+                            route=route.name,
+                            run_id=run_id,
+                            token=ev.form_token,
+                            user=user,
+                            asker=asker,
+                            conversation_id=answer.conversation_id or "",
+                            message_id=answer.message_id or "",
+                            before=before + len(answer.text),
+                        )
+                    )
                 except RedisError as e:
                     log.warning("forms.save_failed", error=type(e).__name__)
                     form = blocked(form, texts.FORM_NOT_SAVED)
             forms.append(form)
             self._bridge.metrics.forms.labels(thread.platform, "shown").inc()
-            log.info("forms.shown", form=form.form_id, answerable=form.answerable,
-                     fields=len(form.fields), actions=len(form.actions))
+            log.info(
+                "forms.shown",
+                form=form.form_id,
+                answerable=form.answerable,
+                fields=len(form.fields),
+                actions=len(form.actions),
+            )
         # No conversation id: a half-answer offers no "New topic" or feedback buttons.
         extras = ReplyExtras(notices=list(notices), route=route.name)
         platform = thread.platform
@@ -123,7 +135,8 @@ class HumanLoop:
             await reply.ask(text, forms, extras)
 
         await deliver_final(
-            ask, budget=budget,
+            ask,
+            budget=budget,
             on_ratelimited=self._bridge.metrics.ratelimited.labels(platform).inc,
         )
 
@@ -193,17 +206,27 @@ class HumanLoop:
             return FormResult(Outcome.EXPIRED, texts.FORM_EXPIRED, form)
         by = click.by
         try:
-            claim = await self.store.claim(form.key, by_id=by.id, by_name=by.shown,
-                                           action=action.id, action_title=action.title)
+            claim = await self.store.claim(
+                form.key, by_id=by.id, by_name=by.shown, action=action.id, action_title=action.title
+            )
         except RedisError as e:
             log.warning("forms.claim_failed", error=type(e).__name__)
             return FormResult(Outcome.UNAVAILABLE, texts.FORM_STORAGE_DOWN, form)
         if not claim.ok:
-            return self._closed(PendingForm(
-                form=form, thread=thread, route=p.route, run_id=p.run_id, token=p.token,
-                user=p.user, asker=p.asker, status=claim.status, by_name=claim.by_name,
-                action_title=claim.action_title,
-            )) or FormResult(Outcome.UNKNOWN, texts.FORM_UNKNOWN, form)
+            return self._closed(
+                PendingForm(
+                    form=form,
+                    thread=thread,
+                    route=p.route,
+                    run_id=p.run_id,
+                    token=p.token,
+                    user=p.user,
+                    asker=p.asker,
+                    status=claim.status,
+                    by_name=claim.by_name,
+                    action_title=claim.action_title,
+                )
+            ) or FormResult(Outcome.UNKNOWN, texts.FORM_UNKNOWN, form)
         client = self._bridge.client_for(route)
         # Listen before answering: Dify relays a resumed run's events only to those already
         # subscribed, and its worker may resume the run before our submit call returns.
@@ -233,20 +256,34 @@ class HumanLoop:
             batches, first = await reattach(client, p, batches)
         await self._close(form.key, "decided", by_name=by.shown, action_title=action.title)
         log.info("forms.submitted", form=form.form_id, action=action.id)
-        result = FormResult(Outcome.ACCEPTED, describe_choice(form, by.shown, action.title, inputs),
-                            form, by.shown, action.title, dict(inputs))
-        self._bridge.track(spawn(
-            self._continue(p, route, reply, limits, prepared.restorer, RunEvents(first, batches)),
-            name=f"form-resume-{thread.log_id}",
-        ))
+        result = FormResult(
+            Outcome.ACCEPTED,
+            describe_choice(form, by.shown, action.title, inputs),
+            form,
+            by.shown,
+            action.title,
+            dict(inputs),
+        )
+        self._bridge.track(
+            spawn(
+                self._continue(
+                    p, route, reply, limits, prepared.restorer, RunEvents(first, batches)
+                ),
+                name=f"form-resume-{thread.log_id}",
+            )
+        )
         return result
 
     def _closed(self, p: PendingForm) -> FormResult | None:
         form = p.form
         if p.status in ("submitting", "decided"):
-            return FormResult(Outcome.ALREADY_DECIDED,
-                              texts.already_decided(p.by_name, p.action_title), form,
-                              p.by_name, p.action_title)
+            return FormResult(
+                Outcome.ALREADY_DECIDED,
+                texts.already_decided(p.by_name, p.action_title),
+                form,
+                p.by_name,
+                p.action_title,
+            )
         if p.status == "expired":
             return FormResult(Outcome.EXPIRED, texts.FORM_EXPIRED, form)
         if p.status == "elsewhere":
@@ -271,8 +308,7 @@ class HumanLoop:
         if e.status == 400:
             # Dify names the field or action it refused ("Missing required inputs: comment").
             detail = e.message.strip() or texts.FORM_REFUSED_DETAIL
-            return FormResult(Outcome.INVALID, texts.FORM_REFUSED.format(detail=detail[:300]),
-                              form)
+            return FormResult(Outcome.INVALID, texts.FORM_REFUSED.format(detail=detail[:300]), form)
         return FormResult(Outcome.UNAVAILABLE, e.user_message, form)
 
     async def _close(self, key: str, status: str, **kw: str) -> None:
@@ -303,14 +339,20 @@ class HumanLoop:
             platform=p.thread.platform, thread=p.thread.log_id, ref=ref, route=route.name
         )
         # Recorded like any answer, so a replica dying mid-stream leaves no frozen placeholder.
-        origin = IncomingMessage(key=p.thread, event_id=f"form:{p.form.key}",
-                                 speaker=Speaker(id=p.asker), text="", kind=Kind.THREAD_REPLY)
+        origin = IncomingMessage(
+            key=p.thread,
+            event_id=f"form:{p.form.key}",
+            speaker=Speaker(id=p.asker),
+            text="",
+            kind=Kind.THREAD_REPLY,
+        )
         try:
             async with self._bridge.recorded(origin, reply) as record:
                 await reply.start(limits.placeholder)
                 await record.refresh()  # now with the placeholder's id
-                async with self._bridge.store.lock(p.thread, order=time.time(),
-                                                   mark_known=True, settle=0.0):
+                async with self._bridge.store.lock(
+                    p.thread, order=time.time(), mark_known=True, settle=0.0
+                ):
                     await self._follow(p, route, reply, limits, restorer, ref, events)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
@@ -343,8 +385,7 @@ class HumanLoop:
         bridge = self._bridge
         platform = p.thread.platform
         client = bridge.client_for(route)
-        budget = bridge.budgets.get(platform, p.thread.workspace,
-                                    limits.workspace_edits_per_minute)
+        budget = bridge.budgets.get(platform, p.thread.workspace, limits.workspace_edits_per_minute)
 
         async def send(text: str, status: str | None) -> None:
             await reply.update(text, status=status)
@@ -375,8 +416,13 @@ class HumanLoop:
                 if ans.task_id is None and ev.task_id and ev.event != "ping":
                     # The resumed run's task, for the Stop button (any replica).
                     ans.task_id = ev.task_id
-                    writes.append(asyncio.create_task(store.save_stream_ids(
-                        p.thread, route=route.name, user=p.user, task_id=ev.task_id)))
+                    writes.append(
+                        asyncio.create_task(
+                            store.save_stream_ids(
+                                p.thread, route=route.name, user=p.user, task_id=ev.task_id
+                            )
+                        )
+                    )
                 fold(ev, ans)
                 changed = changed or ans.changed
             if changed and (ans.text or ans.status):
@@ -411,9 +457,16 @@ class HumanLoop:
             return
         if ans.workflow_status == "paused" and ans.forms:
             await self.paused(
-                thread=p.thread, route=route, reply=reply, answer=ans,
-                text=final_text(ans.text, restorer), notices=ans.notices, user=p.user,
-                asker=p.asker, budget=budget, before=p.before,
+                thread=p.thread,
+                route=route,
+                reply=reply,
+                answer=ans,
+                text=final_text(ans.text, restorer),
+                notices=ans.notices,
+                user=p.user,
+                asker=p.asker,
+                budget=budget,
+                before=p.before,
             )
             return
         text = ans.text
@@ -438,9 +491,12 @@ class HumanLoop:
             extras.notices.append(texts.STOPPED)
         elif mode.is_chat and ans.message_id:
             extras.suggested, _ = await chat_extras(
-                client, user=p.user, message_id=ans.message_id,
+                client,
+                user=p.user,
+                message_id=ans.message_id,
                 conversation_id=ans.conversation_id,
-                want_suggested=route.config.suggested_questions, want_name=False,
+                want_suggested=route.config.suggested_questions,
+                want_name=False,
             )
         if not text.strip() and not extras.files:
             text = texts.FORM_RUN_NO_TEXT
@@ -448,8 +504,9 @@ class HumanLoop:
         async def finish() -> None:
             await reply.finish(text, extras)
 
-        await deliver_final(finish, budget=budget,
-                            on_ratelimited=bridge.metrics.ratelimited.labels(platform).inc)
+        await deliver_final(
+            finish, budget=budget, on_ratelimited=bridge.metrics.ratelimited.labels(platform).inc
+        )
         bridge.metrics.latency.observe(time.monotonic() - started)
         bridge.metrics.answers.labels(platform, "ok").inc()
         log.info("forms.resumed_answer_finished", chars=len(text))

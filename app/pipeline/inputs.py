@@ -47,13 +47,12 @@ def is_reset(text: str, route: Route) -> bool:
 
 def too_long(chars: int, limit: int) -> str:
     """The refusal for a question over ``MAX_MESSAGE_CHARS``."""
-    return (f"That message is too long ({chars} characters); the limit is {limit}. "
-            "Please shorten it.")
+    return (
+        f"That message is too long ({chars} characters); the limit is {limit}. Please shorten it."
+    )
 
 
-def check_inputs(
-    route: Route, inputs: dict[str, Any], query: str, params: AppParams
-) -> str | None:
+def check_inputs(route: Route, inputs: dict[str, Any], query: str, params: AppParams) -> str | None:
     """Fit ``inputs`` to the app's form; return a message for the user if they cannot fit.
 
     ``history`` values longer than the field allows are cut to their newest part (context,
@@ -70,25 +69,33 @@ def check_inputs(
         if f.required and (value is None or value == ""):
             if is_query:
                 return "Please write a question: this assistant needs some text to work on."
-            return (f"This assistant needs “{f.label}”, which this channel does not provide. "
-                    f"{_ADMIN}")
+            return (
+                f"This assistant needs “{f.label}”, which this channel does not provide. {_ADMIN}"
+            )
         if not isinstance(value, str) or value == "":
             continue
         if f.max_length and len(value) > f.max_length:
             if route.config.inputs.get(f.variable) == "history":
-                inputs[f.variable] = value[-f.max_length:]
+                inputs[f.variable] = value[-f.max_length :]
                 continue
             if is_query:
-                return (f"That message is too long for this assistant ({len(value)} characters; "
-                        f"it takes at most {f.max_length}). Please shorten it.")
-            return (f"“{f.label}” is too long for this assistant ({len(value)} characters; at "
-                    f"most {f.max_length}). {_ADMIN}")
+                return (
+                    f"That message is too long for this assistant ({len(value)} characters; "
+                    f"it takes at most {f.max_length}). Please shorten it."
+                )
+            return (
+                f"“{f.label}” is too long for this assistant ({len(value)} characters; at "
+                f"most {f.max_length}). {_ADMIN}"
+            )
         if f.kind == "select" and f.options and value not in f.options:
             if is_query:
-                return ("This assistant only understands these answers: "
-                        + ", ".join(f.options) + ".")
-            return (f"“{f.label}” must be one of {', '.join(f.options)} for this assistant, "
-                    f"and this channel sends something else. {_ADMIN}")
+                return (
+                    "This assistant only understands these answers: " + ", ".join(f.options) + "."
+                )
+            return (
+                f"“{f.label}” must be one of {', '.join(f.options)} for this assistant, "
+                f"and this channel sends something else. {_ADMIN}"
+            )
     return None
 
 

@@ -67,8 +67,11 @@ class Preflight:
     @staticmethod
     def needs_params(route: Route, msg: IncomingMessage) -> bool:
         """Inputs, files, voice and workflow queries are checked; plain chat questions are not."""
-        return bool(route.config.inputs or msg.attachments
-                    or route.config.dify.mode in (AppMode.WORKFLOW, AppMode.COMPLETION))
+        return bool(
+            route.config.inputs
+            or msg.attachments
+            or route.config.dify.mode in (AppMode.WORKFLOW, AppMode.COMPLETION)
+        )
 
     async def params_for(self, route: Route, msg: IncomingMessage) -> AppParams | None:
         """The app's parameters when this message needs them, else None."""
@@ -88,8 +91,9 @@ class Preflight:
         if clip is not None:
             try:
                 with span("dify.audio_to_text"):
-                    msg = await as_question(self.client_for(route), msg, clip, params,
-                                            max_chars=self.max_chars)
+                    msg = await as_question(
+                        self.client_for(route), msg, clip, params, max_chars=self.max_chars
+                    )
             except UserFacingError as e:
                 log.info("voice.refused", reason=e.user_message[:60])
                 await reply.fail(e.user_message, ref=ref)

@@ -20,9 +20,7 @@ class Router:
         self.replace(routes)
 
     def replace(self, routes: Sequence[Route]) -> None:
-        ordered = sorted(
-            enumerate(routes), key=lambda ir: (-ir[1].config.match.specificity, ir[0])
-        )
+        ordered = sorted(enumerate(routes), key=lambda ir: (-ir[1].config.match.specificity, ir[0]))
         self._routes = tuple(r for _, r in ordered)
 
     @property

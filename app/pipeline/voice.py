@@ -39,8 +39,9 @@ async def transcribe(
     if params is not None and not params.speech_to_text:
         raise UserFacingError(NO_SPEECH, kind="voice")
     if clip.fetch is None:
-        raise UserFacingError("I could not download the voice message. Please try again.",
-                              kind="voice")
+        raise UserFacingError(
+            "I could not download the voice message. Please try again.", kind="voice"
+        )
     data = await clip.fetch()
     if not data:
         raise UserFacingError("The voice message was empty. Please try again.", kind="voice")

@@ -46,9 +46,7 @@ class RedactionConfig(_Strict):
         known = set(ENTITY_TYPES) | {ENTITY_ALL}
         unknown = [e for e in v if e.upper() not in known]
         if unknown:
-            raise ValueError(
-                f"unknown entity type(s) {unknown}; known: {', '.join(sorted(known))}"
-            )
+            raise ValueError(f"unknown entity type(s) {unknown}; known: {', '.join(sorted(known))}")
         return tuple(e.upper() for e in v)
 
     @field_validator("phone_regions", mode="before")
@@ -65,4 +63,3 @@ class RedactionConfig(_Strict):
                 "such as FR, ES, BR, KR"
             )
         return tuple(dict.fromkeys(r.strip().upper() for r in v))
-

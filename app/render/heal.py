@@ -234,4 +234,3 @@ def heal_source(md: str) -> str:
         if region.last >= tok.map[1]:  # still open: close it
             return src.rstrip("\n") + "\n" + region.close
     return src
-

@@ -143,4 +143,3 @@ def extract_tables(md: str) -> list[Table]:
     tokens = _BLOCKS.parse(_normalize(md))
     pairs = _closers(tokens)
     return [_table_at(tokens, i, pairs[i]) for i, t in enumerate(tokens) if t.type == "table_open"]
-

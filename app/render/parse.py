@@ -17,6 +17,7 @@ from markdown_it.rules_inline.state_inline import StateInline
 # Where the healing asks the parser to note emphasis left open (see app.render.heal).
 UNCLOSED = "dify_bridge_unclosed"
 
+
 def _is_wide(ch: str) -> bool:
     return unicodedata.east_asian_width(ch) in ("W", "F")
 
@@ -71,4 +72,3 @@ def _normalize(md: str) -> str:
     if not isinstance(md, str):
         raise TypeError(f"expected Markdown text (str), got {type(md).__name__}")
     return md.replace("\r\n", "\n").replace("\r", "\n")
-

@@ -199,5 +199,3 @@ def tables_as_code(md: str) -> str:
     for (start, end), table in reversed(tables):
         lines[start:end] = ["```\n", _monospace(table), "```\n"]
     return "".join(lines)
-
-

@@ -97,7 +97,6 @@ def _table_at(tokens: Sequence[Token], lo: int, hi: int) -> Table:
     )
 
 
-
 def display_width(s: str) -> int:
     """Columns a monospace font gives ``s``: CJK and full-width characters take two."""
     return sum(
@@ -267,4 +266,3 @@ class _Walker:
                 out.append(d.html(t.content))
             i += 1
         return "".join(out)
-

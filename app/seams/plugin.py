@@ -84,8 +84,12 @@ def discover() -> list[Platform]:
             log.error("adapter.import_failed", adapter=ep.name, error=repr(e))
             continue
         if not isinstance(platform, Platform):
-            log.error("adapter.not_a_platform", adapter=ep.name, entry_point=ep.value,
-                      hint="the entry point must name an app.seams.plugin.Platform")
+            log.error(
+                "adapter.not_a_platform",
+                adapter=ep.name,
+                entry_point=ep.value,
+                hint="the entry point must name an app.seams.plugin.Platform",
+            )
             continue
         found.append(platform)
     return found

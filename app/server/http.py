@@ -63,7 +63,9 @@ async def metrics(request: web.Request) -> web.Response:
         if not hmac.compare_digest(got.encode(), f"Bearer {token}".encode()):
             return web.json_response({"error": "unauthorized"}, status=401)
     return web.Response(
-        body=service.metrics.render(), content_type="text/plain", charset="utf-8",
+        body=service.metrics.render(),
+        content_type="text/plain",
+        charset="utf-8",
         headers={"X-Content-Type-Options": "nosniff"},
     )
 

@@ -39,7 +39,9 @@ class Metrics:
             "bridge_platform_ratelimited", "Platform 429 answers", ["platform"], registry=r
         )
         self.platform_calls_total = Counter(
-            "bridge_platform_calls", "Platform API calls", ["platform", "method", "outcome"],
+            "bridge_platform_calls",
+            "Platform API calls",
+            ["platform", "method", "outcome"],
             registry=r,
         )
         self.active = Gauge("bridge_active_streams", "Answers streaming now", registry=r)
@@ -59,7 +61,8 @@ class Metrics:
         self.forms = Counter(
             "bridge_human_input_forms",
             "Dify Human Input forms: shown, and clicks by outcome (accepted, expired, ...)",
-            ["platform", "outcome"], registry=r,
+            ["platform", "outcome"],
+            registry=r,
         )
 
     def platform_calls(self, platform: str, method: str, outcome: str) -> None:

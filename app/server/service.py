@@ -165,7 +165,9 @@ class Service:
         limiter = AbuseLimiter(store, settings)
         metrics.registry.register(QuotaCollector(limiter))
         inflight = InflightRegistry(
-            redis.client, prefix=settings.redis_key_prefix, ttl=settings.lock_ttl_seconds,
+            redis.client,
+            prefix=settings.redis_key_prefix,
+            ttl=settings.lock_ttl_seconds,
             batch=store.batch,
         )
         bridge = Bridge(
@@ -185,8 +187,11 @@ class Service:
 
     def _load_adapters(self, only: Sequence[str] | None) -> None:
         ctx = AdapterContext(
-            settings=self.settings, bridge=CoreBridgeApi(self.bridge),
-            store=AdapterStore(self.store), metrics=self.metrics, health=self.health,
+            settings=self.settings,
+            bridge=CoreBridgeApi(self.bridge),
+            store=AdapterStore(self.store),
+            metrics=self.metrics,
+            health=self.health,
         )
         for ep in sorted(entry_points(group=ADAPTER_GROUP), key=lambda e: e.name):
             if only is not None and ep.name not in only:
@@ -197,8 +202,12 @@ class Service:
                 log.error("adapter.import_failed", adapter=ep.name, error=repr(e))
                 continue
             if not isinstance(platform, Platform):
-                log.error("adapter.not_a_platform", adapter=ep.name, entry_point=ep.value,
-                          hint="the entry point must name an app.seams.plugin.Platform")
+                log.error(
+                    "adapter.not_a_platform",
+                    adapter=ep.name,
+                    entry_point=ep.value,
+                    hint="the entry point must name an app.seams.plugin.Platform",
+                )
                 continue
             adapter = platform.create(ctx)
             if adapter is None:
@@ -286,8 +295,10 @@ class Service:
         hurry.cancel()
         if draining.done():
             return draining.result()
-        log.warning("shutdown.hurried", detail="second stop signal: answers still streaming are "
-                    "interrupted now")
+        log.warning(
+            "shutdown.hurried",
+            detail="second stop signal: answers still streaming are interrupted now",
+        )
         draining.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await draining

@@ -89,8 +89,13 @@ class AnswerCache:
         body: dict[str, Any] = {
             "text": text,
             "sources": [
-                {"position": s.position, "title": s.title, "snippet": s.snippet, "url": s.url,
-                 "score": s.score}
+                {
+                    "position": s.position,
+                    "title": s.title,
+                    "snippet": s.snippet,
+                    "url": s.url,
+                    "score": s.score,
+                }
                 for s in sources
             ],
         }

@@ -56,7 +56,10 @@ end
 
 # KEYS: token buckets. ARGV: tokens per ms and burst of each, in KEYS' order. A token is taken
 # from every bucket or from none. Returns 0 (taken) or ms until all have one (nothing written).
-BUCKET = SERVER_NOW + BUCKET_LEVEL + """
+BUCKET = (
+    SERVER_NOW
+    + BUCKET_LEVEL
+    + """
 local levels, wait = {}, 0
 for i, key in ipairs(KEYS) do
   local rate, burst = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
@@ -72,10 +75,13 @@ for i, key in ipairs(KEYS) do
 end
 return 0
 """
+)
 
 # KEYS: the window (sorted set of call times). ARGV: window ms, calls allowed, a unique member.
 # Returns 0 (counted) or ms until the oldest call leaves the window.
-WINDOW = SERVER_NOW + """
+WINDOW = (
+    SERVER_NOW
+    + """
 local span, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - span)
 if redis.call('ZCARD', KEYS[1]) >= limit then
@@ -86,6 +92,8 @@ redis.call('ZADD', KEYS[1], now, ARGV[3])
 redis.call('PEXPIRE', KEYS[1], span + 1000)
 return 0
 """
+)
+
 
 def tag(*parts: str) -> str:
     """A Cluster hash tag for one platform scope (hashed: ids may hold ``{`` or ``}``)."""

@@ -102,9 +102,15 @@ class FormStore:
         fields: dict[FieldT, EncodableT] = {
             "form": json.dumps(p.form.to_json(), ensure_ascii=False),
             "thread": json.dumps([t.platform, t.workspace, t.channel, t.thread]),
-            "route": p.route, "run_id": p.run_id, "token": p.token, "user": p.user,
-            "asker": p.asker, "conversation_id": p.conversation_id,
-            "message_id": p.message_id, "before": str(p.before), "status": "open",
+            "route": p.route,
+            "run_id": p.run_id,
+            "token": p.token,
+            "user": p.user,
+            "asker": p.asker,
+            "conversation_id": p.conversation_id,
+            "message_id": p.message_id,
+            "before": str(p.before),
+            "status": "open",
         }
         ttl = DEFAULT_TTL
         if p.form.expires_at is not None:
@@ -124,20 +130,34 @@ class FormStore:
         except (KeyError, ValueError, TypeError):
             return None
         return PendingForm(
-            form=form, thread=ThreadKey(platform, workspace, channel, thread),
-            route=d.get("route", ""), run_id=d.get("run_id", ""), token=d.get("token", ""),
-            user=d.get("user", ""), asker=d.get("asker", ""),
-            conversation_id=d.get("conversation_id", ""), message_id=d.get("message_id", ""),
+            form=form,
+            thread=ThreadKey(platform, workspace, channel, thread),
+            route=d.get("route", ""),
+            run_id=d.get("run_id", ""),
+            token=d.get("token", ""),
+            user=d.get("user", ""),
+            asker=d.get("asker", ""),
+            conversation_id=d.get("conversation_id", ""),
+            message_id=d.get("message_id", ""),
             before=int(d.get("before", "0") or 0) if d.get("before", "0").isdigit() else 0,
-            status=d.get("status", "open"), by_name=d.get("by_name", ""),
+            status=d.get("status", "open"),
+            by_name=d.get("by_name", ""),
             action_title=d.get("action_title", ""),
         )
 
-    async def claim(self, form_key: str, *, by_id: str, by_name: str, action: str,
-                    action_title: str) -> Claim:
+    async def claim(
+        self, form_key: str, *, by_id: str, by_name: str, action: str, action_title: str
+    ) -> Claim:
         res = await self._redis.eval(
-            _CLAIM, 1, self.key(form_key), repr(time.time()), by_id, by_name, action,
-            action_title, STALE_CLAIM,
+            _CLAIM,
+            1,
+            self.key(form_key),
+            repr(time.time()),
+            by_id,
+            by_name,
+            action,
+            action_title,
+            STALE_CLAIM,
         )
         parts = [_s(x) for x in res]
         if parts[0] == "ok":
@@ -148,8 +168,9 @@ class FormStore:
     async def release(self, form_key: str, by_id: str) -> None:
         await self._redis.eval(_RELEASE, 1, self.key(form_key), by_id)
 
-    async def close(self, form_key: str, status: str, *, by_name: str = "",
-                    action_title: str = "") -> None:
+    async def close(
+        self, form_key: str, status: str, *, by_name: str = "", action_title: str = ""
+    ) -> None:
         """Mark the form decided (by us), expired or answered elsewhere; later clicks hear it."""
         mapping: dict[FieldT, EncodableT] = {"status": status}
         if by_name:

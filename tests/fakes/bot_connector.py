@@ -466,8 +466,10 @@ class FakeBotConnector:
             return early
         cid = request.match_info["cid"]
         info = _streaminfo(body)
-        if body.get("type") in ("message", "typing") and _empty(body) and (
-            info is None or info.get("streamType") != "informative"
+        if (
+            body.get("type") in ("message", "typing")
+            and _empty(body)
+            and (info is None or info.get("streamType") != "informative")
         ):
             return await self._answer(request, "POST", body, 400, _EMPTY)
         if info is not None:

@@ -121,10 +121,13 @@ def _spec(app: FakeApp) -> dict[str, Any]:
     spec.setdefault("title", "Approval")
     spec.setdefault("content", "Please review the draft.")
     spec.setdefault("inputs", [])
-    spec.setdefault("actions", [
-        {"id": "approve", "title": "Approve", "button_style": "primary"},
-        {"id": "reject", "title": "Reject", "button_style": "default"},
-    ])
+    spec.setdefault(
+        "actions",
+        [
+            {"id": "approve", "title": "Approve", "button_style": "primary"},
+            {"id": "reject", "title": "Reject", "button_style": "default"},
+        ],
+    )
     return spec
 
 
@@ -135,8 +138,11 @@ def new_form(fake: FakeDify, run: FakeRun) -> FakeForm:
     app = run.gen.app
     spec = _spec(app)
     form = FakeForm(
-        token=secrets.token_urlsafe(16), id=str(uuid.uuid4()), run=run,
-        node_id=f"human_input_{run.step + 1}", spec=spec,
+        token=secrets.token_urlsafe(16),
+        id=str(uuid.uuid4()),
+        run=run,
+        node_id=f"human_input_{run.step + 1}",
+        spec=spec,
         expiration=int(time.time() + float(spec.get("expires_in", 3600))),
     )
     state(app).forms[form.token] = form
@@ -146,20 +152,28 @@ def new_form(fake: FakeDify, run: FakeRun) -> FakeForm:
 def pause_events(fake: FakeDify, run: FakeRun, form: FakeForm) -> list[dict[str, Any]]:
     gen = run.gen
     spec = form.spec
-    started = fake._node_ev(gen, "node_started", form.node_id, "human-input",
-                            spec.get("title", "Approval"), None)
+    started = fake._node_ev(
+        gen, "node_started", form.node_id, "human-input", spec.get("title", "Approval"), None
+    )
     required = gen.env("human_input_required")
     required["workflow_run_id"] = gen.workflow_run_id
     required["data"] = form.event_data(email_only=bool(spec.get("email_only")))
     paused = gen.env("workflow_paused")
     paused["workflow_run_id"] = gen.workflow_run_id
-    reason = {"TYPE": "human_input_required", **{
-        k: v for k, v in required["data"].items() if k != "display_in_ui"
-    }}
+    reason = {
+        "TYPE": "human_input_required",
+        **{k: v for k, v in required["data"].items() if k != "display_in_ui"},
+    }
     paused["data"] = {
-        "workflow_run_id": gen.workflow_run_id, "paused_nodes": [form.node_id],
-        "outputs": {}, "reasons": [reason], "status": "paused", "created_at": gen.created_at,
-        "elapsed_time": 0.4, "total_tokens": 0, "total_steps": 3,
+        "workflow_run_id": gen.workflow_run_id,
+        "paused_nodes": [form.node_id],
+        "outputs": {},
+        "reasons": [reason],
+        "status": "paused",
+        "created_at": gen.created_at,
+        "elapsed_time": 0.4,
+        "total_tokens": 0,
+        "total_steps": 3,
     }
     run.status = "paused"
     return [started, required, paused]
@@ -204,7 +218,7 @@ def _end_subscribers(run: FakeRun) -> None:
 
 
 def _text_event(fake: FakeDify, gen: _Gen, chunk: str) -> dict[str, Any]:
-    event: dict[str, Any] = json.loads(fake._text_event(gen, chunk).decode()[len("data: "):])
+    event: dict[str, Any] = json.loads(fake._text_event(gen, chunk).decode()[len("data: ") :])
     return event
 
 
@@ -224,25 +238,33 @@ async def resume(fake: FakeDify, form: FakeForm, *, timed_out: bool = False) -> 
     if timed_out:
         ev = gen.env("human_input_form_timeout")
         ev["workflow_run_id"] = gen.workflow_run_id
-        ev["data"] = {"node_id": form.node_id, "node_title": spec.get("title", "Approval"),
-                      "expiration_time": form.expiration}
+        ev["data"] = {
+            "node_id": form.node_id,
+            "node_title": spec.get("title", "Approval"),
+            "expiration_time": form.expiration,
+        }
         rest = str(spec.get("timeout_text", "No answer came in time, so nothing was approved."))
     else:
         ev = gen.env("human_input_form_filled")
         ev["workflow_run_id"] = gen.workflow_run_id
-        title = next((a.get("title", "") for a in spec.get("actions", [])
-                      if a.get("id") == form.action), "")
-        ev["data"] = {"node_id": form.node_id, "node_title": spec.get("title", "Approval"),
-                      "rendered_content": spec.get("content", ""), "action_id": form.action,
-                      "action_text": title, "submitted_data": dict(form.inputs)}
+        title = next(
+            (a.get("title", "") for a in spec.get("actions", []) if a.get("id") == form.action), ""
+        )
+        ev["data"] = {
+            "node_id": form.node_id,
+            "node_title": spec.get("title", "Approval"),
+            "rendered_content": spec.get("content", ""),
+            "action_id": form.action,
+            "action_text": title,
+            "submitted_data": dict(form.inputs),
+        }
         after = spec.get("after", "Thanks, carrying on.")
         rest = after(form.action, dict(form.inputs)) if callable(after) else str(after)
     _publish(run, ev)
     run.step += 1
     _publish(run, fake._node_ev(gen, "node_started", "llm_2", "llm", "LLM", None))
     reasoning = str(spec.get("reasoning", ""))
-    for piece in ([reasoning[i:i + 12] for i in range(0, len(reasoning), 12)] if reasoning
-                  else []):
+    for piece in [reasoning[i : i + 12] for i in range(0, len(reasoning), 12)] if reasoning else []:
         r = gen.env("reasoning_chunk")
         r["workflow_run_id"] = gen.workflow_run_id
         r["data"] = {"reasoning": piece, "node_id": "llm_2", "is_final": False}
@@ -268,8 +290,9 @@ async def resume(fake: FakeDify, form: FakeForm, *, timed_out: bool = False) -> 
         _end_subscribers(run)
         return
     gen.answer = run.text
-    _publish(run, fake._node_ev(gen, "node_finished", "llm_2", "llm", "LLM", "succeeded",
-                                {"text": rest}))
+    _publish(
+        run, fake._node_ev(gen, "node_finished", "llm_2", "llm", "LLM", "succeeded", {"text": rest})
+    )
     if app.mode == "advanced-chat":
         _publish(run, fake._message_end(gen, len(pieces)))
     _publish(run, fake._wf_finished(gen, "succeeded", None))
@@ -303,12 +326,15 @@ def _ensure_active(form: FakeForm) -> None:
     from tests.fakes.dify import _HTTPFail
 
     if form.status == "submitted":
-        raise _HTTPFail(412, "human_input_form_submitted",
-                        f"This form has already been submitted by another user, "
-                        f"form_id={form.id}")
+        raise _HTTPFail(
+            412,
+            "human_input_form_submitted",
+            f"This form has already been submitted by another user, form_id={form.id}",
+        )
     if form.status == "timeout" or time.time() >= form.expiration:
-        raise _HTTPFail(412, "human_input_form_expired",
-                        f"This form has expired, form_id={form.id}")
+        raise _HTTPFail(
+            412, "human_input_form_expired", f"This form has expired, form_id={form.id}"
+        )
 
 
 async def get_form(fake: FakeDify, request: web.Request) -> web.StreamResponse:
@@ -320,12 +346,15 @@ async def get_form(fake: FakeDify, request: web.Request) -> web.StreamResponse:
     form = _find_form(app, token)
     _ensure_active(form)
     data = form.event_data(email_only=False)
-    body = {"form_content": data["form_content"], "inputs": data["inputs"],
-            "resolved_default_values": data["resolved_default_values"],
-            "user_actions": data["actions"], "expiration_time": data["expiration_time"]}
+    body = {
+        "form_content": data["form_content"],
+        "inputs": data["inputs"],
+        "resolved_default_values": data["resolved_default_values"],
+        "user_actions": data["actions"],
+        "expiration_time": data["expiration_time"],
+    }
     # Dify writes this one with json.dumps(..., ensure_ascii=False): spaces after : and ,
-    return web.Response(text=json.dumps(body, ensure_ascii=False),
-                        content_type="application/json")
+    return web.Response(text=json.dumps(body, ensure_ascii=False), content_type="application/json")
 
 
 async def submit_form(fake: FakeDify, request: web.Request) -> web.StreamResponse:
@@ -356,15 +385,19 @@ async def submit_form(fake: FakeDify, request: web.Request) -> web.StreamRespons
             value = inputs.get(f["output_variable_name"])
             options = (f.get("option_source") or {}).get("value") or []
             if not isinstance(value, str) or value not in options:
-                raise _HTTPFail(400, "invalid_form_data",
-                                f"Invalid value for select input '{f['output_variable_name']}': "
-                                f"{value!r} is not an option")
+                raise _HTTPFail(
+                    400,
+                    "invalid_form_data",
+                    f"Invalid value for select input '{f['output_variable_name']}': "
+                    f"{value!r} is not an option",
+                )
     form.status, form.action, form.inputs = "submitted", action, dict(inputs)
     run_ = form.run
     run_.status = "queued"  # the resume is queued for a worker: no longer paused
     form.submitted_by = body["user"]
-    state(app).submissions.append({"token": token, "action": action, "inputs": dict(inputs),
-                                   "user": body["user"]})
+    state(app).submissions.append(
+        {"token": token, "action": action, "inputs": dict(inputs), "user": body["user"]}
+    )
     if form.spec.get("finish_before_reply"):
         await resume(fake, form)  # a fast worker: the run is over before anyone re-attaches
     else:
@@ -379,8 +412,9 @@ async def run_events(fake: FakeDify, request: web.Request) -> web.StreamResponse
     app: FakeApp = request[_APP]
     run_id = request.match_info["workflow_run_id"]
     if app.mode not in ("advanced-chat", "workflow"):
-        raise _HTTPFail(400, "not_workflow_app",
-                        "Please check if your app mode matches the right API route.")
+        raise _HTTPFail(
+            400, "not_workflow_app", "Please check if your app mode matches the right API route."
+        )
     user = _F._user(request.query.get("user"))
     _refuse_off_spec(request)
     run = state(app).runs.get(run_id)
@@ -389,12 +423,16 @@ async def run_events(fake: FakeDify, request: web.Request) -> web.StreamResponse
     paused_finished = run.status == "paused" and _spec(app).get("paused_is_finished")
     if run.finished_at is not None or paused_finished:
         ev = fake._wf_finished(run.gen, "paused" if paused_finished else "succeeded", None)
-        ev = {"event": "workflow_finished", "task_id": run.id, "workflow_run_id": run.id,
-              "data": ev["data"]}
-        return web.Response(text=f"data: {json.dumps(ev)}\n\n",
-                            content_type="text/event-stream")
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                       "Cache-Control": "no-cache"})
+        ev = {
+            "event": "workflow_finished",
+            "task_id": run.id,
+            "workflow_run_id": run.id,
+            "data": ev["data"],
+        }
+        return web.Response(text=f"data: {json.dumps(ev)}\n\n", content_type="text/event-stream")
+    resp = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
     await resp.prepare(request)
     queue: asyncio.Queue[bytes | None] = asyncio.Queue()
     run.subscribers.append(queue)

@@ -112,6 +112,8 @@ MAX_BLOCKS = 50
 MAX_PROMPTS = 4
 MAX_LOADING_MESSAGES = 10
 SESSION_STATUSES = frozenset({"processing", "active", "suspended", "closed"})
+
+
 def sign(secret: str, body: str, timestamp: int | None = None) -> dict[str, str]:
     """Headers Slack sends with a request: ``v0=`` HMAC-SHA256 of ``v0:{ts}:{body}``."""
     ts = str(int(time.time()) if timestamp is None else timestamp)
@@ -223,8 +225,12 @@ def _state_values(blocks: list[dict[str, Any]], typed: dict[str, str]) -> dict[s
         if el.get("type") == "static_select":
             want = typed.get(block_id)
             opt = next((o for o in el.get("options", []) if o.get("value") == want), None)
-            values[block_id] = {action_id: {"type": "static_select",
-                                            "selected_option": opt or el.get("initial_option")}}
+            values[block_id] = {
+                action_id: {
+                    "type": "static_select",
+                    "selected_option": opt or el.get("initial_option"),
+                }
+            }
         else:
             value = typed.get(block_id, el.get("initial_value"))
             values[block_id] = {action_id: {"type": el.get("type"), "value": value}}
@@ -248,8 +254,10 @@ def _input_error(b: dict[str, Any]) -> str | None:
         if not 0 < len(opts) <= 100:
             return "invalid_blocks"
         for o in opts:
-            if len(str((o.get("text") or {}).get("text", ""))) > 75 or \
-                    len(str(o.get("value", ""))) > 150:
+            if (
+                len(str((o.get("text") or {}).get("text", ""))) > 75
+                or len(str(o.get("value", ""))) > 150
+            ):
                 return "invalid_blocks"
     else:
         return "invalid_blocks"
@@ -539,8 +547,13 @@ class FakeSlack:
         self, team: Team, user: str, channel: str, *, tab: str = "messages"
     ) -> dict[str, Any]:
         """``app_home_opened``: someone opened the app's Messages (or Home) tab."""
-        return {"type": "app_home_opened", "user": user, "channel": channel, "tab": tab,
-                "event_ts": self.new_ts()}
+        return {
+            "type": "app_home_opened",
+            "user": user,
+            "channel": channel,
+            "tab": tab,
+            "event_ts": self.new_ts(),
+        }
 
     def context_changed_event(
         self, team: Team, user: str, entities: list[dict[str, Any]] | None
@@ -548,25 +561,42 @@ class FakeSlack:
         """``app_context_changed`` (agent view only): what ``user`` looks at, most relevant
         first (``context: {}`` when nothing). Slack's example shows no ``user``; ours has one."""
         ctx: dict[str, Any] = {"entities": entities} if entities else {}
-        return {"type": "app_context_changed", "user": user, "context": ctx,
-                "event_ts": self.new_ts()}
+        return {
+            "type": "app_context_changed",
+            "user": user,
+            "context": ctx,
+            "event_ts": self.new_ts(),
+        }
 
-    def session_stopped_event(self, team: Team, user: str, channel: str, thread_ts: str
-                              ) -> dict[str, Any]:
+    def session_stopped_event(
+        self, team: Team, user: str, channel: str, thread_ts: str
+    ) -> dict[str, Any]:
         """Someone clicked Slack's Stop button of an agent session: Slack stops the app's live
         streams in that thread (listed in ``streaming_message_ts``) and sends this event."""
         stopped = [m.ts for m in self.thread(channel, thread_ts) if m.streaming]
         for ts in stopped:
             self.expire_stream(channel, ts)
-        return {"type": "agent_session_stopped", "user": user, "channel": channel,
-                "thread_ts": thread_ts, "streaming_message_ts": stopped,
-                "event_ts": self.new_ts()}
+        return {
+            "type": "agent_session_stopped",
+            "user": user,
+            "channel": channel,
+            "thread_ts": thread_ts,
+            "streaming_message_ts": stopped,
+            "event_ts": self.new_ts(),
+        }
 
     def thread_started_event(self, team: Team, user: str, channel: str) -> dict[str, Any]:
         """Legacy ``assistant_view``: ``assistant_thread_started`` with its thread."""
-        return {"type": "assistant_thread_started", "event_ts": self.new_ts(),
-                "assistant_thread": {"user_id": user, "channel_id": channel,
-                                     "thread_ts": self.new_ts(), "context": {}}}
+        return {
+            "type": "assistant_thread_started",
+            "event_ts": self.new_ts(),
+            "assistant_thread": {
+                "user_id": user,
+                "channel_id": channel,
+                "thread_ts": self.new_ts(),
+                "context": {},
+            },
+        }
 
     def event(
         self,
@@ -667,13 +697,15 @@ class FakeSlack:
             raise AssertionError("the message has no feedback buttons")
         button = element["positive_button" if positive else "negative_button"]
         payload = self.block_action(team, message, {"action_id": element["action_id"]}, user=user)
-        payload["actions"] = [{
-            "type": "feedback_buttons",
-            "action_id": element["action_id"],
-            "block_id": "dify_feedback",
-            "value": button["value"],
-            "action_ts": f"{time.time():.6f}",
-        }]
+        payload["actions"] = [
+            {
+                "type": "feedback_buttons",
+                "action_id": element["action_id"],
+                "block_id": "dify_feedback",
+                "value": button["value"],
+                "action_ts": f"{time.time():.6f}",
+            }
+        ]
         return payload
 
     # ------------------------------------------------------------------ assertions helpers
@@ -1163,7 +1195,8 @@ class FakeSlack:
         if not team.agent_view:
             return 200, {"ok": False, "error": "not_an_agent"}
         session = self.sessions.setdefault(
-            (channel, str(thread_ts)), {"status": None, "title": p.get("title"), "history": []})
+            (channel, str(thread_ts)), {"status": None, "title": p.get("title"), "history": []}
+        )
         self._session_status(session, str(status))
         return 200, {"ok": True, "status": status, "title": session["title"]}
 
@@ -1217,8 +1250,11 @@ class FakeSlack:
             not isinstance(prompts, list)
             or not 1 <= len(prompts) <= MAX_PROMPTS
             or not all(
-                isinstance(x, dict) and isinstance(x.get("title"), str) and x["title"]
-                and isinstance(x.get("message"), str) and x["message"]
+                isinstance(x, dict)
+                and isinstance(x.get("title"), str)
+                and x["title"]
+                and isinstance(x.get("message"), str)
+                and x["message"]
                 for x in prompts
             )
         ):
@@ -1227,8 +1263,16 @@ class FakeSlack:
         # Agent apps: prompts belong to the Messages tab; with a thread_ts the call "silently
         # fails" (ok, but nothing shows).
         shown = not (team.agent_view and channel.startswith("D") and thread_ts)
-        self.prompts.append({"channel": channel, "thread_ts": thread_ts, "title": p.get("title"),
-                             "prompts": prompts, "shown": shown, "time": time.time()})
+        self.prompts.append(
+            {
+                "channel": channel,
+                "thread_ts": thread_ts,
+                "title": p.get("title"),
+                "prompts": prompts,
+                "shown": shown,
+                "time": time.time(),
+            }
+        )
         return 200, {"ok": True}
 
     def _m_assistant_threads_setTitle(
@@ -1265,9 +1309,7 @@ class FakeSlack:
             return 200, {"ok": False, "error": "user_not_found"}
         return 200, {"ok": True, "user": {**u, "team_id": team.id, "is_bot": False}}
 
-    def _m_usergroups_users_list(
-        self, p: dict[str, Any], team: Team
-    ) -> tuple[int, dict[str, Any]]:
+    def _m_usergroups_users_list(self, p: dict[str, Any], team: Team) -> tuple[int, dict[str, Any]]:
         group = self.usergroups.get(str(p.get("usergroup", "")))
         if group is None:
             return 200, {"ok": False, "error": "no_such_subteam"}

@@ -73,8 +73,10 @@ class FakeSlackManifestApi:
     async def _handle(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         if request.content_type == "application/json":
-            form = {k: v if isinstance(v, str) else json.dumps(v)
-                    for k, v in (await request.json()).items()}
+            form = {
+                k: v if isinstance(v, str) else json.dumps(v)
+                for k, v in (await request.json()).items()
+            }
         else:
             form = {k: str(v) for k, v in (await request.post()).items()}
         auth = request.headers.get("Authorization", "")
@@ -99,9 +101,16 @@ class FakeSlackManifestApi:
         bot = self.bot_tokens.get(token)
         if bot is None:
             return web.json_response({"ok": False, "error": "invalid_auth"})
-        body = {"ok": True, "url": f"https://{bot.team.lower()}.slack.com/", "team": bot.team,
-                "user": bot.user, "team_id": bot.team_id, "user_id": "U0BOT", "bot_id": "B0BOT",
-                "is_enterprise_install": False}
+        body = {
+            "ok": True,
+            "url": f"https://{bot.team.lower()}.slack.com/",
+            "team": bot.team,
+            "user": bot.user,
+            "team_id": bot.team_id,
+            "user_id": "U0BOT",
+            "bot_id": "B0BOT",
+            "is_enterprise_install": False,
+        }
         return web.json_response(body, headers={"x-oauth-scopes": ",".join(bot.scopes)})
 
     async def _connections_open(self, token: str, form: dict[str, str]) -> web.Response:
@@ -121,12 +130,21 @@ class FakeSlackManifestApi:
         socket = settings.get("socket_mode_enabled") is True
         errors: list[dict[str, str]] = []
         if not socket and not (settings.get("event_subscriptions") or {}).get("request_url"):
-            errors.append({"message": "Event Subscription requires either Request URL or Socket "
-                           "Mode Enabled", "pointer": "/settings/event_subscriptions"})
+            errors.append(
+                {
+                    "message": "Event Subscription requires either Request URL or Socket "
+                    "Mode Enabled",
+                    "pointer": "/settings/event_subscriptions",
+                }
+            )
         interactivity = settings.get("interactivity") or {}
         if interactivity.get("is_enabled") and not socket and not interactivity.get("request_url"):
-            errors.append({"message": "Interactivity requires a Request URL",
-                           "pointer": "/settings/interactivity"})
+            errors.append(
+                {
+                    "message": "Interactivity requires a Request URL",
+                    "pointer": "/settings/interactivity",
+                }
+            )
         errors += self.extra_errors
         return ("invalid_manifest" if errors else None), errors
 
@@ -158,5 +176,6 @@ class FakeSlackManifestApi:
         old_scopes = ((old.get("oauth_config") or {}).get("scopes") or {}).get("bot")
         new_scopes = ((manifest.get("oauth_config") or {}).get("scopes") or {}).get("bot")
         self.apps[form["app_id"]] = manifest
-        return web.json_response({"ok": True, "app_id": form["app_id"],
-                                  "permissions_updated": old_scopes != new_scopes})
+        return web.json_response(
+            {"ok": True, "app_id": form["app_id"], "permissions_updated": old_scopes != new_scopes}
+        )

@@ -101,11 +101,13 @@ class ToyAdapter:
 
     async def _on_read(self, request: web.Request) -> web.Response:
         thread = request.match_info["thread"]
-        return web.json_response({
-            "events": self.threads.get(thread, []),
-            "known": await self._bridge.thread_known(self._key(thread)),
-            "last": await self._kv.get(f"last:{thread}"),
-        })
+        return web.json_response(
+            {
+                "events": self.threads.get(thread, []),
+                "known": await self._bridge.thread_known(self._key(thread)),
+                "last": await self._kv.get(f"last:{thread}"),
+            }
+        )
 
 
 def create(ctx: AdapterContext) -> ToyAdapter:
