@@ -41,32 +41,6 @@ class DifyTimeouts:
     request: float = 30.0
 
 
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """One answer as ``GET /messages`` shows it: ``status`` is ``normal`` or ``error``, and
-    ``error`` says what failed."""
-
-    answer: str
-    status: str
-    error: str | None = None
-    # Dify's token count of the message (``total_tokens``, else ``message_tokens`` +
-    # ``answer_tokens``; newer Dify versions list them), 0 when not given.
-    total_tokens: int = 0
-
-    @property
-    def ended_normally(self) -> bool:
-        """Dify holds a normal, error-free, non-empty answer. Dify writes a message's answer
-        when its generation ends (also on a stop), so this is Dify's finished text, unless a
-        generation that is still running already shows what it has so far."""
-        return self.status == "normal" and self.error is None and bool(self.answer)
-
-    def completes(self, seen: str) -> bool:
-        """Whether this is the whole answer of a stream that broke after ``seen`` arrived: it
-        ended normally and holds more than had arrived. A copy no longer than what arrived may
-        be a generation still under way; it is not taken for the whole answer."""
-        return self.ended_normally and len(self.answer) > len(seen)
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
     """Retries before the first event. A ``Retry-After`` above ``max_retry_after`` is not waited."""

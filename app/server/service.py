@@ -13,7 +13,6 @@ import errno
 import os
 import signal
 from collections.abc import Mapping, Sequence
-from importlib.metadata import entry_points
 
 import aiohttp
 import structlog
@@ -36,7 +35,7 @@ from app.pipeline.routing import Router
 from app.redact import RedactionService
 from app.seams.bridge_api import CoreBridgeApi
 from app.seams.context import AdapterContext
-from app.seams.plugin import Platform
+from app.seams.plugin import discover
 from app.server import tracing
 from app.server.health import Health
 from app.server.http import build_admin_app, build_app
@@ -48,8 +47,6 @@ from app.state.redis_conn import RedisHandle, connect, embedded_refusal
 from app.state.store import RedisStore
 
 log = structlog.get_logger(__name__)
-
-ADAPTER_GROUP = "dify_bridge.adapters"
 
 
 def load_routes(
@@ -193,21 +190,8 @@ class Service:
             metrics=self.metrics,
             health=self.health,
         )
-        for ep in sorted(entry_points(group=ADAPTER_GROUP), key=lambda e: e.name):
-            if only is not None and ep.name not in only:
-                continue
-            try:
-                platform = ep.load()
-            except Exception as e:
-                log.error("adapter.import_failed", adapter=ep.name, error=repr(e))
-                continue
-            if not isinstance(platform, Platform):
-                log.error(
-                    "adapter.not_a_platform",
-                    adapter=ep.name,
-                    entry_point=ep.value,
-                    hint="the entry point must name an app.seams.plugin.Platform",
-                )
+        for platform in discover():
+            if only is not None and platform.name not in only:
                 continue
             adapter = platform.create(ctx)
             if adapter is None:
@@ -216,7 +200,7 @@ class Service:
             self.adapters.append(adapter)
             if self.bridge.inflight is not None:
                 self.bridge.inflight.register_resumer(adapter.name, adapter.resume)
-            log.info("adapter.enabled", adapter=ep.name)
+            log.info("adapter.enabled", adapter=platform.name)
 
     async def start(self, host: str | None = None, port: int | None = None) -> None:
         host = host if host is not None else self.settings.host
