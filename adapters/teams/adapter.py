@@ -24,7 +24,8 @@ from redis.exceptions import RedisError
 from adapters.teams import _sdk, compose, files
 from adapters.teams import activities as acts
 from adapters.teams.auth import SigningKeys, TokenValidator, Unauthorized, is_loopback_url
-from adapters.teams.connector import BotConnector, TenantPacer
+from adapters.teams.connector import BotConnector
+from adapters.teams.pacer import TenantPacer
 from adapters.teams.reply import EditReply, Runtime, StreamReply
 from adapters.teams.tokens import TokenSource
 from app.budgets import SharedBudgets
