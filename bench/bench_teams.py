@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import os
 import statistics
@@ -73,7 +74,9 @@ async def floor_cpu(url: str, n: int, session: aiohttp.ClientSession) -> float:
     return (time.process_time() - t) / n
 
 
-async def run(threads: int, events: int, chunk: int, delay: float, dump: str | None) -> None:
+async def run(
+    threads: int, events: int, chunk: int, delay: float, dump: str | None, profile: str | None
+) -> None:
     sse, dify_url = spawn(
         [sys.executable, "bench/_sse_server.py", str(events), str(chunk), str(delay)]
     )
@@ -128,12 +131,19 @@ async def run(threads: int, events: int, chunk: int, delay: float, dump: str | N
             idle_ack = acks.pop()
             await svc.bridge.drain(timeout=300)
             sent_at.clear()
+            prof = cProfile.Profile() if profile else None
             cpu0 = time.process_time()
             wall0 = time.monotonic()
+            if prof is not None:
+                prof.enable()
             await asyncio.gather(*(deliver(a) for a in activities))
             await svc.bridge.drain(timeout=300)
+            if prof is not None:
+                prof.disable()
             wall = time.monotonic() - wall0
             cpu = (time.process_time() - cpu0) / threads
+            if prof is not None and profile:
+                prof.dump_stats(profile)
             async with http.get(f"{service_url}_fake/calls") as r:
                 record = await r.json()
     finally:
@@ -190,9 +200,12 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=20, help="characters per event")
     ap.add_argument("--delay", type=float, default=0.1, help="seconds between events")
     ap.add_argument("--dump", help="write every Bot Connector call as JSON to this file")
+    ap.add_argument(
+        "--profile", help="write a cProfile of the burst to this file (CPU figures then inflate)"
+    )
     a = ap.parse_args()
     configure_logs("WARNING", "json")
-    asyncio.run(run(a.threads, a.events, a.chunk, a.delay, a.dump))
+    asyncio.run(run(a.threads, a.events, a.chunk, a.delay, a.dump, a.profile))
 
 
 if __name__ == "__main__":

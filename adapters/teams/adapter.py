@@ -25,7 +25,8 @@ from adapters.teams import _sdk, compose, files
 from adapters.teams import activities as acts
 from adapters.teams.auth import SigningKeys, TokenValidator, Unauthorized, is_loopback_url
 from adapters.teams.client_assertion import Certificate
-from adapters.teams.connector import BotConnector, TenantPacer
+from adapters.teams.connector import BotConnector
+from adapters.teams.pacer import TenantPacer
 from adapters.teams.reply import EditReply, Runtime, StreamReply
 from adapters.teams.settings import teams_settings
 from adapters.teams.tokens import TokenSource

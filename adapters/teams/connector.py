@@ -10,7 +10,6 @@ Every failure becomes a typed error the reply handle can act on.
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import functools
 import json
@@ -23,10 +22,10 @@ from urllib.parse import quote
 import aiohttp
 import structlog
 
+from adapters.teams.pacer import TenantPacer
 from adapters.teams.tokens import TokenSource
 from app.errors import PlatformError, PlatformRateLimited
 from app.server.metrics import Metrics
-from app.state.budgets import SharedBudgets
 
 log = structlog.get_logger(__name__)
 
@@ -48,73 +47,6 @@ class StreamingUnsupported(PlatformError):
 
 class MessageGone(PlatformError):
     """``404``: the message to edit no longer exists (deleted by someone)."""
-
-
-class TenantPacer:
-    """At most ``rate`` calls a second per tenant (token bucket of ``burst``), for every call.
-
-    Teams allows an app 30 requests/s per tenant in all; the core's edit budget paces edits only,
-    while placeholders, stream updates and split parts are posts. ``burst + rate`` bounds any
-    one-second window, so the defaults stay under 30 (``TEAMS_TENANT_RPS``, default 28).
-
-    With ``shared`` the bucket is the tenant's, in Redis, drawn from by every replica (one script
-    per call, batched; see :mod:`app.state.budgets`); without it, or while Redis does not answer, it
-    is this process's. Urgent calls going first is decided per process.
-    """
-
-    def __init__(
-        self, rate: float = 20.0, burst: float = 8.0, *, shared: SharedBudgets | None = None
-    ) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._buckets: dict[str, list[float]] = {}  # tenant -> [tokens, updated]
-        self._urgent: dict[str, int] = {}  # tenant -> urgent calls waiting
-        self._shared = shared
-
-    @classmethod
-    def for_rps(cls, rps: float, *, shared: SharedBudgets | None = None) -> TenantPacer:
-        """A pacer that never lets more than ``rps`` calls into any one-second window."""
-        burst = max(1.0, rps * 0.25)
-        return cls(rate=max(rps / 2, rps - burst), burst=burst, shared=shared)
-
-    async def _take_shared(self, tenant: str) -> float | None:
-        if self._shared is None:
-            return None
-        key = self._shared.key("teams", tenant, "requests")
-        return await self._shared.take(key, rate=self.rate, burst=self.burst)
-
-    async def wait(self, tenant: str, *, urgent: bool = False) -> None:
-        """Take a slot; interim edits (not ``urgent``) let waiting urgent calls go first."""
-        if urgent:
-            self._urgent[tenant] = self._urgent.get(tenant, 0) + 1
-        try:
-            while True:
-                now = time.monotonic()
-                bucket = self._buckets.get(tenant)
-                if bucket is None:
-                    if len(self._buckets) > 10_000:
-                        self._buckets.clear()  # idle tenants' buckets are full anyway
-                    bucket = self._buckets[tenant] = [self.burst, now]
-                bucket[0] = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
-                bucket[1] = now
-                if urgent or not self._urgent.get(tenant):
-                    shared = await self._take_shared(tenant)
-                    if shared == 0:
-                        return
-                    if shared is not None:
-                        await asyncio.sleep(shared)
-                        continue
-                    if bucket[0] >= 1.0:
-                        bucket[0] -= 1.0
-                        return
-                await asyncio.sleep(max(1.0 - bucket[0], 0.5) / self.rate)
-        finally:
-            if urgent:
-                left = self._urgent[tenant] - 1
-                if left:
-                    self._urgent[tenant] = left
-                else:
-                    del self._urgent[tenant]
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,6 +77,26 @@ return 0
 """
 )
 
+# KEYS: one token bucket. ARGV: tokens per ms, burst, most tokens wanted. Takes what there is,
+# up to that many; returns {tokens taken, ms until the bucket has a token again (0: it has)}.
+# A caller serving a queue learns both at once: one round trip per slot, never a poll.
+BUCKET_UP_TO = (
+    SERVER_NOW
+    + BUCKET_LEVEL
+    + """
+local rate, burst, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tokens, ts = level(KEYS[1], rate, burst)
+local taken = math.max(0, math.min(want, math.floor(tokens)))
+if taken > 0 then
+  tokens = tokens - taken
+  redis.call('HSET', KEYS[1], 't', tostring(tokens), 'ts', tostring(ts))
+  redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate) + 1000)
+end
+if tokens >= 1 then return {taken, 0} end
+return {taken, math.max(1, math.ceil((1 - tokens) / rate))}
+"""
+)
+
 # KEYS: the window (sorted set of call times). ARGV: window ms, calls allowed, a unique member.
 # Returns 0 (counted) or ms until the oldest call leaves the window.
 WINDOW = (
@@ -156,6 +176,17 @@ class SharedBudgets:
         res = await self.run(BUCKET, [b[0] for b in buckets], args)
         return None if res is None else int(res) / 1000.0
 
+    async def take_up_to(
+        self, key: str, n: int, *, rate: float, burst: float
+    ) -> tuple[int, float] | None:
+        """Up to ``n`` tokens from the bucket ``key`` (``rate`` per second, up to ``burst``):
+        how many were taken and the seconds until it has one again (0: it has); None when
+        Redis cannot tell."""
+        res = await self.run(BUCKET_UP_TO, (key,), (rate / 1000.0, burst, n))
+        if res is None:
+            return None
+        return int(res[0]), int(res[1]) / 1000.0
+
     async def window(self, key: str, *, calls: int, seconds: float = 60.0) -> float | None:
         """Count one call in the sliding window ``key`` (``calls`` per ``seconds``): 0 when
         counted, else seconds until there is room; None when Redis cannot tell."""
@@ -171,4 +202,12 @@ def _log_failure(fut: asyncio.Future[Any]) -> None:
         log.info("budget.release_failed", error=type(err).__name__)
 
 
-__all__ = ["BUCKET", "BUCKET_LEVEL", "SERVER_NOW", "WINDOW", "SharedBudgets", "tag"]
+__all__ = [
+    "BUCKET",
+    "BUCKET_LEVEL",
+    "BUCKET_UP_TO",
+    "SERVER_NOW",
+    "WINDOW",
+    "SharedBudgets",
+    "tag",
+]
