@@ -8,11 +8,11 @@ import uuid
 from typing import Any
 
 import pytest_asyncio
-from app.store import RedisStore
 from redis.asyncio import Redis
 
 from adapters.teams.pacer import TenantPacer
 from app.state.budgets import SharedBudgets
+from app.state.store import RedisStore
 
 
 @pytest_asyncio.fixture(loop_scope="session")
