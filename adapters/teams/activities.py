@@ -7,6 +7,7 @@ Nothing here talks to the network. ``parse`` validates the body with the Agents 
 
 from __future__ import annotations
 
+import hashlib
 import html
 import re
 from dataclasses import dataclass, field
@@ -208,6 +209,18 @@ def channel_root(inb: Inbound) -> str:
 def starts_thread(inb: Inbound) -> bool:
     """A new channel post (not a reply): the first message of its reply chain."""
     return inb.conversation_type == CHANNEL and channel_root(inb) == inb.id
+
+
+def event_id(inb: Inbound) -> str:
+    """The activity's id for deduplication (a redelivered activity has the same one)."""
+    # Channel message ids are millisecond timestamps, unique per conversation only: scope them
+    # so two channels posting in the same millisecond never collide.
+    return f"{inb.id}@{short(inb.base_conversation_id)}"
+
+
+def short(text: str) -> str:
+    """A short stable digest of an id, for keys and task names."""
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def thread_key(inb: Inbound) -> ThreadKey:

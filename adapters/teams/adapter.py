@@ -9,49 +9,39 @@ dedup on the activity id.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import replace
-from typing import Any, Literal, cast
 
 import aiohttp
 import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from adapters.teams import _sdk, compose, files
 from adapters.teams import activities as acts
+from adapters.teams import compose, files
 from adapters.teams.auth import SigningKeys, TokenValidator, Unauthorized, is_loopback_url
+from adapters.teams.clicks import CardClicks
 from adapters.teams.client_assertion import Certificate
 from adapters.teams.connector import BotConnector
+from adapters.teams.feedback import Feedback
 from adapters.teams.pacer import TenantPacer
 from adapters.teams.reply import EditReply, Runtime, StreamReply
+from adapters.teams.resume import close_answer
 from adapters.teams.settings import teams_settings
 from adapters.teams.tokens import TokenSource
 from app.errors import PlatformError
-from app.pipeline.forms import FormAnswer, FormResult, Outcome, Responder
 from app.pipeline.model import IncomingMessage, Kind, PlatformLimits, Speaker, ThreadKey
 from app.seams.context import AdapterContext
 from app.server.health import Backoff
-from app.server.tasks import spawn
-from app.texts import RESET_DONE
 
 log = structlog.get_logger(__name__)
 
-FEEDBACK_TIMEOUT = 10.0
 CREDENTIALS_HEALTH = "teams credentials"
 # A cached token is returned without a request; near its expiry this refreshes it.
 TOKEN_RECHECK_SECONDS = 120.0
-FEEDBACK_LATEST = "fb:latest"  # the thread's newest answer (feedback without replyToId)
 # Dify needs a question; a message that is only a file gets this one.
 FILE_ONLY_QUESTION = "Please look at the attached file."
-RESET_FAILED = "Sorry, I could not start a new conversation just now. Please try again."
-NOTHING_TO_STOP = "There is no answer to stop any more."
-FEEDBACK_UNPLACED = (
-    "Thanks! I could not tell which answer this feedback is for, so it was not recorded."
-)
 _IGNORED_TYPES = frozenset(
     {
         "conversationUpdate",
@@ -107,6 +97,8 @@ class TeamsAdapter:
         self._downloader: files.Downloader | None = None
         self._tokens: TokenSource | None = None
         self._token_watch: asyncio.Task[None] | None = None
+        self._clicks = CardClicks(ctx, self._kv, self.limits)
+        self._feedback = Feedback(ctx, self._kv)
 
     # ------------------------------------------------------------------ Adapter protocol
     def mount(self, app: web.Application) -> None:
@@ -164,41 +156,7 @@ class TeamsAdapter:
 
     async def resume(self, token: Mapping[str, str], text: str) -> None:
         """Close an answer whose replica died: edit its placeholder, else post in its chat."""
-        rt = self._ready()
-        service_url, conv_id = token.get("service_url", ""), token.get("conversation_id", "")
-        tenant = token.get("tenant", "")
-        if not service_url or not conv_id:
-            return
-        reply_to = token.get("reply_to_id") or None
-        base = _sdk.base_activity(
-            bot=(token.get("bot_id", ""), token.get("bot_name", "")),
-            user=None,
-            conversation=json.loads(token.get("conversation") or "{}"),
-            reply_to_id=reply_to,
-        )
-        activity_id = token.get("activity_id")
-        if activity_id:
-            try:
-                await rt.connector.put(
-                    service_url,
-                    conv_id,
-                    activity_id,
-                    _sdk.build_activity(
-                        base, type=_sdk.MESSAGE, text=text, activity_id=activity_id
-                    ),
-                    tenant=tenant,
-                    urgent=True,
-                )
-                return
-            except PlatformError as e:  # gone meanwhile: say it in the chat instead
-                log.info("teams.resume_update_failed", code=e.code)
-        await rt.connector.post(
-            service_url,
-            conv_id,
-            _sdk.build_activity(base, type=_sdk.MESSAGE, text=text),
-            tenant=tenant,
-            reply_to=reply_to if token.get("conversation_type") == "channel" else None,
-        )
+        await close_answer(self._ready().connector, token, text)
 
     # ------------------------------------------------------------------ wiring
     def _ready(self) -> Runtime:
@@ -238,9 +196,9 @@ class TeamsAdapter:
         )
         self._runtime = Runtime(
             connector=connector,
-            remember_feedback=self._remember_feedback,
+            remember_feedback=self._feedback.remember,
             stop_answer=self._stop_answer,
-            feedback_enabled=self._feedback_enabled,
+            feedback_enabled=self._feedback.enabled,
             stream_window=self._stream_window,
             reset_enabled=self._reset_enabled,
             reset_by_word=self._reset_by_word,
@@ -293,7 +251,7 @@ class TeamsAdapter:
             await self._on_message(inb, rt)
             return web.Response(status=200)
         if inb.type == "invoke":
-            return await self._on_invoke(inb)
+            return await self._feedback.on_invoke(inb)
         log.debug("teams.ignored", type=inb.type if inb.type in _IGNORED_TYPES else "other")
         return web.Response(status=200)
 
@@ -302,17 +260,7 @@ class TeamsAdapter:
         if inb.from_id == inb.recipient_id or (self.app_id and inb.from_id == f"28:{self.app_id}"):
             log.debug("teams.ignored", why="own message")
             return
-        form_click = compose.parse_form_click(inb.value)
-        if form_click is not None:
-            # A button of a Dify Human Input form card (Action.Submit with the inputs).
-            await self._on_form_click(inb, rt, *form_click)
-            return
-        if compose.is_reset_click(inb.value):
-            # A card button click: Teams sends it as a message without text or mention.
-            await self._on_reset_click(inb, rt)
-            return
-        if compose.is_stop_click(inb.value):
-            await self._on_stop_click(inb, rt)
+        if await self._clicks.handle(inb, rt):
             return
         key = acts.thread_key(inb)
         kind = await self._kind(inb, key)
@@ -332,7 +280,7 @@ class TeamsAdapter:
                 text = FILE_ONLY_QUESTION
         msg = IncomingMessage(
             key=key,
-            event_id=_event_id(inb),
+            event_id=acts.event_id(inb),
             speaker=Speaker(id=inb.aad_object_id or inb.from_id, name=inb.from_name),
             text=text,
             kind=kind,
@@ -381,97 +329,9 @@ class TeamsAdapter:
             return None
         return Kind.THREAD_REPLY if known else None
 
-    # ------------------------------------------------------------------ New topic button
-    async def _on_reset_click(self, inb: acts.Inbound, rt: Runtime) -> None:
-        """Forget the thread's Dify conversation (``Bridge.reset``), then say so in the thread.
-
-        The reset is done before the 200, so a question sent right after the click already
-        starts the new conversation; the confirmation is posted in the background."""
-        key = acts.thread_key(inb)
-        route = self.ctx.bridge.route_for(key)
-        if route is None or not route.config.dify.mode.is_chat:
-            log.info("teams.reset_click_ignored", why="no chat route for this thread")
-            return
-        try:
-            if not await self._kv.claim(_event_id(inb)):
-                log.info("teams.reset_click_duplicate")
-                return
-            await self.ctx.bridge.reset(thread=key)
-            text = RESET_DONE
-        except RedisError as e:
-            log.warning("teams.reset_failed", error=type(e).__name__)
-            text = RESET_FAILED
-        # Answer under the card that was clicked (in channels: in its reply chain).
-        place = replace(acts.place(inb), reply_to_id=inb.reply_to_id or inb.id)
-        spawn(self._say(EditReply(rt, place, key), text), name=f"teams-reset-{key.log_id}")
-
-    # ------------------------------------------------------------------ Human Input forms
-    async def _on_form_click(
-        self, inb: acts.Inbound, rt: Runtime, form_key: str, action: str, values: dict[str, str]
-    ) -> None:
-        """Answer the form in the background (the 200 goes out at once); a redelivered click
-        is dropped by its activity id."""
-        try:
-            if not await self._kv.claim(_event_id(inb)):
-                log.info("teams.form_click_duplicate")
-                return
-        except RedisError as e:
-            log.warning("teams.form_click_dedup_failed", error=type(e).__name__)
-        spawn(
-            self._answer_form(inb, rt, form_key, action, values),
-            name=f"teams-form-{_short(inb.conversation_id)}",
-        )
-
-    async def _answer_form(
-        self, inb: acts.Inbound, rt: Runtime, form_key: str, action: str, values: dict[str, str]
-    ) -> None:
-        key = acts.thread_key(inb)
-        place = acts.place(inb)
-        # The rest of the answer: in 1:1 chats streamed, elsewhere edits, like any answer.
-        reply = StreamReply(rt, place, key) if place.personal else EditReply(rt, place, key)
-        note = EditReply(rt, replace(place, reply_to_id=inb.reply_to_id or inb.id), key)
-        click = FormAnswer(
-            form_key,
-            action,
-            values,
-            Responder(id=inb.aad_object_id or inb.from_id, name=inb.from_name or "Someone"),
-        )
-        try:
-            result = await self.ctx.bridge.answer_form(key, click, reply, self.limits)
-        except Exception as e:  # the clicker always hears back
-            log.warning("teams.form_failed", error=type(e).__name__)
-            await self._say(note, "I couldn't send your answer. Please try again in a minute.")
-            return
-        log.info("teams.form_answered", outcome=result.outcome.value)
-        if result.closed and result.form is not None and inb.reply_to_id:
-            try:
-                await note.show_card(inb.reply_to_id, compose.closed_form_part(result.form, result))
-            except PlatformError as e:
-                log.info("teams.form_card_update_failed", code=e.code)
-        if result.outcome is not Outcome.ACCEPTED:
-            await self._say(note, _for_clicker(inb.from_name, result))
-
-    async def _on_stop_click(self, inb: acts.Inbound, rt: Runtime) -> None:
-        """The Stop button under an answer being written (group chats, channels): stop the
-        thread's running answer; it then ends with what was written and a "stopped" note."""
-        key = acts.thread_key(inb)
-        try:
-            stopped = await self.ctx.bridge.stop(thread=key)
-        except Exception as e:  # Redis or Dify down: say there is nothing stopped, never crash
-            log.warning("teams.stop_failed", error=type(e).__name__)
-            stopped = False
-        if stopped:
-            return
-        place = replace(acts.place(inb), reply_to_id=inb.reply_to_id or inb.id)
-        spawn(
-            self._say(EditReply(rt, place, key), NOTHING_TO_STOP), name=f"teams-stop-{key.log_id}"
-        )
-
-    async def _say(self, reply: EditReply, text: str) -> None:
-        try:
-            await reply.say(text)
-        except PlatformError as e:
-            log.warning("teams.reset_reply_failed", code=e.code)
+    # ------------------------------------------------------------------ what the replies ask
+    async def _stop_answer(self, key: ThreadKey) -> bool:
+        return await self.ctx.bridge.stop(thread=key)
 
     def _reset_enabled(self, route_name: str | None) -> bool:
         route = self.ctx.bridge.route_named(route_name) if route_name else None
@@ -486,104 +346,6 @@ class TeamsAdapter:
         route = self.ctx.bridge.route_named(route_name) if route_name else None
         # Dify's relative file URLs (/files/...) hang off the API's origin, not /v1.
         return route.base_url.rstrip("/").removesuffix("/v1") if route is not None else None
-
-    # ------------------------------------------------------------------ feedback
-    async def _on_invoke(self, inb: acts.Inbound) -> web.StreamResponse:
-        value = inb.value if isinstance(inb.value, dict) else {}
-        if inb.name != "message/submitAction" or value.get("actionName") != "feedback":
-            log.debug("teams.invoke_ignored", name=inb.name or "")
-            return web.Response(status=200)
-        raw_action = value.get("actionValue")
-        action: dict[str, Any] = raw_action if isinstance(raw_action, dict) else {}
-        reaction = action.get("reaction")
-        if reaction not in ("like", "dislike"):
-            log.info("teams.feedback_unreadable")
-            return _invoke_message(FEEDBACK_UNPLACED)
-        comment = _feedback_text(action.get("feedback"))
-        key = acts.thread_key(inb)
-        try:
-            placed = await asyncio.wait_for(
-                self._send_feedback(key, inb.reply_to_id, reaction, comment), FEEDBACK_TIMEOUT
-            )
-        except Exception as e:
-            # The click still succeeds in Teams; the log says why Dify did not get it.
-            log.warning("teams.feedback_failed", error=type(e).__name__)
-            placed = True
-        if not placed:
-            return _invoke_message(FEEDBACK_UNPLACED)
-        # Teams wants 200 with an empty body, or it shows an error to the user.
-        return web.Response(status=200)
-
-    async def _send_feedback(
-        self, key: ThreadKey, activity_id: str | None, reaction: str, comment: str | None
-    ) -> bool:
-        """Send the rating to Dify; False when the rated answer is unknown.
-
-        Real Teams names the rated message (``replyToId``); the Agents Playground does not, and
-        then the thread's latest answer is the one rated."""
-        field = f"fb:{activity_id}" if activity_id else FEEDBACK_LATEST
-        message_id = await self._kv.get(field, thread=key)
-        if message_id is None:
-            log.info("teams.feedback_unknown_message", named=bool(activity_id))
-            return False
-        await self.ctx.bridge.feedback(
-            thread=key,
-            message_id=message_id,
-            rating=cast(Literal["like", "dislike"], reaction),
-            content=comment,
-        )
-        return True
-
-    async def _remember_feedback(self, key: ThreadKey, activity_id: str, dify_id: str) -> None:
-        ttl = int(self.ctx.settings.conversation_ttl_days * 86400)
-        await self._kv.set_many(
-            {f"fb:{activity_id}": dify_id, FEEDBACK_LATEST: dify_id}, ttl=ttl, thread=key
-        )
-
-    async def _stop_answer(self, key: ThreadKey) -> bool:
-        return await self.ctx.bridge.stop(thread=key)
-
-    def _feedback_enabled(self, route_name: str | None) -> bool:
-        route = self.ctx.bridge.route_named(route_name) if route_name else None
-        return route.config.feedback_buttons if route is not None else True
-
-
-def _for_clicker(name: str, result: FormResult) -> str:
-    """Teams has no message only the clicker sees: name them in the thread."""
-    text = result.message
-    if result.outcome is Outcome.ALREADY_DECIDED:
-        text += " Your choice was not sent."
-    return f"{name}: {text}" if name else text
-
-
-def _invoke_message(text: str) -> web.Response:
-    """A polite invoke response: 200 (never a 4xx, which Teams shows as an error) with a
-    message Teams may show the user."""
-    return web.json_response(
-        {"statusCode": 200, "type": "application/vnd.microsoft.activity.message", "value": text}
-    )
-
-
-def _feedback_text(raw: Any) -> str | None:
-    """Teams sends the comment as a JSON string ``{"feedbackText": "..."}``."""
-    if not isinstance(raw, str) or not raw:
-        return None
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return raw[:2000]
-    text = data.get("feedbackText") if isinstance(data, dict) else None
-    return text[:2000] if isinstance(text, str) and text.strip() else None
-
-
-def _event_id(inb: acts.Inbound) -> str:
-    # Channel message ids are millisecond timestamps, unique per conversation only: scope them
-    # so two channels posting in the same millisecond never collide.
-    return f"{inb.id}@{_short(inb.base_conversation_id)}"
-
-
-def _short(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _https_or_loopback(url: str) -> bool:
