@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisError
 
+from app import texts
 from app.config.settings import AppMode, Route, Settings
 from app.dify.appcheck import AppParams
 from app.dify.client import DifyClient, EventStream, StoredMessage
@@ -32,7 +33,7 @@ from app.pipeline.admission import no_gate
 from app.pipeline.answer_deadline import StreamDeadline
 from app.pipeline.answer_extras import chat_extras, hint, stream_error
 from app.pipeline.answer_fold import Answer, fold, workflow_answer
-from app.pipeline.answer_size import AnswerSize, cut_notice
+from app.pipeline.answer_size import AnswerSize
 from app.pipeline.attachments import upload_files
 from app.pipeline.failures import safe_fail
 from app.pipeline.human_loop import HumanLoop
@@ -49,11 +50,6 @@ from app.server.metrics import Metrics
 from app.server.tracing import span
 from app.state.answer_cache import AnswerCache
 from app.state.store import ConversationRecord, RedisStore
-from app.texts import (
-    PARTIAL,
-    STOPPED,
-    THREAD_EXPIRED,
-)
 
 log = structlog.get_logger(__name__)
 
@@ -146,7 +142,7 @@ class AnswerRun:
                     raise
                 log.info("conversation.expired")
                 await self.store.forget(msg.key)
-                turn.notices.append(THREAD_EXPIRED)
+                turn.notices.append(texts.THREAD_EXPIRED)
                 answer = await self._stream(client, turn, None, scheduler, started)
             except StreamIncomplete as e:
                 answer = await self._recover(client, turn, e)
@@ -404,19 +400,19 @@ class AnswerRun:
         if answer.partial:
             # No feedback on (nor follow-ups to) an answer that may be missing its end.
             extras.partial, extras.dify_message_id = True, None
-            extras.notices.append(PARTIAL)
+            extras.notices.append(texts.PARTIAL)
         elif turn.stopped or answer.workflow_status == "stopped":
             extras.stopped = True
-            extras.notices.append(STOPPED)
+            extras.notices.append(texts.STOPPED)
         else:
             await self._chat_extras(client, turn, answer, extras)
         if cut:
             attach = turn.limits.attaches_files
             log.info("answer.too_long", chars=len(full_text), shown=len(text), attached=attach)
             extras.full_text_file = full_text if attach else None
-            extras.notices.append(cut_notice(self._size(turn).max_messages, attached=attach))
+            extras.notices.append(texts.cut_notice(self._size(turn).max_messages, attached=attach))
         if not text.strip() and not extras.files:
-            text = "(The assistant returned an empty answer.)"
+            text = texts.EMPTY_ANSWER
 
         if answer.steps and isinstance(turn.reply, ShowsSteps):
             turn.reply.show_steps(tuple(answer.steps))
@@ -475,7 +471,7 @@ class AnswerRun:
         if name:
             extras.conversation_name = name
             # As a notice every adapter already shows, so admins can find it in Dify's logs.
-            extras.notices.append(f"Dify conversation: “{name}”")
+            extras.notices.append(texts.CONVERSATION_NAMED.format(name=name))
             try:
                 await self.store.set_conversation_name(turn.msg.key, name)
             except RedisError as e:
@@ -502,8 +498,9 @@ class AnswerRun:
         partial, cut = self._size(turn).final(partial)
         if cut:  # a failure message has no file: what fits, then the reason
             partial += "\n\n…"
-        message = f"{partial}\n\n⚠️ {text}" if partial.strip() else text
-        await safe_fail(turn.reply, message, turn.ref)
+        if partial.strip():
+            text = texts.FAILED_AFTER_PARTIAL.format(partial=partial, message=text)
+        await safe_fail(turn.reply, text, turn.ref)
 
 
 # ---------------------------------------------------------------------- plain helpers
