@@ -9,6 +9,8 @@ A leaf module: it imports nothing from the project, so anything may import it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 # ------------------------------------------------------------------ answers and the thread
 
 # The thread's Dify conversation had expired (Redis TTL or Dify lost it).
@@ -25,10 +27,13 @@ CONVERSATION_NAMED = "Dify conversation: “{name}”"
 # A replica restarted under a running answer (app/state/inflight.py).
 INTERRUPTED = "⚠️ This answer was interrupted because the assistant restarted. Please ask again."
 RESTARTING = "The assistant is restarting. Please ask again in a few seconds."
+# A failure after part of the answer had arrived: what arrived, then why it stopped.
+FAILED_AFTER_PARTIAL = "{partial}\n\n⚠️ {message}"
 
 
-def cut_notice(many: str, *, attached: bool) -> str:
-    """The note under an answer cut to fit the thread; ``many``: "3 messages"."""
+def cut_notice(max_messages: int, *, attached: bool) -> str:
+    """The note under an answer cut to fit the thread (at most ``max_messages`` messages)."""
+    many = f"{max_messages} message{'s' if max_messages != 1 else ''}"
     if attached:
         return (
             f"This answer is longer than {many}, so it stops here in the thread; the whole "
@@ -74,6 +79,9 @@ WORKING_ON = "Working on it: {label}"
 
 # ------------------------------------------------------------------ limits and quotas
 
+# A question over MAX_MESSAGE_CHARS (typed, or a voice message's transcript).
+TOO_LONG = "That message is too long ({chars} characters); the limit is {limit}. Please shorten it."
+
 QUOTA_USED = (
     "This workspace has used its monthly assistant quota for this channel; it resets on "
     "{day} {month}."
@@ -83,6 +91,113 @@ WORKSPACE_TOO_FAST = (
     "This workspace is asking the assistant more questions than it can take right now: "
     "please try again in about {when}."
 )
+
+
+def wait_time(seconds: int) -> str:
+    """The {when} of the rate-limit texts: "20 seconds", "3 minutes"."""
+    if seconds < 90:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    return f"{-(-seconds // 60)} minutes"
+
+
+# ------------------------------------------------ the app's input form (app/pipeline/inputs.py)
+
+# Problems with what the route maps into the form are the admin's to fix.
+_FIX_INPUTS = "Please tell your admin (the channel's route `inputs` need fixing)."
+NEEDS_QUESTION = "Please write a question: this assistant needs some text to work on."
+QUESTION_TOO_LONG_FOR_APP = (
+    "That message is too long for this assistant ({chars} characters; "
+    "it takes at most {limit}). Please shorten it."
+)
+QUESTION_NOT_AN_OPTION = "This assistant only understands these answers: {options}."
+INPUT_MISSING = (
+    "This assistant needs “{label}”, which this channel does not provide. " + _FIX_INPUTS
+)
+INPUT_TOO_LONG = (
+    "“{label}” is too long for this assistant ({chars} characters; at most {limit}). " + _FIX_INPUTS
+)
+INPUT_NOT_AN_OPTION = (
+    "“{label}” must be one of {options} for this assistant, "
+    "and this channel sends something else. " + _FIX_INPUTS
+)
+
+# ------------------------------------------------ files sent along (app/pipeline/attachments.py)
+
+FILES_NOT_ACCEPTED = (
+    "This assistant does not accept files, so I did not send {names}. "
+    "Please ask again without the attachment, or paste the relevant text."
+)
+TOO_MANY_FILES = (
+    "This assistant takes at most {limit} file(s) per message; you sent {count}. Please send fewer."
+)
+FILE_KIND_REFUSED = "This assistant does not accept {kind} files like {name} (it takes: {kinds})."
+FILE_TOO_LARGE = (
+    "{name} is too large for this assistant ({size}; the limit for {kind} files is {limit})."
+)
+# Stand-ins for a file without a name: in a list of names, in "files like this", as a subject.
+FILE_NAMELESS = "file"
+FILE_NAMELESS_LIKE = "this"
+FILE_NAMELESS_SUBJECT = "That file"
+NO_FILE_KINDS = "none"  # {kinds} when the app takes only custom extensions
+MEGABYTES = "{mb:.0f} MB"
+
+# ------------------------------------------------------ voice messages (app/pipeline/voice.py)
+
+VOICE_OFF = (
+    "This assistant cannot listen to voice messages (speech-to-text is off for its Dify app). "
+    "Please type your question."
+)
+VOICE_NO_DOWNLOAD = "I could not download the voice message. Please try again."
+VOICE_EMPTY = "The voice message was empty. Please try again."
+VOICE_NOT_TRANSCRIBED = "I could not transcribe the voice message: {reason}"
+VOICE_UNREADABLE = "I could not read that voice message. Please try again."
+VOICE_NO_WORDS = (
+    "I could not make out any words in the voice message. Please try again or type your question."
+)
+# The notice under the answer quoting what was understood.
+VOICE_QUOTE = '🎙️ "{words}"'
+
+# ------------------------------------------------------------------ redaction (app/redact)
+
+PRIVACY_MISCONFIGURED = (
+    "This channel's privacy settings are misconfigured, so nothing was sent. "
+    "Please tell your admin."
+)
+REDACTED = "I removed {what} before sending your message."
+PSEUDONYMIZED = "I replaced {what} with placeholders before sending your message."
+BLOCKED = (
+    "I did not send your message because it contains {what}. "
+    "Please remove it and send your message again."
+)
+SENSITIVE_DATA = "sensitive data"  # {what} of BLOCKED when no kind was counted
+# (singular, plural) of each entity type as the asker reads them.
+DATA_KINDS: dict[str, tuple[str, str]] = {
+    "EMAIL": ("email address", "email addresses"),
+    "PHONE": ("phone number", "phone numbers"),
+    "CREDIT_CARD": ("payment card number", "payment card numbers"),
+    "IBAN": ("IBAN", "IBANs"),
+    "US_SSN": ("US Social Security number", "US Social Security numbers"),
+    "JP_MY_NUMBER": ("My Number (個人番号)", "My Numbers (個人番号)"),
+    "JP_CORPORATE_NUMBER": ("corporate number (法人番号)", "corporate numbers (法人番号)"),
+    "CN_RESIDENT_ID": ("Chinese resident ID number", "Chinese resident ID numbers"),
+    "TH_NATIONAL_ID": ("Thai national ID number", "Thai national ID numbers"),
+    "UK_NINO": ("UK National Insurance number", "UK National Insurance numbers"),
+    "IP_ADDRESS": ("IP address", "IP addresses"),
+    "URL_CREDENTIALS": ("password in a link", "passwords in links"),
+    "SECRET": ("secret (password, token or API key)", "secrets (passwords, tokens or API keys)"),
+}
+
+
+def data_found(found: Mapping[str, int]) -> str:
+    """The {what} of the redaction texts: "1 email address and 2 phone numbers"; never values."""
+    parts = []
+    for entity_type, count in found.items():
+        one, many = DATA_KINDS.get(entity_type, (entity_type, entity_type))
+        parts.append(f"{count} {one if count == 1 else many}")
+    if len(parts) <= 1:
+        return "".join(parts)
+    return f"{', '.join(parts[:-1])} and {parts[-1]}"
+
 
 # ------------------------------------------------------------ Dify errors (app/dify/errors.py)
 

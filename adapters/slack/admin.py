@@ -16,6 +16,7 @@ from typing import Any
 
 from adapters.slack import manifest as slack
 from adapters.slack.doctor import check_slack, routes_need_email
+from adapters.slack.manifest_push import SlackManifestApiError, push_slack_manifest
 from adapters.slack.settings import SlackSettings, slack_settings
 from app.admin import doctor
 from app.admin.commands import CHECK_DEFAULT, cli_settings, err, print_problems
@@ -154,13 +155,13 @@ async def _push(
         print("not pushed: fix the errors above first")
         return 1
     try:
-        body = await slack.push_slack_manifest(
+        body = await push_slack_manifest(
             rendered,
             api_url=s.slack_api_url,
             config_token=token,
             app_id=s.slack_app_id,
         )
-    except slack.SlackManifestApiError as e:
+    except SlackManifestApiError as e:
         print(f"Slack rejected the manifest ({e.method}: {e.error}):")
         for line in e.lines:
             print(f"  {line}")

@@ -2,7 +2,7 @@
 
 Inside the thread lock (see :mod:`app.pipeline.bridge`): upload files -> Dify stream (every app
 mode) -> edit scheduler -> store the conversation id as soon as it is known -> recover a broken
-stream -> final answer with suggestions, sources and the conversation's Dify name.
+stream; the final answer (or its failure) is :mod:`app.pipeline.answer_finish`.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisError
 
-from app.config.settings import AppMode, Route, Settings
+from app import texts
+from app.config.settings import AppMode, Route
 from app.dify.appcheck import AppParams
 from app.dify.client import DifyClient, EventStream, StoredMessage
 from app.dify.errors import (
-    CircuitOpen,
     ConversationNotFound,
     DifyError,
     DifyTimeout,
@@ -30,9 +30,9 @@ from app.dify.errors import (
 from app.dify.events import DifyEvent
 from app.pipeline.admission import no_gate
 from app.pipeline.answer_deadline import StreamDeadline
-from app.pipeline.answer_extras import chat_extras, hint, stream_error
-from app.pipeline.answer_fold import Answer, fold, workflow_answer
-from app.pipeline.answer_size import AnswerSize, cut_notice
+from app.pipeline.answer_extras import stream_error
+from app.pipeline.answer_finish import AnswerFinish, restore
+from app.pipeline.answer_fold import Answer, fold
 from app.pipeline.attachments import upload_files
 from app.pipeline.failures import safe_fail
 from app.pipeline.human_loop import HumanLoop
@@ -40,20 +40,12 @@ from app.pipeline.model import (
     IncomingMessage,
     PlatformLimits,
     Reply,
-    ReplyExtras,
     ShowsSteps,
 )
-from app.pipeline.streaming import BudgetRegistry, EditScheduler, deliver_final
+from app.pipeline.streaming import BudgetRegistry, EditScheduler
 from app.redact import Prepared, Restorer
-from app.server.metrics import Metrics
 from app.server.tracing import span
-from app.state.answer_cache import AnswerCache
-from app.state.store import ConversationRecord, RedisStore
-from app.texts import (
-    PARTIAL,
-    STOPPED,
-    THREAD_EXPIRED,
-)
+from app.state.store import ConversationRecord
 
 log = structlog.get_logger(__name__)
 
@@ -81,17 +73,12 @@ class Turn:
     leave_gate: Callable[[], None] = no_gate
 
 
-class AnswerRun:
+class AnswerRun(AnswerFinish):
     """The answer-run half of :class:`~app.pipeline.bridge.Bridge` (which inherits it): what a turn
-    needs of the bridge is declared here."""
+    needs of the bridge is declared here and in :class:`AnswerFinish`."""
 
-    settings: Settings
-    store: RedisStore
-    metrics: Metrics
     budgets: BudgetRegistry
-    answer_cache: AnswerCache
     forms: HumanLoop
-    limiter: Any
 
     def client_for(self, route: Route) -> DifyClient:
         raise NotImplementedError
@@ -146,7 +133,7 @@ class AnswerRun:
                     raise
                 log.info("conversation.expired")
                 await self.store.forget(msg.key)
-                turn.notices.append(THREAD_EXPIRED)
+                turn.notices.append(texts.THREAD_EXPIRED)
                 answer = await self._stream(client, turn, None, scheduler, started)
             except StreamIncomplete as e:
                 answer = await self._recover(client, turn, e)
@@ -167,7 +154,7 @@ class AnswerRun:
         await scheduler.close()
         if answer.error is not None:
             err = stream_error(answer.error)
-            await self._fail(turn, _restore(answer.text, turn.prepared.restorer), err)
+            await self._fail(turn, restore(answer.text, turn.prepared.restorer), err)
             return
         if answer.workflow_status == "paused" and answer.forms:
             await self.forms.paused(
@@ -175,7 +162,7 @@ class AnswerRun:
                 route=route,
                 reply=reply,
                 answer=answer,
-                text=_restore(answer.text, turn.prepared.restorer),
+                text=restore(answer.text, turn.prepared.restorer),
                 notices=[*turn.notices, *answer.notices],
                 user=user,
                 asker=msg.speaker.id,
@@ -378,139 +365,8 @@ class AnswerRun:
         )
         return Answer(text=text, partial=True, conversation_id=conv, message_id=mid, usage=usage)
 
-    async def _finish(
-        self,
-        client: DifyClient,
-        turn: Turn,
-        answer: Answer,
-        started: float,
-        budget: Any,
-    ) -> None:
-        msg, route = turn.msg, turn.route
-        restorer = turn.prepared.restorer
-        text = answer.text
-        if route.config.dify.mode is AppMode.WORKFLOW:
-            text = workflow_answer(text, answer.outputs, route.config.dify.output_variable)
-        full_text = _restore(text, restorer)
-        text, cut = self._size(turn).final(full_text)
-        extras = ReplyExtras(
-            dify_message_id=answer.message_id,
-            conversation_id=answer.conversation_id,
-            sources=answer.sources if route.config.show_sources else [],
-            files=answer.files,
-            notices=list(turn.notices),
-            route=route.name,
-        )
-        if answer.partial:
-            # No feedback on (nor follow-ups to) an answer that may be missing its end.
-            extras.partial, extras.dify_message_id = True, None
-            extras.notices.append(PARTIAL)
-        elif turn.stopped or answer.workflow_status == "stopped":
-            extras.stopped = True
-            extras.notices.append(STOPPED)
-        else:
-            await self._chat_extras(client, turn, answer, extras)
-        if cut:
-            attach = turn.limits.attaches_files
-            log.info("answer.too_long", chars=len(full_text), shown=len(text), attached=attach)
-            extras.full_text_file = full_text if attach else None
-            extras.notices.append(cut_notice(self._size(turn).max_messages, attached=attach))
-        if not text.strip() and not extras.files:
-            text = "(The assistant returned an empty answer.)"
-
-        if answer.steps and isinstance(turn.reply, ShowsSteps):
-            turn.reply.show_steps(tuple(answer.steps))
-
-        async def finish() -> None:
-            with span("platform.finish", platform=msg.key.platform, chars=len(text)):
-                await turn.reply.finish(text, extras)
-
-        await deliver_final(
-            finish,
-            budget=budget,
-            on_ratelimited=self.metrics.ratelimited.labels(msg.key.platform).inc,
-        )
-        if (
-            turn.cache_question
-            and not extras.stopped
-            and not extras.partial
-            and not extras.files
-            and text.strip()
-        ):
-            try:
-                await self.answer_cache.put(
-                    route.name,
-                    turn.cache_question,
-                    text,
-                    extras.sources,
-                    route.config.answer_cache_ttl,
-                )
-            except RedisError as e:
-                log.warning("answer_cache.write_failed", error=type(e).__name__)
-        total = answer.usage.get("total_tokens")
-        if isinstance(total, int) and total > 0:
-            self.metrics.tokens.labels(route.name).inc(total)
-            if self.limiter is not None:
-                await self.limiter.record_usage(msg, route, total)
-        self.metrics.latency.observe(time.monotonic() - started)
-        outcome = "partial" if extras.partial else "stopped" if extras.stopped else "ok"
-        self.metrics.answers.labels(msg.key.platform, outcome).inc()
-        log.info("answer.finished", chars=len(text), sources=len(extras.sources))
-
-    async def _chat_extras(
-        self, client: DifyClient, turn: Turn, answer: Answer, extras: ReplyExtras
-    ) -> None:
-        """Suggested follow-ups and, on a new conversation's first answer, Dify's name for it."""
-        route = turn.route
-        if not route.config.dify.mode.is_chat or not answer.message_id:
-            return
-        extras.suggested, name = await chat_extras(
-            client,
-            user=turn.msg.key.dify_user(),
-            message_id=answer.message_id,
-            conversation_id=answer.conversation_id,
-            want_suggested=route.config.suggested_questions,
-            want_name=turn.new_conversation,
-        )
-        if name:
-            extras.conversation_name = name
-            # As a notice every adapter already shows, so admins can find it in Dify's logs.
-            extras.notices.append(f"Dify conversation: “{name}”")
-            try:
-                await self.store.set_conversation_name(turn.msg.key, name)
-            except RedisError as e:
-                log.warning("store.write_failed", error=type(e).__name__)
-
-    def _size(self, turn: Turn) -> AnswerSize:
-        """How much of an answer the thread shows (see app/pipeline/answer_size.py)."""
-        most = turn.route.config.max_messages_per_answer or self.settings.max_messages_per_answer
-        # The last message also carries the error or the notices: keep a little room.
-        return AnswerSize(max_chars=max(1, turn.limits.max_message_chars - 200), max_messages=most)
-
-    async def _fail(self, turn: Turn, partial: str, e: DifyError) -> None:
-        kind = type(e).__name__
-        self.metrics.errors.labels(kind).inc()
-        self.metrics.answers.labels(turn.msg.key.platform, "failed").inc()
-        log.warning(
-            "answer.failed",
-            error=kind,
-            status=e.status,
-            code=e.code,
-            hint=hint(e, turn.route.base_url),
-        )
-        text = turn.route.config.fallback_text if isinstance(e, CircuitOpen) else e.user_message
-        partial, cut = self._size(turn).final(partial)
-        if cut:  # a failure message has no file: what fits, then the reason
-            partial += "\n\n…"
-        message = f"{partial}\n\n⚠️ {text}" if partial.strip() else text
-        await safe_fail(turn.reply, message, turn.ref)
-
 
 # ---------------------------------------------------------------------- plain helpers
-
-
-def _restore(text: str, restorer: Restorer | None) -> str:
-    return restorer.final(text) if restorer else text
 
 
 def read_pace(edit_interval: float) -> float:
@@ -526,4 +382,4 @@ def _restore_partial(text: str, restorer: Restorer | None) -> str:
 
 def _visible(answer: Answer, restorer: Restorer | None, e: DifyError) -> str:
     partial = e.partial_text or answer.text
-    return _restore(partial or "", restorer)
+    return restore(partial or "", restorer)

@@ -13,18 +13,11 @@ is ``max_messages`` messages of the platform's ``max_message_chars``:
 
 from __future__ import annotations
 
-from app import texts
 from app.render.markdown import split_markdown
 
 # Streamed parts are cut where the text allows (a blank line, a line end), rarely at the very
 # limit: the streaming budget leaves that much room so the interim view stays within the cap.
 _STREAM_FILL = 0.9
-
-
-def cut_notice(max_messages: int, *, attached: bool) -> str:
-    """The note under an answer that was cut to fit the thread."""
-    many = f"{max_messages} message{'s' if max_messages != 1 else ''}"
-    return texts.cut_notice(many, attached=attached)
 
 
 class AnswerSize:
@@ -58,4 +51,4 @@ class AnswerSize:
         return "\n\n".join(parts[: self.max_messages]), True
 
 
-__all__ = ["AnswerSize", "cut_notice"]
+__all__ = ["AnswerSize"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from app import texts
 from app.dify.appcheck import FileRules
 from app.dify.client import DifyClient
 from app.dify.errors import DifyProtocolError
@@ -38,24 +39,23 @@ def is_voice(att: Attachment) -> bool:
 
 
 def _mb(n: int) -> str:
-    return f"{n / (1024 * 1024):.0f} MB"
+    return texts.MEGABYTES.format(mb=n / (1024 * 1024))
+
+
+def _too_large(att: Attachment, size: int, ftype: str, limit: int) -> str:
+    name = att.name or texts.FILE_NAMELESS_SUBJECT
+    return texts.FILE_TOO_LARGE.format(name=name, size=_mb(size), kind=ftype, limit=_mb(limit))
 
 
 def check_files(attachments: Sequence[Attachment], rules: FileRules) -> str | None:
     """A message for the user when the app cannot take these files, else None."""
     if not attachments:
         return None
-    names = ", ".join(a.name or "file" for a in attachments)
     if not rules.enabled:
-        return (
-            f"This assistant does not accept files, so I did not send {names}. "
-            "Please ask again without the attachment, or paste the relevant text."
-        )
+        names = ", ".join(a.name or texts.FILE_NAMELESS for a in attachments)
+        return texts.FILES_NOT_ACCEPTED.format(names=names)
     if rules.number_limit is not None and len(attachments) > rules.number_limit:
-        return (
-            f"This assistant takes at most {rules.number_limit} file(s) per message; you "
-            f"sent {len(attachments)}. Please send fewer."
-        )
+        return texts.TOO_MANY_FILES.format(limit=rules.number_limit, count=len(attachments))
     for att in attachments:
         ftype = file_type(att.mime_type)
         ext = "." + att.name.rsplit(".", 1)[-1].lower() if "." in att.name else ""
@@ -65,17 +65,12 @@ def check_files(attachments: Sequence[Attachment], rules: FileRules) -> str | No
             and ftype not in allowed
             and not ("custom" in allowed and ext and ext in rules.extensions)
         ):
-            kinds = ", ".join(sorted(t for t in allowed if t != "custom")) or "none"
-            return (
-                f"This assistant does not accept {ftype} files like {att.name or 'this'} "
-                f"(it takes: {kinds})."
-            )
+            kinds = ", ".join(sorted(t for t in allowed if t != "custom")) or texts.NO_FILE_KINDS
+            name = att.name or texts.FILE_NAMELESS_LIKE
+            return texts.FILE_KIND_REFUSED.format(kind=ftype, name=name, kinds=kinds)
         limit = rules.size_limit(ftype)
         if att.size > limit:
-            return (
-                f"{att.name or 'That file'} is too large for this assistant "
-                f"({_mb(att.size)}; the limit for {ftype} files is {_mb(limit)})."
-            )
+            return _too_large(att, att.size, ftype, limit)
     return None
 
 
@@ -98,10 +93,7 @@ async def upload_files(
         data = await att.fetch()
         ftype = file_type(att.mime_type)
         if rules is not None and len(data) > rules.size_limit(ftype):
-            raise ValueError(
-                f"{att.name or 'That file'} is too large for this assistant ({_mb(len(data))}; "
-                f"the limit for {ftype} files is {_mb(rules.size_limit(ftype))})."
-            )
+            raise ValueError(_too_large(att, len(data), ftype, rules.size_limit(ftype)))
         uploaded = await client.upload_file(
             user=user,
             filename=names.get(i) or att.name or "file",

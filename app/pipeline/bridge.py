@@ -2,7 +2,8 @@
 
 dedup -> route -> limits -> preflight (voice, files, inputs, redaction: app/pipeline/preflight.py)
 -> answer cache -> placeholder -> thread lock -> conversation lookup -> the answer run
-(app/pipeline/answer_run.py: Dify stream, edit scheduler, final answer).
+(app/pipeline/answer_run.py: Dify stream, edit scheduler; app/pipeline/answer_finish.py: the
+final answer).
 
 Every failure ends in ``reply.fail`` with plain words and a reference id that is also logged, so a
 user is never left looking at a placeholder.

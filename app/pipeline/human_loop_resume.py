@@ -17,6 +17,7 @@ from app.pipeline.failures import safe_fail
 from app.pipeline.model import Reply
 from app.redact import Restorer
 from app.state.form_store import PendingForm
+from app.texts import FAILED_AFTER_PARTIAL
 
 log = structlog.get_logger("app.pipeline.human_loop")
 
@@ -74,7 +75,12 @@ def final_text(text: str, restorer: Restorer | None) -> str:
 
 
 async def fail_with(reply: Reply, partial: str, message: str, ref: str) -> None:
-    await safe_fail(reply, f"{partial}\n\n⚠️ {message}" if partial.strip() else message, ref)
+    text = (
+        FAILED_AFTER_PARTIAL.format(partial=partial, message=message)
+        if partial.strip()
+        else message
+    )
+    await safe_fail(reply, text, ref)
 
 
 __all__ = ["RunEvents", "fail_with", "final_text", "no_events", "reattach", "stored_answer"]

@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from app import texts
 from app.config.settings import AppMode, Route
 from app.dify.appcheck import AppParams
 from app.pipeline.model import IncomingMessage
-
-_ADMIN = "Please tell your admin (the channel's route `inputs` need fixing)."
 
 
 def build_inputs(route: Route, msg: IncomingMessage) -> dict[str, Any]:
@@ -47,9 +46,7 @@ def is_reset(text: str, route: Route) -> bool:
 
 def too_long(chars: int, limit: int) -> str:
     """The refusal for a question over ``MAX_MESSAGE_CHARS``."""
-    return (
-        f"That message is too long ({chars} characters); the limit is {limit}. Please shorten it."
-    )
+    return texts.TOO_LONG.format(chars=chars, limit=limit)
 
 
 def check_inputs(route: Route, inputs: dict[str, Any], query: str, params: AppParams) -> str | None:
@@ -68,10 +65,8 @@ def check_inputs(route: Route, inputs: dict[str, Any], query: str, params: AppPa
         is_query = takes_query and f.variable == route.config.dify.query_variable
         if f.required and (value is None or value == ""):
             if is_query:
-                return "Please write a question: this assistant needs some text to work on."
-            return (
-                f"This assistant needs “{f.label}”, which this channel does not provide. {_ADMIN}"
-            )
+                return texts.NEEDS_QUESTION
+            return texts.INPUT_MISSING.format(label=f.label)
         if not isinstance(value, str) or value == "":
             continue
         if f.max_length and len(value) > f.max_length:
@@ -79,23 +74,13 @@ def check_inputs(route: Route, inputs: dict[str, Any], query: str, params: AppPa
                 inputs[f.variable] = value[-f.max_length :]
                 continue
             if is_query:
-                return (
-                    f"That message is too long for this assistant ({len(value)} characters; "
-                    f"it takes at most {f.max_length}). Please shorten it."
-                )
-            return (
-                f"“{f.label}” is too long for this assistant ({len(value)} characters; at "
-                f"most {f.max_length}). {_ADMIN}"
-            )
+                return texts.QUESTION_TOO_LONG_FOR_APP.format(chars=len(value), limit=f.max_length)
+            return texts.INPUT_TOO_LONG.format(label=f.label, chars=len(value), limit=f.max_length)
         if f.kind == "select" and f.options and value not in f.options:
+            options = ", ".join(f.options)
             if is_query:
-                return (
-                    "This assistant only understands these answers: " + ", ".join(f.options) + "."
-                )
-            return (
-                f"“{f.label}” must be one of {', '.join(f.options)} for this assistant, "
-                f"and this channel sends something else. {_ADMIN}"
-            )
+                return texts.QUESTION_NOT_AN_OPTION.format(options=options)
+            return texts.INPUT_NOT_AN_OPTION.format(label=f.label, options=options)
     return None
 
 

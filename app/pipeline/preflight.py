@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 
+from app import texts
 from app.config.settings import AppMode, Route
 from app.dify.appcheck import AppParams, ParamsCache
 from app.dify.client import DifyClient
@@ -26,11 +27,6 @@ from app.server.metrics import Metrics
 from app.server.tracing import span
 
 log = structlog.get_logger(__name__)
-
-MISCONFIGURED = (
-    "This channel's privacy settings are misconfigured, so nothing was sent. "
-    "Please tell your admin."
-)
 
 
 @dataclass
@@ -142,7 +138,7 @@ class Preflight:
                 )
         except ConfigError as e:
             log.error("redaction.misconfigured", detail=str(e))
-            await reply.fail(MISCONFIGURED, ref=ref)
+            await reply.fail(texts.PRIVACY_MISCONFIGURED, ref=ref)
             return None
         for etype, count in prepared.found.items():
             self.metrics.redacted.labels(etype).inc(count)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from app import texts
 from app.dify.appcheck import AppParams
 from app.dify.client import DifyClient
 from app.dify.errors import DifyError
@@ -17,10 +18,6 @@ from app.pipeline.attachments import is_voice
 from app.pipeline.inputs import too_long
 from app.pipeline.model import Attachment, IncomingMessage
 
-NO_SPEECH = (
-    "This assistant cannot listen to voice messages (speech-to-text is off for its Dify app). "
-    "Please type your question."
-)
 QUOTE_CHARS = 60
 
 
@@ -37,14 +34,12 @@ async def transcribe(
     """The clip's words; :class:`UserFacingError` with a plain sentence when that fails."""
     # Parameters unknown (Dify did not say): try, and let Dify refuse if it must.
     if params is not None and not params.speech_to_text:
-        raise UserFacingError(NO_SPEECH, kind="voice")
+        raise UserFacingError(texts.VOICE_OFF, kind="voice")
     if clip.fetch is None:
-        raise UserFacingError(
-            "I could not download the voice message. Please try again.", kind="voice"
-        )
+        raise UserFacingError(texts.VOICE_NO_DOWNLOAD, kind="voice")
     data = await clip.fetch()
     if not data:
-        raise UserFacingError("The voice message was empty. Please try again.", kind="voice")
+        raise UserFacingError(texts.VOICE_EMPTY, kind="voice")
     mime = clip.mime_type if clip.mime_type.lower().startswith("audio/") else "audio/mpeg"
     try:
         text = await client.audio_to_text(
@@ -52,19 +47,13 @@ async def transcribe(
         )
     except DifyError as e:
         raise UserFacingError(
-            f"I could not transcribe the voice message: {e.user_message}", kind="voice"
+            texts.VOICE_NOT_TRANSCRIBED.format(reason=e.user_message), kind="voice"
         ) from e
     except ValueError as e:  # the client refused the clip's name or type before sending
-        raise UserFacingError(
-            "I could not read that voice message. Please try again.", kind="voice"
-        ) from e
+        raise UserFacingError(texts.VOICE_UNREADABLE, kind="voice") from e
     text = text.strip()
     if not text:
-        raise UserFacingError(
-            "I could not make out any words in the voice message. Please try again or type "
-            "your question.",
-            kind="voice",
-        )
+        raise UserFacingError(texts.VOICE_NO_WORDS, kind="voice")
     return text
 
 
@@ -88,7 +77,7 @@ def quote(transcript: str) -> str:
     """The short notice under the answer: 🎙️ "what is our holiday policy…"."""
     one_line = " ".join(transcript.split())
     cut = one_line if len(one_line) <= QUOTE_CHARS else one_line[: QUOTE_CHARS - 1].rstrip() + "…"
-    return f'🎙️ "{cut}"'
+    return texts.VOICE_QUOTE.format(words=cut)
 
 
-__all__ = ["NO_SPEECH", "as_question", "quote", "transcribe", "voice_clip"]
+__all__ = ["as_question", "quote", "transcribe", "voice_clip"]

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from app import texts
 from app.errors import ConfigError
 from app.redact._normalize import fold
 from app.redact._redactor import get_redactor, marker, replace
 from app.redact._restore import Restorer
-from app.redact._types import LABELS, NEVER_STORED, Finding
+from app.redact._types import NEVER_STORED, Finding
 from app.redact._vault import PseudonymVault
 from app.redact.config import RedactionConfig, RedactionMode
 
@@ -53,21 +54,6 @@ def canonical(entity_type: str, value: str) -> str:
                        "CN_RESIDENT_ID", "TH_NATIONAL_ID"):  # fmt: skip
         return "".join(c for c in v if c.isdigit() or c in "+Xx").upper()
     return v
-
-
-def _join(parts: list[str]) -> str:
-    if len(parts) <= 1:
-        return "".join(parts)
-    return f"{', '.join(parts[:-1])} and {parts[-1]}"
-
-
-def describe(found: Mapping[str, int]) -> str:
-    """``"1 email address and 2 phone numbers"``: kinds and counts, never values."""
-    parts = []
-    for entity_type, count in found.items():
-        one, many = LABELS.get(entity_type, (entity_type, entity_type))
-        parts.append(f"{count} {one if count == 1 else many}")
-    return _join(parts)
 
 
 class RedactionService:
@@ -161,15 +147,12 @@ class RedactionService:
         """A one-line note for the asker when something was taken out, else ``None``."""
         if prepared.blocked or not prepared.found or not prepared.notify:
             return None
-        what = describe(prepared.found)
+        what = texts.data_found(prepared.found)
         if prepared.mode is RedactionMode.PSEUDONYMIZE:
-            return f"I replaced {what} with placeholders before sending your message."
-        return f"I removed {what} before sending your message."
+            return texts.PSEUDONYMIZED.format(what=what)
+        return texts.REDACTED.format(what=what)
 
     def block_message(self, prepared: Prepared) -> str:
         """Why the message was not sent: the kinds of data found, never the values."""
-        what = describe(prepared.found) or "sensitive data"
-        return (
-            f"I did not send your message because it contains {what}. "
-            "Please remove it and send your message again."
-        )
+        what = texts.data_found(prepared.found) or texts.SENSITIVE_DATA
+        return texts.BLOCKED.format(what=what)

@@ -133,14 +133,6 @@ def next_month_start(ts: float) -> datetime:
     return datetime(year, mon, 1, tzinfo=UTC)
 
 
-def _seconds_text(wait_ms: int) -> str:
-    seconds = max(1, math.ceil(wait_ms / 1000))
-    if seconds < 90:
-        return f"{seconds} second{'s' if seconds != 1 else ''}"
-    minutes = math.ceil(seconds / 60)
-    return f"{minutes} minutes"
-
-
 def _tag(*parts: str) -> str:
     # Hashed: raw ids may be long or contain '{' / '}', which would break the Cluster hash tag.
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
@@ -246,7 +238,7 @@ class AbuseLimiter:
         code, wait_ms = int(res[0]), int(res[1])
         if code == 0:
             return None
-        when = _seconds_text(wait_ms)
+        when = texts.wait_time(max(1, math.ceil(wait_ms / 1000)))
         if code == 1:
             return Refusal("user", texts.USER_TOO_FAST.format(when=when))
         return Refusal(
