@@ -37,6 +37,9 @@ from app.server.health import Backoff
 
 log = structlog.get_logger(__name__)
 
+# How long shutdown waits for replies to button clicks still being sent.
+CLICK_DRAIN_SECONDS = 5.0
+
 CREDENTIALS_HEALTH = "teams credentials"
 # A cached token is returned without a request; near its expiry this refreshes it.
 TOKEN_RECHECK_SECONDS = 120.0
@@ -146,6 +149,7 @@ class TeamsAdapter:
             await asyncio.sleep(TOKEN_RECHECK_SECONDS)
 
     async def stop(self) -> None:
+        await self._clicks.drain(CLICK_DRAIN_SECONDS)
         if self._token_watch is not None:
             self._token_watch.cancel()
             self._token_watch = None

@@ -7,7 +7,10 @@ afterwards is posted in the background.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from dataclasses import replace
+from typing import Any
 
 import structlog
 from redis.exceptions import RedisError
@@ -36,6 +39,24 @@ class CardClicks:
         self.ctx = ctx
         self._kv = kv
         self.limits = limits
+        # Replies to clicks still being sent: stop() lets them finish before the connector's
+        # session closes, instead of leaving them to fail against a closed session.
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = spawn(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, within: float) -> None:
+        """Wait up to ``within`` seconds for the replies to clicks, then cancel what is left."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=within)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
 
     async def handle(self, inb: acts.Inbound, rt: Runtime) -> bool:
         """Act on the message if it is a click on one of our buttons; False when it is not."""
@@ -75,7 +96,7 @@ class CardClicks:
             text = RESET_FAILED
         # Answer under the card that was clicked (in channels: in its reply chain).
         place = replace(acts.place(inb), reply_to_id=inb.reply_to_id or inb.id)
-        spawn(self._say(EditReply(rt, place, key), text), name=f"teams-reset-{key.log_id}")
+        self._spawn(self._say(EditReply(rt, place, key), text), f"teams-reset-{key.log_id}")
 
     # ------------------------------------------------------------------ Human Input forms
     async def _on_form_click(
@@ -89,9 +110,9 @@ class CardClicks:
                 return
         except RedisError as e:
             log.warning("teams.form_click_dedup_failed", error=type(e).__name__)
-        spawn(
+        self._spawn(
             self._answer_form(inb, rt, form_key, action, values),
-            name=f"teams-form-{acts.short(inb.conversation_id)}",
+            f"teams-form-{acts.short(inb.conversation_id)}",
         )
 
     async def _answer_form(
@@ -136,8 +157,8 @@ class CardClicks:
         if stopped:
             return
         place = replace(acts.place(inb), reply_to_id=inb.reply_to_id or inb.id)
-        spawn(
-            self._say(EditReply(rt, place, key), NOTHING_TO_STOP), name=f"teams-stop-{key.log_id}"
+        self._spawn(
+            self._say(EditReply(rt, place, key), NOTHING_TO_STOP), f"teams-stop-{key.log_id}"
         )
 
     async def _say(self, reply: EditReply, text: str) -> None:
