@@ -159,14 +159,18 @@ def main() -> int:
     higher = frozenset().union(*(b.higher_is_better for b in chosen))
     worse = 0
     print(f"A = {args.base}, B = working tree; medians of {args.rounds} rounds")
-    print(f"{'figure':36} {'A':>9} {'B':>9} {'B/A':>7}")
+    print(f"{'figure':36} {'A':>9} {'B':>9} {'B/A':>7}  (every round: A | B)")
     for name in figures["A"]:
         a = statistics.median(figures["A"][name])
         b = statistics.median(figures["B"].get(name, [float("nan")]))
         ratio = b / a
         bad = ratio < 1 - args.tolerance if name in higher else ratio > 1 + args.tolerance
         worse += bad
-        print(f"{name:36} {a:9.2f} {b:9.2f} {ratio:7.2f}{'  WORSE' if bad else ''}")
+        rounds = " ".join(f"{v:.2f}" for v in figures["A"][name]) + " | "
+        rounds += " ".join(f"{v:.2f}" for v in figures["B"].get(name, []))
+        print(
+            f"{name:36} {a:9.2f} {b:9.2f} {ratio:7.2f}{'  WORSE' if bad else '       '}  {rounds}"
+        )
     return 1 if worse else 0
 
 
