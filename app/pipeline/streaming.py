@@ -53,7 +53,10 @@ class EditBudget:
         self._blocked_until = 0.0
         self._priority_waiting = 0
         # Waiting callers, finals first; see acquire().
-        self._lines: tuple[deque[asyncio.Future[bool]], ...] = (deque(), deque(), deque())
+        self._lines: tuple[deque[asyncio.Future[bool]], deque[asyncio.Future[bool]]] = (
+            deque(),
+            deque(),
+        )
         self._timer: asyncio.TimerHandle | None = None
 
     def _refill(self, now: float) -> None:
@@ -74,25 +77,19 @@ class EditBudget:
         return (1.0 - self._tokens) / self.rate
 
     async def acquire(
-        self,
-        *,
-        priority: bool = False,
-        first: bool = False,
-        nap: asyncio.Future[bool] | None = None,
+        self, *, priority: bool = False, nap: asyncio.Future[bool] | None = None
     ) -> bool:
         """Wait for a token, in turn; False if ``nap`` was resolved True meanwhile (gave up).
 
-        Waiters queue (finals, then an answer's first words, then interim edits; first come
-        first served within each) and one timer per budget hands the tokens
+        Waiters queue (finals ahead of interim edits) and one timer per budget hands the tokens
         out as they come, rather than every waiter sleeping and retrying on its own: with fifty
         answers waiting, each token woke all fifty, and all but one went back to sleep.
         ``nap`` is the caller's own future: resolving it True (the scheduler closing) leaves
         the line; the budget resolves it False when the token is taken.
         """
-        rank = 0 if priority else 1 if first else 2
-        if not any(self._lines[: rank + 1]) and self.try_take(priority=priority) <= 0:
+        line = self._lines[0] if priority else self._lines[1]
+        if not self._lines[0] and (priority or not line) and self.try_take(priority=priority) <= 0:
             return True
-        line = self._lines[rank]
         turn: asyncio.Future[bool] = nap or asyncio.get_running_loop().create_future()
         line.append(turn)
         if priority:
@@ -276,12 +273,11 @@ class EditScheduler:
             await self._attempt(current)
 
     async def _take_token(self, budget: EditBudget) -> bool:
-        """Wait for the budget's token (an answer's first words go before other answers'
-        updates); False if the scheduler closed meanwhile."""
+        """Wait for the budget's token; False if the scheduler closed meanwhile."""
         nap: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._nap = nap
         try:
-            return await budget.acquire(first=self._sent is None, nap=nap)
+            return await budget.acquire(nap=nap)
         finally:
             self._nap = None
 
