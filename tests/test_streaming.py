@@ -262,32 +262,3 @@ async def test_final_delivery_retries_a_platform_hiccup_but_not_a_hard_refusal()
 
     with pytest.raises(PlatformError):
         await deliver_final(refused, budget=None)
-
-
-async def test_waiting_answers_take_the_budget_in_turn_finals_first() -> None:
-    # 10 edits/s, one in the bucket: an interim edit and then a final queue for the next tokens.
-    budget = EditBudget(600, burst=1)
-    assert await budget.acquire()
-    order: list[str] = []
-
-    async def take(name: str, priority: bool) -> None:
-        assert await budget.acquire(priority=priority)
-        order.append(name)
-
-    interim = asyncio.create_task(take("interim", False))
-    await asyncio.sleep(0)
-    final = asyncio.create_task(take("final", True))
-    await asyncio.gather(interim, final)
-    assert order == ["final", "interim"]
-
-
-async def test_a_scheduler_closed_while_waiting_for_the_budget_leaves_the_line() -> None:
-    budget = EditBudget(60, burst=1)  # one edit a second
-    assert await budget.acquire()
-    rec = Recorder()
-    sched = EditScheduler(rec, interval=0.0, budget=budget)
-    sched.push("waiting for a token")
-    await asyncio.sleep(0.01)
-    await asyncio.wait_for(sched.close(), timeout=5)
-    assert rec.sent == []
-    assert not any(budget._lines)
