@@ -18,9 +18,7 @@ final answer with :func:`deliver_final`, which has priority on the budget and re
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -52,12 +50,6 @@ class EditBudget:
         self._updated = clock()
         self._blocked_until = 0.0
         self._priority_waiting = 0
-        # Waiting callers, finals first; see acquire().
-        self._lines: tuple[deque[asyncio.Future[bool]], deque[asyncio.Future[bool]]] = (
-            deque(),
-            deque(),
-        )
-        self._timer: asyncio.TimerHandle | None = None
 
     def _refill(self, now: float) -> None:
         self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
@@ -77,55 +69,35 @@ class EditBudget:
         return (1.0 - self._tokens) / self.rate
 
     async def acquire(
-        self, *, priority: bool = False, nap: asyncio.Future[bool] | None = None
+        self,
+        *,
+        priority: bool = False,
+        wait: Callable[[float], Awaitable[bool]] | None = None,
     ) -> bool:
-        """Wait for a token, in turn; False if ``nap`` was resolved True meanwhile (gave up).
-
-        Waiters queue (finals ahead of interim edits) and one timer per budget hands the tokens
-        out as they come, rather than every waiter sleeping and retrying on its own: with fifty
-        answers waiting, each token woke all fifty, and all but one went back to sleep.
-        ``nap`` is the caller's own future: resolving it True (the scheduler closing) leaves
-        the line; the budget resolves it False when the token is taken.
-        """
-        line = self._lines[0] if priority else self._lines[1]
-        if not self._lines[0] and (priority or not line) and self.try_take(priority=priority) <= 0:
-            return True
-        turn: asyncio.Future[bool] = nap or asyncio.get_running_loop().create_future()
-        line.append(turn)
+        """Wait for a token. ``wait(seconds)`` may return True to give up (scheduler closing)."""
+        waiter = wait or _plain_sleep
         if priority:
             self._priority_waiting += 1
-        if self._timer is None:
-            self._hand_out()
         try:
-            return not await turn
+            while True:
+                delay = self.try_take(priority=priority)
+                if delay <= 0:
+                    return True
+                if await waiter(delay):
+                    return False
         finally:
             if priority:
                 self._priority_waiting -= 1
-            if not turn.done() or turn.cancelled() or turn.result():  # gave up, or cancelled
-                with contextlib.suppress(ValueError):
-                    line.remove(turn)
-
-    def _hand_out(self) -> None:
-        """Give tokens to the heads of the lines while there are any; else wait for the next."""
-        self._timer = None
-        for line in self._lines:
-            while line:
-                head = line[0]
-                if head.done():  # its caller gave up meanwhile
-                    line.popleft()
-                    continue
-                # priority=True: the lines already put finals first.
-                delay = self.try_take(priority=True)
-                if delay > 0:
-                    self._timer = asyncio.get_running_loop().call_later(delay, self._hand_out)
-                    return
-                line.popleft()
-                head.set_result(False)
 
     def penalize(self, retry_after: float) -> None:
         """The platform said 429: nobody in this workspace edits before ``retry_after``."""
         self._blocked_until = max(self._blocked_until, self._clock() + retry_after)
         self._tokens = 0.0
+
+
+async def _plain_sleep(seconds: float) -> bool:
+    await asyncio.sleep(seconds)
+    return False
 
 
 class BudgetRegistry:
@@ -264,22 +236,15 @@ class EditScheduler:
                 return
             if await self._wait_or_close(self._due - self._clock()):
                 return
-            if self._budget is not None and not await self._take_token(self._budget):
+            if self._budget is not None and not await self._budget.acquire(
+                wait=self._wait_or_close
+            ):
                 return
             self._wake.clear()
             current = self._latest
             if current == self._sent:
                 continue
             await self._attempt(current)
-
-    async def _take_token(self, budget: EditBudget) -> bool:
-        """Wait for the budget's token; False if the scheduler closed meanwhile."""
-        nap: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._nap = nap
-        try:
-            return await budget.acquire(nap=nap)
-        finally:
-            self._nap = None
 
     async def _attempt(self, current: tuple[str, str | None]) -> None:
         """Send ``current`` once (a budget token is already taken) and note the outcome."""
