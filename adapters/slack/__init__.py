@@ -1,7 +1,7 @@
 """Slack adapter: mentions, DMs, threads and ``/ask`` answered with streamed Dify answers.
 
 ``PLATFORM`` is what the core discovers (entry point group ``dify_bridge.adapters``); see
-README.md (Slack) for setup.
+docs/slack.md for setup.
 """
 
 from __future__ import annotations

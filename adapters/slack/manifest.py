@@ -68,7 +68,7 @@ def needed_slack_scopes(*, speaker_email: bool = False) -> dict[str, str]:
 
 
 def slack_scopes_markdown() -> str:
-    """The scope table of the admin guide (a test keeps README.md equal to this)."""
+    """The scope table of the admin guide (a test keeps docs/admin/manifests.md equal to this)."""
     rows = ["| Scope | Needed to |", "|---|---|"]
     rows += [f"| `{k}` | {v} |" for k, v in {**SLACK_SCOPES, **SLACK_EMAIL_SCOPES}.items()]
     return "\n".join(rows) + "\n"

@@ -1,8 +1,9 @@
 """Microsoft Teams adapter: channel mentions, group and 1:1 chats, streamed answers, feedback.
 
 Activities are the Microsoft 365 Agents SDK's models (``_sdk.py``, the only module that imports
-it); JWT validation, tokens and the Bot Connector calls are our own on aiohttp and PyJWT (README,
-Which SDK). ``PLATFORM`` is what the core discovers (entry point group ``dify_bridge.adapters``).
+it); JWT validation, tokens and the Bot Connector calls are our own on aiohttp and PyJWT
+(docs/teams.md, Which SDK). ``PLATFORM`` is what the core discovers (entry point group
+``dify_bridge.adapters``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ We use its activity models (``microsoft-agents-activity``, pydantic): every acti
 in is validated by ``Activity.model_validate`` and every activity that goes out is built from its
 models and serialised by ``model_dump``, as the SDK's own ``ConnectorClient`` does. We do not use
 its hosting, connector, MSAL or streaming parts: each is weaker than what this adapter needs
-(README.md, Microsoft Teams, Which SDK). Keeping every import of the SDK here means an SDK
+(docs/teams.md, Which SDK). Keeping every import of the SDK here means an SDK
 upgrade touches this file, not the adapter's logic.
 
 The Bot Framework protocol constants below are the SDK's values (``AuthenticationConstants`` in

@@ -61,7 +61,7 @@ _IGNORED_TYPES = frozenset(
 
 
 class TeamsAdapter:
-    """Microsoft Teams through the Bot Connector (see README.md, Microsoft Teams)."""
+    """Microsoft Teams through the Bot Connector (see docs/teams.md)."""
 
     name = "teams"
     # Per conversation Teams allows 1,800 sends+edits an hour: one edit every 2 s. The tenant

@@ -5,7 +5,8 @@ The rules are the Bot Framework's channel validation (as botframework-connector'
 audience = our app id, RS256 only, ``exp`` required, 5 minutes of clock skew, a key from the
 OpenID metadata's JWKS that is endorsed for the activity's ``channelId`` (an activity without one
 is refused), and the token's ``serviceurl`` claim equal to the activity's ``serviceUrl`` (the
-whole URL). The Agents SDK's validator checks less (README, Which SDK), so this one stays ours.
+whole URL). The Agents SDK's validator checks less (docs/teams.md, Which SDK), so this one stays
+ours.
 
 Keys are fetched with aiohttp (never blocking the loop), cached for a day, and refetched at most
 once a minute when an unknown ``kid`` shows up, so a flood of forged tokens cannot turn into a

@@ -6,7 +6,7 @@
 (a signed client assertion, ``client_assertion``). ``UserAssignedMSI``: the Azure instance
 metadata endpoint with the managed identity's client id. Tokens are cached until 5 minutes before
 expiry; one refresh at a time. ``MICROSOFT_TOKEN_URL`` overrides the endpoint (tests, sovereign
-clouds). Our own client on aiohttp rather than MSAL: README, Which SDK.
+clouds). Our own client on aiohttp rather than MSAL: docs/teams.md, Which SDK.
 """
 
 from __future__ import annotations

@@ -60,7 +60,8 @@ class PlatformSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    """Every environment variable the service reads. ``docs`` of each field is the README table."""
+    """Every environment variable the core reads (each platform's are in its own sub-model).
+    Each field's ``description`` is its row in docs/reference/configuration.md."""
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 

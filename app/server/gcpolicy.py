@@ -5,7 +5,7 @@ answers they made the collector the largest single stall on the event loop: a fu
 walks every tracked object, the ~80,000 that importing platform SDKs, pydantic models and friends
 leave behind included, and took 75-230 ms each, three or four times per burst; young collections ran
 400-460 times in the same 8-10 s. ``bench/bench_core.py --part scale`` shows the effect
-(README, Benchmarks).
+(docs/performance.md).
 
 So, once the service has started:
 

@@ -1,7 +1,7 @@
 """Which event loop runs the service: uvloop where it is installed (the default), else asyncio's.
 
 uvloop runs the same asyncio code with its loop, sockets and timers in C; with a thousand answers
-streaming it keeps the loop lag well below the pure-Python loop's (README, Benchmarks).
+streaming it keeps the loop lag well below the pure-Python loop's (docs/performance.md).
 """
 
 from __future__ import annotations
