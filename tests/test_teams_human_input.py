@@ -258,3 +258,30 @@ async def test_a_form_answered_in_dify_or_expired_says_so_on_the_card(
             within=10,
         )
     assert app.form_submissions == []
+
+
+async def test_a_form_click_answered_while_the_service_stops_still_gets_its_reply(
+    make_service: Any, connector: FakeBotConnector, fake_dify: Any
+) -> None:
+    # The resumed run arrives a moment after the click is acknowledged; the service is told to
+    # stop in between. Shutdown waits for the click's reply instead of closing the connector's
+    # session under it (which crashed the reply with "Session is closed").
+    from structlog.testing import capture_logs
+
+    app = hitl_app(fake_dify, resume_delay=0.5)
+    bot = await teams_bot(make_service, connector, app)
+    root, posted = await form_in_channel(connector, bot, "publish the post")
+    conv = root["conversation"]["id"]
+    card = card_of(posted)
+    assert card is not None
+    click = connector.card_click(
+        submit(card, "Approve", {"field:channel": "blog"}),
+        reply_to=posted.response["id"],
+        conversation=root["conversation"],
+    )
+    with capture_logs() as logs:
+        status, _, _ = await connector.deliver(bot.base_url, click)
+        assert status == 200
+        await bot.stop(grace=5)
+    assert any("published" in c.text for c in connector.sent() if c.conversation_id == conv)
+    assert not [e for e in logs if e["event"] == "task.crashed"], logs

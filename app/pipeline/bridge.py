@@ -85,7 +85,7 @@ class Bridge(AnswerRun):
         self.budgets = budgets or BudgetRegistry()
         self.limiter = limiter
         self.inflight = inflight
-        self._active: set[asyncio.Task[None]] = set()
+        self._active: set[asyncio.Task[Any]] = set()
         self._accepting = True
         # A burst of answers starts a bounded number at a time (see app/pipeline/admission.py).
         self.starts = StartGate()
@@ -132,7 +132,16 @@ class Bridge(AnswerRun):
     ) -> FormResult:
         """A click on a Human Input form's button (see app/pipeline/human_loop.py): on ACCEPTED the
         rest of the run streams into ``reply``; otherwise ``reply`` is left untouched."""
-        return await self.forms.answer(thread, click, reply, limits, groups=groups)
+        # A click being answered is an answer in flight: shutdown's drain waits for it (and for
+        # the resumed run it starts) before the adapters close their connections.
+        task = asyncio.current_task()
+        if task is None or task in self._active:
+            return await self.forms.answer(thread, click, reply, limits, groups=groups)
+        self._active.add(task)
+        try:
+            return await self.forms.answer(thread, click, reply, limits, groups=groups)
+        finally:
+            self._active.discard(task)
 
     @property
     def active_count(self) -> int:
@@ -144,10 +153,13 @@ class Bridge(AnswerRun):
     async def drain(self, timeout: float) -> int:  # noqa: ASYNC109 - a grace period, not a call timeout
         """Wait up to ``timeout`` for streaming answers, then interrupt the rest (each tells its
         user to ask again). Returns how many had to be interrupted."""
-        pending = set(self._active)
-        if not pending:
-            return 0
-        _, still = await asyncio.wait(pending, timeout=timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # Answers may start while others finish (a form click's resumed run): wait until none
+        # is left, not only for those running when the drain began.
+        while self._active and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._active), timeout=left)
+        still = set(self._active)
         for task in still:
             task.cancel()
         if still:
