@@ -173,6 +173,37 @@ async def test_a_paced_stream_reads_a_few_times_per_interval_and_loses_no_word(
     assert len(batches[0]) < 10  # the first words were not held back
 
 
+async def test_paced_streams_answering_at_once_read_on_the_same_ticks(
+    fake: FakeDify, aio_http: httpx.AsyncClient
+) -> None:
+    # Two answers trickling in side by side: paced, each reads on the loop's shared 0.1 s
+    # grid, so one wake-up serves both rather than one each at its own moments.
+    answer = "word " * 40
+    fake.add_app(KEY, answer=answer, chunk_size=5, chunk_delay=0.01)  # ~0.4 s, 40 events
+    client = DifyClient(fake.base_url, KEY, http=aio_http, pace_reads=True)
+    loop = asyncio.get_running_loop()
+
+    async def read_times() -> tuple[str, list[float]]:
+        stream = client.chat_stream(query="Hi", user=USER, conversation_id=None, inputs={})
+        events: list[DifyEvent] = []
+        times: list[float] = []
+        async with aclosing(stream.batches()) as reads:
+            async for batch in reads:
+                events += batch
+                times.append(loop.time())
+                stream.pace_reads(0.1)
+        return text_of(events), times
+
+    (text_a, times_a), (text_b, times_b) = await asyncio.gather(read_times(), read_times())
+
+    assert text_a == text_b == answer
+    # After the first reads (as the data lands), the paced ones fall on multiples of 0.1 s.
+    paced = times_a[3:-1] + times_b[3:-1]
+    assert paced, (times_a, times_b)
+    for t in paced:
+        assert (t % 0.1) < 0.03 or (t % 0.1) > 0.097, (t, times_a, times_b)
+
+
 async def read_asking_for_pace(
     stream: EventStream, seconds: float
 ) -> tuple[list[DifyEvent], float]:

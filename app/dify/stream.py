@@ -86,6 +86,16 @@ _PACE_BELOW = 4 * 1024
 _READ_CHUNK = 16 * 1024
 
 
+def _next_tick(now: float, seconds: float) -> float:
+    """The next multiple of ``seconds`` on the loop's clock after ``now``.
+
+    Paced reads wake on a shared grid rather than ``seconds`` after their own last read: the
+    streams answering at once then wake in the same loop iteration, one wake-up for all of
+    them instead of one each. In ``bench/bench_teams.py`` (50 answers at once, A/B side by
+    side, 5 rounds) that is 7-8 % less CPU per answer; see docs/performance.md."""
+    return (now // seconds + 1) * seconds if seconds > 0 else now
+
+
 class _Pace:
     """How long a stream waits between network reads (0: read as data arrives)."""
 
@@ -202,7 +212,7 @@ class StreamingTransport(DifyTransport):
                     if wait > 0.001:
                         await asyncio.sleep(wait)
                 pending = await self._next_events(chunks, decoder, progress, pace)
-                next_read = loop.time() + pace.seconds
+                next_read = _next_tick(loop.time(), pace.seconds)
             raise self._fail(StreamIncomplete(progress=progress.snapshot()))
         finally:
             # Closed here, not left to the loop's finaliser: an unfinished async generator
