@@ -3,8 +3,12 @@
 ``python bench/_sse_server.py EVENTS CHUNK DELAY`` prints its base URL, then streams, for every
 POST /v1/chat-messages, EVENTS ``message`` events of CHUNK characters each, DELAY seconds apart,
 then ``message_end``; GET /v1/conversations names the user's newest conversation, as Dify does
-after its first answer. The first event's text is its own send time (wall clock), so the benchmark
-can measure the bridge's added latency from what the reply handle receives.
+after its first answer. GET /v1/info and /v1/parameters describe a chat app with Dify's defaults
+(no inputs, no files, "Suggested questions after answer" off), and
+/v1/messages/{id}/suggested answers what Dify answers then: 403
+``app_suggested_questions_after_answer_disabled``. The first event's text is its own send time
+(wall clock), so the benchmark can measure the bridge's added latency from what the reply handle
+receives.
 """
 
 from __future__ import annotations
@@ -34,6 +38,41 @@ async def conversations(request: web.Request) -> web.Response:
     conv = LATEST.pop(request.query.get("user", ""), None)
     data = [{"id": conv, "name": "Password reset", "status": "normal"}] if conv else []
     return web.json_response({"limit": 5, "has_more": False, "data": data})
+
+
+async def info(request: web.Request) -> web.Response:
+    return web.json_response({"name": "Bench", "description": "", "tags": [], "mode": "chat"})
+
+
+async def parameters(request: web.Request) -> web.Response:
+    off = {"enabled": False}
+    return web.json_response(
+        {
+            "opening_statement": "",
+            "suggested_questions": [],
+            "suggested_questions_after_answer": off,
+            "speech_to_text": off,
+            "text_to_speech": off,
+            "retriever_resource": off,
+            "annotation_reply": off,
+            "more_like_this": off,
+            "user_input_form": [],
+            "sensitive_word_avoidance": off,
+            "file_upload": {"enabled": False},
+            "system_parameters": {"file_size_limit": 15, "image_file_size_limit": 10},
+        }
+    )
+
+
+async def suggested(request: web.Request) -> web.Response:
+    return web.json_response(
+        {
+            "code": "app_suggested_questions_after_answer_disabled",
+            "message": "Function Suggested questions after answer Disabled.",
+            "status": 403,
+        },
+        status=403,
+    )
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
@@ -86,6 +125,9 @@ async def main() -> None:
     app = web.Application()
     app.router.add_post("/v1/chat-messages", chat)
     app.router.add_get("/v1/conversations", conversations)
+    app.router.add_get("/v1/info", info)
+    app.router.add_get("/v1/parameters", parameters)
+    app.router.add_get("/v1/messages/{message_id}/suggested", suggested)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
