@@ -292,6 +292,27 @@ async def test_sources_and_suggestions_come_with_the_final_answer(
     assert extras(reply).dify_message_id
 
 
+async def test_an_app_with_follow_up_questions_off_is_not_asked_for_them_after_each_answer(
+    make_service: Any, fake_dify: Any, dify_app: Any
+) -> None:
+    # Dify's default: "Suggested questions after answer" off; asking would only get a 403.
+    dify_app.suggested_questions = None
+    svc = await make_service({"DIFY_API_KEY": dify_app.api_key})
+    reply = await ask(svc, message(new_thread(), "holidays?"))
+
+    def calls(path: str) -> list[Any]:
+        return [r for r in fake_dify.requests_to(path) if r.api_key == dify_app.api_key]
+
+    assert reply.final and extras(reply).suggested == []
+    assert calls("/parameters")  # what the app offers was read
+    assert not calls("/suggested")
+
+    dify_app.suggested_questions = ["Who approves?"]  # switched on in Dify
+    svc.bridge.params.clear()  # (the bridge rereads /parameters every few minutes)
+    reply = await ask(svc, message(new_thread(), "holidays?"))
+    assert extras(reply).suggested == ["Who approves?"]
+
+
 async def test_a_stop_request_ends_the_answer_with_what_had_arrived(
     make_service: Any, fake_dify: Any, dify_app: Any
 ) -> None:

@@ -68,6 +68,9 @@ class AppParams:
     # What the app greets with in Dify's own chat UI: adapters may offer it as suggested prompts.
     opening_statement: str = ""
     suggested_questions: tuple[str, ...] = ()
+    # Whether the app offers follow-up questions after an answer ("Suggested questions after
+    # answer" in Dify, off by default); None when /parameters did not say.
+    follow_ups: bool | None = None
 
     def field(self, variable: str) -> FormField | None:
         return next((f for f in self.form if f.variable == variable), None)
@@ -157,7 +160,14 @@ def parse_parameters(raw: dict[str, Any]) -> AppParams:
         suggested_questions=tuple(
             q for q in (_text(x) for x in _list(raw.get("suggested_questions"))) if q
         ),
+        follow_ups=_switch(raw.get("suggested_questions_after_answer")),
     )
+
+
+def _switch(v: Any) -> bool | None:
+    """A feature block's ``enabled``; None when the block or its flag is missing or malformed."""
+    flag = v.get("enabled") if isinstance(v, dict) else None
+    return flag if isinstance(flag, bool) else None
 
 
 def _text(v: Any) -> str:

@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from app import texts
 from app.config.settings import AppMode, Settings
+from app.dify.appcheck import ParamsCache
 from app.dify.client import DifyClient
 from app.dify.errors import CircuitOpen, DifyError
 from app.pipeline.answer_extras import chat_extras, hint
@@ -46,6 +47,7 @@ class AnswerFinish:
     metrics: Metrics
     answer_cache: AnswerCache
     limiter: Any
+    params: ParamsCache
 
     async def _finish(
         self,
@@ -133,12 +135,19 @@ class AnswerFinish:
         route = turn.route
         if not route.config.dify.mode.is_chat or not answer.message_id:
             return
+        want_suggested = route.config.suggested_questions
+        if want_suggested:
+            # Not where the app has them off (Dify's default): that call would only get a 403.
+            # /parameters is cached per route, so this is a call every few minutes at most,
+            # after the answer; unknown (Dify did not say) means ask.
+            params = turn.params or await self.params.get(route)
+            want_suggested = params is None or params.follow_ups is not False
         extras.suggested, name = await chat_extras(
             client,
             user=turn.msg.key.dify_user(),
             message_id=answer.message_id,
             conversation_id=answer.conversation_id,
-            want_suggested=route.config.suggested_questions,
+            want_suggested=want_suggested,
             want_name=turn.new_conversation,
         )
         if name:
