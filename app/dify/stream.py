@@ -142,8 +142,8 @@ class EventStream:
         A caller that only shows the text once per edit interval calls this once the first
         words are out: Dify sends an event per token, and reading each as it lands costs a
         wake-up, a read and a decode per event. Reading a few times per edit interval gets the
-        same text into the same edits for a fraction of the CPU (the events wait in the
-        socket buffer meanwhile); the end of the answer is seen at most ``seconds`` later.
+        same text into the same edits for a fraction of the CPU (the events wait in
+        aiohttp's buffer meanwhile); the end of the answer is seen at most ``seconds`` later.
         Only while reads are small: a stream arriving in large reads is read as it comes.
 
         Only where one read returns everything buffered (the aiohttp transport, the default):
