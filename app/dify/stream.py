@@ -91,8 +91,8 @@ def _next_tick(now: float, seconds: float) -> float:
 
     Paced reads wake on a shared grid rather than ``seconds`` after their own last read: the
     streams answering at once then wake in the same loop iteration, one wake-up for all of
-    them instead of one each. In ``bench/bench_teams.py`` (50 answers at once, A/B side by
-    side, 5 rounds) that is 7-8 % less CPU per answer; see docs/performance.md."""
+    them instead of one each: 7-8 % less CPU per answer with 50 answers at once (see
+    docs/performance.md, "Paced reads")."""
     return (now // seconds + 1) * seconds if seconds > 0 else now
 
 
