@@ -53,8 +53,9 @@ def spawn(args: list[str]) -> tuple[subprocess.Popen[str], str]:
 
 def wakeups() -> int:
     """This process's voluntary context switches so far: each is a sleep in the event loop's
-    poll that ended with a wake-up (Linux; 0 elsewhere). Far steadier than CPU time between
-    runs, so it shows a change in how often the bridge wakes that CPU figures blur."""
+    poll that ended with a wake-up (Linux; 0 elsewhere). Not a CPU figure, but it shows a
+    change in how often the bridge sleeps and wakes (e.g. 55-64 per answer before the paced
+    reads shared a grid, 18-19 after) without the machine's drift in speed."""
     try:
         with open("/proc/self/status", encoding="ascii") as f:
             for line in f:

@@ -81,7 +81,7 @@ def _int(v: Any) -> int | None:
 
 
 def _enabled(v: Any) -> bool:
-    return isinstance(v, dict) and v.get("enabled") is True
+    return _switch(v) is True
 
 
 def _form(raw: Any) -> tuple[FormField, ...]:
@@ -202,6 +202,17 @@ class ParamsCache:
     def clear(self) -> None:
         """Forget every cached answer (after a config reload, or an app changed in Dify)."""
         self._entries.clear()
+
+    async def offers_follow_ups(self, route: Route, known: AppParams | None = None) -> bool:
+        """Whether to ask Dify for follow-up questions after an answer on ``route``.
+
+        Not where the app has them off (Dify's default): that call would only get a 403. The
+        switch is in /parameters (``known`` when the turn already read them, else from this
+        cache: a call every few minutes at most); unknown (Dify did not say) means ask."""
+        if not route.config.suggested_questions:
+            return False
+        app = known or await self.get(route)
+        return app is None or app.follow_ups is not False
 
     async def get(self, route: Route) -> AppParams | None:
         """The app's parameters, or None when Dify could not say (the call then goes ahead and

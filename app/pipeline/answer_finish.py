@@ -135,19 +135,12 @@ class AnswerFinish:
         route = turn.route
         if not route.config.dify.mode.is_chat or not answer.message_id:
             return
-        want_suggested = route.config.suggested_questions
-        if want_suggested:
-            # Not where the app has them off (Dify's default): that call would only get a 403.
-            # /parameters is cached per route, so this is a call every few minutes at most,
-            # after the answer; unknown (Dify did not say) means ask.
-            params = turn.params or await self.params.get(route)
-            want_suggested = params is None or params.follow_ups is not False
         extras.suggested, name = await chat_extras(
             client,
             user=turn.msg.key.dify_user(),
             message_id=answer.message_id,
             conversation_id=answer.conversation_id,
-            want_suggested=want_suggested,
+            want_suggested=await self.params.offers_follow_ups(route, turn.params),
             want_name=turn.new_conversation,
         )
         if name:

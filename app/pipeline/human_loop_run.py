@@ -292,7 +292,7 @@ class HumanLoopRun:
                 user=p.user,
                 message_id=ans.message_id,
                 conversation_id=ans.conversation_id,
-                want_suggested=route.config.suggested_questions,
+                want_suggested=await bridge.params.offers_follow_ups(route),
                 want_name=False,
             )
         if not text.strip() and not extras.files:
