@@ -193,6 +193,9 @@ class ParamsCache:
         self._clock = clock
         self._entries: dict[tuple[str, str, str], tuple[float, AppParams]] = {}
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        # When each route's last read failed: the follow-up check does not retry within ttl
+        # (a Dify whose /parameters fails is not asked once more after every answer).
+        self._failed: dict[tuple[str, str, str], float] = {}
 
     def fresh(self, route: Route) -> bool:
         """True when :meth:`get` would answer from memory, without calling Dify."""
@@ -211,7 +214,11 @@ class ParamsCache:
         cache: a call every few minutes at most); unknown (Dify did not say) means ask."""
         if not route.config.suggested_questions:
             return False
-        app = known or await self.get(route)
+        app = known
+        if app is None:
+            failed = self._failed.get((route.name, route.base_url, route.api_key))
+            if failed is None or self._clock() - failed >= self._ttl:
+                app = await self.get(route)
         return app is None or app.follow_ups is not False
 
     async def get(self, route: Route) -> AppParams | None:
@@ -229,6 +236,7 @@ class ParamsCache:
             try:
                 raw = await self._pool.client(route.base_url, route.api_key).parameters()
             except DifyError as e:
+                self._failed[key] = self._clock()
                 log.warning(
                     "dify.parameters_unavailable",
                     route=route.name,
@@ -238,6 +246,7 @@ class ParamsCache:
                 return None
             params = parse_parameters(raw)
             self._entries[key] = (self._clock() + self._ttl, params)
+            self._failed.pop(key, None)
             return params
 
 
