@@ -199,7 +199,12 @@ async def test_a_mention_is_recorded_before_the_ack_and_forgotten_once_answered(
     event_id = "EvPreAck0001"
     assert await bot.send(ev, event_id=event_id) == 200
     answer_id = inflight.id_for("slack", event_id)
-    assert await bot.service.store.redis.zscore(inflight.index, answer_id) is not None
+    # Queued before the ack and on its way (it may reach Redis a moment after the 200 does):
+    # it is there while the answer is still being written (Dify's first byte takes 1 s).
+    deadline = time.monotonic() + 0.5
+    while await bot.service.store.redis.zscore(inflight.index, answer_id) is None:
+        assert time.monotonic() < deadline, "the pre-ack record never reached Redis"
+        await asyncio.sleep(0.01)
     await bot.final(CHANNEL, ev["ts"], timeout=15)
     assert await bot.service.store.redis.zscore(inflight.index, answer_id) is None
     # A late Slack retry of the answered event records nothing that could later misfire.

@@ -76,7 +76,9 @@ async def test_a_channel_answer_with_a_table_is_one_message_and_never_an_empty_e
 ) -> None:
     dify_app.answer = TABLE_ANSWER
     dify_app.chunk_size = 3
-    dify_app.chunk_delay = 0.06
+    # ~5.7 s of streaming: growing edits 2 s apart (Teams' pace) land before the final one
+    # even on a loaded machine (0.06, ~3.4 s, left room for one at most).
+    dify_app.chunk_delay = 0.1
     activity = connector.channel_mention("Hotel limits?")
     await connector.deliver(bot.base_url, activity)
     await connector.wait_for(
