@@ -13,6 +13,7 @@ Every other outcome is a :class:`~app.pipeline.forms.FormResult` in plain words.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import structlog
@@ -124,14 +125,8 @@ class HumanLoop(HumanLoopRun):
             return FormResult(Outcome.UNAVAILABLE, texts.FORM_STORAGE_DOWN, form)
         if not claim.ok:
             return self._closed(
-                PendingForm(
-                    form=form,
-                    thread=thread,
-                    route=p.route,
-                    run_id=p.run_id,
-                    token=p.token,
-                    user=p.user,
-                    asker=p.asker,
+                replace(
+                    p,
                     status=claim.status,
                     by_name=claim.by_name,
                     action_title=claim.action_title,
