@@ -22,6 +22,7 @@ import asyncio
 import cProfile
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -37,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.config.settings import load_settings  # noqa: E402
 from app.server import gcpolicy  # noqa: E402
+from app.server import loop as service_loop  # noqa: E402
 from app.server.logs import configure as configure_logs  # noqa: E402
 from app.server.service import Service  # noqa: E402
 from tests.fakes.bot_connector import BOT_APP_ID, TENANT_ID, FakeBotConnector  # noqa: E402
@@ -148,6 +150,7 @@ async def run(
             sent_at.clear()
             prof = cProfile.Profile() if profile else None
             cpu0 = time.process_time()
+            usage0 = resource.getrusage(resource.RUSAGE_SELF)
             woke0 = wakeups()
             wall0 = time.monotonic()
             if prof is not None:
@@ -158,6 +161,10 @@ async def run(
                 prof.disable()
             wall = time.monotonic() - wall0
             cpu = (time.process_time() - cpu0) / threads
+            usage1 = resource.getrusage(resource.RUSAGE_SELF)
+            user = (usage1.ru_utime - usage0.ru_utime) / threads
+            system = (usage1.ru_stime - usage0.ru_stime) / threads
+            loop_kind = service_loop.name()
             woke = (wakeups() - woke0) / threads
             if prof is not None and profile:
                 prof.dump_stats(profile)
@@ -206,7 +213,8 @@ async def run(
     )
     print(
         f"CPU per answer: {cpu * 1000:.1f} ms (floor {floor * 1000:.2f} ms, "
-        f"ratio {cpu / floor:.1f})"
+        f"ratio {cpu / floor:.1f}; user {user * 1000:.1f} ms, system {system * 1000:.1f} ms; "
+        f"loop={loop_kind})"
     )
     print(f"event-loop wake-ups per answer: {woke:.0f}")
 
@@ -223,7 +231,8 @@ def main() -> None:
     )
     a = ap.parse_args()
     configure_logs("WARNING", "json")
-    asyncio.run(run(a.threads, a.events, a.chunk, a.delay, a.dump, a.profile))
+    # The loop `dify-bridge serve` runs (EVENT_LOOP, default uvloop where installed).
+    service_loop.run(run(a.threads, a.events, a.chunk, a.delay, a.dump, a.profile))
 
 
 if __name__ == "__main__":
