@@ -237,3 +237,21 @@ def test_an_adapter_never_imports_another_adapter() -> None:
         if others:
             crossing[_rel(path)] = others
     assert not crossing, f"adapters importing another adapter: {crossing}"
+
+
+# What the Dify client may build on: the settings, the shared errors and texts, and itself. The
+# pipeline calls the client, never the other way round (the brief's one direction of flow).
+DIFY_MAY_IMPORT = ("app.config", "app.errors", "app.texts", "app.dify")
+
+
+def test_the_dify_client_imports_neither_the_pipeline_nor_the_commands() -> None:
+    graph = _import_graph()
+    assert graph.get("app.dify.appcheck"), "the graph reads the imports"
+    offenders = {
+        f"{module} -> {target}"
+        for module, targets in graph.items()
+        if module.startswith("app.dify.")
+        for target in targets
+        if not any(target == ok or target.startswith(ok + ".") for ok in DIFY_MAY_IMPORT)
+    }
+    assert not offenders, f"the Dify client reaches up the flow: {sorted(offenders)}"

@@ -32,6 +32,7 @@ from app.config.settings import (
     resolve_routes,
     routing_file,
 )
+from app.dify.form_inputs import check_form_inputs
 from app.errors import ConfigError
 from app.seams.plugin import DoctorContext, discover
 from app.state.redis_conn import client_from_url, embedded_refusal
@@ -299,39 +300,8 @@ def key_source(route: Route) -> str:
 
 
 def _inputs_check(name: str, index: int, route: Route, params: dict[str, Any]) -> Check:
-    form = params.get("user_input_form") or []
-    variables: dict[str, bool] = {}
-    for item in form if isinstance(form, list) else []:
-        if isinstance(item, dict):
-            for spec in item.values():
-                if isinstance(spec, dict) and isinstance(spec.get("variable"), str):
-                    variables[spec["variable"]] = bool(spec.get("required"))
-    mapped = set(route.config.inputs)
-    query_var = route.config.dify.query_variable
-    is_workflow = route.config.dify.mode in (AppMode.WORKFLOW, AppMode.COMPLETION)
-    if is_workflow and route.config.dify.mode is AppMode.WORKFLOW and query_var not in variables:
-        return Check(
-            "FAIL",
-            f"{name} inputs",
-            f"the workflow has no input {query_var!r} for the "
-            f"message text (inputs: {', '.join(variables) or 'none'})",
-            f"set routes.{index}.dify.query_variable to one of them",
-        )
-    provided = mapped | ({query_var} if is_workflow else set())
-    missing = [v for v, req in variables.items() if req and v not in provided]
-    if missing:
-        return Check(
-            "FAIL",
-            f"{name} inputs",
-            f"required input(s) {', '.join(missing)} are not mapped: Dify rejects every question",
-            f"map them in routes.{index}.inputs "
-            f"(e.g. {missing[0]}: speaker_name) or make them optional in Dify",
-        )
-    unknown = sorted(mapped - set(variables))
-    note = f"; Dify ignores unknown input(s) {', '.join(unknown)}" if unknown else ""
-    return Check(
-        "OK", f"{name} inputs", f"{len(variables)} form input(s), every required one mapped{note}"
-    )
+    verdict = check_form_inputs(route, params, key=f"routes.{index}.")
+    return Check("OK" if verdict.ok else "FAIL", f"{name} inputs", verdict.detail, verdict.fix)
 
 
 # ------------------------------------------------------------------------------------------- run

@@ -16,12 +16,13 @@ from typing import Any
 
 import structlog
 
-# The doctor's input rules, so start-up and `dify-bridge doctor` never disagree.
-from app.admin.doctor import _inputs_check
 from app.config.settings import AppMode, Route
 from app.dify.errors import DifyError
+
+# The doctor's input rule too, so start-up and `dify-bridge doctor` never disagree.
+from app.dify.form_inputs import check_form_inputs
+from app.dify.hints import hint
 from app.dify.pool import DifyClientPool
-from app.pipeline.answer_extras import hint
 
 log = structlog.get_logger(__name__)
 
@@ -275,10 +276,10 @@ def route_problems(
             )
             return problems  # input rules differ per mode: fix the mode first
     if params is not None:
-        check = _inputs_check(f"route {name!r}", 0, route, params)
-        if check.status == "FAIL":
-            hint = (check.fix or "").replace("routes.0.", "the route's ")
-            problems.append(f"route {name!r}: {check.detail}" + (f"; {hint}" if hint else ""))
+        verdict = check_form_inputs(route, params, key="the route's ")
+        if not verdict.ok:
+            fix = f"; {verdict.fix}" if verdict.fix else ""
+            problems.append(f"route {name!r}: {verdict.detail}{fix}")
     return problems
 
 

@@ -1,5 +1,4 @@
-"""What a finished chat answer brings besides its text, read from Dify after the stream, and
-the operator hints logged with a failure.
+"""What a finished chat answer brings besides its text, read from Dify after the stream.
 
 Each lookup may fail without touching the answer: the answer stands without it.
 """
@@ -11,7 +10,7 @@ import asyncio
 import structlog
 
 from app.dify.client import DifyClient
-from app.dify.errors import DifyConnectionError, DifyError, DifyStreamError
+from app.dify.errors import DifyError, DifyStreamError
 from app.dify.events import StreamError
 
 log = structlog.get_logger(__name__)
@@ -74,32 +73,4 @@ def stream_error(ev: StreamError) -> DifyError:
     return DifyStreamError(ev.message, status=ev.status, code=ev.code)
 
 
-def hint(e: DifyError, base_url: str = "") -> str:
-    """What an operator should check, for the log line of a failed answer.
-
-    ``base_url`` is the route's Dify URL: connection failures and a wrong path name it."""
-    code = e.code or ""
-    url = base_url or "DIFY_BASE_URL"
-    if isinstance(e, DifyConnectionError) or code == "timeout_connect":
-        return (
-            f"cannot connect to Dify at {url}: check DIFY_BASE_URL (or the route's "
-            "dify.base_url), that Dify runs, and the network"
-        )
-    if e.status in (404, 405) and code.startswith("http_"):
-        # Dify itself answers with its JSON error body; a bare 404/405 comes from something else
-        # at that address (Dify's web UI, a proxy): the path is wrong.
-        missing_v1 = " (it does not end in /v1)" if not base_url.rstrip("/").endswith("/v1") else ""
-        return (
-            f"{url} is not Dify's Service API{missing_v1}: DIFY_BASE_URL (or the route's "
-            "dify.base_url) must be the API root ending in /v1, e.g. https://api.dify.ai/v1"
-        )
-    if code.startswith("provider_") or code == "completion_request_error":
-        return "check the model provider credentials and quota in Dify"
-    if e.status in (401, 403):
-        return "check the route's Dify API key (dify-bridge doctor)"
-    if code in ("not_chat_app", "not_workflow_app", "app_unavailable"):
-        return "the route's dify.mode does not match the Dify app's mode"
-    return ""
-
-
-__all__ = ["chat_extras", "conversation_name", "hint", "stream_error", "suggested"]
+__all__ = ["chat_extras", "conversation_name", "stream_error", "suggested"]

@@ -19,7 +19,8 @@ from app.config.settings import AppMode, Settings
 from app.dify.appcheck import ParamsCache
 from app.dify.client import DifyClient
 from app.dify.errors import CircuitOpen, DifyError
-from app.pipeline.answer_extras import chat_extras, hint
+from app.dify.hints import hint
+from app.pipeline.answer_extras import chat_extras
 from app.pipeline.answer_fold import Answer, workflow_answer
 from app.pipeline.answer_size import AnswerSize
 from app.pipeline.failures import safe_fail
