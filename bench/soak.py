@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT))
 from app.state.inflight import INTERRUPTED  # noqa: E402
 from tests.fakes.dify import FakeDify  # noqa: E402
 from tests.fakes.slack_api import FakeSlack  # noqa: E402
+from tests.serve_process import Serve  # noqa: E402
 from tests.test_redis_faults import RestartableRedis  # noqa: E402
-from tests.test_replicas import Replica, start_replica  # noqa: E402
 from tests.test_slack_support import SECRET, payload  # noqa: E402
 
 
@@ -74,8 +74,8 @@ async def main() -> None:
         SHUTDOWN_GRACE_SECONDS="10",
     )
     logs = os.environ.get("SOAK_LOGS")  # a file to collect every replica's log lines
-    replicas: list[Replica] = list(
-        await asyncio.gather(*(start_replica(env, logs) for _ in range(a.replicas)))
+    replicas: list[Serve] = list(
+        await asyncio.gather(*(Serve.serving(env, log_path=logs) for _ in range(a.replicas)))
     )
     asked: list[tuple[str, str, str]] = []  # (channel, ts, expected answer)
     http = aiohttp.ClientSession()
@@ -103,7 +103,9 @@ async def main() -> None:
                 team, ev, secret=SECRET, event_id=event_id, retry_num=attempt or None
             )
             try:
-                async with http.post(target.events_url, data=body.encode(), headers=headers) as r:
+                async with http.post(
+                    target.url + "/slack/events", data=body.encode(), headers=headers
+                ) as r:
                     await r.read()
             except aiohttp.ClientError:
                 pass  # that replica is being replaced; the other delivery still counts
@@ -121,7 +123,7 @@ async def main() -> None:
             victim.proc.send_signal(signal.SIGKILL)
             await victim.proc.wait()
             kills += 1
-            replicas.append(await start_replica(env, logs))
+            replicas.append(await Serve.serving(env, log_path=logs))
             next_kill = now + a.kill_every
         if not redis_restarted and now - started > a.duration / 2:
             await asyncio.to_thread(redis.stop)

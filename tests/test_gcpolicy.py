@@ -13,12 +13,13 @@ import aiohttp
 
 from app.server import gcpolicy
 from tests.conftest import base_env
-from tests.test_replicas import start_replica, wait_for
+from tests.serve_process import Serve
+from tests.test_replicas import wait_for
 
 
 async def serve_until_healthy(env: dict[str, str], log: Path) -> list[dict[str, Any]]:
     """Start a real `serve`, wait until /healthz answers, stop it; its log events after start."""
-    replica = await start_replica(env, str(log))
+    replica = await Serve.serving(env, log_path=str(log))
     try:
         # The health check is served only once `serve` has gone past the point where it tunes
         # the collector, so every line about it is in the log by now.

@@ -11,8 +11,9 @@ from typing import Any
 
 from app.state.inflight import INTERRUPTED
 from tests import test_replicas as _replicas
+from tests.serve_process import Serve
 from tests.test_human_input import APPROVAL
-from tests.test_replicas import Cluster, start_replica, wait_for
+from tests.test_replicas import Cluster, wait_for
 from tests.test_slack_support import CHANNEL, SECRET
 
 cluster = _replicas.cluster
@@ -60,7 +61,9 @@ async def click(
     )
     msg.blocks = saved
     body, headers = cluster.fake.interaction(payload, secret=SECRET)
-    async with cluster.http.post(replica.events_url, data=body.encode(), headers=headers) as r:
+    async with cluster.http.post(
+        replica.url + "/slack/events", data=body.encode(), headers=headers
+    ) as r:
         return r.status
 
 
@@ -102,7 +105,7 @@ async def test_a_form_survives_a_restart_of_every_replica(
     old = cluster.replicas[0]
     old.proc.terminate()
     await asyncio.wait_for(old.proc.wait(), 15)
-    fresh = await start_replica(cluster.env)
+    fresh = await Serve.serving(cluster.env)
     cluster.replicas.append(fresh)
     assert await click(cluster, fresh, form, "Approve", "U0ANN") == 200
     await wait_for(

@@ -6,10 +6,8 @@ Each replica is a real subprocess; Slack and Dify are the wire fakes in this tes
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,64 +18,8 @@ import pytest_asyncio
 
 from app.state.inflight import INTERRUPTED
 from tests.fakes.slack_api import FakeSlack, Team
+from tests.serve_process import Serve
 from tests.test_slack_support import CHANNEL, SECRET, USER, payload
-
-
-class Replica:
-    def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
-        self.proc = proc
-        self.port = port
-
-    @property
-    def events_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/slack/events"
-
-
-async def start_replica(env: dict[str, str], log_path: str | None = None) -> Replica:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "app.admin.cli",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = await asyncio.wait_for(proc.stderr.readline(), 30)
-        if not line:
-            break
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if event.get("event") == "server.started":
-            # Keep draining stderr so the pipe never fills and blocks the replica.
-            _DRAINS.add(asyncio.create_task(_drain(proc.stderr, log_path)))
-            return Replica(proc, int(event["port"]))
-    proc.kill()
-    raise RuntimeError("replica did not start")
-
-
-_DRAINS: set[asyncio.Task[None]] = set()
-
-
-async def _drain(stream: asyncio.StreamReader, log_path: str | None = None) -> None:
-    out = open(log_path, "ab") if log_path else None  # noqa: SIM115, ASYNC230 - debug aid only
-    try:
-        while line := await stream.readline():
-            if out is not None:
-                out.write(line)
-                out.flush()
-    finally:
-        if out is not None:
-            out.close()
 
 
 class Cluster:
@@ -85,21 +27,14 @@ class Cluster:
 
     def __init__(self, fake: FakeSlack, team: Team, dify_app: Any, env: dict[str, str]) -> None:
         self.fake, self.team, self.dify_app, self.env = fake, team, dify_app, env
-        self.replicas: list[Replica] = []
+        self.replicas: list[Serve] = []
         self.http = aiohttp.ClientSession()
 
     async def start(self, n: int) -> None:
-        self.replicas = list(await asyncio.gather(*(start_replica(self.env) for _ in range(n))))
+        self.replicas = list(await asyncio.gather(*(Serve.serving(self.env) for _ in range(n))))
 
     async def close(self) -> None:
-        for r in self.replicas:
-            if r.proc.returncode is None:
-                r.proc.terminate()
-        for r in self.replicas:
-            try:
-                await asyncio.wait_for(r.proc.wait(), 15)
-            except TimeoutError:
-                r.proc.kill()
+        await asyncio.gather(*(r.stop() for r in self.replicas))
         await self.http.close()
 
     def mention(self, text: str, *, thread_ts: str | None = None) -> dict[str, Any]:
@@ -122,7 +57,7 @@ class Cluster:
 
     async def send(
         self,
-        replica: Replica,
+        replica: Serve,
         event: dict[str, Any],
         *,
         event_id: str,
@@ -131,7 +66,9 @@ class Cluster:
         body, headers = self.fake.event(
             self.team, event, secret=SECRET, event_id=event_id, retry_num=retry_num
         )
-        async with self.http.post(replica.events_url, data=body.encode(), headers=headers) as r:
+        async with self.http.post(
+            replica.url + "/slack/events", data=body.encode(), headers=headers
+        ) as r:
             return r.status
 
     def dify_calls(self) -> list[Any]:
@@ -278,7 +215,7 @@ async def test_sighup_reloads_the_routing_file(cluster: Cluster, tmp_path: Any) 
     cfg.write_text("routes:\n  - name: before\n")
     log = tmp_path / "replica.log"
     cluster.env["BRIDGE_CONFIG"] = str(cfg)
-    replica = await start_replica(cluster.env, str(log))
+    replica = await Serve.serving(cluster.env, log_path=str(log))
     cluster.replicas.append(replica)
     cfg.write_text("routes:\n  - name: after\n")
     replica.proc.send_signal(signal.SIGHUP)

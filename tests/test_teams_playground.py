@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import os
-import sys
 import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -34,6 +31,7 @@ from tests.playground import (
     PlaygroundUnavailable,
     Shown,
 )
+from tests.serve_process import Serve
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="session"),
@@ -62,88 +60,8 @@ SOURCES = [
 RESET_CLICK = {"difyBridge": "newTopic"}
 
 
-class Bridge:
-    """``dify-bridge serve`` as a subprocess; its stderr is kept for failure messages."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
-        self.proc = proc
-        self.port = port
-        self.log: list[str] = []
-        self._drain: asyncio.Task[None] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api/messages"
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log:
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(ev, dict) and ev.get("event") == name:
-                out.append(ev)
-        return out
-
-    async def stop(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 15)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        if self._drain is not None:
-            self._drain.cancel()
-
-
-async def start_bridge(env: dict[str, str]) -> Bridge:
-    # Run outside the checkout: a developer's .env there must not reach the test's bridge.
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "app.admin.cli",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=tempfile.gettempdir(),
-    )
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 30
-    lines: list[str] = []
-    while time.monotonic() < deadline:
-        raw = await asyncio.wait_for(proc.stderr.readline(), 30)
-        if not raw:
-            break
-        line = raw.decode(errors="replace").rstrip()
-        lines.append(line)
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if event.get("event") == "server.started":
-            bridge = Bridge(proc, int(event["port"]))
-            bridge.log = lines
-            bridge._drain = asyncio.create_task(_drain(proc.stderr, lines))
-            return bridge
-    proc.kill()
-    raise RuntimeError("dify-bridge serve did not start: " + " | ".join(lines[-20:]))
-
-
-async def _drain(stream: asyncio.StreamReader, into: list[str]) -> None:
-    while more := await stream.readline():
-        into.append(more.decode(errors="replace").rstrip())
-        del into[:-2000]
-
-
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def world(redis_url: str, fake_dify: Any) -> AsyncIterator[tuple[Bridge, Playground, Any]]:
+async def world(redis_url: str, fake_dify: Any) -> AsyncIterator[tuple[Serve, Playground, Any]]:
     app = fake_dify.add_app(
         "app-pg-" + uuid.uuid4().hex[:8], mode="chat", chunk_size=12, chunk_delay=0.02
     )
@@ -165,11 +83,12 @@ async def world(redis_url: str, fake_dify: Any) -> AsyncIterator[tuple[Bridge, P
     ):
         env.pop(k, None)
     env["MICROSOFT_APP_ID"] = ""  # local mode
-    bridge = await start_bridge(env)
+    # Run outside the checkout: a developer's .env there must not reach the test's bridge.
+    bridge = await Serve.serving(env, cwd=tempfile.gettempdir())
     playground = Playground()
     playground.bridge = bridge
     try:
-        await playground.start(bridge.url)
+        await playground.start(bridge.url + "/api/messages")
     except PlaygroundUnavailable as e:
         await playground.close()
         await bridge.stop()
@@ -182,12 +101,12 @@ async def world(redis_url: str, fake_dify: Any) -> AsyncIterator[tuple[Bridge, P
 
 
 @pytest.fixture
-def pg(world: tuple[Bridge, Playground, Any]) -> Playground:
+def pg(world: tuple[Serve, Playground, Any]) -> Playground:
     return world[1]
 
 
 @pytest.fixture
-def dify(world: tuple[Bridge, Playground, Any]) -> Any:
+def dify(world: tuple[Serve, Playground, Any]) -> Any:
     app = world[2]
     yield app
     app.answer = None
