@@ -73,6 +73,7 @@ class EditReply:
         self._last_id: str | None = None
         self._placeholder: asyncio.Task[None] | None = None
         self._placeholder_sending = False
+        self._grown = False  # the answer's first words are out
         self._base = _sdk.base_activity(
             bot=place.bot,
             user=place.user,
@@ -132,9 +133,11 @@ class EditReply:
         if not shown:
             return  # nothing visible yet (an answer starting with "## "): keep the placeholder
         # The growing answer and its Stop button: one message (a carousel, see compose.layout).
+        # The first words go with the tenant's urgent calls; later edits only refresh them.
         await self._show_part(
-            compose.Part(text=shown, attachments=[compose.stop_card()]), urgent=False
+            compose.Part(text=shown, attachments=[compose.stop_card()]), urgent=not self._grown
         )
+        self._grown = True
 
     async def finish(self, text: str, extras: ReplyExtras) -> None:
         await self._settle()
