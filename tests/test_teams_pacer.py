@@ -10,7 +10,7 @@ from typing import Any
 import pytest_asyncio
 from redis.asyncio import Redis
 
-from adapters.teams.pacer import TenantPacer
+from adapters.teams.pacer import GATHER_SECONDS, TenantPacer
 from app.state.budgets import SharedBudgets
 from app.state.store import RedisStore
 
@@ -68,3 +68,31 @@ async def test_replicas_together_stay_inside_the_tenant_rate(two_stores: Any) ->
     other = time.monotonic()
     await pacers[0].wait("T10")
     assert time.monotonic() - other < 0.1
+
+
+async def test_a_busy_tenant_takes_its_slots_several_at_a_time_and_keeps_its_rate(
+    two_stores: Any,
+) -> None:
+    store = two_stores[0]
+    rate, burst = 20.0, 6.0
+    pacer = TenantPacer(rate, burst, shared=SharedBudgets(store))
+    await asyncio.gather(*(pacer.wait("T11") for _ in range(6)))  # the burst is spent
+    scripts = store.batch.batches_sent
+    started = time.monotonic()
+    await asyncio.gather(*(pacer.wait("T11") for _ in range(12)))
+    elapsed = time.monotonic() - started
+    # One script per call before: each token was taken alone as it came.
+    assert store.batch.batches_sent - scripts <= 5
+    # Tokens are used as they are taken: still at most 20 a second.
+    assert elapsed >= 12 / rate - 0.05
+    # Gathering tokens costs a call at most GATHER_SECONDS more than the rate alone.
+    assert elapsed < 12 / rate + GATHER_SECONDS + 0.4
+
+
+async def test_a_small_bucket_is_not_left_full_while_calls_wait() -> None:
+    # A bucket of one token cannot hold a second: waiting for more would waste the rate.
+    pacer = TenantPacer(rate=20.0, burst=1.0)
+    await pacer.wait("T12")
+    started = time.monotonic()
+    await asyncio.gather(*(pacer.wait("T12") for _ in range(6)))
+    assert time.monotonic() - started < 6 / 20.0 + 0.15
