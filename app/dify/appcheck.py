@@ -198,14 +198,20 @@ class ParamsCache:
         # (a Dify whose /parameters fails is not asked once more after every answer).
         self._failed: dict[tuple[str, str, str], float] = {}
 
+    @staticmethod
+    def _key(route: Route) -> tuple[str, str, str]:
+        return (route.name, route.base_url, route.api_key)
+
     def fresh(self, route: Route) -> bool:
         """True when :meth:`get` would answer from memory, without calling Dify."""
-        hit = self._entries.get((route.name, route.base_url, route.api_key))
+        hit = self._entries.get(self._key(route))
         return bool(hit and hit[0] > self._clock())
 
     def clear(self) -> None:
-        """Forget every cached answer (after a config reload, or an app changed in Dify)."""
+        """Forget every cached answer and failed read (after a config reload, or an app
+        changed in Dify)."""
         self._entries.clear()
+        self._failed.clear()
 
     async def offers_follow_ups(self, route: Route, known: AppParams | None = None) -> bool:
         """Whether to ask Dify for follow-up questions after an answer on ``route``.
@@ -217,7 +223,7 @@ class ParamsCache:
             return False
         app = known
         if app is None:
-            failed = self._failed.get((route.name, route.base_url, route.api_key))
+            failed = self._failed.get(self._key(route))
             if failed is None or self._clock() - failed >= self._ttl:
                 app = await self.get(route)
         return app is None or app.follow_ups is not False
@@ -225,7 +231,7 @@ class ParamsCache:
     async def get(self, route: Route) -> AppParams | None:
         """The app's parameters, or None when Dify could not say (the call then goes ahead and
         Dify itself validates)."""
-        key = (route.name, route.base_url, route.api_key)
+        key = self._key(route)
         hit = self._entries.get(key)
         if hit and hit[0] > self._clock():
             return hit[1]
