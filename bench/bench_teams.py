@@ -149,7 +149,6 @@ async def run(
             await svc.bridge.drain(timeout=300)
             sent_at.clear()
             prof = cProfile.Profile() if profile else None
-            cpu0 = time.process_time()
             usage0 = resource.getrusage(resource.RUSAGE_SELF)
             woke0 = wakeups()
             wall0 = time.monotonic()
@@ -160,10 +159,10 @@ async def run(
             if prof is not None:
                 prof.disable()
             wall = time.monotonic() - wall0
-            cpu = (time.process_time() - cpu0) / threads
             usage1 = resource.getrusage(resource.RUSAGE_SELF)
             user = (usage1.ru_utime - usage0.ru_utime) / threads
             system = (usage1.ru_stime - usage0.ru_stime) / threads
+            cpu = user + system
             loop_kind = service_loop.name()
             woke = (wakeups() - woke0) / threads
             if prof is not None and profile:
